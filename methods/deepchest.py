@@ -1,0 +1,133 @@
+"""DeepChest: dynamic, gradient-free, performance-driven task weighting.
+
+Mohamed et al., "DeepChest: Dynamic Gradient-Free Task Weighting for Effective Multi-Task
+Learning in Chest X-ray Classification", 2025 (arXiv:2505.23595). Implemented as in the
+authors' released code (DeepChest-MTL, `weighting/dwbstl.py` and the trainer that calls it):
+
+* weights start at 1.0, or from a JSON file of initial weights, or from single-task
+  accuracies as w_t = 1 + (1 − acc_t) / 2 (the paper's STL-based initialisation);
+* after each epoch the threshold is the mean over tasks of the per-task training accuracy
+  (measured in train mode over the epoch's batches); a task strictly below it gets
+  w_t ← min(w_t · 1.1, 1.5), every other task w_t ← w_t / 1.05 (no lower bound);
+* the loss is Σ_t w_t L_t; weights are not renormalised (so they need not sum to T).
+
+`signal` chooses what drives the update: "train-accuracy" (as released), "val-accuracy", or
+"train-loss" — a task whose mean training loss is above the mean over tasks counts as
+"below", since the paper's abstract speaks of task-specific loss trends.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Sequence
+
+import torch
+
+from mtlbench.errors import UserError
+from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
+from mtlbench.registry import register_method
+
+Signal = Literal["train-accuracy", "val-accuracy", "train-loss"]
+
+
+@dataclass
+class DeepChestParams:
+    """DeepChest's constants, defaults as in the authors' released code."""
+
+    increase_factor: float = 1.1
+    max_weight: float = 1.5
+    decay_factor: float = 1.05
+    signal: Signal = "train-accuracy"
+    initial_weight: float = 1.0
+    init_weights_file: str | None = None  # JSON {task: weight} or a list of T weights
+    init_accuracies_file: str | None = None  # JSON {task: single-task accuracy}: w = 1 + (1-acc)/2
+
+
+def lagging_tasks(scores: torch.Tensor, higher_is_better: bool) -> torch.Tensor:
+    """Boolean mask of tasks strictly worse than the mean over tasks."""
+    threshold = scores.mean()
+    return scores < threshold if higher_is_better else scores > threshold
+
+
+def deepchest_update(
+    weights: torch.Tensor, lagging: torch.Tensor, increase: float, cap: float, decay: float
+) -> torch.Tensor:
+    """One DeepChest epoch update: lagging tasks ×increase capped at `cap`, others ÷decay."""
+    return torch.where(lagging, torch.clamp(weights * increase, max=cap), weights / decay)
+
+
+def _read_task_json(path: str, task_names: Sequence[str], what: str) -> torch.Tensor:
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise UserError(f"deepchest {what} file not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"deepchest {what} file {path} is not readable JSON: {exc}") from None
+    if isinstance(data, list):
+        if len(data) != len(task_names):
+            raise UserError(f"deepchest {what} file {path} lists {len(data)} values; expected {len(task_names)}")
+        values = data
+    elif isinstance(data, dict):
+        missing = [t for t in task_names if t not in data]
+        extra = sorted(set(data) - set(task_names))
+        if missing or extra:
+            raise UserError(
+                f"deepchest {what} file {path}: missing tasks {missing or 'none'}, unknown keys {extra or 'none'}"
+            )
+        values = [data[t] for t in task_names]
+    else:
+        raise UserError(f"deepchest {what} file {path} must hold a JSON object or list")
+    try:
+        return torch.tensor([float(v) for v in values], dtype=torch.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"deepchest {what} file {path} holds a non-numeric value") from None
+
+
+def initial_weights(params: DeepChestParams, task_names: Sequence[str]) -> torch.Tensor:
+    """The starting weights: constant, from a weights file, or from single-task accuracies."""
+    if params.init_weights_file and params.init_accuracies_file:
+        raise UserError("deepchest: give init_weights_file or init_accuracies_file, not both")
+    if params.init_weights_file:
+        return _read_task_json(params.init_weights_file, task_names, "initial weights")
+    if params.init_accuracies_file:
+        acc = _read_task_json(params.init_accuracies_file, task_names, "single-task accuracies")
+        if bool(((acc < 0) | (acc > 1)).any()):
+            raise UserError("deepchest: single-task accuracies must lie in [0, 1]")
+        return 1.0 + (1.0 - acc) / 2.0
+    return torch.full((len(task_names),), float(params.initial_weight), dtype=torch.float64)
+
+
+@register_method("deepchest")
+class DeepChest(Method):
+    """Gradient-free weighting updated once per epoch from per-task performance."""
+
+    description = "DeepChest (2025): per-epoch ×1.1 (cap 1.5) for tasks below mean accuracy, ÷1.05 otherwise."
+    normalization = "none"
+    Params = DeepChestParams
+
+    def __init__(self, task_names, params=None, *, generator=None):
+        super().__init__(task_names, params, generator=generator)
+        p = self.params
+        if p.signal not in ("train-accuracy", "val-accuracy", "train-loss"):
+            raise UserError(f"deepchest: unknown signal {p.signal!r}; valid: train-accuracy, val-accuracy, train-loss")
+        if p.increase_factor < 1 or p.decay_factor < 1 or p.max_weight <= 0:
+            raise UserError("deepchest: increase_factor and decay_factor must be ≥ 1 and max_weight > 0")
+        self.weights_ = initial_weights(p, self.task_names)
+
+    def step(self, ctx: StepContext) -> StepOutput:
+        """Weights fixed within an epoch; the trainer backpropagates Σ_t w_t L_t."""
+        w = self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype)
+        return StepOutput(weights=w)
+
+    def end_epoch(self, stats: EpochStats) -> None:
+        """Apply the DeepChest update with the chosen signal of the finished epoch."""
+        if self.params.signal == "train-accuracy":
+            lagging = lagging_tasks(stats.train_accuracy.double().cpu(), higher_is_better=True)
+        elif self.params.signal == "val-accuracy":
+            lagging = lagging_tasks(stats.val_accuracy.double().cpu(), higher_is_better=True)
+        else:
+            lagging = lagging_tasks(stats.train_loss.double().cpu(), higher_is_better=False)
+        p = self.params
+        self.weights_ = deepchest_update(self.weights_, lagging, p.increase_factor, p.max_weight, p.decay_factor)

@@ -1,0 +1,156 @@
+"""The `mtlbench` command: run | list | export."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Sequence
+
+from rich.console import Console
+from rich.table import Table
+
+from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
+from mtlbench.errors import UserError
+
+DEFAULT_RESULTS = "results/mtlbench.sqlite"
+
+# command-line flag → RunConfig field, for the options `run` exposes directly
+RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)"),
+    "--epochs": ("epochs", int, "training epochs"),
+    "--image-size": ("image_size", int, "square image size in pixels"),
+    "--batch-size": ("batch_size", int, "training batch size"),
+    "--lr": ("lr", float, "learning rate"),
+    "--optimizer": ("optimizer", str, "adamw | adam | sgd | rmsprop"),
+    "--weight-decay": ("weight_decay", float, "weight decay"),
+    "--schedule": ("schedule", str, "cosine | none"),
+    "--head": ("head", str, "bce (one logit per task) | ce2 (2-class softmax per task)"),
+    "--augment": ("augment", str, "none | paper (rotation 30°, resized crop, flip)"),
+    "--pretrained": ("pretrained", str, "none | imagenet"),
+    "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
+    "--device": ("device", str, "auto | cpu | cuda"),
+    "--data-dir": ("data_dir", str, "root of the datasets (synthetic data is generated here)"),
+    "--synth-images": ("synth_images", int, "number of synthetic images (cxr14-synth)"),
+    "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)"),
+    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation"),
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every subcommand."""
+    parser = _Parser(prog="mtlbench", description=__doc__)
+    sub = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    run = sub.add_parser("run", help="train methods × seeds and store the results",
+                         description="Train each method × seed on one dataset and store results in SQLite. "
+                                     "With no options: all methods, cxr14-synth, the quick preset, seed 0.")
+    run.add_argument("--methods", default="all", help="'all' or a comma list, e.g. ew,deepchest")
+    run.add_argument("--seeds", default="0", help="e.g. 0 or 0,1,2 or 0-4")
+    run.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (default quick)")
+    run.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
+    for flag, (_, typ, helptext) in RUN_OPTIONS.items():
+        run.add_argument(flag, type=typ, default=None, help=helptext)
+    run.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                     help="a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
+    run.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
+    run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    sub.add_parser("list", help="methods (with hyperparameters), datasets and presets")
+
+    export = sub.add_parser("export", help="write the results database as flat tables")
+    export.add_argument("--format", default="csv", choices=["csv"], help="output format (csv)")
+    export.add_argument("--results", default=DEFAULT_RESULTS, help="SQLite results file")
+    export.add_argument("--out", default="results/export", help="output folder (default results/export)")
+    return parser
+
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench run`."""
+    from mtlbench.progress import SweepDisplay
+    from mtlbench.summary import summary_table
+    from mtlbench.sweep import SweepPlan, parse_method_params, parse_methods, parse_seeds, run_sweep
+
+    layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []
+    cli_values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in RUN_OPTIONS.items()}
+    layers.append(({k: v for k, v in cli_values.items() if v is not None}, "command line"))
+    base = build_config(args.preset, layers)
+    methods = parse_methods(args.methods)
+    plan = SweepPlan(base, methods, parse_seeds(args.seeds), parse_method_params(args.param, methods))
+    results = Path(args.results)
+    console.print(f"mtlbench run: {len(plan.cells())} run(s) · methods {', '.join(methods)} · "
+                  f"dataset {base.dataset} · preset {args.preset} · seeds {args.seeds} → {results}")
+    with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
+        outcomes = run_sweep(plan, results, display, force=args.force)
+    console.print(summary_table(results, outcomes))
+    bad = [o for o in outcomes if o.status in ("failed", "diverged")]
+    for o in bad:
+        console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}")
+    return 1 if bad else 0
+
+
+def cmd_list(console: Console) -> int:
+    """`mtlbench list`."""
+    from mtlbench.registry import DATASETS, METHODS
+
+    table = Table(title="methods", show_lines=False)
+    for col in ("name", "kind", "description", "hyperparameters (defaults)"):
+        table.add_column(col, overflow="fold")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        params = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls.Params)) or "—"
+        kind = "loss weighting" if cls.needs == "losses" else f"gradient ({cls.needs})"
+        table.add_row(name, kind, cls.description, params)
+    console.print(table)
+    console.print("datasets: " + ", ".join(DATASETS.names()))
+    console.print("presets: " + "; ".join(
+        f"{n} ({', '.join(f'{k}={v}' for k, v in p.items())})" for n, p in PRESETS.items()))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench export`."""
+    from mtlbench.export import export_csv
+    from mtlbench.store import ResultsStore
+
+    path = Path(args.results)
+    if not path.is_file():
+        raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
+    with ResultsStore(path) as store:
+        written = export_csv(store, Path(args.out))
+    for p in written:
+        console.print(f"wrote {p}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mtlbench` console script; returns the exit code."""
+    console = Console()
+    err = Console(stderr=True)
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "run":
+            return cmd_run(args, console)
+        if args.command == "list":
+            return cmd_list(console)
+        if args.command == "export":
+            return cmd_export(args, console)
+        build_parser().print_help()
+        return 2
+    except UserError as exc:
+        err.print(f"mtlbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err.print("mtlbench: interrupted", highlight=False)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""Run configuration: one RunConfig dataclass, named presets, JSON file overrides, the hash.
+
+Two runs are "the same cell" exactly when their `config_hash` matches: everything that can
+change a result is in it (method and its hyperparameters, data request, training protocol,
+resolved device); paths and display options are not.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from mtlbench.errors import UserError
+
+OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
+SCHEDULES = ("cosine", "none")
+HEADS = ("bce", "ce2")
+AUGMENTATIONS = ("none", "paper")
+SELECTIONS = ("best-val-auroc", "last")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one run (method × dataset × seed) is defined by."""
+
+    method: str = "ew"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    dataset: str = "cxr14-synth"
+    seed: int = 0
+    # data
+    image_size: int = 64
+    synth_images: int = 3000
+    data_seed: int = 0
+    val_fraction: float = 0.1
+    views: str = "all"
+    # training protocol, identical for every method of a sweep
+    epochs: int = 6
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    head: str = "bce"
+    pretrained: str = "none"
+    augment: str = "none"
+    normalize_mean: float = 0.5
+    normalize_std: float = 0.5
+    select: str = "best-val-auroc"
+    device: str = "auto"
+    # not part of the hash
+    data_dir: str = "data"
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that define the cell (all but paths)."""
+        d = asdict(self)
+        d.pop("data_dir")
+        return d
+
+    def config_hash(self) -> str:
+        """A short stable hash of `hashed_fields()`."""
+        blob = json.dumps(self.hashed_fields(), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def to_json(self) -> str:
+        """The full config as JSON (stored with each run)."""
+        return json.dumps(asdict(self), sort_keys=True, default=str)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # seconds on a CPU: CI and tests
+    "smoke": dict(image_size=32, synth_images=400, epochs=2, batch_size=32),
+    # the CPU default: a few minutes per method
+    "quick": dict(image_size=64, synth_images=3000, epochs=6, batch_size=64),
+    # the DeepChest authors' released chest X-ray training command
+    "paper": dict(
+        image_size=128,
+        synth_images=10000,
+        epochs=15,
+        batch_size=128,
+        optimizer="rmsprop",
+        lr=1e-3,
+        weight_decay=0.0,
+        schedule="none",
+        head="ce2",
+        augment="paper",
+        normalize_mean=0.5,
+        normalize_std=0.5,
+    ),
+}
+
+
+def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
+    """Return `config` with `overrides` applied; unknown keys or wrong types are a UserError."""
+    known = {f.name: f for f in fields(RunConfig)}
+    unknown = sorted(set(overrides) - set(known))
+    if unknown:
+        raise UserError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+    clean: dict[str, Any] = {}
+    for key, value in overrides.items():
+        default = getattr(RunConfig(), key)
+        if isinstance(default, bool) or default is None:
+            clean[key] = value
+        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            clean[key] = float(value)
+        elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
+            raise UserError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
+        else:
+            clean[key] = value
+    return replace(config, **clean)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON file of RunConfig overrides."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"config file not found: {p}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {p} is not readable: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise UserError(f"config file {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p} must hold a JSON object of settings")
+    return data
+
+
+def validate(config: RunConfig) -> None:
+    """Reject out-of-range or unknown settings with one actionable line."""
+
+    def choice(name: str, valid: tuple[str, ...]) -> None:
+        if getattr(config, name) not in valid:
+            raise UserError(f"unknown --{name.replace('_', '-')} {getattr(config, name)!r}; valid: {', '.join(valid)}")
+
+    def at_least(name: str, low: float, high: float | None = None) -> None:
+        v = getattr(config, name)
+        if v < low or (high is not None and v > high):
+            bound = f"between {low} and {high}" if high is not None else f"≥ {low}"
+            raise UserError(f"--{name.replace('_', '-')} must be {bound}, got {v}")
+
+    choice("optimizer", OPTIMIZERS)
+    choice("schedule", SCHEDULES)
+    choice("head", HEADS)
+    choice("augment", AUGMENTATIONS)
+    choice("select", SELECTIONS)
+    choice("device", DEVICES)
+    choice("pretrained", ("none", "imagenet"))
+    choice("views", ("all", "PA", "AP"))
+    at_least("seed", 0, 2**31 - 1)
+    at_least("data_seed", 0, 2**31 - 1)
+    at_least("epochs", 1, 10_000)
+    at_least("batch_size", 2, 65_536)
+    at_least("eval_batch_size", 1, 65_536)
+    at_least("image_size", 16, 1024)
+    at_least("synth_images", 50, 112_120)
+    at_least("val_fraction", 0.01, 0.5)
+    if not config.lr > 0:
+        raise UserError(f"--lr must be > 0, got {config.lr}")
+    if config.weight_decay < 0:
+        raise UserError(f"--weight-decay must be ≥ 0, got {config.weight_decay}")
+    if not config.normalize_std > 0:
+        raise UserError("normalize_std must be > 0")
+
+
+def build_config(preset: str, layers: list[tuple[dict[str, Any], str]] = ()) -> RunConfig:
+    """Defaults ← preset ← each (overrides, source) layer in turn (config file, command line), validated."""
+    if preset not in PRESETS:
+        raise UserError(f"unknown --preset {preset!r}; valid: {', '.join(PRESETS)}")
+    config = apply_overrides(RunConfig(), PRESETS[preset], f"preset {preset}")
+    for overrides, source in layers:
+        config = apply_overrides(config, overrides, source)
+    validate(config)
+    return config

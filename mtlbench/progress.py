@@ -1,0 +1,72 @@
+"""Rich progress display for a sweep: sweep, epoch and step bars, plus dataset work."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+
+class SweepDisplay:
+    """Three bars (sweep / epoch / step) that implement train.RunReporter and a ProgressFactory."""
+
+    def __init__(self, console: Console, total_runs: int, enabled: bool = True):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=console,
+            disable=not enabled,
+            transient=False,
+        )
+        self.sweep = self.progress.add_task("sweep", total=total_runs, info="")
+        self.epoch = self.progress.add_task("epoch", total=1, visible=False, info="")
+        self.step = self.progress.add_task("step", total=1, visible=False, info="")
+
+    def __enter__(self) -> "SweepDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    # ProgressFactory for dataset generation/loading
+    def __call__(self, description: str, total: int) -> Callable[[int], None]:
+        task = self.progress.add_task(description, total=total, info="")
+
+        def advance(n: int = 1) -> None:
+            self.progress.advance(task, n)
+            if self.progress.tasks[task].finished:
+                self.progress.update(task, visible=False)
+
+        return advance
+
+    # RunReporter
+    def start_run(self, label: str, epochs: int, steps: int) -> None:
+        """Reset the epoch and step bars for a new run."""
+        self.progress.update(self.sweep, info=label)
+        self.progress.reset(self.epoch, total=epochs, visible=True, description=f"epochs ({label})", info="")
+        self.progress.reset(self.step, total=steps, visible=True, description="steps", info="")
+
+    def advance_step(self) -> None:
+        """One training step done."""
+        self.progress.advance(self.step)
+
+    def end_epoch(self, epoch: int, val_auroc: float) -> None:
+        """One epoch done; show its validation AUROC."""
+        self.progress.advance(self.epoch)
+        self.progress.update(self.epoch, info=f"val AUROC {val_auroc:.3f}")
+        self.progress.reset(self.step)
+
+    def end_run(self) -> None:
+        """One run done (complete, failed or diverged)."""
+        self.progress.advance(self.sweep)
+
+    def skip_run(self) -> None:
+        """One run skipped because it is already complete."""
+        self.progress.advance(self.sweep)

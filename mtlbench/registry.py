@@ -1,0 +1,62 @@
+"""Registries of weighting methods and datasets: one decorator away from each definition."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Generic, TypeVar
+
+from mtlbench.errors import UserError
+
+T = TypeVar("T")
+
+
+@dataclass
+class Registry(Generic[T]):
+    """A name → object table that lists its valid names in every lookup error."""
+
+    kind: str
+    package: str
+    entries: dict[str, T]
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator that files the decorated object under `name`."""
+
+        def decorate(obj: T) -> T:
+            if name in self.entries and self.entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} is registered twice")
+            self.entries[name] = obj
+            return obj
+
+        return decorate
+
+    def _load(self) -> None:
+        # Importing the package imports every module in it, which runs the decorators.
+        importlib.import_module(self.package)
+
+    def names(self) -> list[str]:
+        """All registered names, in registration order."""
+        self._load()
+        return list(self.entries)
+
+    def get(self, name: str) -> T:
+        """The object registered as `name`; a UserError naming the valid choices otherwise."""
+        self._load()
+        if name not in self.entries:
+            valid = ", ".join(self.entries)
+            raise UserError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}")
+        return self.entries[name]
+
+
+METHODS: Registry[Any] = Registry("method", "mtlbench.methods", {})
+DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets", {})
+
+
+def register_method(name: str) -> Callable[[T], T]:
+    """Register a weighting-method class under `name` (see methods/base.py for the contract)."""
+    return METHODS.register(name)  # type: ignore[return-value]
+
+
+def register_dataset(name: str) -> Callable[[T], T]:
+    """Register a dataset loader under `name` (see datasets/base.py for the contract)."""
+    return DATASETS.register(name)  # type: ignore[return-value]

@@ -1,0 +1,225 @@
+"""The results store: one SQLite file holding runs, per-epoch per-task metrics, weights, costs."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from mtlbench.errors import UserError
+
+SCHEMA_VERSION = 1
+STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    method TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    config_hash TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running','complete','diverged','failed','interrupted','oom')),
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    env_json TEXT,
+    data_json TEXT,
+    weight_normalization TEXT,
+    selected_epoch INTEGER,
+    diverged_step INTEGER,
+    error TEXT
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    split TEXT NOT NULL CHECK (split IN ('train','val','test')),
+    epoch INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    loss REAL, accuracy REAL, auroc REAL, ap REAL,
+    PRIMARY KEY (run_id, split, epoch, task)
+);
+CREATE TABLE IF NOT EXISTS weights (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    step INTEGER NOT NULL,  -- -1: the weights in force for the whole epoch
+    task TEXT NOT NULL,
+    weight REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch, step, task)
+);
+CREATE TABLE IF NOT EXISTS costs (
+    run_id INTEGER PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    wall_s REAL, train_s REAL, eval_s REAL,
+    median_step_s REAL, median_method_s REAL, images_per_s REAL,
+    peak_cuda_mb REAL,
+    peak_rss_mb REAL,
+    rss_scope TEXT  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
+);
+"""
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _num(x: Any) -> float | None:
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+@dataclass(frozen=True)
+class RunKey:
+    """The identity of a cell: what to look up before training it."""
+
+    method: str
+    dataset: str
+    seed: int
+    config_hash: str
+
+
+class ResultsStore:
+    """Transactional access to the results database."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(self.path, timeout=30)
+        except (OSError, sqlite3.Error) as exc:
+            raise UserError(f"cannot open results database {self.path}: {exc}") from None
+        self.conn.execute("PRAGMA foreign_keys = ON")
+        try:
+            self._init_schema()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise UserError(f"{self.path} is not a usable mtlbench results database: {exc}") from None
+
+    def _init_schema(self) -> None:
+        with self.conn:
+            self.conn.executescript(SCHEMA)
+            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
+            if row is None:
+                self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            elif row[0] > SCHEMA_VERSION:
+                raise UserError(
+                    f"{self.path} was written by a newer mtlbench (schema {row[0]} > {SCHEMA_VERSION}); upgrade mtlbench"
+                )
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.conn.close()
+
+    def __enter__(self) -> "ResultsStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """All writes inside land together or not at all."""
+        with self.conn:
+            yield self.conn
+
+    # --- runs -------------------------------------------------------------------------------
+    def complete_run(self, key: RunKey) -> int | None:
+        """The id of a complete run of this cell, if any."""
+        row = self.conn.execute(
+            "SELECT run_id FROM runs WHERE config_hash=? AND status='complete' ORDER BY run_id DESC LIMIT 1",
+            (key.config_hash,),
+        ).fetchone()
+        return row[0] if row else None
+
+    def start_run(self, key: RunKey, config_json: str, env: dict[str, Any], weight_normalization: str) -> int:
+        """Insert a run in status 'running', replacing earlier unfinished attempts of the same cell."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM runs WHERE config_hash=? AND status != 'complete'", (key.config_hash,))
+            cur = c.execute(
+                "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at,"
+                " env_json, weight_normalization) VALUES (?,?,?,?,?,?,?,?,?)",
+                (key.method, key.dataset, key.seed, key.config_hash, config_json, "running", _now(),
+                 json.dumps(env, sort_keys=True), weight_normalization),
+            )
+            return int(cur.lastrowid)
+
+    def supersede_complete(self, key: RunKey) -> None:
+        """Delete complete runs of this cell (used by --force before a rerun)."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM runs WHERE config_hash=?", (key.config_hash,))
+
+    def set_data_info(self, run_id: int, info: dict[str, Any]) -> None:
+        """Record the dataset's provenance for a run."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET data_json=? WHERE run_id=?", (json.dumps(info, sort_keys=True, default=str), run_id))
+
+    def finish_run(
+        self,
+        run_id: int,
+        status: str,
+        *,
+        selected_epoch: int | None = None,
+        diverged_step: int | None = None,
+        error: str | None = None,
+    ) -> None:
+        """Set a run's final status."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status}")
+        with self.transaction() as c:
+            c.execute(
+                "UPDATE runs SET status=?, ended_at=?, selected_epoch=?, diverged_step=?, error=? WHERE run_id=?",
+                (status, _now(), selected_epoch, diverged_step, error, run_id),
+            )
+
+    # --- per-run rows -----------------------------------------------------------------------
+    def add_metrics(self, run_id: int, split: str, epoch: int, tasks: Sequence[str], metrics: Any) -> None:
+        """Per-task metrics of one split at one epoch (a metrics.TaskMetrics)."""
+        rows = [
+            (run_id, split, epoch, task, _num(metrics.loss[i]), _num(metrics.accuracy[i]),
+             _num(metrics.auroc[i]), _num(metrics.ap[i]))
+            for i, task in enumerate(tasks)
+        ]
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def add_train_stats(self, run_id: int, epoch: int, tasks: Sequence[str], loss: np.ndarray, acc: np.ndarray) -> None:
+        """Per-task training loss and accuracy of one epoch."""
+        rows = [(run_id, "train", epoch, t, _num(loss[i]), _num(acc[i]), None, None) for i, t in enumerate(tasks)]
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def add_weights(self, run_id: int, epoch: int, steps: Sequence[int], tasks: Sequence[str], weights: np.ndarray) -> None:
+        """Task weights: one row of `weights` (len(steps) × T) per step (-1 = the whole epoch)."""
+        rows = [
+            (run_id, epoch, int(s), t, float(weights[i, j]))
+            for i, s in enumerate(steps)
+            for j, t in enumerate(tasks)
+        ]
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO weights VALUES (?,?,?,?,?)", rows)
+
+    def set_costs(self, run_id: int, costs: dict[str, Any]) -> None:
+        """Measured costs of a run (see train.RunCosts)."""
+        cols = ", ".join(costs)
+        marks = ", ".join("?" for _ in costs)
+        with self.transaction() as c:
+            c.execute(f"INSERT OR REPLACE INTO costs (run_id, {cols}) VALUES (?, {marks})", (run_id, *costs.values()))
+
+    # --- reading ----------------------------------------------------------------------------
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """Run a read query; rows support access by column name."""
+        self.conn.row_factory = sqlite3.Row
+        try:
+            return self.conn.execute(sql, params).fetchall()
+        finally:
+            self.conn.row_factory = None
+
+    def table_names(self) -> list[str]:
+        """The data tables, in export order."""
+        return ["runs", "metrics", "weights", "costs"]

@@ -1,0 +1,62 @@
+"""The rich table printed at the end of `mtlbench run`: one row per method of the sweep."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from rich.table import Table
+
+from mtlbench.store import ResultsStore
+from mtlbench.train import RunResult
+
+SUMMARY_SQL = """
+SELECT r.run_id, r.method, r.seed, r.status,
+       (SELECT AVG(auroc) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS auroc,
+       (SELECT AVG(accuracy) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS accuracy,
+       c.wall_s, c.median_step_s, c.peak_cuda_mb, c.peak_rss_mb, c.rss_scope
+FROM runs r LEFT JOIN costs c ON c.run_id = r.run_id
+WHERE r.run_id IN ({ids})
+"""
+
+
+def _mean_sd(values: list[float], fmt: str) -> str:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    if not vals:
+        return "—"
+    if len(vals) == 1:
+        return format(vals[0], fmt)
+    return f"{format(np.mean(vals), fmt)} ± {format(np.std(vals, ddof=1), fmt)}"
+
+
+def summary_table(results: Path, outcomes: Sequence[RunResult]) -> Table:
+    """Per method over the sweep's seeds: runs, test mean AUROC and accuracy, time, peak memory."""
+    ids = [o.run_id for o in outcomes if o.run_id is not None]
+    table = Table(title="mtlbench run: test metrics (mean over 14 tasks; ± sd over seeds)")
+    for col in ("method", "runs", "mean AUROC", "mean accuracy", "time / run", "step (median)", "peak memory"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    if not ids:
+        return table
+    with ResultsStore(results) as store:
+        rows = store.query(SUMMARY_SQL.format(ids=",".join("?" * len(ids))), ids)
+    by_method: dict[str, list] = {}
+    for row in rows:
+        by_method.setdefault(row["method"], []).append(row)
+    for method in dict.fromkeys(o.method for o in outcomes):
+        runs = by_method.get(method, [])
+        done = [r for r in runs if r["status"] == "complete"]
+        status = f"{len(done)}/{len(runs)}" + ("" if len(done) == len(runs) else " ⚠")
+        cuda = [r["peak_cuda_mb"] for r in done if r["peak_cuda_mb"] is not None]
+        memory = (f"{_mean_sd(cuda, '.0f')} MiB CUDA" if cuda
+                  else f"{_mean_sd([r['peak_rss_mb'] for r in done], '.0f')} MiB RSS" if done else "—")
+        table.add_row(
+            method,
+            status,
+            _mean_sd([r["auroc"] for r in done], ".3f"),
+            _mean_sd([r["accuracy"] for r in done], ".3f"),
+            _mean_sd([r["wall_s"] for r in done], ".0f") + " s" if done else "—",
+            _mean_sd([1000 * r["median_step_s"] for r in done], ".0f") + " ms" if done else "—",
+            memory,
+        )
+    return table

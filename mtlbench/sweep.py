@@ -1,0 +1,122 @@
+"""A sweep: every method × seed on one dataset with one protocol, sharing the loaded data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+from mtlbench.config import RunConfig
+from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
+from mtlbench.environment import environment
+from mtlbench.errors import UserError
+from mtlbench.registry import DATASETS, METHODS
+from mtlbench.store import ResultsStore
+from mtlbench.train import RunReporter, RunResult, resolve_device, train_run
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What to run: the base config (method/seed filled per cell), methods, seeds."""
+
+    base: RunConfig
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    method_params: dict[str, dict[str, Any]]
+
+    def cells(self) -> list[RunConfig]:
+        """One RunConfig per method × seed, methods outermost."""
+        return [
+            replace(self.base, method=m, seed=s, method_params=self.method_params.get(m, {}))
+            for m in self.methods
+            for s in self.seeds
+        ]
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """'all' or a comma list of registered names (validated, order kept, duplicates dropped)."""
+    names = METHODS.names() if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UserError("--methods is empty; give 'all' or names such as ew,deepchest")
+    for n in names:
+        METHODS.get(n)
+    return tuple(dict.fromkeys(names))
+
+
+def parse_seeds(text: str) -> tuple[int, ...]:
+    """'0,1,2' or '0-4' (or a mix) → distinct non-negative seeds."""
+    seeds: list[int] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                seeds.extend(range(int(lo), int(hi) + 1))
+            elif part:
+                seeds.append(int(part))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected integers like 0,1,2 or 0-4") from None
+    if not seeds:
+        raise UserError("--seeds is empty; give e.g. 0 or 0,1,2")
+    bad = [s for s in seeds if s < 0 or s > 2**31 - 1]
+    if bad:
+        raise UserError(f"--seeds: {bad[0]} is out of range (0 … 2147483647)")
+    return tuple(dict.fromkeys(seeds))
+
+
+def parse_method_params(items: Sequence[str], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """'method.name=value' items → {method: {name: value}}, values parsed as JSON when they can be."""
+    import json
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise UserError(f"--param {item!r}: expected METHOD.NAME=VALUE, e.g. deepchest.signal=val-accuracy")
+        lhs, value = item.split("=", 1)
+        method, name = lhs.split(".", 1)
+        METHODS.get(method)
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        out.setdefault(method, {})[name] = parsed
+    for method, params in out.items():
+        METHODS.get(method).make_params(params)  # reject unknown names before anything runs
+    return out
+
+
+def load_dataset(config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
+    """Load (generating if needed) the dataset a config asks for."""
+    loader = DATASETS.get(config.dataset)
+    data_dir = Path(config.data_dir).expanduser()
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"--data-dir {data_dir} is not a directory")
+    request = DataRequest(
+        data_dir=data_dir,
+        image_size=config.image_size,
+        data_seed=config.data_seed,
+        val_fraction=config.val_fraction,
+        synth_images=config.synth_images,
+        views=config.views,
+    )
+    return loader(request, progress)
+
+
+def run_sweep(
+    plan: SweepPlan,
+    results: Path,
+    display: Any,
+    force: bool = False,
+) -> list[RunResult]:
+    """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
+    device = resolve_device(plan.base.device)
+    base = replace(plan.base, device=device.type)
+    plan = replace(plan, base=base)
+    env = environment(device)
+    with ResultsStore(results) as store:
+        data = load_dataset(base, display)
+        outcomes = []
+        for cell in plan.cells():
+            reporter: RunReporter = display
+            outcomes.append(train_run(cell, data, store, env, reporter, force=force))
+        return outcomes

@@ -1,0 +1,332 @@
+"""One run (method × dataset × seed): seeding, the training loop, evaluation, meters → store.
+
+Nothing here branches on a method's name: the method declares what it needs and returns
+weights (loss-weighting) or an aggregated shared gradient (gradient-manipulating).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import statistics
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from mtlbench import grads, measure
+from mtlbench.config import RunConfig
+from mtlbench.datasets.base import DatasetBundle
+from mtlbench.errors import UserError
+from mtlbench.feed import DeviceSplit, eval_batches, steps_per_epoch, train_batches
+from mtlbench.methods.base import EpochStats, Method, StepContext
+from mtlbench.metrics import THRESHOLD, TaskMetrics, task_metrics
+from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses, positive_probability
+from mtlbench.registry import METHODS
+from mtlbench.store import ResultsStore, RunKey
+
+DIVERGENCE_CHECK_EVERY = 20  # steps between host syncs that look for a non-finite loss
+
+
+class RunReporter(Protocol):
+    """Where the trainer reports progress (a rich display in the CLI, nothing in tests)."""
+
+    def start_run(self, label: str, epochs: int, steps: int) -> None: ...
+    def advance_step(self) -> None: ...
+    def end_epoch(self, epoch: int, val_auroc: float) -> None: ...
+    def end_run(self) -> None: ...
+
+
+class SilentReporter:
+    """A RunReporter that shows nothing."""
+
+    def start_run(self, label: str, epochs: int, steps: int) -> None:
+        """No-op."""
+
+    def advance_step(self) -> None:
+        """No-op."""
+
+    def end_epoch(self, epoch: int, val_auroc: float) -> None:
+        """No-op."""
+
+    def end_run(self) -> None:
+        """No-op."""
+
+
+@dataclass
+class RunResult:
+    """The outcome of one cell, for the sweep summary."""
+
+    run_id: int
+    method: str
+    seed: int
+    status: str  # complete | diverged | failed | skipped
+    test_auroc: float = float("nan")
+    test_accuracy: float = float("nan")
+    wall_s: float = float("nan")
+    peak_memory: str = ""
+    detail: str = ""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' → cuda when available, else cpu; 'cuda' without a GPU is a UserError."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is visible to PyTorch; use --device cpu or auto")
+    return torch.device(name)
+
+
+def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
+    """The configured method with its hyperparameters and its own RNG (not the data RNG)."""
+    cls = METHODS.get(config.method)
+    params = cls.make_params(config.method_params)
+    generator = torch.Generator().manual_seed(config.seed + 7919)
+    return cls(task_names, params, generator=generator)
+
+
+def build_optimizer(config: RunConfig, model: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
+    """The sweep's optimizer; a method's learnable parameters form their own group (no decay)."""
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+    if method.parameters():
+        lr = getattr(method.params, "lr", config.lr)
+        groups.append({"params": method.parameters(), "weight_decay": 0.0, "lr": lr})
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=config.lr)
+    if config.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=config.lr)
+    if config.optimizer == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=config.lr)
+    return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
+
+
+def build_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_steps: int):
+    """Per-step LR schedule: cosine decay to 0 over the run, or constant."""
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total_steps) / max(total_steps, 1)))
+        )
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+
+
+@torch.no_grad()
+def evaluate(model: MultiTaskResNet, split: DeviceSplit, config: RunConfig, device: torch.device) -> TaskMetrics:
+    """Metrics of `model` on a whole split; logits and losses stay on the device until the end."""
+    model.eval()
+    probs, loss_sum = [], torch.zeros(split.labels.shape[1], device=device, dtype=torch.float64)
+    for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
+        _, logits = model(x)
+        loss_sum += per_task_losses(logits, y, config.head).double() * y.shape[0]
+        probs.append(positive_probability(logits, config.head).float())
+    p = torch.cat(probs).cpu().numpy()
+    return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy())
+
+
+@dataclass
+class EpochMeter:
+    """On-device running sums of one training epoch (no host sync per step)."""
+
+    num_tasks: int
+    device: torch.device
+    loss_sum: torch.Tensor = field(init=False)
+    correct: torch.Tensor = field(init=False)
+    weight_sum: torch.Tensor = field(init=False)
+    step_weights: list[torch.Tensor] = field(default_factory=list)
+    seen: int = 0
+    steps: int = 0
+
+    def __post_init__(self) -> None:
+        z = lambda: torch.zeros(self.num_tasks, device=self.device, dtype=torch.float64)  # noqa: E731
+        self.loss_sum, self.correct, self.weight_sum = z(), z(), z()
+
+    def add(self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, keep_step: bool) -> None:
+        """Accumulate one step's per-task losses, correct predictions and weights."""
+        b = y.shape[0]
+        self.loss_sum += losses.detach().double() * b
+        self.correct += ((probs > THRESHOLD) == (y > 0.5)).sum(0).double()
+        w = weights.detach().double()
+        self.weight_sum += w
+        if keep_step:
+            self.step_weights.append(w)
+        self.seen += b
+        self.steps += 1
+
+
+def _first_bad_step(bad: torch.Tensor) -> int | None:
+    v = int(bad.item())
+    return v if v >= 0 else None
+
+
+def train_run(
+    config: RunConfig,
+    data: DatasetBundle,
+    store: ResultsStore,
+    env: dict[str, Any],
+    reporter: RunReporter | None = None,
+    force: bool = False,
+) -> RunResult:
+    """Train and evaluate one cell, writing everything to `store`; skips a complete cell unless `force`."""
+    reporter = reporter or SilentReporter()
+    key = RunKey(config.method, config.dataset, config.seed, config.config_hash())
+    existing = store.complete_run(key)
+    if existing is not None and not force:
+        reporter.end_run()
+        return RunResult(existing, config.method, config.seed, "skipped", detail="complete run with this config exists")
+    if force:
+        store.supersede_complete(key)
+
+    device = torch.device(config.device)
+    tasks = data.task_names
+    method = build_method(config, tasks).to(device)
+    if steps_per_epoch(len(data.train), config.batch_size) == 0:
+        raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
+    run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
+    run_id = store.start_run(key, json.dumps(run_config, sort_keys=True), env, method.normalization)
+    store.set_data_info(run_id, data.info)
+    try:
+        return _train(config, data, store, run_id, method, device, reporter)
+    except KeyboardInterrupt:
+        store.finish_run(run_id, "interrupted", error="KeyboardInterrupt")
+        raise
+    except Exception as exc:  # any other failure is recorded and the sweep goes on
+        store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+        return RunResult(run_id, config.method, config.seed, "failed", detail=f"{type(exc).__name__}: {exc}")
+    finally:
+        reporter.end_run()
+
+
+def _train(
+    config: RunConfig,
+    data: DatasetBundle,
+    store: ResultsStore,
+    run_id: int,
+    method: Method,
+    device: torch.device,
+    reporter: RunReporter,
+) -> RunResult:
+    tasks = data.task_names
+    t_start = time.perf_counter()
+    rss_scope = measure.reset_peaks(device)
+
+    torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
+    model = MultiTaskResNet(ModelSpec(len(tasks), config.head, config.pretrained)).to(device)
+    optimizer = build_optimizer(config, model, method)
+    train_split = DeviceSplit.from_split(data.train, device)
+    val_split = DeviceSplit.from_split(data.val, device)
+    test_split = DeviceSplit.from_split(data.test, device)
+    n_steps = steps_per_epoch(len(train_split), config.batch_size)
+    schedule = build_schedule(config, optimizer, n_steps * config.epochs)
+    reporter.start_run(f"{config.method} seed {config.seed}", config.epochs, n_steps)
+
+    per_step_weights = method.weights_changed_per_step()
+    step_times: list[float] = []
+    method_times: list[float] = []
+    train_s = eval_s = 0.0
+    best = (-math.inf, -1, None)  # (val mean AUROC, epoch, state)
+    global_step = 0
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+
+    for epoch in range(config.epochs):
+        model.train()
+        meter = EpochMeter(len(tasks), device)
+        t_epoch = measure.now(device)
+        for x, y in train_batches(
+            train_split, config.batch_size, config.seed, epoch, device,
+            config.normalize_mean, config.normalize_std, config.augment,
+        ):
+            t0 = measure.now(device)
+            features, logits = model(x)
+            losses = per_task_losses(logits, y, config.head)
+            bad = ~torch.isfinite(losses).all()
+            bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, global_step), bad_step)
+
+            t_method = measure.now(device)
+            task_grads = None
+            if method.needs != "losses":
+                task_grads = grads.per_task_gradients(losses, method.needs, model, features)
+            out = method.step(StepContext(losses=losses, step=global_step, epoch=epoch, grads=task_grads))
+            method_times.append(measure.now(device) - t_method)
+
+            optimizer.zero_grad(set_to_none=True)
+            if out.shared_grad is None:
+                objective = out.objective if out.objective is not None else (out.weights.detach() * losses).sum()
+                objective.backward()
+            else:
+                head_params = model.head_parameters()
+                head_grads = torch.autograd.grad(losses.sum(), head_params, retain_graph=True)
+                grads.apply_shared_gradient(method.needs, out.shared_grad, model, features)
+                for p, g in zip(head_params, head_grads):
+                    p.grad = g
+            optimizer.step()
+            schedule.step()
+
+            meter.add(losses, positive_probability(logits.detach(), config.head), y, out.weights, per_step_weights)
+            step_times.append(measure.now(device) - t0)
+            global_step += 1
+            reporter.advance_step()
+            if global_step % DIVERGENCE_CHECK_EVERY == 0 and _first_bad_step(bad_step) is not None:
+                break
+        train_s += measure.now(device) - t_epoch
+
+        diverged_at = _first_bad_step(bad_step)
+        if diverged_at is not None:
+            store.finish_run(run_id, "diverged", diverged_step=diverged_at, error="non-finite loss")
+            return RunResult(run_id, config.method, config.seed, "diverged", detail=f"non-finite loss at step {diverged_at}")
+
+        # epoch statistics → store, method hook
+        train_loss = (meter.loss_sum / meter.seen).cpu().numpy()
+        train_acc = (meter.correct / meter.seen).cpu().numpy()
+        store.add_train_stats(run_id, epoch, tasks, train_loss, train_acc)
+        mean_w = (meter.weight_sum / meter.steps).cpu().numpy()[None]
+        store.add_weights(run_id, epoch, [-1], tasks, mean_w)
+        if per_step_weights and meter.step_weights:
+            first = global_step - meter.steps
+            store.add_weights(run_id, epoch, list(range(first, global_step)), tasks,
+                              torch.stack(meter.step_weights).cpu().numpy())
+
+        t_eval = measure.now(device)
+        val = evaluate(model, val_split, config, device)
+        eval_s += measure.now(device) - t_eval
+        store.add_metrics(run_id, "val", epoch, tasks, val)
+        val_auroc = val.mean()["auroc"]
+        reporter.end_epoch(epoch, val_auroc)
+        score = val_auroc if np.isfinite(val_auroc) else -val.mean()["loss"]
+        if config.select == "last" or score > best[0] or best[2] is None:
+            best = (score, epoch, copy.deepcopy(model.state_dict()))
+
+        method.end_epoch(EpochStats(
+            epoch=epoch,
+            train_loss=torch.from_numpy(train_loss),
+            train_accuracy=torch.from_numpy(train_acc),
+            val_loss=torch.from_numpy(val.loss),
+            val_accuracy=torch.from_numpy(val.accuracy),
+            val_auroc=torch.from_numpy(val.auroc),
+        ))
+
+    # test once, with the model selected on validation
+    model.load_state_dict(best[2])
+    t_eval = measure.now(device)
+    test = evaluate(model, test_split, config, device)
+    eval_s += measure.now(device) - t_eval
+    store.add_metrics(run_id, "test", best[1], tasks, test)
+
+    wall_s = time.perf_counter() - t_start
+    warm = step_times[min(len(step_times) - 1, 5):] if step_times else [float("nan")]
+    warm_m = method_times[min(len(method_times) - 1, 5):] if method_times else [float("nan")]
+    cuda_mb = measure.peak_cuda_mb(device)
+    rss_mb = measure.peak_rss_mb()
+    store.set_costs(run_id, dict(
+        device=str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu",
+        wall_s=wall_s, train_s=train_s, eval_s=eval_s,
+        median_step_s=statistics.median(warm), median_method_s=statistics.median(warm_m),
+        images_per_s=global_step * config.batch_size / train_s if train_s > 0 else None,
+        peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
+    ))
+    store.finish_run(run_id, "complete", selected_epoch=best[1])
+    means = test.mean()
+    memory = f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{rss_mb:.0f} MiB RSS"
+    return RunResult(run_id, config.method, config.seed, "complete", means["auroc"], means["accuracy"], wall_s, memory)
