@@ -1,3 +1,1 @@
-"""Datasets (installed as mtlbench.datasets); importing this package registers every loader."""
-
-from mtlbench.datasets import cxr14_synth, pending  # noqa: F401  (registration side effects)
+"""Datasets (installed as mtlbench.datasets): one module per dataset; `catalog` registers them all."""

@@ -1,3 +1,1 @@
-"""Weighting methods (installed as mtlbench.methods); importing this package registers them all."""
-
-from mtlbench.methods import deepchest, ew  # noqa: F401  (registration side effects)
+"""Weighting methods (installed as mtlbench.methods): one module per method; `catalog` registers them all."""

@@ -31,7 +31,7 @@ class Registry(Generic[T]):
         return decorate
 
     def _load(self) -> None:
-        # Importing the package imports every module in it, which runs the decorators.
+        # The catalog module imports every definition module, which runs the decorators.
         importlib.import_module(self.package)
 
     def names(self) -> list[str]:
@@ -48,8 +48,8 @@ class Registry(Generic[T]):
         return self.entries[name]
 
 
-METHODS: Registry[Any] = Registry("method", "mtlbench.methods", {})
-DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets", {})
+METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {})
+DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {})
 
 
 def register_method(name: str) -> Callable[[T], T]:

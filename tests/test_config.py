@@ -1,0 +1,60 @@
+"""Run configuration: presets, overrides, validation, the cell hash."""
+
+from dataclasses import replace
+
+import pytest
+
+from mtlbench.config import PRESETS, build_config, load_config_file
+from mtlbench.errors import UserError
+
+
+def test_presets_apply():
+    assert build_config("smoke").image_size == 32
+    paper = build_config("paper")
+    assert (paper.optimizer, paper.lr, paper.batch_size, paper.image_size, paper.epochs, paper.head, paper.augment) == (
+        "rmsprop", 1e-3, 128, 128, 15, "ce2", "paper")
+    assert set(PRESETS) == {"smoke", "quick", "paper"}
+
+
+def test_layers_apply_in_order():
+    cfg = build_config("quick", [({"epochs": 3, "lr": 1}, "file"), ({"epochs": 4}, "cli")])
+    assert cfg.epochs == 4 and cfg.lr == 1.0
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"epochs": 0}, "--epochs must be"),
+        ({"batch_size": 1}, "--batch-size must be"),
+        ({"image_size": 8}, "--image-size must be"),
+        ({"seed": -1}, "--seed must be"),
+        ({"optimizer": "lion"}, "unknown --optimizer"),
+        ({"lr": 0.0}, "--lr must be > 0"),
+        ({"nonsense": 1}, "unknown setting"),
+        ({"epochs": "many"}, "epochs must be int"),
+    ],
+)
+def test_bad_settings_are_user_errors(overrides, message):
+    with pytest.raises(UserError, match=message):
+        build_config("smoke", [(overrides, "test")])
+
+
+def test_hash_ignores_paths_but_not_protocol():
+    cfg = build_config("smoke")
+    assert cfg.config_hash() == replace(cfg, data_dir="/elsewhere").config_hash()
+    assert cfg.config_hash() != replace(cfg, lr=2e-3).config_hash()
+    assert cfg.config_hash() != replace(cfg, method_params={"signal": "train-loss"}).config_hash()
+
+
+def test_config_file_errors(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text("{not json")
+    with pytest.raises(UserError, match="not valid JSON"):
+        load_config_file(f)
+    f.write_text("[1, 2]")
+    with pytest.raises(UserError, match="JSON object"):
+        load_config_file(f)
+    with pytest.raises(UserError, match="not found"):
+        load_config_file(tmp_path / "missing.json")
+    f.write_text('{"epochs": 2}')
+    assert load_config_file(f) == {"epochs": 2}

@@ -1,0 +1,100 @@
+"""DeepChest's update rule, initialisation and signals, on hand-made per-task statistics."""
+
+import json
+
+import pytest
+import torch
+
+from mtlbench.errors import UserError
+from mtlbench.methods.base import EpochStats, StepContext
+from mtlbench.methods.deepchest import DeepChest, DeepChestParams, deepchest_update, lagging_tasks
+
+TASKS = ("a", "b", "c", "d")
+
+
+def stats(train_acc=(0.5,) * 4, val_acc=(0.5,) * 4, train_loss=(0.5,) * 4) -> EpochStats:
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    return EpochStats(0, t(train_loss), t(train_acc), t((0.3,) * 4), t(val_acc), t((0.7,) * 4))
+
+
+def test_lagging_is_strictly_below_the_mean():
+    acc = torch.tensor([0.9, 0.7, 0.8, 0.8])  # mean 0.8: only 0.7 lags; 0.8 == mean does not
+    assert lagging_tasks(acc, higher_is_better=True).tolist() == [False, True, False, False]
+    loss = torch.tensor([1.0, 3.0, 2.0, 2.0])  # mean 2: only 3.0 lags
+    assert lagging_tasks(loss, higher_is_better=False).tolist() == [False, True, False, False]
+
+
+def test_update_closed_form():
+    w = torch.tensor([1.0, 1.0, 1.45, 1.5], dtype=torch.float64)
+    lag = torch.tensor([True, False, True, True])
+    new = deepchest_update(w, lag, 1.1, 1.5, 1.05)
+    assert new.tolist() == pytest.approx([1.1, 1 / 1.05, 1.5, 1.5])
+
+
+def test_epoch_sequence_from_ones():
+    m = DeepChest(TASKS)
+    assert m.step(StepContext(torch.ones(4), 0, 0)).weights.tolist() == [1.0] * 4
+    acc = (0.9, 0.6, 0.8, 0.9)  # mean 0.8: task b lags
+    for epoch in range(6):
+        m.end_epoch(stats(train_acc=acc))
+    expected_b = min(1.1**6, 1.5)  # 1.1^5 = 1.61 > 1.5: capped
+    assert m.weights_[1].item() == pytest.approx(expected_b)
+    assert m.weights_[0].item() == pytest.approx(1.05**-6)  # decays without a floor
+    assert m.weights_[2].item() == pytest.approx(1.05**-6)  # 0.8 == mean is "not below"
+
+
+def test_signals_pick_their_statistic():
+    lagging_val = stats(train_acc=(0.9, 0.9, 0.9, 0.5), val_acc=(0.5, 0.9, 0.9, 0.9), train_loss=(0.1, 0.9, 0.1, 0.1))
+    for signal, lagging in (("train-accuracy", 3), ("val-accuracy", 0), ("train-loss", 1)):
+        m = DeepChest(TASKS, DeepChestParams(signal=signal))
+        m.end_epoch(lagging_val)
+        expected = [1.1 if t == lagging else 1 / 1.05 for t in range(4)]
+        assert m.weights_.tolist() == pytest.approx(expected), signal
+
+
+def test_constants_are_hyperparameters():
+    m = DeepChest(TASKS, DeepChestParams(increase_factor=2.0, max_weight=3.0, decay_factor=2.0, initial_weight=1.0))
+    m.end_epoch(stats(train_acc=(0.1, 0.9, 0.9, 0.9)))
+    m.end_epoch(stats(train_acc=(0.1, 0.9, 0.9, 0.9)))
+    assert m.weights_.tolist() == pytest.approx([3.0, 0.25, 0.25, 0.25])
+
+
+def test_no_normalisation_declared():
+    assert DeepChest.normalization == "none"
+    assert DeepChest.needs == "losses"
+
+
+def test_init_from_weights_file(tmp_path):
+    f = tmp_path / "w.json"
+    f.write_text(json.dumps({"a": 1.2, "b": 0.8, "c": 1.0, "d": 1.4}))
+    m = DeepChest(TASKS, DeepChestParams(init_weights_file=str(f)))
+    assert m.weights_.tolist() == pytest.approx([1.2, 0.8, 1.0, 1.4])
+    f.write_text(json.dumps([1, 2, 3, 4]))
+    assert DeepChest(TASKS, DeepChestParams(init_weights_file=str(f))).weights_.tolist() == [1, 2, 3, 4]
+
+
+def test_init_from_single_task_accuracies(tmp_path):
+    f = tmp_path / "acc.json"
+    f.write_text(json.dumps({"a": 1.0, "b": 0.8, "c": 0.5, "d": 0.0}))
+    m = DeepChest(TASKS, DeepChestParams(init_accuracies_file=str(f)))
+    assert m.weights_.tolist() == pytest.approx([1.0, 1.1, 1.25, 1.5])  # w = 1 + (1 - acc) / 2
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [("{", "not readable JSON"), ('{"a": 1}', "missing tasks"), ("[1, 2]", "lists 2 values"), ('"x"', "object or list")],
+)
+def test_bad_init_files_are_user_errors(tmp_path, content, message):
+    f = tmp_path / "w.json"
+    f.write_text(content)
+    with pytest.raises(UserError, match=message):
+        DeepChest(TASKS, DeepChestParams(init_weights_file=str(f)))
+
+
+def test_missing_file_and_bad_signal():
+    with pytest.raises(UserError, match="not found"):
+        DeepChest(TASKS, DeepChestParams(init_weights_file="/nonexistent/w.json"))
+    with pytest.raises(UserError, match="unknown signal"):
+        DeepChest(TASKS, DeepChestParams(signal="vibes"))
+    with pytest.raises(UserError, match="unknown hyperparameter"):
+        DeepChest.make_params({"increase": 2})

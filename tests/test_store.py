@@ -1,0 +1,74 @@
+"""The SQLite results store: round trip, skip on rerun, --force, schema version."""
+
+import sqlite3
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from mtlbench.config import build_config
+from mtlbench.errors import UserError
+from mtlbench.metrics import TaskMetrics
+from mtlbench.store import SCHEMA_VERSION, ResultsStore, RunKey
+from mtlbench.train import train_run
+
+TASKS = ("a", "b")
+KEY = RunKey("ew", "toy", 0, "abc123")
+
+
+def test_round_trip(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as s:
+        rid = s.start_run(KEY, '{"x": 1}', {"torch": "t"}, "sum-to-T")
+        m = TaskMetrics(np.array([0.5, 0.25]), np.array([0.9, 0.8]), np.array([0.7, np.nan]), np.array([0.6, 0.4]))
+        s.add_metrics(rid, "test", 3, TASKS, m)
+        s.add_weights(rid, 0, [-1], TASKS, np.array([[1.0, 2.0]]))
+        s.set_costs(rid, {"device": "cpu", "wall_s": 1.5, "peak_rss_mb": 10.0, "rss_scope": "run"})
+        s.finish_run(rid, "complete", selected_epoch=3)
+    with ResultsStore(path) as s:  # reopened: everything is there
+        rows = s.query("SELECT task, loss, accuracy, auroc, ap FROM metrics ORDER BY task")
+        assert [tuple(r) for r in rows] == [("a", 0.5, 0.9, 0.7, 0.6), ("b", 0.25, 0.8, None, 0.4)]
+        assert [tuple(r) for r in s.query("SELECT task, weight FROM weights ORDER BY task")] == [("a", 1.0), ("b", 2.0)]
+        assert s.complete_run(KEY) == rid
+        run = s.query("SELECT status, selected_epoch, config_json FROM runs")[0]
+        assert tuple(run) == ("complete", 3, '{"x": 1}')
+
+
+def test_unfinished_attempt_is_replaced(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as s:
+        first = s.start_run(KEY, "{}", {}, "sum-to-T")
+        s.add_weights(first, 0, [-1], TASKS, np.ones((1, 2)))
+        assert s.complete_run(KEY) is None
+        second = s.start_run(KEY, "{}", {}, "sum-to-T")
+        assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [second]
+        assert s.query("SELECT COUNT(*) AS n FROM weights")[0]["n"] == 0  # cascaded
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "r.sqlite"
+    ResultsStore(path).close()
+    with sqlite3.connect(path) as c:
+        c.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(UserError, match="newer mtlbench"):
+        ResultsStore(path)
+
+
+def test_not_a_database_is_a_user_error(tmp_path):
+    path = tmp_path / "r.sqlite"
+    path.write_text("this is not sqlite" * 100)
+    with pytest.raises(UserError, match="not a usable"):
+        ResultsStore(path)
+
+
+def test_skip_on_rerun_and_force(tmp_path, toy_bundle):
+    cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=32)
+    with ResultsStore(tmp_path / "r.sqlite") as s:
+        first = train_run(cfg, toy_bundle, s, {})
+        again = train_run(cfg, toy_bundle, s, {})
+        assert again.status == "skipped" and again.run_id == first.run_id
+        other_seed = train_run(replace(cfg, seed=1), toy_bundle, s, {})
+        assert other_seed.status == "complete" and other_seed.run_id != first.run_id
+        forced = train_run(cfg, toy_bundle, s, {}, force=True)
+        assert forced.status == "complete" and forced.run_id != first.run_id
+        runs = s.query("SELECT run_id FROM runs WHERE config_hash=?", (cfg.config_hash(),))
+        assert [r["run_id"] for r in runs] == [forced.run_id]

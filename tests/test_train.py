@@ -1,0 +1,144 @@
+"""The trainer: fairness across methods, the gradient-method contract, failures recorded."""
+
+from dataclasses import dataclass, replace
+
+import pytest
+import torch
+
+import mtlbench.train as train_mod
+from mtlbench.config import build_config
+from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.registry import METHODS
+from mtlbench.store import ResultsStore
+from mtlbench.train import train_run
+
+CFG = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, synth_images=50)
+
+
+@dataclass
+class SpyParams:
+    scale: float = 1.0
+
+
+def spy_class(needs="losses", shared=False, weights_value=1.0):
+    """A method that records what it saw; weights `weights_value`, or Σ_t g_t as a shared gradient."""
+
+    class Spy(Method):
+        description = "test spy"
+        Params = SpyParams
+        seen: list = []
+
+        def step(self, ctx: StepContext) -> StepOutput:
+            type(self).seen.append((ctx.step, ctx.losses.detach().clone(), None if ctx.grads is None else ctx.grads.shape))
+            w = torch.full_like(ctx.losses.detach(), weights_value)
+            if shared:
+                return StepOutput(weights=w, shared_grad=ctx.grads.sum(0))
+            return StepOutput(weights=w)
+
+    Spy.needs = needs
+    Spy.seen = []
+    return Spy
+
+
+@pytest.fixture
+def store(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as s:
+        yield s
+
+
+def _register(monkeypatch, name, cls):
+    METHODS.names()  # load the catalog first so the patch is not overwritten
+    monkeypatch.setitem(METHODS.entries, name, cls)
+
+
+def test_same_seed_same_init_and_batches_for_every_method(monkeypatch, store, toy_bundle):
+    batches = {}
+    real = train_mod.train_batches
+
+    def recording(*args, **kwargs):
+        for x, y in real(*args, **kwargs):
+            batches.setdefault(current[0], []).append((x.clone(), y.clone()))
+            yield x, y
+
+    monkeypatch.setattr(train_mod, "train_batches", recording)
+    a, b = spy_class(weights_value=1.0), spy_class(weights_value=0.3)
+    _register(monkeypatch, "spy-a", a)
+    _register(monkeypatch, "spy-b", b)
+    current = ["spy-a"]
+    train_run(replace(CFG, method="spy-a", seed=5), toy_bundle, store, {})
+    current[0] = "spy-b"
+    train_run(replace(CFG, method="spy-b", seed=5), toy_bundle, store, {})
+    # identical initial weights and first batch ⇒ identical losses at step 0
+    assert torch.equal(a.seen[0][1], b.seen[0][1])
+    # afterwards the weighting differs, so the losses do
+    assert not torch.equal(a.seen[-1][1], b.seen[-1][1])
+    # every batch identical, in order, for both methods
+    assert len(batches["spy-a"]) == len(batches["spy-b"]) > 2
+    for (xa, ya), (xb, yb) in zip(batches["spy-a"], batches["spy-b"]):
+        assert torch.equal(xa, xb) and torch.equal(ya, yb)
+
+
+def test_other_seed_changes_init(monkeypatch, store, toy_bundle):
+    a = spy_class()
+    _register(monkeypatch, "spy-a", a)
+    train_run(replace(CFG, method="spy-a", seed=1), toy_bundle, store, {})
+    train_run(replace(CFG, method="spy-a", seed=2), toy_bundle, store, {})
+    first = [s for s in a.seen if s[0] == 0]
+    assert not torch.equal(first[0][1], first[1][1])
+
+
+@pytest.mark.parametrize("needs", ["shared_params", "shared_features"])
+def test_gradient_method_summing_task_gradients_equals_ew(monkeypatch, store, toy_bundle, needs):
+    """A gradient method returning Σ_t ∇L_t must train exactly like EW (same seed, SGD)."""
+    spy = spy_class(needs=needs, shared=True)
+    _register(monkeypatch, "sum-grads", spy)
+    cfg = replace(CFG, optimizer="sgd", epochs=1, select="last")
+    ew = train_run(replace(cfg, method="ew"), toy_bundle, store, {})
+    sg = train_run(replace(cfg, method="sum-grads"), toy_bundle, store, {})
+    assert sg.status == "complete", sg.detail
+    assert spy.seen[0][2][0] == 14  # T rows of per-task gradients
+    assert sg.test_auroc == pytest.approx(ew.test_auroc, abs=1e-4)
+    rows = store.query("SELECT run_id, task, loss FROM metrics WHERE split='test' ORDER BY task, run_id")
+    by_run = {}
+    for r in rows:
+        by_run.setdefault(r["run_id"], []).append(r["loss"])
+    ew_loss, sg_loss = by_run[ew.run_id], by_run[sg.run_id]
+    assert ew_loss == pytest.approx(sg_loss, rel=1e-3)
+
+
+def test_non_finite_loss_is_stored_as_diverged_and_sweep_goes_on(monkeypatch, store, toy_bundle):
+    _register(monkeypatch, "nan-w", spy_class(weights_value=float("nan")))
+    bad = train_run(replace(CFG, method="nan-w"), toy_bundle, store, {})
+    assert bad.status == "diverged"
+    row = store.query("SELECT status, diverged_step FROM runs WHERE run_id=?", (bad.run_id,))[0]
+    assert row["status"] == "diverged" and row["diverged_step"] == 1  # NaN weights → NaN params after step 0
+    good = train_run(replace(CFG, method="ew"), toy_bundle, store, {})
+    assert good.status == "complete"
+
+
+def test_exception_in_a_method_is_recorded_as_failed(monkeypatch, store, toy_bundle):
+    class Broken(Method):
+        description = "raises"
+
+        def step(self, ctx):
+            raise RuntimeError("boom")
+
+    _register(monkeypatch, "broken", Broken)
+    out = train_run(replace(CFG, method="broken"), toy_bundle, store, {})
+    assert out.status == "failed" and "boom" in out.detail
+    assert store.query("SELECT error FROM runs WHERE run_id=?", (out.run_id,))[0]["error"].startswith("RuntimeError: boom")
+
+
+def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
+    out = train_run(replace(CFG, method="deepchest"), toy_bundle, store, {"torch": torch.__version__})
+    assert out.status == "complete"
+    counts = {t: store.query(f"SELECT COUNT(*) AS n FROM {t} WHERE run_id=?", (out.run_id,))[0]["n"]
+              for t in ("metrics", "weights", "costs")}
+    # train + val per epoch, test once; 14 tasks each
+    assert counts["metrics"] == 14 * (2 * CFG.epochs + 1)
+    assert counts["weights"] == 14 * CFG.epochs
+    assert counts["costs"] == 1
+    cost = store.query("SELECT * FROM costs WHERE run_id=?", (out.run_id,))[0]
+    assert cost["peak_cuda_mb"] is None and cost["peak_rss_mb"] > 0 and cost["median_step_s"] > 0
+    run = store.query("SELECT * FROM runs WHERE run_id=?", (out.run_id,))[0]
+    assert run["weight_normalization"] == "none" and run["selected_epoch"] in (0, 1)
