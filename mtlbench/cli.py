@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Sequence
 
 from rich.console import Console
-from rich.table import Table
 
 from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError
@@ -97,21 +96,24 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_list(console: Console) -> int:
-    """`mtlbench list`."""
+    """`mtlbench list`: methods with kind, description and hyperparameter defaults; datasets; presets."""
     from mtlbench.registry import DATASETS, METHODS
 
-    table = Table(title="methods", show_lines=False)
-    for col in ("name", "kind", "description", "hyperparameters (defaults)"):
-        table.add_column(col, overflow="fold")
+    console.print("[bold]methods[/bold]")
     for name in METHODS.names():
         cls = METHODS.get(name)
-        params = ", ".join(f"{f.name}={f.default!r}" for f in fields(cls.Params)) or "—"
         kind = "loss weighting" if cls.needs == "losses" else f"gradient ({cls.needs})"
-        table.add_row(name, kind, cls.description, params)
-    console.print(table)
-    console.print("datasets: " + ", ".join(DATASETS.names()))
-    console.print("presets: " + "; ".join(
-        f"{n} ({', '.join(f'{k}={v}' for k, v in p.items())})" for n, p in PRESETS.items()))
+        console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.normalization})  {cls.description}",
+                      soft_wrap=True, highlight=False)
+        params = fields(cls.Params)
+        for f in params:
+            console.print(f"      {f.name} = {f.default!r}", soft_wrap=True, highlight=False, markup=False)
+        if not params:
+            console.print("      (no hyperparameters)")
+    console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
+    console.print("[bold]presets[/bold]")
+    for n, p in PRESETS.items():
+        console.print(f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items()), soft_wrap=True, highlight=False)
     return 0
 
 

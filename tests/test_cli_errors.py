@@ -1,0 +1,81 @@
+"""`mtlbench` user errors: one line on stderr, exit code 2, no traceback, nothing written."""
+
+import subprocess
+import sys
+
+import pytest
+
+from mtlbench.cli import main
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["run", "--methods", "ew,nope"], "unknown method 'nope'; valid methods: "),
+        (["run", "--methods", ""], "--methods is empty"),
+        (["run", "--seeds", "a,b"], "--seeds 'a,b': expected integers"),
+        (["run", "--seeds", "-3"], "--seeds: -3 is out of range"),
+        (["run", "--epochs", "0"], "--epochs must be between 1"),
+        (["run", "--epochs", "two"], "argument --epochs: invalid int value"),
+        (["run", "--batch-size", "1"], "--batch-size must be between 2"),
+        (["run", "--image-size", "4"], "--image-size must be between 16"),
+        (["run", "--preset", "huge"], "unknown --preset 'huge'; valid: smoke, quick, paper"),
+        (["run", "--param", "deepchest.bogus=1"], "unknown hyperparameter(s) bogus"),
+        (["run", "--param", "nonsense"], "expected METHOD.NAME=VALUE"),
+        (["run", "--config", "/nonexistent/c.json"], "config file not found"),
+        (["bogus"], "invalid choice"),
+        (["export", "--results", "/nonexistent/r.sqlite"], "no results database at /nonexistent/r.sqlite"),
+    ],
+)
+def test_user_errors(argv, message, capsys, tmp_path):
+    code = main(argv + (["--results", str(tmp_path / "r.sqlite")] if argv[0] == "run" else []))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err, err
+    assert err.startswith("mtlbench: error: ") and err.count("\n") == 1
+    assert not (tmp_path / "r.sqlite").exists()
+
+
+@pytest.mark.parametrize("dataset, message", [
+    ("nope", "unknown dataset 'nope'; valid datasets: cxr14-synth"),
+    ("nih-cxr14", "not available yet"),
+    ("chestmnist", "not available yet"),
+])
+def test_dataset_errors(dataset, message, capsys, tmp_path):
+    code = main(["run", "--dataset", dataset, "--preset", "smoke", "--quiet",
+                 "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err, err
+
+
+def test_data_dir_that_is_a_file(capsys, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    code = main(["run", "--preset", "smoke", "--quiet", "--data-dir", str(f), "--results", str(tmp_path / "r.sqlite")])
+    assert code == 2 and f"--data-dir {f} is not a directory" in capsys.readouterr().err
+
+
+def test_device_cuda_without_gpu(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code = main(["run", "--device", "cuda", "--preset", "smoke", "--results", str(tmp_path / "r.sqlite")])
+    assert code == 2 and "no CUDA device" in capsys.readouterr().err
+
+
+def test_console_script_exit_code_and_no_traceback(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "mtlbench.cli", "run", "--methods", "nope", "--results", str(tmp_path / "r.sqlite")],
+        capture_output=True, text=True,
+    )
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("mtlbench: error: unknown method")
+
+
+def test_list_shows_methods_hyperparameters_and_datasets(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for text in ("ew", "deepchest", "increase_factor = 1.1", "max_weight = 1.5", "decay_factor = 1.05",
+                 "signal = 'train-accuracy'", "cxr14-synth", "smoke", "quick", "paper"):
+        assert text in out, text
