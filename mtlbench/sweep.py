@@ -10,6 +10,7 @@ from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.environment import environment
 from mtlbench.errors import UserError
+from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
 from mtlbench.train import RunReporter, RunResult, resolve_device, train_run
@@ -113,6 +114,8 @@ def run_sweep(
     base = replace(plan.base, device=device.type)
     plan = replace(plan, base=base)
     env = environment(device)
+    if base.pretrained != "none":
+        resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
     with ResultsStore(results) as store:
         data = load_dataset(base, display)
         outcomes = []

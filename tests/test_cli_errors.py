@@ -79,3 +79,20 @@ def test_list_shows_methods_hyperparameters_and_datasets(capsys):
     for text in ("ew", "deepchest", "increase_factor = 1.1", "max_weight = 1.5", "decay_factor = 1.05",
                  "signal = 'train-accuracy'", "cxr14-synth", "smoke", "quick", "paper"):
         assert text in out, text
+
+
+def test_pretrained_weights_unavailable(capsys, tmp_path, monkeypatch):
+    import urllib.error
+
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty cache
+    monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # and no network
+    code = main(["run", "--pretrained", "imagenet", "--preset", "smoke", "--quiet",
+                 "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")])
+    err = capsys.readouterr().err
+    assert code == 2 and "could not load the ImageNet ResNet18 weights" in err and "hub/checkpoints" in err
+    assert not (tmp_path / "r.sqlite").exists()
