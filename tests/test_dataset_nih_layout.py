@@ -1,0 +1,189 @@
+"""The NIH ChestX-ray14 layout reader: labels, splits, image modes, and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mtlbench.datasets.base import DataRequest, no_progress
+from mtlbench.datasets.nih_layout import load_grayscale, parse_finding_labels, read_nih_layout
+from mtlbench.errors import UserError
+from mtlbench.tasks import TASK_NAMES
+
+FINDINGS = ["No Finding", "Cardiomegaly", "Effusion|Mass", "Hernia", "No Finding", "Nodule|Infiltration"]
+
+
+def make_layout(
+    root: Path, patients: int = 20, per_patient: int = 2, sex_column: str = "Patient Gender", size: int = 8
+) -> pd.DataFrame:
+    """A tiny NIH layout: `patients` patients, the last quarter of them in test_list.txt."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    for p in range(1, patients + 1):
+        for f in range(per_patient):
+            name = f"{p:08d}_{f:03d}.png"
+            value = (p * 7 + f * 3) % 256
+            Image.fromarray(np.full((size, size), value, dtype=np.uint8)).save(root / "images" / name)
+            rows.append(
+                {
+                    "Image Index": name,
+                    "Finding Labels": FINDINGS[(p + f) % len(FINDINGS)],
+                    "Follow-up #": f,
+                    "Patient ID": p,
+                    "Patient Age": 40 + p,
+                    sex_column: "F" if p % 2 else "M",
+                    "View Position": "PA" if f % 2 == 0 else "AP",
+                }
+            )
+    table = pd.DataFrame(rows)
+    table.to_csv(root / "Data_Entry_2017_v2020.csv", index=False)
+    test = table["Patient ID"] > patients * 3 // 4
+    (root / "train_val_list.txt").write_text("\n".join(table["Image Index"][~test]) + "\n")
+    (root / "test_list.txt").write_text("\n".join(table["Image Index"][test]) + "\n")
+    return table
+
+
+def request(tmp_path: Path, **kw) -> DataRequest:
+    return DataRequest(data_dir=tmp_path, image_size=kw.pop("image_size", 8), **kw)
+
+
+def test_reads_splits_labels_and_images(tmp_path: Path) -> None:
+    table = make_layout(tmp_path / "nih")
+    bundle = read_nih_layout(tmp_path / "nih", request(tmp_path, val_fraction=0.2), no_progress, "nih")
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 10)
+    by_name = table.set_index("Image Index")
+    for split in (bundle.train, bundle.val, bundle.test):
+        for name, labels, image, patient in zip(split.image_ids, split.labels, split.images, split.patient_ids):
+            row = by_name.loc[name]
+            expected = {t for t in row["Finding Labels"].split("|") if t != "No Finding"}
+            assert {TASK_NAMES[i] for i in np.flatnonzero(labels)} == expected
+            assert patient == row["Patient ID"]
+            assert image.dtype == np.uint8 and image.shape == (8, 8)
+            p, f = int(name[:8]), int(name[9:12])
+            assert image[0, 0] == (p * 7 + f * 3) % 256
+    assert bundle.info["images"] == {"train": 24, "val": 6, "test": 10}
+    assert bundle.info["patients"] == {"train": 12, "val": 3, "test": 5}
+    assert len(bundle.info["fingerprint"]) == 16
+
+
+def test_validation_is_carved_by_patient_and_seeded(tmp_path: Path) -> None:
+    make_layout(tmp_path / "nih", patients=40)
+    load = lambda seed: read_nih_layout(  # noqa: E731
+        tmp_path / "nih", request(tmp_path, data_seed=seed, val_fraction=0.25), no_progress, "nih"
+    )
+    a, again, other = load(0), load(0), load(1)
+    splits = [set(a.train.patient_ids), set(a.val.patient_ids), set(a.test.patient_ids)]
+    assert not (splits[0] & splits[1] or splits[0] & splits[2] or splits[1] & splits[2])
+    assert np.array_equal(a.val.image_ids, again.val.image_ids)
+    assert a.info["fingerprint"] == again.info["fingerprint"]
+    assert set(a.val.patient_ids) != set(other.val.patient_ids)
+    assert a.info["fingerprint"] != other.info["fingerprint"]
+
+
+@pytest.mark.parametrize("views, kept", [("PA", "PA"), ("AP", "AP")])
+def test_views_filter(tmp_path: Path, views: str, kept: str) -> None:
+    table = make_layout(tmp_path / "nih")
+    bundle = read_nih_layout(tmp_path / "nih", request(tmp_path, views=views), no_progress, "nih")
+    view_of = dict(zip(table["Image Index"], table["View Position"]))
+    for split in (bundle.train, bundle.val, bundle.test):
+        assert len(split) and {view_of[n] for n in split.image_ids} == {kept}
+
+
+def test_unknown_view_is_a_user_error(tmp_path: Path) -> None:
+    make_layout(tmp_path / "nih")
+    with pytest.raises(UserError, match="LL"):
+        read_nih_layout(tmp_path / "nih", request(tmp_path, views="LL"), no_progress, "nih")
+
+
+@pytest.mark.parametrize("sex_column", ["Patient Sex", "Patient Gender"])
+def test_either_sex_column_name(tmp_path: Path, sex_column: str) -> None:
+    make_layout(tmp_path / "nih", sex_column=sex_column)
+    assert len(read_nih_layout(tmp_path / "nih", request(tmp_path), no_progress, "nih").train)
+
+
+def test_rgba_rgb_and_16_bit_read_as_8_bit_grayscale(tmp_path: Path) -> None:
+    rgba = np.zeros((4, 4, 4), dtype=np.uint8)
+    rgba[..., :3], rgba[..., 3] = 200, 255
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(np.full((4, 4, 3), 90, dtype=np.uint8), mode="RGB").save(tmp_path / "rgb.png")
+    wide = np.array([[0, 257 * 128, 65535, 257 * 40]] * 4, dtype=np.uint16)
+    Image.fromarray(wide).save(tmp_path / "wide.png")
+    assert Image.open(tmp_path / "wide.png").mode.startswith("I")
+    for name, expected in [("rgba.png", 200), ("rgb.png", 90)]:
+        image = load_grayscale(tmp_path / name, 4)
+        assert image.dtype == np.uint8 and image.shape == (4, 4) and (image == expected).all()
+    assert load_grayscale(tmp_path / "wide.png", 4)[0].tolist() == [0, 128, 255, 40]
+
+
+def test_resize_averages_area(tmp_path: Path) -> None:
+    checker = (np.indices((16, 16)).sum(axis=0) % 2 * 255).astype(np.uint8)
+    Image.fromarray(checker).save(tmp_path / "checker.png")
+    small = load_grayscale(tmp_path / "checker.png", 4)
+    assert small.shape == (4, 4) and np.abs(small.astype(int) - 128).max() <= 1
+
+
+def test_unknown_label_names_label_and_file(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"'Pneumothorax2'.*table\.csv"):
+        parse_finding_labels(["No Finding", "Mass|Pneumothorax2"], "table.csv")
+    table = make_layout(tmp_path / "nih")
+    table.loc[3, "Finding Labels"] = "Infiltrate"
+    table.to_csv(tmp_path / "nih" / "Data_Entry_2017_v2020.csv", index=False)
+    with pytest.raises(UserError, match=r"'Infiltrate'.*Data_Entry_2017_v2020\.csv"):
+        read_nih_layout(tmp_path / "nih", request(tmp_path), no_progress, "nih")
+
+
+def test_parse_labels_in_task_order() -> None:
+    labels = parse_finding_labels(["No Finding", "Hernia|Atelectasis"], "x.csv")
+    assert labels.dtype == np.uint8 and labels.shape == (2, 14)
+    assert labels[0].sum() == 0 and labels[1, 0] == 1 and labels[1, 13] == 1 and labels[1].sum() == 2
+
+
+def test_old_csv_name_is_accepted(tmp_path: Path) -> None:
+    make_layout(tmp_path / "nih")
+    (tmp_path / "nih" / "Data_Entry_2017_v2020.csv").rename(tmp_path / "nih" / "Data_Entry_2017.csv")
+    assert read_nih_layout(tmp_path / "nih", request(tmp_path), no_progress, "nih").info["csv"] == "Data_Entry_2017.csv"
+
+
+@pytest.mark.parametrize(
+    "remove, named",
+    [
+        ("", "nih"),
+        ("Data_Entry_2017_v2020.csv", "Data_Entry_2017"),
+        ("train_val_list.txt", "train_val_list.txt"),
+        ("test_list.txt", "test_list.txt"),
+        ("images/00000002_001.png", "00000002_001.png"),
+    ],
+)
+def test_missing_files_are_user_errors_naming_the_path(tmp_path: Path, remove: str, named: str) -> None:
+    make_layout(tmp_path / "nih")
+    target = tmp_path / "nih" / remove
+    if remove:
+        target.unlink()
+    root = tmp_path / "nih" if remove else tmp_path / "absent" / "nih"
+    with pytest.raises(UserError, match=named):
+        read_nih_layout(root, request(tmp_path), no_progress, "nih")
+
+
+def test_list_entry_missing_from_csv(tmp_path: Path) -> None:
+    make_layout(tmp_path / "nih")
+    with open(tmp_path / "nih" / "test_list.txt", "a") as f:
+        f.write("99999999_000.png\n")
+    with pytest.raises(UserError, match=r"99999999_000\.png"):
+        read_nih_layout(tmp_path / "nih", request(tmp_path), no_progress, "nih")
+
+
+def test_progress_counts_every_image(tmp_path: Path) -> None:
+    make_layout(tmp_path / "nih")
+    seen: list[tuple[str, int]] = []
+    advanced: list[int] = []
+
+    def progress(description: str, total: int):
+        seen.append((description, total))
+        return lambda n=1: advanced.append(n)
+
+    read_nih_layout(tmp_path / "nih", request(tmp_path), progress, "nih")
+    assert seen == [("loading nih images", 40)] and sum(advanced) == 40
