@@ -84,11 +84,15 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     methods = parse_methods(args.methods)
     plan = SweepPlan(base, methods, parse_seeds(args.seeds), parse_method_params(args.param, methods))
     results = Path(args.results)
-    console.print(f"mtlbench run: {len(plan.cells())} run(s) · methods {', '.join(methods)} · "
-                  f"dataset {base.dataset} · preset {args.preset} · seeds {args.seeds} → {results}")
+    console.print(f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
+                  f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px) "
+                  f"→ {results}", soft_wrap=True, highlight=False)
     with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
         outcomes = run_sweep(plan, results, display, force=args.force)
     console.print(summary_table(results, outcomes))
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    if skipped:
+        console.print(f"{skipped} run(s) were already complete in {results} and were not rerun (--force reruns them).")
     bad = [o for o in outcomes if o.status in ("failed", "diverged")]
     for o in bad:
         console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}")

@@ -64,9 +64,9 @@ class SweepDisplay:
         self.progress.reset(self.step)
 
     def end_run(self) -> None:
-        """One run done (complete, failed or diverged)."""
+        """One run done (complete, failed, diverged or skipped)."""
         self.progress.advance(self.sweep)
-
-    def skip_run(self) -> None:
-        """One run skipped because it is already complete."""
-        self.progress.advance(self.sweep)
+        if self.progress.tasks[self.sweep].finished:
+            self.progress.update(self.epoch, visible=False)
+            self.progress.update(self.step, visible=False)
+            self.progress.update(self.sweep, info="done")

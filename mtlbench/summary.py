@@ -33,9 +33,9 @@ def _mean_sd(values: list[float], fmt: str) -> str:
 def summary_table(results: Path, outcomes: Sequence[RunResult]) -> Table:
     """Per method over the sweep's seeds: runs, test mean AUROC and accuracy, time, peak memory."""
     ids = [o.run_id for o in outcomes if o.run_id is not None]
-    table = Table(title="mtlbench run: test metrics (mean over 14 tasks; ± sd over seeds)")
-    for col in ("method", "runs", "mean AUROC", "mean accuracy", "time / run", "step (median)", "peak memory"):
-        table.add_column(col, justify="left" if col == "method" else "right")
+    table = Table(title="test set, mean over the 14 tasks (± sd over seeds)", title_justify="left")
+    for col in ("method", "runs", "AUROC", "accuracy", "time/run", "step", "peak memory"):
+        table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     if not ids:
         return table
     with ResultsStore(results) as store:
