@@ -105,7 +105,13 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
     """Generate (once, cached under data_dir) and load the synthetic NIH-layout dataset."""
     check_request(request)
     root = dataset_root(request)
-    ensure_generated(root, request.synth_images, request.image_size, request.data_seed, progress)
+    try:
+        ensure_generated(root, request.synth_images, request.image_size, request.data_seed, progress)
+    except OSError as exc:  # read-only folder, disk full, ...: nothing half-written is kept
+        raise UserError(
+            f"cannot write the synthetic dataset under {request.data_dir} ({exc.strerror or exc}); "
+            "pass --data-dir pointing to a writable folder with free space"
+        ) from None
     bundle = read_nih_layout(root, request, progress, DATASET_NAME)
     generator = json.loads((root / SYNTH_JSON).read_text())
     return dataclasses.replace(bundle, info={**bundle.info, "generator": generator})

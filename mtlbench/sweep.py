@@ -116,8 +116,8 @@ def run_sweep(
     env = environment(device)
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
+    data = load_dataset(base, display)
     with ResultsStore(results) as store:
-        data = load_dataset(base, display)
         outcomes = []
         for cell in plan.cells():
             reporter: RunReporter = display

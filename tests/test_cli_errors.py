@@ -96,3 +96,17 @@ def test_pretrained_weights_unavailable(capsys, tmp_path, monkeypatch):
     err = capsys.readouterr().err
     assert code == 2 and "could not load the ImageNet ResNet18 weights" in err and "hub/checkpoints" in err
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_unwritable_data_dir(capsys, tmp_path):
+    import os
+
+    if os.geteuid() == 0:
+        target = "/proc/mtlbench-data"  # not writable even by root
+    else:
+        target = str(tmp_path / "ro")
+        os.mkdir(target, 0o500)
+    code = main(["run", "--preset", "smoke", "--quiet", "--data-dir", target, "--results", str(tmp_path / "r.sqlite")])
+    err = capsys.readouterr().err
+    assert code == 2 and f"cannot write the synthetic dataset under {target}" in err, err
+    assert not (tmp_path / "r.sqlite").exists()
