@@ -123,6 +123,10 @@ class Method:
     def end_epoch(self, stats: EpochStats) -> None:
         """Per-epoch update hook (no-op by default)."""
 
+    def diagnostics(self) -> dict[str, float]:
+        """Counters the method wants stored with the run (e.g. guarded NaN/zero-gradient events)."""
+        return {}
+
     def weights_changed_per_step(self) -> bool:
         """True if weights change every step (then the trainer logs them per step)."""
         return bool(self.parameters())

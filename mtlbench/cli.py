@@ -29,6 +29,7 @@ RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--augment": ("augment", str, "none | paper (rotation 30°, resized crop, flip)"),
     "--pretrained": ("pretrained", str, "none | imagenet"),
     "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
+    "--grad-engine": ("grad_engine", str, "per-task gradients: batched (one vectorized backward) | loop (T backwards)"),
     "--device": ("device", str, "auto | cpu | cuda"),
     "--data-dir": ("data_dir", str, "root of the datasets (synthetic data is generated here)"),
     "--synth-images": ("synth_images", int, "number of synthetic images (cxr14-synth)"),

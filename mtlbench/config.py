@@ -51,6 +51,7 @@ class RunConfig:
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
     select: str = "best-val-auroc"
+    grad_engine: str = "batched"
     device: str = "auto"
     # not part of the hash
     data_dir: str = "data"
@@ -148,6 +149,7 @@ def validate(config: RunConfig) -> None:
     choice("head", HEADS)
     choice("augment", AUGMENTATIONS)
     choice("select", SELECTIONS)
+    choice("grad_engine", ("batched", "loop"))
     choice("device", DEVICES)
     choice("pretrained", ("none", "imagenet"))
     choice("views", ("all", "PA", "AP"))

@@ -53,6 +53,12 @@ CREATE TABLE IF NOT EXISTS weights (
     weight REAL NOT NULL,
     PRIMARY KEY (run_id, epoch, step, task)
 );
+CREATE TABLE IF NOT EXISTS diagnostics (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, name)
+);
 CREATE TABLE IF NOT EXISTS costs (
     run_id INTEGER PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
     device TEXT NOT NULL,
@@ -211,6 +217,12 @@ class ResultsStore:
         with self.transaction() as c:
             c.execute(f"INSERT OR REPLACE INTO costs (run_id, {cols}) VALUES (?, {marks})", (run_id, *costs.values()))
 
+    def set_diagnostics(self, run_id: int, values: dict[str, float]) -> None:
+        """A method's counters for a run (see Method.diagnostics)."""
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO diagnostics VALUES (?,?,?)",
+                          [(run_id, k, _num(v)) for k, v in values.items()])
+
     # --- reading ----------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a read query; rows support access by column name."""
@@ -222,4 +234,4 @@ class ResultsStore:
 
     def table_names(self) -> list[str]:
         """The data tables, in export order."""
-        return ["runs", "metrics", "weights", "costs"]
+        return ["runs", "metrics", "weights", "costs", "diagnostics"]

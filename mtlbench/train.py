@@ -247,7 +247,7 @@ def _train(
             t_method = measure.now(device)
             task_grads = None
             if method.needs != "losses":
-                task_grads = grads.per_task_gradients(losses, method.needs, model, features)
+                task_grads = grads.per_task_gradients(losses, method.needs, model, features, config.grad_engine)
             out = method.step(StepContext(losses=losses, step=global_step, epoch=epoch, grads=task_grads))
             method_times.append(measure.now(device) - t_method)
 
@@ -274,6 +274,7 @@ def _train(
 
         diverged_at = _first_bad_step(bad_step)
         if diverged_at is not None:
+            store.set_diagnostics(run_id, method.diagnostics())
             store.finish_run(run_id, "diverged", diverged_step=diverged_at, error="non-finite loss")
             return RunResult(run_id, config.method, config.seed, "diverged", detail=f"non-finite loss at step {diverged_at}")
 
@@ -326,6 +327,7 @@ def _train(
         images_per_s=global_step * config.batch_size / train_s if train_s > 0 else None,
         peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
     ))
+    store.set_diagnostics(run_id, method.diagnostics())
     store.finish_run(run_id, "complete", selected_epoch=best[1])
     means = test.mean()
     memory = f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{rss_mb:.0f} MiB RSS"
