@@ -9,10 +9,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 
 class SweepDisplay:
-    """Three bars (sweep / epoch / step) that implement train.RunReporter and a ProgressFactory."""
+    """Three bars (sweep / epoch / step) that implement train.RunReporter and a ProgressFactory.
+
+    When the output is not a terminal (CI logs, a redirected file) the bars are replaced by one
+    plain line per epoch and per dataset step, so a long job is never silent.
+    """
 
     def __init__(self, console: Console, total_runs: int, enabled: bool = True):
         self.console = console
+        self.plain = enabled and not console.is_terminal
+        self.label = ""
         self.progress = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
@@ -21,7 +27,7 @@ class SweepDisplay:
             TimeRemainingColumn(),
             TextColumn("{task.fields[info]}"),
             console=console,
-            disable=not enabled,
+            disable=not enabled or self.plain,
             transient=False,
         )
         self.sweep = self.progress.add_task("sweep", total=total_runs, info="")
@@ -38,6 +44,8 @@ class SweepDisplay:
     # ProgressFactory for dataset generation/loading
     def __call__(self, description: str, total: int) -> Callable[[int], None]:
         task = self.progress.add_task(description, total=total, info="")
+        if self.plain:
+            self.console.print(f"{description}: {total} items", highlight=False)
 
         def advance(n: int = 1) -> None:
             self.progress.advance(task, n)
@@ -49,6 +57,7 @@ class SweepDisplay:
     # RunReporter
     def start_run(self, label: str, epochs: int, steps: int) -> None:
         """Reset the epoch and step bars for a new run."""
+        self.label = label
         self.progress.update(self.sweep, info=label)
         self.progress.reset(self.epoch, total=epochs, visible=True, description=f"epochs ({label})", info="")
         self.progress.reset(self.step, total=steps, visible=True, description="steps", info="")
@@ -61,6 +70,10 @@ class SweepDisplay:
         """One epoch done; show its validation AUROC."""
         self.progress.advance(self.epoch)
         self.progress.update(self.epoch, info=f"val AUROC {val_auroc:.3f}")
+        if self.plain:
+            task = self.progress.tasks[self.epoch]
+            self.console.print(f"{self.label}: epoch {epoch + 1}/{task.total:.0f}, val AUROC {val_auroc:.3f}, "
+                               f"{task.elapsed or 0:.0f} s", highlight=False)
         self.progress.reset(self.step)
 
     def end_run(self) -> None:
