@@ -23,7 +23,7 @@ from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
 from mtlbench.feed import DeviceSplit, eval_batches, steps_per_epoch, train_batches
-from mtlbench.methods.base import EpochStats, Method, StepContext
+from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
 from mtlbench.metrics import THRESHOLD, TaskMetrics, task_metrics
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses, positive_probability
 from mtlbench.registry import METHODS
@@ -156,6 +156,57 @@ class EpochMeter:
         self.steps += 1
 
 
+@dataclass
+class StepRecord:
+    """What one training step produced (detached), and the time the method itself took."""
+
+    losses: torch.Tensor
+    logits: torch.Tensor
+    out: StepOutput
+    method_s: float
+
+
+def training_step(
+    model: MultiTaskResNet,
+    method: Method,
+    optimizer: torch.optim.Optimizer,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: RunConfig,
+    step: int,
+    epoch: int,
+    device: torch.device,
+) -> StepRecord:
+    """One optimizer step: forward, per-task losses, the method's decision, backward, update.
+
+    `method_s` covers what only the method adds (per-task gradients and its own computation),
+    timed with the device synchronized; the forward/backward every method pays is outside it.
+    """
+    features, logits = model(x)
+    losses = per_task_losses(logits, y, config.head)
+
+    t_method = measure.now(device)
+    task_grads = None
+    if method.needs != "losses":
+        task_grads = grads.per_task_gradients(losses, method.needs, model, features, config.grad_engine)
+    out = method.step(StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads))
+    method_s = measure.now(device) - t_method
+
+    optimizer.zero_grad(set_to_none=True)
+    if out.shared_grad is None:
+        objective = out.objective if out.objective is not None else (out.weights.detach() * losses).sum()
+        objective.backward()
+    else:
+        # heads get their own loss's gradient; the shared trunk gets the method's aggregate
+        head_params = model.head_parameters()
+        head_grads = torch.autograd.grad(losses.sum(), head_params, retain_graph=True)
+        grads.apply_shared_gradient(method.needs, out.shared_grad, model, features)
+        for p, g in zip(head_params, head_grads):
+            p.grad = g
+    optimizer.step()
+    return StepRecord(losses.detach(), logits.detach(), out, method_s)
+
+
 def _first_bad_step(bad: torch.Tensor) -> int | None:
     v = int(bad.item())
     return v if v >= 0 else None
@@ -239,32 +290,13 @@ def _train(
             config.normalize_mean, config.normalize_std, config.augment,
         ):
             t0 = measure.now(device)
-            features, logits = model(x)
-            losses = per_task_losses(logits, y, config.head)
-            bad = ~torch.isfinite(losses).all()
-            bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, global_step), bad_step)
-
-            t_method = measure.now(device)
-            task_grads = None
-            if method.needs != "losses":
-                task_grads = grads.per_task_gradients(losses, method.needs, model, features, config.grad_engine)
-            out = method.step(StepContext(losses=losses, step=global_step, epoch=epoch, grads=task_grads))
-            method_times.append(measure.now(device) - t_method)
-
-            optimizer.zero_grad(set_to_none=True)
-            if out.shared_grad is None:
-                objective = out.objective if out.objective is not None else (out.weights.detach() * losses).sum()
-                objective.backward()
-            else:
-                head_params = model.head_parameters()
-                head_grads = torch.autograd.grad(losses.sum(), head_params, retain_graph=True)
-                grads.apply_shared_gradient(method.needs, out.shared_grad, model, features)
-                for p, g in zip(head_params, head_grads):
-                    p.grad = g
-            optimizer.step()
+            rec = training_step(model, method, optimizer, x, y, config, global_step, epoch, device)
             schedule.step()
+            bad = ~torch.isfinite(rec.losses).all()
+            bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, global_step), bad_step)
+            method_times.append(rec.method_s)
 
-            meter.add(losses, positive_probability(logits.detach(), config.head), y, out.weights, per_step_weights)
+            meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.out.weights, per_step_weights)
             step_times.append(measure.now(device) - t0)
             global_step += 1
             reporter.advance_step()
