@@ -9,5 +9,13 @@ from mtlbench.methods import ew  # noqa: F401  (registration side effects)
 from mtlbench.methods import deepchest  # noqa: F401
 
 # loss-weighting methods
+from mtlbench.methods import uncertainty  # noqa: F401
+from mtlbench.methods import dwa  # noqa: F401
+from mtlbench.methods import rlw  # noqa: F401
+from mtlbench.methods import famo  # noqa: F401
 
 # gradient methods
+from mtlbench.methods import mgda  # noqa: F401  (registers mgda and mgda-ub)
+from mtlbench.methods import pcgrad  # noqa: F401
+from mtlbench.methods import cagrad  # noqa: F401
+from mtlbench.methods import gradnorm  # noqa: F401

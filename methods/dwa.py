@@ -1,0 +1,85 @@
+"""Dynamic Weight Average (DWA): weights from the rate of change of each task's loss.
+
+Liu, Johns & Davison, "End-to-End Multi-Task Learning with Attention" (MTAN), CVPR 2019,
+eq. 3 (K tasks, epoch t, temperature T):
+
+    λ_k(t) = K · exp(w_k(t−1)/T) / Σ_i exp(w_i(t−1)/T),   w_k(t−1) = L_k(t−1) / L_k(t−2)
+
+with L_k the epoch-mean training loss of task k (here `EpochStats.train_loss`), T = 2, and
+λ_k = 1 for the first two epochs (there is no ratio yet). Weights sum to K and are fixed
+within an epoch; the loss is Σ_k λ_k L_k.
+
+Guard: if a loss of either epoch in the ratio is not finite or not positive, the update is
+skipped (the previous weights stay in force) and counted in `diagnostics()`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mtlbench.errors import UserError
+from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
+from mtlbench.registry import register_method
+
+
+@dataclass
+class DWAParams:
+    """DWA's temperature T (the paper's default 2)."""
+
+    temperature: float = 2.0
+
+
+def dwa_weights(last: torch.Tensor, before_last: torch.Tensor, temperature: float) -> torch.Tensor:
+    """λ = K · softmax(r / T) with r_k = L_k(t−1) / L_k(t−2)."""
+    ratios = last / before_last
+    return len(ratios) * torch.softmax(ratios / temperature, dim=0)
+
+
+def usable_losses(losses: torch.Tensor) -> bool:
+    """True if every epoch loss is finite and positive (so the loss ratio is defined)."""
+    return bool((torch.isfinite(losses) & (losses > 0)).all())
+
+
+@register_method("dwa")
+class DynamicWeightAverage(Method):
+    """Per-epoch weights K·softmax(L(t−1)/L(t−2) / T); all 1 for the first two epochs."""
+
+    description = "DWA (Liu et al., CVPR 2019): K·softmax of last-epoch loss ratios / T, T = 2."
+    normalization = "sum-to-T"
+    Params = DWAParams
+
+    def __init__(self, task_names, params=None, *, generator=None):
+        super().__init__(task_names, params, generator=generator)
+        t = self.params.temperature
+        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
+            raise UserError(f"dwa: temperature must be a finite number > 0, got {t!r}")
+        self.weights_ = torch.ones(self.num_tasks, dtype=torch.float64)
+        self.step_weights_: torch.Tensor | None = None  # weights_ on the losses' device and dtype
+        self.history_: list[torch.Tensor] = []  # epoch-mean training losses, the last two
+        self.skipped_ = 0
+
+    def step(self, ctx: StepContext) -> StepOutput:
+        """The weights of the current epoch; the trainer backpropagates Σ_t λ_t L_t."""
+        w = self.step_weights_
+        if w is None or w.device != ctx.losses.device or w.dtype != ctx.losses.dtype:
+            w = self.step_weights_ = self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype)
+        return StepOutput(weights=w)
+
+    def end_epoch(self, stats: EpochStats) -> None:
+        """Record the epoch's training losses; from two epochs on, set the next epoch's weights."""
+        self.history_ = [*self.history_, stats.train_loss.detach().double().cpu()][-2:]
+        if len(self.history_) < 2:
+            return
+        before_last, last = self.history_
+        if not (usable_losses(before_last) and usable_losses(last)):
+            self.skipped_ += 1
+            return
+        self.weights_ = dwa_weights(last, before_last, self.params.temperature)
+        self.step_weights_ = None
+
+    def diagnostics(self) -> dict[str, float]:
+        """How many epoch updates were skipped for a non-finite or non-positive epoch loss."""
+        return {"skipped_updates": float(self.skipped_)}

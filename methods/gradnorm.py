@@ -1,0 +1,128 @@
+"""GradNorm: learn task weights that balance the tasks' gradient norms at the last shared layer.
+
+Chen et al., "GradNorm: Gradient Normalization for Adaptive Loss Balancing in Deep Multitask
+Networks", ICML 2018. With W the last shared layer (`model.last_shared_layer()`) and w_t the
+task weights (initially 1):
+
+    G_W^(t) = ‖∇_W w_t L_t‖ = w_t ‖∇_W L_t‖,      Ḡ_W = mean_t G_W^(t),
+    L̃_t = L_t / L_t(0),                          r_t = L̃_t / mean_j L̃_j,
+    L_grad = Σ_t | G_W^(t) − Ḡ_W · r_t^α |,        α = 1.5,
+
+the target Ḡ_W · r_t^α held constant (no gradient flows through it). Each step the model trains
+with Σ_t w_t L_t (the weights before this step's update), then w takes one step on L_grad and
+is renormalized so that Σ_t w_t = T (normalization "sum-to-T"). L_t(0) are the losses of the
+first step.
+
+The per-task norms ‖∇_W L_t‖ are the row norms of `ctx.grads` (the trainer's per-task
+gradients with respect to W), so no extra backward is needed. w is updated inside the method by
+its own optimizer — Adam with lr 0.025 by default (scale-free: ∂L_grad/∂w_t = ±‖∇_W L_t‖,
+whose magnitude depends on the layer), or plain SGD — so `parameters()` is empty and the
+run's optimizer never sees w.
+
+Guards (deviations): weights are floored at `min_weight` before renormalizing (the paper has no
+floor; a negative weight would flip a task's loss); a step whose gradient norms or losses are
+not finite leaves w unchanged (counted in `diagnostics()`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from mtlbench.errors import UserError
+from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.registry import register_method
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+@dataclass
+class GradNormParams:
+    """GradNorm's asymmetry α (paper's default 1.5) and the task-weight optimizer."""
+
+    alpha: float = 1.5
+    lr: float = 0.025
+    optimizer: str = "adam"
+    min_weight: float = 1e-3
+
+
+def inverse_training_rates(losses: torch.Tensor, initial_losses: torch.Tensor) -> torch.Tensor:
+    """r_t = L̃_t / mean_j L̃_j with L̃_t = L_t / L_t(0)."""
+    ratio = losses / initial_losses.clamp(min=torch.finfo(initial_losses.dtype).tiny)
+    return ratio / ratio.mean()
+
+
+def gradnorm_loss(weights: torch.Tensor, grad_norms: torch.Tensor, rates: torch.Tensor, alpha: float) -> torch.Tensor:
+    """L_grad = Σ_t |w_t ‖∇_W L_t‖ − const(mean_j w_j ‖∇_W L_j‖ · r_t^α)|, differentiable in w."""
+    norms = weights * grad_norms
+    target = (norms.mean() * rates.pow(alpha)).detach()
+    return (norms - target).abs().sum()
+
+
+def renormalized(weights: torch.Tensor, total: float, floor: float) -> torch.Tensor:
+    """Weights floored at `floor`, then scaled to sum to `total`."""
+    w = weights.clamp(min=floor)
+    return w * (total / w.sum())
+
+
+@register_method("gradnorm")
+class GradNorm(Method):
+    """GradNorm: weights learned every step from the last shared layer's gradient norms."""
+
+    description = "GradNorm (Chen et al. 2018): learn weights equalizing gradient norms at the last shared layer."
+    needs = "last_shared_layer"
+    normalization = "sum-to-T"
+    Params = GradNormParams
+
+    def __init__(
+        self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
+    ):
+        super().__init__(task_names, params, generator=generator)
+        p = self.params
+        if p.optimizer not in OPTIMIZERS:
+            raise UserError(f"gradnorm: unknown optimizer {p.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
+        if not (p.lr > 0 and math.isfinite(p.alpha) and 0 < p.min_weight < 1):
+            raise UserError("gradnorm: lr must be > 0, alpha finite, and 0 < min_weight < 1")
+        self.weights_ = torch.ones(self.num_tasks, dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.Adam if p.optimizer == "adam" else torch.optim.SGD
+        self.optimizer_ = opt([self.weights_], lr=p.lr)
+        self.initial_losses_: torch.Tensor | None = None
+        self.events_ = {"nonfinite_grad_rows": 0, "zero_grad_rows": 0, "skipped_weight_updates": 0}
+
+    def step(self, ctx: StepContext) -> StepOutput:
+        """Return the current weights for Σ w_t L_t, then update them on L_grad."""
+        if ctx.grads is None:
+            raise ValueError("GradNorm needs the last shared layer's per-task gradients in ctx.grads")
+        used = self.weights_.detach().clone()
+        losses = ctx.losses.detach().to(device="cpu", dtype=torch.float64)
+        grad_norms = ctx.grads.detach().norm(dim=1).to(device="cpu", dtype=torch.float64)
+        self._update(losses, grad_norms)
+        return StepOutput(weights=used.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
+
+    def _update(self, losses: torch.Tensor, grad_norms: torch.Tensor) -> None:
+        finite = torch.isfinite(grad_norms)
+        self.events_["nonfinite_grad_rows"] += int((~finite).sum())
+        self.events_["zero_grad_rows"] += int((grad_norms == 0).sum())
+        if not (bool(finite.all()) and bool(torch.isfinite(losses).all())):
+            self.events_["skipped_weight_updates"] += 1
+            return
+        if self.initial_losses_ is None:
+            self.initial_losses_ = losses.clone()
+        rates = inverse_training_rates(losses, self.initial_losses_)
+        loss = gradnorm_loss(self.weights_, grad_norms, rates, self.params.alpha)
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_.step()
+        with torch.no_grad():
+            self.weights_.copy_(renormalized(self.weights_, float(self.num_tasks), self.params.min_weight))
+
+    def weights_changed_per_step(self) -> bool:
+        """GradNorm's weights change every step."""
+        return True
+
+    def diagnostics(self) -> dict[str, float]:
+        """Guard counters: NaN/inf and zero gradient rows seen, weight updates skipped."""
+        return {name: float(count) for name, count in self.events_.items()}

@@ -1,0 +1,95 @@
+"""Uncertainty weighting: learned homoscedastic task uncertainty.
+
+Kendall, Gal & Cipolla, "Multi-Task Learning Using Uncertainty to Weigh Losses for Scene
+Geometry and Semantics", CVPR 2018. Each task gets a learnable log-variance s_t = log σ_t²
+(initialised to 0, so training starts as equal weighting), optimized with the model.
+
+The paper's likelihoods give, with s = log σ²,
+
+* regression (Gaussian likelihood, −log p = L/(2σ²) + log σ):   ½·exp(−s)·L + ½·s
+* classification (softmax of f/σ², −log p ≈ L/σ² + log σ with the paper's approximation
+  (1/σ)·Σ_c exp(f_c/σ²) ≈ (Σ_c exp f_c)^(1/σ²)):                exp(−s)·L + ½·s
+
+and common code (LibMTL, the Nash-MTL and FAMO repositories) uses the regression form
+½·(exp(−s)·L + s) for every task. Implemented here, for all 14 classification tasks:
+
+    objective = Σ_t exp(−s_t)·L_t + ρ·s_t,   ρ = `regularizer`, default 1
+
+Why ρ = 1: it is the form of the authors' own example code (precision·loss + log-variance),
+it equals the common ½(exp(−s)L + s) up to a global factor 2 (same optimum s*_t = log L_t,
+same relative weights 1/L_t at the optimum), and the weights start at exp(0) = 1 with the
+gradient scale of equal weighting, like every other sum-to-T method of the benchmark.
+ρ = ½ gives the paper's classification-likelihood form (optimum s*_t = log 2L_t, weights half
+as large). ∂objective/∂s_t = −exp(−s_t)·L_t + ρ.
+
+The method returns the objective and, as weights, exp(−s_t) (detached): the factor on ∇L_t.
+Guard: a non-finite task loss is left out of the objective for that step (no gradient to the
+model or to s_t from it, so s stays finite); such events are counted in `diagnostics()`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from mtlbench.errors import UserError
+from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.registry import register_method
+
+
+@dataclass
+class UncertaintyParams:
+    """Uncertainty weighting's constants: ρ in Σ exp(−s)L + ρ·s, and the initial s."""
+
+    regularizer: float = 1.0  # ρ; 0.5 = the paper's classification-likelihood form
+    init_log_var: float = 0.0
+
+
+def uncertainty_objective(losses: torch.Tensor, log_var: torch.Tensor, regularizer: float) -> torch.Tensor:
+    """Σ_t exp(−s_t)·L_t + ρ·s_t, leaving out (zero gradient) tasks whose loss is not finite."""
+    finite = torch.isfinite(losses)
+    # mask the loss before multiplying: where() alone would backpropagate 0·inf = NaN into s
+    safe = torch.where(finite, losses, torch.zeros_like(losses))
+    terms = torch.exp(-log_var) * safe + regularizer * log_var
+    return torch.where(finite, terms, torch.zeros_like(terms)).sum()
+
+
+@register_method("uncertainty")
+class UncertaintyWeighting(Method):
+    """Learnable log-variances s_t; objective Σ exp(−s_t)L_t + ρ·s_t; weights exp(−s_t)."""
+
+    description = "Uncertainty weighting (Kendall et al., CVPR 2018): learned log-variances, Σ exp(−s)L + s."
+    normalization = "learned"
+    Params = UncertaintyParams
+
+    def __init__(self, task_names, params=None, *, generator=None):
+        super().__init__(task_names, params, generator=generator)
+        p = self.params
+        if not (p.regularizer > 0 and math.isfinite(p.regularizer)) or not math.isfinite(p.init_log_var):
+            raise UserError("uncertainty: regularizer must be a finite number > 0 and init_log_var finite")
+        self.log_var_ = torch.nn.Parameter(torch.full((self.num_tasks,), float(p.init_log_var)))
+        self.skipped_ = torch.zeros((), dtype=torch.long)
+
+    def to(self, device: torch.device) -> "UncertaintyWeighting":
+        """Move s (keeping the same Parameter object) and the guard counter to `device`."""
+        self.log_var_.data = self.log_var_.data.to(device)
+        self.skipped_ = self.skipped_.to(device)
+        return self
+
+    def parameters(self) -> list[torch.nn.Parameter]:
+        """The log-variances s, optimized by the run's optimizer."""
+        return [self.log_var_]
+
+    def step(self, ctx: StepContext) -> StepOutput:
+        """The objective Σ exp(−s)L + ρ·s and the weights exp(−s) in force at this step."""
+        self.skipped_ = self.skipped_ + (~torch.isfinite(ctx.losses.detach())).sum()
+        log_var = self.log_var_.to(dtype=ctx.losses.dtype)
+        objective = uncertainty_objective(ctx.losses, log_var, self.params.regularizer)
+        weights = torch.exp(-log_var.detach())
+        return StepOutput(weights=weights, objective=objective)
+
+    def diagnostics(self) -> dict[str, float]:
+        """How many task losses were left out of the objective because they were not finite."""
+        return {"nonfinite_task_losses_skipped": float(self.skipped_.item())}

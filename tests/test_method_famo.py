@@ -1,0 +1,173 @@
+"""FAMO: the logit update and weights by hand, against the released update rule, guards, one run."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mtlbench.config import build_config
+from mtlbench.errors import UserError
+from mtlbench.methods.base import StepContext
+from mtlbench.methods.famo import FAMO, FAMOParams, LogitState, softmax_vjp
+from mtlbench.store import ResultsStore
+from mtlbench.train import train_run
+
+TASKS = ("a", "b", "c")
+BETA = 0.025
+PREV = (1.0, 2.0, 0.5)
+NOW = (0.5, 2.0, 0.25)  # log-loss decrease δ = (ln 2, 0, ln 2)
+
+
+def ctx(values, step=0, requires_grad=False) -> StepContext:
+    return StepContext(torch.tensor(values, dtype=torch.float64, requires_grad=requires_grad), step, 0)
+
+
+def softmax(xs) -> list[float]:
+    e = [math.exp(x) for x in xs]
+    return [x / sum(e) for x in e]
+
+
+def hand_weights(z, losses) -> list[float]:
+    """c·z_i/ℓ_i with c = 1 / Σ_j z_j/ℓ_j."""
+    inv_c = sum(zi / li for zi, li in zip(z, losses))
+    return [zi / li / inv_c for zi, li in zip(z, losses)]
+
+
+def hand_vjp_at_uniform() -> list[float]:
+    """J_z(0)ᵀ δ for δ = (ln 2, 0, ln 2): z_i·(δ_i − zᵀδ) with z = 1/3."""
+    delta = [math.log(2), 0.0, math.log(2)]
+    mean = sum(delta) / 3
+    return [(d - mean) / 3 for d in delta]  # = (ln2/9, −2ln2/9, ln2/9)
+
+
+def test_first_step_uniform_weights_and_no_update():
+    m = FAMO(TASKS)
+    out = m.step(ctx(NOW))
+    assert m.task_weights().tolist() == pytest.approx([1 / 3] * 3)
+    assert out.weights.tolist() == pytest.approx([4 / 13, 1 / 13, 8 / 13], rel=1e-12)  # c = 6/13
+    assert m.diagnostics() == {"logit_updates": 0.0, "skipped_logit_updates": 0.0}
+    assert m.weights_changed_per_step() and FAMO.normalization == "none" and m.parameters() == []
+
+
+def test_objective_value_and_its_gradient_are_the_weights():
+    m = FAMO(TASKS)
+    c = ctx(NOW, requires_grad=True)
+    out = m.step(c)
+    inv_c = sum((1 / 3) / L for L in NOW)
+    assert out.objective.item() == pytest.approx(sum((1 / 3) * math.log(L) for L in NOW) / inv_c, rel=1e-12)
+    out.objective.backward()
+    assert c.losses.grad.tolist() == pytest.approx(out.weights.tolist(), rel=1e-12)  # ∇ = Σ w_i ∇ℓ_i
+    assert sum(out.weights.tolist()) == pytest.approx(1.0)
+
+
+def test_one_adam_update_by_hand():
+    m = FAMO(TASKS)  # Adam(lr=β, weight_decay=γ); γ·ξ = 0 at ξ = 0
+    m.step(ctx(PREV, 0))
+    out = m.step(ctx(NOW, 1))
+    # first Adam step: m̂ = g, v̂ = g², so Δξ = −β·g / (|g| + 1e-8)
+    xi = [-BETA * g / (abs(g) + 1e-8) for g in hand_vjp_at_uniform()]
+    assert m.state_.xi.tolist() == pytest.approx(xi, rel=1e-12)
+    assert xi[1] > 0 > xi[0]  # the task whose loss did not fall gains weight
+    z = softmax(xi)
+    assert m.task_weights().tolist() == pytest.approx(z, rel=1e-12)
+    assert out.weights.tolist() == pytest.approx(hand_weights(z, NOW), rel=1e-12)
+    assert m.diagnostics() == {"logit_updates": 1.0, "skipped_logit_updates": 0.0}
+
+
+def test_one_sgd_update_by_hand_algorithm_1():
+    m = FAMO(TASKS, FAMOParams(logit_optimizer="sgd"))
+    m.step(ctx(PREV, 0))
+    m.step(ctx(NOW, 1))
+    assert m.state_.xi.tolist() == pytest.approx([-BETA * g for g in hand_vjp_at_uniform()], rel=1e-12)
+
+
+def test_weight_decay_shrinks_the_logits():
+    m = FAMO(TASKS, FAMOParams(logit_optimizer="sgd", gamma=0.1))
+    start = torch.tensor([1.0, -1.0, 0.5], dtype=torch.float64)
+    m.state_ = LogitState(start, torch.zeros(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                          torch.zeros((), dtype=torch.float64))
+    m.step(ctx(NOW, 0))
+    m.step(ctx(NOW, 1))  # δ = 0: only the decay term acts, ξ ← ξ − β·γ·ξ
+    assert m.state_.xi.tolist() == pytest.approx([x * (1 - BETA * 0.1) for x in start.tolist()], rel=1e-12)
+
+
+def test_softmax_vjp_matches_autograd():
+    xi = torch.tensor([0.3, -1.2, 0.7, 0.0], dtype=torch.float64, requires_grad=True)
+    delta = torch.tensor([0.1, -0.4, 0.25, 0.05], dtype=torch.float64)
+    (expected,) = torch.autograd.grad(torch.softmax(xi, 0), xi, grad_outputs=delta)
+    assert torch.allclose(softmax_vjp(xi.detach(), delta), expected, rtol=1e-12, atol=0)
+
+
+def test_adam_updates_match_torch_adam_with_weight_decay():
+    """The released code's rule: autograd of softmax fed to torch.optim.Adam(lr=β, weight_decay=γ)."""
+    gen = torch.Generator().manual_seed(0)
+    losses = [torch.rand(4, generator=gen, dtype=torch.float64) + 0.1 for _ in range(8)]
+    m = FAMO(("a", "b", "c", "d"), FAMOParams(gamma=0.01))
+    w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.Adam([w], lr=BETA, weight_decay=0.01)
+    for k, L in enumerate(losses):
+        m.step(StepContext(L, k, 0))
+        if k:
+            delta = losses[k - 1].log() - L.log()
+            (w.grad,) = torch.autograd.grad(torch.softmax(w, 0), w, grad_outputs=delta)
+            opt.step()
+    assert torch.allclose(m.state_.xi, w.detach(), rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), 0.0, -0.1])
+def test_bad_loss_skips_the_update_and_keeps_weights_finite(bad):
+    m = FAMO(TASKS)
+    m.step(ctx(PREV, 0))
+    out = m.step(ctx((0.5, bad, 0.25), 1))  # bad in "now"
+    assert m.state_.xi.tolist() == [0.0, 0.0, 0.0] and torch.isfinite(out.weights).all()
+    m.step(ctx(PREV, 2))  # bad in "prev"
+    assert m.state_.xi.tolist() == [0.0, 0.0, 0.0]
+    assert m.diagnostics() == {"logit_updates": 0.0, "skipped_logit_updates": 2.0}
+    m.step(ctx(NOW, 3))  # two good steps in a row: updates again, exactly as by hand
+    xi = [-BETA * g / (abs(g) + 1e-8) for g in hand_vjp_at_uniform()]
+    assert m.state_.xi.tolist() == pytest.approx(xi, rel=1e-12)
+    assert m.diagnostics() == {"logit_updates": 1.0, "skipped_logit_updates": 2.0}
+
+
+def test_zero_loss_is_floored_in_the_objective():
+    m = FAMO(TASKS)
+    c = ctx((0.5, 0.0, 0.25), requires_grad=True)
+    out = m.step(c)
+    assert math.isfinite(out.objective.item())
+    out.objective.backward()
+    assert torch.isfinite(c.losses.grad).all() and torch.isfinite(out.weights).all()
+    assert sum(out.weights.tolist()) == pytest.approx(1.0)
+
+
+def test_state_stays_float64_and_weights_follow_the_losses_dtype():
+    m = FAMO(TASKS)
+    out = m.step(StepContext(torch.tensor(NOW, dtype=torch.float32), 0, 0))
+    assert out.weights.dtype == torch.float32 and out.objective.dtype == torch.float32
+    assert m.state_.xi.dtype == torch.float64
+
+
+@pytest.mark.parametrize(
+    "params", [dict(beta=0.0), dict(gamma=-1.0), dict(eps=0.0), dict(beta=float("nan")), dict(logit_optimizer="lbfgs")]
+)
+def test_bad_hyperparameters_are_user_errors(params):
+    with pytest.raises(UserError, match="famo"):
+        FAMO(TASKS, FAMOParams(**params))
+
+
+def test_tiny_training_run(tmp_path, toy_bundle):
+    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="famo")
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        out = train_run(cfg, toy_bundle, store, {})
+        assert out.status == "complete", out.detail
+        test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
+        assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
+        steps = 2 * (len(toy_bundle.train) // 16)
+        rows = store.query("SELECT step, weight FROM weights WHERE run_id=? AND step >= 0", (out.run_id,))
+        assert len(rows) == 14 * steps
+        per_step = {}
+        for r in rows:
+            per_step.setdefault(r["step"], []).append(r["weight"])
+        assert all(sum(w) == pytest.approx(1.0, rel=1e-5) and min(w) > 0 for w in per_step.values())
+        diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", (out.run_id,))
+        assert {d["name"]: d["value"] for d in diag} == {"logit_updates": steps - 1, "skipped_logit_updates": 0.0}

@@ -1,0 +1,145 @@
+"""GradNorm: the gradient-norm loss, its constant target, renormalization and convergence."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mtlbench.config import build_config
+from mtlbench.errors import UserError
+from mtlbench.methods.base import StepContext
+from mtlbench.methods.gradnorm import (
+    GradNorm,
+    GradNormParams,
+    gradnorm_loss,
+    inverse_training_rates,
+    renormalized,
+)
+from mtlbench.store import ResultsStore
+from mtlbench.train import train_run
+
+T = 14
+TASKS = [f"t{i}" for i in range(T)]
+
+
+def unit_rows(p: int = 40, seed: int = 0) -> torch.Tensor:
+    j = torch.randn(T, p, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    return j / j.norm(dim=1, keepdim=True)
+
+
+def test_inverse_training_rates():
+    losses = torch.tensor([1.0, 0.5, 0.25], dtype=torch.float64)
+    initial = torch.tensor([2.0, 0.5, 0.5], dtype=torch.float64)
+    ratio = torch.tensor([0.5, 1.0, 0.5], dtype=torch.float64)  # L̃_t
+    assert torch.allclose(inverse_training_rates(losses, initial), ratio / ratio.mean())
+
+
+def test_loss_value_and_constant_target():
+    w = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64, requires_grad=True)
+    norms = torch.tensor([3.0, 1.0, 2.0], dtype=torch.float64)
+    rates = torch.tensor([1.2, 0.6, 1.2], dtype=torch.float64)
+    loss = gradnorm_loss(w, norms, rates, 1.5)
+    g = (w * norms).detach()  # [3, 2, 1], mean 2
+    target = g.mean() * rates**1.5
+    assert loss.item() == pytest.approx((g - target).abs().sum().item())
+    (grad,) = torch.autograd.grad(loss, w)
+    # no gradient through the target (its mean_j w_j‖∇L_j‖ included): ∂/∂w_t = sign(·)·‖∇L_t‖
+    assert torch.allclose(grad, torch.sign(g - target) * norms)
+
+
+def test_renormalized_sums_to_T_with_a_floor():
+    w = renormalized(torch.tensor([-1.0, 2.0, 3.0, 1.0], dtype=torch.float64), 4.0, 1e-3)
+    assert w.sum().item() == pytest.approx(4.0) and (w > 0).all()
+
+
+def test_weights_sum_to_T_after_every_update_and_the_loss_decreases():
+    """One task's gradient 10× larger, losses steady (r_t = 1): GradNorm equalizes w_t‖∇L_t‖."""
+    j = unit_rows()
+    j[0] *= 10
+    norms = j.norm(dim=1)
+    losses = torch.full((T,), 0.7, dtype=torch.float64)
+    m = GradNorm(TASKS)
+    history, late = [], []
+    for step in range(150):
+        used = m.step(StepContext(losses, step, 0, grads=j)).weights
+        if step == 0:
+            assert used.tolist() == [1.0] * T  # step t trains with w(t), before its update
+        assert m.weights_.sum().item() == pytest.approx(T, abs=1e-9)
+        history.append(gradnorm_loss(used, norms, torch.ones(T, dtype=torch.float64), 1.5).item())
+        if step >= 100:
+            late.append(used)
+    assert all(b < a for a, b in zip(history[:20], history[1:21]))  # steady descent first
+    assert max(history[50:]) < 0.05 * history[0]  # then Adam's fixed-size steps hover near 0
+    expected = T * (1 / norms) / (1 / norms).sum()  # w_t‖∇L_t‖ equal for all t, Σ w = T
+    assert torch.allclose(torch.stack(late).mean(0), expected, rtol=0.05)
+
+
+def test_slower_task_gets_more_weight():
+    j = unit_rows(seed=1)
+    m = GradNorm(TASKS, GradNormParams(alpha=1.5))
+    initial = torch.full((T,), 1.0, dtype=torch.float64)
+    m.step(StepContext(initial, 0, 0, grads=j))
+    later = torch.full((T,), 0.5, dtype=torch.float64)
+    later[3] = 0.9  # task 3's loss fell least: r_3 > 1
+    for step in range(1, 60):
+        m.step(StepContext(later, step, 0, grads=j))
+    w = m.weights_.detach()
+    assert w[3] == w.max() and w[3] > 1.2
+
+
+def test_sgd_option_and_bad_params():
+    m = GradNorm(TASKS, GradNormParams(optimizer="sgd", lr=0.01))
+    assert isinstance(m.optimizer_, torch.optim.SGD)
+    assert m.parameters() == [] and m.weights_changed_per_step()
+    assert GradNorm.needs == "last_shared_layer" and GradNorm.normalization == "sum-to-T"
+    with pytest.raises(UserError, match="optimizer"):
+        GradNorm(TASKS, GradNormParams(optimizer="lbfgs"))
+    with pytest.raises(UserError, match="lr"):
+        GradNorm(TASKS, GradNormParams(lr=0.0))
+
+
+def test_nan_and_zero_gradients_never_reach_the_weights():
+    j = unit_rows()
+    m = GradNorm(TASKS)
+    losses = torch.full((T,), 0.7, dtype=torch.float64)
+    m.step(StepContext(losses, 0, 0, grads=j))
+    before = m.weights_.detach().clone()
+    bad = j.clone()
+    bad[2, 5] = float("nan")
+    bad[7] = 0.0
+    out = m.step(StepContext(losses, 1, 0, grads=bad))
+    assert torch.isfinite(out.weights).all() and torch.equal(m.weights_.detach(), before)  # update skipped
+    nan_loss = losses.clone()
+    nan_loss[0] = float("nan")
+    m.step(StepContext(nan_loss, 2, 0, grads=j))
+    zero = j.clone()
+    zero[4] = 0.0
+    out = m.step(StepContext(losses, 3, 0, grads=zero))  # a zero gradient is finite: the update goes on
+    assert torch.isfinite(m.weights_).all() and m.weights_.sum().item() == pytest.approx(T)
+    d = m.diagnostics()
+    assert d == {"nonfinite_grad_rows": 1.0, "zero_grad_rows": 2.0, "skipped_weight_updates": 2.0}
+
+
+def smoke_run(tmp_path, bundle, name: str):
+    """One tiny CPU run of `name`: (result, test losses, weight rows, diagnostics)."""
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=name)
+        out = train_run(cfg, bundle, store, {})
+        run = (out.run_id,)
+        losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run)]
+        weights = [dict(r) for r in store.query("SELECT step, task, weight FROM weights WHERE run_id=?", run)]
+        diag = {r["name"]: r["value"] for r in store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run)}
+    return out, losses, weights, diag
+
+
+def test_end_to_end_run(tmp_path, toy_bundle):
+    out, losses, weights, diag = smoke_run(tmp_path, toy_bundle, "gradnorm")
+    assert out.status == "complete", out.detail
+    assert len(losses) == 14 and np.all(np.isfinite(losses))
+    steps = {r["step"] for r in weights if r["step"] >= 0}
+    assert len(steps) == len(toy_bundle.train.labels) // 16  # logged every step, and the epoch mean
+    for step in steps | {-1}:
+        values = [r["weight"] for r in weights if r["step"] == step]
+        assert len(values) == 14 and sum(values) == pytest.approx(14)
+    assert diag["skipped_weight_updates"] == 0

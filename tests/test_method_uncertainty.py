@@ -1,0 +1,109 @@
+"""Uncertainty weighting: objective, its gradients, the guard, and one tiny training run."""
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+
+from mtlbench.config import build_config
+from mtlbench.errors import UserError
+from mtlbench.methods.base import StepContext
+from mtlbench.methods.uncertainty import UncertaintyParams, UncertaintyWeighting, uncertainty_objective
+from mtlbench.store import ResultsStore
+from mtlbench.train import train_run
+
+TASKS = ("a", "b", "c")
+LOSSES = (0.5, 2.0, 1.0)
+LOG_VARS = (0.0, 1.0, -0.5)
+
+
+def method_with(log_vars=LOG_VARS, **params) -> UncertaintyWeighting:
+    m = UncertaintyWeighting(TASKS, UncertaintyParams(**params))
+    with torch.no_grad():
+        m.log_var_.copy_(torch.tensor(log_vars))
+    return m
+
+
+def test_starts_as_equal_weighting_with_learnable_log_variances():
+    m = UncertaintyWeighting(TASKS)
+    out = m.step(StepContext(torch.tensor(LOSSES), 0, 0))
+    assert out.weights.tolist() == [1.0, 1.0, 1.0]
+    assert m.parameters() == [m.log_var_] and m.log_var_.requires_grad
+    assert m.weights_changed_per_step()
+    assert UncertaintyWeighting.normalization == "learned" and UncertaintyWeighting.needs == "losses"
+
+
+def test_objective_value_and_gradients_by_hand():
+    m = method_with()
+    losses = torch.tensor(LOSSES, requires_grad=True)
+    out = m.step(StepContext(losses, 0, 0))
+    expected = sum(math.exp(-s) * L + s for L, s in zip(LOSSES, LOG_VARS))
+    assert out.objective.item() == pytest.approx(expected, rel=1e-6)
+    out.objective.backward()
+    # ∂/∂s_t = −exp(−s_t)·L_t + 1;  ∂/∂L_t = exp(−s_t) = the logged weight
+    expected_grad = [-math.exp(-s) * L + 1 for L, s in zip(LOSSES, LOG_VARS)]
+    assert m.log_var_.grad.tolist() == pytest.approx(expected_grad, rel=1e-6)
+    assert losses.grad.tolist() == pytest.approx([math.exp(-s) for s in LOG_VARS], rel=1e-6)
+    assert out.weights.tolist() == pytest.approx([math.exp(-s) for s in LOG_VARS], rel=1e-6)
+    assert not out.weights.requires_grad
+
+
+def test_classification_likelihood_form_has_its_optimum_at_log_2L():
+    s = torch.tensor([math.log(2 * L) for L in LOSSES], requires_grad=True)
+    uncertainty_objective(torch.tensor(LOSSES), s, regularizer=0.5).backward()
+    assert s.grad.abs().max().item() < 1e-6  # −exp(−s)L + ½ = 0 at s = log 2L
+
+
+def test_training_s_alone_reaches_log_of_the_loss():
+    m = UncertaintyWeighting(TASKS)
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    for step in range(600):
+        opt.zero_grad()
+        m.step(StepContext(torch.tensor(LOSSES), step, 0)).objective.backward()
+        opt.step()
+    assert m.log_var_.tolist() == pytest.approx([math.log(L) for L in LOSSES], abs=1e-4)
+    weights = m.step(StepContext(torch.tensor(LOSSES), 0, 0)).weights
+    assert weights.tolist() == pytest.approx([1 / L for L in LOSSES], rel=1e-3)  # ∝ 1/L at equilibrium
+
+
+def test_non_finite_loss_is_skipped_and_counted_without_nan():
+    m = method_with()
+    losses = torch.tensor([0.5, float("nan"), float("inf")], requires_grad=True)
+    out = m.step(StepContext(losses, 0, 0))
+    assert out.objective.item() == pytest.approx(math.exp(0.0) * 0.5 + 0.0)
+    out.objective.backward()
+    assert torch.isfinite(m.log_var_.grad).all() and m.log_var_.grad[1:].tolist() == [0.0, 0.0]
+    assert torch.isfinite(losses.grad).all() and losses.grad[1:].tolist() == [0.0, 0.0]
+    assert torch.isfinite(out.weights).all()
+    assert m.diagnostics() == {"nonfinite_task_losses_skipped": 2.0}
+
+
+def test_to_keeps_the_parameter_object():
+    m = UncertaintyWeighting(TASKS)
+    p = m.log_var_
+    assert m.to(torch.device("cpu")).parameters()[0] is p
+
+
+@pytest.mark.parametrize(
+    "params", [dict(regularizer=0.0), dict(regularizer=float("inf")), dict(init_log_var=float("nan"))]
+)
+def test_bad_hyperparameters_are_user_errors(params):
+    with pytest.raises(UserError, match="uncertainty"):
+        UncertaintyWeighting(TASKS, UncertaintyParams(**params))
+
+
+def test_tiny_training_run(tmp_path, toy_bundle):
+    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="uncertainty")
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        out = train_run(cfg, toy_bundle, store, {})
+        assert out.status == "complete", out.detail
+        test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
+        assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
+        steps = 2 * (len(toy_bundle.train) // 16)
+        rows = store.query("SELECT step, weight FROM weights WHERE run_id=? AND step >= 0", (out.run_id,))
+        assert len(rows) == 14 * steps  # logged per step: s is learned
+        assert all(math.isfinite(r["weight"]) and r["weight"] > 0 for r in rows)
+        assert any(r["weight"] != 1.0 for r in rows if r["step"] == steps - 1)  # s moved
+        diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", (out.run_id,))
+        assert [(d["name"], d["value"]) for d in diag] == [("nonfinite_task_losses_skipped", 0.0)]
