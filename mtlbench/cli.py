@@ -29,7 +29,7 @@ RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--augment": ("augment", str, "none | paper (rotation 30°, resized crop, flip)"),
     "--pretrained": ("pretrained", str, "none | imagenet"),
     "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
-    "--grad-engine": ("grad_engine", str, "per-task gradients: batched (one vectorized backward) | loop (T backwards)"),
+    "--grad-engine": ("grad_engine", str, "per-task gradients: auto (loop on CPU, batched on CUDA) | batched (one vectorized backward) | loop (T backwards)"),
     "--device": ("device", str, "auto | cpu | cuda"),
     "--data-dir": ("data_dir", str, "root of the datasets (synthetic data is generated here)"),
     "--synth-images": ("synth_images", int, "number of synthetic images (cxr14-synth)"),
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
     for flag, (_, typ, helptext) in RUN_OPTIONS.items():
         run.add_argument(flag, type=typ, default=None, help=helptext)
+    run.add_argument("--freeze-trunk", action="store_const", const=True, default=None,
+                     help="linear probe: keep the ResNet18 trunk fixed and train only the task heads "
+                          "(loss-weighting methods only; usually with --pretrained imagenet)")
     run.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                      help="a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
@@ -80,6 +83,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
 
     layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []
     cli_values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in RUN_OPTIONS.items()}
+    cli_values["freeze_trunk"] = args.freeze_trunk
     layers.append(({k: v for k, v in cli_values.items() if v is not None}, "command line"))
     base = build_config(args.preset, layers)
     methods = parse_methods(args.methods)

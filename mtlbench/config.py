@@ -51,7 +51,8 @@ class RunConfig:
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
     select: str = "best-val-auroc"
-    grad_engine: str = "batched"
+    grad_engine: str = "auto"  # resolved per device before a run: see grads.resolve_engine
+    freeze_trunk: bool = False  # linear probe: the ResNet18 trunk is fixed, only the heads train
     device: str = "auto"
     # not part of the hash
     data_dir: str = "data"
@@ -149,7 +150,7 @@ def validate(config: RunConfig) -> None:
     choice("head", HEADS)
     choice("augment", AUGMENTATIONS)
     choice("select", SELECTIONS)
-    choice("grad_engine", ("batched", "loop"))
+    choice("grad_engine", ("auto", "batched", "loop"))
     choice("device", DEVICES)
     choice("pretrained", ("none", "imagenet"))
     choice("views", ("all", "PA", "AP"))

@@ -76,6 +76,7 @@ class ModelSpec:
     num_tasks: int = 14
     head: HeadKind = "bce"
     pretrained: str = "none"
+    freeze_trunk: bool = False
 
 
 class MultiTaskResNet(nn.Module):
@@ -88,6 +89,15 @@ class MultiTaskResNet(nn.Module):
         self.spec = spec
         self.trunk = resnet18_trunk(spec.pretrained)
         self.heads = TaskHeads(spec.num_tasks, 1 if spec.head == "bce" else 2)
+        if spec.freeze_trunk:
+            self.trunk.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> "MultiTaskResNet":
+        """Train mode, except that a frozen trunk stays in eval mode (BatchNorm statistics fixed)."""
+        super().train(mode)
+        if self.spec.freeze_trunk:
+            self.trunk.eval()
+        return self
 
     def shared_parameters(self) -> list[nn.Parameter]:
         """Parameters every task shares (the trunk)."""

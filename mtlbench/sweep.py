@@ -10,6 +10,7 @@ from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.environment import environment
 from mtlbench.errors import UserError
+from mtlbench.grads import resolve_engine
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
@@ -86,6 +87,22 @@ def parse_method_params(items: Sequence[str], methods: Sequence[str]) -> dict[st
     return out
 
 
+def check_methods_fit(config: RunConfig, methods: Sequence[str]) -> None:
+    """Refuse, before anything runs, a method that cannot work under `config`.
+
+    With a frozen trunk there is no shared gradient to weight or aggregate: a gradient method
+    (anything that needs more than the losses) would silently train the heads like EW.
+    """
+    if not config.freeze_trunk:
+        return
+    needing = [m for m in methods if METHODS.get(m).needs != "losses"]
+    if needing:
+        raise UserError(
+            f"--freeze-trunk leaves no shared gradient for the gradient method(s) {', '.join(needing)}; "
+            "drop them from --methods or train the trunk"
+        )
+
+
 def load_dataset(config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
     """Load (generating if needed) the dataset a config asks for."""
     loader = DATASETS.get(config.dataset)
@@ -111,8 +128,9 @@ def run_sweep(
 ) -> list[RunResult]:
     """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
     device = resolve_device(plan.base.device)
-    base = replace(plan.base, device=device.type)
+    base = replace(plan.base, device=device.type, grad_engine=resolve_engine(plan.base.grad_engine, device))
     plan = replace(plan, base=base)
+    check_methods_fit(base, plan.methods)
     env = environment(device)
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded

@@ -12,7 +12,7 @@ import math
 import statistics
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -91,7 +91,8 @@ def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
 
 def build_optimizer(config: RunConfig, model: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
     """The sweep's optimizer; a method's learnable parameters form their own group (no decay)."""
-    groups: list[dict[str, Any]] = [{"params": list(model.parameters()), "weight_decay": config.weight_decay}]
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    groups: list[dict[str, Any]] = [{"params": trainable, "weight_decay": config.weight_decay}]
     if method.parameters():
         lr = getattr(method.params, "lr", config.lr)
         groups.append({"params": method.parameters(), "weight_decay": 0.0, "lr": lr})
@@ -222,6 +223,7 @@ def train_run(
 ) -> RunResult:
     """Train and evaluate one cell, writing everything to `store`; skips a complete cell unless `force`."""
     reporter = reporter or SilentReporter()
+    config = replace(config, grad_engine=grads.resolve_engine(config.grad_engine, torch.device(config.device)))
     key = RunKey(config.method, config.dataset, config.seed, config.config_hash())
     existing = store.complete_run(key)
     if existing is not None and not force:
@@ -264,7 +266,7 @@ def _train(
     rss_scope = measure.reset_peaks(device)
 
     torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
-    model = MultiTaskResNet(ModelSpec(len(tasks), config.head, config.pretrained)).to(device)
+    model = MultiTaskResNet(ModelSpec(len(tasks), config.head, config.pretrained, config.freeze_trunk)).to(device)
     optimizer = build_optimizer(config, model, method)
     train_split = DeviceSplit.from_split(data.train, device)
     val_split = DeviceSplit.from_split(data.val, device)

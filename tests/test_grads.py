@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mtlbench.grads import apply_shared_gradient, per_task_gradients
+from mtlbench.grads import apply_shared_gradient, per_task_gradients, resolve_engine
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
 
 
@@ -43,3 +43,11 @@ def test_applying_the_sum_equals_backward_of_the_sum(setup):
     for a, e in zip(applied, expected):
         assert torch.allclose(a, e, atol=1e-10)
     model.zero_grad(set_to_none=True)
+
+
+def test_auto_engine_is_loop_on_cpu_and_batched_on_cuda():
+    assert resolve_engine("auto", torch.device("cpu")) == "loop"
+    assert resolve_engine("auto", torch.device("cuda")) == "batched"
+    assert resolve_engine("batched", torch.device("cpu")) == "batched"
+    with pytest.raises(ValueError, match="unknown gradient engine"):
+        resolve_engine("fast", torch.device("cpu"))

@@ -98,3 +98,27 @@ def test_missing_file_and_bad_signal():
         DeepChest(TASKS, DeepChestParams(signal="vibes"))
     with pytest.raises(UserError, match="unknown hyperparameter"):
         DeepChest.make_params({"increase": 2})
+
+
+def test_tiny_training_run_follows_the_rule_on_stored_accuracies(tmp_path, toy_bundle):
+    """End to end: epoch e+1's stored weights are the rule applied to epoch e's stored train accuracies."""
+    from dataclasses import replace
+
+    from mtlbench.config import build_config
+    from mtlbench.store import ResultsStore
+    from mtlbench.train import train_run
+
+    cfg = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, method="deepchest")
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        out = train_run(cfg, toy_bundle, store, {})
+        assert out.status == "complete", out.detail
+        q = "SELECT epoch, {col} AS v FROM {table} WHERE run_id=? {extra} ORDER BY epoch, task"
+        w = store.query(q.format(col="weight", table="weights", extra="AND step=-1"), (out.run_id,))
+        acc = store.query(q.format(col="accuracy", table="metrics", extra="AND split='train'"), (out.run_id,))
+    by = lambda rows, e: torch.tensor([r["v"] for r in rows if r["epoch"] == e], dtype=torch.float64)  # noqa: E731
+    assert by(w, 0).tolist() == [1.0] * 14
+    params = DeepChestParams()
+    for e in (0, 1):
+        expected = deepchest_update(by(w, e), lagging_tasks(by(acc, e), higher_is_better=True),
+                                    params.increase_factor, params.max_weight, params.decay_factor)
+        assert torch.allclose(by(w, e + 1), expected, atol=1e-12)

@@ -14,3 +14,20 @@ def test_weights_are_ones_and_objective_is_the_sum():
     assert out.objective is None and out.shared_grad is None
     assert torch.allclose((out.weights * losses).sum(), losses.sum())
     assert EqualWeighting.normalization == "sum-to-T"
+
+
+def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
+    from dataclasses import replace
+
+    from mtlbench.config import build_config
+    from mtlbench.store import ResultsStore
+    from mtlbench.train import train_run
+
+    cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method="ew")
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        out = train_run(cfg, toy_bundle, store, {})
+        assert out.status == "complete", out.detail
+        weights = store.query("SELECT weight FROM weights WHERE run_id=?", (out.run_id,))
+        losses = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
+    assert [r["weight"] for r in weights] == [1.0] * 14
+    assert len(losses) == 14 and all(0 < r["loss"] < 10 for r in losses)

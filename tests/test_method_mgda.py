@@ -61,7 +61,9 @@ def test_min_norm_point_matches_independent_qp(name):
     assert converged
     assert np.all(a >= 0) and a.sum() == pytest.approx(1, abs=1e-12)
     ref = scipy_min_norm(gram)
-    assert a @ gram @ a <= ref @ gram @ ref + 1e-6
+    # within 1e-6 absolutely and relatively: some optima (the dominant case) are themselves ~1e-7
+    tol = 1e-6 * min(1.0, max(ref @ gram @ ref, 1e-12))
+    assert a @ gram @ a <= ref @ gram @ ref + max(tol, 1e-13)
     assert a @ gram @ a >= ref @ gram @ ref - 1e-6
     # KKT certificate: no vertex improves, (Gα)_i ≥ αᵀGα, with equality on the support
     grad = gram @ a

@@ -1,5 +1,6 @@
 """The trainer: fairness across methods, the gradient-method contract, failures recorded."""
 
+import copy
 from dataclasses import dataclass, replace
 
 import pytest
@@ -8,9 +9,11 @@ import torch
 import mtlbench.train as train_mod
 from mtlbench.config import build_config
 from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
+from mtlbench.tasks import TASK_NAMES
+from mtlbench.train import train_run, training_step
 
 CFG = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, synth_images=50)
 
@@ -142,3 +145,52 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
     assert cost["peak_cuda_mb"] is None and cost["peak_rss_mb"] > 0 and cost["median_step_s"] > 0
     run = store.query("SELECT * FROM runs WHERE run_id=?", (out.run_id,))[0]
     assert run["weight_normalization"] == "none" and run["selected_epoch"] in (0, 1)
+
+
+def test_frozen_trunk_trains_only_the_heads(store, toy_bundle, monkeypatch):
+    """--freeze-trunk: trunk weights and BatchNorm statistics stay at their seeded initial values."""
+    kept = {}
+    real = train_mod.MultiTaskResNet
+
+    class Recording(real):
+        def __init__(self, spec):
+            super().__init__(spec)
+            kept["model"], kept["init"] = self, copy.deepcopy(self.state_dict())
+
+    monkeypatch.setattr(train_mod, "MultiTaskResNet", Recording)
+    out = train_run(replace(CFG, method="uncertainty", freeze_trunk=True, select="last"), toy_bundle, store, {})
+    assert out.status == "complete", out.detail
+    final = kept["model"].state_dict()
+    trunk = [k for k in final if k.startswith("trunk.")]
+    assert trunk and all(torch.equal(final[k], kept["init"][k]) for k in trunk)
+    assert not torch.equal(final["heads.linear.weight"], kept["init"]["heads.linear.weight"])
+
+
+def test_heads_get_their_own_loss_gradient_whatever_the_shared_aggregate(toy_bundle):
+    """A gradient method decides only the trunk's gradient: heads get ∇ of their own loss."""
+
+    class ZeroShared(Method):
+        needs = "shared_params"
+
+        def step(self, ctx):
+            return StepOutput(weights=torch.full((14,), 5.0), shared_grad=torch.zeros(ctx.grads.shape[1]))
+
+    class NoStep:
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            pass
+
+    torch.manual_seed(0)
+    model = MultiTaskResNet(ModelSpec(14, "bce")).double().train()
+    x = torch.randn(8, 1, 32, 32, dtype=torch.float64)
+    y = (torch.rand(8, 14) < 0.3).double()
+    training_step(model, ZeroShared(TASK_NAMES), NoStep(), x, y, replace(CFG, grad_engine="loop"), 0, 0,
+                  torch.device("cpu"))
+    applied = [p.grad.clone() for p in model.head_parameters()]
+    assert all(torch.count_nonzero(p.grad) == 0 for p in model.shared_parameters())
+    _, logits = model(x)
+    expected = torch.autograd.grad(per_task_losses(logits, y, "bce").sum(), model.head_parameters())
+    for a, e in zip(applied, expected):
+        assert torch.allclose(a, e, atol=1e-12)
