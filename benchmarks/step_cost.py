@@ -4,10 +4,14 @@ One training step (forward, per-task losses, the method, backward, optimizer upd
 fixed batch already on the device, for each method and, for gradient methods, each per-task
 gradient engine. Reports the median step time after warm-up, the ratio to EW, the median time
 the method itself adds, and peak memory (CUDA: torch.cuda.max_memory_allocated per method; CPU:
-process peak RSS, reset per method on Linux). EW is timed before and after the others; ratios
-use the mean of the two, and the drift between them is printed as a noise indicator.
+process peak RSS, reset per method on Linux).
 
-    python benchmarks/step_cost.py --device cpu --image-size 64 --batch-size 32 --out docs/step_cost_cpu.md
+On a shared machine the speed drifts while the script runs, so it measures in rounds: each
+round times EW, then every other cell, then EW again, and a cell's ratio for that round is its
+time over the mean of the round's two EW times. The table gives the median ratio over rounds
+and its range (min–max), which shows how noisy the machine was.
+
+    python benchmarks/step_cost.py --device cpu --image-size 32 --batch-size 64 --rounds 3 --out docs/step_cost_cpu.md
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per method (after warm-up)")
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="repetitions of the whole sequence (ratios: median)")
     ap.add_argument("--methods", default="all")
     ap.add_argument("--engines", default="batched,loop")
     ap.add_argument("--out", help="also write the markdown table here")
@@ -80,29 +85,46 @@ def main() -> None:
         cells += [(name, e) for e in engines] if needs_grads else [(name, "-")]
     cells.append(("ew", "-"))
 
-    results = []
-    for name, engine in cells:
-        cfg = replace(base, method=name, grad_engine=engine if engine != "-" else "batched")
-        r = time_method(cfg, device, x, y, args.steps, args.warmup)
-        results.append((name, engine, r))
-        print(f"{name:12s} {engine:8s} step {1000 * r['step_s']:8.1f} ms  method {1000 * r['method_s']:8.1f} ms", flush=True)
+    per_round: list[dict[tuple[str, str], dict[str, float]]] = []
+    for r in range(args.rounds):
+        timed: dict[tuple[str, str], dict[str, float]] = {}
+        ew_times = []
+        for i, (name, engine) in enumerate(cells):
+            cfg = replace(base, method=name, grad_engine=engine if engine != "-" else "batched")
+            res = time_method(cfg, device, x, y, args.steps, args.warmup)
+            if name == "ew" and i in (0, len(cells) - 1):
+                ew_times.append(res["step_s"])
+            else:
+                timed[(name, engine)] = res
+            print(f"round {r + 1}/{args.rounds} {name:12s} {engine:8s} step {1000 * res['step_s']:8.1f} ms  "
+                  f"method {1000 * res['method_s']:8.1f} ms", flush=True)
+        ew = statistics.fmean(ew_times)
+        for res in timed.values():
+            res["ratio"] = res["step_s"] / ew
+        timed[("ew", "-")] = {"step_s": ew, "method_s": 0.0, "ratio": 1.0, "memory_mb": float("nan")}
+        per_round.append(timed)
 
-    ew_first, ew_last = results[0][2]["step_s"], results[-1][2]["step_s"]
-    ew = (ew_first + ew_last) / 2
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     memory_kind = "peak CUDA MiB" if device.type == "cuda" else "peak RSS MiB (process)"
+    ew_ms = [1000 * rd[("ew", "-")]["step_s"] for rd in per_round]
     lines = [
         f"Step cost on {device_name}, torch {torch.__version__}, fp32, ResNet18, {args.image_size} px, "
-        f"batch {args.batch_size}, 14 tasks; median of {args.steps} steps after {args.warmup} warm-up. "
-        f"EW {1000 * ew:.1f} ms/step (first {1000 * ew_first:.1f}, last {1000 * ew_last:.1f}: drift "
-        f"{100 * abs(ew_last - ew_first) / ew:.0f}%).",
+        f"batch {args.batch_size}, 14 tasks; per cell the median of {args.steps} steps after {args.warmup} "
+        f"warm-up, in {args.rounds} round(s). EW step {statistics.median(ew_ms):.1f} ms "
+        f"(rounds: {', '.join(f'{v:.1f}' for v in ew_ms)}).",
         "",
-        f"| method | grad engine | step (ms) | × EW | method adds (ms) | {memory_kind} |",
-        "|---|---|---:|---:|---:|---:|",
+        f"| method | grad engine | step (ms) | × EW (median) | × EW (range over rounds) | method adds (ms) | {memory_kind} |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, engine, r in results[1:-1]:
-        lines.append(f"| {name} | {engine} | {1000 * r['step_s']:.1f} | {r['step_s'] / ew:.2f} | "
-                     f"{1000 * r['method_s']:.1f} | {r['memory_mb']:.0f} |")
+    for key in cells[1:-1]:
+        rows = [rd[key] for rd in per_round]
+        ratios = [row["ratio"] for row in rows]
+        lines.append(
+            f"| {key[0]} | {key[1]} | {1000 * statistics.median(row['step_s'] for row in rows):.1f} | "
+            f"{statistics.median(ratios):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | "
+            f"{1000 * statistics.median(row['method_s'] for row in rows):.1f} | "
+            f"{max(row['memory_mb'] for row in rows):.0f} |"
+        )
     table = "\n".join(lines)
     print()
     print(table)

@@ -10,7 +10,7 @@ from typing import Sequence
 
 from rich.console import Console
 
-from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
+from mtlbench.config import PRESETS, build_config, load_config_file
 from mtlbench.errors import UserError
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, replace
+from typing import Any, Callable
+
 import numpy as np
 import pytest
 
@@ -40,3 +43,37 @@ def make_bundle(n_train: int = 96, size: int = 32) -> DatasetBundle:
 def toy_bundle() -> DatasetBundle:
     """A tiny dataset for trainer tests."""
     return make_bundle()
+
+
+@dataclass
+class TinyRun:
+    """What one tiny end-to-end CPU run stored: result, test losses, weight rows, diagnostics."""
+
+    out: Any
+    test_losses: list[float]
+    weights: list[dict]  # rows {epoch, step, task, weight}; step −1 is the epoch mean
+    diagnostics: dict[str, float]
+
+    def steps(self) -> set[int]:
+        """Training steps that have per-step weight rows."""
+        return {r["step"] for r in self.weights if r["step"] >= 0}
+
+
+@pytest.fixture
+def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:
+    """Run `method` end to end on the toy bundle (smoke preset, CPU, batch 16) and read back the store."""
+    from mtlbench.config import build_config
+    from mtlbench.store import ResultsStore
+    from mtlbench.train import train_run
+
+    def run(method: str, epochs: int = 1) -> TinyRun:
+        cfg = replace(build_config("smoke"), device="cpu", epochs=epochs, batch_size=16, method=method)
+        with ResultsStore(tmp_path / f"{method}.sqlite") as store:
+            out = train_run(cfg, toy_bundle, store, {})
+            run_id = (out.run_id,)
+            losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run_id)]
+            weights = [dict(r) for r in store.query("SELECT epoch, step, task, weight FROM weights WHERE run_id=?", run_id)]
+            diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run_id)
+        return TinyRun(out, losses, weights, {r["name"]: r["value"] for r in diag})
+
+    return run

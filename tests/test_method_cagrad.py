@@ -1,18 +1,14 @@
 """CAGrad: the update solves its primal and dual problems (checked with scipy), and its scale."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import minimize
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.cagrad import CAGrad, CAGradParams, cagrad_coefficients, solve_cagrad_dual
-from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
 
 
 def ones(t: int) -> torch.Tensor:
@@ -162,20 +158,9 @@ def test_bad_params():
         CAGrad(list("ab"), CAGradParams(c=-1.0))
 
 
-def smoke_run(tmp_path, bundle, name: str):
-    """One tiny CPU run of `name`: (result, test losses, weight rows, diagnostics)."""
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=name)
-        out = train_run(cfg, bundle, store, {})
-        run = (out.run_id,)
-        losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run)]
-        weights = [dict(r) for r in store.query("SELECT step, task, weight FROM weights WHERE run_id=?", run)]
-        diag = {r["name"]: r["value"] for r in store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run)}
-    return out, losses, weights, diag
-
-
-def test_end_to_end_run(tmp_path, toy_bundle):
-    out, losses, weights, diag = smoke_run(tmp_path, toy_bundle, "cagrad")
+def test_end_to_end_run(tiny_run, toy_bundle):
+    run = tiny_run("cagrad")
+    out, losses, weights, diag = run.out, run.test_losses, run.weights, run.diagnostics
     assert out.status == "complete", out.detail
     assert len(losses) == 14 and np.all(np.isfinite(losses))
     values = [r["weight"] for r in weights if r["step"] == -1]  # the epoch mean

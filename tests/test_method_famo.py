@@ -1,17 +1,13 @@
 """FAMO: the logit update and weights by hand, against the released update rule, guards, one run."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.famo import FAMO, FAMOParams, LogitState, softmax_vjp
-from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
 
 TASKS = ("a", "b", "c")
 BETA = 0.025
@@ -155,19 +151,15 @@ def test_bad_hyperparameters_are_user_errors(params):
         FAMO(TASKS, FAMOParams(**params))
 
 
-def test_tiny_training_run(tmp_path, toy_bundle):
-    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="famo")
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
-        assert out.status == "complete", out.detail
-        test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
-        assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
-        steps = 2 * (len(toy_bundle.train) // 16)
-        rows = store.query("SELECT step, weight FROM weights WHERE run_id=? AND step >= 0", (out.run_id,))
-        assert len(rows) == 14 * steps
-        per_step = {}
-        for r in rows:
-            per_step.setdefault(r["step"], []).append(r["weight"])
-        assert all(sum(w) == pytest.approx(1.0, rel=1e-5) and min(w) > 0 for w in per_step.values())
-        diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", (out.run_id,))
-        assert {d["name"]: d["value"] for d in diag} == {"logit_updates": steps - 1, "skipped_logit_updates": 0.0}
+def test_tiny_training_run(tiny_run, toy_bundle):
+    run = tiny_run("famo", epochs=2)
+    assert run.out.status == "complete", run.out.detail
+    assert len(run.test_losses) == 14 and all(math.isfinite(v) for v in run.test_losses)
+    steps = 2 * (len(toy_bundle.train) // 16)
+    rows = [r for r in run.weights if r["step"] >= 0]
+    assert len(rows) == 14 * steps
+    per_step = {}
+    for r in rows:
+        per_step.setdefault(r["step"], []).append(r["weight"])
+    assert all(sum(w) == pytest.approx(1.0, rel=1e-5) and min(w) > 0 for w in per_step.values())
+    assert run.diagnostics == {"logit_updates": steps - 1, "skipped_logit_updates": 0.0}

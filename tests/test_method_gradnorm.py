@@ -1,12 +1,10 @@
 """GradNorm: the gradient-norm loss, its constant target, renormalization and convergence."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.gradnorm import (
@@ -16,8 +14,6 @@ from mtlbench.methods.gradnorm import (
     inverse_training_rates,
     renormalized,
 )
-from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
 
 T = 14
 TASKS = [f"t{i}" for i in range(T)]
@@ -121,20 +117,9 @@ def test_nan_and_zero_gradients_never_reach_the_weights():
     assert d == {"nonfinite_grad_rows": 1.0, "zero_grad_rows": 2.0, "skipped_weight_updates": 2.0}
 
 
-def smoke_run(tmp_path, bundle, name: str):
-    """One tiny CPU run of `name`: (result, test losses, weight rows, diagnostics)."""
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=name)
-        out = train_run(cfg, bundle, store, {})
-        run = (out.run_id,)
-        losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run)]
-        weights = [dict(r) for r in store.query("SELECT step, task, weight FROM weights WHERE run_id=?", run)]
-        diag = {r["name"]: r["value"] for r in store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run)}
-    return out, losses, weights, diag
-
-
-def test_end_to_end_run(tmp_path, toy_bundle):
-    out, losses, weights, diag = smoke_run(tmp_path, toy_bundle, "gradnorm")
+def test_end_to_end_run(tiny_run, toy_bundle):
+    run = tiny_run("gradnorm")
+    out, losses, weights, diag = run.out, run.test_losses, run.weights, run.diagnostics
     assert out.status == "complete", out.detail
     assert len(losses) == 14 and np.all(np.isfinite(losses))
     steps = {r["step"] for r in weights if r["step"] >= 0}

@@ -1,19 +1,15 @@
 """MGDA / MGDA-UB: the min-norm point of the gradients' hull, against an independent QP solver."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 from scipy.optimize import minimize
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.mgda import MGDA, MGDAUB, MGDAParams, gradient_normalizers, mgda_weights, min_norm_weights
 from mtlbench.registry import METHODS
-from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
 
 
 def scipy_min_norm(gram: np.ndarray) -> np.ndarray:
@@ -177,21 +173,10 @@ def test_registration_and_bad_params():
         MGDA(list("ab"), MGDAParams(normalization="l1"))
 
 
-def smoke_run(tmp_path, bundle, name: str):
-    """One tiny CPU run of `name`: (result, test losses, weight rows, diagnostics)."""
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=name)
-        out = train_run(cfg, bundle, store, {})
-        run = (out.run_id,)
-        losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run)]
-        weights = [dict(r) for r in store.query("SELECT step, task, weight FROM weights WHERE run_id=?", run)]
-        diag = {r["name"]: r["value"] for r in store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run)}
-    return out, losses, weights, diag
-
-
 @pytest.mark.parametrize("name", ["mgda", "mgda-ub"])
-def test_end_to_end_run(tmp_path, toy_bundle, name):
-    out, losses, weights, diag = smoke_run(tmp_path, toy_bundle, name)
+def test_end_to_end_run(tiny_run, toy_bundle, name):
+    run = tiny_run(name)
+    out, losses, weights, diag = run.out, run.test_losses, run.weights, run.diagnostics
     assert out.status == "complete", out.detail
     assert len(losses) == 14 and np.all(np.isfinite(losses))
     values = [r["weight"] for r in weights if r["step"] == -1]  # the epoch mean

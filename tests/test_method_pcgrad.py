@@ -1,16 +1,12 @@
 """PCGrad: the Gramian form equals the sequential projections on the vectors themselves."""
 
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.pcgrad import PCGrad, pcgrad_coefficients, pcgrad_orders, pcgrad_weights
-from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
 
 
 def projected_on_vectors(j: torch.Tensor, orders: torch.Tensor) -> torch.Tensor:
@@ -102,20 +98,9 @@ def test_nan_and_zero_gradients_are_left_out_and_counted():
     assert d["nonfinite_grad_rows"] == 1 and d["zero_grad_rows"] == 1 and d["nonfinite_update_steps"] == 0
 
 
-def smoke_run(tmp_path, bundle, name: str):
-    """One tiny CPU run of `name`: (result, test losses, weight rows, diagnostics)."""
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=name)
-        out = train_run(cfg, bundle, store, {})
-        run = (out.run_id,)
-        losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run)]
-        weights = [dict(r) for r in store.query("SELECT step, task, weight FROM weights WHERE run_id=?", run)]
-        diag = {r["name"]: r["value"] for r in store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run)}
-    return out, losses, weights, diag
-
-
-def test_end_to_end_run(tmp_path, toy_bundle):
-    out, losses, weights, diag = smoke_run(tmp_path, toy_bundle, "pcgrad")
+def test_end_to_end_run(tiny_run, toy_bundle):
+    run = tiny_run("pcgrad")
+    out, losses, weights, diag = run.out, run.test_losses, run.weights, run.diagnostics
     assert out.status == "complete", out.detail
     assert len(losses) == 14 and np.all(np.isfinite(losses))
     values = [r["weight"] for r in weights if r["step"] == -1]  # the epoch mean

@@ -1,18 +1,14 @@
 """RLW: random weights on the scaled simplex, reproducible from the method's own generator."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.rlw import RandomLossWeighting, RLWParams, draw_logits
-from mtlbench.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
-from mtlbench.train import train_run
 
 T = len(TASK_NAMES)
 
@@ -79,19 +75,16 @@ def test_bad_std_is_a_user_error(std):
         method(std=std)
 
 
-def test_tiny_training_run(tmp_path, toy_bundle):
-    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="rlw")
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
-        assert out.status == "complete", out.detail
-        test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
-        assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
-        steps = 2 * (len(toy_bundle.train) // 16)
-        rows = store.query("SELECT step, weight FROM weights WHERE run_id=? AND step >= 0", (out.run_id,))
-        assert len(rows) == 14 * steps
-        per_step = {}
-        for r in rows:
-            per_step.setdefault(r["step"], []).append(r["weight"])
-        assert sorted(per_step) == list(range(steps))
-        assert all(sum(w) == pytest.approx(14.0, rel=1e-5) for w in per_step.values())
-        assert len({tuple(w) for w in per_step.values()}) == steps
+def test_tiny_training_run(tiny_run, toy_bundle):
+    run = tiny_run("rlw", epochs=2)
+    assert run.out.status == "complete", run.out.detail
+    assert len(run.test_losses) == 14 and all(math.isfinite(v) for v in run.test_losses)
+    steps = 2 * (len(toy_bundle.train) // 16)
+    rows = [r for r in run.weights if r["step"] >= 0]
+    assert len(rows) == 14 * steps
+    per_step = {}
+    for r in rows:
+        per_step.setdefault(r["step"], []).append(r["weight"])
+    assert sorted(per_step) == list(range(steps))
+    assert all(sum(w) == pytest.approx(14.0, rel=1e-5) for w in per_step.values())
+    assert len({tuple(w) for w in per_step.values()}) == steps

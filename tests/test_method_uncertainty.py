@@ -1,17 +1,13 @@
 """Uncertainty weighting: objective, its gradients, the guard, and one tiny training run."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.uncertainty import UncertaintyParams, UncertaintyWeighting, uncertainty_objective
-from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
 
 TASKS = ("a", "b", "c")
 LOSSES = (0.5, 2.0, 1.0)
@@ -93,17 +89,13 @@ def test_bad_hyperparameters_are_user_errors(params):
         UncertaintyWeighting(TASKS, UncertaintyParams(**params))
 
 
-def test_tiny_training_run(tmp_path, toy_bundle):
-    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="uncertainty")
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
-        assert out.status == "complete", out.detail
-        test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
-        assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
-        steps = 2 * (len(toy_bundle.train) // 16)
-        rows = store.query("SELECT step, weight FROM weights WHERE run_id=? AND step >= 0", (out.run_id,))
-        assert len(rows) == 14 * steps  # logged per step: s is learned
-        assert all(math.isfinite(r["weight"]) and r["weight"] > 0 for r in rows)
-        assert any(r["weight"] != 1.0 for r in rows if r["step"] == steps - 1)  # s moved
-        diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", (out.run_id,))
-        assert [(d["name"], d["value"]) for d in diag] == [("nonfinite_task_losses_skipped", 0.0)]
+def test_tiny_training_run(tiny_run, toy_bundle):
+    run = tiny_run("uncertainty", epochs=2)
+    assert run.out.status == "complete", run.out.detail
+    assert len(run.test_losses) == 14 and all(math.isfinite(v) for v in run.test_losses)
+    steps = 2 * (len(toy_bundle.train) // 16)
+    rows = [r for r in run.weights if r["step"] >= 0]
+    assert len(rows) == 14 * steps  # logged per step: s is learned
+    assert all(math.isfinite(r["weight"]) and r["weight"] > 0 for r in rows)
+    assert any(r["weight"] != 1.0 for r in rows if r["step"] == steps - 1)  # s moved
+    assert list(run.diagnostics.items()) == [("nonfinite_task_losses_skipped", 0.0)]
