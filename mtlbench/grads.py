@@ -36,9 +36,10 @@ GRAD_ENGINES = ("batched", "loop")
 def resolve_engine(engine: str, device: torch.device) -> str:
     """'auto' → the engine expected to be faster on `device`: loop on CPU, batched on CUDA.
 
-    On a 2-core CPU (ResNet18, 64 px, batch 64, 14 tasks) the loop measured ≈10.4× an EW step
-    and the batched backward ≈11.9× (docs/step_cost_cpu.md); on a GPU the vectorized backward
-    is expected to win. The resolved name is what the run records.
+    On a 2-core CPU (ResNet18, 32 px, batch 64, 14 tasks) MGDA's step measured 11.5× an EW step
+    on the loop and 12.4× on the batched backward (docs/step_cost_cpu.md; at 64 px 10.4× and
+    11.9×); on a GPU the vectorized backward is expected to win (not yet measured). The resolved
+    name is what the run records.
     """
     if engine == "auto":
         return "batched" if device.type == "cuda" else "loop"
