@@ -58,6 +58,19 @@ class TinyRun:
         """Training steps that have per-step weight rows."""
         return {r["step"] for r in self.weights if r["step"] >= 0}
 
+    def per_step(self) -> dict[int, list[float]]:
+        """{step: the 14 weights logged at that step}, steps ≥ 0 only."""
+        out: dict[int, list[float]] = {}
+        for r in self.weights:
+            if r["step"] >= 0:
+                out.setdefault(r["step"], []).append(r["weight"])
+        return out
+
+    def assert_complete(self) -> None:
+        """The run completed and stored 14 finite test losses."""
+        assert self.out.status == "complete", self.out.detail
+        assert len(self.test_losses) == 14 and all(np.isfinite(self.test_losses))
+
 
 @pytest.fixture
 def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:

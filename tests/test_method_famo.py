@@ -153,13 +153,9 @@ def test_bad_hyperparameters_are_user_errors(params):
 
 def test_tiny_training_run(tiny_run, toy_bundle):
     run = tiny_run("famo", epochs=2)
-    assert run.out.status == "complete", run.out.detail
-    assert len(run.test_losses) == 14 and all(math.isfinite(v) for v in run.test_losses)
+    run.assert_complete()
     steps = 2 * (len(toy_bundle.train) // 16)
-    rows = [r for r in run.weights if r["step"] >= 0]
-    assert len(rows) == 14 * steps
-    per_step = {}
-    for r in rows:
-        per_step.setdefault(r["step"], []).append(r["weight"])
+    per_step = run.per_step()
+    assert sorted(per_step) == list(range(steps)) and all(len(w) == 14 for w in per_step.values())
     assert all(sum(w) == pytest.approx(1.0, rel=1e-5) and min(w) > 0 for w in per_step.values())
     assert run.diagnostics == {"logit_updates": steps - 1, "skipped_logit_updates": 0.0}

@@ -77,14 +77,9 @@ def test_bad_std_is_a_user_error(std):
 
 def test_tiny_training_run(tiny_run, toy_bundle):
     run = tiny_run("rlw", epochs=2)
-    assert run.out.status == "complete", run.out.detail
-    assert len(run.test_losses) == 14 and all(math.isfinite(v) for v in run.test_losses)
+    run.assert_complete()
     steps = 2 * (len(toy_bundle.train) // 16)
-    rows = [r for r in run.weights if r["step"] >= 0]
-    assert len(rows) == 14 * steps
-    per_step = {}
-    for r in rows:
-        per_step.setdefault(r["step"], []).append(r["weight"])
-    assert sorted(per_step) == list(range(steps))
+    per_step = run.per_step()
+    assert sorted(per_step) == list(range(steps)) and all(len(w) == 14 for w in per_step.values())
     assert all(sum(w) == pytest.approx(14.0, rel=1e-5) for w in per_step.values())
     assert len({tuple(w) for w in per_step.values()}) == steps

@@ -91,8 +91,7 @@ def test_bad_hyperparameters_are_user_errors(params):
 
 def test_tiny_training_run(tiny_run, toy_bundle):
     run = tiny_run("uncertainty", epochs=2)
-    assert run.out.status == "complete", run.out.detail
-    assert len(run.test_losses) == 14 and all(math.isfinite(v) for v in run.test_losses)
+    run.assert_complete()
     steps = 2 * (len(toy_bundle.train) // 16)
     rows = [r for r in run.weights if r["step"] >= 0]
     assert len(rows) == 14 * steps  # logged per step: s is learned
