@@ -66,6 +66,14 @@ class TinyRun:
                 out.setdefault(r["step"], []).append(r["weight"])
         return out
 
+    def per_step_epoch_means(self, steps_per_epoch: int) -> list[float]:
+        """Check weights were logged at every step (plus the epoch mean, one epoch) and are finite;
+        return the 14 epoch means."""
+        assert len(self.steps()) == steps_per_epoch and len(self.weights) == 14 * (steps_per_epoch + 1)
+        means = [r["weight"] for r in self.weights if r["step"] == -1]
+        assert len(means) == 14 and all(np.isfinite(means))
+        return means
+
     def assert_complete(self) -> None:
         """The run completed and stored 14 finite test losses."""
         assert self.out.status == "complete", self.out.detail
