@@ -178,7 +178,7 @@ def test_end_to_end_run(tiny_run, toy_bundle, name):
     run = tiny_run(name)
     run.assert_complete()
     weights, diag = run.weights, run.diagnostics
-    values = run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
+    run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
     steps = run.steps()
     for step in steps | {-1}:  # T·α every step, and their epoch mean
         assert sum(r["weight"] for r in weights if r["step"] == step) == pytest.approx(14, rel=1e-5)

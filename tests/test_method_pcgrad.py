@@ -101,5 +101,5 @@ def test_end_to_end_run(tiny_run, toy_bundle):
     run = tiny_run("pcgrad")
     run.assert_complete()
     diag = run.diagnostics
-    values = run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
+    run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
     assert diag["nonfinite_update_steps"] == 0
