@@ -13,24 +13,48 @@ from mtlbench.tasks import TASK_NAMES
 
 @dataclass(frozen=True)
 class Split:
-    """One split held in memory: images (N, H, W) uint8, labels (N, T) uint8 in TASK_NAMES order."""
+    """One split: rows of a shared uint8 pixel store plus labels (N, T) uint8 in TASK_NAMES order.
 
-    images: np.ndarray
+    `pixels` is (M, H, W) uint8 and is usually the memory-mapped image cache that all three
+    splits of a dataset share; `rows` (N,) picks this split's images out of it, so a split of a
+    dataset larger than memory costs no memory until its batches are read.
+    """
+
+    pixels: np.ndarray
+    rows: np.ndarray
     labels: np.ndarray
     image_ids: np.ndarray
     patient_ids: np.ndarray
 
     def __post_init__(self) -> None:
-        n = len(self.images)
-        if self.images.dtype != np.uint8 or self.images.ndim != 3:
-            raise ValueError(f"images must be uint8 (N, H, W), got {self.images.dtype} {self.images.shape}")
+        n = len(self.rows)
+        if self.pixels.dtype != np.uint8 or self.pixels.ndim != 3:
+            raise ValueError(f"pixels must be uint8 (M, H, W), got {self.pixels.dtype} {self.pixels.shape}")
+        if self.rows.ndim != 1 or (n and (self.rows.min() < 0 or self.rows.max() >= len(self.pixels))):
+            raise ValueError("rows must be a 1-d array of row numbers of pixels")
         if self.labels.shape != (n, len(TASK_NAMES)):
             raise ValueError(f"labels must be ({n}, {len(TASK_NAMES)}), got {self.labels.shape}")
         if len(self.image_ids) != n or len(self.patient_ids) != n:
             raise ValueError("image_ids and patient_ids must have one entry per image")
 
+    @classmethod
+    def from_images(
+        cls, images: np.ndarray, labels: np.ndarray, image_ids: np.ndarray, patient_ids: np.ndarray
+    ) -> "Split":
+        """A split that owns its images (N, H, W) uint8, in order."""
+        return cls(images, np.arange(len(images), dtype=np.int64), labels, image_ids, patient_ids)
+
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.rows)
+
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of every image."""
+        return self.pixels.shape[1], self.pixels.shape[2]
+
+    def take(self, positions: np.ndarray | slice) -> np.ndarray:
+        """Images at `positions` of this split as a new (k, H, W) uint8 array."""
+        return np.ascontiguousarray(self.pixels[self.rows[positions]])
 
 
 @dataclass(frozen=True)
@@ -44,10 +68,14 @@ class DatasetBundle:
     info: dict[str, Any] = field(default_factory=dict)
     task_names: tuple[str, ...] = TASK_NAMES
 
+    def splits(self) -> dict[str, Split]:
+        """{"train": ..., "val": ..., "test": ...}."""
+        return {"train": self.train, "val": self.val, "test": self.test}
+
 
 @dataclass(frozen=True)
 class DataRequest:
-    """What a run asks of a dataset loader."""
+    """What a run (or `mtlbench data`) asks of a dataset loader."""
 
     data_dir: Path
     image_size: int
@@ -55,6 +83,11 @@ class DataRequest:
     val_fraction: float = 0.1
     synth_images: int = 3000
     views: str = "all"
+    allow_missing: bool = False  # train on the images present; counts go into the run's info
+    cache_dir: Path | None = None  # where image caches live; None = under the data root
+    download: bool = False  # let the loader fetch the files (chestmnist through medmnist)
+    build_cache: bool = True  # False: use a complete cache or fail (`mtlbench data verify`)
+    spot_check: int = 0  # re-decode this many cached images from the source and compare
 
 
 class ProgressFactory(Protocol):

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -51,15 +50,13 @@ from mtlbench.datasets.nih_layout import (
     parse_finding_labels,
     read_nih_layout,
 )
+from mtlbench.datasets.nih_tables import BBOX_FILE, TABLE_FILE, TABLE_ROWS, nih_data_file, read_nih_table
 from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
 DATASET_NAME = "cxr14-synth"
 GENERATOR_VERSION = 2  # 2: strengths ×1.6 (capped at 1) so the quick preset at 32 px learns
-TABLE_FILE = "Data_Entry_2017_v2020.csv.gz"
-BBOX_FILE = "BBox_List_2017.csv.gz"
-TABLE_ROWS = 112_120
 MIN_IMAGES = 50
 MIN_SIZE, MAX_SIZE = 16, 1024
 TEST_PATIENT_FRACTION = 0.2
@@ -111,6 +108,10 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
     """Generate (once, cached under data_dir) and load the synthetic NIH-layout dataset."""
     check_request(request)
     root = dataset_root(request)
+    if not request.build_cache and not _is_complete(
+        root, generator_params(request.synth_images, request.image_size, request.data_seed)
+    ):
+        raise UserError(f"no generated {DATASET_NAME} at {root}; run `mtlbench data prepare` with the same options")
     try:
         ensure_generated(root, request.synth_images, request.image_size, request.data_seed, progress)
     except OSError as exc:  # read-only folder, disk full, ...: nothing half-written is kept
@@ -148,25 +149,9 @@ def dataset_root(request: DataRequest) -> Path:
 # ----------------------------------------------------------------------------- real NIH tables
 
 
-def nih_data_file(name: str) -> Path:
-    """A file of torchxrayvision's data folder (found without importing torchxrayvision)."""
-    spec = importlib.util.find_spec("torchxrayvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError("cxr14-synth needs torchxrayvision installed (pip install torchxrayvision)")
-    path = Path(next(iter(spec.submodule_search_locations))) / "data" / name
-    if not path.is_file():
-        raise UserError(f"cxr14-synth needs torchxrayvision's data folder: {path} is missing")
-    return path
-
-
-def read_nih_table() -> pd.DataFrame:
-    """The full NIH metadata table (112,120 rows, real column names)."""
-    return pd.read_csv(nih_data_file(TABLE_FILE), dtype={"Image Index": str, "Finding Labels": str})
-
-
 def sample_nih_rows(count: int, seed: int, table: pd.DataFrame | None = None) -> pd.DataFrame:
     """`count` rows of the NIH table drawn without replacement (seeded), kept in table order."""
-    table = read_nih_table() if table is None else table
+    table = read_nih_table(TABLE_FILE) if table is None else table
     if not 0 < count <= len(table):
         raise UserError(f"cannot sample {count} rows from a table of {len(table)}")
     rng = np.random.default_rng([seed, 0x5A3])
@@ -253,7 +238,7 @@ def generator_params(count: int, size: int, seed: int) -> dict[str, Any]:
 
 def write_layout(target: Path, count: int, size: int, seed: int, progress: ProgressFactory) -> None:
     """Write a complete NIH layout (images, CSV, split lists, synth.json) into `target`."""
-    table = read_nih_table()
+    table = read_nih_table(TABLE_FILE)
     rows = sample_nih_rows(count, seed, table)
     full_prevalence = prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
     labels = parse_finding_labels(rows["Finding Labels"], TABLE_FILE)

@@ -1,26 +1,31 @@
 """Reader of the NIH ChestX-ray14 on-disk layout (the real dataset and cxr14-synth share it).
 
-    ROOT/images/<Image Index>            PNG files, any mode (L, RGBA, I;16, RGB, ...)
-    ROOT/Data_Entry_2017_v2020.csv       or Data_Entry_2017.csv: one row per image
-    ROOT/train_val_list.txt              image names, one a line
-    ROOT/test_list.txt                   image names, one a line
+    ROOT/images/<Image Index>                   PNG files, any mode (L, RGBA, I;16, RGB, ...), or
+    ROOT/images_001/images/<Image Index> …      the 12-archive layout (images_001 … images_012)
+    ROOT/Data_Entry_2017_v2020.csv              or Data_Entry_2017.csv: one row per image
+                                                (optional for nih-cxr14: torchxrayvision ships v2020)
+    ROOT/train_val_list.txt                     image names, one a line
+    ROOT/test_list.txt                          image names, one a line
 
-The test split is the official list. Validation is carved out of train_val by patient.
+Images are found by name with one scan of the tree. The test split is the official list;
+validation is carved out of train_val by patient. Pixels come from the image cache
+(datasets/image_cache.py), built on first use.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, Split
+from mtlbench.datasets.decode import decode_files
+from mtlbench.datasets.image_cache import UNREADABLE, ImageCache, ensure_cache, spot_check
 from mtlbench.errors import UserError
 from mtlbench.tasks import TASK_NAMES
 
@@ -28,66 +33,111 @@ CSV_NAMES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv"
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
 IMAGES_DIR = "images"
+CACHE_DIR = "mtlbench-cache"
 NO_FINDING = "No Finding"
 VIEWS: tuple[str, ...] = ("all", "PA", "AP")
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
+IMAGE_SUFFIX = ".png"
+PROCESS_POOL_BYTES = 64 << 20  # sources larger than this are decoded by worker processes
 
 _REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 _SEX_COLUMNS = ("Patient Sex", "Patient Gender")
-_SIXTEEN_BIT_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
-_LOAD_BATCH = 256
+_NAMES_SHOWN = 5
 
 
 def read_nih_layout(
-    root: Path, request: DataRequest, progress: ProgressFactory, name: str
+    root: Path,
+    request: DataRequest,
+    progress: ProgressFactory,
+    name: str,
+    fallback_csv: Path | None = None,
 ) -> DatasetBundle:
-    """Load the NIH layout under `root` into train/val/test splits held in memory.
+    """Load the NIH layout under `root` into train/val/test splits backed by the image cache.
 
     Validation takes `request.val_fraction` of the train_val patients (seeded by
-    `request.data_seed`); `request.views` then keeps PA, AP or all images.
+    `request.data_seed`); `request.views` then keeps PA, AP or all images. Listed images that
+    are absent or unreadable stop the load unless `request.allow_missing`; their counts go into
+    `info` either way. `fallback_csv` is read when `root` holds no metadata CSV.
     """
     root = Path(root)
     _check_request(request)
-    table, csv_path = read_data_entry(root)
-    labels = parse_finding_labels(table["Finding Labels"], csv_path)
+    if not root.is_dir():
+        raise UserError(f"{name}: dataset folder {root} does not exist; pass --data-dir pointing to it")
     train_val_names = read_image_list(root / TRAIN_VAL_LIST)
     test_names = read_image_list(root / TEST_LIST)
-    row_of = _index_rows(table, csv_path)
-    train_val_rows = _rows_for(train_val_names, row_of, root / TRAIN_VAL_LIST, csv_path)
-    test_rows = _rows_for(test_names, row_of, root / TEST_LIST, csv_path)
+    table, csv_label = read_data_entry(root, fallback_csv)
+    labels = parse_finding_labels(table["Finding Labels"], csv_label)
+    row_of = _index_rows(table, csv_label)
+    train_val_rows = _rows_for(train_val_names, row_of, root / TRAIN_VAL_LIST, csv_label)
+    test_rows = _rows_for(test_names, row_of, root / TEST_LIST, csv_label)
     patients = table["Patient ID"].to_numpy()
-    train_rows, val_rows = carve_validation(
-        train_val_rows, patients, request.val_fraction, request.data_seed
-    )
-    split_rows = {"train": train_rows, "val": val_rows, "test": test_rows}
+    check_patient_disjoint({"train_val": train_val_rows, "test": test_rows}, patients)
+    train_rows, val_rows = carve_validation(train_val_rows, patients, request.val_fraction, request.data_seed)
+    listed = {"train": train_rows, "val": val_rows, "test": test_rows}
     views = table["View Position"].astype(str).to_numpy()
-    split_rows = {k: _filter_views(rows, views, request.views, k) for k, rows in split_rows.items()}
-    splits = _load_splits(root, table, labels, split_rows, request.image_size, progress, name)
-    info = _describe(root, csv_path, splits, request)
+    listed = {k: _filter_views(rows, views, request.views, k) for k, rows in listed.items()}
+    names = table["Image Index"].astype(str).to_numpy()
+
+    cache_root = request.cache_dir if request.cache_dir is not None else root / CACHE_DIR
+    found = scan_images(root, skip=Path(cache_root))
+    present = {k: _present(rows, names, found) for k, rows in listed.items()}
+    missing = {k: int(len(listed[k]) - len(present[k])) for k in SPLIT_NAMES}
+    if sum(missing.values()) and not request.allow_missing:
+        raise UserError(_missing_message(name, root, listed, missing, found))
+    if not all(len(present[k]) for k in SPLIT_NAMES):
+        empty = [k for k in SPLIT_NAMES if not len(present[k])]
+        raise UserError(f"{name}: no image of the {', '.join(empty)} split is present under {root}; {found.where()}")
+
+    all_listed = np.concatenate([train_val_rows, test_rows])
+    source = PngSource.of(name, sorted(n for n in names[all_listed] if n in found.files), found)
+    cache = ensure_cache(source, request.image_size, Path(cache_root), progress, build=request.build_cache)
+    split_rows, unreadable = _drop_unreadable(present, names, cache)
+    if sum(len(v) for v in unreadable.values()) and not request.allow_missing:
+        raise UserError(_unreadable_message(name, unreadable, cache))
+    cache_row = cache.row_of()
+    splits = {
+        k: Split(
+            pixels=cache.pixels,
+            rows=np.array([cache_row[n] for n in names[rows]], dtype=np.int64),
+            labels=labels[rows],
+            image_ids=names[rows],
+            patient_ids=patients[rows],
+        )
+        for k, rows in split_rows.items()
+    }
+    info = _describe(root, csv_label, splits, request, cache, listed, missing, unreadable)
+    if request.spot_check:
+        info["spot_check"] = {"checked": request.spot_check, "mismatched": spot_check(cache, source, request.spot_check)}
     return DatasetBundle(name=name, train=splits["train"], val=splits["val"], test=splits["test"], info=info)
 
 
-def read_data_entry(root: Path) -> tuple[pd.DataFrame, Path]:
-    """The metadata table (first CSV of CSV_NAMES found) and its path; `Patient Sex` normalised."""
+# ----------------------------------------------------------------------------- metadata
+
+
+def read_data_entry(root: Path, fallback: Path | None = None) -> tuple[pd.DataFrame, str]:
+    """The metadata table (first of CSV_NAMES in `root`, else `fallback`) and where it came from.
+
+    Both column spellings of the sex column are accepted and renamed to `Patient Sex`.
+    """
     root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"dataset folder {root} does not exist")
     csv_path = next((root / n for n in CSV_NAMES if (root / n).is_file()), None)
-    if csv_path is None:
+    if csv_path is None and fallback is None:
         raise UserError(f"no metadata CSV in {root}: expected {' or '.join(CSV_NAMES)}")
+    source = csv_path if csv_path is not None else fallback
+    label = str(csv_path) if csv_path is not None else f"{fallback} (no {' or '.join(CSV_NAMES)} in {root})"
     try:
-        table = pd.read_csv(csv_path, dtype={"Image Index": str, "Finding Labels": str})
+        table = pd.read_csv(source, dtype={"Image Index": str, "Finding Labels": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot parse {csv_path}: {err}") from err
+        raise UserError(f"cannot parse {source}: {err}") from err
     missing = [c for c in _REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise UserError(f"{csv_path} lacks column(s) {', '.join(map(repr, missing))}")
+        raise UserError(f"{source} lacks column(s) {', '.join(map(repr, missing))}")
     if table["Finding Labels"].isna().any():
-        raise UserError(f"{csv_path} has rows with an empty 'Finding Labels'")
+        raise UserError(f"{source} has rows with an empty 'Finding Labels'")
     sex = next((c for c in _SEX_COLUMNS if c in table.columns), None)
     if sex is not None and sex != "Patient Sex":
         table = table.rename(columns={sex: "Patient Sex"})
-    return table, csv_path
+    return table, label
 
 
 def parse_finding_labels(findings: Iterable[str], source: Path | str) -> np.ndarray:
@@ -112,7 +162,7 @@ def parse_finding_labels(findings: Iterable[str], source: Path | str) -> np.ndar
 def read_image_list(path: Path) -> list[str]:
     """Image names in a split list file, one a line, blank lines skipped."""
     if not path.is_file():
-        raise UserError(f"split list {path} does not exist")
+        raise UserError(f"split list {path} does not exist (it comes with the NIH ChestX-ray14 download)")
     return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
@@ -130,30 +180,109 @@ def carve_validation(
     return rows[~in_val], rows[in_val]
 
 
-def load_grayscale(path: Path, size: int) -> np.ndarray:
-    """One image as (size, size) uint8 grayscale; 16-bit images are scaled, not clipped."""
-    try:
-        with Image.open(path) as img:
-            gray = to_grayscale(img)
-    except FileNotFoundError as err:
-        raise UserError(f"image {path} does not exist") from err
-    except (UnidentifiedImageError, OSError) as err:
-        raise UserError(f"cannot read image {path}: {err}") from err
-    if gray.size != (size, size):
-        shrinking = gray.width >= size and gray.height >= size
-        resample = Image.Resampling.BOX if shrinking else Image.Resampling.BILINEAR
-        gray = gray.resize((size, size), resample)
-    return np.asarray(gray, dtype=np.uint8)
+def check_patient_disjoint(split_rows: dict[str, np.ndarray], patients: np.ndarray) -> None:
+    """UserError if any patient has images in two of the splits."""
+    seen: dict[Any, str] = {}
+    for split, rows in split_rows.items():
+        for patient in np.unique(patients[rows]).tolist():
+            if patient in seen and seen[patient] != split:
+                raise UserError(
+                    f"patient {patient} has images in both {seen[patient]} and {split}: "
+                    "the split lists leak patients between splits"
+                )
+            seen[patient] = split
 
 
-def to_grayscale(img: Image.Image) -> Image.Image:
-    """Any Pillow mode → 8-bit `L`; 16-bit values map 0..65535 → 0..255."""
-    if img.mode == "L":
-        return img.copy()
-    if img.mode in _SIXTEEN_BIT_MODES:
-        wide = np.clip(np.asarray(img).astype(np.int64), 0, 65535)
-        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
-    return img.convert("L")
+# ----------------------------------------------------------------------------- image files
+
+
+@dataclass(frozen=True)
+class FoundImages:
+    """PNG files found under a root: {name: (path, bytes)} and how many per folder."""
+
+    root: Path
+    files: dict[str, tuple[str, int]]
+    per_folder: dict[str, int]
+
+    def where(self) -> str:
+        """Where images were looked for and found, for error messages."""
+        if not self.files:
+            return (
+                f"found no {IMAGE_SUFFIX} files under {self.root} (expected {IMAGES_DIR}/*.png or "
+                f"images_001/{IMAGES_DIR}/*.png …)"
+            )
+        folders = ", ".join(f"{f} ({n:,})" for f, n in sorted(self.per_folder.items()))
+        return f"found {len(self.files):,} {IMAGE_SUFFIX} file(s) under {self.root} in {folders}"
+
+
+def scan_images(root: Path, skip: Path | None = None) -> FoundImages:
+    """Every PNG under `root` (following folder links once; skipping `skip` and hidden folders).
+
+    A name found twice keeps its first path in sorted order.
+    """
+    root = Path(root)
+    files: dict[str, tuple[str, int]] = {}
+    per_folder: dict[str, int] = {}
+    skip_real = os.path.realpath(skip) if skip is not None else None
+    visited: set[str] = set()
+    stack = [str(root)]
+    while stack:
+        folder = stack.pop()
+        real = os.path.realpath(folder)
+        if real in visited or real == skip_real:
+            continue
+        visited.add(real)
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        subfolders = []
+        count = 0
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                subfolders.append(entry.path)
+            elif entry.name.lower().endswith(IMAGE_SUFFIX) and entry.name not in files:
+                try:
+                    files[entry.name] = (entry.path, entry.stat().st_size)
+                except OSError:
+                    continue
+                count += 1
+        if count:
+            per_folder[os.path.relpath(folder, root)] = count
+        stack.extend(reversed(subfolders))
+    return FoundImages(root, files, per_folder)
+
+
+@dataclass(frozen=True)
+class PngSource:
+    """The image cache's source for an NIH layout: PNG files, one cache row per name."""
+
+    dataset: str
+    names: tuple[str, ...]
+    paths: tuple[str, ...]
+    fingerprint: str
+    use_processes: bool
+
+    @classmethod
+    def of(cls, dataset: str, names: list[str], found: FoundImages) -> "PngSource":
+        """A source over `names` (all in `found`), fingerprinted by names and file sizes."""
+        digest = hashlib.sha1()
+        total = 0
+        for n in names:
+            size = found.files[n][1]
+            total += size
+            digest.update(f"{n}\t{size}\n".encode())
+        paths = tuple(found.files[n][0] for n in names)
+        return cls(dataset, tuple(names), paths, digest.hexdigest()[:16], total > PROCESS_POOL_BYTES)
+
+    def job(self, start: int, stop: int, size: int) -> tuple[Any, tuple[Any, ...]]:
+        """Decode files start..stop (a picklable call for a worker process)."""
+        return decode_files, (self.paths[start:stop], size)
+
+
+# ----------------------------------------------------------------------------- helpers
 
 
 def _check_request(request: DataRequest) -> None:
@@ -165,20 +294,18 @@ def _check_request(request: DataRequest) -> None:
         raise UserError(f"image_size must be positive, got {request.image_size}")
 
 
-def _index_rows(table: pd.DataFrame, csv_path: Path) -> dict[str, int]:
+def _index_rows(table: pd.DataFrame, csv_label: str) -> dict[str, int]:
     names = table["Image Index"].astype(str)
     duplicated = names[names.duplicated()]
     if len(duplicated):
-        raise UserError(f"{csv_path} lists image {duplicated.iloc[0]!r} more than once")
+        raise UserError(f"{csv_label} lists image {duplicated.iloc[0]!r} more than once")
     return {name: i for i, name in enumerate(names)}
 
 
-def _rows_for(names: list[str], row_of: dict[str, int], list_path: Path, csv_path: Path) -> np.ndarray:
+def _rows_for(names: list[str], row_of: dict[str, int], list_path: Path, csv_label: str) -> np.ndarray:
     missing = [n for n in names if n not in row_of]
     if missing:
-        raise UserError(
-            f"{len(missing)} image(s) in {list_path} are not in {csv_path}, e.g. {missing[0]!r}"
-        )
+        raise UserError(f"{len(missing)} image(s) in {list_path} are not in {csv_label}, e.g. {missing[0]!r}")
     return np.array(sorted(row_of[n] for n in names), dtype=np.int64)
 
 
@@ -191,71 +318,77 @@ def _filter_views(rows: np.ndarray, views: np.ndarray, wanted: str, split: str) 
     return kept
 
 
-def _load_splits(
+def _present(rows: np.ndarray, names: np.ndarray, found: FoundImages) -> np.ndarray:
+    return rows[np.fromiter((n in found.files for n in names[rows]), dtype=bool, count=len(rows))]
+
+
+def _missing_message(
+    name: str, root: Path, listed: dict[str, np.ndarray], missing: dict[str, int], found: FoundImages
+) -> str:
+    total = sum(len(v) for v in listed.values())
+    per_split = ", ".join(f"{k} {missing[k]:,} of {len(listed[k]):,}" for k in SPLIT_NAMES)
+    return (
+        f"{name}: {sum(missing.values()):,} of {total:,} listed images are missing ({per_split}); "
+        f"{found.where()}; fetch the missing archives or pass --allow-missing to train on the images present"
+    )
+
+
+def _drop_unreadable(
+    present: dict[str, np.ndarray], names: np.ndarray, cache: ImageCache
+) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
+    bad = {str(n) for n, s in zip(cache.names.tolist(), cache.status.tolist()) if s == UNREADABLE}
+    kept, unreadable = {}, {}
+    for k, rows in present.items():
+        is_bad = np.fromiter((n in bad for n in names[rows]), dtype=bool, count=len(rows))
+        kept[k] = rows[~is_bad]
+        unreadable[k] = sorted(names[rows[is_bad]].tolist())
+    return kept, unreadable
+
+
+def _unreadable_message(name: str, unreadable: dict[str, list[str]], cache: ImageCache) -> str:
+    files = sorted(n for v in unreadable.values() for n in v)
+    shown = "; ".join(f"{n} ({cache.errors.get(n, 'unreadable')})" for n in files[:_NAMES_SHOWN])
+    more = f" and {len(files) - _NAMES_SHOWN:,} more" if len(files) > _NAMES_SHOWN else ""
+    return (
+        f"{name}: {len(files):,} image file(s) cannot be read: {shown}{more}; "
+        "replace them or pass --allow-missing to skip them"
+    )
+
+
+def _describe(
     root: Path,
-    table: pd.DataFrame,
-    labels: np.ndarray,
-    split_rows: dict[str, np.ndarray],
-    size: int,
-    progress: ProgressFactory,
-    name: str,
-) -> dict[str, Split]:
-    all_rows = np.concatenate([split_rows[k] for k in SPLIT_NAMES])
-    names = np.array(table["Image Index"].astype(str).tolist())
-    paths = [root / IMAGES_DIR / names[r] for r in all_rows]
-    images = _load_images(paths, size, progress(f"loading {name} images", len(paths)))
-    patients = table["Patient ID"].to_numpy()
-    splits, start = {}, 0
-    for key in SPLIT_NAMES:
-        rows = split_rows[key]
-        stop = start + len(rows)
-        splits[key] = Split(
-            images=images[start:stop],
-            labels=labels[rows],
-            image_ids=names[rows],
-            patient_ids=patients[rows],
-        )
-        start = stop
-    return splits
-
-
-def _load_images(paths: list[Path], size: int, advance: Any) -> np.ndarray:
-    images = np.empty((len(paths), size, size), dtype=np.uint8)
-    # Pillow releases the GIL while decoding and resizing, so threads overlap file reads.
-    pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
-    try:
-        pending = 0
-        for i, image in enumerate(pool.map(lambda p: load_grayscale(p, size), paths)):
-            images[i] = image
-            pending += 1
-            if pending == _LOAD_BATCH:
-                advance(pending)
-                pending = 0
-        if pending:
-            advance(pending)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-    return images
-
-
-def _describe(root: Path, csv_path: Path, splits: dict[str, Split], request: DataRequest) -> dict[str, Any]:
+    csv_label: str,
+    splits: dict[str, Split],
+    request: DataRequest,
+    cache: ImageCache,
+    listed: dict[str, np.ndarray],
+    missing: dict[str, int],
+    unreadable: dict[str, list[str]],
+) -> dict[str, Any]:
     return {
         "source": str(root.resolve()),
-        "csv": csv_path.name,
+        "csv": Path(csv_label.split(" (")[0]).name,
         "images": {k: len(s) for k, s in splits.items()},
         "patients": {k: int(len(np.unique(s.patient_ids))) for k, s in splits.items()},
         "positives": {k: dict(zip(TASK_NAMES, s.labels.sum(axis=0).tolist())) for k, s in splits.items()},
+        "listed": {k: int(len(v)) for k, v in listed.items()},
+        "missing": missing,
+        "unreadable": {k: len(v) for k, v in unreadable.items()},
+        "unreadable_files": sorted(n for v in unreadable.values() for n in v)[:20],
+        "allow_missing": request.allow_missing,
         "val_fraction": request.val_fraction,
         "data_seed": request.data_seed,
         "views": request.views,
         "image_size": request.image_size,
-        "fingerprint": fingerprint(splits),
+        "cache": str(cache.folder),
+        "cache_fingerprint": cache.fingerprint,
+        "fingerprint": fingerprint(splits, cache.fingerprint),
     }
 
 
-def fingerprint(splits: dict[str, Split]) -> str:
-    """Short sha1 over each split's sorted image names and their label rows."""
-    digest = hashlib.sha1()
+def fingerprint(splits: dict[str, Split], pixels_fingerprint: str = "") -> str:
+    """Short sha1 over each split's sorted image names and label rows, and the pixel source's fingerprint."""
+    digest = hashlib.sha1(pixels_fingerprint.encode())
     for key in SPLIT_NAMES:
         split = splits[key]
         order = np.argsort(split.image_ids.astype(str), kind="stable")

@@ -1,4 +1,4 @@
-"""The `mtlbench` command: run | list | export."""
+"""The `mtlbench` command: run | data | list | export."""
 
 from __future__ import annotations
 
@@ -10,31 +10,48 @@ from typing import Sequence
 
 from rich.console import Console
 
-from mtlbench.config import PRESETS, build_config, load_config_file
+from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 
 # command-line flag → RunConfig field, for the options `run` exposes directly
 RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)"),
     "--epochs": ("epochs", int, "training epochs"),
-    "--image-size": ("image_size", int, "square image size in pixels"),
     "--batch-size": ("batch_size", int, "training batch size"),
     "--lr": ("lr", float, "learning rate"),
     "--optimizer": ("optimizer", str, "adamw | adam | sgd | rmsprop"),
     "--weight-decay": ("weight_decay", float, "weight decay"),
     "--schedule": ("schedule", str, "cosine | none"),
     "--head": ("head", str, "bce (one logit per task) | ce2 (2-class softmax per task)"),
-    "--augment": ("augment", str, "none | paper (rotation 30°, resized crop, flip)"),
+    "--augment": ("augment", str, "none | light (rotation ±10°, scale, shift; on the device) | paper (rotation 30°, resized crop, flip)"),
     "--pretrained": ("pretrained", str, "none | imagenet"),
     "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
     "--grad-engine": ("grad_engine", str, "per-task gradients: auto (loop on CPU, batched on CUDA) | batched (one vectorized backward) | loop (T backwards)"),
     "--device": ("device", str, "auto | cpu | cuda"),
-    "--data-dir": ("data_dir", str, "root of the datasets (synthetic data is generated here)"),
+}
+
+# options that say which data to use: shared by `run` and `data prepare|verify`
+DATA_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)"),
+    "--image-size": ("image_size", int, "square image size in pixels"),
+    "--data-dir": ("data_dir", str, "root of the dataset: the NIH download folder, the folder of chestmnist*.npz, "
+                                    "or where cxr14-synth is generated (default data)"),
+    "--cache-dir": ("cache_dir", str, "where preprocessed image caches go (default <data-dir>/mtlbench-cache)"),
     "--synth-images": ("synth_images", int, "number of synthetic images (cxr14-synth)"),
     "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)"),
-    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation"),
+    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)"),
+    "--views": ("views", str, "all | PA | AP (nih-cxr14, cxr14-synth)"),
+}
+DATA_SWITCHES: dict[str, tuple[str, str]] = {
+    "--allow-missing": ("allow_missing", "train on the images present when listed images are missing or unreadable "
+                                         "(counts are stored with each run)"),
+    "--download": ("download", "let medmnist download the ChestMNIST file into --data-dir"),
+}
+RUN_SWITCHES: dict[str, tuple[str, str]] = {
+    "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
+    "--freeze-trunk": ("freeze_trunk", "linear probe: keep the ResNet18 trunk fixed and train only the task heads "
+                                       "(loss-weighting methods only; usually with --pretrained imagenet)"),
 }
 
 
@@ -55,16 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", default="0", help="e.g. 0 or 0,1,2 or 0-4")
     run.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (default quick)")
     run.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
-    for flag, (_, typ, helptext) in RUN_OPTIONS.items():
-        run.add_argument(flag, type=typ, default=None, help=helptext)
-    run.add_argument("--freeze-trunk", action="store_const", const=True, default=None,
-                     help="linear probe: keep the ResNet18 trunk fixed and train only the task heads "
-                          "(loss-weighting methods only; usually with --pretrained imagenet)")
+    _add_options(run, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
     run.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                      help="a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    data = sub.add_parser("data", help="build or check a dataset's preprocessed image cache",
+                          description="`prepare` decodes every image once into the cache a run would build on "
+                                      "first use; `verify` checks a cache against the files and prints per-split "
+                                      "label prevalence. Options mean what they mean for `mtlbench run`.")
+    data_sub = data.add_subparsers(dest="action", parser_class=_Parser, required=True)
+    for action, helptext in (("prepare", "build (or finish) the image cache"),
+                             ("verify", "check the cache: counts, fingerprint, pixels of a sample; print prevalence")):
+        p = data_sub.add_parser(action, help=helptext)
+        p.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (its image size and data; default quick)")
+        p.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
+        _add_options(p, DATA_OPTIONS, DATA_SWITCHES)
+        p.add_argument("--quiet", action="store_true", help="no progress bars")
+        if action == "verify":
+            p.add_argument("--sample", type=int, default=64, help="images re-decoded and compared (default 64)")
 
     sub.add_parser("list", help="methods (with hyperparameters), datasets and presets")
 
@@ -75,17 +103,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_options(
+    parser: argparse.ArgumentParser, options: dict[str, tuple[str, type, str]], switches: dict[str, tuple[str, str]]
+) -> None:
+    for flag, (_, typ, helptext) in options.items():
+        parser.add_argument(flag, type=typ, default=None, help=helptext)
+    for flag, (_, helptext) in switches.items():
+        parser.add_argument(flag, action="store_const", const=True, default=None, help=helptext)
+
+
+def _config_from(args: argparse.Namespace, options: dict[str, tuple], switches: dict[str, tuple]) -> RunConfig:
+    """Preset ← config file ← the options given on the command line."""
+    layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []
+    given = {spec[0]: getattr(args, flag[2:].replace("-", "_")) for flag, spec in {**options, **switches}.items()}
+    layers.append(({k: v for k, v in given.items() if v is not None}, "command line"))
+    return build_config(args.preset, layers)
+
+
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`."""
     from mtlbench.progress import SweepDisplay
     from mtlbench.summary import summary_table
     from mtlbench.sweep import SweepPlan, parse_method_params, parse_methods, parse_seeds, run_sweep
 
-    layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []
-    cli_values = {field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _, _) in RUN_OPTIONS.items()}
-    cli_values["freeze_trunk"] = args.freeze_trunk
-    layers.append(({k: v for k, v in cli_values.items() if v is not None}, "command line"))
-    base = build_config(args.preset, layers)
+    base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
     methods = parse_methods(args.methods)
     plan = SweepPlan(base, methods, parse_seeds(args.seeds), parse_method_params(args.param, methods))
     results = Path(args.results)
@@ -102,6 +143,16 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     for o in bad:
         console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}")
     return 1 if bad else 0
+
+
+def cmd_data(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench data prepare|verify`."""
+    from mtlbench.data_commands import prepare, verify
+
+    config = _config_from(args, DATA_OPTIONS, DATA_SWITCHES)
+    if args.action == "prepare":
+        return prepare(config, console, quiet=args.quiet)
+    return verify(config, console, sample=args.sample, quiet=args.quiet)
 
 
 def cmd_list(console: Console) -> int:
@@ -149,6 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return cmd_run(args, console)
+        if args.command == "data":
+            return cmd_data(args, console)
         if args.command == "list":
             return cmd_list(console)
         if args.command == "export":

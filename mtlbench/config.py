@@ -18,9 +18,10 @@ from mtlbench.errors import UserError
 OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
 SCHEDULES = ("cosine", "none")
 HEADS = ("bce", "ce2")
-AUGMENTATIONS = ("none", "paper")
+AUGMENTATIONS = ("none", "light", "paper")
 SELECTIONS = ("best-val-auroc", "last")
 DEVICES = ("auto", "cpu", "cuda")
+UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class RunConfig:
     data_seed: int = 0
     val_fraction: float = 0.1
     views: str = "all"
+    data_fingerprint: str = ""  # filled in from the loaded dataset: new files make new cells
     # training protocol, identical for every method of a sweep
     epochs: int = 3
     batch_size: int = 64
@@ -48,19 +50,24 @@ class RunConfig:
     head: str = "bce"
     pretrained: str = "none"
     augment: str = "none"
+    hflip: bool = False  # horizontal flips: off by default (the heart's side carries meaning)
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
     select: str = "best-val-auroc"
     grad_engine: str = "auto"  # resolved per device before a run: see grads.resolve_engine
     freeze_trunk: bool = False  # linear probe: the ResNet18 trunk is fixed, only the heads train
     device: str = "auto"
-    # not part of the hash
+    # where and how to get the data: not part of the hash (data_fingerprint covers the data)
     data_dir: str = "data"
+    cache_dir: str = ""  # image caches; "" = <data root>/mtlbench-cache
+    allow_missing: bool = False
+    download: bool = False
 
     def hashed_fields(self) -> dict[str, Any]:
-        """The fields that define the cell (all but paths)."""
+        """The fields that define the cell (all but where and how the data is fetched)."""
         d = asdict(self)
-        d.pop("data_dir")
+        for name in UNHASHED_FIELDS:
+            d.pop(name)
         return d
 
     def config_hash(self) -> str:

@@ -24,27 +24,38 @@ def epoch_rng(seed: int, epoch: int, stream: int) -> np.random.Generator:
 
 @dataclass
 class DeviceSplit:
-    """A split's images and labels as tensors (pinned on the host when the device is CUDA)."""
+    """A split as the trainer reads it: rows of the uint8 pixel store and float labels on the host.
 
-    images: torch.Tensor  # (N, H, W) uint8
+    Batches are gathered from the (memory-mapped) store on the host as uint8, then copied to the
+    device (through pinned memory on CUDA), where they are converted and augmented.
+    """
+
+    pixels: np.ndarray  # (M, H, W) uint8, shared by the splits of a dataset
+    rows: np.ndarray  # (N,) rows of `pixels` in this split
     labels: torch.Tensor  # (N, T) float32
+    pin: bool
 
     @classmethod
     def from_split(cls, split: Split, device: torch.device) -> "DeviceSplit":
-        """Wrap a dataset split without copying more than needed."""
-        images = torch.from_numpy(np.ascontiguousarray(split.images))
+        """Wrap a dataset split without reading its pixels."""
         labels = torch.from_numpy(split.labels.astype(np.float32))
-        if device.type == "cuda":
-            images, labels = images.pin_memory(), labels.pin_memory()
-        return cls(images, labels)
+        return cls(split.pixels, np.asarray(split.rows, dtype=np.int64), labels, device.type == "cuda")
 
     def __len__(self) -> int:
-        return self.images.shape[0]
+        return len(self.rows)
+
+    def batch(self, positions: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images (B, H, W), float labels (B, T)) of `positions`, on `device`."""
+        images = torch.from_numpy(np.ascontiguousarray(self.pixels[self.rows[positions]]))
+        labels = self.labels[torch.from_numpy(np.asarray(positions))]
+        if self.pin:
+            images, labels = images.pin_memory(), labels.pin_memory()
+        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-def to_model_input(images: torch.Tensor, device: torch.device, mean: float, std: float) -> torch.Tensor:
-    """uint8 (B, H, W) → normalized float (B, 1, H, W) on `device`."""
-    x = images.to(device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+def to_model_input(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """uint8 (B, H, W) → normalized float (B, 1, H, W) on the images' device."""
+    x = images.unsqueeze(1).float().div_(255.0)
     return x.sub_(mean).div_(std)
 
 
@@ -67,9 +78,41 @@ def paper_augmentation(x: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
     theta = np.stack(
         [np.stack([cos * w * flip, -sin * h, cx], 1), np.stack([sin * w * flip, cos * h, cy], 1)], 1
     )
+    return _resample(x, theta)
+
+
+def light_augmentation(x: torch.Tensor, rng: np.random.Generator, hflip: bool) -> torch.Tensor:
+    """Rotation ±10°, scale 0.9–1.1, shift ±6% of the image; horizontal flip only if `hflip`.
+
+    Mild enough to keep anatomy plausible; no flip by default because the heart's side carries
+    meaning (Cardiomegaly, situs). One affine resampling of the whole batch on the device.
+    """
+    b = x.shape[0]
+    angle = np.deg2rad(rng.uniform(-10.0, 10.0, b))
+    scale = rng.uniform(0.9, 1.1, b)
+    tx, ty = rng.uniform(-0.06, 0.06, (2, b)) * 2  # affine_grid spans [-1, 1]
+    flip = np.where(rng.random(b) < 0.5, -1.0, 1.0) if hflip else np.ones(b)
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    theta = np.stack([np.stack([cos * flip, -sin, tx], 1), np.stack([sin * flip, cos, ty], 1)], 1)
+    return _resample(x, theta)
+
+
+def _resample(x: torch.Tensor, theta: np.ndarray) -> torch.Tensor:
     theta_t = torch.as_tensor(theta, dtype=x.dtype, device=x.device)
     grid = F.affine_grid(theta_t, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def augment_batch(x: torch.Tensor, augment: str, rng: np.random.Generator, hflip: bool = False) -> torch.Tensor:
+    """Apply the named augmentation ("none" | "light" | "paper") to a normalized batch."""
+    if augment == "paper":
+        return paper_augmentation(x, rng)
+    if augment == "light":
+        return light_augmentation(x, rng, hflip)
+    if hflip:
+        flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5).to(x.device)
+        return torch.where(flip[:, None, None, None], x.flip(-1), x)
+    return x
 
 
 def train_batches(
@@ -81,16 +124,14 @@ def train_batches(
     mean: float,
     std: float,
     augment: str,
+    hflip: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Shuffled full batches of one epoch (the ragged last batch is dropped, as BatchNorm needs > 1)."""
-    order = torch.from_numpy(epoch_rng(seed, epoch, 0).permutation(len(split)))
+    order = epoch_rng(seed, epoch, 0).permutation(len(split))
     aug_rng = epoch_rng(seed, epoch, 1)
     for start in range(0, len(split) - batch_size + 1, batch_size):
-        idx = order[start : start + batch_size]
-        x = to_model_input(split.images[idx], device, mean, std)
-        if augment == "paper":
-            x = paper_augmentation(x, aug_rng)
-        yield x, split.labels[idx].to(device, non_blocking=True)
+        images, labels = split.batch(order[start : start + batch_size], device)
+        yield augment_batch(to_model_input(images, mean, std), augment, aug_rng, hflip), labels
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -103,5 +144,5 @@ def eval_batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """All images of a split in order, unaugmented."""
     for start in range(0, len(split), batch_size):
-        x = to_model_input(split.images[start : start + batch_size], device, mean, std)
-        yield x, split.labels[start : start + batch_size].to(device, non_blocking=True)
+        images, labels = split.batch(np.arange(start, min(start + batch_size, len(split))), device)
+        yield to_model_input(images, mean, std), labels

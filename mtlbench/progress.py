@@ -8,6 +8,53 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 
+def _bars(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description:<28}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[info]}"),
+        console=console,
+        disable=not enabled or not console.is_terminal,
+        transient=False,
+    )
+
+
+def _progress_factory(progress: Progress, console: Console, plain: bool, description: str, total: int) -> Callable[[int], None]:
+    """A ProgressFactory callback: a bar on a terminal, one plain line otherwise."""
+    task = progress.add_task(description, total=total, info="")
+    if plain:
+        console.print(f"{description}: {total} items", highlight=False)
+
+    def advance(n: int = 1) -> None:
+        progress.advance(task, n)
+        if progress.tasks[task].finished:
+            progress.update(task, visible=False)
+
+    return advance
+
+
+class DataDisplay:
+    """Progress bars for dataset work alone (`mtlbench data`): a ProgressFactory."""
+
+    def __init__(self, console: Console, enabled: bool = True):
+        self.console = console
+        self.plain = enabled and not console.is_terminal
+        self.progress = _bars(console, enabled)
+
+    def __enter__(self) -> "DataDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def __call__(self, description: str, total: int) -> Callable[[int], None]:
+        return _progress_factory(self.progress, self.console, self.plain, description, total)
+
+
 class SweepDisplay:
     """Three bars (sweep / epoch / step) that implement train.RunReporter and a ProgressFactory.
 
@@ -19,17 +66,7 @@ class SweepDisplay:
         self.console = console
         self.plain = enabled and not console.is_terminal
         self.label = ""
-        self.progress = Progress(
-            TextColumn("{task.description:<28}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[info]}"),
-            console=console,
-            disable=not enabled or self.plain,
-            transient=False,
-        )
+        self.progress = _bars(console, enabled)
         self.sweep = self.progress.add_task("sweep", total=total_runs, info="")
         self.epoch = self.progress.add_task("epoch", total=1, visible=False, info="")
         self.step = self.progress.add_task("step", total=1, visible=False, info="")
@@ -43,16 +80,7 @@ class SweepDisplay:
 
     # ProgressFactory for dataset generation/loading
     def __call__(self, description: str, total: int) -> Callable[[int], None]:
-        task = self.progress.add_task(description, total=total, info="")
-        if self.plain:
-            self.console.print(f"{description}: {total} items", highlight=False)
-
-        def advance(n: int = 1) -> None:
-            self.progress.advance(task, n)
-            if self.progress.tasks[task].finished:
-                self.progress.update(task, visible=False)
-
-        return advance
+        return _progress_factory(self.progress, self.console, self.plain, description, total)
 
     # RunReporter
     def start_run(self, label: str, epochs: int, steps: int) -> None:

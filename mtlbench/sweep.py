@@ -109,15 +109,23 @@ def load_dataset(config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
     data_dir = Path(config.data_dir).expanduser()
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a directory")
-    request = DataRequest(
-        data_dir=data_dir,
+    return loader(data_request(config, data_dir), progress)
+
+
+def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: Any) -> DataRequest:
+    """The DataRequest a config makes (`overrides` set DataRequest-only fields such as spot_check)."""
+    return DataRequest(
+        data_dir=data_dir if data_dir is not None else Path(config.data_dir).expanduser(),
         image_size=config.image_size,
         data_seed=config.data_seed,
         val_fraction=config.val_fraction,
         synth_images=config.synth_images,
         views=config.views,
+        allow_missing=config.allow_missing,
+        cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,
+        download=config.download,
+        **overrides,
     )
-    return loader(request, progress)
 
 
 def run_sweep(
@@ -135,6 +143,7 @@ def run_sweep(
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
     data = load_dataset(base, display)
+    plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
     with ResultsStore(results) as store:
         outcomes = []
         for cell in plan.cells():

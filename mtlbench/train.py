@@ -289,7 +289,7 @@ def _train(
         t_epoch = measure.now(device)
         for x, y in train_batches(
             train_split, config.batch_size, config.seed, epoch, device,
-            config.normalize_mean, config.normalize_std, config.augment,
+            config.normalize_mean, config.normalize_std, config.augment, config.hflip,
         ):
             t0 = measure.now(device)
             rec = training_step(model, method, optimizer, x, y, config, global_step, epoch, device)

@@ -20,7 +20,7 @@ def make_split(n: int, size: int, seed: int, offset: int = 0) -> Split:
     rows = np.array_split(np.arange(size), len(TASK_NAMES))
     for t, r in enumerate(rows):
         images[:, r, :] += 100 * labels[:, t, None, None]
-    return Split(
+    return Split.from_images(
         images=np.clip(images, 0, 255).astype(np.uint8),
         labels=labels,
         image_ids=np.array([f"{offset + i:08d}_000.png" for i in range(n)]),

@@ -40,9 +40,9 @@ def test_user_errors(argv, message, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("dataset, message", [
-    ("nope", "unknown dataset 'nope'; valid datasets: cxr14-synth"),
-    ("nih-cxr14", "not available yet"),
-    ("chestmnist", "not available yet"),
+    ("nope", "unknown dataset 'nope'; valid datasets: cxr14-synth, nih-cxr14, chestmnist"),
+    ("nih-cxr14", "does not exist; pass --data-dir pointing to the NIH ChestX-ray14 download"),
+    ("chestmnist", "chestmnist_64.npz not found (used for --image-size 32, area-resized)"),
 ])
 def test_dataset_errors(dataset, message, capsys, tmp_path):
     code = main(["run", "--dataset", dataset, "--preset", "smoke", "--quiet",

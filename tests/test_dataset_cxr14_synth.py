@@ -96,7 +96,7 @@ def test_loader_returns_disjoint_patient_splits(tmp_path: Path) -> None:
     patients = [set(s.patient_ids) for s in (bundle.train, bundle.val, bundle.test)]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
     assert len(bundle.train) + len(bundle.val) + len(bundle.test) == COUNT
-    assert bundle.train.images.shape[1:] == (SIZE, SIZE) and bundle.train.images.dtype == np.uint8
+    assert bundle.train.image_shape == (SIZE, SIZE) and bundle.train.take(slice(None)).dtype == np.uint8
     assert bundle.info["generator"]["seed"] == 2 and bundle.info["generator"]["strength"] == dict(synth.FINDING_STRENGTH)
     assert bundle.name == "cxr14-synth"
 
