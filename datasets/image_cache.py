@@ -36,6 +36,8 @@ from mtlbench.errors import UserError
 FORMAT_VERSION = 1
 PENDING, DECODED, UNREADABLE = 0, 1, 2
 MANIFEST, NAMES, IMAGES, STATUS, ERRORS = "manifest.json", "names.txt", "images.npy", "status.npy", "errors.json"
+THREAD_CHUNK_ROWS = 256  # images per job: small sources, decoded by threads
+PROCESS_CHUNK_ROWS = 64  # images per job: large sources, decoded by worker processes
 PERSIST_SECONDS = 2.0  # how much decoding a kill can lose at most (plus the chunks in flight)
 
 
@@ -222,7 +224,7 @@ def _build(folder: Path, source: ImageSource, size: int, key: dict[str, Any], pr
     if already:
         advance(already)
     workers = worker_count()
-    chunk = 64 if source.use_processes else 256
+    chunk = PROCESS_CHUNK_ROWS if source.use_processes else THREAD_CHUNK_ROWS
     todo = _pending_chunks(build.status, chunk)
     try:
         with _executor(source.use_processes, workers) as pool:
@@ -266,12 +268,14 @@ def _run_jobs(
     try:
         while running:
             done, _ = wait(running, return_when=FIRST_COMPLETED)
-            for future in done:
-                start = running.pop(future)
+            failed = [f for f in done if f.exception() is not None]
+            for future in sorted(set(done) - set(failed), key=running.get):
                 images, errors = future.result()
-                build.record(start, images, errors)
+                build.record(running.pop(future), images, errors)
                 advance(len(images))
                 submit()
+            if failed:  # after recording every chunk that did finish
+                raise failed[0].exception()
             if time.monotonic() - last > PERSIST_SECONDS:
                 build.persist()
                 last = time.monotonic()

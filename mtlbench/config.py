@@ -113,6 +113,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
     clean: dict[str, Any] = {}
     for key, value in overrides.items():
         default = getattr(RunConfig(), key)
+        if isinstance(default, bool) and not isinstance(value, bool):
+            raise UserError(f"{source}: {key} must be true or false, got {value!r}")
         if isinstance(default, bool) or default is None:
             clean[key] = value
         elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):

@@ -1,0 +1,88 @@
+"""Writers of NIH ChestX-ray14 downloads for tests: real names, patients and labels, rendered pixels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from mtlbench.datasets import cxr14_synth as synth
+from mtlbench.datasets.nih_layout import parse_finding_labels
+from mtlbench.datasets.nih_tables import read_nih_table
+
+ARCHIVES = 12
+
+
+@dataclass(frozen=True)
+class NihDownload:
+    """What a fixture wrote: its root, metadata rows, the two official lists and each image's path."""
+
+    root: Path
+    rows: pd.DataFrame
+    train_val: list[str]
+    test: list[str]
+    paths: dict[str, Path]
+
+    def patient_of(self) -> dict[str, int]:
+        """{image name: patient id}."""
+        return dict(zip(self.rows["Image Index"], self.rows["Patient ID"].astype(int)))
+
+
+def write_nih_download(
+    root: Path,
+    count: int = 120,
+    size: int = 48,
+    layout: str = "flat",
+    csv: str = "v2020",
+    seed: int = 0,
+    table: pd.DataFrame | None = None,
+) -> NihDownload:
+    """An NIH download of `count` real metadata rows with synthetic pixels at `size` px.
+
+    layout "flat": images/<name>; "archives": images_001/images … images_012/images, filled in
+    name order as the real archives are. csv "v2020": Data_Entry_2017_v2020.csv with a
+    `Patient Sex` column; "2017": Data_Entry_2017.csv with `Patient Gender` and the original
+    trailing empty column; "none": no CSV (the loader falls back to torchxrayvision's copy).
+    """
+    rows = synth.sample_nih_rows(count, seed, read_nih_table() if table is None else table)
+    labels = parse_finding_labels(rows["Finding Labels"], "fixture").astype(bool)
+    images = synth.render_images(rows, labels, size, seed)
+    names = rows["Image Index"].tolist()
+    paths: dict[str, Path] = {}
+    per_archive = -(-count // ARCHIVES)
+    for i, (name, image) in enumerate(zip(names, images)):
+        folder = root / "images" if layout == "flat" else root / f"images_{i // per_archive + 1:03d}" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        paths[name] = folder / name
+        Image.fromarray(image, mode="L").save(paths[name])
+    train_val, test = synth.split_test_patients(rows, seed)
+    (root / "train_val_list.txt").write_text("".join(f"{n}\n" for n in train_val))
+    (root / "test_list.txt").write_text("".join(f"{n}\n" for n in test))
+    if csv == "v2020":
+        rows.rename(columns={"Patient Gender": "Patient Sex"}).to_csv(root / "Data_Entry_2017_v2020.csv", index=False)
+    elif csv == "2017":
+        text = rows.to_csv(index=False, lineterminator="\n")
+        lines = [line + "," for line in text.splitlines()]  # the 2017 file ends every line with a comma
+        (root / "Data_Entry_2017.csv").write_text("\n".join(lines) + "\n")
+    return NihDownload(root, rows, train_val, test, paths)
+
+
+def save_as(path: Path, mode: str) -> None:
+    """Rewrite a grayscale PNG as RGBA or 16-bit, keeping what it shows."""
+    gray = np.asarray(Image.open(path).convert("L"))
+    if mode == "RGBA":
+        rgba = np.dstack([gray, gray, gray, np.full_like(gray, 255)])
+        Image.fromarray(rgba, mode="RGBA").save(path)
+    elif mode == "I;16":
+        Image.fromarray(gray.astype(np.uint16) * 257).save(path)
+    else:
+        raise ValueError(mode)
+
+
+def truncate(path: Path) -> None:
+    """Cut a file to half its length, as an interrupted download leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])

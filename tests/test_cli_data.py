@@ -1,0 +1,80 @@
+"""`mtlbench data prepare|verify`, and `mtlbench run` on nih-cxr14 and chestmnist, end to end."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtlbench.cli import main
+from mtlbench.tasks import TASK_NAMES
+from tests.nih_fixtures import write_nih_download
+from tests.test_dataset_chestmnist import write_npz
+
+
+@pytest.fixture(scope="module")
+def nih_root(tmp_path_factory) -> Path:
+    return write_nih_download(tmp_path_factory.mktemp("nih") / "download", count=160, layout="archives").root
+
+
+def data_args(root: Path, *extra: str) -> list[str]:
+    return ["--dataset", "nih-cxr14", "--data-dir", str(root), "--image-size", "32", "--quiet", *extra]
+
+
+def test_verify_before_prepare_says_what_to_run(tmp_path: Path, nih_root: Path, capsys) -> None:
+    code = main(["data", "verify", *data_args(nih_root, "--cache-dir", str(tmp_path / "cache"))])
+    err = capsys.readouterr().err
+    assert code == 2 and "run `mtlbench data prepare` with the same options" in err and err.count("\n") == 1
+
+
+def test_prepare_then_verify(tmp_path: Path, nih_root: Path, capsys) -> None:
+    cache = tmp_path / "cache"
+    assert main(["data", "prepare", *data_args(nih_root, "--cache-dir", str(cache))]) == 0
+    out = capsys.readouterr().out
+    assert "nih-cxr14: train" in out and f"cache: {cache}" in out
+    assert main(["data", "verify", *data_args(nih_root, "--cache-dir", str(cache))]) == 0
+    out = capsys.readouterr().out
+    assert "label prevalence per split" in out and "OK: fingerprint" in out
+    assert all(task[:10] in out for task in TASK_NAMES)
+
+
+def test_verify_detects_a_damaged_cache(tmp_path: Path, nih_root: Path, capsys) -> None:
+    cache = tmp_path / "cache"
+    assert main(["data", "prepare", *data_args(nih_root, "--cache-dir", str(cache))]) == 0
+    images = next(cache.glob("nih-cxr14-px32-*/images.npy"))
+    pixels = np.load(images, mmap_mode="r+")
+    pixels[:] = 255 - pixels
+    pixels.flush()
+    del pixels
+    capsys.readouterr()
+    assert main(["data", "verify", *data_args(nih_root, "--cache-dir", str(cache), "--sample", "8")]) == 1
+    assert "FAILED: 8 of 8 sampled images differ" in capsys.readouterr().out
+
+
+def test_run_on_nih_download_with_missing_archive(tmp_path: Path, nih_root: Path, capsys) -> None:
+    import shutil
+
+    root = tmp_path / "partial"
+    shutil.copytree(nih_root, root, ignore=shutil.ignore_patterns("mtlbench-cache", "images_012"))
+    results = tmp_path / "r.sqlite"
+    run = ["run", "--methods", "ew,deepchest", "--preset", "smoke", "--results", str(results), *data_args(root)]
+    assert main(run) == 2
+    assert "listed images are missing" in capsys.readouterr().err and not results.exists()
+    assert main([*run, "--allow-missing"]) == 0
+    rows = sqlite3.connect(results).execute("SELECT method, status, data_json FROM runs").fetchall()
+    assert sorted((m, s) for m, s, _ in rows) == [("deepchest", "complete"), ("ew", "complete")]
+    info = json.loads(rows[0][2])
+    assert sum(info["missing"].values()) > 0 and info["allow_missing"] is True
+
+
+def test_run_on_chestmnist(tmp_path: Path, capsys) -> None:
+    write_npz(tmp_path / "medmnist", size=64, counts={"train": 96, "val": 32, "test": 32})
+    results = tmp_path / "r.sqlite"
+    code = main(["run", "--methods", "ew", "--preset", "smoke", "--dataset", "chestmnist", "--quiet",
+                 "--data-dir", str(tmp_path / "medmnist"), "--results", str(results)])
+    assert code == 0, capsys.readouterr().err
+    status, data = sqlite3.connect(results).execute("SELECT status, data_json FROM runs").fetchone()
+    assert status == "complete" and json.loads(data)["file"] == "chestmnist_64.npz"
