@@ -286,8 +286,11 @@ def _run_jobs(
 
 def _executor(use_processes: bool, workers: int) -> Executor:
     if use_processes and workers > 1:
-        # spawn: the parent may hold torch's threads, which fork would copy in a broken state
-        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        # fork, as torch's DataLoader workers do: the workers only run Pillow and numpy, and
+        # spawn would re-import the caller's main module in every worker (and hang callers
+        # whose scripts lack an `if __name__ == "__main__"` guard).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context(method))
     return ThreadPoolExecutor(max(1, min(workers, 8)))
 
 
