@@ -20,7 +20,6 @@ The target is loader ÷ training ≥ 3: the loader is never the bottleneck.
 from __future__ import annotations
 
 import argparse
-import platform
 import shutil
 import tempfile
 import time
@@ -30,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from bench_common import device_label, emit
 from step_cost import time_method
 
 from mtlbench import measure
@@ -119,13 +119,9 @@ def main() -> None:
         if not args.workdir:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    if device.type == "cuda":
-        device_name = torch.cuda.get_device_name(device)
-    else:
-        device_name = f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)"
     ratio = load / train
     lines = [
-        f"Loader throughput on {device_name}, {worker_count()} CPU cores for the cache build, torch {torch.__version__}, "
+        f"Loader throughput on {device_label(device)}, {worker_count()} CPU cores for the cache build, torch {torch.__version__}, "
         f"fp32. {args.files} NIH-layout PNGs of {args.source_size} px ({kib:.0f} KiB mean) → cache at "
         f"{args.image_size} px; loader and training at batch {args.batch_size}, augmentation {args.augment!r}.",
         "",
@@ -137,12 +133,7 @@ def main() -> None:
         "",
         f"Loader ÷ training = {ratio:.1f} (target ≥ 3: {'met' if ratio >= 3 else 'NOT met'}).",
     ]
-    table = "\n".join(lines)
-    print()
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -17,12 +17,11 @@ and its range (min–max), which shows how noisy the machine was.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 from dataclasses import replace
-from pathlib import Path
 
 import torch
+from bench_common import device_label, emit
 
 from mtlbench import measure
 from mtlbench.config import build_config
@@ -104,7 +103,7 @@ def main() -> None:
         timed[("ew", "-")] = {"step_s": ew, "method_s": 0.0, "ratio": 1.0, "memory_mb": float("nan")}
         per_round.append(timed)
 
-    device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+    device_name = device_label(device)
     memory_kind = "peak CUDA MiB" if device.type == "cuda" else "peak RSS MiB (process)"
     ew_ms = [1000 * rd[("ew", "-")]["step_s"] for rd in per_round]
     lines = [
@@ -125,12 +124,7 @@ def main() -> None:
             f"{1000 * statistics.median(row['method_s'] for row in rows):.1f} | "
             f"{max(row['memory_mb'] for row in rows):.0f} |"
         )
-    table = "\n".join(lines)
-    print()
-    print(table)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(table + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

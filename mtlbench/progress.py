@@ -44,7 +44,7 @@ class DataDisplay:
         self.plain = enabled and not console.is_terminal
         self.progress = _bars(console, enabled)
 
-    def __enter__(self) -> "DataDisplay":
+    def __enter__(self) -> "DataDisplay":  # SweepDisplay inherits this
         self.progress.start()
         return self
 
@@ -55,7 +55,7 @@ class DataDisplay:
         return _progress_factory(self.progress, self.console, self.plain, description, total)
 
 
-class SweepDisplay:
+class SweepDisplay(DataDisplay):
     """Three bars (sweep / epoch / step) that implement train.RunReporter and a ProgressFactory.
 
     When the output is not a terminal (CI logs, a redirected file) the bars are replaced by one
@@ -63,24 +63,11 @@ class SweepDisplay:
     """
 
     def __init__(self, console: Console, total_runs: int, enabled: bool = True):
-        self.console = console
-        self.plain = enabled and not console.is_terminal
+        super().__init__(console, enabled)
         self.label = ""
-        self.progress = _bars(console, enabled)
         self.sweep = self.progress.add_task("sweep", total=total_runs, info="")
         self.epoch = self.progress.add_task("epoch", total=1, visible=False, info="")
         self.step = self.progress.add_task("step", total=1, visible=False, info="")
-
-    def __enter__(self) -> "SweepDisplay":
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    # ProgressFactory for dataset generation/loading
-    def __call__(self, description: str, total: int) -> Callable[[int], None]:
-        return _progress_factory(self.progress, self.console, self.plain, description, total)
 
     # RunReporter
     def start_run(self, label: str, epochs: int, steps: int) -> None:

@@ -11,8 +11,7 @@ import pytest
 
 from mtlbench.cli import main
 from mtlbench.tasks import TASK_NAMES
-from tests.nih_fixtures import write_nih_download
-from tests.test_dataset_chestmnist import write_npz
+from tests.dataset_fixtures import write_nih_download, write_npz
 
 
 @pytest.fixture(scope="module")

@@ -13,23 +13,9 @@ from mtlbench.datasets.decode import resize_arrays
 from mtlbench.errors import UserError
 from mtlbench.registry import DATASETS
 from mtlbench.tasks import TASK_NAMES
+from tests.dataset_fixtures import CHESTMNIST_COUNTS as COUNTS
+from tests.dataset_fixtures import write_npz
 
-COUNTS = {"train": 30, "val": 8, "test": 12}
-
-
-def write_npz(folder: Path, size: int = 28, counts=COUNTS, seed: int = 0, **replace) -> Path:
-    """A file in MedMNIST's format: {split}_images (N, S, S) uint8 and {split}_labels (N, 14)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, n in counts.items():
-        arrays[f"{split}_images"] = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
-        arrays[f"{split}_labels"] = (rng.random((n, 14)) < 0.2).astype(np.uint8)
-    arrays.update(replace)
-    arrays = {k: v for k, v in arrays.items() if v is not None}
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / chestmnist.npz_name(size)
-    np.savez_compressed(path, **arrays)
-    return path
 
 
 def request(folder: Path, size: int = 28, **kw) -> DataRequest:

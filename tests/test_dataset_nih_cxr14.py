@@ -17,7 +17,7 @@ from mtlbench.datasets.nih_cxr14 import load_nih_cxr14
 from mtlbench.datasets.nih_tables import read_nih_table
 from mtlbench.errors import UserError
 from mtlbench.registry import DATASETS
-from tests.nih_fixtures import save_as, truncate, write_nih_download
+from tests.dataset_fixtures import save_as, truncate, write_nih_download
 
 SIZE = 32
 

@@ -1,4 +1,5 @@
-"""Writers of NIH ChestX-ray14 downloads for tests: real names, patients and labels, rendered pixels."""
+"""Writers of dataset files for tests: NIH ChestX-ray14 downloads (real names, patients and labels,
+rendered pixels) and ChestMNIST npz files in MedMNIST's format."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pandas as pd
 from PIL import Image
 
 from mtlbench.datasets import cxr14_synth as synth
+from mtlbench.datasets.chestmnist import npz_name
 from mtlbench.datasets.nih_layout import parse_finding_labels
 from mtlbench.datasets.nih_tables import read_nih_table
 
 ARCHIVES = 12
+CHESTMNIST_COUNTS = {"train": 30, "val": 8, "test": 12}
 
 
 @dataclass(frozen=True)
@@ -86,3 +89,18 @@ def truncate(path: Path) -> None:
     """Cut a file to half its length, as an interrupted download leaves it."""
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
+
+
+def write_npz(folder: Path, size: int = 28, counts=CHESTMNIST_COUNTS, seed: int = 0, **replace) -> Path:
+    """A file in MedMNIST's format: {split}_images (N, S, S) uint8 and {split}_labels (N, 14)."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for split, n in counts.items():
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+        arrays[f"{split}_labels"] = (rng.random((n, 14)) < 0.2).astype(np.uint8)
+    arrays.update(replace)
+    arrays = {k: v for k, v in arrays.items() if v is not None}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / npz_name(size)
+    np.savez_compressed(path, **arrays)
+    return path
