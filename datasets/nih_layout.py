@@ -43,6 +43,7 @@ PROCESS_POOL_BYTES = 64 << 20  # sources larger than this are decoded by worker 
 _REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 _SEX_COLUMNS = ("Patient Sex", "Patient Gender")
 _NAMES_SHOWN = 5
+_FOLDERS_SHOWN = 3
 
 
 def read_nih_layout(
@@ -211,7 +212,10 @@ class FoundImages:
                 f"found no {IMAGE_SUFFIX} files under {self.root} (expected {IMAGES_DIR}/*.png or "
                 f"images_001/{IMAGES_DIR}/*.png …)"
             )
-        folders = ", ".join(f"{f} ({n:,})" for f, n in sorted(self.per_folder.items()))
+        listed = sorted(self.per_folder.items())
+        folders = ", ".join(f"{f} ({n:,})" for f, n in listed[:_FOLDERS_SHOWN])
+        if len(listed) > _FOLDERS_SHOWN:
+            folders += f" and {len(listed) - _FOLDERS_SHOWN} more folder(s), the last {listed[-1][0]}"
         return f"found {len(self.files):,} {IMAGE_SUFFIX} file(s) under {self.root} in {folders}"
 
 
