@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import sqlite3
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -14,7 +16,7 @@ import numpy as np
 
 from mtlbench.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: predictions table (older databases gain it on open)
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
 
 SCHEMA = """
@@ -59,6 +61,15 @@ CREATE TABLE IF NOT EXISTS diagnostics (
     value REAL,
     PRIMARY KEY (run_id, name)
 );
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    split TEXT NOT NULL CHECK (split IN ('val','test')),
+    epoch INTEGER NOT NULL,  -- the selected epoch
+    image_ids BLOB NOT NULL,  -- zlib of the newline-joined image ids, in row order
+    labels BLOB NOT NULL,  -- .npy bytes, (N, T) uint8
+    probs BLOB NOT NULL,  -- .npy bytes, (N, T) float32, P(finding present)
+    PRIMARY KEY (run_id, split)
+);
 CREATE TABLE IF NOT EXISTS costs (
     run_id INTEGER PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
     device TEXT NOT NULL,
@@ -73,6 +84,12 @@ CREATE TABLE IF NOT EXISTS costs (
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _num(x: Any) -> float | None:
@@ -117,6 +134,8 @@ class ResultsStore:
                 raise UserError(
                     f"{self.path} was written by a newer mtlbench (schema {row[0]} > {SCHEMA_VERSION}); upgrade mtlbench"
                 )
+            elif row[0] < SCHEMA_VERSION:  # the script above added the new tables; nothing else changed
+                self.conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
 
     def close(self) -> None:
         """Close the connection."""
@@ -210,6 +229,27 @@ class ResultsStore:
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO weights VALUES (?,?,?,?,?)", rows)
 
+    def add_predictions(
+        self, run_id: int, split: str, epoch: int, image_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray
+    ) -> None:
+        """Per-image probabilities of one split at the selected epoch (for thresholds and paired tests)."""
+        with self.transaction() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?)",
+                (run_id, split, epoch, zlib.compress("\n".join(map(str, image_ids)).encode()),
+                 _npy(np.asarray(labels, dtype=np.uint8)), _npy(np.asarray(probs, dtype=np.float32))),
+            )
+
+    def predictions(self, run_id: int, split: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
+        """(image ids, labels (N, T), probs (N, T)) stored for a run's split, or None."""
+        row = self.conn.execute(
+            "SELECT image_ids, labels, probs FROM predictions WHERE run_id=? AND split=?", (run_id, split)
+        ).fetchone()
+        if row is None:
+            return None
+        ids = zlib.decompress(row[0]).decode().split("\n")
+        return ids, np.load(io.BytesIO(row[1])), np.load(io.BytesIO(row[2]))
+
     def set_costs(self, run_id: int, costs: dict[str, Any]) -> None:
         """Measured costs of a run (see train.RunCosts)."""
         cols = ", ".join(costs)
@@ -234,4 +274,4 @@ class ResultsStore:
 
     def table_names(self) -> list[str]:
         """The data tables, in export order."""
-        return ["runs", "metrics", "weights", "costs", "diagnostics"]
+        return ["runs", "metrics", "weights", "costs", "diagnostics"]  # predictions are blobs: not exported

@@ -115,8 +115,11 @@ def build_schedule(config: RunConfig, optimizer: torch.optim.Optimizer, total_st
 
 
 @torch.no_grad()
-def evaluate(model: MultiTaskResNet, split: DeviceSplit, config: RunConfig, device: torch.device) -> TaskMetrics:
-    """Metrics of `model` on a whole split; logits and losses stay on the device until the end."""
+def evaluate(
+    model: MultiTaskResNet, split: DeviceSplit, config: RunConfig, device: torch.device
+) -> tuple[TaskMetrics, np.ndarray]:
+    """Metrics of `model` on a whole split and its probabilities (N, T); logits and losses stay on the
+    device until the end."""
     model.eval()
     probs, loss_sum = [], torch.zeros(split.labels.shape[1], device=device, dtype=torch.float64)
     for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
@@ -124,7 +127,7 @@ def evaluate(model: MultiTaskResNet, split: DeviceSplit, config: RunConfig, devi
         loss_sum += per_task_losses(logits, y, config.head).double() * y.shape[0]
         probs.append(positive_probability(logits, config.head).float())
     p = torch.cat(probs).cpu().numpy()
-    return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy())
+    return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy()), p
 
 
 @dataclass
@@ -280,6 +283,7 @@ def _train(
     method_times: list[float] = []
     train_s = eval_s = 0.0
     best = (-math.inf, -1, None)  # (val mean AUROC, epoch, state)
+    best_val_probs = np.zeros((0, len(tasks)), dtype=np.float32)
     global_step = 0
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
 
@@ -324,7 +328,7 @@ def _train(
                               torch.stack(meter.step_weights).cpu().numpy())
 
         t_eval = measure.now(device)
-        val = evaluate(model, val_split, config, device)
+        val, val_probs = evaluate(model, val_split, config, device)
         eval_s += measure.now(device) - t_eval
         store.add_metrics(run_id, "val", epoch, tasks, val)
         val_auroc = val.mean()["auroc"]
@@ -332,6 +336,7 @@ def _train(
         score = val_auroc if np.isfinite(val_auroc) else -val.mean()["loss"]
         if config.select == "last" or score > best[0] or best[2] is None:
             best = (score, epoch, copy.deepcopy(model.state_dict()))
+            best_val_probs = val_probs
 
         method.end_epoch(EpochStats(
             epoch=epoch,
@@ -345,9 +350,11 @@ def _train(
     # test once, with the model selected on validation
     model.load_state_dict(best[2])
     t_eval = measure.now(device)
-    test = evaluate(model, test_split, config, device)
+    test, test_probs = evaluate(model, test_split, config, device)
     eval_s += measure.now(device) - t_eval
     store.add_metrics(run_id, "test", best[1], tasks, test)
+    store.add_predictions(run_id, "val", best[1], data.val.image_ids, data.val.labels, best_val_probs)
+    store.add_predictions(run_id, "test", best[1], data.test.image_ids, data.test.labels, test_probs)
 
     wall_s = time.perf_counter() - t_start
     warm = step_times[min(len(step_times) - 1, 5):] if step_times else [float("nan")]

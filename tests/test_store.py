@@ -73,3 +73,28 @@ def test_skip_on_rerun_and_force(tmp_path, toy_bundle):
         assert forced.status == "complete" and forced.run_id != first.run_id
         runs = s.query("SELECT run_id FROM runs WHERE config_hash=?", (cfg.config_hash(),))
         assert [r["run_id"] for r in runs] == [forced.run_id]
+
+
+def test_predictions_round_trip_and_cascade(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as s:
+        rid = s.start_run(KEY, "{}", {}, "sum-to-T")
+        probs = np.array([[0.1, 0.9], [0.7, 0.2], [0.5, 0.5]], dtype=np.float32)
+        labels = np.array([[0, 1], [1, 0], [0, 0]], dtype=np.uint8)
+        s.add_predictions(rid, "test", 2, ["x.png", "y.png", "z.png"], labels, probs)
+        ids, got_labels, got_probs = s.predictions(rid, "test")
+        assert ids == ["x.png", "y.png", "z.png"]
+        assert np.array_equal(got_labels, labels) and np.array_equal(got_probs, probs)
+        assert s.predictions(rid, "val") is None
+        s.supersede_complete(KEY)
+        assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
+
+
+def test_version_1_database_is_migrated(tmp_path):
+    path = tmp_path / "old.sqlite"
+    con = sqlite3.connect(path)
+    con.executescript("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);")
+    con.commit()
+    con.close()
+    with ResultsStore(path) as s:
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 2
+        assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
