@@ -1,0 +1,1 @@
+"""`mtlbench report`: tables, figures and statistics from the results database alone."""

@@ -1,0 +1,118 @@
+"""Read a results database into pandas frames, one protocol at a time.
+
+A *protocol* is everything in a run's config but the method, its hyperparameters and the seed:
+runs of one protocol are comparable. Within a protocol a *variant* is a method with one set of
+hyperparameters (`deepchest` or `deepchest[signal=val-accuracy]`); its runs differ only by seed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from mtlbench.errors import UserError
+from mtlbench.store import ResultsStore
+
+PER_RUN_FIELDS = ("method", "method_params", "seed")
+
+
+@dataclass
+class Protocol:
+    """The runs of one protocol and everything stored for them."""
+
+    key: str
+    config: dict
+    runs: pd.DataFrame  # one row per run: run_id, variant, method, seed, status, error, ...
+    test: pd.DataFrame  # run_id, task, loss, accuracy, auroc, ap (complete runs, selected epoch)
+    curves: pd.DataFrame  # run_id, split (train/val), epoch, task, loss
+    weights: pd.DataFrame  # run_id, epoch, task, weight (epoch means)
+    costs: pd.DataFrame  # run_id, device, wall_s, train_s, median_step_s, images_per_s, peak_cuda_mb, peak_rss_mb
+    predictions: dict[tuple[int, str], tuple[list[str], np.ndarray, np.ndarray]] = field(repr=False)
+    epochs: int = 0
+
+    @property
+    def dataset(self) -> str:
+        """The dataset of this protocol."""
+        return str(self.config.get("dataset"))
+
+    def complete(self) -> pd.DataFrame:
+        """Runs with status complete."""
+        return self.runs[self.runs["status"] == "complete"]
+
+    def variants(self) -> list[str]:
+        """Variant names in a stable order: EW first, then as first run."""
+        names = list(dict.fromkeys(self.runs.sort_values("run_id")["variant"]))
+        return sorted(names, key=lambda v: (v != "ew", names.index(v)))
+
+
+def protocol_key(config: dict) -> str:
+    """Short hash of a config without the per-run fields (and without paths)."""
+    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in ("data_dir", "cache_dir",
+                                                                                        "allow_missing", "download")}
+    return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def variant_name(method: str, params: dict) -> str:
+    """`method` or `method[k=v,...]` when it has non-default hyperparameters."""
+    if not params:
+        return method
+    return f"{method}[{','.join(f'{k}={v}' for k, v in sorted(params.items()))}]"
+
+
+def load_protocols(
+    path: Path, dataset: str | None = None, methods: list[str] | None = None
+) -> list[Protocol]:
+    """Every protocol in the database at `path` (optionally one dataset, some methods), largest first."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
+    with ResultsStore(path) as store:
+        runs = pd.DataFrame([dict(r) for r in store.query(
+            "SELECT run_id, method, dataset, seed, config_hash, config_json, status, error, selected_epoch,"
+            " diverged_step FROM runs WHERE status != 'running' ORDER BY run_id")])
+        if runs.empty:
+            raise UserError(f"{path} holds no finished runs; run `mtlbench run` first")
+        if dataset is not None:
+            runs = runs[runs["dataset"] == dataset]
+        if methods:
+            runs = runs[runs["method"].isin(methods)]
+        if runs.empty:
+            raise UserError(f"{path} holds no runs for dataset {dataset!r} and methods {methods}")
+        configs = [json.loads(c) for c in runs["config_json"]]
+        runs = runs.assign(
+            protocol=[protocol_key(c) for c in configs],
+            variant=[variant_name(c["method"], c.get("method_params") or {}) for c in configs],
+        )
+        protocols = []
+        for key, group in runs.groupby("protocol", sort=False):
+            protocols.append(_read_protocol(store, key, group, configs[runs.index.get_loc(group.index[0])]))
+    return sorted(protocols, key=lambda p: -len(p.runs))
+
+
+def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: dict) -> Protocol:
+    ids = tuple(int(i) for i in runs["run_id"])
+    marks = ",".join("?" * len(ids))
+
+    def frame(sql: str) -> pd.DataFrame:
+        return pd.DataFrame([dict(r) for r in store.query(sql, ids)])
+
+    test = frame(f"SELECT run_id, task, loss, accuracy, auroc, ap FROM metrics WHERE split='test' AND run_id IN ({marks})")
+    curves = frame(f"SELECT run_id, split, epoch, task, loss FROM metrics WHERE split IN ('train','val') "
+                   f"AND run_id IN ({marks})")
+    weights = frame(f"SELECT run_id, epoch, task, weight FROM weights WHERE step=-1 AND run_id IN ({marks})")
+    costs = frame(f"SELECT * FROM costs WHERE run_id IN ({marks})")
+    complete = runs[runs["status"] == "complete"]["run_id"].astype(int).tolist()
+    predictions = {}
+    for run_id in complete:
+        for split in ("val", "test"):
+            stored = store.predictions(run_id, split)
+            if stored is not None:
+                predictions[(run_id, split)] = stored
+    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS}
+    return Protocol(key, shared, runs.drop(columns=["config_json"]).reset_index(drop=True), test, curves,
+                    weights, costs, predictions, int(config.get("epochs", 0)))
