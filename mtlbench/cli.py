@@ -1,8 +1,9 @@
-"""The `mtlbench` command: run | data | list | export."""
+"""The `mtlbench` command: run | report | data | list | export."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -79,6 +80,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    report = sub.add_parser("report", help="tables, figures and statistics from the results database",
+                            description="Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
+                                        "from the results database alone (it never trains).")
+    report.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
+    report.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")
+    report.add_argument("--dataset", help="only runs on this dataset")
+    report.add_argument("--methods", help="only these methods, e.g. ew,deepchest,pcgrad")
+    report.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    report.add_argument("--quiet", action="store_true", help="no progress bar")
+
     data = sub.add_parser("data", help="build or check a dataset's preprocessed image cache",
                           description="`prepare` decodes every image once into the cache a run would build on "
                                       "first use; `verify` checks a cache against the files and prints per-split "
@@ -145,6 +156,34 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 1 if bad else 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench report`: render into a scratch folder, then move it into place."""
+    import shutil
+
+    from mtlbench.progress import DataDisplay
+    from mtlbench.report.render import write_report
+
+    if args.resamples < 100:
+        raise UserError(f"--resamples must be at least 100, got {args.resamples}")
+    out = Path(args.out)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
+    scratch = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        with DataDisplay(console, enabled=not args.quiet) as display:
+            files = write_report(Path(args.results), scratch, args.dataset, methods, display, args.resamples)
+        if out.exists():
+            shutil.rmtree(out)
+        scratch.rename(out)
+    except OSError as exc:
+        raise UserError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    for f in files:
+        console.print(f"wrote {out / f.relative_to(scratch)}", highlight=False, soft_wrap=True)
+    return 0
+
+
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench data prepare|verify`."""
     from mtlbench.data_commands import prepare, verify
@@ -200,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return cmd_run(args, console)
+        if args.command == "report":
+            return cmd_report(args, console)
         if args.command == "data":
             return cmd_data(args, console)
         if args.command == "list":

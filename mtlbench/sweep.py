@@ -14,7 +14,7 @@ from mtlbench.grads import resolve_engine
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
-from mtlbench.train import RunReporter, RunResult, resolve_device, train_run
+from mtlbench.train import RunReporter, RunResult, resolve_device, train_run, warm_up
 
 
 @dataclass(frozen=True)
@@ -144,6 +144,8 @@ def run_sweep(
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
     data = load_dataset(base, display)
     plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
+    if len(data.train) >= 2:
+        warm_up(plan.base, data, device)
     with ResultsStore(results) as store:
         outcomes = []
         for cell in plan.cells():

@@ -89,6 +89,26 @@ def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
     return cls(task_names, params, generator=generator)
 
 
+def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps: int = 3) -> None:
+    """A few EW training steps of a throwaway model on the first training batch.
+
+    The first steps of a process pay one-time costs (kernel selection, allocator growth, page
+    cache); without this the first method of a sweep (EW, the cost reference) would pay them.
+    Touches no seeded state that a run depends on: every run reseeds.
+    """
+    ew = replace(config, method="ew", method_params={})
+    model = MultiTaskResNet(ModelSpec(len(data.task_names), config.head, "none", config.freeze_trunk)).to(device)
+    method = build_method(ew, data.task_names).to(device)
+    optimizer = build_optimizer(ew, model, method)
+    split = DeviceSplit.from_split(data.train, device)
+    batch = next(train_batches(split, min(config.batch_size, len(split)), 0, 0, device,
+                               config.normalize_mean, config.normalize_std, config.augment, config.hflip))
+    model.train()
+    for step in range(steps):
+        training_step(model, method, optimizer, *batch, ew, step, 0, device)
+    measure.now(device)
+
+
 def build_optimizer(config: RunConfig, model: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
     """The sweep's optimizer; a method's learnable parameters form their own group (no decay)."""
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -192,5 +192,6 @@ def _mark_best(table: pd.DataFrame, results: list[VariantResult]) -> None:
             values[[r.variant == REFERENCE for r in results]] = np.nan  # 0 and 1 by definition
         if not np.isfinite(values).any():
             continue
-        best = np.nanargmax(values) if higher else np.nanargmin(values)
-        table.loc[best, column] = f"**{table.loc[best, column]}**"
+        best = np.nanmax(values) if higher else np.nanmin(values)
+        for i in np.flatnonzero(np.isclose(values, best, rtol=1e-9, atol=0)):  # ties: all of them
+            table.loc[i, column] = f"**{table.loc[i, column]}**"

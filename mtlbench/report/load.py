@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from mtlbench.config import UNHASHED_FIELDS
 from mtlbench.errors import UserError
+from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
 
 PER_RUN_FIELDS = ("method", "method_params", "seed")
@@ -52,16 +54,19 @@ class Protocol:
 
 def protocol_key(config: dict) -> str:
     """Short hash of a config without the per-run fields (and without paths)."""
-    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in ("data_dir", "cache_dir",
-                                                                                        "allow_missing", "download")}
+    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
 def variant_name(method: str, params: dict) -> str:
-    """`method` or `method[k=v,...]` when it has non-default hyperparameters."""
-    if not params:
+    """`method`, or `method[k=v,...]` listing the hyperparameters that differ from the method's defaults."""
+    defaults: dict = {}
+    if method in METHODS.names():
+        defaults = {f.name: f.default for f in fields(METHODS.get(method).Params)}
+    changed = {k: v for k, v in (params or {}).items() if k not in defaults or defaults[k] != v}
+    if not changed:
         return method
-    return f"{method}[{','.join(f'{k}={v}' for k, v in sorted(params.items()))}]"
+    return f"{method}[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"
 
 
 def load_protocols(
@@ -113,6 +118,6 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
             stored = store.predictions(run_id, split)
             if stored is not None:
                 predictions[(run_id, split)] = stored
-    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS}
+    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
     return Protocol(key, shared, runs.drop(columns=["config_json"]).reset_index(drop=True), test, curves,
                     weights, costs, predictions, int(config.get("epochs", 0)))

@@ -1,0 +1,202 @@
+"""The report's figures (seaborn / matplotlib), one colour per method across all of them.
+
+Colours come from seaborn's colour-blind-safe palette in the protocol's method order, so a
+method keeps its colour in every figure of a report.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from mtlbench.report.leaderboard import REFERENCE, VariantResult  # noqa: E402
+from mtlbench.report.load import Protocol  # noqa: E402
+from mtlbench.tasks import TASK_NAMES  # noqa: E402
+
+FIGURES: dict[str, str] = {
+    "auroc_heatmap": "Test AUROC per task (rows: methods; mean over seeds).",
+    "auroc_vs_cost": "Mean test AUROC against cost (time per epoch; peak memory); the line is the Pareto front.",
+    "weights": "Task weights per epoch (epoch means), one panel per method, one line per task.",
+    "loss_curves": "Training and validation loss (mean over tasks) per epoch; mean over seeds.",
+    "loss_change_vs_ew": "Per-task change in test loss against EW, % (negative = lower loss than EW).",
+    "auroc_bars": "Per-task test AUROC; bars are means over seeds, error bars one sd over seeds.",
+}
+
+
+def palette(variants: list[str]) -> dict[str, tuple]:
+    """One colour-blind-safe colour per method, stable within a report."""
+    colours = sns.color_palette("colorblind", max(len(variants), 1))
+    return {v: colours[i % len(colours)] for i, v in enumerate(variants)}
+
+
+def render_all(protocol: Protocol, results: list[VariantResult], folder: Path,
+               advance: Callable[[int], None] = lambda n=1: None) -> dict[str, list[Path]]:
+    """Draw every figure into `folder` as PNG and SVG; returns {name: [files]}."""
+    folder.mkdir(parents=True, exist_ok=True)
+    colours = palette(protocol.variants())
+    task_table = _per_task(protocol)
+    drawers = {
+        "auroc_heatmap": lambda ax: _heatmap(ax, task_table),
+        "auroc_vs_cost": lambda ax: _cost(ax, results, colours),
+        "weights": None,
+        "loss_curves": lambda ax: _curves(ax, protocol, colours),
+        "loss_change_vs_ew": lambda ax: _loss_change(ax, task_table),
+        "auroc_bars": lambda ax: _bars(ax, protocol, colours),
+    }
+    written = {}
+    sns.set_theme(style="whitegrid", context="paper")
+    for name, draw in drawers.items():
+        fig = _weights(protocol) if name == "weights" else _single(name, draw, len(protocol.variants()))
+        written[name] = _save(fig, folder / name)
+        advance(1)
+    return written
+
+
+def _single(name: str, draw: Callable, n_variants: int) -> plt.Figure:
+    if name == "auroc_vs_cost":
+        fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+        draw(axes)
+        return fig
+    size = {"auroc_heatmap": (12, 0.45 * n_variants + 2.5), "loss_change_vs_ew": (12, 0.45 * n_variants + 2.5),
+            "auroc_bars": (13, 4.8), "loss_curves": (11, 4.2)}[name]
+    fig, ax = plt.subplots(figsize=size)
+    draw(ax)
+    return fig
+
+
+def _save(fig: plt.Figure, stem: Path) -> list[Path]:
+    fig.tight_layout()
+    files = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(files[0], dpi=130)
+    fig.savefig(files[1])
+    plt.close(fig)
+    return files
+
+
+def _per_task(protocol: Protocol) -> pd.DataFrame:
+    """Test metrics per (variant, task), mean over complete runs."""
+    runs = protocol.complete()[["run_id", "variant"]]
+    test = protocol.test.merge(runs, on="run_id")
+    return test.groupby(["variant", "task"])[["auroc", "loss"]].mean().reset_index()
+
+
+def _order(table: pd.DataFrame, protocol: Protocol) -> list[str]:
+    return [v for v in protocol.variants() if v in set(table["variant"])]
+
+
+def _heatmap(ax: plt.Axes, table: pd.DataFrame) -> None:
+    grid = table.pivot(index="variant", columns="task", values="auroc")
+    grid = grid.reindex(columns=[t for t in TASK_NAMES if t in grid.columns])
+    sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=0.5, vmax=1.0, ax=ax,
+                cbar_kws={"label": "test AUROC"}, annot_kws={"size": 7})
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title("Test AUROC per task")
+
+
+def _cost(axes, results: list[VariantResult], colours: dict) -> None:
+    done = [r for r in results if np.isfinite(r.numbers["AUROC"])]
+    for ax, column, label in ((axes[0], "s/epoch", "training time per epoch (s)"),
+                              (axes[1], "memory", "peak memory (MiB)")):
+        points = [(r.numbers[column], r.numbers["AUROC"], r.variant) for r in done if np.isfinite(r.numbers[column])]
+        for x, y, v in points:
+            ax.scatter(x, y, color=colours[v], s=60, label=v, zorder=3)
+            ax.annotate(v, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        front = pareto_front([(x, y) for x, y, _ in points])
+        if len(front) > 1:
+            ax.plot(*zip(*front), color="0.4", linestyle="--", linewidth=1, zorder=2, label="Pareto front")
+        ax.set_xlabel(label)
+        ax.set_ylabel("mean test AUROC")
+    axes[0].set_title("AUROC against time")
+    axes[1].set_title("AUROC against memory")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Points not beaten by another with lower-or-equal cost and higher-or-equal score, by cost."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def _weights(protocol: Protocol) -> plt.Figure:
+    variants = protocol.variants()
+    cols = min(4, len(variants))
+    rows = -(-len(variants) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 2.6 * rows), squeeze=False, sharex=True)
+    runs = protocol.runs[["run_id", "variant"]]
+    weights = protocol.weights.merge(runs, on="run_id") if not protocol.weights.empty else pd.DataFrame()
+    task_colours = dict(zip(TASK_NAMES, sns.color_palette("tab20", len(TASK_NAMES))))
+    for ax, variant in zip(axes.flat, variants):
+        mine = weights[weights["variant"] == variant] if not weights.empty else weights
+        if not mine.empty:
+            mean = mine.groupby(["task", "epoch"])["weight"].mean().reset_index()
+            for task, group in mean.groupby("task"):
+                ax.plot(group["epoch"] + 1, group["weight"], color=task_colours.get(task), linewidth=1, marker=".")
+        ax.set_title(variant, fontsize=9)
+        ax.set_xlabel("epoch")
+    for ax in list(axes.flat)[len(variants):]:
+        ax.set_visible(False)
+    handles = [plt.Line2D([], [], color=c, label=t) for t, c in task_colours.items()]
+    fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=7, frameon=False)
+    fig.suptitle("Task weights per epoch")
+    fig.subplots_adjust(bottom=0.18)
+    return fig
+
+
+def _curves(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
+    runs = protocol.complete()[["run_id", "variant"]]
+    curves = protocol.curves.merge(runs, on="run_id")
+    if curves.empty:
+        return
+    mean = curves.groupby(["variant", "split", "epoch"])["loss"].mean().reset_index()
+    for (variant, split), group in mean.groupby(["variant", "split"]):
+        ax.plot(group["epoch"] + 1, group["loss"], color=colours[variant], marker="o", markersize=3,
+                linestyle="-" if split == "train" else "--", label=f"{variant} ({split})")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss, mean over tasks")
+    ax.set_title("Training (solid) and validation (dashed) loss")
+    ax.legend(fontsize=6, ncol=2)
+
+
+def _loss_change(ax: plt.Axes, table: pd.DataFrame) -> None:
+    ref = table[table["variant"] == REFERENCE].set_index("task")["loss"]
+    others = table[table["variant"] != REFERENCE].copy()
+    if ref.empty or others.empty:
+        ax.text(0.5, 0.5, "needs EW and another method", ha="center", transform=ax.transAxes)
+        return
+    others["change"] = 100 * (others["loss"] - others["task"].map(ref)) / others["task"].map(ref)
+    grid = others.pivot(index="variant", columns="task", values="change")
+    grid = grid.reindex(columns=[t for t in TASK_NAMES if t in grid.columns])
+    limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
+    sns.heatmap(grid, annot=True, fmt=".0f", cmap="vlag", center=0, vmin=-limit, vmax=limit, ax=ax,
+                cbar_kws={"label": "test loss change vs EW (%)"}, annot_kws={"size": 7})
+    ax.set_xlabel("")
+    ax.set_ylabel("")
+    ax.set_title("Per-task test loss against EW")
+
+
+def _bars(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
+    runs = protocol.complete()[["run_id", "variant"]]
+    test = protocol.test.merge(runs, on="run_id")
+    order = [v for v in protocol.variants() if v in set(test["variant"])]
+    sns.barplot(data=test, x="task", y="auroc", hue="variant", hue_order=order, order=list(TASK_NAMES),
+                palette=colours, errorbar="sd", ax=ax, err_kws={"linewidth": 0.8})
+    ax.set_ylim(0.0, 1.0)
+    ax.axhline(0.5, color="0.5", linewidth=0.7, linestyle=":")
+    ax.tick_params(axis="x", rotation=35, labelsize=7)
+    ax.set_xlabel("")
+    ax.set_ylabel("test AUROC")
+    ax.set_title("Per-task test AUROC (error bars: sd over seeds)")
+    ax.legend(fontsize=6, ncol=6, loc="lower left")
