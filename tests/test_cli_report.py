@@ -1,0 +1,126 @@
+"""`mtlbench report` end to end, from a database written by a real (tiny) sweep inside the test."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from mtlbench.cli import main
+from mtlbench.report.figures import FIGURES
+from mtlbench.store import ResultsStore, RunKey
+
+METHODS = ("ew", "deepchest", "pcgrad")
+
+
+def sweep_args(root: Path, *extra: str) -> list[str]:
+    return ["run", "--methods", ",".join(METHODS), "--preset", "smoke", "--seeds", "0,1", "--synth-images", "120",
+            "--epochs", "2", "--batch-size", "16", "--quiet", "--results", str(root / "r.sqlite"),
+            "--data-dir", str(root / "data"), *extra]
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    assert main(sweep_args(root)) == 0
+    out = root / "out"
+    assert main(["report", "--results", str(root / "r.sqlite"), "--out", str(out), "--quiet",
+                 "--resamples", "200"]) == 0
+    return root, out
+
+
+def _leaderboard(out: Path) -> pd.DataFrame:
+    (csv,) = (out / "tables").glob("leaderboard_*.csv")
+    return pd.read_csv(csv)
+
+
+def test_every_file_is_written(report) -> None:
+    _, out = report
+    assert (out / "report.md").stat().st_size > 1000
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == len(FIGURES) and 'src="http' not in html
+    assert len(list((out / "tables").glob("*.csv"))) == 1 and len(list((out / "tables").glob("*.tex"))) == 1
+    for name in FIGURES:
+        assert len(list(out.glob(f"figures/*/{name}.png"))) == 1 and len(list(out.glob(f"figures/*/{name}.svg"))) == 1
+    md = (out / "report.md").read_text()
+    assert "### Leaderboard" in md and "claims, checked against this data" in md and "Overall accuracy" in md
+
+
+def test_leaderboard_numbers_match_the_store(report) -> None:
+    root, out = report
+    table = _leaderboard(out).set_index("method")
+    con = sqlite3.connect(root / "r.sqlite")
+    test = pd.read_sql("SELECT r.method, r.seed, m.task, m.auroc, m.accuracy, m.loss FROM metrics m "
+                       "JOIN runs r USING (run_id) WHERE m.split='test' AND r.status='complete'", con)
+    per_run = test.groupby(["method", "seed"])[["auroc", "accuracy", "loss"]].mean()
+    for method in METHODS:
+        runs = per_run.loc[method]
+        auroc_text = table.loc[method, "AUROC"]
+        assert auroc_text.startswith(f"{runs['auroc'].mean():.3f} ± {runs['auroc'].std(ddof=1):.3f} (n=2)")
+        assert float(table.loc[method, "accuracy@0.5"]) == pytest.approx(runs["accuracy"].mean(), abs=5e-4)
+        assert float(table.loc[method, "test loss"]) == pytest.approx(runs["loss"].mean(), abs=5e-5)
+        assert table.loc[method, "runs"] == "2/2"
+    costs = pd.read_sql("SELECT r.method, c.median_step_s FROM costs c JOIN runs r USING (run_id)", con)
+    step = costs.groupby("method")["median_step_s"].mean()
+    assert float(table.loc["pcgrad", "step × EW"]) == pytest.approx(step["pcgrad"] / step["ew"], abs=5e-3)
+    assert table.loc["ew", "Δm% vs EW"] == 0.0 or str(table.loc["ew", "Δm% vs EW"]) in ("+0.00", "0.0")
+
+
+def test_figures_are_real_images(report) -> None:
+    _, out = report
+    for png in out.glob("figures/*/*.png"):
+        image = np.asarray(Image.open(png).convert("RGB"))
+        assert image.shape[0] > 200 and image.shape[1] > 300, png
+        assert len(np.unique(image.reshape(-1, 3), axis=0)) > 20, f"{png} is nearly blank"
+
+
+def test_failed_runs_are_listed_and_other_protocols_not_merged(report, tmp_path: Path, capsys) -> None:
+    root, _ = report
+    db = tmp_path / "r.sqlite"
+    db.write_bytes((root / "r.sqlite").read_bytes())
+    with ResultsStore(db) as store:
+        config = json.loads(store.query("SELECT config_json FROM runs WHERE method='pcgrad' LIMIT 1")[0]["config_json"])
+        rid = store.start_run(RunKey("pcgrad", config["dataset"], 7, "deadbeef"), json.dumps({**config, "seed": 7}), {}, "")
+        store.finish_run(rid, "oom", error="CUDA out of memory at 1234 MiB")
+    assert main(sweep_args(root, "--methods", "ew", "--epochs", "1", "--results", str(db))) == 0
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(db), "--out", str(out), "--quiet", "--resamples", "100"]) == 0
+    md = (out / "report.md").read_text()
+    assert "2 protocol(s)" in md and md.count("### Leaderboard") == 2
+    assert "pcgrad seed 7: oom (CUDA out of memory at 1234 MiB)" in md
+    assert "2/3 (1 oom)" in md
+
+
+def test_report_never_trains_and_old_report_is_replaced_whole(report, tmp_path: Path) -> None:
+    root, _ = report
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "stale.txt").write_text("from an older report")
+    before = (root / "r.sqlite").read_bytes()
+    assert main(["report", "--results", str(root / "r.sqlite"), "--out", str(out), "--quiet",
+                 "--methods", "ew,deepchest", "--resamples", "100"]) == 0
+    assert (root / "r.sqlite").read_bytes() == before
+    assert not (out / "stale.txt").exists()
+    assert list(_leaderboard(out)["method"]) == ["ew", "deepchest"]
+
+
+@pytest.mark.parametrize("setup, message", [
+    ("absent", "no results database at"),
+    ("empty", "holds no finished runs"),
+    ("garbage", "is not a usable mtlbench results database"),
+])
+def test_bad_databases_are_one_line_errors(tmp_path: Path, capsys, setup: str, message: str) -> None:
+    db = tmp_path / "r.sqlite"
+    if setup == "empty":
+        ResultsStore(db).close()
+    elif setup == "garbage":
+        db.write_text("not sqlite at all" * 100)
+    code = main(["report", "--results", str(db), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
