@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Callable
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")  # files only, never a window
 
@@ -33,9 +34,17 @@ FIGURES: dict[str, str] = {
 
 
 def palette(variants: list[str]) -> dict[str, tuple]:
-    """One colour-blind-safe colour per method, stable within a report."""
-    colours = sns.color_palette("colorblind", max(len(variants), 1))
-    return {v: colours[i % len(colours)] for i, v in enumerate(variants)}
+    """One colour-blind-safe colour per method, stable within a report.
+
+    seaborn's colour-blind palette has 10 colours; methods beyond that get a darkened colour of
+    it (lightness, which colour-blind readers see, tells them apart).
+    """
+    base = sns.color_palette("colorblind", 10)
+    colours = {}
+    for i, v in enumerate(variants):
+        colour = base[i % 10] if i < 10 else base[(3 * (i - 10) + 1) % 10]
+        colours[v] = colour if i < 10 else sns.set_hls_values(colour, l=0.25)
+    return colours
 
 
 def render_all(protocol: Protocol, results: list[VariantResult], folder: Path,
@@ -45,18 +54,18 @@ def render_all(protocol: Protocol, results: list[VariantResult], folder: Path,
     colours = palette(protocol.variants())
     task_table = _per_task(protocol)
     drawers = {
-        "auroc_heatmap": lambda ax: _heatmap(ax, task_table),
+        "auroc_heatmap": lambda ax: _heatmap(ax, task_table, _order(task_table, protocol)),
         "auroc_vs_cost": lambda ax: _cost(ax, results, colours),
         "weights": None,
         "loss_curves": lambda ax: _curves(ax, protocol, colours),
-        "loss_change_vs_ew": lambda ax: _loss_change(ax, task_table),
+        "loss_change_vs_ew": lambda ax: _loss_change(ax, task_table, _order(task_table, protocol)),
         "auroc_bars": lambda ax: _bars(ax, protocol, colours),
     }
     written = {}
     sns.set_theme(style="whitegrid", context="paper")
     for name, draw in drawers.items():
         fig = _weights(protocol) if name == "weights" else _single(name, draw, len(protocol.variants()))
-        written[name] = _save(fig, folder / name)
+        written[name] = _save(fig, folder / name, layout=name != "weights")
         advance(1)
     return written
 
@@ -73,8 +82,9 @@ def _single(name: str, draw: Callable, n_variants: int) -> plt.Figure:
     return fig
 
 
-def _save(fig: plt.Figure, stem: Path) -> list[Path]:
-    fig.tight_layout()
+def _save(fig: plt.Figure, stem: Path, layout: bool = True) -> list[Path]:
+    if layout:
+        fig.tight_layout()
     files = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
     fig.savefig(files[0], dpi=130)
     fig.savefig(files[1])
@@ -93,10 +103,11 @@ def _order(table: pd.DataFrame, protocol: Protocol) -> list[str]:
     return [v for v in protocol.variants() if v in set(table["variant"])]
 
 
-def _heatmap(ax: plt.Axes, table: pd.DataFrame) -> None:
+def _heatmap(ax: plt.Axes, table: pd.DataFrame, order: list[str]) -> None:
     grid = table.pivot(index="variant", columns="task", values="auroc")
-    grid = grid.reindex(columns=[t for t in TASK_NAMES if t in grid.columns])
-    sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=0.5, vmax=1.0, ax=ax,
+    grid = grid.reindex(index=order, columns=[t for t in TASK_NAMES if t in grid.columns])
+    low = float(np.nanmin(grid.to_numpy())) if np.isfinite(grid.to_numpy()).any() else 0.5
+    sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=min(0.5, low), vmax=1.0, ax=ax,
                 cbar_kws={"label": "test AUROC"}, annot_kws={"size": 7})
     ax.set_xlabel("")
     ax.set_ylabel("")
@@ -145,13 +156,15 @@ def _weights(protocol: Protocol) -> plt.Figure:
             for task, group in mean.groupby("task"):
                 ax.plot(group["epoch"] + 1, group["weight"], color=task_colours.get(task), linewidth=1, marker=".")
         ax.set_title(variant, fontsize=9)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    for ax in axes[-1]:
         ax.set_xlabel("epoch")
     for ax in list(axes.flat)[len(variants):]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color=c, label=t) for t, c in task_colours.items()]
-    fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=7, frameon=False)
     fig.suptitle("Task weights per epoch")
-    fig.subplots_adjust(bottom=0.18)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles=handles, loc="lower center", ncol=7, fontsize=7, frameon=False)
     return fig
 
 
@@ -161,16 +174,20 @@ def _curves(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
     if curves.empty:
         return
     mean = curves.groupby(["variant", "split", "epoch"])["loss"].mean().reset_index()
-    for (variant, split), group in mean.groupby(["variant", "split"]):
-        ax.plot(group["epoch"] + 1, group["loss"], color=colours[variant], marker="o", markersize=3,
-                linestyle="-" if split == "train" else "--", label=f"{variant} ({split})")
+    for variant in protocol.variants():
+        for split in ("train", "val"):
+            group = mean[(mean["variant"] == variant) & (mean["split"] == split)]
+            if len(group):
+                ax.plot(group["epoch"] + 1, group["loss"], color=colours[variant], marker="o", markersize=3,
+                        linestyle="-" if split == "train" else "--", label=f"{variant} ({split})")
+    ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss, mean over tasks")
     ax.set_title("Training (solid) and validation (dashed) loss")
-    ax.legend(fontsize=6, ncol=2)
+    ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
 
-def _loss_change(ax: plt.Axes, table: pd.DataFrame) -> None:
+def _loss_change(ax: plt.Axes, table: pd.DataFrame, order: list[str]) -> None:
     ref = table[table["variant"] == REFERENCE].set_index("task")["loss"]
     others = table[table["variant"] != REFERENCE].copy()
     if ref.empty or others.empty:
@@ -178,7 +195,7 @@ def _loss_change(ax: plt.Axes, table: pd.DataFrame) -> None:
         return
     others["change"] = 100 * (others["loss"] - others["task"].map(ref)) / others["task"].map(ref)
     grid = others.pivot(index="variant", columns="task", values="change")
-    grid = grid.reindex(columns=[t for t in TASK_NAMES if t in grid.columns])
+    grid = grid.reindex(index=[v for v in order if v in grid.index], columns=[t for t in TASK_NAMES if t in grid.columns])
     limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
     sns.heatmap(grid, annot=True, fmt=".0f", cmap="vlag", center=0, vmin=-limit, vmax=limit, ax=ax,
                 cbar_kws={"label": "test loss change vs EW (%)"}, annot_kws={"size": 7})
@@ -199,4 +216,4 @@ def _bars(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
     ax.set_xlabel("")
     ax.set_ylabel("test AUROC")
     ax.set_title("Per-task test AUROC (error bars: sd over seeds)")
-    ax.legend(fontsize=6, ncol=6, loc="lower left")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
