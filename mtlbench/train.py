@@ -89,7 +89,7 @@ def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
     return cls(task_names, params, generator=generator)
 
 
-def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps: int = 3) -> None:
+def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps: int = 10) -> None:
     """A few EW training steps of a throwaway model on the first training batch.
 
     The first steps of a process pay one-time costs (kernel selection, allocator growth, page
@@ -106,6 +106,11 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     model.train()
     for step in range(steps):
         training_step(model, method, optimizer, *batch, ew, step, 0, device)
+    with torch.no_grad():  # the evaluation batch shape too
+        model.eval()
+        eval_batch = next(eval_batches(split, config.eval_batch_size, device, config.normalize_mean,
+                                       config.normalize_std))
+        model(eval_batch[0])
     measure.now(device)
 
 
