@@ -11,6 +11,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+BOOTSTRAP_CHUNK = 100  # resamples evaluated at once
+
 
 @dataclass(frozen=True)
 class Difference:
@@ -85,12 +87,15 @@ def paired_bootstrap(
         return Difference.missing()
     n = labels.shape[0]
     rng = np.random.default_rng(seed)
-    counts = rng.multinomial(n, np.full(n, 1.0 / n), size=resamples).astype(np.float64)
     ones = np.ones((1, n))
     observed = np.mean([mean_auroc_resampled(labels, a, ones)[0] - mean_auroc_resampled(labels, b, ones)[0]
                         for a, b in zip(probs, reference)])
-    diffs = np.mean([mean_auroc_resampled(labels, a, counts) - mean_auroc_resampled(labels, b, counts)
-                     for a, b in zip(probs, reference)], axis=0)
+    chunks = []
+    for size in np.diff(np.r_[0:resamples:BOOTSTRAP_CHUNK, resamples]):  # bounded memory on NIH-sized test sets
+        counts = rng.multinomial(n, np.full(n, 1.0 / n), size=int(size)).astype(np.float64)
+        chunks.append(np.mean([mean_auroc_resampled(labels, a, counts) - mean_auroc_resampled(labels, b, counts)
+                               for a, b in zip(probs, reference)], axis=0))
+    diffs = np.concatenate(chunks)
     low, high = np.nanpercentile(diffs, [2.5, 97.5])
     tail = min(np.mean(diffs <= 0), np.mean(diffs >= 0))
     return Difference(float(observed), float(low), float(high), float(min(1.0, 2 * tail)), len(probs))
