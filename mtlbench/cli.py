@@ -30,6 +30,8 @@ RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
     "--grad-engine": ("grad_engine", str, "per-task gradients: auto (loop on CPU, batched on CUDA) | batched (one vectorized backward) | loop (T backwards)"),
     "--device": ("device", str, "auto | cpu | cuda"),
+    "--precision": ("precision", str, "auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast); "
+                                      "recorded: runs of different precision are never merged"),
 }
 
 # options that say which data to use: shared by `run` and `data prepare|verify`
@@ -51,6 +53,8 @@ DATA_SWITCHES: dict[str, tuple[str, str]] = {
 }
 RUN_SWITCHES: dict[str, tuple[str, str]] = {
     "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
+    "--compile": ("compile", "torch.compile the model (loss-weighting methods only; the first steps of each run "
+                             "pay the compilation)"),
     "--freeze-trunk": ("freeze_trunk", "linear probe: keep the ResNet18 trunk fixed and train only the task heads "
                                        "(loss-weighting methods only; usually with --pretrained imagenet)"),
 }

@@ -21,6 +21,7 @@ HEADS = ("bce", "ce2")
 AUGMENTATIONS = ("none", "light", "paper")
 SELECTIONS = ("best-val-auroc", "last")
 DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # see backend.py
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download")
 
 
@@ -57,6 +58,8 @@ class RunConfig:
     grad_engine: str = "auto"  # resolved per device before a run: see grads.resolve_engine
     freeze_trunk: bool = False  # linear probe: the ResNet18 trunk is fixed, only the heads train
     device: str = "auto"
+    precision: str = "auto"  # resolved per device before a run: bf16 on CUDA, fp32 on CPU (backend.py)
+    compile: bool = False  # torch.compile the model (loss-weighting methods only)
     # where and how to get the data: not part of the hash (data_fingerprint covers the data)
     data_dir: str = "data"
     cache_dir: str = ""  # image caches; "" = <data root>/mtlbench-cache
@@ -162,6 +165,7 @@ def validate(config: RunConfig) -> None:
     choice("select", SELECTIONS)
     choice("grad_engine", ("auto", "batched", "loop"))
     choice("device", DEVICES)
+    choice("precision", PRECISIONS)
     choice("pretrained", ("none", "imagenet"))
     choice("views", ("all", "PA", "AP"))
     at_least("seed", 0, 2**31 - 1)

@@ -7,13 +7,16 @@ method of a sweep sees identical batches.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
-from typing import Iterator
+from queue import Empty, Full, Queue
+from typing import Iterator, TypeVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mtlbench.backend import prepare_input
 from mtlbench.datasets.base import Split
 
 
@@ -44,13 +47,97 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batch(self, positions: np.ndarray, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(uint8 images (B, H, W), float labels (B, T)) of `positions`, on `device`."""
-        images = torch.from_numpy(np.ascontiguousarray(self.pixels[self.rows[positions]]))
+    def host_batch(self, positions: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(uint8 images (B, H, W), float labels (B, T)) of `positions` on the host.
+
+        With `pin`, the images are gathered straight into pinned memory (PyTorch's caching host
+        allocator reuses such blocks only after the copies that read them have finished).
+        """
+        rows = self.rows[positions]
+        images = torch.empty((len(rows), *self.pixels.shape[1:]), dtype=torch.uint8, pin_memory=self.pin)
+        np.take(self.pixels, rows, axis=0, out=images.numpy())
         labels = self.labels[torch.from_numpy(np.asarray(positions))]
-        if self.pin:
-            images, labels = images.pin_memory(), labels.pin_memory()
-        return images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        return images, labels.pin_memory() if self.pin else labels
+
+
+T = TypeVar("T")
+_DONE = object()
+
+
+def prefetched(source: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Items of `source`, produced by a background thread up to `depth` items ahead.
+
+    The order is unchanged (one producer); an exception in the producer is raised here; a
+    consumer that stops early stops the producer.
+    """
+    queue: Queue = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in source:
+                while not stop.is_set():
+                    try:
+                        queue.put((item, None), timeout=0.1)
+                        break
+                    except Full:
+                        continue
+                if stop.is_set():
+                    return
+            queue.put((_DONE, None))
+        except BaseException as exc:  # handed to the consumer
+            queue.put((_DONE, exc))
+
+    worker = threading.Thread(target=produce, name="mtlbench-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item, error = queue.get()
+            if item is _DONE:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                queue.get_nowait()
+            except Empty:
+                pass
+            worker.join(timeout=0.05)
+
+
+def _device_batches(
+    split: DeviceSplit, position_batches: Iterator[np.ndarray], device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches of `position_batches` on `device`, gathered and copied one or two batches ahead.
+
+    On CUDA the background thread copies on its own stream; the consumer's stream waits for
+    that copy (an event, not a host sync) before using the batch.
+    """
+    copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def produce() -> Iterator[tuple[torch.Tensor, torch.Tensor, object]]:
+        for positions in position_batches:
+            images, labels = split.host_batch(positions)
+            if copy_stream is None:
+                yield images.to(device), labels.to(device), None
+                continue
+            with torch.cuda.stream(copy_stream):
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
+                ready = torch.cuda.Event()
+                ready.record(copy_stream)
+            yield images, labels, ready
+
+    for images, labels, ready in prefetched(produce()):
+        if ready is not None:
+            current = torch.cuda.current_stream(device)
+            current.wait_event(ready)
+            images.record_stream(current)
+            labels.record_stream(current)
+        yield images, labels
 
 
 def to_model_input(images: torch.Tensor, mean: float, std: float) -> torch.Tensor:
@@ -129,9 +216,10 @@ def train_batches(
     """Shuffled full batches of one epoch (the ragged last batch is dropped, as BatchNorm needs > 1)."""
     order = epoch_rng(seed, epoch, 0).permutation(len(split))
     aug_rng = epoch_rng(seed, epoch, 1)
-    for start in range(0, len(split) - batch_size + 1, batch_size):
-        images, labels = split.batch(order[start : start + batch_size], device)
-        yield augment_batch(to_model_input(images, mean, std), augment, aug_rng, hflip), labels
+    starts = range(0, len(split) - batch_size + 1, batch_size)
+    positions = (order[start : start + batch_size] for start in starts)
+    for images, labels in _device_batches(split, positions, device):
+        yield prepare_input(augment_batch(to_model_input(images, mean, std), augment, aug_rng, hflip)), labels
 
 
 def steps_per_epoch(n: int, batch_size: int) -> int:
@@ -143,6 +231,6 @@ def eval_batches(
     split: DeviceSplit, batch_size: int, device: torch.device, mean: float, std: float
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """All images of a split in order, unaugmented."""
-    for start in range(0, len(split), batch_size):
-        images, labels = split.batch(np.arange(start, min(start + batch_size, len(split))), device)
-        yield to_model_input(images, mean, std), labels
+    positions = (np.arange(start, min(start + batch_size, len(split))) for start in range(0, len(split), batch_size))
+    for images, labels in _device_batches(split, positions, device):
+        yield prepare_input(to_model_input(images, mean, std)), labels

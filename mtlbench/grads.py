@@ -51,7 +51,11 @@ def resolve_engine(engine: str, device: torch.device) -> str:
 def per_task_gradients(
     losses: torch.Tensor, need: GradientNeed, model: nn.Module, features: torch.Tensor, engine: str = "batched"
 ) -> torch.Tensor:
-    """(T, P) matrix whose row t is ∇ L_t in the declared space, flattened; detached."""
+    """(T, P) matrix (float32 at least) whose row t is ∇ L_t in the declared space, flattened; detached.
+
+    The Jacobian is allocated once and filled block by block (batched) or row by row (loop),
+    never assembled by concatenating copies.
+    """
     space = _space(need, model, features)
     if resolve_engine(engine, losses.device) == "batched":
         try:
@@ -64,18 +68,34 @@ def per_task_gradients(
 def _batched(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
     t = losses.shape[0]
     basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
-    g = torch.autograd.grad(losses, space, grad_outputs=basis, retain_graph=True, is_grads_batched=True,
-                            allow_unused=True)
-    return torch.cat([(gi if gi is not None else losses.new_zeros((t, *p.shape))).reshape(t, -1)
-                      for gi, p in zip(g, space)], dim=1)
+    g = list(torch.autograd.grad(losses, space, grad_outputs=basis, retain_graph=True, is_grads_batched=True,
+                                 allow_unused=True))
+    jacobian = losses.new_empty((t, sum(p.numel() for p in space)), dtype=torch.promote_types(losses.dtype, torch.float32))
+    offset = 0
+    for i, p in enumerate(space):  # each block is copied, then dropped
+        n = p.numel()
+        if g[i] is None:
+            jacobian[:, offset : offset + n] = 0
+        else:
+            jacobian[:, offset : offset + n] = g[i].reshape(t, n)
+        g[i] = None
+        offset += n
+    return jacobian
 
 
 def _loop(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
-    rows = []
-    for t in range(losses.shape[0]):
+    jacobian = losses.new_empty((losses.shape[0], sum(p.numel() for p in space)), dtype=torch.promote_types(losses.dtype, torch.float32))
+    for t in range(losses.shape[0]):  # only one task's gradient exists outside the Jacobian at a time
         g = torch.autograd.grad(losses[t], space, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([(gi if gi is not None else torch.zeros_like(p)).reshape(-1) for gi, p in zip(g, space)]))
-    return torch.stack(rows)
+        offset = 0
+        for gi, p in zip(g, space):
+            n = p.numel()
+            if gi is None:
+                jacobian[t, offset : offset + n] = 0
+            else:
+                jacobian[t, offset : offset + n] = gi.reshape(n)
+            offset += n
+    return jacobian
 
 
 def apply_shared_gradient(
@@ -86,12 +106,13 @@ def apply_shared_gradient(
         offset = 0
         for p in model.shared_parameters():
             n = p.numel()
-            p.grad = shared_grad[offset : offset + n].view_as(p).to(p.dtype).clone()
+            p.grad = shared_grad[offset : offset + n].view_as(p).to(p.dtype)  # a view: no copy
             offset += n
         return
     if need == "shared_features":
         params = model.shared_parameters()
-        grads = torch.autograd.grad(features, params, grad_outputs=shared_grad.view_as(features), retain_graph=True)
+        grad_out = shared_grad.view_as(features).to(features.dtype)
+        grads = torch.autograd.grad(features, params, grad_outputs=grad_out, retain_graph=True)
         for p, g in zip(params, grads):
             p.grad = g
         return

@@ -54,3 +54,58 @@ def peak_cuda_mb(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
     return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+class StepTimer:
+    """Per-step times of the whole step and of the method's own part, without a host sync per step.
+
+    On CUDA each mark records an event on the current stream; the times are read once, in
+    `collect` (one synchronization per epoch). On the CPU, work is synchronous and marks read
+    `time.perf_counter` directly. Call `start`, optionally `method_start`/`method_end`, then `end`
+    once per step.
+    """
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+        self._marks: list[dict[str, object]] = []
+        self._current: dict[str, object] = {}
+
+    def _mark(self) -> object:
+        if self.cuda:
+            event = torch.cuda.Event(enable_timing=True)
+            event.record()
+            return event
+        return time.perf_counter()
+
+    def start(self) -> None:
+        """The step begins."""
+        self._current = {"start": self._mark()}
+
+    def method_start(self) -> None:
+        """The method's own work (per-task gradients, its computation) begins."""
+        self._current["method_start"] = self._mark()
+
+    def method_end(self) -> None:
+        """The method's own work ends."""
+        self._current["method_end"] = self._mark()
+
+    def end(self) -> None:
+        """The step ends."""
+        self._current["end"] = self._mark()
+        self._marks.append(self._current)
+        self._current = {}
+
+    def _seconds(self, a: object, b: object) -> float:
+        if self.cuda:
+            return a.elapsed_time(b) / 1000.0  # type: ignore[attr-defined]
+        return float(b) - float(a)  # type: ignore[arg-type]
+
+    def collect(self) -> tuple[list[float], list[float]]:
+        """(step seconds, method seconds) of the steps since the last collect; syncs once on CUDA."""
+        if self.cuda and self._marks:
+            self._marks[-1]["end"].synchronize()  # type: ignore[attr-defined]
+        steps = [self._seconds(m["start"], m["end"]) for m in self._marks]
+        method = [self._seconds(m["method_start"], m["method_end"]) if "method_start" in m else 0.0
+                  for m in self._marks]
+        self._marks = []
+        return steps, method

@@ -6,15 +6,16 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
+
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.environment import environment
 from mtlbench.errors import UserError
-from mtlbench.grads import resolve_engine
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
-from mtlbench.train import RunReporter, RunResult, resolve_device, train_run, warm_up
+from mtlbench.train import RunReporter, RunResult, resolve_runtime, train_run, warm_up
 
 
 @dataclass(frozen=True)
@@ -91,12 +92,18 @@ def check_methods_fit(config: RunConfig, methods: Sequence[str]) -> None:
     """Refuse, before anything runs, a method that cannot work under `config`.
 
     With a frozen trunk there is no shared gradient to weight or aggregate: a gradient method
-    (anything that needs more than the losses) would silently train the heads like EW.
+    (anything that needs more than the losses) would silently train the heads like EW. A
+    compiled graph cannot be backpropagated several times (its buffers are donated), which the
+    per-task gradients of a gradient method need.
     """
-    if not config.freeze_trunk:
-        return
     needing = [m for m in methods if METHODS.get(m).needs != "losses"]
-    if needing:
+    if needing and config.compile:
+        raise UserError(
+            f"--compile supports loss-weighting methods only: the gradient method(s) {', '.join(needing)} "
+            "backpropagate several times through one graph, which a compiled graph does not allow; "
+            "drop --compile or those methods"
+        )
+    if needing and config.freeze_trunk:
         raise UserError(
             f"--freeze-trunk leaves no shared gradient for the gradient method(s) {', '.join(needing)}; "
             "drop them from --methods or train the trunk"
@@ -135,8 +142,8 @@ def run_sweep(
     force: bool = False,
 ) -> list[RunResult]:
     """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
-    device = resolve_device(plan.base.device)
-    base = replace(plan.base, device=device.type, grad_engine=resolve_engine(plan.base.grad_engine, device))
+    base = resolve_runtime(plan.base)
+    device = torch.device(base.device)
     plan = replace(plan, base=base)
     check_methods_fit(base, plan.methods)
     env = environment(device)

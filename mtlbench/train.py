@@ -18,13 +18,14 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from mtlbench import grads, measure
+from mtlbench import backend, grads, measure
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
 from mtlbench.feed import DeviceSplit, eval_batches, steps_per_epoch, train_batches
-from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
+from mtlbench.methods.base import EpochStats, Method, StepContext
 from mtlbench.metrics import THRESHOLD, TaskMetrics, task_metrics
+from mtlbench.backend import at_least_float32
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses, positive_probability
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore, RunKey
@@ -81,6 +82,29 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def resolve_runtime(config: RunConfig) -> RunConfig:
+    """`config` with its device-dependent choices resolved (device, grad engine, precision).
+
+    The resolved values are what a run records and hashes: "auto" never reaches the store.
+    """
+    device = resolve_device(config.device)
+    return replace(
+        config,
+        device=device.type,
+        grad_engine=grads.resolve_engine(config.grad_engine, device),
+        precision=backend.resolve_precision(config.precision, device),
+    )
+
+
+def build_model(config: RunConfig, num_tasks: int, device: torch.device) -> MultiTaskResNet:
+    """The harness model for `config` on `device`, in the device's fast memory layout."""
+    spec = ModelSpec(num_tasks, config.head, config.pretrained, config.freeze_trunk)
+    model = backend.prepare_model(MultiTaskResNet(spec), device)
+    if config.compile:
+        model.compile()  # compiles the module's call in place; parameters and state_dict keys unchanged
+    return model
+
+
 def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
     """The configured method with its hyperparameters and its own RNG (not the data RNG)."""
     cls = METHODS.get(config.method)
@@ -96,8 +120,9 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     cache); without this the first method of a sweep (EW, the cost reference) would pay them.
     Touches no seeded state that a run depends on: every run reseeds.
     """
-    ew = replace(config, method="ew", method_params={})
-    model = MultiTaskResNet(ModelSpec(len(data.task_names), config.head, "none", config.freeze_trunk)).to(device)
+    ew = replace(resolve_runtime(config), method="ew", method_params={}, pretrained="none")
+    backend.configure(device, ew.precision)
+    model = build_model(ew, len(data.task_names), device)
     method = build_method(ew, data.task_names).to(device)
     optimizer = build_optimizer(ew, model, method)
     split = DeviceSplit.from_split(data.train, device)
@@ -106,7 +131,7 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     model.train()
     for step in range(steps):
         training_step(model, method, optimizer, *batch, ew, step, 0, device)
-    with torch.no_grad():  # the evaluation batch shape too
+    with torch.no_grad(), backend.autocast(ew.precision, device):  # the evaluation batch shape too
         model.eval()
         eval_batch = next(eval_batches(split, config.eval_batch_size, device, config.normalize_mean,
                                        config.normalize_std))
@@ -148,9 +173,11 @@ def evaluate(
     model.eval()
     probs, loss_sum = [], torch.zeros(split.labels.shape[1], device=device, dtype=torch.float64)
     for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
-        _, logits = model(x)
+        with backend.autocast(config.precision, device):
+            _, logits = model(x)
+        logits = at_least_float32(logits)
         loss_sum += per_task_losses(logits, y, config.head).double() * y.shape[0]
-        probs.append(positive_probability(logits, config.head).float())
+        probs.append(positive_probability(logits, config.head))
     p = torch.cat(probs).cpu().numpy()
     return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy()), p
 
@@ -187,12 +214,11 @@ class EpochMeter:
 
 @dataclass
 class StepRecord:
-    """What one training step produced (detached), and the time the method itself took."""
+    """What one training step produced, detached: per-task losses, float32 logits, the weights used."""
 
     losses: torch.Tensor
     logits: torch.Tensor
-    out: StepOutput
-    method_s: float
+    weights: torch.Tensor
 
 
 def training_step(
@@ -205,23 +231,31 @@ def training_step(
     step: int,
     epoch: int,
     device: torch.device,
+    timer: measure.StepTimer | None = None,
 ) -> StepRecord:
     """One optimizer step: forward, per-task losses, the method's decision, backward, update.
 
-    `method_s` covers what only the method adds (per-task gradients and its own computation),
-    timed with the device synchronized; the forward/backward every method pays is outside it.
+    `timer` (optional) marks what only the method adds (per-task gradients and its own
+    computation); the forward/backward every method pays is outside it. The previous step's
+    gradients are freed before the forward and the per-task Jacobian before the update, so a
+    gradient method never holds both.
     """
-    features, logits = model(x)
+    optimizer.zero_grad(set_to_none=True)
+    with backend.autocast(config.precision, device):
+        features, logits = model(x)
+    logits = at_least_float32(logits)  # losses, metrics and methods never see bf16
     losses = per_task_losses(logits, y, config.head)
 
-    t_method = measure.now(device)
+    if timer is not None:
+        timer.method_start()
     task_grads = None
     if method.needs != "losses":
         task_grads = grads.per_task_gradients(losses, method.needs, model, features, config.grad_engine)
     out = method.step(StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads))
-    method_s = measure.now(device) - t_method
+    del task_grads  # the (T, P) Jacobian: the method has what it needs from it
+    if timer is not None:
+        timer.method_end()
 
-    optimizer.zero_grad(set_to_none=True)
     if out.shared_grad is None:
         objective = out.objective if out.objective is not None else (out.weights.detach() * losses).sum()
         objective.backward()
@@ -233,7 +267,7 @@ def training_step(
         for p, g in zip(head_params, head_grads):
             p.grad = g
     optimizer.step()
-    return StepRecord(losses.detach(), logits.detach(), out, method_s)
+    return StepRecord(losses.detach(), logits.detach(), out.weights.detach())
 
 
 def _first_bad_step(bad: torch.Tensor) -> int | None:
@@ -251,7 +285,7 @@ def train_run(
 ) -> RunResult:
     """Train and evaluate one cell, writing everything to `store`; skips a complete cell unless `force`."""
     reporter = reporter or SilentReporter()
-    config = replace(config, grad_engine=grads.resolve_engine(config.grad_engine, torch.device(config.device)))
+    config = resolve_runtime(config)
     key = RunKey(config.method, config.dataset, config.seed, config.config_hash())
     existing = store.complete_run(key)
     if existing is not None and not force:
@@ -266,7 +300,8 @@ def train_run(
     if steps_per_epoch(len(data.train), config.batch_size) == 0:
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
     run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
-    run_id = store.start_run(key, json.dumps(run_config, sort_keys=True), env, method.normalization)
+    fast_path = backend.configure(device, config.precision)  # recorded with the environment
+    run_id = store.start_run(key, json.dumps(run_config, sort_keys=True), {**env, **fast_path}, method.normalization)
     store.set_data_info(run_id, data.info)
     try:
         return _train(config, data, store, run_id, method, device, reporter)
@@ -294,7 +329,7 @@ def _train(
     rss_scope = measure.reset_peaks(device)
 
     torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
-    model = MultiTaskResNet(ModelSpec(len(tasks), config.head, config.pretrained, config.freeze_trunk)).to(device)
+    model = build_model(config, len(tasks), device)
     optimizer = build_optimizer(config, model, method)
     train_split = DeviceSplit.from_split(data.train, device)
     val_split = DeviceSplit.from_split(data.val, device)
@@ -304,6 +339,7 @@ def _train(
     reporter.start_run(f"{config.method} seed {config.seed}", config.epochs, n_steps)
 
     per_step_weights = method.weights_changed_per_step()
+    timer = measure.StepTimer(device)
     step_times: list[float] = []
     method_times: list[float] = []
     train_s = eval_s = 0.0
@@ -320,20 +356,21 @@ def _train(
             train_split, config.batch_size, config.seed, epoch, device,
             config.normalize_mean, config.normalize_std, config.augment, config.hflip,
         ):
-            t0 = measure.now(device)
-            rec = training_step(model, method, optimizer, x, y, config, global_step, epoch, device)
+            timer.start()
+            rec = training_step(model, method, optimizer, x, y, config, global_step, epoch, device, timer)
             schedule.step()
             bad = ~torch.isfinite(rec.losses).all()
             bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, global_step), bad_step)
-            method_times.append(rec.method_s)
-
-            meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.out.weights, per_step_weights)
-            step_times.append(measure.now(device) - t0)
+            meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.weights, per_step_weights)
+            timer.end()
             global_step += 1
             reporter.advance_step()
             if global_step % DIVERGENCE_CHECK_EVERY == 0 and _first_bad_step(bad_step) is not None:
                 break
         train_s += measure.now(device) - t_epoch
+        epoch_steps, epoch_methods = timer.collect()
+        step_times += epoch_steps
+        method_times += epoch_methods
 
         diverged_at = _first_bad_step(bad_step)
         if diverged_at is not None:

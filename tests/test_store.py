@@ -61,8 +61,8 @@ def test_not_a_database_is_a_user_error(tmp_path):
 
 
 def test_skip_on_rerun_and_force(tmp_path, toy_bundle):
-    # grad_engine given explicitly: train_run records the resolved engine, and so the hash of that
-    cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=32, grad_engine="loop")
+    # grad_engine and precision given explicitly: train_run records the resolved values, and so their hash
+    cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=32, grad_engine="loop", precision="fp32")
     with ResultsStore(tmp_path / "r.sqlite") as s:
         first = train_run(cfg, toy_bundle, s, {})
         again = train_run(cfg, toy_bundle, s, {})
