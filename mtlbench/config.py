@@ -23,6 +23,9 @@ SELECTIONS = ("best-val-auroc", "last")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # see backend.py
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download")
+# Fields added after runs were first stored, with the value every earlier run had: at that value
+# they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
+LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False}
 
 
 @dataclass(frozen=True)
@@ -67,10 +70,14 @@ class RunConfig:
     download: bool = False
 
     def hashed_fields(self) -> dict[str, Any]:
-        """The fields that define the cell (all but where and how the data is fetched)."""
+        """The fields that define the cell (all but where and how the data is fetched, and the
+        newer fields at their legacy value)."""
         d = asdict(self)
         for name in UNHASHED_FIELDS:
             d.pop(name)
+        for name, value in LEGACY_VALUES.items():
+            if d[name] == value:
+                d.pop(name)
         return d
 
     def config_hash(self) -> str:

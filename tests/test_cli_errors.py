@@ -25,6 +25,10 @@ from mtlbench.cli import main
         (["run", "--config", "/nonexistent/c.json"], "config file not found"),
         (["run", "--freeze-trunk", "--methods", "ew,pcgrad,mgda-ub"],
          "--freeze-trunk leaves no shared gradient for the gradient method(s) pcgrad, mgda-ub"),
+        (["run", "--compile", "--methods", "ew,mgda"], "--compile supports loss-weighting methods only: the gradient "
+                                                        "method(s) mgda"),
+        (["run", "--precision", "tf32", "--device", "cpu"], "--precision tf32 is a CUDA tensor-core mode"),
+        (["run", "--precision", "fp16"], "unknown --precision 'fp16'; valid: auto, fp32, tf32, bf16"),
         (["run", "--grad-engine", "fast"], "unknown --grad-engine 'fast'; valid: auto, batched, loop"),
         (["bogus"], "invalid choice"),
         (["export", "--results", "/nonexistent/r.sqlite"], "no results database at /nonexistent/r.sqlite"),

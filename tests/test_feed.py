@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import numpy as np
+import pytest
 import torch
 
 from mtlbench.datasets.base import Split
-from mtlbench.feed import DeviceSplit, augment_batch, eval_batches, to_model_input, train_batches
+from mtlbench.feed import DeviceSplit, augment_batch, eval_batches, prefetched, to_model_input, train_batches
 
 CPU = torch.device("cpu")
 
@@ -67,3 +71,49 @@ def test_hflip_alone_flips_about_half_exactly() -> None:
 def test_to_model_input_keeps_the_device_and_normalizes() -> None:
     images = torch.tensor([[[0, 255]]], dtype=torch.uint8)
     assert to_model_input(images, 0.5, 0.5).tolist() == [[[[-1.0, 1.0]]]]
+
+def test_prefetched_keeps_order_and_runs_ahead_of_the_consumer() -> None:
+    produced: list[int] = []
+
+    def source():
+        for i in range(10):
+            produced.append(i)
+            yield i
+
+    items = prefetched(source(), depth=2)
+    assert next(items) == 0
+    time.sleep(0.2)
+    assert len(produced) >= 3  # produced while the consumer was busy
+    assert list(items) == list(range(1, 10))
+
+
+def test_prefetched_raises_the_producers_error_in_the_consumer() -> None:
+    def source():
+        yield 1
+        raise ValueError("bad batch")
+
+    items = prefetched(source())
+    assert next(items) == 1
+    with pytest.raises(ValueError, match="bad batch"):
+        next(items)
+
+
+def test_prefetched_stops_its_thread_when_the_consumer_stops_early() -> None:
+    def endless():
+        i = 0
+        while True:
+            yield i
+            i += 1
+
+    items = prefetched(endless(), depth=2)
+    assert [next(items) for _ in range(3)] == [0, 1, 2]
+    items.close()
+    time.sleep(0.1)
+    assert not any(t.name == "mtlbench-prefetch" and t.is_alive() for t in threading.enumerate())
+
+
+def test_host_batch_gathers_the_rows_of_the_store() -> None:
+    split = store_split()
+    images, labels = DeviceSplit.from_split(split, CPU).host_batch(np.array([3, 0, 7]))
+    assert images.dtype == torch.uint8 and np.array_equal(images.numpy(), split.pixels[split.rows[[3, 0, 7]]])
+    assert torch.equal(labels, torch.from_numpy(split.labels[[3, 0, 7]]).float())

@@ -194,3 +194,54 @@ def test_heads_get_their_own_loss_gradient_whatever_the_shared_aggregate(toy_bun
     expected = torch.autograd.grad(per_task_losses(logits, y, "bce").sum(), model.head_parameters())
     for a, e in zip(applied, expected):
         assert torch.allclose(a, e, atol=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["loop", "batched"])
+def test_jacobian_is_freed_before_the_update_and_old_gradients_before_the_jacobian(engine):
+    """A gradient method never holds the (T, P) Jacobian, the previous gradients and the optimizer
+    update at once: memory at its floor."""
+    import weakref
+
+    seen = {}
+
+    class Holder(Method):
+        needs = "shared_params"
+
+        def step(self, ctx):
+            seen["jacobian"] = weakref.ref(ctx.grads)
+            seen["old_grads"] = [p.grad for p in model.parameters() if p.grad is not None]
+            return StepOutput(weights=torch.ones(14), shared_grad=ctx.grads.sum(0))
+
+    class CheckingSGD(torch.optim.SGD):
+        def step(self, closure=None):
+            seen["alive_at_update"] = seen["jacobian"]() is not None
+            return super().step(closure)
+
+    torch.manual_seed(0)
+    model = MultiTaskResNet(ModelSpec(14, "bce")).train()
+    optimizer = CheckingSGD(model.parameters(), lr=0.01)
+    x, y = torch.randn(4, 1, 32, 32), (torch.rand(4, 14) < 0.3).float()
+    for step in range(2):
+        training_step(model, Holder(TASK_NAMES), optimizer, x, y, replace(CFG, grad_engine=engine), step, 0,
+                      torch.device("cpu"))
+        assert seen["alive_at_update"] is False
+        assert seen["old_grads"] == []  # the previous step's .grad were released before the Jacobian
+
+
+def test_step_timer_times_steps_and_the_method_part_on_cpu():
+    import time
+
+    from mtlbench.measure import StepTimer
+
+    timer = StepTimer(torch.device("cpu"))
+    for with_method in (True, False):
+        timer.start()
+        if with_method:
+            timer.method_start()
+            time.sleep(0.02)
+            timer.method_end()
+        time.sleep(0.01)
+        timer.end()
+    steps, method = timer.collect()
+    assert steps[0] >= 0.03 and steps[1] >= 0.01 and steps[0] > method[0] >= 0.02 and method[1] == 0.0
+    assert timer.collect() == ([], [])

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtlbench.config import UNHASHED_FIELDS
+from mtlbench.config import LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
@@ -88,7 +88,7 @@ def load_protocols(
             runs = runs[runs["method"].isin(methods)]
         if runs.empty:
             raise UserError(f"{path} holds no runs for dataset {dataset!r} and methods {methods}")
-        configs = [json.loads(c) for c in runs["config_json"]]
+        configs = [{**LEGACY_VALUES, **json.loads(c)} for c in runs["config_json"]]  # older runs lack newer fields
         runs = runs.assign(
             protocol=[protocol_key(c) for c in configs],
             variant=[variant_name(c["method"], c.get("method_params") or {}) for c in configs],

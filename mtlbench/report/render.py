@@ -63,7 +63,7 @@ def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figure
     c = protocol.config
     blocks = [
         Block("heading", f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
-                         f"{c.get('epochs')} epochs (key {protocol.key})", 2),
+                         f"{c.get('epochs')} epochs, {c.get('precision')} (key {protocol.key})", 2),
         Block("text", "Settings: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items())
                                                if k not in ("data_fingerprint",) and not isinstance(v, dict)) + "."),
         Block("heading", "Leaderboard", 3),

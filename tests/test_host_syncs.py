@@ -1,0 +1,97 @@
+"""No host sync per step: loss-weighting methods and the training loop keep per-step work on the device.
+
+A host sync is any call that needs a tensor's value on the host (`.item()`, `bool(t)`, `.tolist()`,
+`.numpy()`, `.cpu()`, …). On a CPU these are cheap, but on a GPU each one stalls the queue; they
+are counted here with a TorchFunctionMode, which sees every such call whatever the device.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from dataclasses import replace
+
+import pytest
+import torch
+from torch.overrides import TorchFunctionMode
+
+from mtlbench.config import build_config
+from mtlbench.methods.base import EpochStats, StepContext
+from mtlbench.registry import METHODS
+from mtlbench.store import ResultsStore
+from mtlbench.tasks import TASK_NAMES
+from mtlbench.train import DIVERGENCE_CHECK_EVERY, build_method, train_run
+from tests.conftest import make_bundle
+
+SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu"}
+LOSS_METHODS = [name for name in METHODS.names() if METHODS.get(name).needs == "losses"]
+
+
+def _from_optimizer() -> bool:
+    """Whether the current call comes from torch.optim, whose step counters live on the host
+    (`.item()` on them never waits for the device)."""
+    frame = sys._getframe(2)
+    while frame is not None:
+        if f"torch{os.sep}optim{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class SyncCounter(TorchFunctionMode):
+    """Counts calls that read a tensor's value on the host (in the thread that entered it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in SYNCING and not _from_optimizer():
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def test_the_counter_sees_each_kind_of_sync() -> None:
+    t = torch.ones(3)
+    with SyncCounter() as counter:
+        t.sum().item(), bool(t.sum() > 0), t.tolist(), t.numpy(), t.cpu(), float(t.sum())
+    assert set(counter.calls) == {"item", "__bool__", "tolist", "numpy", "cpu", "__float__"}
+
+
+@pytest.mark.parametrize("name", LOSS_METHODS)
+def test_loss_weighting_step_makes_no_host_sync(name: str) -> None:
+    method = build_method(replace(build_config("smoke"), method=name), TASK_NAMES)
+    optimizer = torch.optim.SGD(method.parameters() or [torch.zeros(1, requires_grad=True)], lr=0.01)
+    gen = torch.Generator().manual_seed(0)
+    ones = torch.ones(len(TASK_NAMES))
+    for epoch in range(3):
+        with SyncCounter() as counter:
+            for step in range(4):
+                losses = (torch.rand(len(TASK_NAMES), generator=gen) + 0.1).requires_grad_()
+                out = method.step(StepContext(losses=losses, step=4 * epoch + step, epoch=epoch))
+                objective = out.objective if out.objective is not None else (out.weights.detach() * losses).sum()
+                optimizer.zero_grad()
+                objective.backward()
+                optimizer.step()
+        assert not counter.calls, f"{name} synced in step(): {dict(counter.calls)}"
+        # epoch statistics arrive once per epoch; reading them there is allowed
+        method.end_epoch(EpochStats(epoch, 0.5 * ones, 0.8 * ones, 0.6 * ones, 0.7 * ones, 0.75 * ones))
+
+
+def _syncs_of_run(method: str, n_train: int, tmp_path) -> Counter:
+    config = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=method)
+    with ResultsStore(tmp_path / f"{method}-{n_train}.sqlite") as store, SyncCounter() as counter:
+        out = train_run(config, make_bundle(n_train), store, {})
+    assert out.status == "complete", out.detail
+    return counter.calls
+
+
+@pytest.mark.parametrize("method", ["ew", "deepchest", "uncertainty", "famo"])
+def test_training_loop_syncs_once_per_logging_interval_not_per_step(method: str, tmp_path) -> None:
+    """Host syncs of a run do not grow with its number of steps (below the divergence-check interval)."""
+    few, many = 3, 3 + DIVERGENCE_CHECK_EVERY - 4  # both below one check interval
+    short = _syncs_of_run(method, 16 * few, tmp_path)
+    long = _syncs_of_run(method, 16 * many, tmp_path)
+    assert long == short, f"{method}: {many - few} more steps added syncs {dict(long - short)}"
