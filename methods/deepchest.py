@@ -115,10 +115,13 @@ class DeepChest(Method):
         if p.increase_factor < 1 or p.decay_factor < 1 or p.max_weight <= 0:
             raise UserError("deepchest: increase_factor and decay_factor must be ≥ 1 and max_weight > 0")
         self.weights_ = initial_weights(p, self.task_names)
+        self.step_weights_: torch.Tensor | None = None  # weights_ on the losses' device: one copy per epoch
 
     def step(self, ctx: StepContext) -> StepOutput:
         """Weights fixed within an epoch; the trainer backpropagates Σ_t w_t L_t."""
-        w = self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype)
+        w = self.step_weights_
+        if w is None or w.device != ctx.losses.device or w.dtype != ctx.losses.dtype:
+            w = self.step_weights_ = self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype)
         return StepOutput(weights=w)
 
     def end_epoch(self, stats: EpochStats) -> None:
@@ -131,3 +134,4 @@ class DeepChest(Method):
             lagging = lagging_tasks(stats.train_loss.double().cpu(), higher_is_better=False)
         p = self.params
         self.weights_ = deepchest_update(self.weights_, lagging, p.increase_factor, p.max_weight, p.decay_factor)
+        self.step_weights_ = None

@@ -9,8 +9,8 @@ Deviation: the weights are multiplied by T, w = T·softmax(λ̃), so that they s
 equal weighting and the other sum-to-T methods of the benchmark (the paper's sum to 1, which
 only rescales the gradient by 1/T).
 
-The draws come from the method's own CPU generator (never the data-order RNG) and are moved
-to the losses' device. The weights do not depend on the losses, so no loss can make them NaN.
+The draws come from the method's own CPU generator (never the data-order RNG) and are copied
+to the losses' device asynchronously (through pinned memory on CUDA). The weights do not depend on the losses, so no loss can make them NaN.
 """
 
 from __future__ import annotations
@@ -59,7 +59,9 @@ class RandomLossWeighting(Method):
     def step(self, ctx: StepContext) -> StepOutput:
         """A fresh weight vector; the trainer backpropagates Σ_t w_t L_t."""
         w = rlw_weights(draw_logits(self.generator_, self.num_tasks, float(self.params.std)))
-        return StepOutput(weights=w.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
+        if ctx.losses.device.type == "cuda":
+            w = w.pin_memory()  # an asynchronous copy: the host never waits for the device
+        return StepOutput(weights=w.to(device=ctx.losses.device, dtype=ctx.losses.dtype, non_blocking=True))
 
     def weights_changed_per_step(self) -> bool:
         """Always: a new draw every step."""

@@ -95,3 +95,32 @@ def test_training_loop_syncs_once_per_logging_interval_not_per_step(method: str,
     short = _syncs_of_run(method, 16 * few, tmp_path)
     long = _syncs_of_run(method, 16 * many, tmp_path)
     assert long == short, f"{method}: {many - few} more steps added syncs {dict(long - short)}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (CPU coverage: the tests above)")
+@pytest.mark.parametrize("method", ["ew", "deepchest", "uncertainty", "famo", "rlw", "dwa"])
+def test_cuda_training_steps_never_synchronize(method: str) -> None:
+    """On a GPU, torch's sync debug mode turns any synchronizing call inside the steps into an error."""
+    from mtlbench.feed import DeviceSplit, train_batches
+    from mtlbench.measure import StepTimer
+    from mtlbench.train import build_model, build_optimizer, resolve_runtime, training_step
+
+    device = torch.device("cuda")
+    config = resolve_runtime(replace(build_config("smoke"), device="cuda", method=method, batch_size=16))
+    bundle = make_bundle(96)
+    model = build_model(config, len(TASK_NAMES), device).train()
+    weighting = build_method(config, TASK_NAMES).to(device)
+    optimizer = build_optimizer(config, model, weighting)
+    timer = StepTimer(device)
+    batches = list(train_batches(DeviceSplit.from_split(bundle.train, device), 16, 0, 0, device, 0.5, 0.5, "light"))
+    training_step(model, weighting, optimizer, *batches[0], config, 0, 0, device)  # first-step allocations
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for step, (x, y) in enumerate(batches[1:], start=1):
+            timer.start()
+            training_step(model, weighting, optimizer, x, y, config, step, 0, device, timer)
+            timer.end()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert len(timer.collect()[0]) == len(batches) - 1
