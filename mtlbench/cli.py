@@ -140,13 +140,16 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.progress import SweepDisplay
     from mtlbench.summary import summary_table
     from mtlbench.sweep import SweepPlan, parse_method_params, parse_methods, parse_seeds, run_sweep
+    from mtlbench.train import resolve_runtime
 
     base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
     methods = parse_methods(args.methods)
     plan = SweepPlan(base, methods, parse_seeds(args.seeds), parse_method_params(args.param, methods))
     results = Path(args.results)
+    resolved = resolve_runtime(base)
     console.print(f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
-                  f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px) "
+                  f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
+                  f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
                   f"→ {results}", soft_wrap=True, highlight=False)
     with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
         outcomes = run_sweep(plan, results, display, force=args.force)
