@@ -25,6 +25,7 @@ GENERATOR_VERSION whenever rendering changes: cached datasets then regenerate.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -40,6 +41,7 @@ from typing import Any, Callable, Iterator, Mapping
 import numpy as np
 import pandas as pd
 from PIL import Image
+from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.datasets.nih_layout import (
@@ -56,7 +58,8 @@ from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
 DATASET_NAME = "cxr14-synth"
-GENERATOR_VERSION = 2  # 2: strengths ×1.6 (capped at 1) so the quick preset at 32 px learns
+GENERATOR_VERSION = 3  # 2: strengths ×1.6 (capped at 1) so the quick preset at 32 px learns;
+# 3: float32 rendering throughout (pixels within ±1 of version 2, same anatomy and findings)
 MIN_IMAGES = 50
 MIN_SIZE, MAX_SIZE = 16, 1024
 TEST_PATIENT_FRACTION = 0.2
@@ -95,6 +98,7 @@ BBOX_TASK_NAMES: Mapping[str, str] = MappingProxyType({"Infiltrate": "Infiltrati
 """BBox_List_2017 label → task name, where they differ."""
 
 _PIXEL_BUDGET = 1 << 20  # pixels rendered at once; bounds memory at any image size
+_BLOCK_PIXELS = 1 << 17  # pixels drawn at once within a chunk (see _render_chunk)
 _MAX_THREADS = 8
 _WRITE_THREADS = 4
 _EDGE = 0.009  # soft edge width of anatomical outlines, in image widths
@@ -347,9 +351,14 @@ class _Draws:
     seed: int
     keys: np.ndarray
 
-    def uniform(self, stream: str, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+    @functools.cached_property
+    def _mixed(self) -> np.ndarray:
+        """The (seed, key) part of the hash, shared by every stream."""
         base = _splitmix(np.array([self.seed], dtype=np.uint64))
-        h = _splitmix(_splitmix(base ^ self.keys.astype(np.uint64)) ^ np.uint64(zlib.crc32(stream.encode())))
+        return _splitmix(base ^ self.keys.astype(np.uint64))
+
+    def uniform(self, stream: str, low: float = 0.0, high: float = 1.0) -> np.ndarray:
+        h = _splitmix(self._mixed ^ np.uint64(zlib.crc32(stream.encode())))
         u = (h >> np.uint64(11)).astype(np.float64) * 2.0**-53
         return low + (high - low) * u
 
@@ -362,8 +371,11 @@ class _Draws:
     def chance(self, stream: str, p: float | np.ndarray) -> np.ndarray:
         return self.uniform(stream) < p
 
-    def take(self, idx: np.ndarray) -> "_Draws":
-        return _Draws(self.seed, self.keys[idx])
+    def take(self, idx: np.ndarray | slice) -> "_Draws":
+        taken = _Draws(self.seed, self.keys[idx])
+        if "_mixed" in self.__dict__:
+            taken.__dict__["_mixed"] = self._mixed[idx]
+        return taken
 
 
 def _col(values: Any) -> np.ndarray:
@@ -371,10 +383,13 @@ def _col(values: Any) -> np.ndarray:
     return np.asarray(values, dtype=np.float32).reshape(-1, 1, 1)
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    """A logistic-like step (slope 1/4 at 0) that is exactly 0 / 1 beyond |x| = 3; cheap."""
-    t = np.asarray(x, dtype=np.float32) * np.float32(1 / 6)
-    t += np.float32(0.5)
+# Rendering keeps every (B, H, W) array float32 and works in place where it can: on a 2-core
+# CPU each pass over a chunk is memory-bound, so passes (and float64 temporaries) set the speed.
+# Python floats and float32 arrays stay float32; bool arrays and numpy float64 scalars would not.
+
+
+def _smoothstep_(t: np.ndarray) -> np.ndarray:
+    """In place: t clipped to [0, 1], then 3t² − 2t³."""
     np.clip(t, 0, 1, out=t)
     square = t * t
     t *= -2
@@ -383,14 +398,43 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return t
 
 
+def _exp_(x: np.ndarray) -> np.ndarray:
+    """In place: exp(x) for x ≤ 0, with x clamped at −70 first.
+
+    exp(−70) ≈ 4e−31 stands in for anything smaller, a difference far below float32 image
+    precision; without the clamp exp returns subnormal numbers, several times slower to make
+    and to use.
+    """
+    np.maximum(x, -70, out=x)
+    return np.exp(x, out=x)
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    """A logistic-like step (slope 1/4 at 0) that is exactly 0 / 1 beyond |x| = 3; cheap."""
+    t = np.multiply(x, np.float32(1 / 6), dtype=np.float32)
+    t += np.float32(0.5)
+    return _smoothstep_(t)
+
+
+def _step(x: np.ndarray, centre: Any, width: Any, out: np.ndarray | None = None) -> np.ndarray:
+    """_sigmoid((x - centre) / width) in one affine pass; centre, width: floats or (B, 1, 1) float32.
+
+    A negative width flips the step: _step(x, c, -w) is _sigmoid((c - x) / w). `out` may be x.
+    """
+    scale = 1 / (6 * width)
+    t = np.multiply(x, scale, out=out, dtype=np.float32)
+    t += 0.5 - centre * scale
+    return _smoothstep_(t)
+
+
 # ----------------------------------------------------------------------------- rendering
 
 
 @dataclass(frozen=True)
 class _Scene:
-    """One chunk of images in the patient's frame: grids, anatomy and fields, all (B, H, W)."""
+    """A block of images in the patient's frame: grids, anatomy and fields, all (B, H, W)."""
 
-    X: np.ndarray  # horizontal position, 0 = image left (patient's right), 1 = image right
+    U: np.ndarray  # horizontal position from the midline, -0.5 = image left (patient's right)
     Y: np.ndarray  # vertical position, 0 = top
     geo: dict[str, np.ndarray]  # per-image anatomy, each (B, 1, 1)
     lung: np.ndarray  # soft lung mask, heart excluded
@@ -399,13 +443,13 @@ class _Scene:
     draws: _Draws
     size: int
 
-    @property
-    def U(self) -> np.ndarray:
-        return self.X - 0.5
+    def dx(self, cx: np.ndarray) -> np.ndarray:
+        """X − cx, for a horizontal image position cx (0 = image left), (B, 1, 1)."""
+        return self.U - (cx - np.float32(0.5))
 
     def take(self, idx: np.ndarray) -> "_Scene":
         return _Scene(
-            X=self.X[idx], Y=self.Y[idx], geo={k: v[idx] for k, v in self.geo.items()},
+            U=self.U[idx], Y=self.Y[idx], geo={k: v[idx] for k, v in self.geo.items()},
             lung=self.lung[idx], rim=self.rim[idx], fields={k: v[idx] for k, v in self.fields.items()},
             draws=self.draws.take(idx), size=self.size,
         )
@@ -444,11 +488,14 @@ def _render_stream(
     """(start, stop, images) per chunk, in order; chunks render on worker threads.
 
     numpy releases the GIL inside large array operations, so threads use every core; at most
-    a few chunks are held in memory ahead of the consumer.
+    a few chunks are held in memory ahead of the consumer. BLAS is held to one thread meanwhile
+    (process-wide, until the stream ends): chunks already use every core, and BLAS threads in
+    each chunk's small noise-field products only oversubscribe them (on the 2-core development
+    machine, with another process busy, they ran ~25x slower).
     """
     workers = max(1, min(_MAX_THREADS, os.cpu_count() or 1))
     chunks = iter(_chunks(len(rows), size))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
         ahead: deque = deque()
         while True:
             while len(ahead) <= workers and (chunk := next(chunks, None)) is not None:
@@ -465,22 +512,39 @@ def _render_chunk(
     rows: pd.DataFrame, has: np.ndarray, size: int, seed: int,
     strength: Mapping[str, float], boxes: Mapping[str, np.ndarray],
 ) -> np.ndarray:
+    """Images for a chunk: per-image draws for all rows at once, then pixels a block at a time.
+
+    A block is about _BLOCK_PIXELS pixels: its (B, H, W) float32 temporaries (1 MiB each) mostly
+    stay in the CPU cache, and each numpy call on them still runs long enough that render threads
+    seldom wait on each other for the GIL between calls.
+    """
     keys = image_keys(rows["Image Index"])
     draws = _Draws(seed, keys)
     patient = _Draws(seed, rows["Patient ID"].to_numpy().astype(np.uint64) ^ np.uint64(0xA5A5_0000_0000))
     geo = _anatomy(rows, patient, draws)
     _apply_shape_findings(geo, has, draws, strength, boxes)
+    film = _film(geo, draws)
     pixel_noise, fields = _noise(keys, seed, size)
-    scene, base, markings = _draw_anatomy(geo, fields, draws, size)
-    for task, paint in _LESIONS.items():
-        t = TASK_NAMES.index(task)
-        idx = np.flatnonzero(has[:, t])
-        if idx.size:
-            add, keep_markings = paint(scene.take(idx), strength[task], boxes.get(task))
-            base[idx] += add
-            markings[idx] *= keep_markings
-    image = _expose(base + markings, pixel_noise, geo, draws)
-    return np.rint(image * 255.0).astype(np.uint8)
+    images = np.empty(pixel_noise.shape, dtype=np.uint8)
+    step = max(1, _BLOCK_PIXELS // (size * size))
+    for start in range(0, len(keys), step):
+        block = slice(start, start + step)
+        scene, base, markings = _draw_anatomy(
+            {k: v[block] for k, v in geo.items()}, {k: v[block] for k, v in fields.items()},
+            draws.take(block), size,
+        )
+        for task, paint in _LESIONS.items():
+            idx = np.flatnonzero(has[block, TASK_NAMES.index(task)])
+            if idx.size:
+                add, keep_markings = paint(scene.take(idx), strength[task], boxes.get(task))
+                base[idx] += add
+                if keep_markings is not None:
+                    markings[idx] *= keep_markings
+        base += markings
+        image = _expose(base, pixel_noise[block], {k: v[block] for k, v in film.items()})
+        image *= 255
+        images[block] = np.rint(image, out=image)
+    return images
 
 
 def _anatomy(rows: pd.DataFrame, patient: _Draws, image: _Draws) -> dict[str, np.ndarray]:
@@ -562,123 +626,288 @@ def _noise(keys: np.ndarray, seed: int, size: int) -> tuple[np.ndarray, dict[str
     return pixel, fields
 
 
+@functools.lru_cache(maxsize=16)
 def _upsampler(size: int, grid: int) -> np.ndarray:
-    """(size, grid) Gaussian interpolation matrix; k @ F @ k.T keeps unit variance."""
+    """(size, grid) Gaussian interpolation matrix (read-only); k @ F @ k.T keeps unit variance.
+
+    Weights below 1e-12 are set to 0: they change no float32 result beyond rounding, and as
+    float32 they would be (or make) subnormal numbers, which make the matrix products ~15x slower.
+    """
     x = (np.arange(size) + 0.5) / size
     c = (np.arange(grid) + 0.5) / grid
     k = np.exp(-(((x[:, None] - c[None, :]) * grid) ** 2))
-    return (k / np.sqrt((k**2).sum(axis=1, keepdims=True))).astype(np.float32)
+    k /= np.sqrt((k**2).sum(axis=1, keepdims=True))
+    k[k < 1e-12] = 0
+    k = k.astype(np.float32)
+    k.setflags(write=False)
+    return k
 
 
 def _draw_anatomy(
     geo: dict[str, np.ndarray], fields: dict[str, np.ndarray], draws: _Draws, size: int
 ) -> tuple[_Scene, np.ndarray, np.ndarray]:
     """The healthy chest as attenuation (bright = dense): returns scene, base layer, vessel markings."""
-    X, Y = _patient_grid(geo, size)
-    U = X - 0.5
+    U, Y = _patient_grid(geo, size)
     aU = np.abs(U)
     edges = _lung_edges(aU, U, Y, geo)
     rim = np.minimum(edges["lateral"], edges["apex"])
-    lung = _sigmoid(np.minimum(np.minimum(rim, edges["dome"]), edges["medial"]) / _EDGE)
+    inner = np.minimum(rim, edges["dome"])
+    np.minimum(inner, edges["medial"], out=inner)
+    lung = _step(inner, 0.0, _EDGE, out=inner)
     heart = _heart(U, Y, geo)
-    aorta = _sigmoid((0.032 - np.hypot(U - 0.055, Y - 0.29)) / _EDGE)
-    air = lung * (1 - np.maximum(heart, aorta))
+    aorta = _radius(U, Y, 0.055, 0.29)
+    _step(aorta, 0.032, -_EDGE, out=aorta)
+    air = np.maximum(heart, aorta, out=heart)
+    np.subtract(1, air, out=air)
+    air *= lung  # lung × (1 − max(heart, aorta))
     body = _body(aU, U, Y, geo)
-    base = 0.56 * body - geo["air"] * air * (0.85 + 0.15 * _sigmoid((0.55 - Y) / 0.1))
-    base += _bones(aU, U, Y, geo, edges["lateral"]) * body
-    base += 0.1 * geo["breast"] * _breast(aU, Y) * body
-    hila = np.exp(-((aU - 0.1) ** 2 + (Y - 0.45) ** 2) / (2 * 0.035**2))
-    base += 0.12 * hila * air
-    scene = _Scene(X=X, Y=Y, geo=geo, lung=air, rim=rim, fields=fields, draws=draws, size=size)
-    vessels = np.exp(-((scene.field("markings") / 0.45) ** 2))
-    spread = np.exp(-((aU - 0.1) ** 2 + (Y - 0.47) ** 2) / (2 * 0.14**2))
-    markings = geo["markings"] * air * (0.02 + 0.09 * vessels * spread)
+    # 0.56 body − air_g × air × (0.85 + 0.15 σ((0.55 − Y) / 0.1))
+    upper = _step(Y, 0.55, -0.1, out=aorta)
+    upper *= 0.15 * geo["air"]
+    upper += 0.85 * geo["air"]
+    upper *= air
+    base = np.multiply(body, 0.56, dtype=np.float32)
+    base -= upper
+    bones = _bones(aU, U, Y, geo, edges["lateral"])
+    bones *= body
+    base += bones
+    female = np.flatnonzero(geo["breast"].ravel() > 0)  # breast is exactly 0 otherwise
+    if female.size:
+        breast = _breast(aU[female], Y[female])
+        breast *= 0.1 * geo["breast"][female]
+        breast *= body[female]
+        base[female] += breast
+    across = aU - 0.1
+    across *= across  # shared by the hila and the spread of vessel markings
+    hila = _gauss(Y, 0.45, across, 0.035)
+    hila *= 0.12
+    hila *= air
+    base += hila
+    scene = _Scene(U=U, Y=Y, geo=geo, lung=air, rim=rim, fields=fields, draws=draws, size=size)
+    markings = scene.field("markings")  # exp(−(field / 0.45)²) × spread, scaled
+    markings *= markings
+    markings *= -1 / 0.45**2
+    _exp_(markings)
+    markings *= _gauss(Y, 0.47, across, 0.14)
+    markings *= 0.09 * geo["markings"]
+    markings += 0.02 * geo["markings"]
+    markings *= air  # markings_g × air × (0.02 + 0.09 vessels × spread)
     return scene, base, markings
 
 
+def _radius(U: np.ndarray, Y: np.ndarray, u0: float, y0: float) -> np.ndarray:
+    """Distance from the point (U, Y) = (u0, y0)."""
+    r = U - u0
+    r *= r
+    dy = Y - y0
+    dy *= dy
+    r += dy
+    return np.sqrt(r, out=r)
+
+
+def _gauss(Y: np.ndarray, y0: float, across: np.ndarray, sd: float) -> np.ndarray:
+    """exp(−(across + (Y − y0)²) / (2 sd²)), with `across` a squared horizontal distance."""
+    g = Y - y0
+    g *= g
+    g += across
+    g *= -1 / (2 * sd**2)
+    return _exp_(g)
+
+
 def _patient_grid(geo: dict[str, np.ndarray], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Image grid mapped into the patient's frame: rotation, shift and zoom per image."""
+    """Image grid mapped into the patient's frame (rotation, shift and zoom per image): U = X − 0.5, Y."""
     t = (np.arange(size, dtype=np.float32) + 0.5) / size - 0.5
     x, y = t[None, None, :], t[None, :, None]
-    cos, sin = np.cos(geo["rotate"]), np.sin(geo["rotate"])
-    X = 0.5 + (cos * x - sin * y) / geo["zoom"] - geo["shift_x"]
-    Y = 0.5 + (sin * x + cos * y) / geo["zoom"] - geo["shift_y"]
-    return X.astype(np.float32), Y.astype(np.float32)
+    cos, sin = np.cos(geo["rotate"]) / geo["zoom"], np.sin(geo["rotate"]) / geo["zoom"]
+    U = (cos * x - geo["shift_x"]) - sin * y
+    Y = (sin * x + (0.5 - geo["shift_y"])) + cos * y
+    return U, Y
 
 
 def _lung_edges(aU: np.ndarray, U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Signed distances (positive inside) from each lung border: lateral, apex, dome, medial."""
     right = U < 0  # image left is the patient's right, whose hemidiaphragm sits higher
-    base = geo["lung_base"] - 0.018 * right
     top = geo["lung_top"]
-    v = np.clip((Y - top) / (base - top), 0, 1)
-    return {
-        "lateral": geo["thorax"] * (0.5 + 0.5 * np.sqrt(v)) - aU,
-        "apex": Y - (top + 2.8 * (aU - 0.16) ** 2),
-        "dome": base - (geo["dome"] + 0.012 * right) * np.clip(1 - ((aU - 0.17) / 0.2) ** 2, 0, 1) - Y,
-        "medial": aU - (geo["mediastinum"] + 0.02 * v),
-    }
+    base = np.multiply(right, np.float32(-0.018))  # lung_base − 0.018 right (bool × float32 stays float32)
+    base += geo["lung_base"]
+    below_top = Y - top
+    v = np.subtract(base, top)
+    np.divide(below_top, v, out=v)
+    np.clip(v, 0, 1, out=v)
+    lateral = np.sqrt(v)  # thorax × (0.5 + 0.5 √v) − |U|
+    lateral += 1
+    lateral *= 0.5 * geo["thorax"]
+    lateral -= aU
+    apex = aU - 0.16  # Y − (top + 2.8 (|U| − 0.16)²)
+    apex *= apex
+    apex *= 2.8
+    np.subtract(below_top, apex, out=apex)
+    arch = aU - 0.17  # clip(1 − ((|U| − 0.17) / 0.2)², 0, 1)
+    arch *= 5
+    arch *= arch
+    np.subtract(1, arch, out=arch)
+    np.clip(arch, 0, 1, out=arch)
+    height = np.multiply(right, np.float32(0.012))  # dome + 0.012 right
+    height += geo["dome"]
+    arch *= height
+    dome = np.subtract(base, Y, out=base)
+    dome -= arch
+    medial = np.multiply(v, 0.02, out=below_top)  # |U| − (mediastinum + 0.02 v)
+    medial += geo["mediastinum"]
+    np.subtract(aU, medial, out=medial)
+    return {"lateral": lateral, "apex": apex, "dome": dome, "medial": medial}
 
 
 def _heart(U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarray]) -> np.ndarray:
     dx, dy = U - (geo["heart_x"] - 0.5), Y - geo["heart_y"]
     cos, sin = np.cos(geo["heart_tilt"]), np.sin(geo["heart_tilt"])
-    p, q = cos * dx + sin * dy, -sin * dx + cos * dy
-    r = np.sqrt((p / geo["heart_a"]) ** 2 + (q / geo["heart_b"]) ** 2)
-    return _sigmoid((1 - r) * geo["heart_b"] / _EDGE)
+    a, b = geo["heart_a"], geo["heart_b"]
+    p = dx * (cos / a)  # p / a with p = cos dx + sin dy
+    tmp = np.multiply(dy, sin / a)
+    p += tmp
+    q = np.multiply(dx, -sin / b, out=dx)  # q / b with q = −sin dx + cos dy
+    q += np.multiply(dy, cos / b, out=tmp)
+    p *= p
+    q *= q
+    p += q
+    r = np.sqrt(p, out=p)
+    return _step(r, 1.0, -_EDGE / b, out=r)  # σ((1 − r) b / EDGE)
 
 
 def _body(aU: np.ndarray, U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarray]) -> np.ndarray:
     """Soft tissue thickness: torso with shoulders, narrowing to the neck at the top."""
-    half = geo["thorax"] + 0.09 + 0.05 * _sigmoid((0.2 - Y) / 0.03) - 0.3 * _sigmoid((0.04 - Y) / 0.02)
-    inside = _sigmoid((half - aU) / 0.012)
-    return inside * (0.6 + 0.4 * np.sqrt(np.clip(1 - (U / half) ** 2, 0, 1)))
+    half = _step(Y, 0.2, -0.03)  # thorax + 0.09 + 0.05 σ((0.2 − Y) / 0.03) − 0.3 σ((0.04 − Y) / 0.02)
+    half *= 0.05
+    neck = _step(Y, 0.04, -0.02)
+    neck *= 0.3
+    half -= neck
+    half += geo["thorax"] + 0.09
+    inside = _step(np.subtract(half, aU, out=neck), 0.0, 0.012, out=neck)
+    tissue = np.divide(U, half, out=half)  # 0.6 + 0.4 √clip(1 − (U / half)², 0, 1)
+    tissue *= tissue
+    np.subtract(1, tissue, out=tissue)
+    np.clip(tissue, 0, 1, out=tissue)
+    np.sqrt(tissue, out=tissue)
+    tissue *= 0.4
+    tissue += 0.6
+    tissue *= inside
+    return tissue
 
 
 def _bones(
     aU: np.ndarray, U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarray], lateral: np.ndarray
 ) -> np.ndarray:
     """Spine, trachea (negative), ribs and clavicles, as added attenuation."""
-    spine = 0.16 * np.exp(-((U / 0.028) ** 2)) * (0.85 + 0.15 * np.cos(2 * np.pi * Y / 0.05))
-    trachea = -0.12 * np.exp(-((U / 0.012) ** 2)) * _sigmoid((0.36 - Y) / 0.02)
-    cage = (
-        _sigmoid((lateral + 0.03) / 0.008)
-        * _sigmoid((aU - 0.035) / 0.01)
-        * _sigmoid((geo["lung_base"] + 0.02 - Y) / 0.02)
-        * _sigmoid((Y - geo["lung_top"] + 0.04) / 0.02)
-    )
+    u2 = U * U
+    bones = np.multiply(u2, -1 / 0.028**2)  # spine: 0.16 exp(−(U / 0.028)²) (0.85 + 0.15 cos(2π Y / 0.05))
+    _exp_(bones)
+    wave = np.multiply(Y, 2 * np.pi / 0.05, dtype=np.float32)
+    np.cos(wave, out=wave)
+    wave *= 0.16 * 0.15
+    wave += 0.16 * 0.85
+    bones *= wave
+    trachea = np.multiply(u2, -1 / 0.012**2, out=u2)  # −0.12 exp(−(U / 0.012)²) σ((0.36 − Y) / 0.02)
+    _exp_(trachea)
+    trachea *= _step(Y, 0.36, -0.02, out=wave)
+    trachea *= 0.12
+    bones -= trachea
+    tmp = trachea
+    cage = _step(lateral, -0.03, 0.008)
+    cage *= _step(aU, 0.035, 0.01, out=tmp)
+    cage *= _step(Y, geo["lung_base"] + 0.02, -0.02, out=tmp)
+    cage *= _step(Y, geo["lung_top"] - 0.04, 0.02, out=tmp)
     # Posterior ribs run down and out from the spine; fainter anterior ribs run down and in.
-    posterior = Y - 0.22 * aU - 2.5 * np.maximum(aU - 0.17, 0) ** 2
-    anterior = Y + 0.45 * aU
-    phase, period = geo["rib_phase"], geo["rib_period"]
-    ribs = (0.5 + 0.5 * np.cos(2 * np.pi * (posterior / period - phase))) ** 2
-    ribs += 0.4 * (0.5 + 0.5 * np.cos(2 * np.pi * (anterior / (1.2 * period) + phase))) ** 2 * _sigmoid((aU - 0.1) / 0.02)
-    s = np.clip((aU - 0.03) / 0.27, 0, 1)  # along each clavicle, medial → lateral
-    clavicle = np.exp(-(((Y - (0.2 - 0.07 * s)) / 0.011) ** 2)) * _sigmoid((0.31 - aU) / 0.01) * _sigmoid((aU - 0.03) / 0.01)
-    return spine + trachea + geo["rib_contrast"] * ribs * cage + 0.2 * clavicle
+    # (0.5 + 0.5 cos θ)² = (1 + cos θ)² / 4: the 1/4 goes into the rib contrast.
+    bend = aU - 0.17  # posterior = Y − 0.22 |U| − 2.5 max(|U| − 0.17, 0)²
+    np.maximum(bend, 0, out=bend)
+    bend *= bend
+    bend *= 2.5
+    ribs = np.multiply(aU, -0.22, dtype=np.float32)
+    ribs += Y
+    ribs -= bend
+    phase, period = 2 * np.pi * geo["rib_phase"], geo["rib_period"]
+    ribs *= 2 * np.pi / period  # 2π (posterior / period − phase)
+    ribs -= phase
+    np.cos(ribs, out=ribs)
+    ribs += 1
+    ribs *= ribs
+    anterior = np.multiply(aU, 0.45, out=bend)  # anterior = Y + 0.45 |U|
+    anterior += Y
+    anterior *= 2 * np.pi / (1.2 * period)  # 2π (anterior / (1.2 period) + phase)
+    anterior += phase
+    np.cos(anterior, out=anterior)
+    anterior += 1
+    anterior *= anterior
+    anterior *= _step(aU, 0.1, 0.02, out=tmp)
+    anterior *= 0.4
+    ribs += anterior
+    ribs *= cage
+    ribs *= 0.25 * geo["rib_contrast"]
+    bones += ribs
+    s = np.subtract(aU, 0.03, out=ribs)  # along each clavicle, medial → lateral: clip((|U| − 0.03) / 0.27, 0, 1)
+    s *= 1 / 0.27
+    np.clip(s, 0, 1, out=s)
+    clavicle = s  # exp(−((Y − (0.2 − 0.07 s)) / 0.011)²) σ((0.31 − |U|) / 0.01) σ((|U| − 0.03) / 0.01)
+    clavicle *= 0.07
+    clavicle += Y
+    clavicle -= 0.2
+    clavicle *= clavicle
+    clavicle *= -1 / 0.011**2
+    _exp_(clavicle)
+    clavicle *= _step(aU, 0.31, -0.01, out=tmp)
+    clavicle *= _step(aU, 0.03, 0.01, out=tmp)
+    clavicle *= 0.2
+    bones += clavicle
+    return bones
 
 
 def _breast(aU: np.ndarray, Y: np.ndarray) -> np.ndarray:
-    lower_edge = 0.8 - 0.8 * (aU - 0.22) ** 2
-    return np.exp(-(((aU - 0.22) / 0.14) ** 2)) * _sigmoid((Y - 0.5) / 0.05) * _sigmoid((lower_edge - Y) / 0.012)
+    """exp(−((|U| − 0.22) / 0.14)²) σ((Y − 0.5) / 0.05) σ((lower edge − Y) / 0.012)."""
+    square = aU - 0.22
+    square *= square
+    lower_edge = np.multiply(square, -0.8)  # 0.8 − 0.8 (|U| − 0.22)²
+    lower_edge += 0.8
+    breast = np.multiply(square, -1 / 0.14**2, out=square)
+    _exp_(breast)
+    breast *= _step(Y, 0.5, 0.05)
+    np.subtract(lower_edge, Y, out=lower_edge)
+    breast *= _step(lower_edge, 0.0, 0.012, out=lower_edge)
+    return breast
 
 
-def _expose(attenuation: np.ndarray, pixel_noise: np.ndarray, geo: dict[str, np.ndarray], draws: _Draws) -> np.ndarray:
-    """Film response per exposure: brightness, contrast, gamma, a slow gradient, and noise in [0, 1]."""
+def _film(geo: dict[str, np.ndarray], draws: _Draws) -> dict[str, np.ndarray]:
+    """Film response per exposure, (B, 1, 1) each: contrast, brightness, gamma, gradient, noise level."""
     ap = geo["ap"]
-    contrast = _col(draws.uniform("contrast", 0.85, 1.2)) * (1 - 0.1 * ap)
-    brightness = _col(draws.normal("brightness", 0.04))
-    gamma = _col(np.exp(draws.normal("gamma", 0.12)))
+    return {
+        "contrast": _col(draws.uniform("contrast", 0.85, 1.2)) * (1 - 0.1 * ap),
+        "brightness": _col(draws.normal("brightness", 0.04)),
+        "gamma": _col(np.exp(draws.normal("gamma", 0.12))),
+        "ramp": _col(draws.normal("ramp", 0.04)),
+        "sigma": _col(draws.uniform("noise", 0.01, 0.03)) * (1 + 0.3 * ap),
+    }
+
+
+def _expose(attenuation: np.ndarray, pixel_noise: np.ndarray, film: dict[str, np.ndarray]) -> np.ndarray:
+    """Film response: brightness, contrast, gamma, a slow gradient, and noise; in [0, 1].
+
+    Works in place: `attenuation` becomes the image and `pixel_noise` is scaled.
+    """
     size = attenuation.shape[-1]
-    ramp = (np.arange(size, dtype=np.float32) / size - 0.5)[None, None, :] * _col(draws.normal("ramp", 0.04))
-    image = np.clip(0.1 + brightness + ramp + contrast * attenuation * 1.1, 0, 1) ** gamma
-    sigma = _col(draws.uniform("noise", 0.01, 0.03)) * (1 + 0.3 * ap)
-    return np.clip(image + sigma * pixel_noise, 0, 1)
+    ramp = (np.arange(size, dtype=np.float32) / size - 0.5)[None, None, :] * film["ramp"]
+    image = attenuation  # clip(0.1 + brightness + ramp + 1.1 contrast × attenuation, 0, 1) ** gamma
+    image *= 1.1 * film["contrast"]
+    image += 0.1 + film["brightness"] + ramp
+    np.clip(image, 0, 1, out=image)
+    np.power(image, film["gamma"], out=image)
+    pixel_noise *= film["sigma"]
+    image += pixel_noise
+    return np.clip(image, 0, 1, out=image)
 
 
 # ----------------------------------------------------------------------------- finding signatures
 
-_Paint = Callable[[_Scene, float, "np.ndarray | None"], tuple[np.ndarray, np.ndarray]]
+_Paint = Callable[[_Scene, float, "np.ndarray | None"], "tuple[np.ndarray, np.ndarray | None]"]
+"""A painter returns (added attenuation, factor on vessel markings or None for unchanged)."""
 
 
 def _pick_boxes(draws: _Draws, task: str, boxes: np.ndarray | None) -> np.ndarray:
@@ -691,7 +920,14 @@ def _pick_boxes(draws: _Draws, task: str, boxes: np.ndarray | None) -> np.ndarra
 
 def _ellipse(scene: _Scene, cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
     """Normalised elliptic radius: < 1 inside."""
-    return np.sqrt(((scene.X - cx) / rx) ** 2 + ((scene.Y - cy) / ry) ** 2)
+    r = scene.dx(cx)
+    r /= rx
+    r *= r
+    dy = scene.Y - cy
+    dy /= ry
+    dy *= dy
+    r += dy
+    return np.sqrt(r, out=r)
 
 
 def _box_in_lung(scene: _Scene, box: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -708,7 +944,7 @@ def _side(scene: _Scene, sign: np.ndarray) -> np.ndarray:
     return _sigmoid(sign * scene.U / 0.01)
 
 
-def _atelectasis(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _atelectasis(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Plate-like linear opacity, near-horizontal, in the lower zones."""
     box = _pick_boxes(scene.draws, "Atelectasis", boxes)
     d = scene.draws
@@ -717,16 +953,16 @@ def _atelectasis(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.
     length = _col(np.clip(box[:, 2], 0.08, 0.26))
     thick = _col(d.uniform("atel.thick", 0.012, 0.022))
     angle = _col(d.uniform("atel.angle", -0.35, 0.35))
-    dx, dy = scene.X - cx, scene.Y - cy
+    dx, dy = scene.dx(cx), scene.Y - cy
     along = np.cos(angle) * dx + np.sin(angle) * dy
     across = -np.sin(angle) * dx + np.cos(angle) * dy
-    plate = np.exp(-((across / thick) ** 2)) * _sigmoid((length / 2 - np.abs(along)) / 0.01)
-    haze = np.exp(-(dx**2 + dy**2) / (2 * (length / 2) ** 2))
+    plate = _exp_(-((across / thick) ** 2)) * _sigmoid((length / 2 - np.abs(along)) / 0.01)
+    haze = _exp_(-(dx**2 + dy**2) / (2 * (length / 2) ** 2))
     add = s * (0.5 * plate + 0.1 * haze) * (0.3 + 0.7 * scene.lung)
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _effusion(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _effusion(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Fluid filling the lung base up to a meniscus, blunting the costophrenic angle."""
     box = _pick_boxes(scene.draws, "Effusion", boxes)
     d = scene.draws
@@ -744,30 +980,30 @@ def _effusion(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.nda
 def _patchy(
     scene: _Scene, s: float, centre: tuple[np.ndarray, np.ndarray], radii: tuple[np.ndarray, np.ndarray],
     density: float, fill: float, edge: float,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray | None]:
     """Airspace opacity: a soft region × patchy texture; `fill` shifts it from patchy to solid."""
     r = _ellipse(scene, *centre, *radii)
     region = _sigmoid((1 - r) / edge)
     texture = 0.25 + 0.75 * _sigmoid((scene.field("patch") + fill) / 0.5)
     add = s * density * scene.geo["air"] * scene.lung * region * texture
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _infiltration(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _infiltration(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Faint, patchy, ill-defined opacity over a larger area."""
     box = _pick_boxes(scene.draws, "Infiltration", boxes)
     radii = (_col(np.clip(0.5 * box[:, 2], 0.06, 0.16)), _col(np.clip(0.5 * box[:, 3], 0.06, 0.18)))
     return _patchy(scene, s, _box_in_lung(scene, box), radii, density=0.55, fill=-0.3, edge=0.3)
 
 
-def _pneumonia(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _pneumonia(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Patchy opacity, a little denser and more confluent than infiltration."""
     box = _pick_boxes(scene.draws, "Pneumonia", boxes)
     radii = (_col(np.clip(0.45 * box[:, 2], 0.06, 0.14)), _col(np.clip(0.45 * box[:, 3], 0.06, 0.16)))
     return _patchy(scene, s, _box_in_lung(scene, box), radii, density=0.6, fill=0.1, edge=0.25)
 
 
-def _consolidation(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _consolidation(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Dense, nearly homogeneous lobar opacity with a sharper edge."""
     d = scene.draws
     sign = np.where(d.chance("cons.side", 0.55), -1.0, 1.0)
@@ -778,27 +1014,32 @@ def _consolidation(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[n
 
 
 def _blob(scene: _Scene, cx: np.ndarray, cy: np.ndarray, radius: np.ndarray, sharp: float) -> np.ndarray:
-    dist = np.hypot(scene.X - cx, scene.Y - cy)
-    return _sigmoid((radius - dist) / (sharp * radius))
+    dist = scene.dx(cx)
+    dist *= dist
+    dy = scene.Y - cy
+    dy *= dy
+    dist += dy
+    np.sqrt(dist, out=dist)
+    return _step(dist, radius, -sharp * radius, out=dist)  # σ((radius − dist) / (sharp radius))
 
 
-def _mass(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _mass(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Large round opacity (> 3 cm)."""
     box = _pick_boxes(scene.draws, "Mass", boxes)
     radius = _col(np.clip(0.22 * (box[:, 2] + box[:, 3]), 0.035, 0.09))
     add = s * 0.4 * _blob(scene, *_box_in_lung(scene, box), radius, 0.12) * (0.4 + 0.6 * scene.lung)
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _nodule(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _nodule(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Small round bright spot."""
     box = _pick_boxes(scene.draws, "Nodule", boxes)
     radius = _col(np.clip(0.2 * (box[:, 2] + box[:, 3]), 0.012, 0.026))
     add = s * 0.45 * _blob(scene, *_box_in_lung(scene, box), radius, 0.25) * (0.4 + 0.6 * scene.lung)
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _pneumothorax(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _pneumothorax(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Dark, marking-free rim at the apex/lateral edge, bounded by a thin pleural line."""
     box = _pick_boxes(scene.draws, "Pneumothorax", boxes)
     sign = _col(np.where(box[:, 0] < 0.5, -1.0, 1.0))
@@ -806,44 +1047,44 @@ def _pneumothorax(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np
     lowest = _col(np.clip(box[:, 1] + box[:, 3] / 2, 0.35, 0.8))
     extent = _side(scene, sign) * _sigmoid((lowest - scene.Y) / 0.03) * scene.lung
     gap = _sigmoid((depth - scene.rim) / 0.005) * extent
-    line = np.exp(-(((scene.rim - depth) / 0.005) ** 2)) * extent
+    line = _exp_(-(((scene.rim - depth) / 0.005) ** 2)) * extent
     add = s * (-0.12 * gap + 0.1 * line)
-    return add, 1 - np.clip(s * 1.2, 0, 1) * gap
+    return add, 1 - min(max(s * 1.2, 0.0), 1.0) * gap
 
 
-def _edema(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _edema(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Bilateral perihilar ("bat wing") haze."""
     aU = np.abs(scene.U)
-    wing = np.exp(-(((aU - 0.11) / 0.11) ** 2 + ((scene.Y - 0.48) / 0.14) ** 2))
+    wing = _exp_(-(((aU - 0.11) / 0.11) ** 2 + ((scene.Y - 0.48) / 0.14) ** 2))
     texture = 0.75 + 0.25 * np.tanh(scene.field("patch"))
     add = s * 0.55 * scene.geo["air"] * scene.lung * wing * texture
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _fibrosis(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _fibrosis(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Reticular net of fine lines (zero crossings of a noise field), upper zones."""
-    net = np.exp(-((scene.field("fine") / 0.35) ** 2))
+    net = _exp_(-((scene.field("fine") / 0.35) ** 2))
     upper = _sigmoid((0.52 - scene.Y) / 0.06)
     add = s * 0.3 * net * upper * scene.lung
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _pleural_thickening(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _pleural_thickening(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Bright band along the lung's lateral or apical border."""
     d = scene.draws
     sign = _col(np.where(d.chance("pt.side", 0.5), -1.0, 1.0))
     both = _col(d.chance("pt.bilateral", 0.3))
     thick = _col(d.uniform("pt.thick", 0.012, 0.026))
     apical = _col(d.chance("pt.apical", 0.5))
-    site = apical * _sigmoid((0.32 - scene.Y) / 0.03) + (1 - apical) * np.exp(
+    site = apical * _sigmoid((0.32 - scene.Y) / 0.03) + (1 - apical) * _exp_(
         -(((scene.Y - _col(d.uniform("pt.y", 0.4, 0.65))) / 0.13) ** 2)
     )
     band = _sigmoid((thick - scene.rim) / 0.004) * scene.lung
     add = s * 0.45 * band * site * np.maximum(_side(scene, sign), both)
-    return add, np.ones_like(add)
+    return add, None
 
 
-def _hernia(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+def _hernia(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Round retrocardiac opacity at the heart base, with an air-fluid level."""
     d = scene.draws
     cx = _col(0.52 + d.normal("hernia.x", 0.015))
@@ -852,7 +1093,7 @@ def _hernia(scene: _Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndarr
     blob = _blob(scene, cx, cy, radius, 0.1)
     air = _blob(scene, cx, cy, 0.8 * radius, 0.1) * _sigmoid((cy - 0.15 * radius - scene.Y) / 0.004)
     add = s * (0.22 * blob - 0.3 * air)
-    return add, np.ones_like(add)
+    return add, None
 
 
 _LESIONS: Mapping[str, _Paint] = MappingProxyType(

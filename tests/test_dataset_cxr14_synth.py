@@ -81,6 +81,22 @@ def test_rendering_does_not_depend_on_chunking(nih_table) -> None:
     assert np.array_equal(together, np.stack(one_by_one))
 
 
+def test_rendering_is_deterministic_and_independent_of_blocks_chunks_and_prefix(nih_table, monkeypatch) -> None:
+    rows = synth.sample_nih_rows(400, 11, nih_table).iloc[:23]
+    rendered = parse_finding_labels(rows["Finding Labels"], "t").astype(bool)
+    rendered[::3, TASK_NAMES.index("Nodule")] = True  # some lesions in every block
+    rendered[1::4, TASK_NAMES.index("Effusion")] = True
+    boxes = synth.read_nih_boxes()
+    first = synth.render_images(rows, rendered, SIZE, 4, boxes=boxes)
+    assert np.array_equal(first, synth.render_images(rows, rendered, SIZE, 4, boxes=boxes))
+    # Many threads, chunks of 7 images, blocks of 3: the same bytes.
+    monkeypatch.setattr(synth, "_PIXEL_BUDGET", 7 * SIZE * SIZE)
+    monkeypatch.setattr(synth, "_BLOCK_PIXELS", 3 * SIZE * SIZE)
+    assert np.array_equal(first, synth.render_images(rows, rendered, SIZE, 4, boxes=boxes))
+    prefix = synth.render_images(rows.iloc[:10], rendered[:10], SIZE, 4, boxes=boxes)
+    assert np.array_equal(first[:10], prefix)
+
+
 def test_test_split_is_by_patient_and_about_a_fifth(generated: Path) -> None:
     import pandas as pd
 
