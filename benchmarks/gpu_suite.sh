@@ -29,11 +29,13 @@ setup() {
 bench() {  # bench NAME SCRIPT ARGS...: run a benchmark script, keep its table and its log
     local name=$1 script=$2
     shift 2
-    (cd benchmarks && python3 "$script" "$@" --out "$OUT/$name.md") 2>&1 | tee "$OUT/$name.log" | tail -25
+    (cd benchmarks && python3 "$script" "$@" --out "$OUT/$name.md") 2>&1 | tee "$OUT/$name.log" | tail -25 \
+        || echo "FAILED: $name (see $name.log)"
 }
 
 part1() {
-    python3 -m pytest -q -p no:cacheprovider tests/test_host_syncs.py tests/test_backend.py 2>&1 | tee "$OUT/tests.log" | tail -5
+    python3 -m pytest -q -p no:cacheprovider tests/test_host_syncs.py tests/test_backend.py tests/test_grads.py \
+        tests/test_train.py 2>&1 | tee "$OUT/tests.log" | tail -5 || echo "FAILED: tests (see tests.log)"
     bench ceiling_224_b128_bf16 ceiling.py --device cuda --precision bf16 --image-size 224 --batch-size 128 \
         --images 12000 --epochs 2 --data-dir /tmp/mtlbench-data
     bench step_cost_224_b128_bf16 step_cost.py --device cuda --precision bf16 --image-size 224 --batch-size 128 \

@@ -75,35 +75,44 @@ def time_method(config, device, x, y, steps: int, warmup: int) -> dict[str, floa
     }
 
 
-def _fits(config, device: torch.device, batch_size: int, image_size: int) -> bool:
+def _fits(config, device: torch.device, batch_size: int, image_size: int) -> tuple[bool, str]:
     try:
         x, y = fixed_batch(batch_size, image_size, device)
         time_method(config, device, x, y, steps=1, warmup=1)
-        return True
+        return True, ""
     except torch.cuda.OutOfMemoryError:
-        return False
+        return False, "out of memory"
+    except RuntimeError as exc:  # cuBLAS/cuDNN workspace failures, 32-bit indexing limits near the edge
+        return False, f"{type(exc).__name__}: {str(exc).splitlines()[0][:100]}"
 
 
-def largest_batch(config, device: torch.device, image_size: int, start: int, limit: int) -> tuple[int, bool]:
-    """(largest batch that trains two steps without running out of CUDA memory, whether `limit` stopped
-    the search): doubling from `start`, then bisection to within 1/16 of the answer."""
+def largest_batch(
+    config, device: torch.device, image_size: int, start: int, limit: int, seconds: float
+) -> tuple[int, str]:
+    """(largest batch that trains two steps on the device, how the search ended: "" when exact to 1/16,
+    "≥" when `limit` or the time budget stopped it): doubling from `start`, then bisection."""
+    deadline = measure.now(device) + seconds
 
     def fits(b: int) -> bool:
-        ok = _fits(config, device, b, image_size)
+        ok, why = _fits(config, device, b, image_size)
         gc.collect()
         torch.cuda.empty_cache()
-        print(f"    {config.method:12s} batch {b:6d}: {'fits' if ok else 'out of memory'}", flush=True)
+        print(f"    {config.method:12s} batch {b:6d}: {'fits' if ok else why}", flush=True)
         return ok
 
     low, high = 0, start
     while high <= limit and fits(high):
         low, high = high, high * 2
+        if measure.now(device) > deadline:
+            return low, "≥"
     if high > limit:
-        return low, True
+        return low, "≥"
     while high - low > max(1, low // 16):
+        if measure.now(device) > deadline:
+            return low, "≥"
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
-    return low, False
+    return low, ""
 
 
 def main() -> None:
@@ -113,6 +122,7 @@ def main() -> None:
     ap.add_argument("--precision", default="auto", help="auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 | bf16")
     ap.add_argument("--max-batch", action="store_true", help="also search each method's largest batch (CUDA only)")
     ap.add_argument("--batch-limit", type=int, default=16384, help="upper end of the largest-batch search")
+    ap.add_argument("--search-seconds", type=float, default=20.0, help="time budget of each method's batch search")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--steps", type=int, default=5, help="timed steps per method (after warm-up)")
@@ -163,10 +173,16 @@ def main() -> None:
 
     largest: dict[str, str] = {}
     if args.max_batch:
+        emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)  # kept if the search dies
         for name in dict.fromkeys(["ew", *names]):
-            found, capped = largest_batch(replace(base, method=name), device, args.image_size, args.batch_size,
-                                          args.batch_limit)
-            largest[name] = f"≥ {found}" if capped else str(found)
+            found, bound = largest_batch(replace(base, method=name), device, args.image_size, args.batch_size,
+                                         args.batch_limit, args.search_seconds)
+            largest[name] = f"{bound} {found}".strip()
+    emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)
+
+
+def table(per_round, cells, engines, names, largest, base, device, args) -> list[str]:
+    """The markdown table of the measured cells (and of the largest batches found so far)."""
 
     def median_of(key: tuple[str, str], field: str) -> float:
         return statistics.median(rd[key][field] for rd in per_round)
@@ -200,7 +216,7 @@ def main() -> None:
               + (f"{max(loss_ratios):.2f}×" if loss_ratios else "n/a")
               + "; mgda-ub ≤ 1.20×: " + (f"{min(ub):.2f}× (best engine)" if ub else "n/a")
               + "; batched ≥ 2× faster than loop (GPU): see the loop ÷ batched column."]
-    emit(lines, args.out)
+    return lines
 
 
 if __name__ == "__main__":

@@ -32,8 +32,15 @@ QP_POLISH_EVERY = 8
 
 
 def gramian(jacobian: torch.Tensor) -> torch.Tensor:
-    """G = J Jᵀ (T, T), computed where J lives, returned in float64 on the CPU."""
-    return (jacobian @ jacobian.T).to(device="cpu", dtype=torch.float64)
+    """G = J Jᵀ (T, T), computed where J lives in IEEE float32 (never TF32, whose 10-bit mantissa
+    could flip the sign of a small inner product), returned in float64 on the CPU."""
+    matmul = torch.backends.cuda.matmul
+    tf32 = matmul.allow_tf32
+    matmul.allow_tf32 = False
+    try:
+        return (jacobian @ jacobian.T).to(device="cpu", dtype=torch.float64)
+    finally:
+        matmul.allow_tf32 = tf32
 
 
 @dataclass(frozen=True)

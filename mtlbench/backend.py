@@ -11,7 +11,8 @@ the run): a bf16 run and an fp32 run are different cells and never merged in rep
 * "auto": bf16 on CUDA, fp32 on the CPU.
 
 On CUDA the model and its inputs use the channels_last layout and cuDNN autotunes its
-convolution algorithms (both change speed only; they are recorded with the run's costs).
+convolution algorithms. Both are for speed, but the kernels chosen can differ in rounding from
+run to run; they are recorded with each run's environment.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from queue import Empty, Full, Queue
 from typing import Iterator, TypeVar
 
@@ -37,12 +37,21 @@ class DeviceSplit:
     rows: np.ndarray  # (N,) rows of `pixels` in this split
     labels: torch.Tensor  # (N, T) float32
     pin: bool
+    _copy_stream: "torch.cuda.Stream | None" = field(default=None, init=False, repr=False)
 
     @classmethod
     def from_split(cls, split: Split, device: torch.device) -> "DeviceSplit":
         """Wrap a dataset split without reading its pixels."""
         labels = torch.from_numpy(split.labels.astype(np.float32))
         return cls(split.pixels, np.asarray(split.rows, dtype=np.int64), labels, device.type == "cuda")
+
+    def copy_stream(self, device: torch.device) -> "torch.cuda.Stream | None":
+        """The side stream host→device copies of this split go on (one per split, created on first use)."""
+        if device.type != "cuda":
+            return None
+        if self._copy_stream is None:
+            self._copy_stream = torch.cuda.Stream(device)
+        return self._copy_stream
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -55,7 +64,7 @@ class DeviceSplit:
         """
         rows = self.rows[positions]
         images = torch.empty((len(rows), *self.pixels.shape[1:]), dtype=torch.uint8, pin_memory=self.pin)
-        np.take(self.pixels, rows, axis=0, out=images.numpy())
+        np.take(self.pixels, rows, axis=0, out=images.numpy(), mode="clip")  # rows are valid; "clip" skips a buffer
         labels = self.labels[torch.from_numpy(np.asarray(positions))]
         return images, labels.pin_memory() if self.pin else labels
 
@@ -116,7 +125,7 @@ def _device_batches(
     On CUDA the background thread copies on its own stream; the consumer's stream waits for
     that copy (an event, not a host sync) before using the batch.
     """
-    copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+    copy_stream = split.copy_stream(device)
 
     def produce() -> Iterator[tuple[torch.Tensor, torch.Tensor, object]]:
         for positions in position_batches:
@@ -184,8 +193,16 @@ def light_augmentation(x: torch.Tensor, rng: np.random.Generator, hflip: bool) -
     return _resample(x, theta)
 
 
+def host_to_device(array: np.ndarray, device: torch.device, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A small host array on `device` without a host sync: through pinned memory, non-blocking, on CUDA."""
+    t = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda":
+        t = t.pin_memory()
+    return t.to(device=device, dtype=dtype, non_blocking=True)
+
+
 def _resample(x: torch.Tensor, theta: np.ndarray) -> torch.Tensor:
-    theta_t = torch.as_tensor(theta, dtype=x.dtype, device=x.device)
+    theta_t = host_to_device(theta, x.device, x.dtype)
     grid = F.affine_grid(theta_t, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
@@ -197,7 +214,7 @@ def augment_batch(x: torch.Tensor, augment: str, rng: np.random.Generator, hflip
     if augment == "light":
         return light_augmentation(x, rng, hflip)
     if hflip:
-        flip = torch.from_numpy(rng.random(x.shape[0]) < 0.5).to(x.device)
+        flip = host_to_device(rng.random(x.shape[0]) < 0.5, x.device)
         return torch.where(flip[:, None, None, None], x.flip(-1), x)
     return x
 

@@ -60,6 +60,8 @@ def per_task_gradients(
     if resolve_engine(engine, losses.device) == "batched":
         try:
             return _batched(losses, space)
+        except torch.OutOfMemoryError:  # a result to record, not a reason to switch engines
+            raise
         except RuntimeError:  # a layer without a batching rule for its backward
             pass
     return _loop(losses, space)
@@ -77,7 +79,7 @@ def _batched(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
         if g[i] is None:
             jacobian[:, offset : offset + n] = 0
         else:
-            jacobian[:, offset : offset + n] = g[i].reshape(t, n)
+            jacobian[:, offset : offset + n].view(t, *p.shape).copy_(g[i])  # any layout, no temporary
         g[i] = None
         offset += n
     return jacobian
@@ -93,9 +95,15 @@ def _loop(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
             if gi is None:
                 jacobian[t, offset : offset + n] = 0
             else:
-                jacobian[t, offset : offset + n] = gi.reshape(n)
+                jacobian[t, offset : offset + n].view(p.shape).copy_(gi)
             offset += n
     return jacobian
+
+
+def _memory_format(p: torch.Tensor) -> torch.memory_format:
+    if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def apply_shared_gradient(
@@ -106,7 +114,11 @@ def apply_shared_gradient(
         offset = 0
         for p in model.shared_parameters():
             n = p.numel()
-            p.grad = shared_grad[offset : offset + n].view_as(p).to(p.dtype)  # a view: no copy
+            g = shared_grad[offset : offset + n].view_as(p).to(p.dtype)
+            if not g.is_contiguous(memory_format=_memory_format(p)):
+                # in p's layout (channels_last on CUDA), so the optimizer keeps its fused path
+                g = torch.empty_like(p).copy_(g)
+            p.grad = g
             offset += n
         return
     if need == "shared_features":

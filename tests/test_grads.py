@@ -51,3 +51,23 @@ def test_auto_engine_is_loop_on_cpu_and_batched_on_cuda():
     assert resolve_engine("batched", torch.device("cpu")) == "batched"
     with pytest.raises(ValueError, match="unknown gradient engine"):
         resolve_engine("fast", torch.device("cpu"))
+
+
+def test_channels_last_parameters_keep_the_flat_order_and_their_layout() -> None:
+    """On CUDA the model is channels_last: the Jacobian's flat order must still be the logical order
+    that apply_shared_gradient maps back, and the applied .grad must have the parameter's layout."""
+    torch.manual_seed(0)
+    model = MultiTaskResNet(ModelSpec(14, "bce")).double().to(memory_format=torch.channels_last)
+    x = torch.randn(4, 1, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(4, 14) < 0.3).double()
+    features, logits = model(x)
+    losses = per_task_losses(logits, y, "bce")
+    for engine in ("loop", "batched"):
+        jacobian = per_task_gradients(losses, "shared_params", model, features, engine)
+        expected = torch.autograd.grad(losses[3], model.shared_parameters(), retain_graph=True)
+        assert torch.allclose(jacobian[3], torch.cat([g.reshape(-1) for g in expected]))
+    apply_shared_gradient("shared_params", jacobian[3], model, features)
+    for p, g in zip(model.shared_parameters(), expected):
+        assert torch.allclose(p.grad, g)
+        if p.dim() == 4:
+            assert p.grad.is_contiguous(memory_format=torch.channels_last)
