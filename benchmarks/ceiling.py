@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 from bench_common import device_label, emit
+from step_cost import fixed_batch, time_method
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtlbench import backend, measure
@@ -64,22 +65,6 @@ def step_flops(config, device: torch.device, x: torch.Tensor, y: torch.Tensor) -
     with FlopCounterMode(display=False) as counter:
         training_step(model, method, optimizer, x, y, config, 0, 0, device)
     return float(counter.get_total_flops())
-
-
-def ceiling_step_s(config, device: torch.device, x: torch.Tensor, y: torch.Tensor, steps: int, warmup: int) -> float:
-    """Median seconds of an EW training step on a batch already on the device."""
-    torch.manual_seed(0)
-    model = build_model(config, len(TASK_NAMES), device).train()
-    method = build_method(config, TASK_NAMES).to(device)
-    optimizer = build_optimizer(config, model, method)
-    times = []
-    for i in range(warmup + steps):
-        t0 = measure.now(device)
-        training_step(model, method, optimizer, x, y, config, i, 0, device)
-        dt = measure.now(device) - t0
-        if i >= warmup:
-            times.append(dt)
-    return statistics.median(times)
 
 
 def pipeline_images_per_s(config, workdir: Path) -> tuple[float, float, dict]:
@@ -127,12 +112,9 @@ def main() -> None:
         peak = matmul_tflops(device, compute_dtype, n)
         print(f"matmul {n}³ {compute_dtype}: {peak:.2f} TFLOP/s", flush=True)
 
-        gen = torch.Generator().manual_seed(0)
-        x = torch.randn(args.batch_size, 1, args.image_size, args.image_size, generator=gen).to(device)
-        x = backend.prepare_input(x)
-        y = (torch.rand(args.batch_size, len(TASK_NAMES), generator=gen) < 0.2).float().to(device)
+        x, y = fixed_batch(args.batch_size, args.image_size, device)
         flops = step_flops(config, device, x, y)
-        step_s = ceiling_step_s(config, device, x, y, args.steps, args.warmup)
+        step_s = time_method(config, device, x, y, args.steps, args.warmup)["step_s"]
         ceiling = args.batch_size / step_s
         achieved = flops / step_s / 1e12
         print(f"ceiling: {ceiling:.1f} images/s, {achieved:.3f} TFLOP/s", flush=True)

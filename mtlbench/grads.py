@@ -70,40 +70,38 @@ def per_task_gradients(
 def _batched(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
     t = losses.shape[0]
     basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
-    g = list(torch.autograd.grad(losses, space, grad_outputs=basis, retain_graph=True, is_grads_batched=True,
-                                 allow_unused=True))
-    jacobian = losses.new_empty((t, sum(p.numel() for p in space)), dtype=torch.promote_types(losses.dtype, torch.float32))
-    offset = 0
-    for i, p in enumerate(space):  # each block is copied, then dropped
-        n = p.numel()
-        if g[i] is None:
-            jacobian[:, offset : offset + n] = 0
-        else:
-            jacobian[:, offset : offset + n].view(t, *p.shape).copy_(g[i])  # any layout, no temporary
-        g[i] = None
-        offset += n
+    blocks = list(torch.autograd.grad(losses, space, grad_outputs=basis, retain_graph=True, is_grads_batched=True,
+                                      allow_unused=True))
+    jacobian = _new_jacobian(losses, space)
+    _copy_blocks(jacobian, blocks, space)
     return jacobian
 
 
 def _loop(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
-    jacobian = losses.new_empty((losses.shape[0], sum(p.numel() for p in space)), dtype=torch.promote_types(losses.dtype, torch.float32))
+    jacobian = _new_jacobian(losses, space)
     for t in range(losses.shape[0]):  # only one task's gradient exists outside the Jacobian at a time
-        g = torch.autograd.grad(losses[t], space, retain_graph=True, allow_unused=True)
-        offset = 0
-        for gi, p in zip(g, space):
-            n = p.numel()
-            if gi is None:
-                jacobian[t, offset : offset + n] = 0
-            else:
-                jacobian[t, offset : offset + n].view(p.shape).copy_(gi)
-            offset += n
+        _copy_blocks(jacobian[t], list(torch.autograd.grad(losses[t], space, retain_graph=True, allow_unused=True)),
+                     space)
     return jacobian
 
 
-def _memory_format(p: torch.Tensor) -> torch.memory_format:
-    if p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous():
-        return torch.channels_last
-    return torch.contiguous_format
+def _new_jacobian(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
+    size = (losses.shape[0], sum(p.numel() for p in space))
+    return losses.new_empty(size, dtype=torch.promote_types(losses.dtype, torch.float32))
+
+
+def _copy_blocks(target: torch.Tensor, blocks: list[torch.Tensor | None], space: list[torch.Tensor]) -> None:
+    """Copy per-parameter gradients (each (*lead, *p.shape), any memory layout, or None for zero) into
+    consecutive slices of `target` (*lead, P), in logical order, dropping each block once copied."""
+    lead, offset = target.shape[:-1], 0
+    for i, p in enumerate(space):
+        part = target[..., offset : offset + p.numel()]
+        if blocks[i] is None:
+            part.zero_()
+        else:
+            part.view(*lead, *p.shape).copy_(blocks[i])
+        blocks[i] = None
+        offset += p.numel()
 
 
 def apply_shared_gradient(
@@ -114,9 +112,8 @@ def apply_shared_gradient(
         offset = 0
         for p in model.shared_parameters():
             n = p.numel()
-            g = shared_grad[offset : offset + n].view_as(p).to(p.dtype)
-            if not g.is_contiguous(memory_format=_memory_format(p)):
-                # in p's layout (channels_last on CUDA), so the optimizer keeps its fused path
+            g = shared_grad[offset : offset + n].view_as(p).to(p.dtype)  # a view: no copy
+            if not p.is_contiguous():  # channels_last on CUDA: the grad in p's layout keeps the fused optimizer
                 g = torch.empty_like(p).copy_(g)
             p.grad = g
             offset += n

@@ -25,7 +25,6 @@ from mtlbench.errors import UserError
 from mtlbench.feed import DeviceSplit, eval_batches, steps_per_epoch, train_batches
 from mtlbench.methods.base import EpochStats, Method, StepContext
 from mtlbench.metrics import THRESHOLD, TaskMetrics, task_metrics
-from mtlbench.backend import at_least_float32
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses, positive_probability
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore, RunKey
@@ -175,7 +174,7 @@ def evaluate(
     for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
         with backend.autocast(config.precision, device):
             _, logits = model(x)
-        logits = at_least_float32(logits)
+        logits = backend.at_least_float32(logits)
         loss_sum += per_task_losses(logits, y, config.head).double() * y.shape[0]
         probs.append(positive_probability(logits, config.head))
     p = torch.cat(probs).cpu().numpy()
@@ -243,7 +242,7 @@ def training_step(
     optimizer.zero_grad(set_to_none=True)
     with backend.autocast(config.precision, device):
         features, logits = model(x)
-    logits = at_least_float32(logits)  # losses, metrics and methods never see bf16
+    logits = backend.at_least_float32(logits)  # losses, metrics and methods never see bf16
     losses = per_task_losses(logits, y, config.head)
 
     if timer is not None:
