@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ DATASET_NAME = "chestmnist"
 MEDMNIST_FLAG = "chestmnist"
 NATIVE_SIZES: tuple[int, ...] = (28, 64, 128, 224)
 OFFICIAL_COUNTS = {"train": 78_468, "val": 11_219, "test": 22_433}
+REDOWNLOAD = "delete it and download it again (--download)"
 
 
 def npz_name(native_size: int) -> str:
@@ -81,7 +83,7 @@ def load_chestmnist(request: DataRequest, progress: ProgressFactory) -> DatasetB
             f"chestmnist: {path} not found{used_for}; put {npz_name(native)} there, "
             "pass --data-dir to the folder that holds it, or add --download"
         )
-    labels = {split: _labels(path, split) for split in SPLIT_NAMES}
+    labels = _check_npz(path, native)
     source = NpzSource.of(path, {k: len(v) for k, v in labels.items()})
     cache_root = request.cache_dir if request.cache_dir is not None else data_dir / CACHE_DIR
     cache = ensure_cache(source, request.image_size, Path(cache_root), progress, build=request.build_cache)
@@ -142,8 +144,10 @@ def _read_images(path: Path) -> dict[str, np.ndarray]:
     for split in SPLIT_NAMES:
         try:
             images[split] = np.asarray(ChestMNIST(split=split, root=str(path.parent), size=native).imgs)
-        except (KeyError, ValueError, OSError, RuntimeError) as err:
-            raise UserError(f"chestmnist: cannot read {path} with medmnist ({type(err).__name__}: {err})") from None
+        except (KeyError, ValueError, OSError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+            raise UserError(
+                f"chestmnist: cannot read {path} with medmnist ({type(err).__name__}: {_one_line(err)}); {REDOWNLOAD}"
+            ) from None
         got = images[split]
         if got.dtype != np.uint8 or got.shape[1:] != (native, native) or got.ndim != 3:
             raise UserError(
@@ -151,6 +155,61 @@ def _read_images(path: Path) -> dict[str, np.ndarray]:
                 f"expected uint8 (N, {native}, {native}); is it the right file?"
             )
     return images
+
+
+def _check_npz(path: Path, native: int) -> dict[str, np.ndarray]:
+    """Check the whole file before any cache is started; return {split: (N, 14) uint8 labels}.
+
+    Labels are read in full; of the images only each array's header (dtype and shape), which
+    costs no decompression, so a wrong or truncated file is refused in a moment whatever its size.
+    """
+    if not zipfile.is_zipfile(path):
+        raise UserError(
+            f"chestmnist: cannot read {path}: not a zip file (an interrupted or failed download?); {REDOWNLOAD}"
+        )
+    try:
+        with zipfile.ZipFile(path) as archive:
+            headers = {
+                info.filename[: -len(".npy")]: _npy_header(archive, info)
+                for info in archive.infolist()
+                if info.filename.endswith(".npy")
+            }
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise UserError(
+            f"chestmnist: cannot read {path} ({type(err).__name__}: {_one_line(err)}); {REDOWNLOAD}"
+        ) from None
+    for split in SPLIT_NAMES:
+        for key in (f"{split}_images", f"{split}_labels"):
+            if key not in headers:
+                raise UserError(
+                    f"chestmnist: {path} has no {key!r} (keys: {', '.join(sorted(headers)) or 'none'}); "
+                    f"is it a ChestMNIST file? MedMNIST's {path.name} holds {{train,val,test}}_{{images,labels}}"
+                )
+    for split in SPLIT_NAMES:
+        shape, dtype = headers[f"{split}_images"]
+        if dtype != np.uint8 or len(shape) != 3 or shape[1:] != (native, native):
+            raise UserError(
+                f"chestmnist: {path} holds {split}_images of {dtype} {shape}, "
+                f"expected uint8 (N, {native}, {native}); is it the right file?"
+            )
+    labels = {split: _labels(path, split) for split in SPLIT_NAMES}
+    for split in SPLIT_NAMES:
+        count = headers[f"{split}_images"][0][0]
+        if count != len(labels[split]):
+            raise UserError(
+                f"chestmnist: {path} holds {count:,} {split}_images but {len(labels[split]):,} {split}_labels; "
+                f"the file is damaged; {REDOWNLOAD}"
+            )
+    return labels
+
+
+def _npy_header(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of one .npy member, read from its header alone."""
+    with archive.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, _, dtype = read(f)
+    return tuple(int(n) for n in shape), dtype
 
 
 def _labels(path: Path, split: str) -> np.ndarray:
@@ -163,11 +222,26 @@ def _labels(path: Path, split: str) -> np.ndarray:
                     f"chestmnist: {path} has no {key!r} (keys: {', '.join(npz.files)}); is it a ChestMNIST file?"
                 )
             labels = npz[key]
-    except (OSError, ValueError, zipfile.BadZipFile) as err:
-        raise UserError(f"chestmnist: cannot read {path} ({type(err).__name__}: {err}); download it again") from None
-    if labels.ndim != 2 or labels.shape[1] != len(TASK_NAMES) or not np.isin(labels, (0, 1)).all():
-        raise UserError(f"chestmnist: {path} {key} has shape {labels.shape}; expected (N, 14) of 0/1")
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
+        raise UserError(
+            f"chestmnist: cannot read {path} ({type(err).__name__}: {_one_line(err)}); {REDOWNLOAD}"
+        ) from None
+    if labels.ndim != 2 or labels.shape[1] != len(TASK_NAMES):
+        raise UserError(
+            f"chestmnist: {path} {key} has shape {labels.shape}; expected (N, 14) of 0/1, one column per finding; "
+            "is it a ChestMNIST file?"
+        )
+    if not np.isin(labels, (0, 1)).all():
+        odd = labels[~np.isin(labels, (0, 1))].ravel()[0]
+        raise UserError(
+            f"chestmnist: {path} {key} holds the value {odd.item()!r} where only 0 and 1 belong; "
+            "is it a ChestMNIST file?"
+        )
     return labels.astype(np.uint8)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())
 
 
 def _download(data_dir: Path, native: int) -> None:

@@ -123,7 +123,7 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
             f"cannot write the synthetic dataset under {request.data_dir} ({exc.strerror or exc}); "
             "pass --data-dir pointing to a writable folder with free space"
         ) from None
-    bundle = read_nih_layout(root, request, progress, DATASET_NAME)
+    bundle = read_nih_layout(root, request, progress, DATASET_NAME, fix_hint=f"delete {root} to generate it again")
     generator = json.loads((root / SYNTH_JSON).read_text())
     return dataclasses.replace(bundle, info={**bundle.info, "generator": generator})
 

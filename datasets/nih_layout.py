@@ -43,6 +43,7 @@ PROCESS_POOL_BYTES = 64 << 20  # sources larger than this are decoded by worker 
 _REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 _SEX_COLUMNS = ("Patient Sex", "Patient Gender")
 _NAMES_SHOWN = 5
+_COLUMNS_SHOWN = 12
 _FOLDERS_SHOWN = 3
 
 
@@ -52,13 +53,15 @@ def read_nih_layout(
     progress: ProgressFactory,
     name: str,
     fallback_csv: Path | None = None,
+    fix_hint: str | None = None,
 ) -> DatasetBundle:
     """Load the NIH layout under `root` into train/val/test splits backed by the image cache.
 
     Validation takes `request.val_fraction` of the train_val patients (seeded by
     `request.data_seed`); `request.views` then keeps PA, AP or all images. Listed images that
     are absent or unreadable stop the load unless `request.allow_missing`; their counts go into
-    `info` either way. `fallback_csv` is read when `root` holds no metadata CSV.
+    `info` either way. `fallback_csv` is read when `root` holds no metadata CSV. `fix_hint` says
+    what to do about a damaged metadata CSV (default: restore it from the NIH download).
     """
     root = Path(root)
     _check_request(request)
@@ -66,8 +69,8 @@ def read_nih_layout(
         raise UserError(f"{name}: dataset folder {root} does not exist; pass --data-dir pointing to it")
     train_val_names = read_image_list(root / TRAIN_VAL_LIST)
     test_names = read_image_list(root / TEST_LIST)
-    table, csv_label = read_data_entry(root, fallback_csv)
-    labels = parse_finding_labels(table["Finding Labels"], csv_label)
+    table, csv_label = read_data_entry(root, fallback_csv, fix_hint)
+    labels = parse_finding_labels(table["Finding Labels"], csv_label, first_line=2)
     row_of = _index_rows(table, csv_label)
     train_val_rows = _rows_for(train_val_names, row_of, root / TRAIN_VAL_LIST, csv_label)
     test_rows = _rows_for(test_names, row_of, root / TEST_LIST, csv_label)
@@ -115,10 +118,12 @@ def read_nih_layout(
 # ----------------------------------------------------------------------------- metadata
 
 
-def read_data_entry(root: Path, fallback: Path | None = None) -> tuple[pd.DataFrame, str]:
+def read_data_entry(root: Path, fallback: Path | None = None, fix_hint: str | None = None) -> tuple[pd.DataFrame, str]:
     """The metadata table (first of CSV_NAMES in `root`, else `fallback`) and where it came from.
 
-    Both column spellings of the sex column are accepted and renamed to `Patient Sex`.
+    Both column spellings of the sex column are accepted and renamed to `Patient Sex`. A damaged
+    table is a one-line UserError that names the file, the line where it can, and `fix_hint`
+    (default: how to restore it).
     """
     root = Path(root)
     csv_path = next((root / n for n in CSV_NAMES if (root / n).is_file()), None)
@@ -126,23 +131,52 @@ def read_data_entry(root: Path, fallback: Path | None = None) -> tuple[pd.DataFr
         raise UserError(f"no metadata CSV in {root}: expected {' or '.join(CSV_NAMES)}")
     source = csv_path if csv_path is not None else fallback
     label = str(csv_path) if csv_path is not None else f"{fallback} (no {' or '.join(CSV_NAMES)} in {root})"
+    # what to do about a damaged table: a CSV in the download can be restored, or removed when the
+    # copy that ships with torchxrayvision can stand in for it
+    fix = fix_hint or (
+        "restore it from the NIH ChestX-ray14 download"
+        + (" (or delete it to use the copy that ships with torchxrayvision)" if fallback is not None else "")
+        if csv_path is not None
+        else "reinstall torchxrayvision or put the NIH download's Data_Entry_2017_v2020.csv in the dataset folder"
+    )
     try:
         table = pd.read_csv(source, dtype={"Image Index": str, "Finding Labels": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot parse {source}: {err}") from err
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{source} is empty (no header, no rows); {fix}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{source} is not a UTF-8 CSV text file ({_first_non_utf8(Path(source))}); {fix}") from None
+    except pd.errors.ParserError as err:
+        raise UserError(f"cannot parse {source} as CSV ({_one_line(err)}); {fix}") from None
+    except OSError as err:
+        raise UserError(f"cannot read {source} ({err.strerror or err}); {fix}") from None
     missing = [c for c in _REQUIRED_COLUMNS if c not in table.columns]
     if missing:
-        raise UserError(f"{source} lacks column(s) {', '.join(map(repr, missing))}")
-    if table["Finding Labels"].isna().any():
-        raise UserError(f"{source} has rows with an empty 'Finding Labels'")
+        has = ", ".join(map(repr, map(str, table.columns[:_COLUMNS_SHOWN])))
+        more = f" and {len(table.columns) - _COLUMNS_SHOWN} more" if len(table.columns) > _COLUMNS_SHOWN else ""
+        raise UserError(
+            f"{source} lacks column(s) {', '.join(map(repr, missing))} (its header has {has}{more}); "
+            f"it must be the NIH Data_Entry CSV with {', '.join(map(repr, _REQUIRED_COLUMNS))}; {fix}"
+        )
+    if table.empty:
+        raise UserError(f"{source} has a header but no rows; {fix}")
+    empty = np.flatnonzero(table["Finding Labels"].isna().to_numpy())
+    if len(empty):
+        raise UserError(
+            f"{source} has {len(empty):,} row(s) with an empty 'Finding Labels', the first on line {empty[0] + 2}; "
+            f"write '{NO_FINDING}' for an image without findings, or {fix}"
+        )
     sex = next((c for c in _SEX_COLUMNS if c in table.columns), None)
     if sex is not None and sex != "Patient Sex":
         table = table.rename(columns={sex: "Patient Sex"})
     return table, label
 
 
-def parse_finding_labels(findings: Iterable[str], source: Path | str) -> np.ndarray:
-    """`|`-joined NIH label strings → (N, 14) uint8 in TASK_NAMES order; `No Finding` is all zero."""
+def parse_finding_labels(findings: Iterable[str], source: Path | str, first_line: int | None = None) -> np.ndarray:
+    """`|`-joined NIH label strings → (N, 14) uint8 in TASK_NAMES order; `No Finding` is all zero.
+
+    An unknown label is a UserError naming it and where it is: "line {first_line + i}" of a file
+    whose first data row is on line `first_line` (2 for a CSV with a header), else "row {i + 1}".
+    """
     column = {task: i for i, task in enumerate(TASK_NAMES)}
     strings = list(findings)
     labels = np.zeros((len(strings), len(TASK_NAMES)), dtype=np.uint8)
@@ -152,9 +186,10 @@ def parse_finding_labels(findings: Iterable[str], source: Path | str) -> np.ndar
             if label == NO_FINDING:
                 continue
             if label not in column:
+                where = f"line {first_line + row}" if first_line is not None else f"row {row + 1}"
                 raise UserError(
-                    f"unknown finding label {label!r} in {source} (row {row + 1}); "
-                    f"known: {NO_FINDING}, {', '.join(TASK_NAMES)}"
+                    f"unknown finding label {label!r} in {source} ({where}, {str(text)!r}); "
+                    f"known: {NO_FINDING}, {', '.join(TASK_NAMES)} ('|' between several); correct or remove that row"
                 )
             labels[row, column[label]] = 1
     return labels
@@ -296,6 +331,25 @@ def _check_request(request: DataRequest) -> None:
         raise UserError(f"val_fraction must be between 0 and 1 (exclusive), got {request.val_fraction}")
     if request.image_size < 1:
         raise UserError(f"image_size must be positive, got {request.image_size}")
+
+
+def _first_non_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8, e.g. "byte 0x82 on line 1 is not UTF-8" (pandas reports offsets
+    within its read buffer, not the file)."""
+    try:
+        raw = path.read_bytes()
+        raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        return f"byte 0x{raw[err.start]:02x} on line {line:,} is not UTF-8"
+    except OSError:
+        pass
+    return "it does not decode as UTF-8"
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception's message on one line (pandas' parser errors end in a newline)."""
+    return " ".join(str(err).split())
 
 
 def _index_rows(table: pd.DataFrame, csv_label: str) -> dict[str, int]:

@@ -18,7 +18,7 @@ learnable parameters (`parameters()`), and get per-epoch statistics in `end_epoc
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from typing import Any, ClassVar, Literal, Sequence
 
 import torch
@@ -127,6 +127,58 @@ class Method:
         """Counters the method wants stored with the run (e.g. guarded NaN/zero-gradient events)."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """The method's state (its trailing-underscore attributes) for a checkpoint.
+
+        Tensors are copied (on their device), a generator is saved as its state, an optimizer as
+        its state_dict and a dataclass as a dict of its fields: everything that
+        `torch.load(weights_only=True)` reads back.
+        """
+        return {name: _to_saved(value) for name, value in vars(self).items() if name.endswith("_")}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what `state_dict` saved; learnable parameters keep their identity (an optimizer holds them)."""
+        missing = sorted(set(self.state_dict()) ^ set(state))
+        if missing:
+            raise ValueError(f"{type(self).__name__} state does not match: {', '.join(missing)}")
+        for name, saved in state.items():
+            setattr(self, name, _from_saved(getattr(self, name), saved))
+
     def weights_changed_per_step(self) -> bool:
         """True if weights change every step (then the trainer logs them per step)."""
         return bool(self.parameters())
+
+
+def _to_saved(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone()
+    if isinstance(value, torch.Generator):
+        return value.get_state()
+    if isinstance(value, torch.optim.Optimizer):
+        return value.state_dict()
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _to_saved(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_to_saved(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _to_saved(v) for k, v in value.items()}
+    return value
+
+
+def _from_saved(current: Any, saved: Any) -> Any:
+    """`saved` in the form of `current` (on its device); updated in place where identity matters."""
+    if isinstance(current, torch.Tensor):
+        if current.is_leaf and current.requires_grad:  # a learnable tensor an optimizer refers to
+            with torch.no_grad():
+                current.copy_(saved)
+            return current
+        return saved.to(current.device)
+    if isinstance(current, torch.Generator):
+        current.set_state(saved)
+        return current
+    if isinstance(current, torch.optim.Optimizer):
+        current.load_state_dict(saved)
+        return current
+    if is_dataclass(current) and not isinstance(current, type):
+        return type(current)(**{f.name: _from_saved(getattr(current, f.name), saved[f.name]) for f in fields(current)})
+    return saved

@@ -15,6 +15,7 @@ from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
+FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit code 1
 
 # command-line flag → RunConfig field, for the options `run` exposes directly
 RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
@@ -81,7 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
                      help="a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
     run.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
-    run.add_argument("--force", action="store_true", help="rerun cells that are already complete")
+    run.add_argument("--force", action="store_true",
+                     help="rerun cells that already have a result (complete, diverged or out of memory)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
 
     report = sub.add_parser("report", help="tables, figures and statistics from the results database",
@@ -157,9 +159,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     skipped = sum(o.status == "skipped" for o in outcomes)
     if skipped:
         console.print(f"{skipped} run(s) were already complete in {results} and were not rerun (--force reruns them).")
-    bad = [o for o in outcomes if o.status in ("failed", "diverged")]
+    for o in outcomes:
+        if o.status == "busy":
+            console.print(f"[yellow]{o.method} seed {o.seed}: left to the process that is running it[/yellow]",
+                          highlight=False)
+    bad = [o for o in outcomes if o.status in FAILED_STATUSES]
     for o in bad:
-        console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}")
+        console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}", highlight=False)
     return 1 if bad else 0
 
 
@@ -260,7 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"mtlbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt:
-        err.print("mtlbench: interrupted", highlight=False)
+        err.print("mtlbench: interrupted; the current run is stored as interrupted and resumes from its last "
+                  "checkpoint when you rerun the same command", highlight=False, soft_wrap=True)
         return 130
 
 

@@ -7,6 +7,7 @@ resolved device); paths and display options are not.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -119,7 +120,12 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
     known = {f.name: f for f in fields(RunConfig)}
     unknown = sorted(set(overrides) - set(known))
     if unknown:
-        raise UserError(f"{source}: unknown setting(s) {', '.join(unknown)}; valid: {', '.join(known)}")
+        guesses = [(u, m[0]) for u in unknown if (m := difflib.get_close_matches(u, list(known), n=1, cutoff=0.75))]
+        if len(unknown) == 1 and guesses:
+            hint = f" (did you mean {guesses[0][1]}?)"
+        else:
+            hint = f" (did you mean {', '.join(f'{g} for {u}' for u, g in guesses)}?)" if guesses else ""
+        raise UserError(f"{source}: unknown setting(s) {', '.join(unknown)}{hint}; valid: {', '.join(known)}")
     clean: dict[str, Any] = {}
     for key, value in overrides.items():
         default = getattr(RunConfig(), key)
@@ -143,13 +149,29 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         data = json.loads(p.read_text())
     except FileNotFoundError:
         raise UserError(f"config file not found: {p}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"config file {p} is not readable: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"config file {p} is not a UTF-8 text file (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); "
+            'it must hold a JSON object of settings such as {"epochs": 5}'
+        ) from None
+    except IsADirectoryError:
+        raise UserError(f"config file {p} is a directory; pass the path of a JSON file") from None
+    except OSError as exc:
+        raise UserError(f"config file {p} is not readable: {exc.strerror or exc}") from None
     except json.JSONDecodeError as exc:
-        raise UserError(f"config file {p} is not valid JSON (line {exc.lineno}: {exc.msg})") from None
+        raise UserError(
+            f"config file {p} is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+        ) from None
     if not isinstance(data, dict):
-        raise UserError(f"config file {p} must hold a JSON object of settings")
+        raise UserError(
+            f'config file {p} must hold a JSON object of settings such as {{"epochs": 5}}, '
+            f"got {_JSON_TYPE_NAMES.get(type(data), type(data).__name__)}"
+        )
     return data
+
+
+_JSON_TYPE_NAMES = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false",
+                    type(None): "null"}
 
 
 def validate(config: RunConfig) -> None:

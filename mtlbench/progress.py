@@ -70,11 +70,14 @@ class SweepDisplay(DataDisplay):
         self.step = self.progress.add_task("step", total=1, visible=False, info="")
 
     # RunReporter
-    def start_run(self, label: str, epochs: int, steps: int) -> None:
-        """Reset the epoch and step bars for a new run."""
+    def start_run(self, label: str, epochs: int, steps: int, first_epoch: int = 0) -> None:
+        """Reset the epoch and step bars for a new run (`first_epoch` > 0: resumed from a checkpoint)."""
         self.label = label
         self.progress.update(self.sweep, info=label)
-        self.progress.reset(self.epoch, total=epochs, visible=True, description=f"epochs ({label})", info="")
+        self.progress.reset(self.epoch, total=epochs, completed=first_epoch, visible=True,
+                            description=f"epochs ({label})", info="")
+        if self.plain and first_epoch:
+            self.console.print(f"{label}: epochs 1–{first_epoch} restored from the checkpoint", highlight=False)
         self.progress.reset(self.step, total=steps, visible=True, description="steps", info="")
 
     def advance_step(self) -> None:

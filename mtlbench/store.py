@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -14,10 +15,14 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
+from mtlbench.claims import Owner
 from mtlbench.errors import UserError
 
-SCHEMA_VERSION = 2  # 2: predictions table (older databases gain it on open)
+SCHEMA_VERSION = 3  # 2: predictions table; 3: run claims (owner, heartbeat) and resume counts
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
+# A run in one of these statuses is a result: a rerun skips it (--force reruns it). The others
+# (failed, interrupted, or running in a process that died) are taken over and resumed.
+FINAL_STATUSES = ("complete", "diverged", "oom")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -36,7 +41,11 @@ CREATE TABLE IF NOT EXISTS runs (
     weight_normalization TEXT,
     selected_epoch INTEGER,
     diverged_step INTEGER,
-    error TEXT
+    error TEXT,
+    owner_host TEXT,  -- the process running it now: host and pid (see claims.py)
+    owner_pid INTEGER,
+    heartbeat_at REAL,  -- unix time of the owner's last sign of life
+    resumes INTEGER NOT NULL DEFAULT 0  -- times it continued from a checkpoint after an interruption
 );
 CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
 CREATE TABLE IF NOT EXISTS metrics (
@@ -107,35 +116,98 @@ class RunKey:
     config_hash: str
 
 
+# columns added to `runs` after version 2, added to older databases on open
+RUN_COLUMNS_V3 = (
+    ("owner_host", "TEXT"),
+    ("owner_pid", "INTEGER"),
+    ("heartbeat_at", "REAL"),
+    ("resumes", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+class StoreWriteError(UserError):
+    """The results database could not be written (disk full, read-only, locked too long)."""
+
+
+@dataclass(frozen=True)
+class ClaimResult:
+    """What `claim_run` decided for a cell.
+
+    `action` is "run" (the caller owns `run_id` now; `taken_over` when it is an earlier,
+    unfinished attempt that may have a checkpoint), "done" (a final result exists: `status`), or
+    "busy" (a live process is running it).
+    """
+
+    action: str
+    run_id: int
+    status: str = ""
+    taken_over: bool = False
+
+
 class ResultsStore:
-    """Transactional access to the results database."""
+    """Transactional access to the results database.
+
+    Several processes may write one database at once (one per GPU): it is opened in WAL mode,
+    every write is a short transaction, and a cell is claimed before it runs (`claim_run`).
+    """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._depth = 0
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.conn = sqlite3.connect(self.path, timeout=30)
+            self.conn = sqlite3.connect(self.path, timeout=60)
         except (OSError, sqlite3.Error) as exc:
             raise UserError(f"cannot open results database {self.path}: {exc}") from None
         self.conn.execute("PRAGMA foreign_keys = ON")
         try:
             self._init_schema()
+        except UserError:
+            self.conn.close()
+            raise
+        except sqlite3.OperationalError as exc:
+            self.conn.close()
+            raise StoreWriteError(self._write_error(exc)) from None
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise UserError(f"{self.path} is not a usable mtlbench results database: {exc}") from None
 
+    def _write_error(self, exc: BaseException) -> str:
+        text = str(exc)
+        if "readonly" in text or "unable to open" in text:
+            hint = f"make {self.path.parent} writable or pass --results PATH in a writable folder"
+        elif "full" in text:
+            hint = "free disk space and rerun the same command: complete runs are kept, an interrupted one resumes"
+        elif "locked" in text or "busy" in text:
+            hint = "another process held the database too long; rerun the same command"
+        else:
+            hint = "check the file and the disk, then rerun the same command"
+        return f"cannot write the results database {self.path}: {text}; {hint}"
+
     def _init_schema(self) -> None:
-        with self.conn:
-            self.conn.executescript(SCHEMA)
+        row = None
+        if self.conn.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone():
             row = self.conn.execute("SELECT version FROM schema_version").fetchone()
-            if row is None:
-                self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-            elif row[0] > SCHEMA_VERSION:
-                raise UserError(
-                    f"{self.path} was written by a newer mtlbench (schema {row[0]} > {SCHEMA_VERSION}); upgrade mtlbench"
-                )
-            elif row[0] < SCHEMA_VERSION:  # the script above added the new tables; nothing else changed
-                self.conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
+        if row is not None and row[0] > SCHEMA_VERSION:
+            raise UserError(
+                f"{self.path} was written by a newer mtlbench (schema {row[0]} > {SCHEMA_VERSION}); "
+                "upgrade mtlbench or pass --results PATH for a new database"
+            )
+        if row is None or row[0] < SCHEMA_VERSION or not self._is_wal():
+            self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; one writer at a time
+            with self.conn:
+                self.conn.executescript(SCHEMA)  # creates what is missing (older versions: new tables)
+                present = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+                for name, decl in RUN_COLUMNS_V3:
+                    if name not in present:
+                        self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+                if row is None:
+                    self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+                else:
+                    self.conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
+
+    def _is_wal(self) -> bool:
+        return self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
 
     def close(self) -> None:
         """Close the connection."""
@@ -148,10 +220,29 @@ class ResultsStore:
         self.close()
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
-        """All writes inside land together or not at all."""
-        with self.conn:
-            yield self.conn
+    def transaction(self, immediate: bool = False) -> Iterator[sqlite3.Connection]:
+        """All writes inside land together or not at all; nested transactions join the outer one.
+
+        `immediate` takes the write lock at the start (for read-then-write decisions such as a
+        claim). A failed write (disk full, read-only) is a StoreWriteError: one line for the CLI.
+        """
+        if self._depth:
+            self._depth += 1
+            try:
+                yield self.conn
+            finally:
+                self._depth -= 1
+            return
+        self._depth = 1
+        try:
+            with self.conn:
+                if immediate:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                yield self.conn
+        except sqlite3.OperationalError as exc:
+            raise StoreWriteError(self._write_error(exc)) from None
+        finally:
+            self._depth = 0
 
     # --- runs -------------------------------------------------------------------------------
     def complete_run(self, key: RunKey) -> int | None:
@@ -162,8 +253,58 @@ class ResultsStore:
         ).fetchone()
         return row[0] if row else None
 
+    def claim_run(
+        self,
+        key: RunKey,
+        config_json: str,
+        env: dict[str, Any],
+        weight_normalization: str,
+        owner: Owner,
+        force: bool = False,
+    ) -> ClaimResult:
+        """Decide, atomically across processes, whether this process runs the cell `key`.
+
+        A final result (complete, diverged, oom) is kept unless `force`; a cell that a live
+        process is running is left to it; otherwise the cell is ours: an earlier unfinished
+        attempt (failed, interrupted, or running in a dead process) is taken over with its
+        rows, so that it can resume from its checkpoint, or a new run row is inserted.
+        """
+        with self.transaction(immediate=True) as c:
+            rows = c.execute(
+                "SELECT run_id, status, owner_host, owner_pid, heartbeat_at FROM runs WHERE config_hash=?"
+                " ORDER BY run_id DESC",
+                (key.config_hash,),
+            ).fetchall()
+            for run_id, status, host, pid, beat in rows:
+                if status == "running" and owner.other_is_alive(host, pid, beat):
+                    return ClaimResult("busy", run_id, status)
+            if not force:
+                for run_id, status, *_ in rows:
+                    if status in FINAL_STATUSES:
+                        return ClaimResult("done", run_id, status)
+            unfinished = [r[0] for r in rows if r[1] not in FINAL_STATUSES]
+            stale = [r[0] for r in rows if r[1] in FINAL_STATUSES] + unfinished[1:]
+            c.executemany("DELETE FROM runs WHERE run_id=?", [(r,) for r in stale])
+            env_json = json.dumps(env, sort_keys=True)
+            if unfinished:
+                run_id = unfinished[0]
+                c.execute(
+                    "UPDATE runs SET status='running', ended_at=NULL, error=NULL, config_json=?, env_json=?,"
+                    " weight_normalization=?, owner_host=?, owner_pid=?, heartbeat_at=? WHERE run_id=?",
+                    (config_json, env_json, weight_normalization, owner.host, owner.pid, time.time(), run_id),
+                )
+                return ClaimResult("run", run_id, "running", taken_over=True)
+            cur = c.execute(
+                "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at, env_json,"
+                " weight_normalization, owner_host, owner_pid, heartbeat_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (key.method, key.dataset, key.seed, key.config_hash, config_json, "running", _now(), env_json,
+                 weight_normalization, owner.host, owner.pid, time.time()),
+            )
+            return ClaimResult("run", int(cur.lastrowid), "running")
+
     def start_run(self, key: RunKey, config_json: str, env: dict[str, Any], weight_normalization: str) -> int:
-        """Insert a run in status 'running', replacing earlier unfinished attempts of the same cell."""
+        """Insert a run in status 'running', replacing earlier unfinished attempts of the same cell
+        (single-process use: tests and benchmarks)."""
         with self.transaction() as c:
             c.execute("DELETE FROM runs WHERE config_hash=? AND status != 'complete'", (key.config_hash,))
             cur = c.execute(
@@ -173,6 +314,22 @@ class ResultsStore:
                  json.dumps(env, sort_keys=True), weight_normalization),
             )
             return int(cur.lastrowid)
+
+    def restart_run(self, run_id: int) -> None:
+        """Forget everything an attempt of `run_id` wrote (it restarts from epoch 0)."""
+        with self.transaction() as c:
+            for table in ("metrics", "weights", "diagnostics", "predictions", "costs"):
+                c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+            c.execute("UPDATE runs SET started_at=?, resumes=0 WHERE run_id=?", (_now(), run_id))
+
+    def rewind_run(self, run_id: int, epoch: int) -> None:
+        """Keep what `run_id` wrote before `epoch` (its checkpoint's) and count one resume."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM metrics WHERE run_id=? AND (epoch>=? OR split='test')", (run_id, epoch))
+            c.execute("DELETE FROM weights WHERE run_id=? AND epoch>=?", (run_id, epoch))
+            for table in ("diagnostics", "predictions", "costs"):
+                c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
+            c.execute("UPDATE runs SET resumes=resumes+1 WHERE run_id=?", (run_id,))
 
     def supersede_complete(self, key: RunKey) -> None:
         """Delete complete runs of this cell (used by --force before a rerun)."""

@@ -15,7 +15,8 @@ from mtlbench.errors import UserError
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
-from mtlbench.train import RunReporter, RunResult, resolve_runtime, train_run, warm_up
+from mtlbench.claims import Owner
+from mtlbench.train import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
 
 @dataclass(frozen=True)
@@ -153,9 +154,11 @@ def run_sweep(
     plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
     if len(data.train) >= 2:
         warm_up(plan.base, data, device)
+    owner = Owner()
     with ResultsStore(results) as store:
         outcomes = []
         for cell in plan.cells():
             reporter: RunReporter = display
-            outcomes.append(train_run(cell, data, store, env, reporter, force=force))
+            outcomes.append(train_run(cell, data, store, env, reporter, force=force, owner=owner))
+            release_memory(device)  # a failed run's model and optimizer go before the next one starts
         return outcomes

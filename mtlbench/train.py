@@ -7,18 +7,21 @@ weights (loss-weighting) or an aggregated shared gradient (gradient-manipulating
 from __future__ import annotations
 
 import copy
+import gc
 import json
 import math
 import statistics
 import time
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
-from mtlbench import backend, grads, measure
+from mtlbench import backend, checkpoint, grads, measure
+from mtlbench.claims import Heartbeat, Owner
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
@@ -35,7 +38,7 @@ DIVERGENCE_CHECK_EVERY = 20  # steps between host syncs that look for a non-fini
 class RunReporter(Protocol):
     """Where the trainer reports progress (a rich display in the CLI, nothing in tests)."""
 
-    def start_run(self, label: str, epochs: int, steps: int) -> None: ...
+    def start_run(self, label: str, epochs: int, steps: int, first_epoch: int = 0) -> None: ...
     def advance_step(self) -> None: ...
     def end_epoch(self, epoch: int, val_auroc: float) -> None: ...
     def end_run(self) -> None: ...
@@ -44,7 +47,7 @@ class RunReporter(Protocol):
 class SilentReporter:
     """A RunReporter that shows nothing."""
 
-    def start_run(self, label: str, epochs: int, steps: int) -> None:
+    def start_run(self, label: str, epochs: int, steps: int, first_epoch: int = 0) -> None:
         """No-op."""
 
     def advance_step(self) -> None:
@@ -64,7 +67,7 @@ class RunResult:
     run_id: int
     method: str
     seed: int
-    status: str  # complete | diverged | failed | skipped
+    status: str  # complete | diverged | oom | failed | skipped (complete earlier) | busy (another process)
     test_auroc: float = float("nan")
     test_accuracy: float = float("nan")
     wall_s: float = float("nan")
@@ -274,6 +277,76 @@ def _first_bad_step(bad: torch.Tensor) -> int | None:
     return v if v >= 0 else None
 
 
+@dataclass
+class LoopState:
+    """What the training loop carries from one epoch to the next (saved in each checkpoint).
+
+    `wall_s` and the peaks are those of earlier attempts, up to their last checkpoint: a resumed
+    run's cost is the cost of the work that produced it, not of the work a kill threw away.
+    """
+
+    epoch: int = 0  # the next epoch to train
+    global_step: int = 0
+    step_times: list[float] = field(default_factory=list)
+    method_times: list[float] = field(default_factory=list)
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    wall_s: float = 0.0
+    peak_cuda_mb: float | None = None
+    peak_rss_mb: float | None = None
+    best_score: float = -math.inf  # validation mean AUROC (or −loss) of the selected epoch
+    best_epoch: int = -1
+    best_state: dict[str, torch.Tensor] | None = None
+    best_val_probs: torch.Tensor | None = None
+
+
+@dataclass
+class RunParts:
+    """The live objects of one run that a checkpoint saves and restores."""
+
+    model: MultiTaskResNet
+    optimizer: torch.optim.Optimizer
+    schedule: torch.optim.lr_scheduler.LRScheduler
+    method: Method
+    device: torch.device
+
+
+def _checkpoint_payload(parts: RunParts, loop: LoopState, run_id: int, config_hash: str) -> dict[str, Any]:
+    state = {f.name: getattr(loop, f.name) for f in fields(LoopState)}
+    if loop.best_epoch == loop.epoch - 1:  # the selected model is the current one: not saved twice
+        state["best_state"] = None
+    return {
+        "run_id": run_id,
+        "config_hash": config_hash,
+        "model": parts.model.state_dict(),
+        "optimizer": parts.optimizer.state_dict(),
+        "schedule": parts.schedule.state_dict(),
+        "method": parts.method.state_dict(),
+        "rng": checkpoint.rng_states(parts.device),
+        "loop": state,
+    }
+
+
+def _restore(parts: RunParts, payload: dict[str, Any]) -> LoopState:
+    parts.model.load_state_dict(payload["model"])
+    parts.optimizer.load_state_dict(payload["optimizer"])
+    parts.schedule.load_state_dict(payload["schedule"])
+    parts.method.load_state_dict(payload["method"])
+    parts.method.to(parts.device)
+    checkpoint.restore_rng_states(payload["rng"], parts.device)
+    loop = LoopState(**payload["loop"])
+    if loop.best_state is None and loop.best_epoch >= 0:
+        loop.best_state = copy.deepcopy(parts.model.state_dict())
+    return loop
+
+
+def release_memory(device: torch.device) -> None:
+    """Return what a finished (or failed) run held: unreachable objects, cached CUDA blocks."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
 def train_run(
     config: RunConfig,
     data: DatasetBundle,
@@ -281,18 +354,20 @@ def train_run(
     env: dict[str, Any],
     reporter: RunReporter | None = None,
     force: bool = False,
+    owner: Owner | None = None,
 ) -> RunResult:
-    """Train and evaluate one cell, writing everything to `store`; skips a complete cell unless `force`."""
+    """Train and evaluate one cell, writing everything to `store`; never raises for a run's failure.
+
+    The cell is claimed first (`ResultsStore.claim_run`): a stored result is skipped unless
+    `force`, a cell another live process runs is left to it, and an unfinished earlier attempt
+    resumes from its checkpoint. Out of memory, a non-finite loss or any other exception end the
+    run with status oom, diverged or failed; Ctrl-C marks it interrupted and is re-raised. Only a
+    results database or checkpoint that cannot be written stops the sweep (a UserError).
+    """
     reporter = reporter or SilentReporter()
+    owner = owner or Owner()
     config = resolve_runtime(config)
     key = RunKey(config.method, config.dataset, config.seed, config.config_hash())
-    existing = store.complete_run(key)
-    if existing is not None and not force:
-        reporter.end_run()
-        return RunResult(existing, config.method, config.seed, "skipped", detail="complete run with this config exists")
-    if force:
-        store.supersede_complete(key)
-
     device = torch.device(config.device)
     tasks = data.task_names
     method = build_method(config, tasks).to(device)
@@ -300,18 +375,59 @@ def train_run(
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
     run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
     fast_path = backend.configure(device, config.precision)  # recorded with the environment
-    run_id = store.start_run(key, json.dumps(run_config, sort_keys=True), {**env, **fast_path}, method.normalization)
+    claim = store.claim_run(key, json.dumps(run_config, sort_keys=True), {**env, **fast_path},
+                            method.normalization, owner, force=force)
+    if claim.action != "run":
+        reporter.end_run()
+        if claim.action == "busy":
+            return RunResult(claim.run_id, config.method, config.seed, "busy", detail="running in another process")
+        if claim.status == "complete":
+            return RunResult(claim.run_id, config.method, config.seed, "skipped",
+                             detail="complete run with this config exists")
+        return RunResult(claim.run_id, config.method, config.seed, claim.status,
+                         detail="stored by an earlier sweep (--force reruns it)")
+    run_id = claim.run_id
+    ckpt_path = checkpoint.checkpoint_path(store.path, key.config_hash)
     store.set_data_info(run_id, data.info)
     try:
-        return _train(config, data, store, run_id, method, device, reporter)
+        with Heartbeat(store.path, run_id, owner):
+            return _train(config, data, store, run_id, method, device, reporter, ckpt_path, claim.taken_over)
     except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", error="KeyboardInterrupt")
+        store.finish_run(run_id, "interrupted", error="KeyboardInterrupt (rerun the same command to resume)")
         raise
+    except UserError as exc:  # the database or a checkpoint cannot be written: the sweep stops
+        try:
+            store.finish_run(run_id, "interrupted", error=str(exc))
+        except UserError:
+            pass  # the database itself is what failed; the claim dies with this process
+        raise
+    except (torch.OutOfMemoryError, MemoryError) as exc:
+        memory = _peak_memory_text(device)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        store.set_costs(run_id, dict(device=_device_name(device), peak_cuda_mb=measure.peak_cuda_mb(device),
+                                     peak_rss_mb=measure.peak_rss_mb(), rss_scope="run"))
+        store.finish_run(run_id, "oom", error=f"out of memory after reaching {memory}: {message}")
+        checkpoint.remove_checkpoint(ckpt_path)
+        return RunResult(run_id, config.method, config.seed, "oom", peak_memory=memory,
+                         detail=f"out of memory after reaching {memory}")
     except Exception as exc:  # any other failure is recorded and the sweep goes on
         store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
         return RunResult(run_id, config.method, config.seed, "failed", detail=f"{type(exc).__name__}: {exc}")
     finally:
         reporter.end_run()
+
+
+def _device_name(device: torch.device) -> str:
+    return str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"
+
+
+def _peak_memory_text(device: torch.device) -> str:
+    cuda_mb = measure.peak_cuda_mb(device)
+    return f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{measure.peak_rss_mb():.0f} MiB RSS"
+
+
+def _max(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _train(
@@ -322,6 +438,8 @@ def _train(
     method: Method,
     device: torch.device,
     reporter: RunReporter,
+    ckpt_path: Path,
+    taken_over: bool,
 ) -> RunResult:
     tasks = data.task_names
     t_start = time.perf_counter()
@@ -335,19 +453,25 @@ def _train(
     test_split = DeviceSplit.from_split(data.test, device)
     n_steps = steps_per_epoch(len(train_split), config.batch_size)
     schedule = build_schedule(config, optimizer, n_steps * config.epochs)
-    reporter.start_run(f"{config.method} seed {config.seed}", config.epochs, n_steps)
+    parts = RunParts(model, optimizer, schedule, method, device)
+
+    loop, note = LoopState(), ""
+    if taken_over:
+        payload, why = checkpoint.load_checkpoint(ckpt_path, run_id, config.config_hash(), device)
+        if payload is not None:
+            loop = _restore(parts, payload)
+            store.rewind_run(run_id, loop.epoch)
+            note = f" (resumed at epoch {loop.epoch + 1})"
+        else:
+            store.restart_run(run_id)
+            note = "" if why == "no checkpoint" else f" ({why})"
+    reporter.start_run(f"{config.method} seed {config.seed}{note}", config.epochs, n_steps, loop.epoch)
 
     per_step_weights = method.weights_changed_per_step()
     timer = measure.StepTimer(device)
-    step_times: list[float] = []
-    method_times: list[float] = []
-    train_s = eval_s = 0.0
-    best = (-math.inf, -1, None)  # (val mean AUROC, epoch, state)
-    best_val_probs = np.zeros((0, len(tasks)), dtype=np.float32)
-    global_step = 0
     bad_step = torch.full((), -1, dtype=torch.long, device=device)
 
-    for epoch in range(config.epochs):
+    for epoch in range(loop.epoch, config.epochs):
         model.train()
         meter = EpochMeter(len(tasks), device)
         t_epoch = measure.now(device)
@@ -356,48 +480,49 @@ def _train(
             config.normalize_mean, config.normalize_std, config.augment, config.hflip,
         ):
             timer.start()
-            rec = training_step(model, method, optimizer, x, y, config, global_step, epoch, device, timer)
+            rec = training_step(model, method, optimizer, x, y, config, loop.global_step, epoch, device, timer)
             schedule.step()
             bad = ~torch.isfinite(rec.losses).all()
-            bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, global_step), bad_step)
+            bad_step = torch.where(bad & (bad_step < 0), torch.full_like(bad_step, loop.global_step), bad_step)
             meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.weights, per_step_weights)
             timer.end()
-            global_step += 1
+            loop.global_step += 1
             reporter.advance_step()
-            if global_step % DIVERGENCE_CHECK_EVERY == 0 and _first_bad_step(bad_step) is not None:
+            if loop.global_step % DIVERGENCE_CHECK_EVERY == 0 and _first_bad_step(bad_step) is not None:
                 break
-        train_s += measure.now(device) - t_epoch
+        loop.train_s += measure.now(device) - t_epoch
         epoch_steps, epoch_methods = timer.collect()
-        step_times += epoch_steps
-        method_times += epoch_methods
+        loop.step_times += epoch_steps
+        loop.method_times += epoch_methods
 
         diverged_at = _first_bad_step(bad_step)
         if diverged_at is not None:
-            store.set_diagnostics(run_id, method.diagnostics())
-            store.finish_run(run_id, "diverged", diverged_step=diverged_at, error="non-finite loss")
+            with store.transaction():
+                store.set_diagnostics(run_id, method.diagnostics())
+                store.finish_run(run_id, "diverged", diverged_step=diverged_at, error="non-finite loss")
+            checkpoint.remove_checkpoint(ckpt_path)
             return RunResult(run_id, config.method, config.seed, "diverged", detail=f"non-finite loss at step {diverged_at}")
 
-        # epoch statistics → store, method hook
         train_loss = (meter.loss_sum / meter.seen).cpu().numpy()
         train_acc = (meter.correct / meter.seen).cpu().numpy()
-        store.add_train_stats(run_id, epoch, tasks, train_loss, train_acc)
-        mean_w = (meter.weight_sum / meter.steps).cpu().numpy()[None]
-        store.add_weights(run_id, epoch, [-1], tasks, mean_w)
-        if per_step_weights and meter.step_weights:
-            first = global_step - meter.steps
-            store.add_weights(run_id, epoch, list(range(first, global_step)), tasks,
-                              torch.stack(meter.step_weights).cpu().numpy())
-
         t_eval = measure.now(device)
         val, val_probs = evaluate(model, val_split, config, device)
-        eval_s += measure.now(device) - t_eval
-        store.add_metrics(run_id, "val", epoch, tasks, val)
+        loop.eval_s += measure.now(device) - t_eval
+        with store.transaction():  # an epoch's rows land together
+            store.add_train_stats(run_id, epoch, tasks, train_loss, train_acc)
+            store.add_weights(run_id, epoch, [-1], tasks, (meter.weight_sum / meter.steps).cpu().numpy()[None])
+            if per_step_weights and meter.step_weights:
+                first = loop.global_step - meter.steps
+                store.add_weights(run_id, epoch, list(range(first, loop.global_step)), tasks,
+                                  torch.stack(meter.step_weights).cpu().numpy())
+            store.add_metrics(run_id, "val", epoch, tasks, val)
         val_auroc = val.mean()["auroc"]
         reporter.end_epoch(epoch, val_auroc)
         score = val_auroc if np.isfinite(val_auroc) else -val.mean()["loss"]
-        if config.select == "last" or score > best[0] or best[2] is None:
-            best = (score, epoch, copy.deepcopy(model.state_dict()))
-            best_val_probs = val_probs
+        if config.select == "last" or score > loop.best_score or loop.best_state is None:
+            loop.best_score, loop.best_epoch = float(score), epoch
+            loop.best_state = copy.deepcopy(model.state_dict())
+            loop.best_val_probs = torch.from_numpy(val_probs)
 
         method.end_epoch(EpochStats(
             epoch=epoch,
@@ -407,30 +532,41 @@ def _train(
             val_accuracy=torch.from_numpy(val.accuracy),
             val_auroc=torch.from_numpy(val.auroc),
         ))
+        loop.epoch = epoch + 1
+        if loop.epoch < config.epochs:  # after the last epoch only the test remains: no checkpoint
+            checkpoint.save_checkpoint(ckpt_path, _checkpoint_payload(
+                parts, replace(loop, wall_s=loop.wall_s + time.perf_counter() - t_start,
+                               peak_cuda_mb=_max(loop.peak_cuda_mb, measure.peak_cuda_mb(device)),
+                               peak_rss_mb=_max(loop.peak_rss_mb, measure.peak_rss_mb())),
+                run_id, config.config_hash()))
 
     # test once, with the model selected on validation
-    model.load_state_dict(best[2])
+    model.load_state_dict(loop.best_state)
     t_eval = measure.now(device)
     test, test_probs = evaluate(model, test_split, config, device)
-    eval_s += measure.now(device) - t_eval
-    store.add_metrics(run_id, "test", best[1], tasks, test)
-    store.add_predictions(run_id, "val", best[1], data.val.image_ids, data.val.labels, best_val_probs)
-    store.add_predictions(run_id, "test", best[1], data.test.image_ids, data.test.labels, test_probs)
+    loop.eval_s += measure.now(device) - t_eval
 
-    wall_s = time.perf_counter() - t_start
-    warm = step_times[min(len(step_times) - 1, 5):] if step_times else [float("nan")]
-    warm_m = method_times[min(len(method_times) - 1, 5):] if method_times else [float("nan")]
-    cuda_mb = measure.peak_cuda_mb(device)
-    rss_mb = measure.peak_rss_mb()
-    store.set_costs(run_id, dict(
-        device=str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu",
-        wall_s=wall_s, train_s=train_s, eval_s=eval_s,
-        median_step_s=statistics.median(warm), median_method_s=statistics.median(warm_m),
-        images_per_s=global_step * config.batch_size / train_s if train_s > 0 else None,
-        peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
-    ))
-    store.set_diagnostics(run_id, method.diagnostics())
-    store.finish_run(run_id, "complete", selected_epoch=best[1])
+    wall_s = loop.wall_s + time.perf_counter() - t_start
+    warm = loop.step_times[min(len(loop.step_times) - 1, 5):] if loop.step_times else [float("nan")]
+    warm_m = loop.method_times[min(len(loop.method_times) - 1, 5):] if loop.method_times else [float("nan")]
+    cuda_mb = _max(loop.peak_cuda_mb, measure.peak_cuda_mb(device))
+    rss_mb = _max(loop.peak_rss_mb, measure.peak_rss_mb())
+    with store.transaction():  # the result lands whole or not at all
+        store.add_metrics(run_id, "test", loop.best_epoch, tasks, test)
+        store.add_predictions(run_id, "val", loop.best_epoch, data.val.image_ids, data.val.labels,
+                              loop.best_val_probs.numpy())
+        store.add_predictions(run_id, "test", loop.best_epoch, data.test.image_ids, data.test.labels, test_probs)
+        store.set_costs(run_id, dict(
+            device=_device_name(device),
+            wall_s=wall_s, train_s=loop.train_s, eval_s=loop.eval_s,
+            median_step_s=statistics.median(warm), median_method_s=statistics.median(warm_m),
+            images_per_s=loop.global_step * config.batch_size / loop.train_s if loop.train_s > 0 else None,
+            peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
+        ))
+        store.set_diagnostics(run_id, method.diagnostics())
+        store.finish_run(run_id, "complete", selected_epoch=loop.best_epoch)
+    checkpoint.remove_checkpoint(ckpt_path)
     means = test.mean()
     memory = f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{rss_mb:.0f} MiB RSS"
     return RunResult(run_id, config.method, config.seed, "complete", means["auroc"], means["accuracy"], wall_s, memory)
+

@@ -104,3 +104,41 @@ def write_npz(folder: Path, size: int = 28, counts=CHESTMNIST_COUNTS, seed: int 
     path = folder / npz_name(size)
     np.savez_compressed(path, **arrays)
     return path
+
+
+DATA_ENTRY_FAULTS: tuple[str, ...] = (
+    "unknown-label", "blank-finding-labels", "no-finding-labels-column", "no-patient-id-column", "ragged-row",
+    "header-only", "empty", "binary",
+)
+
+
+def break_data_entry(root: Path, fault: str, row: int = 3) -> Path:
+    """Damage the metadata CSV of a download written by `write_nih_download` (csv "v2020" or "2017").
+
+    "unknown-label": data row `row` (0-based; on line row + 2) gets the finding "Covid-19";
+    "blank-finding-labels": that row's findings are left empty; "no-finding-labels-column" and
+    "no-patient-id-column" drop that column; "ragged-row": that row gets three extra fields;
+    "header-only" keeps only the header line; "empty" leaves 0 bytes; "binary" replaces the file
+    with bytes that are no text at all. Returns the CSV's path.
+    """
+    path = next(root / n for n in ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv") if (root / n).is_file())
+    if fault in ("unknown-label", "blank-finding-labels"):
+        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        table.loc[row, "Finding Labels"] = "Pneumonia|Covid-19" if fault == "unknown-label" else ""
+        table.to_csv(path, index=False)
+    elif fault == "ragged-row":
+        lines = path.read_text().splitlines()
+        lines[row + 1] += ",x,y,z"
+        path.write_text("\n".join(lines) + "\n")
+    elif fault in ("no-finding-labels-column", "no-patient-id-column"):
+        column = "Finding Labels" if fault == "no-finding-labels-column" else "Patient ID"
+        pd.read_csv(path, dtype=str, keep_default_na=False).drop(columns=[column]).to_csv(path, index=False)
+    elif fault == "header-only":
+        path.write_text(path.read_text().splitlines()[0] + "\n")
+    elif fault == "empty":
+        path.write_bytes(b"")
+    elif fault == "binary":
+        path.write_bytes(bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8)))
+    else:
+        raise ValueError(fault)
+    return path

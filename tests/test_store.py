@@ -9,7 +9,7 @@ import pytest
 from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics
-from mtlbench.store import SCHEMA_VERSION, ResultsStore, RunKey
+from mtlbench.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
 from mtlbench.train import train_run
 
 TASKS = ("a", "b")
@@ -96,5 +96,29 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 2
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 3
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
+
+
+def test_version_2_database_gains_claim_columns_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "v2.sqlite"
+    v2_schema = SCHEMA
+    for line in ("    owner_host TEXT,  -- the process running it now: host and pid (see claims.py)\n",
+                 "    owner_pid INTEGER,\n", "    heartbeat_at REAL,  -- unix time of the owner's last sign of life\n"):
+        assert line in v2_schema
+        v2_schema = v2_schema.replace(line, "")
+    v2_schema = v2_schema.replace(
+        "    error TEXT,\n    resumes INTEGER NOT NULL DEFAULT 0  -- times it continued from a checkpoint after an interruption\n",
+        "    error TEXT\n")
+    con = sqlite3.connect(path)
+    con.executescript(v2_schema + "INSERT INTO schema_version VALUES (2);"
+                      "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at)"
+                      " VALUES ('ew', 'toy', 0, 'abc123', '{}', 'complete', 'then');")
+    con.commit()
+    assert "owner_pid" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}
+    con.close()
+    with ResultsStore(path) as s:
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == 3
+        assert {"owner_host", "owner_pid", "heartbeat_at", "resumes"} <= {r[1] for r in s.query("PRAGMA table_info(runs)")}
+        assert s.complete_run(KEY) == 1  # the old run keeps its identity
+        assert s.query("PRAGMA journal_mode")[0][0] == "wal"
