@@ -65,6 +65,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
             f"cannot write the checkpoint {path}: {exc.strerror or exc}; free space (or make the folder "
             "writable) and rerun the same command: the run resumes from its last checkpoint"
         ) from None
+    except BaseException:  # Ctrl-C while writing: the previous checkpoint stays, the partial file goes
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _fsync_dir(folder: Path) -> None:

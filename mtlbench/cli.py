@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -153,8 +154,12 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                   f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
                   f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
                   f"→ {results}", soft_wrap=True, highlight=False)
-    with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
-        outcomes = run_sweep(plan, results, display, force=args.force)
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # a scheduler's preemption, like Ctrl-C
+    try:
+        with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
+            outcomes = run_sweep(plan, results, display, force=args.force)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     console.print(summary_table(results, outcomes))
     skipped = sum(o.status == "skipped" for o in outcomes)
     if skipped:
@@ -167,6 +172,14 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     for o in bad:
         console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}", highlight=False)
     return 1 if bad else 0
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler preempting the job): handled like Ctrl-C, the run is marked interrupted."""
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 def cmd_report(args: argparse.Namespace, console: Console) -> int:
@@ -265,10 +278,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         err.print(f"mtlbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         err.print("mtlbench: interrupted; the current run is stored as interrupted and resumes from its last "
                   "checkpoint when you rerun the same command", highlight=False, soft_wrap=True)
-        return 130
+        return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
 
 
 if __name__ == "__main__":

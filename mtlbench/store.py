@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import sqlite3
+import tempfile
 import time
 import zlib
 from contextlib import contextmanager
@@ -171,6 +172,28 @@ class ResultsStore:
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise UserError(f"{self.path} is not a usable mtlbench results database: {exc}") from None
+
+    @staticmethod
+    def check_writable(path: str | Path) -> None:
+        """Fail in a moment, before any data or training work, if results cannot be written at `path`.
+
+        An existing database is opened (a newer schema is refused, an older one migrated) and
+        written once; a new one is not created yet, only its folder is tested.
+        """
+        path = Path(path)
+        if path.exists():
+            with ResultsStore(path) as store, store.transaction() as c:
+                c.execute("UPDATE schema_version SET version=version")
+            return
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryFile(dir=path.parent):
+                pass
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot write the results database {path}: {exc.strerror or exc}; make {path.parent} writable "
+                "or pass --results PATH in a writable folder"
+            ) from None
 
     def _write_error(self, exc: BaseException) -> str:
         text = str(exc)

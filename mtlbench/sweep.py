@@ -147,6 +147,7 @@ def run_sweep(
     device = torch.device(base.device)
     plan = replace(plan, base=base)
     check_methods_fit(base, plan.methods)
+    ResultsStore.check_writable(results)  # before minutes of data work
     env = environment(device)
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded

@@ -1,0 +1,99 @@
+"""Fault class: the process dies or is stopped mid-sweep (SIGKILL, Ctrl-C, SIGTERM).
+
+Real `mtlbench run` processes are stopped right after a run's first checkpoint lands, then the
+same command is run again: complete runs are skipped, the stopped run continues from its
+checkpoint, and every stored number equals that of a sweep that was never stopped.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+METHODS = "ew,deepchest,famo"
+METRICS = ("SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
+           "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task")
+WEIGHTS = ("SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
+           "ORDER BY r.method, w.epoch, w.step, w.task")
+
+
+def command(results: Path, data: Path) -> list[str]:
+    """The sweep every test here runs: three methods with state, 3 short epochs."""
+    return [sys.executable, "-m", "mtlbench.cli", "run", "--methods", METHODS, "--preset", "smoke",
+            "--synth-images", "120", "--epochs", "3", "--batch-size", "16",
+            "--results", str(results), "--data-dir", str(data)]
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    """All rows of a query on a results database, opened read-only."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as con:
+        return con.execute(sql).fetchall()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, Path]:
+    """(data folder, results of the same sweep never stopped)."""
+    root = tmp_path_factory.mktemp("kill")
+    results = root / "reference.sqlite"
+    done = subprocess.run(command(results, root / "data"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return root / "data", results
+
+
+def stop_after_first_checkpoint(cmd: list[str], results: Path, sig: int) -> subprocess.CompletedProcess:
+    """Start `cmd`; once a run is complete and the next run's checkpoint exists, send `sig`."""
+    checkpoints = results.parent / f"{results.stem}.checkpoints"
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if any(checkpoints.glob("*.pt")) and results.exists():
+            if rows(results, "SELECT COUNT(*) FROM runs WHERE status='complete'")[0][0] >= 1:
+                proc.send_signal(sig)
+                break
+        time.sleep(0.01)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def assert_resumes_to_the_reference(results: Path, data: Path, reference: Path) -> str:
+    """Rerun the same command; the sweep completes and equals the reference exactly."""
+    again = subprocess.run(command(results, data), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "1 run(s) were already complete" in again.stdout
+    assert "resumed at epoch" in again.stdout, again.stdout
+    assert rows(results, "SELECT COUNT(*), SUM(resumes) FROM runs WHERE status='complete'") == [(3, 1)]
+    assert rows(results, METRICS) == rows(reference, METRICS)  # exact, not approximate
+    assert rows(results, WEIGHTS) == rows(reference, WEIGHTS)
+    assert not any((results.parent / f"{results.stem}.checkpoints").glob("*"))
+    return again.stdout
+
+
+def test_sigkill_mid_sweep_then_rerun_resumes_and_equals_the_uninterrupted_sweep(reference, tmp_path) -> None:
+    data, ref = reference
+    results = tmp_path / "r.sqlite"
+    killed = stop_after_first_checkpoint(command(results, data), results, signal.SIGKILL)
+    assert killed.returncode == -signal.SIGKILL
+    assert rows(results, "PRAGMA integrity_check") == [("ok",)]
+    statuses = rows(results, "SELECT method, status FROM runs ORDER BY run_id")
+    assert statuses[0] == ("ew", "complete") and statuses[-1][1] == "running"  # the dead process's claim
+    assert_resumes_to_the_reference(results, data, ref)
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_ctrl_c_or_sigterm_marks_the_run_interrupted_and_a_rerun_resumes(reference, tmp_path, sig, code) -> None:
+    data, ref = reference
+    results = tmp_path / "r.sqlite"
+    stopped = stop_after_first_checkpoint(command(results, data), results, sig)
+    assert stopped.returncode == code, stopped.stdout + stopped.stderr
+    assert "Traceback" not in stopped.stderr
+    assert stopped.stderr.strip().splitlines()[-1].startswith("mtlbench: interrupted; the current run is stored")
+    assert rows(results, "PRAGMA integrity_check") == [("ok",)]
+    last = rows(results, "SELECT status, error FROM runs ORDER BY run_id DESC LIMIT 1")[0]
+    assert last[0] == "interrupted" and "rerun the same command" in last[1]
+    assert_resumes_to_the_reference(results, data, ref)
