@@ -1,0 +1,173 @@
+"""Fault class: the results database or a checkpoint cannot be written or read back.
+
+Disk full (simulated), a read-only results folder, a database from a newer or older mtlbench,
+a file that is not a database, a damaged checkpoint: each gives one line and a nonzero exit or
+a clean restart, the database stays consistent, and a rerun finishes the sweep.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import sqlite3
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+import mtlbench.checkpoint as checkpoint_mod
+import mtlbench.train as train_mod
+from mtlbench.cli import main
+from mtlbench.config import build_config
+from mtlbench.store import SCHEMA_VERSION, ResultsStore
+from mtlbench.train import train_run
+
+SWEEP = ["run", "--methods", "ew,deepchest,dwa", "--preset", "smoke", "--synth-images", "120",
+         "--epochs", "2", "--batch-size", "16", "--quiet"]
+
+
+def _one_error_line(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("mtlbench: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+def _statuses(path: Path) -> list[tuple[str, str]]:
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        return con.execute("SELECT method, status FROM runs ORDER BY run_id").fetchall()
+
+
+def test_disk_full_in_the_database_stops_with_one_line_and_a_rerun_finishes(tmp_path, capsys, monkeypatch) -> None:
+    args = SWEEP + ["--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
+    real_finish = ResultsStore.finish_run
+
+    def finish_then_fill_the_disk(self, run_id, status, **kwargs):
+        real_finish(self, run_id, status, **kwargs)
+        if status == "complete":  # after the first result, no page can be added to the file
+            pages = self.conn.execute("PRAGMA page_count").fetchone()[0]
+            self.conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ResultsStore, "finish_run", finish_then_fill_the_disk)
+        assert main(args) == 2
+    err = _one_error_line(capsys)
+    assert "cannot write the results database" in err and "database or disk is full" in err
+    assert "free disk space and rerun the same command" in err
+    statuses = _statuses(tmp_path / "r.sqlite")
+    assert statuses[0] == ("ew", "complete") and all(s != "complete" for _, s in statuses[1:]), statuses
+    assert main(args) == 0  # space freed: the same command finishes the sweep
+    assert _statuses(tmp_path / "r.sqlite") == [("ew", "complete"), ("deepchest", "complete"), ("dwa", "complete")]
+
+
+def test_disk_full_while_checkpointing_leaves_no_partial_file_and_a_rerun_resumes(tmp_path, capsys, monkeypatch) -> None:
+    args = SWEEP + ["--epochs", "3", "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
+    real_save = checkpoint_mod.torch.save
+    calls = []
+
+    def save_until_full(obj, f):
+        calls.append(1)
+        if len(calls) == 2:  # the second checkpoint of the first run: half written, then the disk is full
+            f.write(b"\0" * 4096)
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_save(obj, f)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(checkpoint_mod.torch, "save", save_until_full)
+        assert main(args) == 2
+    err = _one_error_line(capsys)
+    assert "cannot write the checkpoint" in err and "No space left on device" in err and "resumes" in err
+    folder = tmp_path / "r.checkpoints"
+    assert [p.name for p in folder.iterdir()] == [f"{p.stem}.pt" for p in folder.glob("*.pt")]  # no temp file
+    assert len(list(folder.glob("*.pt"))) == 1  # the first checkpoint is intact
+    assert _statuses(tmp_path / "r.sqlite") == [("ew", "interrupted")]
+    capsys.readouterr()
+    assert main(args[:-4] + ["--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]) == 0
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        assert [tuple(r) for r in store.query("SELECT method, status, resumes FROM runs ORDER BY run_id")] == [
+            ("ew", "complete", 1), ("deepchest", "complete", 0), ("dwa", "complete", 0)]
+
+
+class Killed(BaseException):
+    """Stands in for SIGKILL."""
+
+
+def test_damaged_checkpoint_is_not_trusted_and_the_run_restarts(toy_bundle, tmp_path, monkeypatch) -> None:
+    cfg = replace(build_config("smoke"), device="cpu", method="deepchest", epochs=2, batch_size=16,
+                  grad_engine="loop", precision="fp32")
+    with ResultsStore(tmp_path / "straight.sqlite") as store:
+        straight = train_run(cfg, toy_bundle, store, {})
+    path = tmp_path / "r.sqlite"
+    real_step = train_mod.training_step
+
+    def die_in_second_epoch(*args, **kwargs):
+        if args[7] == 1:  # the `epoch` argument
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    with ResultsStore(path) as store:
+        with monkeypatch.context() as patch, pytest.raises(Killed):
+            patch.setattr(train_mod, "training_step", die_in_second_epoch)
+            train_run(cfg, toy_bundle, store, {})
+        ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
+        ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # as a crash of the disk might leave it
+        labels = []
+
+        class Reporter(train_mod.SilentReporter):
+            def start_run(self, label, epochs, steps, first_epoch=0):
+                labels.append((label, first_epoch))
+
+        again = train_run(cfg, toy_bundle, store, {}, Reporter())
+        assert again.status == "complete" and again.test_auroc == straight.test_auroc
+        assert labels == [(f"deepchest seed 0 (checkpoint {ckpt.name} unreadable (RuntimeError); restarting the run)", 0)]
+        assert store.query("SELECT resumes FROM runs")[0]["resumes"] == 0
+
+
+def test_unwritable_results_location_fails_before_any_data_work(tmp_path, capsys) -> None:
+    if os.geteuid() == 0:
+        results = Path("/proc/mtlbench-results/r.sqlite")  # not writable even by root
+    else:
+        folder = tmp_path / "ro"
+        folder.mkdir(mode=0o500)
+        results = folder / "r.sqlite"
+    assert main(SWEEP + ["--results", str(results), "--data-dir", str(tmp_path / "data")]) == 2
+    err = _one_error_line(capsys)
+    assert f"cannot write the results database {results}" in err and "writable" in err
+    assert not (tmp_path / "data").exists()  # refused before generating anything
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files")
+def test_read_only_database_file_is_one_line(tmp_path, capsys) -> None:
+    results = tmp_path / "r.sqlite"
+    ResultsStore(results).close()
+    results.chmod(0o400)
+    assert main(SWEEP + ["--results", str(results), "--data-dir", str(tmp_path / "data")]) == 2
+    assert "readonly" in _one_error_line(capsys)
+
+
+def test_newer_schema_is_refused_and_older_is_migrated(tmp_path, capsys) -> None:
+    newer = tmp_path / "newer.sqlite"
+    ResultsStore(newer).close()
+    with sqlite3.connect(newer) as con:
+        con.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION + 1,))
+    assert main(SWEEP + ["--results", str(newer), "--data-dir", str(tmp_path / "data")]) == 2
+    assert "written by a newer mtlbench" in _one_error_line(capsys)
+    assert not (tmp_path / "data").exists()
+    for command in (["report", "--results", str(newer), "--out", str(tmp_path / "rep")],
+                    ["export", "--results", str(newer), "--out", str(tmp_path / "exp")]):
+        assert main(command) == 2 and "newer mtlbench" in _one_error_line(capsys)
+    assert not (tmp_path / "rep").exists() and not (tmp_path / "exp").exists()
+    # an older database (version 1) is brought up to date and used
+    older = tmp_path / "older.sqlite"
+    with sqlite3.connect(older) as con:
+        con.executescript("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);")
+    assert main(SWEEP + ["--methods", "ew", "--results", str(older), "--data-dir", str(tmp_path / "data")]) == 0
+    assert _statuses(older) == [("ew", "complete")]
+
+
+def test_a_file_that_is_not_a_database_is_one_line(tmp_path, capsys) -> None:
+    results = tmp_path / "r.sqlite"
+    results.write_bytes(b"PK\x03\x04 this is a zip, not SQLite" * 200)
+    assert main(SWEEP + ["--results", str(results), "--data-dir", str(tmp_path / "data")]) == 2
+    assert "is not a usable mtlbench results database" in _one_error_line(capsys)
+    assert results.read_bytes().startswith(b"PK\x03\x04")  # left as it was
