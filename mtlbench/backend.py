@@ -12,12 +12,14 @@ the run): a bf16 run and an fp32 run are different cells and never merged in rep
 
 On CUDA the model and its inputs use the channels_last layout and cuDNN autotunes its
 convolution algorithms. Both are for speed, but the kernels chosen can differ in rounding from
-run to run; they are recorded with each run's environment.
+run to run; they are recorded with each run's environment. `--deterministic` trades that speed
+for deterministic kernels where PyTorch has them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import ContextManager
 
 import torch
@@ -44,18 +46,26 @@ def autocast(precision: str, device: torch.device) -> ContextManager:
     return contextlib.nullcontext()
 
 
-def configure(device: torch.device, precision: str) -> dict[str, bool]:
-    """Set the process-wide CUDA math switches for a run of `precision`; returns what was set.
+def configure(device: torch.device, precision: str, deterministic: bool = False) -> dict[str, bool]:
+    """Set the process-wide math switches for a run of `precision`; returns what was set.
 
     Called at the start of every run, so each run's settings are its own, whatever ran before.
+    `deterministic` asks PyTorch for deterministic kernels (`torch.use_deterministic_algorithms`,
+    warning where an op has none), turns cuDNN autotuning off and sets the cuBLAS workspace that
+    deterministic cuBLAS needs (effective when set before the process's first cuBLAS call, which
+    the sweep's warm-up is).
     """
+    torch.use_deterministic_algorithms(deterministic, warn_only=True)
     if device.type != "cuda":
-        return {"channels_last": False, "cudnn_benchmark": False, "tf32": False}
+        return {"channels_last": False, "cudnn_benchmark": False, "tf32": False, "deterministic": deterministic}
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     tf32 = precision == "tf32"
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
-    torch.backends.cudnn.benchmark = True
-    return {"channels_last": True, "cudnn_benchmark": True, "tf32": tf32}
+    torch.backends.cudnn.benchmark = not deterministic
+    torch.backends.cudnn.deterministic = deterministic
+    return {"channels_last": True, "cudnn_benchmark": not deterministic, "tf32": tf32, "deterministic": deterministic}
 
 
 def uses_channels_last(device: torch.device) -> bool:

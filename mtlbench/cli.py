@@ -57,6 +57,8 @@ RUN_SWITCHES: dict[str, tuple[str, str]] = {
     "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
     "--compile": ("compile", "torch.compile the model (loss-weighting methods only; the first steps of each run "
                              "pay the compilation)"),
+    "--deterministic": ("deterministic", "deterministic kernels on CUDA where PyTorch has them, cuDNN autotuning "
+                                         "off (slower; recorded with each run; see README, Determinism)"),
     "--freeze-trunk": ("freeze_trunk", "linear probe: keep the ResNet18 trunk fixed and train only the task heads "
                                        "(loss-weighting methods only; usually with --pretrained imagenet)"),
 }

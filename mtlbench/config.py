@@ -23,7 +23,9 @@ AUGMENTATIONS = ("none", "light", "paper")
 SELECTIONS = ("best-val-auroc", "last")
 DEVICES = ("auto", "cpu", "cuda")
 PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # see backend.py
-UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download")
+# where the data comes from, and `deterministic` (the same math with other kernels, recorded
+# with the run's environment like cuDNN autotuning): not part of a cell's identity
+UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
 LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False}
@@ -64,6 +66,7 @@ class RunConfig:
     device: str = "auto"
     precision: str = "auto"  # resolved per device before a run: bf16 on CUDA, fp32 on CPU (backend.py)
     compile: bool = False  # torch.compile the model (loss-weighting methods only)
+    deterministic: bool = False  # deterministic kernels where PyTorch has them (see backend.configure)
     # where and how to get the data: not part of the hash (data_fingerprint covers the data)
     data_dir: str = "data"
     cache_dir: str = ""  # image caches; "" = <data root>/mtlbench-cache

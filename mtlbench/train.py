@@ -123,7 +123,7 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     Touches no seeded state that a run depends on: every run reseeds.
     """
     ew = replace(resolve_runtime(config), method="ew", method_params={}, pretrained="none")
-    backend.configure(device, ew.precision)
+    backend.configure(device, ew.precision, ew.deterministic)
     model = build_model(ew, len(data.task_names), device)
     method = build_method(ew, data.task_names).to(device)
     optimizer = build_optimizer(ew, model, method)
@@ -374,7 +374,7 @@ def train_run(
     if steps_per_epoch(len(data.train), config.batch_size) == 0:
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
     run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
-    fast_path = backend.configure(device, config.precision)  # recorded with the environment
+    fast_path = backend.configure(device, config.precision, config.deterministic)  # recorded with the environment
     claim = store.claim_run(key, json.dumps(run_config, sort_keys=True), {**env, **fast_path},
                             method.normalization, owner, force=force)
     if claim.action != "run":

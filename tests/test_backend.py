@@ -111,3 +111,18 @@ def test_compiled_run_completes_and_records_compile(tmp_path, toy_bundle) -> Non
         assert out.status == "complete", out.detail
         assert json.loads(store.query("SELECT config_json FROM runs")[0][0])["compile"] is True
     assert 0.0 <= out.test_auroc <= 1.0
+
+
+def test_deterministic_switch_is_set_per_run_recorded_and_not_part_of_the_cell() -> None:
+    from mtlbench import backend
+
+    cpu = torch.device("cpu")
+    try:
+        assert backend.configure(cpu, "fp32", deterministic=True)["deterministic"] is True
+        assert torch.are_deterministic_algorithms_enabled()
+        assert backend.configure(cpu, "fp32")["deterministic"] is False  # the next run's own setting
+        assert not torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)
+    config = build_config("smoke")
+    assert replace(config, deterministic=True).config_hash() == config.config_hash()
