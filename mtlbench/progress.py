@@ -77,7 +77,8 @@ class SweepDisplay(DataDisplay):
         self.progress.reset(self.epoch, total=epochs, completed=first_epoch, visible=True,
                             description=f"epochs ({label})", info="")
         if self.plain and first_epoch:
-            self.console.print(f"{label}: epochs 1–{first_epoch} restored from the checkpoint", highlight=False)
+            restored = "epoch 1" if first_epoch == 1 else f"epochs 1–{first_epoch}"
+            self.console.print(f"{label}: {restored} restored from the checkpoint", highlight=False)
         self.progress.reset(self.step, total=steps, visible=True, description="steps", info="")
 
     def advance_step(self) -> None:

@@ -325,19 +325,6 @@ class ResultsStore:
             )
             return ClaimResult("run", int(cur.lastrowid), "running")
 
-    def start_run(self, key: RunKey, config_json: str, env: dict[str, Any], weight_normalization: str) -> int:
-        """Insert a run in status 'running', replacing earlier unfinished attempts of the same cell
-        (single-process use: tests and benchmarks)."""
-        with self.transaction() as c:
-            c.execute("DELETE FROM runs WHERE config_hash=? AND status != 'complete'", (key.config_hash,))
-            cur = c.execute(
-                "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at,"
-                " env_json, weight_normalization) VALUES (?,?,?,?,?,?,?,?,?)",
-                (key.method, key.dataset, key.seed, key.config_hash, config_json, "running", _now(),
-                 json.dumps(env, sort_keys=True), weight_normalization),
-            )
-            return int(cur.lastrowid)
-
     def restart_run(self, run_id: int) -> None:
         """Forget everything an attempt of `run_id` wrote (it restarts from epoch 0)."""
         with self.transaction() as c:
@@ -353,11 +340,6 @@ class ResultsStore:
             for table in ("diagnostics", "predictions", "costs"):
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             c.execute("UPDATE runs SET resumes=resumes+1 WHERE run_id=?", (run_id,))
-
-    def supersede_complete(self, key: RunKey) -> None:
-        """Delete complete runs of this cell (used by --force before a rerun)."""
-        with self.transaction() as c:
-            c.execute("DELETE FROM runs WHERE config_hash=?", (key.config_hash,))
 
     def set_data_info(self, run_id: int, info: dict[str, Any]) -> None:
         """Record the dataset's provenance for a run."""

@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from mtlbench.claims import Owner
 from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
 from mtlbench.store import ResultsStore, RunKey
@@ -85,7 +86,8 @@ def test_failed_runs_are_listed_and_other_protocols_not_merged(report, tmp_path:
     db.write_bytes((root / "r.sqlite").read_bytes())
     with ResultsStore(db) as store:
         config = json.loads(store.query("SELECT config_json FROM runs WHERE method='pcgrad' LIMIT 1")[0]["config_json"])
-        rid = store.start_run(RunKey("pcgrad", config["dataset"], 7, "deadbeef"), json.dumps({**config, "seed": 7}), {}, "")
+        rid = store.claim_run(RunKey("pcgrad", config["dataset"], 7, "deadbeef"), json.dumps({**config, "seed": 7}), {}, "",
+                              Owner()).run_id
         store.finish_run(rid, "oom", error="CUDA out of memory at 1234 MiB")
     assert main(sweep_args(root, "--methods", "ew", "--epochs", "1", "--results", str(db))) == 0
     out = tmp_path / "out"

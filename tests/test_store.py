@@ -6,6 +6,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from mtlbench.claims import Owner
 from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics
@@ -19,7 +20,7 @@ KEY = RunKey("ew", "toy", 0, "abc123")
 def test_round_trip(tmp_path):
     path = tmp_path / "r.sqlite"
     with ResultsStore(path) as s:
-        rid = s.start_run(KEY, '{"x": 1}', {"torch": "t"}, "sum-to-T")
+        rid = s.claim_run(KEY, '{"x": 1}', {"torch": "t"}, "sum-to-T", Owner()).run_id
         m = TaskMetrics(np.array([0.5, 0.25]), np.array([0.9, 0.8]), np.array([0.7, np.nan]), np.array([0.6, 0.4]))
         s.add_metrics(rid, "test", 3, TASKS, m)
         s.add_weights(rid, 0, [-1], TASKS, np.array([[1.0, 2.0]]))
@@ -34,14 +35,16 @@ def test_round_trip(tmp_path):
         assert tuple(run) == ("complete", 3, '{"x": 1}')
 
 
-def test_unfinished_attempt_is_replaced(tmp_path):
+def test_unfinished_attempt_is_taken_over_and_restarted_clean(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite") as s:
-        first = s.start_run(KEY, "{}", {}, "sum-to-T")
+        first = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
         s.add_weights(first, 0, [-1], TASKS, np.ones((1, 2)))
         assert s.complete_run(KEY) is None
-        second = s.start_run(KEY, "{}", {}, "sum-to-T")
-        assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [second]
-        assert s.query("SELECT COUNT(*) AS n FROM weights")[0]["n"] == 0  # cascaded
+        again = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner())
+        assert (again.run_id, again.taken_over) == (first, True)
+        s.restart_run(first)  # no checkpoint: what the attempt wrote goes
+        assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [first]
+        assert s.query("SELECT COUNT(*) AS n FROM weights")[0]["n"] == 0
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -77,7 +80,7 @@ def test_skip_on_rerun_and_force(tmp_path, toy_bundle):
 
 def test_predictions_round_trip_and_cascade(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite") as s:
-        rid = s.start_run(KEY, "{}", {}, "sum-to-T")
+        rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
         probs = np.array([[0.1, 0.9], [0.7, 0.2], [0.5, 0.5]], dtype=np.float32)
         labels = np.array([[0, 1], [1, 0], [0, 0]], dtype=np.uint8)
         s.add_predictions(rid, "test", 2, ["x.png", "y.png", "z.png"], labels, probs)
@@ -85,7 +88,8 @@ def test_predictions_round_trip_and_cascade(tmp_path):
         assert ids == ["x.png", "y.png", "z.png"]
         assert np.array_equal(got_labels, labels) and np.array_equal(got_probs, probs)
         assert s.predictions(rid, "val") is None
-        s.supersede_complete(KEY)
+        s.finish_run(rid, "complete")
+        assert s.claim_run(KEY, "{}", {}, "sum-to-T", Owner(), force=True).run_id != rid  # --force
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
