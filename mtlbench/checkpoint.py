@@ -11,8 +11,9 @@ ends with a result.
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -90,13 +91,9 @@ def load_checkpoint(path: Path, run_id: int, config_hash: str, device: torch.dev
     """
     if not path.exists():
         return None, "no checkpoint"
-
-    def place(storage: Any, location: str) -> Any:
-        return storage if location == "cpu" else storage.to(device)
-
     try:
-        payload = torch.load(path, map_location=place, weights_only=True)
-    except Exception as exc:  # a damaged file is not trusted; the run restarts
+        payload = torch.load(path, map_location=placement(device), weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as exc:  # damaged: not trusted
         return None, f"checkpoint {path.name} unreadable ({type(exc).__name__}); restarting the run"
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         return None, f"checkpoint {path.name} has another format; restarting the run"
@@ -105,6 +102,19 @@ def load_checkpoint(path: Path, run_id: int, config_hash: str, device: torch.dev
     return payload, ""
 
 
+def placement(device: torch.device) -> Callable[[Any, str], Any]:
+    """torch.load's map_location: storages saved on a CUDA device go to `device`, CPU ones (RNG states) stay."""
+
+    def place(storage: Any, location: str) -> Any:
+        return storage if location == "cpu" else storage.to(device=device)
+
+    return place
+
+
 def remove_checkpoint(path: Path) -> None:
-    """Delete a run's checkpoint (its run has ended with a result)."""
-    path.unlink(missing_ok=True)
+    """Delete a run's checkpoint and any temporary file a killed writer left (best effort)."""
+    for leftover in [path, *path.parent.glob(f".{path.name}.*.tmp")]:
+        try:
+            leftover.unlink(missing_ok=True)
+        except OSError:
+            pass  # a checkpoint that cannot be deleted is never trusted by another run (run id and hash)

@@ -9,11 +9,13 @@ while that pid exists; a claim of a dead process is taken over (and resumed from
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import sqlite3
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,21 +36,33 @@ def pid_exists(pid: int) -> bool:
 
 @dataclass(frozen=True)
 class Owner:
-    """This process, as recorded in a claim."""
+    """This process, as recorded in a claim: host and pid (for liveness), and a random token that
+    tells this process from another with the same pid (containers sharing a host name)."""
 
     host: str = field(default_factory=socket.gethostname)
     pid: int = field(default_factory=os.getpid)
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
     stale_after_s: float = STALE_AFTER_S
 
-    def other_is_alive(self, host: str | None, pid: int | None, heartbeat_at: float | None) -> bool:
-        """Whether a claim (host, pid, heartbeat) belongs to another process that still runs it."""
-        if host == self.host and pid == self.pid:
+    def other_is_alive(self, token: str | None, host: str | None, pid: int | None, heartbeat_at: float | None) -> bool:
+        """Whether a claim (token, host, pid, heartbeat) belongs to another process that still runs it."""
+        if token == self.token and pid == self.pid:
             return False  # an earlier attempt of this very process, which is no longer running it
         if heartbeat_at is None or time.time() - heartbeat_at > self.stale_after_s:
             return False
         if host == self.host and pid is not None:
             return pid_exists(pid)
         return True
+
+
+@functools.lru_cache(maxsize=None)
+def _owner_of(pid: int) -> Owner:
+    return Owner(pid=pid)
+
+
+def this_process() -> Owner:
+    """The Owner of this process: the same for every claim it makes (a forked child gets its own)."""
+    return _owner_of(os.getpid())
 
 
 class Heartbeat:
@@ -77,8 +91,8 @@ class Heartbeat:
                 try:
                     with conn:
                         conn.execute(
-                            "UPDATE runs SET heartbeat_at=? WHERE run_id=? AND owner_host=? AND owner_pid=?",
-                            (time.time(), self.run_id, self.owner.host, self.owner.pid),
+                            "UPDATE runs SET heartbeat_at=? WHERE run_id=? AND owner_token=?",
+                            (time.time(), self.run_id, self.owner.token),
                         )
                 except sqlite3.Error:
                     pass  # a busy or full database: the next beat tries again; the trainer reports write errors

@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS runs (
     error TEXT,
     owner_host TEXT,  -- the process running it now: host and pid (see claims.py)
     owner_pid INTEGER,
+    owner_token TEXT,  -- random per process: tells processes with the same host and pid apart
     heartbeat_at REAL,  -- unix time of the owner's last sign of life
     resumes INTEGER NOT NULL DEFAULT 0  -- times it continued from a checkpoint after an interruption
 );
@@ -121,6 +122,7 @@ class RunKey:
 RUN_COLUMNS_V3 = (
     ("owner_host", "TEXT"),
     ("owner_pid", "INTEGER"),
+    ("owner_token", "TEXT"),
     ("heartbeat_at", "REAL"),
     ("resumes", "INTEGER NOT NULL DEFAULT 0"),
 )
@@ -128,6 +130,10 @@ RUN_COLUMNS_V3 = (
 
 class StoreWriteError(UserError):
     """The results database could not be written (disk full, read-only, locked too long)."""
+
+
+class ClaimLost(Exception):
+    """Another process took this run over (this one was silent too long): stop without writing."""
 
 
 @dataclass(frozen=True)
@@ -207,27 +213,44 @@ class ResultsStore:
             hint = "check the file and the disk, then rerun the same command"
         return f"cannot write the results database {self.path}: {text}; {hint}"
 
+    def _version(self) -> int | None:
+        if not self.conn.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone():
+            return None
+        row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+        return row[0] if row else None
+
     def _init_schema(self) -> None:
-        row = None
-        if self.conn.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone():
-            row = self.conn.execute("SELECT version FROM schema_version").fetchone()
-        if row is not None and row[0] > SCHEMA_VERSION:
-            raise UserError(
-                f"{self.path} was written by a newer mtlbench (schema {row[0]} > {SCHEMA_VERSION}); "
-                "upgrade mtlbench or pass --results PATH for a new database"
-            )
-        if row is None or row[0] < SCHEMA_VERSION or not self._is_wal():
-            self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; one writer at a time
-            with self.conn:
-                self.conn.executescript(SCHEMA)  # creates what is missing (older versions: new tables)
+        """Create or migrate the schema under the write lock (several processes may open it at once)."""
+        version = self._version()
+        self._refuse_newer(version)
+        if version == SCHEMA_VERSION and self._is_wal():
+            return  # nothing to write: a read-only user (report, export) works too
+        self.conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; one writer at a time
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._version()  # again, under the lock: another process may have migrated it
+            self._refuse_newer(version)
+            if version != SCHEMA_VERSION:
+                for statement in SCHEMA.split(";"):  # one by one: executescript would commit first
+                    if statement.strip():
+                        self.conn.execute(statement)
                 present = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
                 for name, decl in RUN_COLUMNS_V3:
                     if name not in present:
                         self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
-                if row is None:
-                    self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
-                else:
-                    self.conn.execute("UPDATE schema_version SET version=?", (SCHEMA_VERSION,))
+                self.conn.execute("DELETE FROM schema_version")
+                self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+            self.conn.commit()
+        except BaseException:
+            self.conn.rollback()
+            raise
+
+    def _refuse_newer(self, version: int | None) -> None:
+        if version is not None and version > SCHEMA_VERSION:
+            raise UserError(
+                f"{self.path} was written by a newer mtlbench (schema {version} > {SCHEMA_VERSION}); "
+                "upgrade mtlbench or pass --results PATH for a new database"
+            )
 
     def _is_wal(self) -> bool:
         return self.conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
@@ -294,12 +317,12 @@ class ResultsStore:
         """
         with self.transaction(immediate=True) as c:
             rows = c.execute(
-                "SELECT run_id, status, owner_host, owner_pid, heartbeat_at FROM runs WHERE config_hash=?"
-                " ORDER BY run_id DESC",
+                "SELECT run_id, status, owner_token, owner_host, owner_pid, heartbeat_at FROM runs"
+                " WHERE config_hash=? ORDER BY run_id DESC",
                 (key.config_hash,),
             ).fetchall()
-            for run_id, status, host, pid, beat in rows:
-                if status == "running" and owner.other_is_alive(host, pid, beat):
+            for run_id, status, token, host, pid, beat in rows:
+                if status == "running" and owner.other_is_alive(token, host, pid, beat):
                     return ClaimResult("busy", run_id, status)
             if not force:
                 for run_id, status, *_ in rows:
@@ -313,17 +336,25 @@ class ResultsStore:
                 run_id = unfinished[0]
                 c.execute(
                     "UPDATE runs SET status='running', ended_at=NULL, error=NULL, config_json=?, env_json=?,"
-                    " weight_normalization=?, owner_host=?, owner_pid=?, heartbeat_at=? WHERE run_id=?",
-                    (config_json, env_json, weight_normalization, owner.host, owner.pid, time.time(), run_id),
+                    " weight_normalization=?, owner_host=?, owner_pid=?, owner_token=?, heartbeat_at=? WHERE run_id=?",
+                    (config_json, env_json, weight_normalization, owner.host, owner.pid, owner.token, time.time(),
+                     run_id),
                 )
                 return ClaimResult("run", run_id, "running", taken_over=True)
             cur = c.execute(
                 "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at, env_json,"
-                " weight_normalization, owner_host, owner_pid, heartbeat_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                " weight_normalization, owner_host, owner_pid, owner_token, heartbeat_at)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (key.method, key.dataset, key.seed, key.config_hash, config_json, "running", _now(), env_json,
-                 weight_normalization, owner.host, owner.pid, time.time()),
+                 weight_normalization, owner.host, owner.pid, owner.token, time.time()),
             )
             return ClaimResult("run", int(cur.lastrowid), "running")
+
+    def assert_owner(self, run_id: int, owner: Owner) -> None:
+        """Raise ClaimLost unless `owner` still holds `run_id` (call inside the transaction that writes)."""
+        row = self.conn.execute("SELECT owner_token, status FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if row is None or row[0] != owner.token or row[1] != "running":
+            raise ClaimLost(f"run {run_id} was taken over by another process")
 
     def restart_run(self, run_id: int) -> None:
         """Forget everything an attempt of `run_id` wrote (it restarts from epoch 0)."""

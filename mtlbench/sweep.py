@@ -15,7 +15,7 @@ from mtlbench.errors import UserError
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
-from mtlbench.claims import Owner
+from mtlbench.claims import this_process
 from mtlbench.train import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
 
@@ -155,7 +155,7 @@ def run_sweep(
     plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
     if len(data.train) >= 2:
         warm_up(plan.base, data, device)
-    owner = Owner()
+    owner = this_process()
     with ResultsStore(results) as store:
         outcomes = []
         for cell in plan.cells():

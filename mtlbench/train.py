@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from mtlbench import backend, checkpoint, grads, measure
-from mtlbench.claims import Heartbeat, Owner
+from mtlbench.claims import Heartbeat, Owner, this_process
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
@@ -30,7 +30,7 @@ from mtlbench.methods.base import EpochStats, Method, StepContext
 from mtlbench.metrics import THRESHOLD, TaskMetrics, task_metrics
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses, positive_probability
 from mtlbench.registry import METHODS
-from mtlbench.store import ResultsStore, RunKey
+from mtlbench.store import ClaimLost, ResultsStore, RunKey
 
 DIVERGENCE_CHECK_EVERY = 20  # steps between host syncs that look for a non-finite loss
 
@@ -365,12 +365,12 @@ def train_run(
     results database or checkpoint that cannot be written stops the sweep (a UserError).
     """
     reporter = reporter or SilentReporter()
-    owner = owner or Owner()
+    owner = owner or this_process()
     config = resolve_runtime(config)
     key = RunKey(config.method, config.dataset, config.seed, config.config_hash())
     device = torch.device(config.device)
     tasks = data.task_names
-    method = build_method(config, tasks).to(device)
+    method = build_method(config, tasks)  # what the run records; _train builds the one that trains
     if steps_per_epoch(len(data.train), config.batch_size) == 0:
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
     run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
@@ -391,7 +391,9 @@ def train_run(
     store.set_data_info(run_id, data.info)
     try:
         with Heartbeat(store.path, run_id, owner):
-            return _train(config, data, store, run_id, method, device, reporter, ckpt_path, claim.taken_over)
+            return _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over)
+    except ClaimLost as exc:  # another process runs it now: write nothing more
+        return RunResult(run_id, config.method, config.seed, "busy", detail=str(exc))
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted", error="KeyboardInterrupt (rerun the same command to resume)")
         raise
@@ -401,7 +403,10 @@ def train_run(
         except UserError:
             pass  # the database itself is what failed; the claim dies with this process
         raise
-    except (torch.OutOfMemoryError, MemoryError) as exc:
+    except Exception as exc:
+        if not is_out_of_memory(exc):  # any other failure is recorded and the sweep goes on
+            store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
+            return RunResult(run_id, config.method, config.seed, "failed", detail=f"{type(exc).__name__}: {exc}")
         memory = _peak_memory_text(device)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         store.set_costs(run_id, dict(device=_device_name(device), peak_cuda_mb=measure.peak_cuda_mb(device),
@@ -410,11 +415,19 @@ def train_run(
         checkpoint.remove_checkpoint(ckpt_path)
         return RunResult(run_id, config.method, config.seed, "oom", peak_memory=memory,
                          detail=f"out of memory after reaching {memory}")
-    except Exception as exc:  # any other failure is recorded and the sweep goes on
-        store.finish_run(run_id, "failed", error=f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}")
-        return RunResult(run_id, config.method, config.seed, "failed", detail=f"{type(exc).__name__}: {exc}")
     finally:
         reporter.end_run()
+
+
+OUT_OF_MEMORY_TEXTS = ("out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for PyTorch's and Python's out-of-memory errors, and for CUDA libraries' failed allocations
+    (which PyTorch raises as a plain RuntimeError)."""
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and any(t in str(exc) for t in OUT_OF_MEMORY_TEXTS)
 
 
 def _device_name(device: torch.device) -> str:
@@ -430,12 +443,52 @@ def _max(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
+def _fresh_parts(config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int) -> RunParts:
+    """Model, optimizer, schedule and method as every run of this seed starts them."""
+    torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
+    model = build_model(config, len(tasks), device)
+    method = build_method(config, tasks).to(device)  # its randomness is its own generator's
+    optimizer = build_optimizer(config, model, method)
+    schedule = build_schedule(config, optimizer, n_steps * config.epochs)
+    return RunParts(model, optimizer, schedule, method, device)
+
+
+def _start_or_resume(
+    config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
+    store: ResultsStore, run_id: int, ckpt_path: Path, taken_over: bool,
+) -> tuple[RunParts, LoopState, str]:
+    """Fresh parts, or, for a taken-over run with a usable checkpoint, the parts and loop state it saved.
+
+    A checkpoint that does not load, or no longer fits this code (a method's state changed), is
+    not trusted: the run restarts from epoch 0 and says why.
+    """
+    parts = _fresh_parts(config, tasks, device, n_steps)
+    if not taken_over:
+        checkpoint.remove_checkpoint(ckpt_path)  # a stale file from an earlier database is never trusted
+        return parts, LoopState(), ""
+    payload, why = checkpoint.load_checkpoint(ckpt_path, run_id, config.config_hash(), device)
+    if payload is not None:
+        try:
+            loop = _restore(parts, payload)
+        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+            why = f"checkpoint {ckpt_path.name} does not fit this version ({type(exc).__name__}); restarting the run"
+            parts = _fresh_parts(config, tasks, device, n_steps)  # the partial restore is thrown away
+        else:
+            store.rewind_run(run_id, loop.epoch)
+            return parts, loop, f" (resumed at epoch {loop.epoch + 1})"
+        finally:
+            del payload
+    checkpoint.remove_checkpoint(ckpt_path)
+    store.restart_run(run_id)
+    return parts, LoopState(), "" if why == "no checkpoint" else f" ({why})"
+
+
 def _train(
     config: RunConfig,
     data: DatasetBundle,
     store: ResultsStore,
     run_id: int,
-    method: Method,
+    owner: Owner,
     device: torch.device,
     reporter: RunReporter,
     ckpt_path: Path,
@@ -445,26 +498,12 @@ def _train(
     t_start = time.perf_counter()
     rss_scope = measure.reset_peaks(device)
 
-    torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
-    model = build_model(config, len(tasks), device)
-    optimizer = build_optimizer(config, model, method)
     train_split = DeviceSplit.from_split(data.train, device)
     val_split = DeviceSplit.from_split(data.val, device)
     test_split = DeviceSplit.from_split(data.test, device)
     n_steps = steps_per_epoch(len(train_split), config.batch_size)
-    schedule = build_schedule(config, optimizer, n_steps * config.epochs)
-    parts = RunParts(model, optimizer, schedule, method, device)
-
-    loop, note = LoopState(), ""
-    if taken_over:
-        payload, why = checkpoint.load_checkpoint(ckpt_path, run_id, config.config_hash(), device)
-        if payload is not None:
-            loop = _restore(parts, payload)
-            store.rewind_run(run_id, loop.epoch)
-            note = f" (resumed at epoch {loop.epoch + 1})"
-        else:
-            store.restart_run(run_id)
-            note = "" if why == "no checkpoint" else f" ({why})"
+    parts, loop, note = _start_or_resume(config, tasks, device, n_steps, store, run_id, ckpt_path, taken_over)
+    model, optimizer, schedule, method = parts.model, parts.optimizer, parts.schedule, parts.method
     reporter.start_run(f"{config.method} seed {config.seed}{note}", config.epochs, n_steps, loop.epoch)
 
     per_step_weights = method.weights_changed_per_step()
@@ -497,7 +536,8 @@ def _train(
 
         diverged_at = _first_bad_step(bad_step)
         if diverged_at is not None:
-            with store.transaction():
+            with store.transaction(immediate=True):
+                store.assert_owner(run_id, owner)
                 store.set_diagnostics(run_id, method.diagnostics())
                 store.finish_run(run_id, "diverged", diverged_step=diverged_at, error="non-finite loss")
             checkpoint.remove_checkpoint(ckpt_path)
@@ -508,7 +548,8 @@ def _train(
         t_eval = measure.now(device)
         val, val_probs = evaluate(model, val_split, config, device)
         loop.eval_s += measure.now(device) - t_eval
-        with store.transaction():  # an epoch's rows land together
+        with store.transaction(immediate=True):  # an epoch's rows land together, while the run is still ours
+            store.assert_owner(run_id, owner)
             store.add_train_stats(run_id, epoch, tasks, train_loss, train_acc)
             store.add_weights(run_id, epoch, [-1], tasks, (meter.weight_sum / meter.steps).cpu().numpy()[None])
             if per_step_weights and meter.step_weights:
@@ -551,7 +592,8 @@ def _train(
     warm_m = loop.method_times[min(len(loop.method_times) - 1, 5):] if loop.method_times else [float("nan")]
     cuda_mb = _max(loop.peak_cuda_mb, measure.peak_cuda_mb(device))
     rss_mb = _max(loop.peak_rss_mb, measure.peak_rss_mb())
-    with store.transaction():  # the result lands whole or not at all
+    with store.transaction(immediate=True):  # the result lands whole or not at all
+        store.assert_owner(run_id, owner)
         store.add_metrics(run_id, "test", loop.best_epoch, tasks, test)
         store.add_predictions(run_id, "val", loop.best_epoch, data.val.image_ids, data.val.labels,
                               loop.best_val_probs.numpy())

@@ -99,3 +99,27 @@ def test_two_processes_share_a_database_and_never_run_a_cell_twice(tmp_path) -> 
         pids = {r[0] for r in con.execute("SELECT DISTINCT owner_pid FROM runs")}
     assert len(cells) == 8 and all(c[2:] == ("complete", 1) for c in cells), cells
     assert pids <= {p.pid for p in procs}  # every run was claimed by one of the two
+
+
+def test_a_run_taken_over_by_another_process_stops_without_writing(toy_bundle, tmp_path, monkeypatch) -> None:
+    from dataclasses import replace
+
+    import mtlbench.train as train_mod
+    from mtlbench.config import build_config
+    from mtlbench.train import train_run
+
+    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, grad_engine="loop", precision="fp32")
+    real_step = train_mod.training_step
+
+    def lose_the_claim(*args, **kwargs):
+        if args[6] == 1:  # meanwhile, a process that thought this one dead took the run over
+            with sqlite3.connect(tmp_path / "r.sqlite") as con:
+                con.execute("UPDATE runs SET owner_token='another-process'")
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "training_step", lose_the_claim)
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        out = train_run(cfg, toy_bundle, store, {})
+        assert out.status == "busy" and "taken over by another process" in out.detail
+        assert store.query("SELECT status FROM runs")[0]["status"] == "running"  # left to its new owner
+        assert store.query("SELECT COUNT(*) AS n FROM metrics")[0]["n"] == 0  # nothing written after losing it

@@ -94,3 +94,16 @@ def test_a_rerun_keeps_oom_and_diverged_results_and_retries_failed_ones(faulty, 
     assert "2 run(s) were already complete" in out
     with ResultsStore(tmp_path / "r.sqlite") as store:
         assert {r["method"]: r["status"] for r in store.query("SELECT method, status FROM runs")}["rlw"] == "complete"
+
+
+@pytest.mark.parametrize("exc, oom", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"), True),
+    (MemoryError(), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+    (RuntimeError("CUDA error: out of memory"), True),
+    (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), False),
+    (ValueError("out of memory"), False),
+])
+def test_what_counts_as_out_of_memory(exc, oom) -> None:
+    assert train_mod.is_out_of_memory(exc) is oom

@@ -171,3 +171,67 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path, capsys) -> None:
     assert main(SWEEP + ["--results", str(results), "--data-dir", str(tmp_path / "data")]) == 2
     assert "is not a usable mtlbench results database" in _one_error_line(capsys)
     assert results.read_bytes().startswith(b"PK\x03\x04")  # left as it was
+
+
+def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tmp_path, monkeypatch) -> None:
+    import torch
+
+    cfg = replace(build_config("smoke"), device="cpu", method="dwa", epochs=2, batch_size=16,
+                  grad_engine="loop", precision="fp32")
+    path = tmp_path / "r.sqlite"
+    real_step = train_mod.training_step
+
+    def die_in_second_epoch(*args, **kwargs):
+        if args[7] == 1:
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    with ResultsStore(path) as store:
+        with monkeypatch.context() as patch, pytest.raises(Killed):
+            patch.setattr(train_mod, "training_step", die_in_second_epoch)
+            train_run(cfg, toy_bundle, store, {})
+        ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
+        payload = torch.load(ckpt, weights_only=True)
+        payload["method"]["renamed_state_"] = payload["method"].pop("history_")  # as after a code change
+        torch.save(payload, ckpt)
+        labels = []
+
+        class Reporter(train_mod.SilentReporter):
+            def start_run(self, label, epochs, steps, first_epoch=0):
+                labels.append((label, first_epoch))
+
+        again = train_run(cfg, toy_bundle, store, {}, Reporter())
+        assert again.status == "complete", again.detail
+        assert labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (ValueError); "
+                           "restarting the run)", 0)]
+    with ResultsStore(tmp_path / "straight.sqlite") as store:
+        assert train_run(cfg, toy_bundle, store, {}).test_auroc == again.test_auroc
+
+
+def test_a_checkpoint_left_from_another_database_is_deleted_before_a_new_run(toy_bundle, tmp_path, monkeypatch) -> None:
+    cfg = replace(build_config("smoke"), device="cpu", method="ew", epochs=1, batch_size=16,
+                  grad_engine="loop", precision="fp32")
+    path = tmp_path / "r.sqlite"
+    ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"a checkpoint of run 1 of a database since deleted")
+    seen = []
+    real_step = train_mod.training_step
+
+    def look(*args, **kwargs):
+        seen.append(ckpt.exists())
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "training_step", look)
+    with ResultsStore(path) as store:
+        assert train_run(cfg, toy_bundle, store, {}).status == "complete"
+    assert seen and not any(seen)
+
+
+def test_torch_load_places_cuda_storages_on_the_run_device_and_keeps_cpu_ones() -> None:
+    import torch
+
+    place = checkpoint_mod.placement(torch.device("cpu"))
+    storage = torch.arange(3.0).untyped_storage()
+    assert place(storage, "cuda:0").device.type == "cpu"  # what a CUDA checkpoint's tensors go through
+    assert place(storage, "cpu") is storage

@@ -37,10 +37,12 @@ def test_round_trip(tmp_path):
 
 def test_unfinished_attempt_is_taken_over_and_restarted_clean(tmp_path):
     with ResultsStore(tmp_path / "r.sqlite") as s:
-        first = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
+        me = Owner()
+        first = s.claim_run(KEY, "{}", {}, "sum-to-T", me).run_id
         s.add_weights(first, 0, [-1], TASKS, np.ones((1, 2)))
         assert s.complete_run(KEY) is None
-        again = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner())
+        assert s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).action == "busy"  # another live owner
+        again = s.claim_run(KEY, "{}", {}, "sum-to-T", me)  # this owner's earlier attempt
         assert (again.run_id, again.taken_over) == (first, True)
         s.restart_run(first)  # no checkpoint: what the attempt wrote goes
         assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [first]
