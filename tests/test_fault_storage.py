@@ -92,34 +92,43 @@ class Killed(BaseException):
     """Stands in for SIGKILL."""
 
 
+class LabelReporter(train_mod.SilentReporter):
+    """Records each run's label and first epoch (where a resumed run starts)."""
+
+    def __init__(self) -> None:
+        self.labels: list[tuple[str, int]] = []
+
+    def start_run(self, label, epochs, steps, first_epoch=0):
+        self.labels.append((label, first_epoch))
+
+
+def kill_in_second_epoch(cfg, bundle, store: ResultsStore, monkeypatch) -> Path:
+    """Run `cfg` until its second epoch starts, then die as SIGKILL would; returns its checkpoint."""
+    real_step = train_mod.training_step
+
+    def die(*args, **kwargs):
+        if args[7] == 1:  # the `epoch` argument
+            raise Killed
+        return real_step(*args, **kwargs)
+
+    with monkeypatch.context() as patch, pytest.raises(Killed):
+        patch.setattr(train_mod, "training_step", die)
+        train_run(cfg, bundle, store, {})
+    return checkpoint_mod.checkpoint_path(store.path, cfg.config_hash())
+
+
 def test_damaged_checkpoint_is_not_trusted_and_the_run_restarts(toy_bundle, tmp_path, monkeypatch) -> None:
     cfg = replace(build_config("smoke"), device="cpu", method="deepchest", epochs=2, batch_size=16,
                   grad_engine="loop", precision="fp32")
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         straight = train_run(cfg, toy_bundle, store, {})
-    path = tmp_path / "r.sqlite"
-    real_step = train_mod.training_step
-
-    def die_in_second_epoch(*args, **kwargs):
-        if args[7] == 1:  # the `epoch` argument
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    with ResultsStore(path) as store:
-        with monkeypatch.context() as patch, pytest.raises(Killed):
-            patch.setattr(train_mod, "training_step", die_in_second_epoch)
-            train_run(cfg, toy_bundle, store, {})
-        ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch)
         ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # as a crash of the disk might leave it
-        labels = []
-
-        class Reporter(train_mod.SilentReporter):
-            def start_run(self, label, epochs, steps, first_epoch=0):
-                labels.append((label, first_epoch))
-
-        again = train_run(cfg, toy_bundle, store, {}, Reporter())
+        reporter = LabelReporter()
+        again = train_run(cfg, toy_bundle, store, {}, reporter)
         assert again.status == "complete" and again.test_auroc == straight.test_auroc
-        assert labels == [(f"deepchest seed 0 (checkpoint {ckpt.name} unreadable (RuntimeError); restarting the run)", 0)]
+        assert reporter.labels == [(f"deepchest seed 0 (checkpoint {ckpt.name} unreadable (RuntimeError); restarting the run)", 0)]
         assert store.query("SELECT resumes FROM runs")[0]["resumes"] == 0
 
 
@@ -178,31 +187,15 @@ def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tm
 
     cfg = replace(build_config("smoke"), device="cpu", method="dwa", epochs=2, batch_size=16,
                   grad_engine="loop", precision="fp32")
-    path = tmp_path / "r.sqlite"
-    real_step = train_mod.training_step
-
-    def die_in_second_epoch(*args, **kwargs):
-        if args[7] == 1:
-            raise Killed
-        return real_step(*args, **kwargs)
-
-    with ResultsStore(path) as store:
-        with monkeypatch.context() as patch, pytest.raises(Killed):
-            patch.setattr(train_mod, "training_step", die_in_second_epoch)
-            train_run(cfg, toy_bundle, store, {})
-        ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
+    with ResultsStore(tmp_path / "r.sqlite") as store:
+        ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch)
         payload = torch.load(ckpt, weights_only=True)
         payload["method"]["renamed_state_"] = payload["method"].pop("history_")  # as after a code change
         torch.save(payload, ckpt)
-        labels = []
-
-        class Reporter(train_mod.SilentReporter):
-            def start_run(self, label, epochs, steps, first_epoch=0):
-                labels.append((label, first_epoch))
-
-        again = train_run(cfg, toy_bundle, store, {}, Reporter())
+        reporter = LabelReporter()
+        again = train_run(cfg, toy_bundle, store, {}, reporter)
         assert again.status == "complete", again.detail
-        assert labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (ValueError); "
+        assert reporter.labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (ValueError); "
                            "restarting the run)", 0)]
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         assert train_run(cfg, toy_bundle, store, {}).test_auroc == again.test_auroc
