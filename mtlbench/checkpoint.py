@@ -118,3 +118,7 @@ def remove_checkpoint(path: Path) -> None:
             leftover.unlink(missing_ok=True)
         except OSError:
             pass  # a checkpoint that cannot be deleted is never trusted by another run (run id and hash)
+    try:
+        path.parent.rmdir()  # only when empty: no stray folder next to the database after a sweep
+    except OSError:
+        pass
