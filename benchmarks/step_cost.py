@@ -6,7 +6,7 @@ gradient engine. Reports the median step time after warm-up, the ratio to EW, th
 the method itself adds, peak memory (CUDA: torch.cuda.max_memory_allocated per method; CPU:
 process peak RSS, reset per method on Linux), for gradient methods the loop engine's step time
 over the batched engine's, and with `--max-batch` (CUDA only) the largest batch each method
-fits on the device.
+fits on the device with the engine `--grad-engine auto` picks for it (shown on that engine's row).
 
 Targets (issue 6): loss-weighting methods ≤ 1.05× EW; mgda-ub ≤ 1.20×; on a GPU the batched
 engine at least 2× faster than the loop engine at 14 tasks.
@@ -174,10 +174,12 @@ def main() -> None:
     largest: dict[str, str] = {}
     if args.max_batch:
         emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)  # kept if the search dies
-        for name in dict.fromkeys(["ew", *names]):
-            found, bound = largest_batch(replace(base, method=name), device, args.image_size, args.batch_size,
+        for name in dict.fromkeys(["ew", *names]):  # with the engine that `--grad-engine auto` picks
+            cfg = resolve_runtime(replace(base, method=name, grad_engine="auto"))
+            found, bound = largest_batch(cfg, device, args.image_size, args.batch_size,
                                          args.batch_limit, args.search_seconds)
-            largest[name] = f"{bound} {found}".strip()
+            engine = cfg.grad_engine if METHODS.get(name).needs != "losses" else "-"
+            largest[(name, engine)] = f"{bound} {found}".strip()
     emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)
 
 
@@ -208,7 +210,7 @@ def table(per_round, cells, engines, names, largest, base, device, args) -> list
             f"| {key[0]} | {key[1]} | {1000 * median_of(key, 'step_s'):.1f} | "
             f"{statistics.median(ratios):.2f} | {min(ratios):.2f}–{max(ratios):.2f} | "
             f"{1000 * median_of(key, 'method_s'):.1f} | {max(rd[key]['memory_mb'] for rd in per_round):.0f} | "
-            f"{speedup} | {largest.get(key[0], '') if key[1] in ('-', engines[0]) else ''} |"
+            f"{speedup} | {largest.get(key, '')} |"
         )
     loss_ratios = [median_of(k, "ratio") for k in cells[1:-1] if k[1] == "-"]
     ub = [median_of(k, "ratio") for k in cells[1:-1] if k[0] == "mgda-ub"]

@@ -30,7 +30,7 @@ RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--augment": ("augment", str, "none | light (rotation ±10°, scale, shift; on the device) | paper (rotation 30°, resized crop, flip)"),
     "--pretrained": ("pretrained", str, "none | imagenet"),
     "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
-    "--grad-engine": ("grad_engine", str, "per-task gradients: auto (loop on CPU, batched on CUDA) | batched (one vectorized backward) | loop (T backwards)"),
+    "--grad-engine": ("grad_engine", str, "per-task gradients: auto (the measured faster one: batched on CUDA for feature/last-layer methods, loop otherwise) | batched (one vectorized backward) | loop (T backwards)"),
     "--device": ("device", str, "auto | cpu | cuda"),
     "--precision": ("precision", str, "auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast); "
                                       "recorded: runs of different precision are never merged"),

@@ -61,7 +61,7 @@ class RunConfig:
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
     select: str = "best-val-auroc"
-    grad_engine: str = "auto"  # resolved per device before a run: see grads.resolve_engine
+    grad_engine: str = "auto"  # resolved per device and method before a run: see grads.resolve_engine
     freeze_trunk: bool = False  # linear probe: the ResNet18 trunk is fixed, only the heads train
     device: str = "auto"
     precision: str = "auto"  # resolved per device before a run: bf16 on CUDA, fp32 on CPU (backend.py)

@@ -33,16 +33,29 @@ def _space(need: GradientNeed, model: nn.Module, features: torch.Tensor) -> list
 GRAD_ENGINES = ("batched", "loop")
 
 
-def resolve_engine(engine: str, device: torch.device) -> str:
-    """'auto' → the engine expected to be faster on `device`: loop on CPU, batched on CUDA.
+# Spaces whose per-task backward stops after a small part of the graph (the heads, or the last
+# shared layer): there the T backward passes are tiny and launch-bound, and one vectorized
+# backward wins on a GPU. Through the whole trunk the T passes are large, already saturate the
+# GPU, and batching them only multiplies the activation memory.
+_SMALL_SPACES = ("shared_features", "last_shared_layer")
 
-    On a 2-core CPU (ResNet18, 32 px, batch 64, 14 tasks) MGDA's step measured 11.5× an EW step
-    on the loop and 12.4× on the batched backward (docs/step_cost_cpu.md; at 64 px 10.4× and
-    11.9×); on a GPU the vectorized backward is expected to win (not yet measured). The resolved
-    name is what the run records.
+
+def resolve_engine(engine: str, device: torch.device, need: GradientNeed | None = None) -> str:
+    """'auto' → the engine measured faster on `device` for the gradient space `need`.
+
+    Measured (ResNet18, 14 tasks; step time loop ÷ batched, > 1 means batched is faster):
+
+    | space | 2-core CPU, fp32, 32 px, b64 | H100, bf16, 224 px, b128 |
+    |---|---|---|
+    | shared_params (MGDA, PCGrad, CAGrad) | 0.79–0.83 | 0.85–0.87, and 3.5× the memory |
+    | shared_features (MGDA-UB) | 1.00 | 1.27 |
+    | last_shared_layer (GradNorm) | 0.83 | 1.10 |
+
+    (docs/step_cost_cpu.md, docs/step_cost_h100.md). So: batched only on CUDA and only for the
+    small spaces; the loop everywhere else. The resolved name is what the run records.
     """
     if engine == "auto":
-        return "batched" if device.type == "cuda" else "loop"
+        return "batched" if device.type == "cuda" and need in _SMALL_SPACES else "loop"
     if engine not in GRAD_ENGINES:
         raise ValueError(f"unknown gradient engine {engine!r}; valid: auto, {', '.join(GRAD_ENGINES)}")
     return engine
@@ -57,7 +70,7 @@ def per_task_gradients(
     never assembled by concatenating copies.
     """
     space = _space(need, model, features)
-    if resolve_engine(engine, losses.device) == "batched":
+    if resolve_engine(engine, losses.device, need) == "batched":
         try:
             return _batched(losses, space)
         except torch.OutOfMemoryError:  # a result to record, not a reason to switch engines

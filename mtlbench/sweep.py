@@ -143,7 +143,8 @@ def run_sweep(
     force: bool = False,
 ) -> list[RunResult]:
     """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
-    base = resolve_runtime(plan.base)
+    # The gradient engine stays as asked: "auto" resolves per method (its gradient space), in train_run.
+    base = replace(resolve_runtime(plan.base), grad_engine=plan.base.grad_engine)
     device = torch.device(base.device)
     plan = replace(plan, base=base)
     check_methods_fit(base, plan.methods)

@@ -93,7 +93,7 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     return replace(
         config,
         device=device.type,
-        grad_engine=grads.resolve_engine(config.grad_engine, device),
+        grad_engine=grads.resolve_engine(config.grad_engine, device, METHODS.get(config.method).needs),
         precision=backend.resolve_precision(config.precision, device),
     )
 
