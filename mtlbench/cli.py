@@ -14,6 +14,7 @@ from rich.console import Console
 
 from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError
+from mtlbench.paths import results_path
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit code 1
@@ -150,7 +151,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
     methods = parse_methods(args.methods)
     plan = SweepPlan(base, methods, parse_seeds(args.seeds), parse_method_params(args.param, methods))
-    results = Path(args.results)
+    results = results_path(args.results, must_exist=False)
     resolved = resolve_runtime(base)
     console.print(f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
                   f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
@@ -193,13 +194,14 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     if args.resamples < 100:
         raise UserError(f"--resamples must be at least 100, got {args.resamples}")
+    results = results_path(args.results, must_exist=True)
     out = Path(args.out)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
     scratch = out.with_name(f".{out.name}.partial-{os.getpid()}")
     shutil.rmtree(scratch, ignore_errors=True)
     try:
         with DataDisplay(console, enabled=not args.quiet) as display:
-            files = write_report(Path(args.results), scratch, args.dataset, methods, display, args.resamples)
+            files = write_report(results, scratch, args.dataset, methods, display, args.resamples)
         if out.exists():
             shutil.rmtree(out)
         scratch.rename(out)
@@ -249,9 +251,7 @@ def cmd_export(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.export import export_csv
     from mtlbench.store import ResultsStore
 
-    path = Path(args.results)
-    if not path.is_file():
-        raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
+    path = results_path(args.results, must_exist=True)
     with ResultsStore(path) as store:
         written = export_csv(store, Path(args.out))
     for p in written:
