@@ -67,8 +67,10 @@ def write_whole_folder(out: Path, kind: str, reads: Sequence[Path], write: Calla
     target = check_output_folder(out, kind, reads)
     _remove_stale_outputs(target.parent)
     scratch = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    created = False
     try:
-        scratch.mkdir(parents=True)
+        scratch.mkdir(parents=True)  # fails if something of that name is there: it is not deleted
+        created = True
         _write_marker(scratch, kind, [])  # from the start: a killed process's scratch is known as ours
         result = write(scratch)
         _write_marker(scratch, kind, _entries(scratch, kind))
@@ -78,7 +80,7 @@ def write_whole_folder(out: Path, kind: str, reads: Sequence[Path], write: Calla
         raise UserError(f"cannot write the {kind} to {out}: {exc.strerror or exc}; "
                         "pass --out a folder in a writable place with free space") from None
     finally:
-        if scratch.is_dir() and not scratch.is_symlink():
+        if created and scratch.is_dir() and not scratch.is_symlink():
             shutil.rmtree(scratch, ignore_errors=True)
     return result
 
@@ -95,7 +97,8 @@ def check_output_folder(out: Path, kind: str, reads: Sequence[Path]) -> Path:
     for path in reads:
         read = Path(path).resolve()
         if read == target or target in read.parents:
-            raise UserError(f"--out {out} holds {path}, which this command reads; {pick} outside it")
+            relation = "is" if read == target else "holds"
+            raise UserError(f"--out {out} {relation} {path}, which this command reads; {pick} outside it")
     if not target.exists():
         return target
     if not target.is_dir():

@@ -350,3 +350,10 @@ def test_checkpoint_removal_keeps_a_users_file_and_its_folder(tmp_path: Path) ->
     checkpoint.remove_checkpoint(path)
     assert sorted(p.name for p in path.parent.iterdir()) == ["other.pt", "thesis.txt"]
     assert thesis.read_text() == THESIS
+
+
+def test_a_folder_in_the_way_of_the_scratch_folder_is_not_deleted(tmp_path: Path, capsys, fake_render) -> None:
+    in_the_way = tmp_path / f".out.partial-{os.getpid()}"  # this pid, but no marker: not known to be ours
+    thesis = user_file(in_the_way)
+    one_line(capsys, report(tmp_path, tmp_path / "out"), "cannot write the report to", "File exists")
+    assert thesis.read_text() == THESIS and not (tmp_path / "out").exists()
