@@ -43,8 +43,10 @@ import pandas as pd
 from PIL import Image
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
+from mtlbench.datasets import image_cache
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.datasets.nih_layout import (
+    CACHE_DIR,
     CSV_NAMES,
     IMAGES_DIR,
     TEST_LIST,
@@ -54,6 +56,7 @@ from mtlbench.datasets.nih_layout import (
 )
 from mtlbench.datasets.nih_tables import BBOX_FILE, TABLE_FILE, TABLE_ROWS, nih_data_file, read_nih_table
 from mtlbench.errors import UserError
+from mtlbench.owned import remove_stale_partials
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
@@ -196,12 +199,15 @@ def ensure_generated(root: Path, count: int, size: int, seed: int, progress: Pro
     """Generate the dataset at `root` unless a complete one with the same parameters is there.
 
     Generation writes into a sibling `<root>.partial-<pid>` and renames it into place, so an
-    interrupted run never leaves a folder that looks complete; stale partial folders are removed.
+    interrupted run never leaves a folder that looks complete; partial folders of dead processes
+    are removed. An existing `root` is replaced only if this generator wrote it and it holds
+    nothing else (see `check_replaceable`).
     """
     params = generator_params(count, size, seed)
     if _is_complete(root, params):
         return root
-    _remove_stale_partials(root)
+    check_replaceable(root)
+    remove_stale_partials(root.parent, f"{root.name}.partial-*")
     partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     try:
@@ -214,6 +220,11 @@ def ensure_generated(root: Path, count: int, size: int, seed: int, progress: Pro
         shutil.rmtree(partial, ignore_errors=True)
         return root
     if root.exists():
+        try:
+            check_replaceable(root)  # again: files may have been added while generating
+        except UserError:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
         shutil.rmtree(root)
     try:
         os.replace(partial, root)
@@ -288,23 +299,35 @@ def _is_complete(root: Path, params: dict[str, Any]) -> bool:
     return all(stored.get(key) == value for key, value in params.items())
 
 
-def _remove_stale_partials(root: Path) -> None:
-    if not root.parent.is_dir():
+def check_replaceable(root: Path) -> None:
+    """UserError unless `root` is absent, or a folder this generator wrote that holds only what
+    generation and the image cache write there: it is about to be deleted and generated again."""
+    if not os.path.lexists(root):
         return
-    for partial in root.parent.glob(f"{root.name}.partial-*"):
-        owner = partial.name.rsplit("-", 1)[-1]
-        if not (owner.isdigit() and int(owner) != os.getpid() and _process_alive(int(owner))):
-            shutil.rmtree(partial, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return pid < 2**31
-    return True
+        generator = json.loads((root / SYNTH_JSON).read_text()).get("generator")
+    except (OSError, ValueError, AttributeError):
+        generator = None
+    if root.is_symlink() or not root.is_dir() or generator != DATASET_NAME:
+        raise UserError(f"{root} is in the way of the {DATASET_NAME} dataset and was not written by its generator "
+                        f"(no {SYNTH_JSON} of it); move it away, or pass --data-dir elsewhere")
+    foreign = _foreign_entries(root)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
+        raise UserError(f"{root} must be generated again, but holds {len(foreign)} file(s) the generator did not "
+                        f"write ({shown}); move them out of it, or pass --data-dir elsewhere")
+
+
+def _foreign_entries(root: Path) -> list[str]:
+    known = {IMAGES_DIR, CSV_NAMES[0], TRAIN_VAL_LIST, TEST_LIST, SYNTH_JSON, COMPLETE_MARKER, CACHE_DIR}
+    foreign = sorted(e.name for e in root.iterdir() if e.name not in known or e.is_symlink())
+    images, cache = root / IMAGES_DIR, root / CACHE_DIR
+    if images.is_dir() and not images.is_symlink():
+        foreign += sorted(f"{IMAGES_DIR}/{e.name}" for e in images.iterdir()
+                          if e.is_symlink() or not e.is_file() or not e.name.endswith(".png"))
+    if cache.is_dir() and not cache.is_symlink():
+        foreign += [f"{CACHE_DIR}/{name}" for name in image_cache.foreign_entries(cache)]
+    return foreign
 
 
 # ----------------------------------------------------------------------------- label noise

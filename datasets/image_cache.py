@@ -11,7 +11,8 @@
 The fingerprint covers the source list (names and file sizes), so a changed download gets its own
 cache. A build writes a chunk's pixels, flushes them, and only then records the chunk's rows as
 done: killed at any point, the next build resumes from the rows on record. Nothing but a manifest
-in state "complete" with a matching key is ever read as a cache.
+in state "complete" with a matching key is ever read as a cache. A build that cannot resume
+deletes only the files listed above (and their temporary copies): anything else in the folder stays.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import fcntl
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import time
 from concurrent.futures import FIRST_COMPLETED, Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
@@ -39,6 +41,9 @@ MANIFEST, NAMES, IMAGES, STATUS, ERRORS = "manifest.json", "names.txt", "images.
 THREAD_CHUNK_ROWS = 256  # images per job: small sources, decoded by threads
 PROCESS_CHUNK_ROWS = 64  # images per job: large sources, decoded by worker processes
 PERSIST_SECONDS = 2.0  # how much decoding a kill can lose at most (plus the chunks in flight)
+# what a build writes into its folder: the files above and their temporary copies (see _atomic_write_text)
+_TEMP_FILE = re.compile(r"^\.(manifest\.json|names\.txt|status\.npy|errors\.json)\.tmp-\d+(\.npy)?$")
+_CACHE_FOLDER = re.compile(r"^.+-px\d+-[^/]+$")
 
 
 class ImageSource(Protocol):
@@ -78,6 +83,27 @@ class ImageCache:
 def cache_folder(cache_root: Path, dataset: str, size: int, fingerprint: str) -> Path:
     """The folder of the cache for (dataset, size, source fingerprint)."""
     return Path(cache_root) / f"{dataset}-px{size}-{fingerprint}"
+
+
+def is_cache_file(name: str) -> bool:
+    """Whether a file of this name in a cache folder is one a build writes (and may delete)."""
+    return name in (MANIFEST, NAMES, IMAGES, STATUS, ERRORS) or _TEMP_FILE.match(name) is not None
+
+
+def foreign_entries(cache_root: Path) -> list[str]:
+    """Entries under `cache_root` that no cache build wrote (a user's files), as relative paths."""
+    foreign = []
+    for entry in sorted(cache_root.iterdir()):
+        if entry.is_symlink():
+            foreign.append(entry.name)
+        elif entry.is_file() and entry.name.endswith(".lock"):
+            continue
+        elif entry.is_dir() and _CACHE_FOLDER.match(entry.name):
+            foreign += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir())
+                        if e.is_symlink() or not e.is_file() or not is_cache_file(e.name)]
+        else:
+            foreign.append(entry.name)
+    return foreign
 
 
 def cache_key(source: ImageSource, size: int) -> dict[str, Any]:
@@ -319,9 +345,10 @@ def _resume(folder: Path, key: dict[str, Any], source: ImageSource) -> _Build | 
 
 
 def _start(folder: Path, key: dict[str, Any], source: ImageSource, size: int) -> _Build:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():  # an unusable earlier build: only its files go, anything else stays
+        if entry.is_file() and not entry.is_symlink() and is_cache_file(entry.name):
+            entry.unlink()
     names = list(source.names)
     shape = (len(names), size, size)
     _check_free_space(folder, int(np.prod(shape)))

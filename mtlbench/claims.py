@@ -27,7 +27,7 @@ def pid_exists(pid: int) -> bool:
     """True if a process with this pid exists on this host."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # OverflowError: a number no pid can be
         return False
     except PermissionError:  # exists, owned by another user
         return True

@@ -3,21 +3,31 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
+from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from rich.console import Console
 
 from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
-from mtlbench.errors import UserError
+from mtlbench.errors import UserError, interrupted_means, interrupted_message
 from mtlbench.paths import results_path
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit code 1
+# what `mtlbench: interrupted; …` says, per command (a sweep's data phase says DATA_INTERRUPTED_IN_RUN)
+INTERRUPTED = {
+    "run": "the current run is stored as interrupted and resumes from its last checkpoint when you rerun the "
+           "same command",
+    "report": "the report was not written (an earlier report in --out is left as it was); rerun the same command",
+    "export": "the export was not written (an earlier export in --out is left as it was); rerun the same command",
+    "prepare": "the data generation was not finished; rerun the same command to finish it (a partly built image "
+               "cache resumes where it stopped)",
+    "verify": "the check of the data was not finished; nothing was changed",
+}
 
 # command-line flag → RunConfig field, for the options `run` exposes directly
 RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
@@ -94,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
                                         "from the results database alone (it never trains).")
     report.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
-    report.add_argument("--out", default="reports/latest", help="output folder (default reports/latest)")
+    report.add_argument("--out", default="reports/latest",
+                        help="output folder (default reports/latest): new, empty, or one an earlier report wrote "
+                             "(it is replaced whole); any other folder is refused, nothing is deleted")
     report.add_argument("--dataset", help="only runs on this dataset")
     report.add_argument("--methods", help="only these methods, e.g. ew,deepchest,pcgrad")
     report.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default 1000)")
@@ -120,7 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("export", help="write the results database as flat tables")
     export.add_argument("--format", default="csv", choices=["csv"], help="output format (csv)")
     export.add_argument("--results", default=DEFAULT_RESULTS, help="SQLite results file")
-    export.add_argument("--out", default="results/export", help="output folder (default results/export)")
+    export.add_argument("--out", default="results/export",
+                        help="output folder (default results/export): new, empty, or one an earlier export wrote "
+                             "(it is replaced whole); any other folder is refused, nothing is deleted")
     return parser
 
 
@@ -157,12 +171,9 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
                   f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
                   f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
                   f"→ {results}", soft_wrap=True, highlight=False)
-    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)  # a scheduler's preemption, like Ctrl-C
-    try:
+    with _sigterm_as_interrupt(), interrupted_means(INTERRUPTED["run"]):
         with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
             outcomes = run_sweep(plan, results, display, force=args.force)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
     console.print(summary_table(results, outcomes))
     skipped = sum(o.status == "skipped" for o in outcomes)
     if skipped:
@@ -185,32 +196,36 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     raise Terminated(signum)
 
 
-def cmd_report(args: argparse.Namespace, console: Console) -> int:
-    """`mtlbench report`: render into a scratch folder, then move it into place."""
-    import shutil
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """While inside, SIGTERM (a scheduler's preemption) raises Terminated, handled like Ctrl-C."""
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
+
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench report`: render into a scratch folder, then swap it in whole (see mtlbench.owned)."""
+    from mtlbench.owned import write_whole_folder
     from mtlbench.progress import DataDisplay
-    from mtlbench.report.render import write_report
+    from mtlbench.report import render
 
     if args.resamples < 100:
         raise UserError(f"--resamples must be at least 100, got {args.resamples}")
-    results = results_path(args.results, must_exist=True)
-    out = Path(args.out)
+    out, results = Path(args.out), results_path(args.results, must_exist=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
-    scratch = out.with_name(f".{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(scratch, ignore_errors=True)
-    try:
+
+    def write(scratch: Path) -> list[Path]:
         with DataDisplay(console, enabled=not args.quiet) as display:
-            files = write_report(results, scratch, args.dataset, methods, display, args.resamples)
-        if out.exists():
-            shutil.rmtree(out)
-        scratch.rename(out)
-    except OSError as exc:
-        raise UserError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+            files = render.write_report(results, scratch, args.dataset, methods, display, args.resamples)
+        return [f.relative_to(scratch) for f in files]
+
+    with _sigterm_as_interrupt(), interrupted_means(INTERRUPTED["report"]):
+        files = write_whole_folder(out, "report", [results], write)
     for f in files:
-        console.print(f"wrote {out / f.relative_to(scratch)}", highlight=False, soft_wrap=True)
+        console.print(f"wrote {out / f}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -219,9 +234,10 @@ def cmd_data(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.data_commands import prepare, verify
 
     config = _config_from(args, DATA_OPTIONS, DATA_SWITCHES)
-    if args.action == "prepare":
-        return prepare(config, console, quiet=args.quiet)
-    return verify(config, console, sample=args.sample, quiet=args.quiet)
+    with interrupted_means(INTERRUPTED[args.action]):
+        if args.action == "prepare":
+            return prepare(config, console, quiet=args.quiet)
+        return verify(config, console, sample=args.sample, quiet=args.quiet)
 
 
 def cmd_list(console: Console) -> int:
@@ -247,15 +263,21 @@ def cmd_list(console: Console) -> int:
 
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
-    """`mtlbench export`."""
+    """`mtlbench export`: every table into a scratch folder, then swapped in whole (see mtlbench.owned)."""
     from mtlbench.export import export_csv
+    from mtlbench.owned import write_whole_folder
     from mtlbench.store import ResultsStore
 
-    path = results_path(args.results, must_exist=True)
-    with ResultsStore(path) as store:
-        written = export_csv(store, Path(args.out))
+    path, out = results_path(args.results, must_exist=True), Path(args.out)
+
+    def write(scratch: Path) -> list[Path]:
+        with ResultsStore(path) as store:
+            return [p.relative_to(scratch) for p in export_csv(store, scratch)]
+
+    with _sigterm_as_interrupt(), interrupted_means(INTERRUPTED["export"]):
+        written = write_whole_folder(out, "export", [path], write)
     for p in written:
-        console.print(f"wrote {p}")
+        console.print(f"wrote {out / p}", highlight=False, soft_wrap=True)
     return 0
 
 
@@ -281,8 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.print(f"mtlbench: error: {exc}", highlight=False, markup=False, soft_wrap=True)
         return 2
     except KeyboardInterrupt as exc:
-        err.print("mtlbench: interrupted; the current run is stored as interrupted and resumes from its last "
-                  "checkpoint when you rerun the same command", highlight=False, soft_wrap=True)
+        err.print(interrupted_message(exc), highlight=False, markup=False, soft_wrap=True)
         return 128 + signal.SIGTERM if isinstance(exc, Terminated) else 130
 
 

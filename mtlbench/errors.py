@@ -1,5 +1,31 @@
-"""The one exception type that the CLI turns into a one-line message and a nonzero exit."""
+"""The one exception type that the CLI turns into a one-line message and a nonzero exit, and
+what the CLI says when a command is interrupted."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+INTERRUPTED_ATTR = "mtlbench_interrupted"  # set on a KeyboardInterrupt: what it interrupted
 
 
 class UserError(Exception):
     """A problem the user can fix (bad option, missing file); shown as one line, no traceback."""
+
+
+@contextmanager
+def interrupted_means(message: str) -> Iterator[None]:
+    """While inside, Ctrl-C (or SIGTERM, raised as a KeyboardInterrupt) is reported by the CLI as
+    `mtlbench: interrupted; <message>`. Nested, the innermost message wins: it knows best."""
+    try:
+        yield
+    except KeyboardInterrupt as exc:
+        if not hasattr(exc, INTERRUPTED_ATTR):
+            setattr(exc, INTERRUPTED_ATTR, message)
+        raise
+
+
+def interrupted_message(exc: KeyboardInterrupt) -> str:
+    """The one line the CLI prints for `exc`: what was interrupted, and what to do."""
+    what = getattr(exc, INTERRUPTED_ATTR, "")
+    return f"mtlbench: interrupted; {what}" if what else "mtlbench: interrupted"

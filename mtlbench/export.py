@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -10,15 +9,17 @@ import pandas as pd
 from mtlbench.store import ResultsStore
 
 
-def export_csv(store: ResultsStore, out_dir: Path) -> list[Path]:
-    """Write one CSV per table (runs, metrics, weights, costs), each atomically; returns the paths."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+def export_csv(store: ResultsStore, folder: Path) -> list[Path]:
+    """Write one CSV per table (runs, metrics, weights, costs, diagnostics) into `folder`; returns the paths.
+
+    `folder` is the scratch folder of `owned.write_whole_folder`, swapped into place only once every
+    table is written, so an export that fails half-way never mixes with an earlier one.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
     written = []
     for table in store.table_names():
         frame = pd.read_sql_query(f"SELECT * FROM {table}", store.conn)
-        target = out_dir / f"{table}.csv"
-        tmp = target.with_suffix(".csv.tmp")
-        frame.to_csv(tmp, index=False)
-        os.replace(tmp, target)
+        target = folder / f"{table}.csv"
+        frame.to_csv(target, index=False)
         written.append(target)
     return written

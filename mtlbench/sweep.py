@@ -11,12 +11,15 @@ import torch
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.environment import environment
-from mtlbench.errors import UserError
+from mtlbench.errors import UserError, interrupted_means
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
 from mtlbench.claims import this_process
 from mtlbench.train import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
+
+DATA_INTERRUPTED = ("the data generation was not finished and no run was started; rerun the same command to "
+                    "finish it (a partly built image cache resumes where it stopped)")
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,8 @@ def run_sweep(
     env = environment(device)
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
-    data = load_dataset(base, display)
+    with interrupted_means(DATA_INTERRUPTED):
+        data = load_dataset(base, display)
     plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
     if len(data.train) >= 2:
         warm_up(plan.base, data, device)

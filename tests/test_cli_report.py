@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 
@@ -98,17 +99,40 @@ def test_failed_runs_are_listed_and_other_protocols_not_merged(report, tmp_path:
     assert "2/3 (1 oom)" in md
 
 
-def test_report_never_trains_and_old_report_is_replaced_whole(report, tmp_path: Path) -> None:
-    root, _ = report
+def test_report_never_trains_and_its_own_old_report_is_replaced_whole(report, tmp_path: Path) -> None:
+    root, first = report
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "stale.txt").write_text("from an older report")
+    shutil.copytree(first, out)  # an earlier report, with its marker listing what it wrote
+    marker = json.loads((out / ".mtlbench-report").read_text())
+    assert {"report.md", "report.html", "tables", "figures"} <= set(marker["entries"])
+    (out / "stale.txt").write_text("from an older report")  # a file an older report wrote, this one does not
+    (out / ".mtlbench-report").write_text(json.dumps({**marker, "entries": [*marker["entries"], "stale.txt"]}))
     before = (root / "r.sqlite").read_bytes()
     assert main(["report", "--results", str(root / "r.sqlite"), "--out", str(out), "--quiet",
                  "--methods", "ew,deepchest", "--resamples", "100"]) == 0
     assert (root / "r.sqlite").read_bytes() == before
     assert not (out / "stale.txt").exists()
     assert list(_leaderboard(out)["method"]) == ["ew", "deepchest"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no scratch or replaced folder left
+
+
+def test_report_refuses_a_users_folder_and_the_folder_of_its_database(report, tmp_path: Path, capsys) -> None:
+    root, _ = report
+    mydocs = tmp_path / "mydocs"
+    mydocs.mkdir()
+    (mydocs / "thesis.txt").write_text("chapter 1")
+    res = tmp_path / "res"
+    res.mkdir()
+    db = res / "r.sqlite"
+    db.write_bytes((root / "r.sqlite").read_bytes())
+    for results, out, message in ((root / "r.sqlite", mydocs, "was not written by `mtlbench report`"),
+                                  (db, res, "which this command reads")):
+        capsys.readouterr()
+        code = main(["report", "--results", str(results), "--out", str(out), "--quiet", "--resamples", "100"])
+        err = capsys.readouterr().err
+        assert code == 2 and err.startswith("mtlbench: error: ") and err.count("\n") == 1 and message in err, err
+    assert (mydocs / "thesis.txt").read_text() == "chapter 1" and [p.name for p in mydocs.iterdir()] == ["thesis.txt"]
+    assert db.read_bytes() == (root / "r.sqlite").read_bytes() and [p.name for p in res.iterdir()] == ["r.sqlite"]
 
 
 @pytest.mark.parametrize("setup, message", [
