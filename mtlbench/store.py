@@ -463,8 +463,20 @@ class ResultsStore:
         ).fetchone()
         if row is None:
             return None
-        ids = zlib.decompress(row[0]).decode().split("\n")
-        return ids, np.load(io.BytesIO(row[1])), np.load(io.BytesIO(row[2]))
+        try:
+            ids = zlib.decompress(row[0]).decode().split("\n")
+            labels, probs = np.load(io.BytesIO(row[1])), np.load(io.BytesIO(row[2]))
+        except (TypeError, ValueError, EOFError, OSError, zlib.error) as exc:  # UnicodeDecodeError is a ValueError
+            what = f"do not decode ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            raise UserError(self._damaged_predictions(run_id, split, what)) from None
+        if labels.shape != probs.shape or labels.ndim != 2 or len(ids) != len(labels):
+            what = f"hold {len(ids)} image ids, labels {labels.shape} and probabilities {probs.shape}"
+            raise UserError(self._damaged_predictions(run_id, split, what))
+        return ids, labels, probs
+
+    def _damaged_predictions(self, run_id: int, split: str, what: str) -> str:
+        return (f"{self.path} is damaged: the {split} predictions of run {run_id} {what}; restore the file from a "
+                f"backup, or delete run {run_id} and rerun the same `mtlbench run` command to train it again")
 
     def set_costs(self, run_id: int, costs: dict[str, Any]) -> None:
         """Measured costs of a run (see train.RunCosts)."""

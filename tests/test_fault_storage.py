@@ -324,3 +324,17 @@ def test_report_never_marks_a_non_finite_value_best() -> None:
     _mark_best(table, results)
     assert table.loc[0, "AUROC"] == "**0.7**" and table.loc[0, "test loss"] == "**0.7**"
     assert not table.loc[1:].map(lambda s: s.startswith("**")).any().any()
+
+
+@pytest.mark.parametrize("column, value", [("image_ids", b"not zlib"), ("probs", b"\x93NUMPY garbage")])
+def test_predictions_that_do_not_decode_are_one_line_in_report(
+    column: str, value: bytes, one_run_db, tmp_path: Path, capsys
+) -> None:
+    db = _damaged_copy(one_run_db, tmp_path, "text-in-real-column")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE metrics SET auroc=NULL WHERE auroc='n/a'")  # only the predictions are damaged
+        con.execute(f"UPDATE predictions SET {column}=? WHERE split='test'", (value,))
+    capsys.readouterr()
+    assert main(["report", "--quiet", "--resamples", "100", "--out", str(tmp_path / "out"), "--results", str(db)]) == 2
+    assert f"{db} is damaged: the test predictions of run 1 do not decode (" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
