@@ -157,6 +157,8 @@ def run_sweep(
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
     data = load_dataset(base, display)
+    for line in data.info.get("warnings", []):  # said before any training (stored with each run, too)
+        getattr(display, "warn", lambda text: print(f"warning: {text}"))(line)
     plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
     if len(data.train) >= 2:
         warm_up(plan.base, data, device)
