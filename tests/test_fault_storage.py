@@ -264,6 +264,7 @@ DAMAGE = {
     "unparsable-schema-version": ("UPDATE schema_version SET version='three'",
                                   "its schema_version holds 'three', not a version number"),
     "dropped-table": ("DROP TABLE weights", "its table 'weights' is missing"),
+    "dropped-column": ("ALTER TABLE costs DROP COLUMN peak_rss_mb", "its table 'costs' lacks column(s) peak_rss_mb"),
     "complete-run-without-metrics": ("DELETE FROM metrics WHERE run_id=1",
                                      "run 1 (ew seed 0) is stored as complete but its metrics are missing"),
 }
