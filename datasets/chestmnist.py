@@ -25,6 +25,7 @@ from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, 
 from mtlbench.datasets.decode import resize_arrays
 from mtlbench.datasets.image_cache import ImageCache, ensure_cache, spot_check
 from mtlbench.datasets.nih_layout import CACHE_DIR, SPLIT_NAMES, fingerprint
+from mtlbench.datasets.split_checks import label_warnings
 from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
@@ -95,6 +96,7 @@ def load_chestmnist(request: DataRequest, progress: ProgressFactory) -> DatasetB
         splits[split] = Split(cache.pixels, np.arange(start, start + n, dtype=np.int64), labels[split][:, order], ids, ids)
         start += n
     info = _describe(path, native, request, splits, cache)
+    info["warnings"] = label_warnings(DATASET_NAME, splits)
     if request.spot_check:
         info["spot_check"] = {"checked": request.spot_check, "mismatched": spot_check(cache, source, request.spot_check)}
     return DatasetBundle(DATASET_NAME, splits["train"], splits["val"], splits["test"], info)
@@ -200,6 +202,14 @@ def _check_npz(path: Path, native: int) -> dict[str, np.ndarray]:
                 f"chestmnist: {path} holds {count:,} {split}_images but {len(labels[split]):,} {split}_labels; "
                 f"the file is damaged; {REDOWNLOAD}"
             )
+    empty = [split for split in SPLIT_NAMES if not len(labels[split])]
+    if empty:  # an empty val split would fail only after a whole training epoch
+        held = ", ".join(f"{len(labels[s]):,} {s}" for s in SPLIT_NAMES)
+        raise UserError(
+            f"chestmnist: {path} holds no {' and no '.join(empty)} images ({held}); training needs all three "
+            f"splits (MedMNIST's file holds {', '.join(f'{n:,} {s}' for s, n in OFFICIAL_COUNTS.items())}); "
+            f"{REDOWNLOAD}"
+        )
     return labels
 
 

@@ -15,7 +15,6 @@ validation is carved out of train_val by patient. Pixels come from the image cac
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -26,25 +25,31 @@ import pandas as pd
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, Split
 from mtlbench.datasets.decode import decode_files
 from mtlbench.datasets.image_cache import UNREADABLE, ImageCache, ensure_cache, spot_check
+from mtlbench.datasets.nih_files import (  # noqa: F401  (IMAGES_DIR, read_image_list: part of this module's API)
+    IMAGES_DIR,
+    FoundImages,
+    read_image_list,
+    read_split_list,
+    scan_images,
+    scan_warnings,
+)
+from mtlbench.datasets.split_checks import label_warnings
 from mtlbench.errors import UserError
 from mtlbench.tasks import TASK_NAMES
 
 CSV_NAMES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
 TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
-IMAGES_DIR = "images"
 CACHE_DIR = "mtlbench-cache"
 NO_FINDING = "No Finding"
 VIEWS: tuple[str, ...] = ("all", "PA", "AP")
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
-IMAGE_SUFFIX = ".png"
 PROCESS_POOL_BYTES = 64 << 20  # sources larger than this are decoded by worker processes
 
 _REQUIRED_COLUMNS = ("Image Index", "Finding Labels", "Patient ID", "View Position")
 _SEX_COLUMNS = ("Patient Sex", "Patient Gender")
 _NAMES_SHOWN = 5
 _COLUMNS_SHOWN = 12
-_FOLDERS_SHOWN = 3
 
 
 def read_nih_layout(
@@ -67,8 +72,8 @@ def read_nih_layout(
     _check_request(request)
     if not root.is_dir():
         raise UserError(f"{name}: dataset folder {root} does not exist; pass --data-dir pointing to it")
-    train_val_names = read_image_list(root / TRAIN_VAL_LIST)
-    test_names = read_image_list(root / TEST_LIST)
+    lists = [read_split_list(root / TRAIN_VAL_LIST), read_split_list(root / TEST_LIST)]
+    train_val_names, test_names = lists[0].names, lists[1].names
     table, csv_label = read_data_entry(root, fallback_csv, fix_hint)
     labels = parse_finding_labels(table["Finding Labels"], csv_label, first_line=2)
     row_of = _index_rows(table, csv_label)
@@ -110,6 +115,10 @@ def read_nih_layout(
         for k, rows in split_rows.items()
     }
     info = _describe(root, csv_label, splits, request, cache, listed, missing, unreadable)
+    info["skipped_links"] = len(found.broken_links)
+    info["repeated_in_lists"] = {lst.path.name: len(lst.repeats) for lst in lists}
+    info["warnings"] = ([w for w in (lst.warning(name) for lst in lists) if w]
+                        + scan_warnings(name, found, source.names) + label_warnings(name, splits))
     if request.spot_check:
         info["spot_check"] = {"checked": request.spot_check, "mismatched": spot_check(cache, source, request.spot_check)}
     return DatasetBundle(name=name, train=splits["train"], val=splits["val"], test=splits["test"], info=info)
@@ -195,13 +204,6 @@ def parse_finding_labels(findings: Iterable[str], source: Path | str, first_line
     return labels
 
 
-def read_image_list(path: Path) -> list[str]:
-    """Image names in a split list file, one a line, blank lines skipped."""
-    if not path.is_file():
-        raise UserError(f"split list {path} does not exist (it comes with the NIH ChestX-ray14 download)")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
-
-
 def carve_validation(
     rows: np.ndarray, patients: np.ndarray, val_fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -230,68 +232,6 @@ def check_patient_disjoint(split_rows: dict[str, np.ndarray], patients: np.ndarr
 
 
 # ----------------------------------------------------------------------------- image files
-
-
-@dataclass(frozen=True)
-class FoundImages:
-    """PNG files found under a root: {name: (path, bytes)} and how many per folder."""
-
-    root: Path
-    files: dict[str, tuple[str, int]]
-    per_folder: dict[str, int]
-
-    def where(self) -> str:
-        """Where images were looked for and found, for error messages."""
-        if not self.files:
-            return (
-                f"found no {IMAGE_SUFFIX} files under {self.root} (expected {IMAGES_DIR}/*.png or "
-                f"images_001/{IMAGES_DIR}/*.png …)"
-            )
-        listed = sorted(self.per_folder.items())
-        folders = ", ".join(f"{f} ({n:,})" for f, n in listed[:_FOLDERS_SHOWN])
-        if len(listed) > _FOLDERS_SHOWN:
-            folders += f" and {len(listed) - _FOLDERS_SHOWN} more folder(s), the last {listed[-1][0]}"
-        return f"found {len(self.files):,} {IMAGE_SUFFIX} file(s) under {self.root} in {folders}"
-
-
-def scan_images(root: Path, skip: Path | None = None) -> FoundImages:
-    """Every PNG under `root` (following folder links once; skipping `skip` and hidden folders).
-
-    A name found twice keeps its first path in sorted order.
-    """
-    root = Path(root)
-    files: dict[str, tuple[str, int]] = {}
-    per_folder: dict[str, int] = {}
-    skip_real = os.path.realpath(skip) if skip is not None else None
-    visited: set[str] = set()
-    stack = [str(root)]
-    while stack:
-        folder = stack.pop()
-        real = os.path.realpath(folder)
-        if real in visited or real == skip_real:
-            continue
-        visited.add(real)
-        try:
-            entries = sorted(os.scandir(folder), key=lambda e: e.name)
-        except OSError:
-            continue
-        subfolders = []
-        count = 0
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            if entry.is_dir():
-                subfolders.append(entry.path)
-            elif entry.name.lower().endswith(IMAGE_SUFFIX) and entry.name not in files:
-                try:
-                    files[entry.name] = (entry.path, entry.stat().st_size)
-                except OSError:
-                    continue
-                count += 1
-        if count:
-            per_folder[os.path.relpath(folder, root)] = count
-        stack.extend(reversed(subfolders))
-    return FoundImages(root, files, per_folder)
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,8 @@ def _print_summary(bundle: DatasetBundle, console: Console) -> None:
         if sum(info.get(key, {}).values()):
             per = ", ".join(f"{k} {v:,}" for k, v in info[key].items())
             console.print(f"  {key} (skipped under --allow-missing): {per}", highlight=False, soft_wrap=True)
+    for line in info.get("warnings", []):
+        console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     cache = Path(info["cache"])
     size = sum(f.stat().st_size for f in cache.iterdir() if f.is_file())
     console.print(f"  cache: {cache} ({size / 2**20:,.1f} MiB)", highlight=False, soft_wrap=True)

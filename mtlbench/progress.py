@@ -54,6 +54,10 @@ class DataDisplay:
     def __call__(self, description: str, total: int) -> Callable[[int], None]:
         return _progress_factory(self.progress, self.console, self.plain, description, total)
 
+    def warn(self, text: str) -> None:
+        """One warning line on the console (stdout: stderr is kept for the one line of an error)."""
+        self.console.print(f"warning: {text}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
 
 class SweepDisplay(DataDisplay):
     """Three bars (sweep / epoch / step) that implement train.RunReporter and a ProgressFactory.

@@ -24,6 +24,16 @@ STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
 # A run in one of these statuses is a result: a rerun skips it (--force reruns it). The others
 # (failed, interrupted, or running in a process that died) are taken over and resumed.
 FINAL_STATUSES = ("complete", "diverged", "oom")
+# True for a row of `runs` stored as complete whose metrics are not all there (rows deleted by
+# hand, or a tampered status): fewer test rows than the run has tasks, or no validation row. It is
+# not a result: `run` trains the cell again, `report` and `export` refuse the database.
+HOLLOW_RUN_SQL = (
+    "(runs.status = 'complete' AND ("
+    "(SELECT COUNT(*) FROM metrics m WHERE m.run_id = runs.run_id AND m.split = 'test')"
+    " < MAX(1, (SELECT COUNT(DISTINCT m.task) FROM metrics m WHERE m.run_id = runs.run_id))"
+    " OR NOT EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = runs.run_id AND m.split = 'val')))"
+)
+HOLLOW_NOTE = "stored as complete but its metrics are missing: trained again"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -149,6 +159,7 @@ class ClaimResult:
     run_id: int
     status: str = ""
     taken_over: bool = False
+    note: str = ""  # why a stored row was not trusted (HOLLOW_NOTE), for the user
 
 
 class ResultsStore:
@@ -216,8 +227,14 @@ class ResultsStore:
     def _version(self) -> int | None:
         if not self.conn.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone():
             return None
-        row = self.conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-        return row[0] if row else None
+        values = [r[0] for r in self.conn.execute("SELECT version FROM schema_version")]
+        bad = [v for v in values if not isinstance(v, int) or v < 1]
+        if bad:
+            raise UserError(
+                f"{self.path} is damaged: its schema_version holds {bad[0]!r}, not a version number; "
+                "restore the file from a backup or pass --results PATH for a new database"
+            )
+        return max(values) if values else None
 
     def _init_schema(self) -> None:
         """Create or migrate the schema under the write lock (several processes may open it at once)."""
@@ -313,14 +330,20 @@ class ResultsStore:
         A final result (complete, diverged, oom) is kept unless `force`; a cell that a live
         process is running is left to it; otherwise the cell is ours: an earlier unfinished
         attempt (failed, interrupted, or running in a dead process) is taken over with its
-        rows, so that it can resume from its checkpoint, or a new run row is inserted.
+        rows, so that it can resume from its checkpoint, or a new run row is inserted. A row
+        stored as complete whose metrics are missing (HOLLOW_RUN_SQL) is no result: it is deleted
+        and the cell trained again, which the claim's `note` says.
         """
         with self.transaction(immediate=True) as c:
-            rows = c.execute(
-                "SELECT run_id, status, owner_token, owner_host, owner_pid, heartbeat_at FROM runs"
+            found = c.execute(
+                f"SELECT run_id, status, owner_token, owner_host, owner_pid, heartbeat_at, {HOLLOW_RUN_SQL} FROM runs"
                 " WHERE config_hash=? ORDER BY run_id DESC",
                 (key.config_hash,),
             ).fetchall()
+            hollow = [r[0] for r in found if r[6]]  # "complete" without its metrics: not a result, replaced
+            rows = [r[:6] for r in found if not r[6]]
+            c.executemany("DELETE FROM runs WHERE run_id=?", [(r,) for r in hollow])
+            note = HOLLOW_NOTE if hollow else ""
             for run_id, status, token, host, pid, beat in rows:
                 if status == "running" and owner.other_is_alive(token, host, pid, beat):
                     return ClaimResult("busy", run_id, status)
@@ -340,7 +363,7 @@ class ResultsStore:
                     (config_json, env_json, weight_normalization, owner.host, owner.pid, owner.token, time.time(),
                      run_id),
                 )
-                return ClaimResult("run", run_id, "running", taken_over=True)
+                return ClaimResult("run", run_id, "running", taken_over=True, note=note)
             cur = c.execute(
                 "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at, env_json,"
                 " weight_normalization, owner_host, owner_pid, owner_token, heartbeat_at)"
@@ -348,7 +371,7 @@ class ResultsStore:
                 (key.method, key.dataset, key.seed, key.config_hash, config_json, "running", _now(), env_json,
                  weight_normalization, owner.host, owner.pid, owner.token, time.time()),
             )
-            return ClaimResult("run", int(cur.lastrowid), "running")
+            return ClaimResult("run", int(cur.lastrowid), "running", note=note)
 
     def assert_owner(self, run_id: int, owner: Owner) -> None:
         """Raise ClaimLost unless `owner` still holds `run_id` (call inside the transaction that writes)."""
@@ -440,8 +463,20 @@ class ResultsStore:
         ).fetchone()
         if row is None:
             return None
-        ids = zlib.decompress(row[0]).decode().split("\n")
-        return ids, np.load(io.BytesIO(row[1])), np.load(io.BytesIO(row[2]))
+        try:
+            ids = zlib.decompress(row[0]).decode().split("\n")
+            labels, probs = np.load(io.BytesIO(row[1])), np.load(io.BytesIO(row[2]))
+        except (TypeError, ValueError, EOFError, OSError, zlib.error) as exc:  # UnicodeDecodeError is a ValueError
+            what = f"do not decode ({type(exc).__name__}: {' '.join(str(exc).split())})"
+            raise UserError(self._damaged_predictions(run_id, split, what)) from None
+        if labels.shape != probs.shape or labels.ndim != 2 or len(ids) != len(labels):
+            what = f"hold {len(ids)} image ids, labels {labels.shape} and probabilities {probs.shape}"
+            raise UserError(self._damaged_predictions(run_id, split, what))
+        return ids, labels, probs
+
+    def _damaged_predictions(self, run_id: int, split: str, what: str) -> str:
+        return (f"{self.path} is damaged: the {split} predictions of run {run_id} {what}; restore the file from a "
+                f"backup, or delete run {run_id} and rerun the same `mtlbench run` command to train it again")
 
     def set_costs(self, run_id: int, costs: dict[str, Any]) -> None:
         """Measured costs of a run (see train.RunCosts)."""

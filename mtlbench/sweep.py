@@ -15,6 +15,7 @@ from mtlbench.errors import UserError, interrupted_means
 from mtlbench.model import resnet18_trunk
 from mtlbench.registry import DATASETS, METHODS
 from mtlbench.store import ResultsStore
+from mtlbench.store_check import check_intact
 from mtlbench.claims import this_process
 from mtlbench.train import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
@@ -152,11 +153,16 @@ def run_sweep(
     plan = replace(plan, base=base)
     check_methods_fit(base, plan.methods)
     ResultsStore.check_writable(results)  # before minutes of data work
+    if Path(results).is_file():
+        with ResultsStore(results) as store:
+            check_intact(store, hollow_ok=True)  # a complete row without metrics: claim_run trains it again
     env = environment(device)
     if base.pretrained != "none":
         resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
     with interrupted_means(DATA_INTERRUPTED):
         data = load_dataset(base, display)
+    for line in data.info.get("warnings", []):  # said before any training (stored with each run, too)
+        getattr(display, "warn", lambda text: print(f"warning: {text}"))(line)
     plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
     if len(data.train) >= 2:
         warm_up(plan.base, data, device)

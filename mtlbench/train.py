@@ -73,6 +73,7 @@ class RunResult:
     wall_s: float = float("nan")
     peak_memory: str = ""
     detail: str = ""
+    note: str = ""  # something the user should hear about this cell (e.g. a stored row not trusted)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -391,7 +392,9 @@ def train_run(
     store.set_data_info(run_id, data.info)
     try:
         with Heartbeat(store.path, run_id, owner):
-            return _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over)
+            result = _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over,
+                            claim.note)
+        return replace(result, note=claim.note) if claim.note else result
     except ClaimLost as exc:  # another process runs it now: write nothing more
         return RunResult(run_id, config.method, config.seed, "busy", detail=str(exc))
     except KeyboardInterrupt:
@@ -493,6 +496,7 @@ def _train(
     reporter: RunReporter,
     ckpt_path: Path,
     taken_over: bool,
+    claim_note: str = "",
 ) -> RunResult:
     tasks = data.task_names
     t_start = time.perf_counter()
@@ -504,6 +508,7 @@ def _train(
     n_steps = steps_per_epoch(len(train_split), config.batch_size)
     parts, loop, note = _start_or_resume(config, tasks, device, n_steps, store, run_id, ckpt_path, taken_over)
     model, optimizer, schedule, method = parts.model, parts.optimizer, parts.schedule, parts.method
+    note = f" ({claim_note}){note}" if claim_note else note
     reporter.start_run(f"{config.method} seed {config.seed}{note}", config.epochs, n_steps, loop.epoch)
 
     per_step_weights = method.weights_changed_per_step()

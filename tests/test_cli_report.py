@@ -150,3 +150,39 @@ def test_bad_databases_are_one_line_errors(tmp_path: Path, capsys, setup: str, m
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("resamples", ["5", "99", "10001", "1000000000"])
+def test_resamples_out_of_range_is_one_line_saying_the_range(tmp_path: Path, capsys, resamples: str) -> None:
+    code = main(["report", "--results", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "out"), "--quiet",
+                 "--resamples", resamples])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("mtlbench: error: ")
+    assert f"--resamples must be between 100 and 10,000, got {int(resamples):,}" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_legend_states_the_resamples_used(report) -> None:
+    _, out = report  # rendered with --resamples 200
+    for page in ("report.md", "report.html"):
+        text = (out / page).read_text()
+        assert "paired bootstrap over test images (200 resamples, seed-averaged)" in text
+        assert "1,000 resamples" not in text
+
+
+@pytest.mark.parametrize("options, wanted", [
+    (["--methods", "deepchets"], "holds no finished runs of method(s) 'deepchets'"),
+    (["--methods", "ew,nosuch,pcgrad"], "holds no finished runs of method(s) 'nosuch'"),
+    (["--dataset", "nih-cxr14"], "holds no finished runs on dataset 'nih-cxr14'"),
+    (["--dataset", "nih-cxr14", "--methods", "ew"], "holds no finished runs of method(s) 'ew' on dataset 'nih-cxr14'"),
+])
+def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
+    report, tmp_path: Path, capsys, options: list[str], wanted: str
+) -> None:
+    root, _ = report
+    capsys.readouterr()
+    code = main(["report", "--results", str(root / "r.sqlite"), "--out", str(tmp_path / "out"), "--quiet", *options])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("mtlbench: error: "), err
+    assert wanted in err and "it holds finished runs of ew (2), deepchest (2), pcgrad (2) on cxr14-synth" in err, err
+    assert not (tmp_path / "out").exists()

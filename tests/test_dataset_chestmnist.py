@@ -122,3 +122,28 @@ def test_second_load_reads_only_the_cache_and_a_new_file_gets_a_new_one(tmp_path
     write_npz(tmp_path, seed=1)
     third = chestmnist.load_chestmnist(request(tmp_path), no_progress)
     assert third.info["cache"] != first.info["cache"]
+
+
+@pytest.mark.parametrize("split", ["train", "val", "test"])
+def test_an_empty_split_is_refused_at_load_before_any_cache(tmp_path: Path, split: str) -> None:
+    counts = {**COUNTS, split: 0}
+    write_npz(tmp_path, counts=counts)
+    with pytest.raises(UserError, match=rf"chestmnist: .*chestmnist.npz holds no {split} images \(.*0 {split}.*\); "
+                                        r"training needs all three splits .*download it again"):
+        chestmnist.load_chestmnist(request(tmp_path), no_progress)
+    assert not (tmp_path / "mtlbench-cache").exists()
+
+
+def test_a_task_without_positives_in_a_split_is_said_at_load(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = {s: (rng.random((n, 14)) < 0.5).astype(np.uint8) for s, n in COUNTS.items()}
+    labels["val"][:, TASK_NAMES.index("Hernia")] = 0  # ChestMNIST's columns are in TASK_NAMES order
+    labels["test"][:, TASK_NAMES.index("Pneumonia")] = 0
+    write_npz(tmp_path, **{f"{s}_labels": v for s, v in labels.items()})
+    warnings = chestmnist.load_chestmnist(request(tmp_path), no_progress).info["warnings"]
+    assert warnings == [
+        "chestmnist: the val split (8 images) has no positive Hernia; their validation AUROC is undefined: "
+        "model selection averages the other tasks",
+        "chestmnist: the test split (12 images) has no positive Pneumonia; their test AUROC cannot be computed: "
+        "the report shows — for them and averages the other tasks",
+    ]

@@ -169,3 +169,80 @@ def test_progress_counts_every_image(tmp_path: Path) -> None:
     seen.clear()
     read_nih_layout(tmp_path / "nih", request(tmp_path), progress, "nih")
     assert seen == []  # the second load reads the cache only
+
+
+def test_link_loops_are_skipped_counted_and_said(tmp_path: Path) -> None:
+    root = tmp_path / "nih"
+    make_layout(root)
+    (root / "a").symlink_to("b")  # a -> b -> a
+    (root / "b").symlink_to("a")
+    (root / "images" / "loop_1.png").symlink_to("loop_2.png")  # named like an image
+    (root / "images" / "loop_2.png").symlink_to("loop_1.png")
+    (root / "images" / "gone.png").symlink_to(tmp_path / "deleted.png")
+    bundle = read_nih_layout(root, request(tmp_path), no_progress, "nih")
+    assert (len(bundle.train) + len(bundle.val), len(bundle.test)) == (30, 10)
+    assert bundle.info["skipped_links"] == 5
+    assert [w for w in bundle.info["warnings"] if "link" in w] == [
+        f"nih: skipped 5 link(s) under {root} that loop or lead nowhere, e.g. a"]
+
+
+def test_an_image_listed_twice_is_used_once_and_said(tmp_path: Path) -> None:
+    root = tmp_path / "nih"
+    table = make_layout(root)
+    once = read_nih_layout(root, request(tmp_path, val_fraction=0.2), no_progress, "nih")
+    assert not any("more than once" in w for w in once.info["warnings"])
+    names = (root / "train_val_list.txt").read_text().splitlines()
+    (root / "train_val_list.txt").write_text("\n".join([*names, names[3], names[3]]) + "\n")  # lines 4, 31, 32
+    bundle = read_nih_layout(root, request(tmp_path, val_fraction=0.2), no_progress, "nih")
+    assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 10)
+    for split in (bundle.train, bundle.val):
+        assert len(set(split.image_ids)) == len(split)
+    assert bundle.info["fingerprint"] == once.info["fingerprint"]  # the same data as without the repeats
+    assert bundle.info["repeated_in_lists"] == {"train_val_list.txt": 1, "test_list.txt": 0}
+    assert [w for w in bundle.info["warnings"] if "more than once" in w] == [
+        f"nih: {root / 'train_val_list.txt'} lists 1 image(s) more than once, e.g. {names[3]!r} on lines 4, 31, 32; "
+        "each is used once"]
+    assert table["Image Index"].iloc[3] == names[3]
+
+
+def _as_archives(root: Path) -> None:
+    """Move a flat layout's images into images_001/images and images_002/images (half each)."""
+    names = sorted(p.name for p in (root / "images").iterdir())
+    for i, name in enumerate(names):
+        folder = root / f"images_{1 + 2 * i // len(names):03d}" / "images"
+        folder.mkdir(parents=True, exist_ok=True)
+        (root / "images" / name).rename(folder / name)
+    (root / "images").rmdir()
+
+
+@pytest.mark.parametrize("same_bytes", [True, False], ids=["identical-copy", "different-bytes"])
+def test_one_name_in_two_archive_folders(tmp_path: Path, same_bytes: bool) -> None:
+    root = tmp_path / "nih"
+    make_layout(root)
+    _as_archives(root)
+    used = root / "images_001" / "images" / "00000001_000.png"
+    copy = root / "images_002" / "images" / used.name
+    if same_bytes:
+        copy.write_bytes(used.read_bytes())
+    else:
+        Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(copy)
+    bundle = read_nih_layout(root, request(tmp_path), no_progress, "nih")
+    split = next(s for s in (bundle.train, bundle.val) if used.name in s.image_ids)
+    image = split.take(np.flatnonzero(split.image_ids == used.name))[0]
+    assert image[0, 0] == (1 * 7 + 0 * 3) % 256  # the first folder's copy
+    said = [w for w in bundle.info["warnings"] if "two folders" in w]
+    if same_bytes:
+        assert said == []
+    else:
+        assert said == [f"nih: {used.name} is in two folders with different bytes: {used} is used, {copy} is not; "
+                        "delete the wrong copy"]
+
+
+def test_tasks_with_one_class_in_a_split_are_said_at_load(tmp_path: Path) -> None:
+    make_layout(tmp_path / "nih")  # the findings used are Cardiomegaly, Effusion, Mass, Hernia, Nodule, Infiltration
+    bundle = read_nih_layout(tmp_path / "nih", request(tmp_path, val_fraction=0.2), no_progress, "nih")
+    lines = {w.split(" split ")[0]: w for w in bundle.info["warnings"] if " split (" in w}
+    assert set(lines) == {"nih: the train", "nih: the val", "nih: the test"}
+    assert lines["nih: the val"].startswith("nih: the val split (6 images) has no positive Atelectasis, ")
+    assert "their validation AUROC is undefined" in lines["nih: the val"]
+    assert "Pneumonia" in lines["nih: the test"] and "report shows —" in lines["nih: the test"]

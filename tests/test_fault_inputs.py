@@ -176,6 +176,7 @@ def npz_fault(folder: Path, fault: str) -> Path:
         "npz-image-count-mismatch": dict(train_images=np.zeros((N["train"] - 1, S, S), np.uint8)),
         "npz-label-columns": dict(test_labels=np.zeros((N["test"], 5), np.uint8)),
         "npz-labels-not-binary": dict(train_labels=np.full((N["train"], 14), 2, np.uint8)),
+        "npz-empty-val-split": dict(val_images=np.zeros((0, S, S), np.uint8), val_labels=np.zeros((0, 14), np.uint8)),
     }
     if fault in replace:
         return write_npz(folder, S, **replace[fault])
@@ -211,6 +212,8 @@ NPZ_NEEDLES = {
     "npz-image-count-mismatch": ["holds 29 train_images but 30 train_labels", REDOWNLOAD],
     "npz-label-columns": ["test_labels has shape (12, 5); expected (N, 14) of 0/1"],
     "npz-labels-not-binary": ["train_labels holds the value 2 where only 0 and 1 belong"],
+    "npz-empty-val-split": ["holds no val images (30 train, 0 val, 12 test); training needs all three splits",
+                            REDOWNLOAD],
     "npz-truncated-download": ["cannot read", "not a zip file", REDOWNLOAD],
     "npz-not-a-zip": ["cannot read", "not a zip file", REDOWNLOAD],
     "npz-corrupt-images-member": ["cannot read", "with medmnist", REDOWNLOAD],
@@ -231,3 +234,30 @@ def test_broken_chestmnist_npz(fault: str, command, tmp_path: Path, capsys) -> N
     assert_nothing_trusted(tmp_path)
     if fault not in FOUND_WHILE_CACHING:
         assert not (data / "mtlbench-cache").exists(), "the file is checked before any cache is started"
+
+
+# ----------------------------------------------------------------------------- odd but usable data: warnings
+
+
+@pytest.mark.parametrize("command", [("run",), ("data", "prepare")], ids=["run", "data-prepare"])
+def test_odd_nih_data_is_said_before_training_on_stdout(command, nih, tmp_path: Path, capsys) -> None:
+    """A repeated list entry, a link loop and a task without positives: warning lines, stderr kept for errors."""
+    root = copy_of(nih, tmp_path)
+    names = (root / "train_val_list.txt").read_text().splitlines()
+    (root / "train_val_list.txt").write_text("\n".join([*names, names[0]]) + "\n")
+    (root / "images" / "a.png").symlink_to("b.png")
+    (root / "images" / "b.png").symlink_to("a.png")
+    # `run` stops right after loading (a batch larger than the data): what it said before training is what counts
+    extra = ("--batch-size", "60000") if command == ("run",) else ()
+    capsys.readouterr()
+    code = main([*command, "--quiet", "--preset", "smoke", "--dataset", "nih-cxr14", "--data-dir", str(root), *extra,
+                 *(["--results", str(tmp_path / "r.sqlite"), "--methods", "ew"] if command == ("run",) else [])])
+    out, err = capsys.readouterr()
+    if command == ("run",):
+        assert_one_line_error(code, err, "--batch-size 60000 is larger than the")
+    else:
+        assert code == 0 and err == ""
+    warnings = [line for line in out.splitlines() if line.startswith("warning: ")]
+    assert any(f"train_val_list.txt lists 1 image(s) more than once, e.g. {names[0]!r}" in w for w in warnings), out
+    assert any("skipped 2 link(s) under" in w for w in warnings), out
+    assert any(w.startswith("warning: nih-cxr14: the val split (") and "no positive" in w for w in warnings), out

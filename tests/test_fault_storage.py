@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import mtlbench.checkpoint as checkpoint_mod
@@ -20,6 +21,7 @@ import mtlbench.train as train_mod
 from mtlbench.cli import main
 from mtlbench.config import build_config
 from mtlbench.store import SCHEMA_VERSION, ResultsStore
+from mtlbench.store_check import check_intact
 from mtlbench.train import train_run
 
 SWEEP = ["run", "--methods", "ew,deepchest,dwa", "--preset", "smoke", "--synth-images", "120",
@@ -228,3 +230,112 @@ def test_torch_load_places_cuda_storages_on_the_run_device_and_keeps_cpu_ones() 
     storage = torch.arange(3.0).untyped_storage()
     assert place(storage, "cuda:0").device.type == "cpu"  # what a CUDA checkpoint's tensors go through
     assert place(storage, "cpu") is storage
+
+
+# ----------------------------------------------------------------------------- a damaged database
+
+ONE_RUN = ["--methods", "ew", "--preset", "smoke", "--synth-images", "120", "--epochs", "1", "--batch-size", "16",
+           "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def one_run_db(tmp_path_factory) -> tuple[Path, Path]:
+    """(database, data folder) of a real one-run sweep (ew seed 0); tests damage copies of the database."""
+    root = tmp_path_factory.mktemp("intact")
+    assert main(["run", *ONE_RUN, "--results", str(root / "r.sqlite"), "--data-dir", str(root / "data")]) == 0
+    return root / "r.sqlite", root / "data"
+
+
+def _duplicate_the_complete_run(con: sqlite3.Connection) -> None:
+    columns = [r[1] for r in con.execute("PRAGMA table_info(runs)") if r[1] != "run_id"]
+    con.execute(f"INSERT INTO runs ({', '.join(columns)}) SELECT {', '.join(columns)} FROM runs WHERE run_id=1")
+    con.execute("INSERT INTO metrics SELECT 2, split, epoch, task, loss, accuracy, auroc, ap FROM metrics WHERE run_id=1")
+
+
+# damage → (how it is done, what the line must say)
+DAMAGE = {
+    "text-in-real-column": ("UPDATE metrics SET auroc='n/a' WHERE split='test' AND task='Hernia'",
+                            "metrics.auroc holds text 'n/a' where a finite number belongs"),
+    "non-finite-metric": ("UPDATE metrics SET auroc=9e999 WHERE split='test' AND task='Hernia'",
+                          "metrics.auroc holds the value inf where a finite number belongs"),
+    "invalid-config-json": ("""UPDATE runs SET config_json='{"method": "ew", '""",
+                            "the config_json of run 1 (ew seed 0) is not valid JSON ("),
+    "duplicate-complete-row": (_duplicate_the_complete_run, "the cell ew seed 0 (config "),
+    "unparsable-schema-version": ("UPDATE schema_version SET version='three'",
+                                  "its schema_version holds 'three', not a version number"),
+    "dropped-table": ("DROP TABLE weights", "its table 'weights' is missing"),
+    "dropped-column": ("ALTER TABLE costs DROP COLUMN peak_rss_mb", "its table 'costs' lacks column(s) peak_rss_mb"),
+    "complete-run-without-metrics": ("DELETE FROM metrics WHERE run_id=1",
+                                     "run 1 (ew seed 0) is stored as complete but its metrics are missing"),
+}
+
+
+def _damaged_copy(one_run_db, tmp_path: Path, damage: str) -> Path:
+    db = tmp_path / "r.sqlite"
+    with sqlite3.connect(one_run_db[0]) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)
+    how = DAMAGE[damage][0]
+    with sqlite3.connect(db) as con:
+        how(con) if callable(how) else con.execute(how)
+    return db
+
+
+def _dump(db: Path) -> list[str]:
+    with sqlite3.connect(db) as con:
+        return list(con.iterdump())
+
+
+@pytest.mark.parametrize("command", ["run", "report", "export"])
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_a_damaged_database_is_one_line_naming_it_and_the_damage(
+    damage: str, command: str, one_run_db, tmp_path: Path, capsys
+) -> None:
+    db = _damaged_copy(one_run_db, tmp_path, damage)
+    before = _dump(db)
+    argv = {"run": ["run", *ONE_RUN, "--data-dir", str(one_run_db[1])],
+            "report": ["report", "--quiet", "--resamples", "100", "--out", str(tmp_path / "out")],
+            "export": ["export", "--out", str(tmp_path / "out")]}[command] + ["--results", str(db)]
+    capsys.readouterr()
+    code = main(argv)
+    if damage == "complete-run-without-metrics" and command == "run":  # not a result: trained again, and said
+        out = capsys.readouterr().out
+        assert code == 0 and "ew seed 0: stored as complete but its metrics are missing: trained again" in out
+        with ResultsStore(db) as store:
+            check_intact(store)  # whole again
+            assert [tuple(r) for r in store.query(
+                "SELECT status, (SELECT COUNT(*) FROM metrics m WHERE m.run_id=runs.run_id AND split='test')"
+                " FROM runs")] == [("complete", 14)]
+        return
+    assert code == 2
+    line = _one_error_line(capsys)
+    assert f"{db} is damaged: " in line and DAMAGE[damage][1] in line, line
+    assert not (tmp_path / "out").exists()
+    assert _dump(db) == before  # nothing written, nothing repaired behind the user's back
+
+
+def test_report_never_marks_a_non_finite_value_best() -> None:
+    from mtlbench.report.leaderboard import HIGHER_IS_BETTER, _mark_best
+
+    class Result:
+        def __init__(self, variant: str, value: float) -> None:
+            self.variant, self.numbers = variant, {c: value for c in HIGHER_IS_BETTER}
+
+    results = [Result("ew", 0.7), Result("dwa", float("inf")), Result("famo", float("-inf"))]
+    table = pd.DataFrame([{c: str(r.numbers[c]) for c in HIGHER_IS_BETTER} for r in results])
+    _mark_best(table, results)
+    assert table.loc[0, "AUROC"] == "**0.7**" and table.loc[0, "test loss"] == "**0.7**"
+    assert not table.loc[1:].map(lambda s: s.startswith("**")).any().any()
+
+
+@pytest.mark.parametrize("column, value", [("image_ids", b"not zlib"), ("probs", b"\x93NUMPY garbage")])
+def test_predictions_that_do_not_decode_are_one_line_in_report(
+    column: str, value: bytes, one_run_db, tmp_path: Path, capsys
+) -> None:
+    db = _damaged_copy(one_run_db, tmp_path, "text-in-real-column")
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE metrics SET auroc=NULL WHERE auroc='n/a'")  # only the predictions are damaged
+        con.execute(f"UPDATE predictions SET {column}=? WHERE split='test'", (value,))
+    capsys.readouterr()
+    assert main(["report", "--quiet", "--resamples", "100", "--out", str(tmp_path / "out"), "--results", str(db)]) == 2
+    assert f"{db} is damaged: the test predictions of run 1 do not decode (" in _one_error_line(capsys)
+    assert not (tmp_path / "out").exists()

@@ -21,12 +21,20 @@ COLUMNS: dict[str, str] = {
     "test loss": "test loss (the training loss function), mean over tasks",
     "Δm% vs EW": "mean relative change vs EW over tasks of AUROC (higher better) and test loss (lower better), %",
     "ΔAUROC vs EW (seeds)": "paired over seeds: mean difference, 95% t-interval, p (paired t-test)",
-    "ΔAUROC vs EW (images)": "paired bootstrap over test images (1,000 resamples, seed-averaged): difference, 95% percentile interval, p",
+    "ΔAUROC vs EW (images)": "paired bootstrap over test images ({resamples:,} resamples, seed-averaged): difference, "
+                             "95% percentile interval, p",
     "s/epoch": "training time per epoch (s), mean over seeds",
     "step × EW": "median training-step time ÷ EW's, same protocol",
     "images/s": "training images per second",
     "memory": "peak CUDA memory (MiB) on a GPU; on a CPU peak process RSS (MiB), labeled RSS",
 }
+
+
+def column_legend(resamples: int) -> dict[str, str]:
+    """COLUMNS with the number of bootstrap resamples this report used filled in."""
+    return {k: v.format(resamples=resamples) for k, v in COLUMNS.items()}
+
+
 HIGHER_IS_BETTER = {"AUROC": True, "accuracy@0.5": True, "macro-F1": True, "balanced acc.": True,
                     "test loss": False, "Δm% vs EW": True, "s/epoch": False, "step × EW": False,
                     "images/s": True, "memory": False}
@@ -190,6 +198,7 @@ def _mark_best(table: pd.DataFrame, results: list[VariantResult]) -> None:
         values = np.array([r.numbers[column] for r in results], dtype=float)
         if column in ("Δm% vs EW", "step × EW"):
             values[[r.variant == REFERENCE for r in results]] = np.nan  # 0 and 1 by definition
+        values[~np.isfinite(values)] = np.nan  # an infinity is no best value (the table shows it as —)
         if not np.isfinite(values).any():
             continue
         best = np.nanmax(values) if higher else np.nanmin(values)

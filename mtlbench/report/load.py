@@ -19,6 +19,7 @@ from mtlbench.config import LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
+from mtlbench.store_check import check_intact
 
 PER_RUN_FIELDS = ("method", "method_params", "seed")
 
@@ -77,17 +78,13 @@ def load_protocols(
     if not path.is_file():
         raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
     with ResultsStore(path) as store:
+        check_intact(store)
         runs = pd.DataFrame([dict(r) for r in store.query(
             "SELECT run_id, method, dataset, seed, config_hash, config_json, status, error, selected_epoch,"
             " diverged_step FROM runs WHERE status != 'running' ORDER BY run_id")])
         if runs.empty:
             raise UserError(f"{path} holds no finished runs; run `mtlbench run` first")
-        if dataset is not None:
-            runs = runs[runs["dataset"] == dataset]
-        if methods:
-            runs = runs[runs["method"].isin(methods)]
-        if runs.empty:
-            raise UserError(f"{path} holds no runs for dataset {dataset!r} and methods {methods}")
+        runs = select_runs(path, runs, dataset, methods)
         configs = [{**LEGACY_VALUES, **json.loads(c)} for c in runs["config_json"]]  # older runs lack newer fields
         runs = runs.assign(
             protocol=[protocol_key(c) for c in configs],
@@ -97,6 +94,21 @@ def load_protocols(
         for key, group in runs.groupby("protocol", sort=False):
             protocols.append(_read_protocol(store, key, group, configs[runs.index.get_loc(group.index[0])]))
     return sorted(protocols, key=lambda p: -len(p.runs))
+
+
+def select_runs(path: Path, runs: pd.DataFrame, dataset: str | None, methods: list[str] | None) -> pd.DataFrame:
+    """The runs of `dataset` and `methods` (None: all); a UserError listing what the database holds when
+    the dataset, or any one of the methods, has no finished run."""
+    chosen = runs if dataset is None else runs[runs["dataset"] == dataset]
+    absent = [m for m in methods or [] if m not in set(chosen["method"])]
+    if chosen.empty or absent:
+        wanted = (f" of method(s) {', '.join(map(repr, absent))}" if absent else "") + (
+            f" on dataset {dataset!r}" if dataset is not None else "")
+        holds = "; ".join(
+            ", ".join(f"{m} ({n})" for m, n in group["method"].value_counts(sort=False).items()) + f" on {name}"
+            for name, group in runs.groupby("dataset", sort=True))
+        raise UserError(f"{path} holds no finished runs{wanted}; it holds finished runs of {holds}")
+    return chosen if not methods else chosen[chosen["method"].isin(methods)]
 
 
 def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: dict) -> Protocol:

@@ -16,7 +16,7 @@ import pandas as pd
 
 from mtlbench.report.claims import check_claims
 from mtlbench.report.figures import FIGURES, render_all
-from mtlbench.report.leaderboard import COLUMNS, leaderboard
+from mtlbench.report.leaderboard import column_legend, leaderboard
 from mtlbench.report.load import Protocol, load_protocols
 
 
@@ -50,7 +50,8 @@ def write_report(
         written += _tables(table, out / "tables" / f"leaderboard_{name}")
         figures = render_all(protocol, variant_results, out / "figures" / name, advance)
         written += [f for files in figures.values() for f in files]
-        blocks += _protocol_blocks(index, protocol, table, figures, out, check_claims(protocol, variant_results))
+        blocks += _protocol_blocks(index, protocol, table, figures, out, check_claims(protocol, variant_results),
+                                   resamples)
     md = out / "report.md"
     md.write_text(to_markdown(blocks))
     page = out / "report.html"
@@ -59,7 +60,7 @@ def write_report(
 
 
 def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figures: dict[str, list[Path]],
-                     out: Path, claims: list[str]) -> list[Block]:
+                     out: Path, claims: list[str], resamples: int) -> list[Block]:
     c = protocol.config
     blocks = [
         Block("heading", f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
@@ -69,7 +70,7 @@ def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figure
         Block("heading", "Leaderboard", 3),
         Block("table", table),
         Block("text", "Best value per column in bold. Columns:"),
-        Block("list", [f"**{k}**: {v}" for k, v in COLUMNS.items()]),
+        Block("list", [f"**{k}**: {v}" for k, v in column_legend(resamples).items()]),
     ]
     bad = protocol.runs[protocol.runs["status"] != "complete"]
     if len(bad):
