@@ -18,7 +18,7 @@ from mtlbench.paths import results_path
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit code 1
-# what `mtlbench: interrupted; …` says, per command (a sweep's data phase says DATA_INTERRUPTED_IN_RUN)
+# what `mtlbench: interrupted; …` says, per command (a sweep's data phase says sweep.DATA_INTERRUPTED)
 INTERRUPTED = {
     "run": "the current run is stored as interrupted and resumes from its last checkpoint when you rerun the "
            "same command",
@@ -26,7 +26,7 @@ INTERRUPTED = {
     "export": "the export was not written (an earlier export in --out is left as it was); rerun the same command",
     "prepare": "the data generation was not finished; rerun the same command to finish it (a partly built image "
                "cache resumes where it stopped)",
-    "verify": "the check of the data was not finished; nothing was changed",
+    "verify": "the check of the data was not finished; rerun the same command",
 }
 # bootstrap resamples `report` accepts: below 100 a 95% percentile interval rests on a handful of
 # resamples; above 10,000 the interval and p no longer move, while the cost grows linearly (about

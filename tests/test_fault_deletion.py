@@ -275,6 +275,21 @@ def test_ctrl_c_during_data_generation_says_so(tmp_path: Path, capsys, monkeypat
     assert [p.name for p in (tmp_path / "data" / "cxr14-synth").iterdir()] == []  # no partial folder left
 
 
+def test_ctrl_c_during_a_run_still_says_the_run_is_stored_as_interrupted(tmp_path: Path, capsys, monkeypatch,
+                                                                         toy_bundle) -> None:
+    from mtlbench import sweep
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep, "load_dataset", lambda config, display: toy_bundle)
+    monkeypatch.setattr(sweep, "warm_up", lambda *args: None)
+    monkeypatch.setattr(sweep, "train_run", interrupted)
+    code = main(["run", "--methods", "ew", "--preset", "smoke", "--results", str(tmp_path / "r.sqlite"), "--quiet"])
+    one_line(capsys, code, "resumes from its last checkpoint", exit_code=130,
+             prefix="mtlbench: interrupted; the current run is stored as interrupted")
+
+
 # ----------------------------------------------------------------------------- 4. every other place that deletes
 
 
