@@ -50,7 +50,8 @@ def one_line(capsys, code: int, *needles: str, exit_code: int = 2, prefix: str =
 def database(path: Path, seed: int = 0) -> Path:
     """A results database holding one (running) run of ew with `seed`: enough to export."""
     with ResultsStore(path) as store:
-        store.claim_run(RunKey("ew", "cxr14-synth", seed, f"hash{seed}"), json.dumps({"seed": seed}), {}, "", Owner())
+        store.claim_run(RunKey("ew", "cxr14-synth", seed, f"hash{seed}"),
+                        json.dumps({"method": "ew", "dataset": "cxr14-synth", "seed": seed}), {}, "", Owner())
     return path
 
 
