@@ -66,7 +66,9 @@ def read_nih_layout(
     `request.data_seed`); `request.views` then keeps PA, AP or all images. Listed images that
     are absent or unreadable stop the load unless `request.allow_missing`; their counts go into
     `info` either way. `fallback_csv` is read when `root` holds no metadata CSV. `fix_hint` says
-    what to do about a damaged metadata CSV (default: restore it from the NIH download).
+    what to do about a damaged metadata CSV (default: restore it from the NIH download). What is
+    odd but usable (links that loop, a name listed twice, copies that differ, a task with one class
+    in a split; see nih_files.py and split_checks.py) becomes one line each in `info["warnings"]`.
     """
     root = Path(root)
     _check_request(request)
