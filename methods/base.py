@@ -19,12 +19,15 @@ learnable parameters (`parameters()`), and get per-epoch statistics in `end_epoc
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 
-GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
-WeightNormalization = Literal["sum-to-T", "none", "learned"]
+from mtlbench import hyperparams
+from mtlbench.methods.params import GradientNeed, NoHyperparameters, WeightNormalization
+
+__all__ = ["EpochStats", "GradientNeed", "Method", "NoHyperparameters", "StepContext", "StepOutput",
+           "WeightNormalization"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +66,10 @@ class EpochStats:
     val_auroc: torch.Tensor  # (T,), NaN where a task has one class in validation
 
 
-@dataclass
-class NoHyperparameters:
-    """Hyperparameters of a method that has none."""
-
-
 class Method:
     """Base of every weighting method; subclasses set the class attributes and `step`."""
 
+    name: ClassVar[str] = ""  # set by register_method
     description: ClassVar[str] = ""
     needs: ClassVar[GradientNeed] = "losses"
     normalization: ClassVar[WeightNormalization] = "sum-to-T"
@@ -86,23 +85,19 @@ class Method:
         self.task_names = tuple(task_names)
         self.num_tasks = len(self.task_names)
         self.params = params if params is not None else self.Params()
+        hyperparams.check_params(self.params, self.label(), self.task_names)  # types, finiteness, own rules
         # A method's own randomness (e.g. RLW, PCGrad) never touches the data-order RNG.
         self.generator_ = generator if generator is not None else torch.Generator().manual_seed(0)
 
     @classmethod
-    def make_params(cls, overrides: dict[str, Any] | None) -> Any:
-        """Build the Params dataclass from defaults and `overrides`, rejecting unknown keys."""
-        overrides = dict(overrides or {})
-        known = {f.name for f in fields(cls.Params)}
-        unknown = sorted(set(overrides) - known)
-        if unknown:
-            from mtlbench.errors import UserError
+    def label(cls) -> str:
+        """The registered name (the class name for an unregistered method), for messages."""
+        return cls.name or cls.__name__.lower()
 
-            raise UserError(
-                f"unknown hyperparameter(s) {', '.join(unknown)} for this method; "
-                f"valid: {', '.join(sorted(known)) or 'none'}"
-            )
-        return cls.Params(**overrides)
+    @classmethod
+    def make_params(cls, overrides: dict[str, Any] | None) -> Any:
+        """Build the Params dataclass from defaults and `overrides`, rejecting unknown keys and wrong types."""
+        return hyperparams.make_params(cls.Params, overrides, cls.label())
 
     def hyperparameters(self) -> dict[str, Any]:
         """The method's hyperparameters as a plain dict (recorded in the run config)."""

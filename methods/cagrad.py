@@ -38,22 +38,14 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.gramian import GramianMethod, simplex_qp
+from mtlbench.methods.params import CAGRAD_RESCALES as RESCALES
+from mtlbench.methods.params import CAGradParams
 from mtlbench.registry import register_method
 
-RESCALES = ("1+c^2", "1+c", "none")
 MIN_TAU = 1e-4  # smallest ‖g_w‖ the solver resolves, relative to the largest ‖g_t‖
 ROOT_RTOL = 1e-12
 ROOT_MAX_ITER = 100
-
-
-@dataclass
-class CAGradParams:
-    """CAGrad's constant c and the final rescaling of d (authors' defaults)."""
-
-    c: float = 0.4
-    rescale: str = "1+c^2"
 
 
 @dataclass(frozen=True)
@@ -148,12 +140,7 @@ class CAGrad(GramianMethod):
     def __init__(
         self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
     ):
-        super().__init__(task_names, params, generator=generator)
-        p = self.params
-        if p.rescale not in RESCALES:
-            raise UserError(f"cagrad: unknown rescale {p.rescale!r}; valid: {', '.join(RESCALES)}")
-        if not (math.isfinite(p.c) and p.c >= 0):
-            raise UserError(f"cagrad: c must be a finite number ≥ 0, got {p.c!r}")
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """k·α/rescale for the k usable tasks (k = T unless some gradients were left out)."""

@@ -18,31 +18,13 @@ authors' released code (DeepChest-MTL, `weighting/dwbstl.py` and the trainer tha
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
+from mtlbench.methods.params import DeepChestParams, read_task_values
 from mtlbench.registry import register_method
-
-Signal = Literal["train-accuracy", "val-accuracy", "train-loss"]
-
-
-@dataclass
-class DeepChestParams:
-    """DeepChest's constants, defaults as in the authors' released code."""
-
-    increase_factor: float = 1.1
-    max_weight: float = 1.5
-    decay_factor: float = 1.05
-    signal: Signal = "train-accuracy"
-    initial_weight: float = 1.0
-    init_weights_file: str | None = None  # JSON {task: weight} or a list of T weights
-    init_accuracies_file: str | None = None  # JSON {task: single-task accuracy}: w = 1 + (1-acc)/2
 
 
 def lagging_tasks(scores: torch.Tensor, higher_is_better: bool) -> torch.Tensor:
@@ -58,43 +40,17 @@ def deepchest_update(
     return torch.where(lagging, torch.clamp(weights * increase, max=cap), weights / decay)
 
 
-def _read_task_json(path: str, task_names: Sequence[str], what: str) -> torch.Tensor:
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise UserError(f"deepchest {what} file not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"deepchest {what} file {path} is not readable JSON: {exc}") from None
-    if isinstance(data, list):
-        if len(data) != len(task_names):
-            raise UserError(f"deepchest {what} file {path} lists {len(data)} values; expected {len(task_names)}")
-        values = data
-    elif isinstance(data, dict):
-        missing = [t for t in task_names if t not in data]
-        extra = sorted(set(data) - set(task_names))
-        if missing or extra:
-            raise UserError(
-                f"deepchest {what} file {path}: missing tasks {missing or 'none'}, unknown keys {extra or 'none'}"
-            )
-        values = [data[t] for t in task_names]
-    else:
-        raise UserError(f"deepchest {what} file {path} must hold a JSON object or list")
-    try:
-        return torch.tensor([float(v) for v in values], dtype=torch.float64)
-    except (TypeError, ValueError):
-        raise UserError(f"deepchest {what} file {path} holds a non-numeric value") from None
-
-
 def initial_weights(params: DeepChestParams, task_names: Sequence[str]) -> torch.Tensor:
-    """The starting weights: constant, from a weights file, or from single-task accuracies."""
-    if params.init_weights_file and params.init_accuracies_file:
-        raise UserError("deepchest: give init_weights_file or init_accuracies_file, not both")
+    """The starting weights: constant, from a weights file, or from single-task accuracies.
+
+    The files were checked with the hyperparameters (DeepChestParams.check).
+    """
     if params.init_weights_file:
-        return _read_task_json(params.init_weights_file, task_names, "initial weights")
+        return torch.tensor(read_task_values(params.init_weights_file, task_names, "initial weights"),
+                            dtype=torch.float64)
     if params.init_accuracies_file:
-        acc = _read_task_json(params.init_accuracies_file, task_names, "single-task accuracies")
-        if bool(((acc < 0) | (acc > 1)).any()):
-            raise UserError("deepchest: single-task accuracies must lie in [0, 1]")
+        acc = torch.tensor(read_task_values(params.init_accuracies_file, task_names, "single-task accuracies"),
+                           dtype=torch.float64)
         return 1.0 + (1.0 - acc) / 2.0
     return torch.full((len(task_names),), float(params.initial_weight), dtype=torch.float64)
 
@@ -108,13 +64,8 @@ class DeepChest(Method):
     Params = DeepChestParams
 
     def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
-        p = self.params
-        if p.signal not in ("train-accuracy", "val-accuracy", "train-loss"):
-            raise UserError(f"deepchest: unknown signal {p.signal!r}; valid: train-accuracy, val-accuracy, train-loss")
-        if p.increase_factor < 1 or p.decay_factor < 1 or p.max_weight <= 0:
-            raise UserError("deepchest: increase_factor and decay_factor must be ≥ 1 and max_weight > 0")
-        self.weights_ = initial_weights(p, self.task_names)
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters and files
+        self.weights_ = initial_weights(self.params, self.task_names)
         self.step_weights_: torch.Tensor | None = None  # weights_ on the losses' device: one copy per epoch
 
     def step(self, ctx: StepContext) -> StepOutput:

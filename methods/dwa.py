@@ -15,21 +15,12 @@ skipped (the previous weights stay in force) and counted in `diagnostics()`.
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
+from mtlbench.methods.params import DWAParams
 from mtlbench.registry import register_method
-
-
-@dataclass
-class DWAParams:
-    """DWA's temperature T (the paper's default 2)."""
-
-    temperature: float = 2.0
 
 
 def dwa_weights(last: torch.Tensor, before_last: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -52,10 +43,7 @@ class DynamicWeightAverage(Method):
     Params = DWAParams
 
     def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
-        t = self.params.temperature
-        if not (isinstance(t, (int, float)) and math.isfinite(t) and t > 0):
-            raise UserError(f"dwa: temperature must be a finite number > 0, got {t!r}")
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         self.weights_ = torch.ones(self.num_tasks, dtype=torch.float64)
         self.step_weights_: torch.Tensor | None = None  # weights_ on the losses' device and dtype
         self.history_: list[torch.Tensor] = []  # epoch-mean training losses, the last two

@@ -42,28 +42,16 @@ the device, without a host sync per step.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
-from typing import Literal
 
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.methods.params import FAMOParams
 from mtlbench.registry import register_method
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, as in the authors' code
 ADAM_EPS = 1e-8
-
-
-@dataclass
-class FAMOParams:
-    """FAMO's constants: logit learning rate β, logit weight decay γ, loss floor ε."""
-
-    beta: float = 0.025
-    gamma: float = 0.001
-    eps: float = 1e-8
-    logit_optimizer: Literal["adam", "sgd"] = "adam"
 
 
 @dataclass(frozen=True)
@@ -140,8 +128,7 @@ class FAMO(Method):
     Params = FAMOParams
 
     def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
-        _validate(self.params)
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         self.state_ = LogitState.zeros(self.num_tasks)
         self.prev_log_: torch.Tensor | None = None  # log max(ℓ, ε) of the previous step
         self.prev_ok_ = torch.zeros((), dtype=torch.bool)
@@ -187,13 +174,3 @@ class FAMO(Method):
         """Logit updates made and skipped (a non-finite or non-positive loss in δ)."""
         return {"logit_updates": float(self.state_.t.item()), "skipped_logit_updates": float(self.skipped_.item())}
 
-
-def _finite_positive(x: object) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x) and x > 0
-
-
-def _validate(p: FAMOParams) -> None:
-    if not (_finite_positive(p.beta) and _finite_positive(p.eps) and (p.gamma == 0 or _finite_positive(p.gamma))):
-        raise UserError("famo: beta and eps must be finite numbers > 0 and gamma a finite number ≥ 0")
-    if p.logit_optimizer not in ("adam", "sgd"):
-        raise UserError(f"famo: unknown logit_optimizer {p.logit_optimizer!r}; valid: adam, sgd")

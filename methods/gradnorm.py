@@ -26,27 +26,13 @@ not finite leaves w unchanged (counted in `diagnostics()`).
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.methods.params import GradNormParams
 from mtlbench.registry import register_method
-
-OPTIMIZERS = ("adam", "sgd")
-
-
-@dataclass
-class GradNormParams:
-    """GradNorm's asymmetry α (paper's default 1.5) and the task-weight optimizer."""
-
-    alpha: float = 1.5
-    lr: float = 0.025
-    optimizer: str = "adam"
-    min_weight: float = 1e-3
 
 
 def inverse_training_rates(losses: torch.Tensor, initial_losses: torch.Tensor) -> torch.Tensor:
@@ -80,12 +66,8 @@ class GradNorm(Method):
     def __init__(
         self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
     ):
-        super().__init__(task_names, params, generator=generator)
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         p = self.params
-        if p.optimizer not in OPTIMIZERS:
-            raise UserError(f"gradnorm: unknown optimizer {p.optimizer!r}; valid: {', '.join(OPTIMIZERS)}")
-        if not (p.lr > 0 and math.isfinite(p.alpha) and 0 < p.min_weight < 1):
-            raise UserError("gradnorm: lr must be > 0, alpha finite, and 0 < min_weight < 1")
         self.weights_ = torch.ones(self.num_tasks, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.Adam if p.optimizer == "adam" else torch.optim.SGD
         self.optimizer_ = opt([self.weights_], lr=p.lr)

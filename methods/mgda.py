@@ -29,25 +29,16 @@ harness contract), not α_t times it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import GradientNeed
 from mtlbench.methods.gramian import GramianMethod, simplex_qp
+from mtlbench.methods.params import MGDA_NORMALIZATIONS as NORMALIZATIONS
+from mtlbench.methods.params import MGDAParams
 from mtlbench.registry import register_method
-
-NORMALIZATIONS = ("none", "l2", "loss", "loss+")
-
-
-@dataclass
-class MGDAParams:
-    """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+)."""
-
-    normalization: str = "none"
 
 
 def min_norm_2(g11: float, g12: float, g22: float) -> float:
@@ -109,12 +100,7 @@ class MGDA(GramianMethod):
     def __init__(
         self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
     ):
-        super().__init__(task_names, params, generator=generator)
-        if self.params.normalization not in NORMALIZATIONS:
-            raise UserError(
-                f"{type(self).__name__.lower()}: unknown normalization {self.params.normalization!r}; "
-                f"valid: {', '.join(NORMALIZATIONS)}"
-            )
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
 
     def usable_tasks(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """Finite non-zero gradients whose normalizer n_t is finite and positive."""

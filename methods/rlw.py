@@ -15,21 +15,12 @@ to the losses' device asynchronously (through pinned memory on CUDA). The weight
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.methods.params import RLWParams
 from mtlbench.registry import register_method
-
-
-@dataclass
-class RLWParams:
-    """The standard deviation of the normal prior λ̃ ~ N(0, std²·I) (paper default 1)."""
-
-    std: float = 1.0
 
 
 def draw_logits(generator: torch.Generator, num_tasks: int, std: float) -> torch.Tensor:
@@ -51,10 +42,7 @@ class RandomLossWeighting(Method):
     Params = RLWParams
 
     def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
-        s = self.params.std
-        if not (isinstance(s, (int, float)) and math.isfinite(s) and s >= 0):
-            raise UserError(f"rlw: std must be a finite number ≥ 0, got {s!r}")
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
 
     def step(self, ctx: StepContext) -> StepOutput:
         """A fresh weight vector; the trainer backpropagates Σ_t w_t L_t."""

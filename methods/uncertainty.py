@@ -29,22 +29,12 @@ model or to s_t from it, so s stays finite); such events are counted in `diagnos
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import torch
 
-from mtlbench.errors import UserError
 from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.methods.params import UncertaintyParams
 from mtlbench.registry import register_method
-
-
-@dataclass
-class UncertaintyParams:
-    """Uncertainty weighting's constants: ρ in Σ exp(−s)L + ρ·s, and the initial s."""
-
-    regularizer: float = 1.0  # ρ; 0.5 = the paper's classification-likelihood form
-    init_log_var: float = 0.0
 
 
 def uncertainty_objective(losses: torch.Tensor, log_var: torch.Tensor, regularizer: float) -> torch.Tensor:
@@ -65,10 +55,8 @@ class UncertaintyWeighting(Method):
     Params = UncertaintyParams
 
     def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
+        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         p = self.params
-        if not (p.regularizer > 0 and math.isfinite(p.regularizer)) or not math.isfinite(p.init_log_var):
-            raise UserError("uncertainty: regularizer must be a finite number > 0 and init_log_var finite")
         self.log_var_ = torch.nn.Parameter(torch.full((self.num_tasks,), float(p.init_log_var)))
         self.skipped_ = torch.zeros((), dtype=torch.long)
 

@@ -1,4 +1,8 @@
-"""The `mtlbench` command: run | report | data | list | export."""
+"""The `mtlbench` command: run | report | data | list | export.
+
+Torch-heavy modules are imported inside the commands, after every check that needs no torch
+(arguments, settings, methods, seeds, hyperparameters): a wrong input is one line at once.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,17 @@ import sys
 from contextlib import contextmanager
 from dataclasses import fields
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from rich.console import Console
 
-from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
+from mtlbench import __version__
+from mtlbench.config import COMMAND_LINE, PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError, interrupted_means, interrupted_message
 from mtlbench.paths import results_path
+
+if TYPE_CHECKING:
+    from mtlbench.plan import SweepPlan
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit code 1
@@ -86,7 +94,8 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = _Parser(prog="mtlbench", description=__doc__)
+    parser = _Parser(prog="mtlbench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--version", action="version", version=f"mtlbench {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=_Parser)
 
     run = sub.add_parser("run", help="train methods × seeds and store the results",
@@ -156,21 +165,35 @@ def _config_from(args: argparse.Namespace, options: dict[str, tuple], switches: 
     """Preset ← config file ← the options given on the command line."""
     layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []
     given = {spec[0]: getattr(args, flag[2:].replace("-", "_")) for flag, spec in {**options, **switches}.items()}
-    layers.append(({k: v for k, v in given.items() if v is not None}, "command line"))
+    layers.append(({k: v for k, v in given.items() if v is not None}, COMMAND_LINE))
     return build_config(args.preset, layers)
+
+
+def plan_from(args: argparse.Namespace) -> "SweepPlan":
+    """The sweep `run` asks for, every setting, method, seed and hyperparameter checked (no torch)."""
+    from mtlbench.hyperparams import parse_method_params
+    from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_methods, parse_seeds
+
+    base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
+    methods = parse_methods(args.methods)
+    seeds = parse_seeds(args.seeds)
+    check_cell_count(methods, seeds)
+    params = parse_method_params(args.param, methods)
+    check_methods_fit(base, methods)
+    return SweepPlan(base, methods, seeds, params)
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`."""
+    plan = plan_from(args)
+    results = results_path(args.results, must_exist=False)
+    # torch from here on
     from mtlbench.progress import SweepDisplay
     from mtlbench.summary import summary_table
-    from mtlbench.sweep import SweepPlan, parse_method_params, parse_methods, parse_seeds, run_sweep
+    from mtlbench.sweep import run_sweep
     from mtlbench.train import resolve_runtime
 
-    base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
-    methods = parse_methods(args.methods)
-    plan = SweepPlan(base, methods, parse_seeds(args.seeds), parse_method_params(args.param, methods))
-    results = results_path(args.results, must_exist=False)
+    base, methods = plan.base, plan.methods
     resolved = resolve_runtime(base)
     console.print(f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
                   f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
@@ -239,9 +262,9 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 def cmd_data(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench data prepare|verify`."""
+    config = _config_from(args, DATA_OPTIONS, DATA_SWITCHES)  # checked before torch is imported
     from mtlbench.data_commands import prepare, verify
 
-    config = _config_from(args, DATA_OPTIONS, DATA_SWITCHES)
     with interrupted_means(INTERRUPTED[args.action]):
         if args.action == "prepare":
             return prepare(config, console, quiet=args.quiet)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,14 @@ UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "determ
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
 LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False}
+# RunConfig fields a config file cannot set (the sweep fills them per cell), and what sets them
+NOT_FROM_FILE: dict[str, str] = {
+    "method": "use --methods",
+    "method_params": "use --param METHOD.NAME=VALUE",
+    "seed": "use --seeds",
+    "data_fingerprint": "it is computed from the dataset",
+}
+COMMAND_LINE = "command line"  # the source name of the options' layer: its messages name flags
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
             hint = f" (did you mean {guesses[0][1]}?)"
         else:
             hint = f" (did you mean {', '.join(f'{g} for {u}' for u, g in guesses)}?)" if guesses else ""
-        raise UserError(f"{source}: unknown setting(s) {', '.join(unknown)}{hint}; valid: {', '.join(known)}")
+        settable = ", ".join(k for k in known if k not in NOT_FROM_FILE)
+        raise UserError(f"{source}: unknown setting(s) {', '.join(unknown)}{hint}; valid: {settable}")
     clean: dict[str, Any] = {}
     for key, value in overrides.items():
         default = getattr(RunConfig(), key)
@@ -136,8 +146,8 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
             raise UserError(f"{source}: {key} must be true or false, got {value!r}")
         if isinstance(default, bool) or default is None:
             clean[key] = value
-        elif isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-            clean[key] = float(value)
+        elif isinstance(default, float) and isinstance(value, (int, float)) and not isinstance(value, bool):
+            clean[key] = _finite(value, key, source)
         elif not isinstance(value, type(default)) or isinstance(value, bool) != isinstance(default, bool):
             raise UserError(f"{source}: {key} must be {type(default).__name__}, got {value!r}")
         else:
@@ -145,11 +155,26 @@ def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -
     return replace(config, **clean)
 
 
+def _finite(value: int | float, key: str, source: str) -> float:
+    """`value` as a float; a UserError if it is NaN or infinite (or an integer too large for a float)."""
+    try:
+        number, shown = float(value), str(value)
+    except OverflowError:
+        number, shown = math.inf, "a number too large for a float"
+    if not math.isfinite(number):
+        name = f"--{key.replace('_', '-')}" if source == COMMAND_LINE else f"{source}: {key}"
+        raise UserError(f"{name} must be a finite number, got {shown}")
+    return number
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON file of RunConfig overrides."""
+    """Read a JSON file of RunConfig overrides (UTF-8, a leading byte-order mark allowed).
+
+    Fields the sweep sets per run (method, seed, …) are refused with the flag that sets them.
+    """
     p = Path(path)
     try:
-        data = json.loads(p.read_text())
+        data = json.loads(p.read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"config file not found: {p}") from None
     except UnicodeDecodeError as exc:
@@ -170,6 +195,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f'config file {p} must hold a JSON object of settings such as {{"epochs": 5}}, '
             f"got {_JSON_TYPE_NAMES.get(type(data), type(data).__name__)}"
         )
+    fixed = [k for k in NOT_FROM_FILE if k in data]
+    if fixed:
+        raise UserError(f"config file {p}: {fixed[0]} cannot be set in a config file; {NOT_FROM_FILE[fixed[0]]}")
     return data
 
 

@@ -3,8 +3,9 @@ what the CLI says when a command is interrupted."""
 
 from __future__ import annotations
 
+import difflib
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterable, Iterator
 
 INTERRUPTED_ATTR = "mtlbench_interrupted"  # set on a KeyboardInterrupt: what it interrupted
 
@@ -29,3 +30,9 @@ def interrupted_message(exc: KeyboardInterrupt) -> str:
     """The one line the CLI prints for `exc`: what was interrupted, and what to do."""
     what = getattr(exc, INTERRUPTED_ATTR, "")
     return f"mtlbench: interrupted; {what}" if what else "mtlbench: interrupted"
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """' (did you mean X?)' for the closest of `choices` to a mistyped `word`, else ''."""
+    match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]}?)" if match else ""

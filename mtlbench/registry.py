@@ -6,7 +6,7 @@ import importlib
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
-from mtlbench.errors import UserError
+from mtlbench.errors import UserError, did_you_mean
 
 T = TypeVar("T")
 
@@ -44,7 +44,7 @@ class Registry(Generic[T]):
         self._load()
         if name not in self.entries:
             valid = ", ".join(self.entries)
-            raise UserError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}")
+            raise UserError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.entries)}; valid {self.kind}s: {valid}")
         return self.entries[name]
 
 
@@ -53,8 +53,22 @@ DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {})
 
 
 def register_method(name: str) -> Callable[[T], T]:
-    """Register a weighting-method class under `name` (see methods/base.py for the contract)."""
-    return METHODS.register(name)  # type: ignore[return-value]
+    """Register a weighting-method class under `name` (see methods/base.py for the contract).
+
+    The class must match its entry in methods/params.py's METHOD_SPECS (its Params and gradient
+    need), which the CLI checks hyperparameters with before it imports torch.
+    """
+
+    def decorate(cls: Any) -> Any:
+        from mtlbench.methods.params import METHOD_SPECS, MethodSpec
+
+        if METHOD_SPECS.get(name) != MethodSpec(cls.needs, cls.Params):
+            raise ValueError(f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}) "
+                             "in METHOD_SPECS (methods/params.py)")
+        cls.name = name
+        return METHODS.register(name)(cls)
+
+    return decorate  # type: ignore[return-value]
 
 
 def register_dataset(name: str) -> Callable[[T], T]:

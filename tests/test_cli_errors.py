@@ -1,10 +1,12 @@
 """`mtlbench` user errors: one line on stderr, exit code 2, no traceback, nothing written."""
 
+import json
 import subprocess
 import sys
 
 import pytest
 
+import mtlbench
 from mtlbench.cli import main
 
 
@@ -20,7 +22,7 @@ from mtlbench.cli import main
         (["run", "--batch-size", "1"], "--batch-size must be between 2"),
         (["run", "--image-size", "4"], "--image-size must be between 16"),
         (["run", "--preset", "huge"], "unknown --preset 'huge'; valid: smoke, quick, paper"),
-        (["run", "--param", "deepchest.bogus=1"], "unknown hyperparameter(s) bogus"),
+        (["run", "--param", "deepchest.bogus=1"], "--param deepchest.bogus=1: unknown hyperparameter bogus for deepchest"),
         (["run", "--param", "nonsense"], "expected METHOD.NAME=VALUE"),
         (["run", "--config", "/nonexistent/c.json"], "config file not found"),
         (["run", "--freeze-trunk", "--methods", "ew,pcgrad,mgda-ub"],
@@ -117,3 +119,58 @@ def test_unwritable_data_dir(capsys, tmp_path):
     err = capsys.readouterr().err
     assert code == 2 and f"cannot write the synthetic dataset under {target}" in err, err
     assert not (tmp_path / "r.sqlite").exists()
+
+
+TORCH_FREE_FAULTS = [
+    ["run", "--epochs", "two"],
+    ["run", "--lr", "nan"],
+    ["run", "--config", "{config}"],
+    ["run", "--methods", "ew,mgad"],
+    ["run", "--seeds", "5-2"],
+    ["run", "--seeds", "0-2147483647"],
+    ["run", "--methods", "ew,mgda", "--param", "mgda.normalization=banana"],
+    ["run", "--param", "gradnorm.alpha=nan"],
+    ["run", "--methods", "ew", "--param", "mgda.normalization=l2"],
+    ["run", "--param", "deepchest.init_weights_file=/nonexistent/w.json"],
+    ["run", "--compile", "--methods", "ew,mgda"],
+    ["data", "prepare", "--val-fraction", "inf"],
+]
+
+
+def test_input_errors_come_before_torch_is_imported(tmp_path):
+    """Every check that needs no torch runs before torch is imported: a bad input is one line at once."""
+    config = tmp_path / "c.json"
+    config.write_text('{"seed": 7}')
+    script = (
+        "import sys, json\n"
+        "from mtlbench.cli import main\n"
+        "out = []\n"
+        f"for argv in {TORCH_FREE_FAULTS!r}:\n"
+        f"    argv = [a.replace('{{config}}', {str(config)!r}) for a in argv]\n"
+        f"    extra = ['--results', {str(tmp_path / 'r.sqlite')!r}] if argv[0] == 'run' else []\n"
+        "    out.append([main(argv + extra), 'torch' in sys.modules])\n"
+        "print(json.dumps(out))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == [[2, False]] * len(TORCH_FREE_FAULTS), proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == len(TORCH_FREE_FAULTS) and all(line.startswith("mtlbench: error: ") for line in lines)
+    assert not (tmp_path / "r.sqlite").exists() and not (tmp_path / "data").exists()
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"mtlbench {mtlbench.__version__}\n"
+
+
+def test_torch_free_method_specs_match_the_registry():
+    """METHOD_SPECS (what the CLI checks before torch) lists every registered method, in order, as registered."""
+    from mtlbench.methods.params import METHOD_SPECS
+    from mtlbench.registry import METHODS
+
+    assert list(METHOD_SPECS) == METHODS.names()
+    for name, spec in METHOD_SPECS.items():
+        cls = METHODS.get(name)
+        assert (cls.needs, cls.Params, cls.name) == (spec.needs, spec.Params, name)

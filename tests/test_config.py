@@ -1,5 +1,6 @@
 """Run configuration: presets, overrides, validation, the cell hash."""
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -58,3 +59,24 @@ def test_config_file_errors(tmp_path):
         load_config_file(tmp_path / "missing.json")
     f.write_text('{"epochs": 2}')
     assert load_config_file(f) == {"epochs": 2}
+
+
+def test_config_file_with_byte_order_mark(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_bytes(b'\xef\xbb\xbf{"epochs": 2}')
+    assert load_config_file(f) == {"epochs": 2}
+
+
+@pytest.mark.parametrize("key", ["seed", "method", "method_params", "data_fingerprint"])
+def test_config_file_cannot_set_what_the_sweep_sets(key, tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({key: 7}))
+    with pytest.raises(UserError, match=f"{key} cannot be set in a config file"):
+        load_config_file(f)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf"), 10**400])
+@pytest.mark.parametrize("key", ["lr", "weight_decay", "val_fraction", "normalize_mean", "normalize_std"])
+def test_float_settings_must_be_finite(key, value):
+    with pytest.raises(UserError, match=f"test: {key} must be a finite number"):
+        build_config("smoke", [({key: value}, "test")])

@@ -12,12 +12,16 @@ from __future__ import annotations
 import json
 import shutil
 import zipfile
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from mtlbench.cli import main
+from mtlbench.cli import DATA_OPTIONS, RUN_OPTIONS, main
+from mtlbench.config import NOT_FROM_FILE, RunConfig
+from mtlbench.hyperparams import field_types
+from mtlbench.methods.params import METHOD_SPECS
 from mtlbench.datasets import image_cache
 from tests.dataset_fixtures import DATA_ENTRY_FAULTS, break_data_entry, truncate, write_nih_download, write_npz
 
@@ -71,6 +75,14 @@ CONFIG_FAULTS = {
     "config-unknown-setting": ('{"epoch": 1}\n', ["unknown setting(s) epoch", "did you mean epochs?"]),
     "config-wrong-type": ('{"epochs": "two"}\n', ["epochs must be int, got 'two'"]),
     "config-not-text": (b"\x89PNG\r\n\x1a\n\x00\xff\xfe", ["is not a UTF-8 text file"]),
+    # settings the sweep sets per run: silently ignored before (seed 7 stored as seed 0)
+    "config-sets-seed": ('{"seed": 7}\n', ["seed cannot be set in a config file; use --seeds"]),
+    "config-sets-method": ('{"method": "mgda"}\n', ["method cannot be set in a config file; use --methods"]),
+    "config-sets-method-params": ('{"method_params": {"std": 2}}\n',
+                                  ["method_params cannot be set in a config file; use --param METHOD.NAME=VALUE"]),
+    "config-sets-data-fingerprint": ('{"data_fingerprint": "x"}\n', ["data_fingerprint cannot be set in a config file"]),
+    # NaN passed every range check before (the run was stored as diverged)
+    "config-nan": ('{"normalize_mean": NaN}\n', ["normalize_mean must be a finite number, got nan"]),
 }
 
 
@@ -261,3 +273,121 @@ def test_odd_nih_data_is_said_before_training_on_stdout(command, nih, tmp_path: 
     assert any(f"train_val_list.txt lists 1 image(s) more than once, e.g. {names[0]!r}" in w for w in warnings), out
     assert any("skipped 2 link(s) under" in w for w in warnings), out
     assert any(w.startswith("warning: nih-cxr14: the val split (") and "no positive" in w for w in warnings), out
+
+
+# ----------------------------------------------------------------------------- numbers must be finite
+
+NUMERIC_FIELDS = [f.name for f in fields(RunConfig)
+                  if type(getattr(RunConfig(), f.name)) in (int, float) and f.name not in NOT_FROM_FILE]
+FLAG_OF = {spec[0]: flag for flag, spec in {**DATA_OPTIONS, **RUN_OPTIONS}.items()}
+NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # command-line text → JSON literal
+
+
+@pytest.mark.parametrize("text", list(NON_FINITE))
+@pytest.mark.parametrize("name", NUMERIC_FIELDS)
+def test_every_numeric_setting_must_be_finite(name: str, text: str, tmp_path: Path, capsys) -> None:
+    """Each numeric RunConfig field, NaN or ±infinity, from a config file and (where there is one) its flag."""
+    config = tmp_path / "settings.json"
+    config.write_text(f'{{"{name}": {NON_FINITE[text]}}}\n')
+    code, err = run_cli(tmp_path, capsys, "--config", str(config), "--data-dir", str(tmp_path / "data"))
+    assert_one_line_error(code, err, f"config file {config}: {name} must be ")
+    if name in FLAG_OF:
+        code, err = run_cli(tmp_path, capsys, f"{FLAG_OF[name]}={text}", "--data-dir", str(tmp_path / "data"))
+        assert_one_line_error(code, err, FLAG_OF[name], text)
+    assert_nothing_trusted(tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
+def test_integer_too_large_for_a_float_is_refused(tmp_path: Path, capsys) -> None:
+    config = tmp_path / "settings.json"
+    config.write_text('{"lr": 1' + "0" * 400 + "}\n")
+    code, err = run_cli(tmp_path, capsys, "--config", str(config))
+    assert_one_line_error(code, err, "lr must be a finite number, got a number too large for a float")
+
+
+# ----------------------------------------------------------------------------- --param
+
+PARAM_FAULTS = {
+    # ew used to train completely before mgda's hyperparameters were looked at
+    "param-checked-only-when-its-run-starts": (["--methods", "ew,mgda", "--param", "mgda.normalization=banana"],
+                                               ["mgda: unknown normalization 'banana'; valid: none, l2, loss, loss+"]),
+    # these three ended in TypeError tracebacks (exit 1)
+    "param-word-for-a-number": (["--methods", "ew,gradnorm", "--param", "gradnorm.alpha=high"],
+                                ["gradnorm.alpha must be a number, got 'high'", "e.g. --param gradnorm.alpha=1.5"]),
+    "param-nan": (["--methods", "ew,gradnorm", "--param", "gradnorm.alpha=nan"],
+                  ["gradnorm.alpha must be a finite number", "got nan"]),
+    "param-list-for-a-number": (["--methods", "ew,cagrad", "--param", "cagrad.c=[1,2]"],
+                                ["cagrad.c must be a number, got [1, 2]"]),
+    # silently ignored before
+    "param-for-a-method-not-in-the-sweep": (["--methods", "ew", "--param", "mgda.normalization=l2"],
+                                            ["--param mgda.normalization=l2: mgda is not in --methods (ew)",
+                                             "add it to --methods or drop this --param"]),
+    "param-mistyped-method": (["--param", "mgad.normalization=l2"],
+                              ["--param mgad.normalization=l2: unknown method 'mgad' (did you mean mgda?)"]),
+    "param-mistyped-name": (["--methods", "gradnorm", "--param", "gradnorm.alpah=1"],
+                            ["unknown hyperparameter alpah for gradnorm (did you mean alpha?)"]),
+    "methods-mistyped": (["--methods", "ew,mgad"], ["unknown method 'mgad' (did you mean mgda?)"]),
+}
+
+
+@pytest.mark.parametrize("case", list(PARAM_FAULTS))
+def test_bad_method_hyperparameter(case: str, tmp_path: Path, capsys) -> None:
+    argv, needles = PARAM_FAULTS[case]
+    code, err = run_cli(tmp_path, capsys, *argv, "--data-dir", str(tmp_path / "data"))
+    assert_one_line_error(code, err, *needles)
+    assert_nothing_trusted(tmp_path)
+    assert not (tmp_path / "data").exists(), "hyperparameters are checked before any data is generated"
+
+
+HYPERPARAMETERS = [(m, f.name, hint) for m, spec in METHOD_SPECS.items() if m != "mgda-ub"
+                   for f in fields(spec.Params) for hint in [field_types(spec.Params)[f.name]]]
+NUMERIC = [(m, name) for m, name, hint in HYPERPARAMETERS if hint in (int, float)]
+OTHER = [(m, name) for m, name, hint in HYPERPARAMETERS if hint not in (int, float)]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "high", "[1,2]", "true"])
+@pytest.mark.parametrize("method, name", NUMERIC, ids=[f"{m}.{n}" for m, n in NUMERIC])
+def test_every_numeric_hyperparameter_is_typed_and_finite(method: str, name: str, value: str, tmp_path: Path,
+                                                          capsys) -> None:
+    code, err = run_cli(tmp_path, capsys, "--methods", f"ew,{method}", "--param", f"{method}.{name}={value}")
+    assert_one_line_error(code, err, f"{method}.{name} must be a ")
+    assert_nothing_trusted(tmp_path)
+
+
+@pytest.mark.parametrize("method, name", OTHER, ids=[f"{m}.{n}" for m, n in OTHER])
+def test_every_other_hyperparameter_is_checked_up_front(method: str, name: str, tmp_path: Path, capsys) -> None:
+    """Choices and files: each method's own check runs before the sweep's first run."""
+    code, err = run_cli(tmp_path, capsys, "--methods", f"ew,{method}", "--param", f"{method}.{name}=banana")
+    assert_one_line_error(code, err, f"{method}", "banana")
+    assert_nothing_trusted(tmp_path)
+
+
+# ----------------------------------------------------------------------------- --seeds
+
+SEED_FAULTS = {
+    # built a list of 2^31 seeds and died with MemoryError
+    "seeds-huge-range": (["--seeds", "0-2147483647"],
+                         ["--seeds '0-2147483647' names 2,147,483,648 seeds", "at most 10,000 runs (methods × seeds)"]),
+    "seeds-too-many-runs": (["--methods", "all", "--seeds", "0-999"],
+                            ["--methods × --seeds is 11 × 1,000 = 11,000 runs", "at most 10,000"]),
+    # said "empty"
+    "seeds-reversed-range": (["--seeds", "5-2"], ["--seeds '5-2': the range 5-2 is reversed; write 2-5"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SEED_FAULTS))
+def test_bad_seeds(case: str, tmp_path: Path, capsys) -> None:
+    argv, needles = SEED_FAULTS[case]
+    code, err = run_cli(tmp_path, capsys, *argv, "--data-dir", str(tmp_path / "data"))
+    assert_one_line_error(code, err, *needles)
+    assert_nothing_trusted(tmp_path)
+    assert not (tmp_path / "data").exists()
+
+
+def test_config_file_with_a_byte_order_mark_is_read(tmp_path: Path, capsys) -> None:
+    """A UTF-8 BOM (as Windows editors write) is accepted: the file's settings apply (here one out of range)."""
+    config = tmp_path / "settings.json"
+    config.write_bytes(b'\xef\xbb\xbf{"epochs": 0}\n')
+    code, err = run_cli(tmp_path, capsys, "--config", str(config), "--data-dir", str(tmp_path / "data"))
+    assert_one_line_error(code, err, "--epochs must be between 1 and 10000, got 0")
+    assert_nothing_trusted(tmp_path)

@@ -1,0 +1,231 @@
+"""Every method's hyperparameters and their checks, importable without torch.
+
+The CLI builds and checks the hyperparameters of every method of a sweep before it imports
+torch or touches data (see mtlbench/hyperparams.py), so they live here rather than next to each
+method's torch code. Each method module imports its Params class from here, and
+`register_method` checks that a registered class agrees with `METHOD_SPECS` (name, Params,
+gradient need), so the two cannot drift apart.
+
+Each Params class has `check(method, task_names)`, the method's own rules (ranges, choices,
+readable files), raising a one-line UserError; field types and finiteness are checked for every
+field generically (mtlbench.hyperparams.check_fields).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, NamedTuple, Sequence
+
+from mtlbench.errors import UserError
+
+GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
+WeightNormalization = Literal["sum-to-T", "none", "learned"]
+
+MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
+CAGRAD_RESCALES = ("1+c^2", "1+c", "none")
+GRADNORM_OPTIMIZERS = ("adam", "sgd")
+DEEPCHEST_SIGNALS = ("train-accuracy", "val-accuracy", "train-loss")
+Signal = Literal["train-accuracy", "val-accuracy", "train-loss"]
+
+
+@dataclass
+class NoHyperparameters:
+    """Hyperparameters of a method that has none."""
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """Nothing to check."""
+
+
+@dataclass
+class DeepChestParams:
+    """DeepChest's constants, defaults as in the authors' released code."""
+
+    increase_factor: float = 1.1
+    max_weight: float = 1.5
+    decay_factor: float = 1.05
+    signal: Signal = "train-accuracy"
+    initial_weight: float = 1.0
+    init_weights_file: str | None = None  # JSON {task: weight} or a list of T weights
+    init_accuracies_file: str | None = None  # JSON {task: single-task accuracy}: w = 1 + (1-acc)/2
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """Known signal, factors ≥ 1, max_weight > 0, at most one readable initialisation file."""
+        if self.signal not in DEEPCHEST_SIGNALS:
+            raise UserError(f"{method}: unknown signal {self.signal!r}; valid: {', '.join(DEEPCHEST_SIGNALS)}")
+        if self.increase_factor < 1 or self.decay_factor < 1 or self.max_weight <= 0:
+            raise UserError(f"{method}: increase_factor and decay_factor must be ≥ 1 and max_weight > 0")
+        if self.init_weights_file and self.init_accuracies_file:
+            raise UserError(f"{method}: give init_weights_file or init_accuracies_file, not both")
+        if self.init_weights_file:
+            read_task_values(self.init_weights_file, task_names, "initial weights")
+        if self.init_accuracies_file:
+            acc = read_task_values(self.init_accuracies_file, task_names, "single-task accuracies")
+            if any(a < 0 or a > 1 for a in acc):
+                raise UserError(f"{method}: single-task accuracies must lie in [0, 1]")
+
+
+def read_task_values(path: str, task_names: Sequence[str], what: str) -> list[float]:
+    """One finite number per task, in task order, from a JSON list or {task: value} object."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
+    except FileNotFoundError:
+        raise UserError(f"deepchest {what} file not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"deepchest {what} file {path} is not readable JSON: {exc}") from None
+    if isinstance(data, list):
+        if len(data) != len(task_names):
+            raise UserError(f"deepchest {what} file {path} lists {len(data)} values; expected {len(task_names)}")
+        values = data
+    elif isinstance(data, dict):
+        missing = [t for t in task_names if t not in data]
+        extra = sorted(set(data) - set(task_names))
+        if missing or extra:
+            raise UserError(
+                f"deepchest {what} file {path}: missing tasks {missing or 'none'}, unknown keys {extra or 'none'}"
+            )
+        values = [data[t] for t in task_names]
+    else:
+        raise UserError(f"deepchest {what} file {path} must hold a JSON object or list")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise UserError(f"deepchest {what} file {path} holds a non-numeric value")
+    if not all(math.isfinite(v) for v in values):
+        raise UserError(f"deepchest {what} file {path} holds NaN or infinity; every value must be a finite number")
+    return [float(v) for v in values]
+
+
+@dataclass
+class UncertaintyParams:
+    """Uncertainty weighting's constants: ρ in Σ exp(−s)L + ρ·s, and the initial s."""
+
+    regularizer: float = 1.0  # ρ; 0.5 = the paper's classification-likelihood form
+    init_log_var: float = 0.0
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """ρ > 0 and finite, s₀ finite."""
+        if not (self.regularizer > 0 and math.isfinite(self.regularizer)) or not math.isfinite(self.init_log_var):
+            raise UserError(f"{method}: regularizer must be a finite number > 0 and init_log_var finite")
+
+
+@dataclass
+class DWAParams:
+    """DWA's temperature T (the paper's default 2)."""
+
+    temperature: float = 2.0
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """T finite and > 0."""
+        t = self.temperature
+        if not (_is_number(t) and math.isfinite(t) and t > 0):
+            raise UserError(f"{method}: temperature must be a finite number > 0, got {t!r}")
+
+
+@dataclass
+class RLWParams:
+    """The standard deviation of the normal prior λ̃ ~ N(0, std²·I) (paper default 1)."""
+
+    std: float = 1.0
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """std finite and ≥ 0 (0 is equal weighting)."""
+        s = self.std
+        if not (_is_number(s) and math.isfinite(s) and s >= 0):
+            raise UserError(f"{method}: std must be a finite number ≥ 0, got {s!r}")
+
+
+@dataclass
+class FAMOParams:
+    """FAMO's constants: logit learning rate β, logit weight decay γ, loss floor ε."""
+
+    beta: float = 0.025
+    gamma: float = 0.001
+    eps: float = 1e-8
+    logit_optimizer: Literal["adam", "sgd"] = "adam"
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """β, ε finite and > 0; γ finite and ≥ 0; a known logit optimizer."""
+        if not (_positive(self.beta) and _positive(self.eps) and (self.gamma == 0 or _positive(self.gamma))):
+            raise UserError(f"{method}: beta and eps must be finite numbers > 0 and gamma a finite number ≥ 0")
+        if self.logit_optimizer not in ("adam", "sgd"):
+            raise UserError(f"{method}: unknown logit_optimizer {self.logit_optimizer!r}; valid: adam, sgd")
+
+
+@dataclass
+class MGDAParams:
+    """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+)."""
+
+    normalization: str = "none"
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """A known normalization."""
+        if self.normalization not in MGDA_NORMALIZATIONS:
+            raise UserError(
+                f"{method}: unknown normalization {self.normalization!r}; valid: {', '.join(MGDA_NORMALIZATIONS)}"
+            )
+
+
+@dataclass
+class CAGradParams:
+    """CAGrad's constant c and the final rescaling of d (authors' defaults)."""
+
+    c: float = 0.4
+    rescale: str = "1+c^2"
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """A known rescale; c finite and ≥ 0."""
+        if self.rescale not in CAGRAD_RESCALES:
+            raise UserError(f"{method}: unknown rescale {self.rescale!r}; valid: {', '.join(CAGRAD_RESCALES)}")
+        if not (_is_number(self.c) and math.isfinite(self.c) and self.c >= 0):
+            raise UserError(f"{method}: c must be a finite number ≥ 0, got {self.c!r}")
+
+
+@dataclass
+class GradNormParams:
+    """GradNorm's asymmetry α (paper's default 1.5) and the task-weight optimizer."""
+
+    alpha: float = 1.5
+    lr: float = 0.025
+    optimizer: str = "adam"
+    min_weight: float = 1e-3
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """A known optimizer; lr > 0, α finite, 0 < min_weight < 1."""
+        if self.optimizer not in GRADNORM_OPTIMIZERS:
+            raise UserError(
+                f"{method}: unknown optimizer {self.optimizer!r}; valid: {', '.join(GRADNORM_OPTIMIZERS)}"
+            )
+        if not (self.lr > 0 and math.isfinite(self.alpha) and 0 < self.min_weight < 1):
+            raise UserError(f"{method}: lr must be > 0, alpha finite, and 0 < min_weight < 1")
+
+
+class MethodSpec(NamedTuple):
+    """What the CLI needs to know of a method before torch is imported."""
+
+    needs: GradientNeed
+    Params: type
+
+
+# In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
+METHOD_SPECS: dict[str, MethodSpec] = {
+    "ew": MethodSpec("losses", NoHyperparameters),
+    "deepchest": MethodSpec("losses", DeepChestParams),
+    "uncertainty": MethodSpec("losses", UncertaintyParams),
+    "dwa": MethodSpec("losses", DWAParams),
+    "rlw": MethodSpec("losses", RLWParams),
+    "famo": MethodSpec("losses", FAMOParams),
+    "mgda": MethodSpec("shared_params", MGDAParams),
+    "mgda-ub": MethodSpec("shared_features", MGDAParams),
+    "pcgrad": MethodSpec("shared_params", NoHyperparameters),
+    "cagrad": MethodSpec("shared_params", CAGradParams),
+    "gradnorm": MethodSpec("last_shared_layer", GradNormParams),
+}
+
+
+def _is_number(x: object) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _positive(x: object) -> bool:
+    return _is_number(x) and math.isfinite(x) and x > 0  # type: ignore[arg-type]

@@ -1,0 +1,107 @@
+"""What a sweep will run, parsed and checked from the command line without torch.
+
+Every check here runs before `mtlbench run` imports torch or touches data: a wrong --methods,
+--seeds or --param is one line in well under a second, and leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Sequence
+
+from mtlbench.config import RunConfig
+from mtlbench.errors import UserError
+from mtlbench.hyperparams import method_spec
+from mtlbench.methods.params import METHOD_SPECS
+
+MAX_CELLS = 10_000  # runs (methods × seeds) one command may ask for
+MAX_SEED = 2**31 - 1
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    """What to run: the base config (method/seed filled per cell), methods, seeds."""
+
+    base: RunConfig
+    methods: tuple[str, ...]
+    seeds: tuple[int, ...]
+    method_params: dict[str, dict[str, Any]]
+
+    def cells(self) -> list[RunConfig]:
+        """One RunConfig per method × seed, methods outermost."""
+        return [
+            replace(self.base, method=m, seed=s, method_params=self.method_params.get(m, {}))
+            for m in self.methods
+            for s in self.seeds
+        ]
+
+
+def parse_methods(text: str) -> tuple[str, ...]:
+    """'all' or a comma list of known names (validated, order kept, duplicates dropped)."""
+    names = list(METHOD_SPECS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    if not names:
+        raise UserError("--methods is empty; give 'all' or names such as ew,deepchest")
+    for n in names:
+        method_spec(n)
+    return tuple(dict.fromkeys(names))
+
+
+def parse_seeds(text: str, limit: int = MAX_CELLS) -> tuple[int, ...]:
+    """'0,1,2' or '0-4' (or a mix) → distinct seeds in 0 … 2³¹−1, at most `limit` of them.
+
+    Ranges are counted before they are expanded, so '0-2147483647' is refused at once.
+    """
+    spans: list[tuple[int, int]] = []
+    try:
+        for part in text.split(","):
+            part = part.strip()
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                spans.append((int(lo), int(hi)))
+            elif part:
+                spans.append((int(part), int(part)))
+    except ValueError:
+        raise UserError(f"--seeds {text!r}: expected integers like 0,1,2 or 0-4") from None
+    if not spans:
+        raise UserError("--seeds is empty; give e.g. 0 or 0,1,2")
+    for lo, hi in spans:
+        if hi < lo:
+            raise UserError(f"--seeds {text!r}: the range {lo}-{hi} is reversed; write {hi}-{lo}")
+        for s in (lo, hi):
+            if s < 0 or s > MAX_SEED:
+                raise UserError(f"--seeds: {s} is out of range (0 … {MAX_SEED})")
+    count = sum(hi - lo + 1 for lo, hi in spans)
+    if count > limit:
+        raise UserError(f"--seeds {text!r} names {count:,} seeds; one command runs at most {limit:,} runs "
+                        "(methods × seeds): split the seeds over several commands with the same --results")
+    return tuple(dict.fromkeys(s for lo, hi in spans for s in range(lo, hi + 1)))
+
+
+def check_cell_count(methods: Sequence[str], seeds: Sequence[int], limit: int = MAX_CELLS) -> None:
+    """Refuse a sweep of more than `limit` runs (methods × seeds)."""
+    cells = len(methods) * len(seeds)
+    if cells > limit:
+        raise UserError(f"--methods × --seeds is {len(methods)} × {len(seeds):,} = {cells:,} runs; one command runs "
+                        f"at most {limit:,}: split the seeds over several commands with the same --results")
+
+
+def check_methods_fit(config: RunConfig, methods: Sequence[str]) -> None:
+    """Refuse, before anything runs, a method that cannot work under `config`.
+
+    With a frozen trunk there is no shared gradient to weight or aggregate: a gradient method
+    (anything that needs more than the losses) would silently train the heads like EW. A
+    compiled graph cannot be backpropagated several times (its buffers are donated), which the
+    per-task gradients of a gradient method need.
+    """
+    needing = [m for m in methods if method_spec(m).needs != "losses"]
+    if needing and config.compile:
+        raise UserError(
+            f"--compile supports loss-weighting methods only: the gradient method(s) {', '.join(needing)} "
+            "backpropagate several times through one graph, which a compiled graph does not allow; "
+            "drop --compile or those methods"
+        )
+    if needing and config.freeze_trunk:
+        raise UserError(
+            f"--freeze-trunk leaves no shared gradient for the gradient method(s) {', '.join(needing)}; "
+            "drop them from --methods or train the trunk"
+        )
