@@ -205,6 +205,9 @@ class MethodSpec(NamedTuple):
 
     needs: GradientNeed
     Params: type
+    # Part of every run's identity: bump it when the method's math or a default changes, so that
+    # results of the old code are never reused for the new (a new version is a new cell).
+    version: int = 1
 
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.

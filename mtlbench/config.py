@@ -82,10 +82,21 @@ class RunConfig:
     allow_missing: bool = False
     download: bool = False
 
-    def hashed_fields(self) -> dict[str, Any]:
-        """The fields that define the cell (all but where and how the data is fetched, and the
-        newer fields at their legacy value)."""
+    def resolved(self) -> dict[str, Any]:
+        """Every field, with the method's hyperparameters resolved (defaults included) and the
+        version of its math: what a run stores and what its identity is computed from."""
+        from mtlbench.hyperparams import method_version, resolved_params  # torch-free
+
         d = asdict(self)
+        d["method_params"] = resolved_params(self.method, self.method_params)
+        d["method_version"] = method_version(self.method)
+        return d
+
+    def hashed_fields(self) -> dict[str, Any]:
+        """The fields that define the cell: all but where and how the data is fetched, and the
+        newer fields at their legacy value; the method's hyperparameters resolved, so that an
+        explicit default and an implicit one are one cell, and a changed default is a new one."""
+        d = self.resolved()
         for name in UNHASHED_FIELDS:
             d.pop(name)
         for name, value in LEGACY_VALUES.items():
@@ -99,8 +110,8 @@ class RunConfig:
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def to_json(self) -> str:
-        """The full config as JSON (stored with each run)."""
-        return json.dumps(asdict(self), sort_keys=True, default=str)
+        """The full config as JSON, hyperparameters resolved (stored with each run)."""
+        return json.dumps(self.resolved(), sort_keys=True, default=str)
 
 
 PRESETS: dict[str, dict[str, Any]] = {

@@ -12,7 +12,7 @@ import json
 import math
 import types
 import typing
-from dataclasses import MISSING, fields
+from dataclasses import MISSING, asdict, fields
 from typing import Any, Literal, Sequence
 
 from mtlbench.errors import UserError, did_you_mean
@@ -26,6 +26,27 @@ def method_spec(name: str) -> MethodSpec:
         raise UserError(f"unknown method {name!r}{did_you_mean(name, METHOD_SPECS)}; "
                         f"valid methods: {', '.join(METHOD_SPECS)}")
     return METHOD_SPECS[name]
+
+
+def resolved_params(method: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Every hyperparameter of `method` as its run uses it: the defaults with `overrides` applied,
+    an integer in a float field written as a float (so `c=1` and `c=1.0` are one cell). For a
+    method the registry does not know, the overrides as given."""
+    spec = METHOD_SPECS.get(method)
+    if spec is None:
+        return dict(overrides or {})
+    values = {**asdict(spec.Params()), **(overrides or {})}
+    hints = field_types(spec.Params)
+    for name, value in values.items():
+        if isinstance(value, int) and not isinstance(value, bool) and name in hints and float in _arms(hints[name])[0]:
+            values[name] = float(value)
+    return values
+
+
+def method_version(method: str) -> int:
+    """The version of `method`'s math (METHOD_SPECS), part of a run's identity; 0 for an unknown method."""
+    spec = METHOD_SPECS.get(method)
+    return spec.version if spec is not None else 0
 
 
 def field_types(params_class: type) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import tempfile
 import time
 import zlib
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -17,9 +17,12 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from mtlbench.claims import Owner
+from mtlbench.config import LEGACY_VALUES, RunConfig
 from mtlbench.errors import UserError
 
-SCHEMA_VERSION = 3  # 2: predictions table; 3: run claims (owner, heartbeat) and resume counts
+# 2: predictions table; 3: run claims (owner, heartbeat) and resume counts; 4: a run's identity
+# (config_hash) and stored config hold its method's resolved hyperparameters and version
+SCHEMA_VERSION = 4
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
 # A run in one of these statuses is a result: a rerun skips it (--force reruns it). The others
 # (failed, interrupted, or running in a process that died) are taken over and resumed.
@@ -255,12 +258,44 @@ class ResultsStore:
                 for name, decl in RUN_COLUMNS_V3:
                     if name not in present:
                         self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+                if version is not None and version < 4:
+                    self._reidentify_runs()
                 self.conn.execute("DELETE FROM schema_version")
                 self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             self.conn.commit()
         except BaseException:
             self.conn.rollback()
             raise
+
+    def _reidentify_runs(self) -> None:
+        """Migration to schema 4: each stored run's identity recomputed from its stored settings,
+        its method's hyperparameters resolved with the defaults of the method's version 1. No
+        default changed before schema 4 (checked in the git history), so a run stored with the
+        defaults is the cell a rerun with the defaults asks for, and an explicit default and an
+        implicit one become one cell. A stored config that cannot be read is left for the damage
+        check (mtlbench.store_check) to report."""
+        known = {f.name for f in fields(RunConfig)}
+        complete: dict[str, int] = {}  # new identity → the complete run that holds it
+        rows = self.conn.execute("SELECT run_id, config_json, status FROM runs ORDER BY run_id").fetchall()
+        for run_id, text, status in rows:
+            try:
+                stored = json.loads(text)
+                config = RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k in known}})
+                config_hash, config_json = config.config_hash(), config.to_json()
+            except (TypeError, ValueError, AttributeError):
+                continue
+            if status == "complete" and config_hash in complete:
+                # e.g. `--param cagrad.c=0.4` and no --param: two cells before, one now. The later
+                # run is kept for the record under its old identity, out of every result.
+                self.conn.execute(
+                    "UPDATE runs SET status='failed', config_json=?, error=? WHERE run_id=?",
+                    (config_json, f"superseded: the same cell as run {complete[config_hash]} once its hyperparameters "
+                                  "are resolved (results database schema 4); kept for the record", run_id))
+                continue
+            if status == "complete":
+                complete[config_hash] = run_id
+            self.conn.execute("UPDATE runs SET config_hash=?, config_json=? WHERE run_id=?",
+                              (config_hash, config_json, run_id))
 
     def _refuse_newer(self, version: int | None) -> None:
         if version is not None and version > SCHEMA_VERSION:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mtlbench.backend import at_least_float32, autocast, resolve_precision
-from mtlbench.config import build_config
+from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
 from mtlbench.model import ModelSpec, MultiTaskResNet
 from mtlbench.report.load import load_protocols
@@ -67,8 +67,13 @@ def test_bf16_step_runs_the_model_in_bf16_and_gives_float32_losses() -> None:
 
 def test_precision_and_compile_are_in_the_hash_and_legacy_values_keep_old_hashes() -> None:
     base = replace(build_config("smoke"), device="cpu", grad_engine="loop", precision="fp32")
-    # the hash this config had before precision and compile existed (commit c01f879)
-    assert base.config_hash() == "1e79b6239f811f05"
+    # pinned: the identity of this cell since results schema 4 (resolved hyperparameters and the
+    # method's version in the hash); a change here silently orphans every stored result
+    assert base.config_hash() == "082c6d26d7083bbf"
+    # a run stored before precision and compile existed is re-identified with their legacy values
+    stored = {k: v for k, v in json.loads(base.to_json()).items() if k not in ("precision", "compile")}
+    assert RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k != "method_version"}}).config_hash() \
+        == base.config_hash()
     assert len({base.config_hash(), replace(base, precision="bf16").config_hash(),
                 replace(base, compile=True).config_hash()}) == 3
     assert "precision" in json.loads(base.to_json())

@@ -186,3 +186,19 @@ def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
     assert code == 2 and err.count("\n") == 1 and err.startswith("mtlbench: error: "), err
     assert wanted in err and "it holds finished runs of ew (2), deepchest (2), pcgrad (2) on cxr14-synth" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_variants_are_labelled_by_the_stored_settings_not_todays_defaults() -> None:
+    """Runs of one method that differ in a resolved hyperparameter or in the method's version are
+    separate variants, labelled by what differs among them; one setting alone is the plain name."""
+    from mtlbench.report.load import variant_names
+
+    configs = [
+        {"method": "cagrad", "method_params": {"c": 0.4, "rescale": "1+c^2"}, "method_version": 1},
+        {"method": "cagrad", "method_params": {"c": 0.5, "rescale": "1+c^2"}, "method_version": 1},
+        {"method": "ew", "method_params": {}, "method_version": 1},
+        {"method": "mgda", "method_params": {"normalization": "l2"}, "method_version": 1},  # not the default
+        {"method": "dwa", "method_params": {"temperature": 2.0}, "method_version": 1},
+        {"method": "dwa", "method_params": {"temperature": 2.0}, "method_version": 2},
+    ]
+    assert variant_names(configs) == ["cagrad[c=0.4]", "cagrad[c=0.5]", "ew", "mgda", "dwa[v1]", "dwa[v2]"]

@@ -1,5 +1,7 @@
 """The SQLite results store: round trip, skip on rerun, --force, schema version."""
 
+import dataclasses
+import json
 import sqlite3
 from dataclasses import replace
 
@@ -7,7 +9,7 @@ import numpy as np
 import pytest
 
 from mtlbench.claims import Owner
-from mtlbench.config import build_config
+from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics
 from mtlbench.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
@@ -102,7 +104,7 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 3
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 4
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
@@ -124,7 +126,55 @@ def test_version_2_database_gains_claim_columns_and_keeps_its_runs(tmp_path):
     assert "owner_pid" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == 3
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
         assert {"owner_host", "owner_pid", "heartbeat_at", "resumes"} <= {r[1] for r in s.query("PRAGMA table_info(runs)")}
-        assert s.complete_run(KEY) == 1  # the old run keeps its identity
+        # the old run is re-identified from its stored settings (here: all defaults), not lost
+        assert s.complete_run(replace(KEY, config_hash=RunConfig(**LEGACY_VALUES).config_hash())) == 1
         assert s.query("PRAGMA journal_mode")[0][0] == "wal"
+
+
+def _schema_3_database(path, configs: list[tuple[str, dict]]) -> None:
+    """A results database as mtlbench wrote it before schema 4: each (status, config) stored with
+    the config's method_params holding only the --param overrides, hashed by the old scheme."""
+    with ResultsStore(path) as s:
+        for i, (status, config) in enumerate(configs):
+            rid = s.claim_run(RunKey(config["method"], config["dataset"], config["seed"], f"old{i}"),
+                              json.dumps(config), {}, "none", Owner(), force=True).run_id
+            s.finish_run(rid, status)
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE schema_version SET version=3")
+
+
+def test_schema_3_runs_are_reidentified_with_resolved_hyperparameters(tmp_path):
+    """`--param cagrad.c=0.4` (the default) and no --param were two cells before schema 4: they
+    become one; the later duplicate is kept for the record as superseded, never counted twice."""
+    base = replace(build_config("smoke"), method="cagrad", device="cpu", precision="fp32", grad_engine="loop")
+    old = {**dataclasses.asdict(base)}
+    explicit = {**old, "method_params": {"c": 0.4}}
+    other = {**old, "method_params": {"c": 0.5}}
+    path = tmp_path / "v3.sqlite"
+    _schema_3_database(path, [("complete", old), ("complete", explicit), ("complete", other)])
+    with ResultsStore(path) as s:
+        rows = s.query("SELECT run_id, status, config_hash, config_json, error FROM runs ORDER BY run_id")
+        assert [r["status"] for r in rows] == ["complete", "failed", "complete"]
+        assert rows[0]["config_hash"] == base.config_hash() == replace(base, method_params={"c": 0.4}).config_hash()
+        assert rows[2]["config_hash"] == replace(base, method_params={"c": 0.5}).config_hash() != base.config_hash()
+        assert "superseded: the same cell as run 1" in rows[1]["error"]
+        stored = json.loads(rows[0]["config_json"])
+        assert stored["method_params"] == {"c": 0.4, "rescale": "1+c^2"} and stored["method_version"] == 1
+        assert s.complete_run(RunKey("cagrad", base.dataset, base.seed, base.config_hash())) == rows[0]["run_id"]
+
+
+def test_a_changed_default_or_version_is_a_new_cell(monkeypatch):
+    from mtlbench.methods import params
+
+    cfg = replace(build_config("smoke"), method="cagrad")
+    before = cfg.config_hash()
+    assert replace(cfg, method_params={"c": 0.4}).config_hash() == before  # explicit default = implicit
+    assert replace(cfg, method_params={"c": 1}).config_hash() == replace(cfg, method_params={"c": 1.0}).config_hash()
+    monkeypatch.setitem(params.METHOD_SPECS, "cagrad", params.METHOD_SPECS["cagrad"]._replace(version=2))
+    assert cfg.config_hash() != before  # the method's math changed: its old results are not reused
+    monkeypatch.setitem(params.METHOD_SPECS, "cagrad", params.METHOD_SPECS["cagrad"]._replace(version=1))
+    monkeypatch.setattr(params.CAGradParams, "c", 0.5)  # a changed default
+    monkeypatch.setattr(params.CAGradParams.__init__, "__defaults__", (0.5, "1+c^2"))
+    assert cfg.config_hash() != before

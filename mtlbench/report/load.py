@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -17,11 +17,10 @@ import pandas as pd
 
 from mtlbench.config import LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
-from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
 from mtlbench.store_check import check_intact
 
-PER_RUN_FIELDS = ("method", "method_params", "seed")
+PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed")
 
 
 @dataclass
@@ -59,15 +58,25 @@ def protocol_key(config: dict) -> str:
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
-def variant_name(method: str, params: dict) -> str:
-    """`method`, or `method[k=v,...]` listing the hyperparameters that differ from the method's defaults."""
-    defaults: dict = {}
-    if method in METHODS.names():
-        defaults = {f.name: f.default for f in fields(METHODS.get(method).Params)}
-    changed = {k: v for k, v in (params or {}).items() if k not in defaults or defaults[k] != v}
-    if not changed:
-        return method
-    return f"{method}[{','.join(f'{k}={v}' for k, v in sorted(changed.items()))}]"
+def variant_names(configs: list[dict]) -> list[str]:
+    """Each run's variant label, from the stored (resolved) hyperparameters alone: `method` when all
+    of the method's runs here share one setting, else `method[k=v,...]` with the settings that
+    differ between them (and `v2` where the method's version does). Never compared to the code's
+    current defaults, which may have changed since the runs were stored."""
+    settings = [{**(c.get("method_params") or {}), "version": c.get("method_version")} for c in configs]
+    keys: dict[str, set[str]] = {}
+    for c, s in zip(configs, settings):
+        keys.setdefault(c["method"], set()).update(s)
+    values: dict[tuple[str, str], set[str]] = {}  # (method, setting) → the distinct values stored
+    for c, s in zip(configs, settings):
+        for k in keys[c["method"]]:
+            values.setdefault((c["method"], k), set()).add(json.dumps(s.get(k), default=str))
+    labels = []
+    for c, s in zip(configs, settings):
+        varying = sorted(k for k in keys[c["method"]] if len(values[(c["method"], k)]) > 1)
+        parts = [f"v{s.get(k)}" if k == "version" else f"{k}={s.get(k)}" for k in varying]
+        labels.append(f"{c['method']}[{','.join(parts)}]" if parts else c["method"])
+    return labels
 
 
 def load_protocols(
@@ -88,7 +97,7 @@ def load_protocols(
         configs = [{**LEGACY_VALUES, **json.loads(c)} for c in runs["config_json"]]  # older runs lack newer fields
         runs = runs.assign(
             protocol=[protocol_key(c) for c in configs],
-            variant=[variant_name(c["method"], c.get("method_params") or {}) for c in configs],
+            variant=variant_names(configs),
         )
         protocols = []
         for key, group in runs.groupby("protocol", sort=False):
