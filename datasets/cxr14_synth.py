@@ -69,6 +69,7 @@ TEST_PATIENT_FRACTION = 0.2
 SIGNATURE_DROP_RATE = 0.05
 SPURIOUS_RATE = 0.05
 COMPLETE_MARKER = ".complete"
+PARTIAL_MARKER = ".generating"  # in a `<root>.partial-<pid>` folder from its first moment: it is ours to delete
 SYNTH_JSON = "synth.json"
 
 FINDING_STRENGTH: Mapping[str, float] = MappingProxyType(
@@ -207,11 +208,17 @@ def ensure_generated(root: Path, count: int, size: int, seed: int, progress: Pro
     if _is_complete(root, params):
         return root
     check_replaceable(root)
-    remove_stale_partials(root.parent, f"{root.name}.partial-*")
+    remove_stale_partials(root.parent, f"{root.name}.partial-*", lambda folder: (folder / PARTIAL_MARKER).is_file())
     partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
     try:
+        partial.mkdir(parents=True)  # never an existing folder: one the generator did not mark is not ours
+    except FileExistsError:
+        raise UserError(f"{partial} is in the way of the {DATASET_NAME} generator and was not written by it; "
+                        "move it away, or pass --data-dir elsewhere") from None
+    try:
+        (partial / PARTIAL_MARKER).write_text("a cxr14-synth generation in progress; deleted once it is done\n")
         write_layout(partial, count, size, seed, progress)
+        (partial / PARTIAL_MARKER).unlink()
         (partial / COMPLETE_MARKER).write_text("ok\n")
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)

@@ -34,11 +34,12 @@ def marker_name(kind: str) -> str:
     return f".mtlbench-{kind}"
 
 
-def remove_stale_partials(parent: Path, pattern: str, owned: Callable[[Path], bool] | None = None) -> list[Path]:
+def remove_stale_partials(parent: Path, pattern: str, owned: Callable[[Path], bool]) -> list[Path]:
     """Delete the folders in `parent` matching `pattern` (a glob ending `-*`, the suffix being a
     pid) whose process is not alive on this host, or is this process (a leftover of an earlier
-    process with the same pid). Entries whose suffix is not a pid, symbolic links, files and
-    folders for which `owned` is false are never touched. Returns the folders deleted.
+    process with the same pid), and that `owned` recognises as mtlbench's (by a marker written
+    when the folder was created). Entries whose suffix is not a pid, symbolic links, files and
+    folders without the marker are never touched. Returns the folders deleted.
     """
     if not parent.is_dir():
         return []
@@ -49,7 +50,7 @@ def remove_stale_partials(parent: Path, pattern: str, owned: Callable[[Path], bo
             continue
         if int(owner) != os.getpid() and pid_exists(int(owner)):
             continue
-        if owned is not None and not owned(partial):
+        if not owned(partial):
             continue
         shutil.rmtree(partial, ignore_errors=True)
         removed.append(partial)

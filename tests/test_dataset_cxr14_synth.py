@@ -133,6 +133,7 @@ def test_interrupted_generation_is_not_trusted(tmp_path: Path) -> None:
     root = synth.dataset_root(request(tmp_path))
     partial = root.with_name(f"{root.name}.partial-{NEVER_A_PID}")
     (partial / "images").mkdir(parents=True)
+    (partial / synth.PARTIAL_MARKER).write_text("written first by a generator that was then killed\n")
     (partial / "Data_Entry_2017_v2020.csv").write_text("junk\n")
     (root / "images").mkdir(parents=True)  # a final folder without its completion marker
     (root / "synth.json").write_text(json.dumps(synth.generator_params(COUNT, SIZE, 0)))

@@ -338,12 +338,23 @@ def test_synthetic_generation_removes_only_partials_of_dead_processes(tmp_path: 
     root = synth.dataset_root(synth_request(tmp_path))
     dead, mine = root.with_name(f"{root.name}.partial-{NEVER_A_PID}"), root.with_name(f"{root.name}.partial-mine")
     dead.mkdir(parents=True)
+    (dead / synth.PARTIAL_MARKER).write_text("a killed generator's\n")
     thesis = user_file(mine)
+    unmarked = user_file(root.with_name(f"{root.name}.partial-{NEVER_A_PID + 1}"))  # pid-named, but the user's
     synth.load_cxr14_synth(synth_request(tmp_path), no_progress)
-    assert not dead.exists() and thesis.read_text() == THESIS
+    assert not dead.exists() and thesis.read_text() == THESIS and unmarked.read_text() == THESIS
+    assert not (root / synth.PARTIAL_MARKER).exists()
     # the generated dataset, with its image cache, may be generated again: it holds only what mtlbench wrote
     assert synth._foreign_entries(root) == [] and (root / "mtlbench-cache").is_dir()
     synth.check_replaceable(root)
+
+
+def test_synthetic_generation_never_deletes_a_folder_at_its_own_scratch_path(tmp_path: Path) -> None:
+    root = synth.dataset_root(synth_request(tmp_path))
+    thesis = user_file(root.with_name(f"{root.name}.partial-{os.getpid()}"))  # no generator's marker
+    with pytest.raises(UserError, match="in the way of the cxr14-synth generator"):
+        synth.load_cxr14_synth(synth_request(tmp_path), no_progress)
+    assert thesis.read_text() == THESIS and not root.exists()
 
 
 def test_remove_stale_partials_skips_links_files_and_live_pids(tmp_path: Path) -> None:
@@ -352,7 +363,11 @@ def test_remove_stale_partials_skips_links_files_and_live_pids(tmp_path: Path) -
     (tmp_path / f"y.partial-{NEVER_A_PID}").write_text("a file")
     (tmp_path / f"z.partial-{os.getppid()}").mkdir()
     (tmp_path / f"w.partial-{NEVER_A_PID}").mkdir()
-    assert remove_stale_partials(tmp_path, "*.partial-*") == [tmp_path / f"w.partial-{NEVER_A_PID}"]
+    (tmp_path / f"w.partial-{NEVER_A_PID}" / "ours").write_text("marker\n")
+    unmarked = user_file(tmp_path / f"v.partial-{NEVER_A_PID}")  # a dead pid's name, but no marker: the user's
+    owned = lambda folder: (folder / "ours").is_file()  # noqa: E731
+    assert remove_stale_partials(tmp_path, "*.partial-*", owned) == [tmp_path / f"w.partial-{NEVER_A_PID}"]
+    assert unmarked.read_text() == THESIS
     assert target.read_text() == THESIS and (tmp_path / f"y.partial-{NEVER_A_PID}").is_file()
     assert (tmp_path / f"z.partial-{os.getppid()}").is_dir()
 
