@@ -1,29 +1,47 @@
 """The method contract: what a weighting strategy sees each step and what it returns.
 
-A method is one of two shapes (see ../shared/DESIGN.md):
+A method is a subclass of `Method` registered with `mtlbench.registry.register_method(name)`
+(built-in methods) or published through the `mtlbench.methods` entry-point group (a user's own
+package; see the README's "Adding a method"). Its class attributes declare:
 
-* loss-weighting (`needs = "losses"`): `step(ctx)` returns task weights w ∈ R^T and, when it
-  needs more than Σ_t w_t L_t (e.g. a regulariser), the scalar objective itself; the trainer
-  does one backward of it.
-* gradient-manipulating (`needs` one of "shared_params", "shared_features",
-  "last_shared_layer"): the trainer puts the per-task gradients (T × P, detached) in
-  `ctx.grads` and the method returns either `shared_grad`, the aggregated gradient in the same
-  space (P,), or only weights (e.g. GradNorm, which uses the last layer's gradients to update
-  its weights and then trains with Σ_t w_t L_t).
+* `needs`: the gradient space it works in (mtlbench/spaces.py): "losses" (loss weighting: the
+  method sees only the per-task losses), "shared_params", "shared_features" or
+  "last_shared_layer" (the trainer puts the per-task gradients, (T, P), detached, in
+  `StepContext.grads`);
+* `Params`: a dataclass of its hyperparameters with their defaults (the authors' values) and a
+  `check(method, task_names)` that refuses bad values with a one-line UserError; field types
+  and finiteness are checked for every field. Built-in Params live in methods/params.py so
+  that the CLI checks them before it imports torch;
+* `version`: part of every run's identity; bump it when the method's math or a default changes;
+* `normalization`: how its weights are scaled ("sum-to-T", "none", "learned"), for the report;
+* `syncs_host`: False when `step` never reads a tensor's value on the host (checked);
+* `reevaluates`: True when the method wants the batch's losses again after the update
+  (`after_update`, FAMO's same-batch logit step); the extra forward is counted in its time.
 
-Task heads always receive the gradient of their own loss; methods only decide what the
-shared trunk receives. Methods own their state (trailing-underscore attributes), may own
-learnable parameters (`parameters()`), and get per-epoch statistics in `end_epoch`.
+Each step the method returns a StepOutput with any of: task weights w (T,) (logged; None for an
+aggregator that has none), an objective to backpropagate (e.g. with a regulariser), or a
+shared gradient (P,) in its space. The trainer backpropagates the objective, else Σ_t w_t L_t;
+with a shared gradient the heads get their own losses' gradients and the trunk the aggregate.
+
+State is torch's: a Method is a `torch.nn.Module`. Tensors that are state are registered
+buffers (`register_buffer`), learnable tensors are `nn.Parameter`s, so `to(device)`,
+`state_dict()` and `load_state_dict()` are torch's own. Attributes whose names end in "_" and
+that are not tensors — a `torch.Generator`, a `torch.optim` optimizer the method runs itself,
+plain Python counters — are saved as the module's extra state. A method's learnable
+parameters are trained by the run's optimizer with the groups from `optimizer_groups()`
+(no weight decay; the method's own learning rate if it sets one). A method's randomness comes
+from `self.generator_` only, never the global RNG.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, is_dataclass
-from typing import Any, ClassVar, Sequence
+import copy
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, ClassVar, Sequence
 
 import torch
 
-from mtlbench import hyperparams
+from mtlbench import hyperparams, spaces
 from mtlbench.methods.params import GradientNeed, NoHyperparameters, WeightNormalization
 
 __all__ = ["EpochStats", "GradientNeed", "Method", "NoHyperparameters", "StepContext", "StepOutput",
@@ -40,16 +58,21 @@ class StepContext:
     grads: torch.Tensor | None = None  # (T, P) per-task gradients in the space of `needs`
 
 
+# Re-evaluation of the step's batch at the updated parameters: the (T,) per-task losses, no graph.
+Reevaluate = Callable[[], torch.Tensor]
+
+
 @dataclass(frozen=True)
 class StepOutput:
     """What a method returns at one step.
 
-    `weights` (T,) are always given (detached; logged). With `shared_grad` the trainer
-    applies that gradient to the shared part; otherwise it backpropagates `objective`, or
-    Σ_t w_t L_t when `objective` is None.
+    `weights` (T,) are the factors on each task's loss or gradient the method applied (detached;
+    logged), None for an aggregator without task weights (e.g. GradDrop). With `shared_grad` the
+    trainer applies that gradient to the shared part; otherwise it backpropagates `objective`, or
+    Σ_t w_t L_t when `objective` is None. At least one of the three is given.
     """
 
-    weights: torch.Tensor
+    weights: torch.Tensor | None = None
     objective: torch.Tensor | None = None
     shared_grad: torch.Tensor | None = None
 
@@ -66,7 +89,7 @@ class EpochStats:
     val_auroc: torch.Tensor  # (T,), NaN where a task has one class in validation
 
 
-class Method:
+class Method(torch.nn.Module):
     """Base of every weighting method; subclasses set the class attributes and `step`."""
 
     name: ClassVar[str] = ""  # set by register_method
@@ -74,6 +97,9 @@ class Method:
     needs: ClassVar[GradientNeed] = "losses"
     normalization: ClassVar[WeightNormalization] = "sum-to-T"
     Params: ClassVar[type] = NoHyperparameters
+    version: ClassVar[int] = 1
+    syncs_host: ClassVar[bool] = True
+    reevaluates: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -82,6 +108,7 @@ class Method:
         *,
         generator: torch.Generator | None = None,
     ):
+        super().__init__()
         self.task_names = tuple(task_names)
         self.num_tasks = len(self.task_names)
         self.params = params if params is not None else self.Params()
@@ -95,6 +122,11 @@ class Method:
         return cls.name or cls.__name__.lower()
 
     @classmethod
+    def space(cls) -> spaces.GradientSpace:
+        """The gradient space the method declared (`needs`)."""
+        return spaces.space(cls.needs)
+
+    @classmethod
     def make_params(cls, overrides: dict[str, Any] | None) -> Any:
         """Build the Params dataclass from defaults and `overrides`, rejecting unknown keys and wrong types."""
         return hyperparams.make_params(cls.Params, overrides, cls.label())
@@ -103,17 +135,23 @@ class Method:
         """The method's hyperparameters as a plain dict (recorded in the run config)."""
         return asdict(self.params)
 
-    def to(self, device: torch.device) -> "Method":
-        """Move the method's tensors to `device` (no-op unless it holds tensors)."""
-        return self
+    def optimizer_groups(self) -> list[dict[str, Any]]:
+        """Parameter groups the run's optimizer adds for this method (torch.optim group dicts).
 
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """Learnable parameters the trainer optimizes alongside the model (none by default)."""
-        return []
+        By default all of its `nn.Parameter`s in one group without weight decay, at the run's
+        learning rate; a method with its own learning rate sets "lr", and a method that trains
+        its parameters itself (with its own optimizer) returns [].
+        """
+        params = list(self.parameters())
+        return [{"params": params, "weight_decay": 0.0}] if params else []
 
     def step(self, ctx: StepContext) -> StepOutput:
         """Weights (and objective or shared gradient) for one training step."""
         raise NotImplementedError
+
+    def after_update(self, ctx: StepContext, reevaluate: Reevaluate) -> None:
+        """Called after the optimizer step when `reevaluates` is True, with the step's context;
+        `reevaluate()` returns the same batch's per-task losses at the updated parameters."""
 
     def end_epoch(self, stats: EpochStats) -> None:
         """Per-epoch update hook (no-op by default)."""
@@ -122,58 +160,42 @@ class Method:
         """Counters the method wants stored with the run (e.g. guarded NaN/zero-gradient events)."""
         return {}
 
-    def state_dict(self) -> dict[str, Any]:
-        """The method's state (its trailing-underscore attributes) for a checkpoint.
-
-        Tensors are copied (on their device), a generator is saved as its state, an optimizer as
-        its state_dict and a dataclass as a dict of its fields: everything that
-        `torch.load(weights_only=True)` reads back.
-        """
-        return {name: _to_saved(value) for name, value in vars(self).items() if name.endswith("_")}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what `state_dict` saved; learnable parameters keep their identity (an optimizer holds them)."""
-        missing = sorted(set(self.state_dict()) ^ set(state))
-        if missing:
-            raise ValueError(f"{type(self).__name__} state does not match: {', '.join(missing)}")
-        for name, saved in state.items():
-            setattr(self, name, _from_saved(getattr(self, name), saved))
-
     def weights_changed_per_step(self) -> bool:
         """True if weights change every step (then the trainer logs them per step)."""
-        return bool(self.parameters())
+        return any(True for _ in self.parameters())
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The state that is not a buffer or parameter: attributes named with a trailing "_".
 
-def _to_saved(value: Any) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone()
-    if isinstance(value, torch.Generator):
-        return value.get_state()
-    if isinstance(value, torch.optim.Optimizer):
-        return value.state_dict()
-    if is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _to_saved(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_to_saved(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _to_saved(v) for k, v in value.items()}
-    return value
+        A generator is saved as its state, an optimizer as its state_dict, anything else as a
+        deep copy (plain Python values: what `torch.load(weights_only=True)` reads back).
+        """
+        state = {}
+        for name, value in vars(self).items():
+            if not name.endswith("_"):
+                continue
+            if isinstance(value, torch.Tensor):
+                raise TypeError(f"{type(self).__name__}.{name} is a tensor but not a registered buffer or "
+                                "parameter: register it (self.register_buffer) so that to() and checkpoints see it")
+            if isinstance(value, torch.Generator):
+                state[name] = value.get_state()
+            elif isinstance(value, torch.optim.Optimizer):
+                state[name] = value.state_dict()
+            else:
+                state[name] = copy.deepcopy(value)
+        return state
 
-
-def _from_saved(current: Any, saved: Any) -> Any:
-    """`saved` in the form of `current` (on its device); updated in place where identity matters."""
-    if isinstance(current, torch.Tensor):
-        if current.is_leaf and current.requires_grad:  # a learnable tensor an optimizer refers to
-            with torch.no_grad():
-                current.copy_(saved)
-            return current
-        return saved.to(current.device)
-    if isinstance(current, torch.Generator):
-        current.set_state(saved)
-        return current
-    if isinstance(current, torch.optim.Optimizer):
-        current.load_state_dict(saved)
-        return current
-    if is_dataclass(current) and not isinstance(current, type):
-        return type(current)(**{f.name: _from_saved(getattr(current, f.name), saved[f.name]) for f in fields(current)})
-    return saved
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what `get_extra_state` saved (a generator and an optimizer in place)."""
+        expected = {name for name in vars(self) if name.endswith("_")}
+        if set(state) != expected:
+            raise ValueError(f"{type(self).__name__} extra state does not match: "
+                             f"{', '.join(sorted(set(state) ^ expected))}")
+        for name, saved in state.items():
+            current = getattr(self, name)
+            if isinstance(current, torch.Generator):
+                current.set_state(saved)
+            elif isinstance(current, torch.optim.Optimizer):
+                current.load_state_dict(saved)
+            else:
+                setattr(self, name, copy.deepcopy(saved))

@@ -65,15 +65,11 @@ class DeepChest(Method):
 
     def __init__(self, task_names, params=None, *, generator=None):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters and files
-        self.weights_ = initial_weights(self.params, self.task_names)
-        self.step_weights_: torch.Tensor | None = None  # weights_ on the losses' device: one copy per epoch
+        self.register_buffer("weights_", initial_weights(self.params, self.task_names))
 
     def step(self, ctx: StepContext) -> StepOutput:
         """Weights fixed within an epoch; the trainer backpropagates Σ_t w_t L_t."""
-        w = self.step_weights_
-        if w is None or w.device != ctx.losses.device or w.dtype != ctx.losses.dtype:
-            w = self.step_weights_ = self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype)
-        return StepOutput(weights=w)
+        return StepOutput(weights=self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
 
     def end_epoch(self, stats: EpochStats) -> None:
         """Apply the DeepChest update with the chosen signal of the finished epoch."""
@@ -84,5 +80,5 @@ class DeepChest(Method):
         else:
             lagging = lagging_tasks(stats.train_loss.double().cpu(), higher_is_better=False)
         p = self.params
-        self.weights_ = deepchest_update(self.weights_, lagging, p.increase_factor, p.max_weight, p.decay_factor)
-        self.step_weights_ = None
+        lagging = lagging.to(self.weights_.device)
+        self.weights_.copy_(deepchest_update(self.weights_, lagging, p.increase_factor, p.max_weight, p.decay_factor))

@@ -44,17 +44,13 @@ class DynamicWeightAverage(Method):
 
     def __init__(self, task_names, params=None, *, generator=None):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
-        self.weights_ = torch.ones(self.num_tasks, dtype=torch.float64)
-        self.step_weights_: torch.Tensor | None = None  # weights_ on the losses' device and dtype
-        self.history_: list[torch.Tensor] = []  # epoch-mean training losses, the last two
+        self.register_buffer("weights_", torch.ones(self.num_tasks, dtype=torch.float64))
+        self.history_: list[torch.Tensor] = []  # epoch-mean training losses on the host, the last two
         self.skipped_ = 0
 
     def step(self, ctx: StepContext) -> StepOutput:
         """The weights of the current epoch; the trainer backpropagates Σ_t λ_t L_t."""
-        w = self.step_weights_
-        if w is None or w.device != ctx.losses.device or w.dtype != ctx.losses.dtype:
-            w = self.step_weights_ = self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype)
-        return StepOutput(weights=w)
+        return StepOutput(weights=self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
 
     def end_epoch(self, stats: EpochStats) -> None:
         """Record the epoch's training losses; from two epochs on, set the next epoch's weights."""
@@ -65,8 +61,7 @@ class DynamicWeightAverage(Method):
         if not (usable_losses(before_last) and usable_losses(last)):
             self.skipped_ += 1
             return
-        self.weights_ = dwa_weights(last, before_last, self.params.temperature)
-        self.step_weights_ = None
+        self.weights_.copy_(dwa_weights(last, before_last, self.params.temperature))
 
     def diagnostics(self) -> dict[str, float]:
         """How many epoch updates were skipped for a non-finite or non-positive epoch loss."""

@@ -7,14 +7,22 @@ Liu, Liu, Jin, Stone & Liu, "FAMO: Fast Adaptive Multitask Optimization", NeurIP
 * model step: θ ← θ − α Σ_i c·(z_i / ℓ_i)·∇ℓ_i,  c = (Σ_i z_i / ℓ_i)⁻¹, i.e. the gradient of
   the objective  c·Σ_i z_i·log ℓ_i  with c held constant. ℓ_i is the loss minus its minimum
   ℓ_i*, which is 0 for cross-entropy; losses are floored at ε = 1e-8 before the log.
-* logit step: δ_i = log ℓ_i(before) − log ℓ_i(after) and
-  ξ ← ξ − β·(J_z(ξ)ᵀ δ + γ·ξ),  where J_z(ξ)ᵀ δ = z ⊙ (δ − zᵀδ) (softmax's vector-Jacobian
-  product). Algorithm 1 writes this as a plain gradient step; the practical version (the
-  paper's Appendix C) and the authors' code feed J_zᵀδ to Adam(lr = β, weight_decay = γ),
-  which adds γ·ξ to the gradient before Adam's normalisation. Default `logit_optimizer =
-  "adam"` as released (β = 0.025, Adam betas (0.9, 0.999), eps 1e-8); "sgd" is Algorithm 1 as
-  written (with β = 0.025 and per-step δ of order 1e-3, ξ then barely moves). γ = 0.001 as in
-  Appendix C and the authors' QM9 script (their CelebA script and `famo.py` use 0.01).
+* logit step, after the model step, on the same batch: δ_i = log ℓ_i(θ_k) − log ℓ_i(θ_{k+1})
+  (one extra forward, no gradient) and ξ ← ξ − β·(J_z(ξ)ᵀ δ + γ·ξ), where
+  J_z(ξ)ᵀ δ = z ⊙ (δ − zᵀδ) (softmax's vector-Jacobian product). Algorithm 1 writes this as a
+  plain gradient step; the practical version (the paper's Appendix C) and the authors' code
+  feed J_zᵀδ to Adam(lr = β, weight_decay = γ), which adds γ·ξ to the gradient before Adam's
+  normalisation. Default `logit_optimizer = "adam"` as released (Adam betas (0.9, 0.999),
+  eps 1e-8); "sgd" is Algorithm 1 as written.
+
+Defaults from the authors' closest setting, multi-label CelebA (40 binary tasks):
+experiments/celeba/run.sh at commit 0a6ad06 passes --gamma=0.001 (γ; changed from 0.01 in
+135d87e), and experiments/utils.py's --method-params-lr 0.025 is β. Their trainer
+(experiments/celeba/trainer.py, lines 101–106) calls optimizer.step() and then, under
+torch.no_grad() with the model still in train() mode, re-runs the forward on the same input and
+passes the new per-task losses to `update`: BatchNorm uses the batch's statistics and updates its
+running statistics a second time. `famo` does the same through the trainer's re-evaluation hook
+(`Method.after_update`), and the extra forward is counted in the method's time.
 
 What the method returns: the objective c·Σ_i z_i·log ℓ_i (faithful to the paper; its value is
 not Σ w L, but its gradient is Σ w ∇L) and, as weights, the factors on ∇ℓ_i it applies,
@@ -23,21 +31,24 @@ gradients, as in the paper), against T for equal weighting: the gradient is ~1/T
 which Adam-type optimizers largely absorb. The contract has no "sum-to-1", so normalization
 is "none". FAMO's own task weights z = softmax(ξ) are `self.task_weights()`.
 
-Deviations from the original:
+`famo-nextbatch` is an approximation, not the authors' method: it saves the extra forward by
+taking δ from consecutive steps, δ_i = log ℓ_i(batch k−1, θ_{k−1}) − log ℓ_i(batch k, θ_k), and
+updates ξ at the start of step k, before z is used (so step k uses ξ after k−1 updates, as in
+the original's schedule). That δ mixes the loss decrease with batch-to-batch variation: measured
+on the default data it has ~7× the spread of the same-batch δ and correlates with it at only
+0.1–0.3 per task. It is what `famo` meant before version 2 of this method.
 
-* (forced by the trainer's one-forward-per-step contract) the original updates ξ right after the model step with the same batch's losses
-  re-evaluated at the new parameters (an extra forward). Here δ uses the next step's losses,
-  i.e. a different batch: δ_i = log ℓ_i(batch k−1, θ_{k−1}) − log ℓ_i(batch k, θ_k). ξ is
-  updated at the start of step k, before z is used, so the schedule is the original's (step k
-  uses ξ after k−1 updates); δ is noisier (batch-to-batch variation) but costs nothing.
+Deviations from the original (both variants):
+
 * no gradient clipping: the authors' experiment code (`methods/weight_methods.py`) calls
   clip_grad_norm_(shared, 1.0) before loss.backward(), where it clips nothing, while the
   standalone `famo.py` clips after it; the trainer's protocol is the same for every method.
 * floor: max(ℓ, ε) instead of the code's ℓ + ε (they differ by at most ε for positive losses).
 
-Guard: if a loss of either step in δ is not finite or not positive, the logit update is
-skipped (ξ and the Adam state unchanged) and counted in `diagnostics()`. The check runs on
-the device, without a host sync per step.
+Guard: if a loss of either side of δ is not finite or not positive, the logit update is skipped
+(ξ and the Adam state unchanged) and counted in `diagnostics()`. The check runs on the device,
+without a host sync per step; that is why the logits' Adam is written out here (torch.optim.Adam
+would need the guard's value on the host to skip a step). Its state is the module's buffers.
 """
 
 from __future__ import annotations
@@ -119,52 +130,48 @@ def famo_objective(z: torch.Tensor, losses: torch.Tensor, floor: torch.Tensor, e
     return c * (z * torch.log(losses.clamp_min(eps))).sum()
 
 
-@register_method("famo")
-class FAMO(Method):
-    """Softmax task logits updated each step from the change in log-losses; log-loss objective."""
+class _FAMOLogits(Method):
+    """What both FAMO variants share: the logits ξ with their Adam state (buffers), z = softmax(ξ),
+    the guarded logit step and its counters."""
 
-    description = "FAMO (Liu et al., NeurIPS 2023): balanced log-loss decrease, O(1) logit update per step."
     normalization = "none"
-    Params = FAMOParams
+    syncs_host = False
 
     def __init__(self, task_names, params=None, *, generator=None):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
-        self.state_ = LogitState.zeros(self.num_tasks)
-        self.prev_log_: torch.Tensor | None = None  # log max(ℓ, ε) of the previous step
-        self.prev_ok_ = torch.zeros((), dtype=torch.bool)
-        self.skipped_ = torch.zeros((), dtype=torch.long)
+        # ξ and its hand-written Adam moments live on the losses' device: torch.optim.Adam cannot
+        # skip a guarded update without reading the guard on the host (a sync every step).
+        zeros = LogitState.zeros(self.num_tasks)
+        for f in fields(LogitState):
+            self.register_buffer(f"{f.name}_", getattr(zeros, f.name))
+        self.register_buffer("skipped_", torch.zeros((), dtype=torch.long))
 
-    def to(self, device: torch.device) -> "FAMO":
-        """Keep all state on the losses' device (no per-step transfers or syncs)."""
-        self.state_ = self.state_.to(device)
-        self.prev_log_ = None if self.prev_log_ is None else self.prev_log_.to(device)
-        self.prev_ok_ = self.prev_ok_.to(device)
-        self.skipped_ = self.skipped_.to(device)
-        return self
+    def logit_state(self) -> LogitState:
+        """ξ and its optimizer state as one value."""
+        return LogitState(*(getattr(self, f"{f.name}_") for f in fields(LogitState)))
+
+    def set_logit_state(self, state: LogitState) -> None:
+        """Write `state` into the buffers (in place: device and dtype kept)."""
+        for f in fields(LogitState):
+            getattr(self, f"{f.name}_").copy_(getattr(state, f.name))
 
     def task_weights(self) -> torch.Tensor:
         """FAMO's task weights z = softmax(ξ) (on the simplex)."""
-        return torch.softmax(self.state_.xi, dim=0)
+        return torch.softmax(self.xi_, dim=0)
 
-    def observe(self, losses: torch.Tensor) -> None:
-        """Update ξ from the previous and these losses (guarded), then remember these."""
-        current = losses.detach().double()
-        ok_now = usable(current)
-        log_now = torch.log(safe_losses(current, self.params.eps))
-        if self.prev_log_ is not None:
-            ok = self.prev_ok_ & ok_now
-            updated = logit_step(self.state_, self.prev_log_ - log_now, self.params)
-            self.state_ = select_state(ok, updated, self.state_)
-            self.skipped_ = self.skipped_ + (~ok).long()
-        self.prev_log_, self.prev_ok_ = log_now, ok_now
+    def logit_update(self, log_before: torch.Tensor, log_after: torch.Tensor, ok: torch.Tensor,
+                     counts: torch.Tensor | bool = True) -> None:
+        """ξ ← one logit step on δ = log_before − log_after where the 0-dim bool `ok` holds;
+        a refused step (where `counts`) is counted as skipped. No host sync."""
+        state = self.logit_state()
+        self.set_logit_state(select_state(ok, logit_step(state, log_before - log_after, self.params), state))
+        self.skipped_ = self.skipped_ + (counts & ~ok).long()
 
-    def step(self, ctx: StepContext) -> StepOutput:
-        """Update ξ with the loss change since the last step, then the objective c·Σ z log ℓ."""
-        self.observe(ctx.losses)
-        z = self.task_weights().to(ctx.losses.dtype)
-        floor = safe_losses(ctx.losses.detach(), self.params.eps)
-        objective = famo_objective(z, ctx.losses, floor, self.params.eps)
-        return StepOutput(weights=famo_weights(z, floor), objective=objective)
+    def objective_and_weights(self, losses: torch.Tensor) -> StepOutput:
+        """The objective c·Σ z log ℓ and the factors c·z_i/ℓ_i it puts on ∇ℓ_i, at the current ξ."""
+        z = self.task_weights().to(losses.dtype)
+        floor = safe_losses(losses.detach(), self.params.eps)
+        return StepOutput(weights=famo_weights(z, floor), objective=famo_objective(z, losses, floor, self.params.eps))
 
     def weights_changed_per_step(self) -> bool:
         """Always: ξ and the losses change every step."""
@@ -172,5 +179,61 @@ class FAMO(Method):
 
     def diagnostics(self) -> dict[str, float]:
         """Logit updates made and skipped (a non-finite or non-positive loss in δ)."""
-        return {"logit_updates": float(self.state_.t.item()), "skipped_logit_updates": float(self.skipped_.item())}
+        return {"logit_updates": float(self.t_.item()), "skipped_logit_updates": float(self.skipped_.item())}
 
+
+@register_method("famo")
+class FAMO(_FAMOLogits):
+    """FAMO as its authors run it: after the model step, ξ moves on the same batch's loss decrease."""
+
+    description = "FAMO (Liu et al., NeurIPS 2023): balanced log-loss decrease; logits updated from the same batch."
+    Params = FAMOParams
+    version = 2
+    reevaluates = True
+
+    def __init__(self, task_names, params=None, *, generator=None):
+        super().__init__(task_names, params, generator=generator)
+        self.register_buffer("before_log_", torch.zeros(self.num_tasks, dtype=torch.float64))  # log max(ℓ, ε) before
+        self.register_buffer("before_ok_", torch.zeros((), dtype=torch.bool))
+
+    def step(self, ctx: StepContext) -> StepOutput:
+        """The objective c·Σ z log ℓ at the current ξ; remembers log ℓ for the logit step."""
+        current = ctx.losses.detach().double()
+        self.before_log_.copy_(torch.log(safe_losses(current, self.params.eps)))
+        self.before_ok_.copy_(usable(current))
+        return self.objective_and_weights(ctx.losses)
+
+    def after_update(self, ctx: StepContext, reevaluate) -> None:
+        """δ = log ℓ(θ_k) − log ℓ(θ_{k+1}) on the same batch (one extra forward), then one logit step."""
+        after = reevaluate().detach().double()
+        self.logit_update(self.before_log_, torch.log(safe_losses(after, self.params.eps)),
+                          self.before_ok_ & usable(after))
+
+
+@register_method("famo-nextbatch")
+class FAMONextBatch(_FAMOLogits):
+    """An approximation of FAMO without the extra forward: δ from consecutive batches."""
+
+    description = "FAMO, next-batch approximation: δ from consecutive steps' losses (no extra forward; noisier)."
+    Params = FAMOParams
+
+    def __init__(self, task_names, params=None, *, generator=None):
+        super().__init__(task_names, params, generator=generator)
+        self.register_buffer("prev_log_", torch.zeros(self.num_tasks, dtype=torch.float64))  # log max(ℓ, ε), last step
+        self.register_buffer("prev_ok_", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("has_prev_", torch.zeros((), dtype=torch.bool))
+
+    def observe(self, losses: torch.Tensor) -> None:
+        """Update ξ from the previous and these losses (guarded), then remember these."""
+        current = losses.detach().double()
+        ok_now = usable(current)
+        log_now = torch.log(safe_losses(current, self.params.eps))
+        self.logit_update(self.prev_log_, log_now, self.has_prev_ & self.prev_ok_ & ok_now, counts=self.has_prev_)
+        self.prev_log_.copy_(log_now)
+        self.prev_ok_.copy_(ok_now)
+        self.has_prev_.fill_(True)
+
+    def step(self, ctx: StepContext) -> StepOutput:
+        """Update ξ with the loss change since the last step, then the objective c·Σ z log ℓ."""
+        self.observe(ctx.losses)
+        return self.objective_and_weights(ctx.losses)

@@ -68,10 +68,10 @@ class GradNorm(Method):
     ):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         p = self.params
-        self.weights_ = torch.ones(self.num_tasks, dtype=torch.float64, requires_grad=True)
+        self.weights_ = torch.nn.Parameter(torch.ones(self.num_tasks, dtype=torch.float64))
         opt = torch.optim.Adam if p.optimizer == "adam" else torch.optim.SGD
-        self.optimizer_ = opt([self.weights_], lr=p.lr)
-        self.initial_losses_: torch.Tensor | None = None
+        self.optimizer_ = opt([self.weights_], lr=p.lr)  # w is trained here, not by the run's optimizer
+        self.register_buffer("initial_losses_", torch.full((self.num_tasks,), torch.nan, dtype=torch.float64))  # L_t(0)
         self.events_ = {"nonfinite_grad_rows": 0, "zero_grad_rows": 0, "skipped_weight_updates": 0}
 
     def step(self, ctx: StepContext) -> StepOutput:
@@ -79,8 +79,8 @@ class GradNorm(Method):
         if ctx.grads is None:
             raise ValueError("GradNorm needs the last shared layer's per-task gradients in ctx.grads")
         used = self.weights_.detach().clone()
-        losses = ctx.losses.detach().to(device="cpu", dtype=torch.float64)
-        grad_norms = ctx.grads.detach().norm(dim=1).to(device="cpu", dtype=torch.float64)
+        losses = ctx.losses.detach().to(self.weights_)
+        grad_norms = ctx.grads.detach().norm(dim=1).to(self.weights_)
         self._update(losses, grad_norms)
         return StepOutput(weights=used.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
 
@@ -91,8 +91,8 @@ class GradNorm(Method):
         if not (bool(finite.all()) and bool(torch.isfinite(losses).all())):
             self.events_["skipped_weight_updates"] += 1
             return
-        if self.initial_losses_ is None:
-            self.initial_losses_ = losses.clone()
+        if bool(torch.isnan(self.initial_losses_).all()):  # the first usable step
+            self.initial_losses_.copy_(losses)
         rates = inverse_training_rates(losses, self.initial_losses_)
         loss = gradnorm_loss(self.weights_, grad_norms, rates, self.params.alpha)
         self.optimizer_.zero_grad(set_to_none=True)
@@ -100,6 +100,10 @@ class GradNorm(Method):
         self.optimizer_.step()
         with torch.no_grad():
             self.weights_.copy_(renormalized(self.weights_, float(self.num_tasks), self.params.min_weight))
+
+    def optimizer_groups(self) -> list[dict]:
+        """None: GradNorm trains its weights itself, on L_grad."""
+        return []
 
     def weights_changed_per_step(self) -> bool:
         """GradNorm's weights change every step."""

@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple, Sequence
 
 from mtlbench.errors import UserError
 
+# The built-in gradient spaces (mtlbench/spaces.py); a plugin may register more, so a spec holds a str.
 GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
 WeightNormalization = Literal["sum-to-T", "none", "learned"]
 
@@ -203,7 +204,7 @@ class GradNormParams:
 class MethodSpec(NamedTuple):
     """What the CLI needs to know of a method before torch is imported."""
 
-    needs: GradientNeed
+    needs: str  # the name of its gradient space (mtlbench/spaces.py)
     Params: type
     # Part of every run's identity: bump it when the method's math or a default changes, so that
     # results of the old code are never reused for the new (a new version is a new cell).
@@ -217,7 +218,8 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "uncertainty": MethodSpec("losses", UncertaintyParams),
     "dwa": MethodSpec("losses", DWAParams),
     "rlw": MethodSpec("losses", RLWParams),
-    "famo": MethodSpec("losses", FAMOParams),
+    "famo": MethodSpec("losses", FAMOParams, version=2),  # v1 was the next-batch approximation
+    "famo-nextbatch": MethodSpec("losses", FAMOParams),
     "mgda": MethodSpec("shared_params", MGDAParams),
     "mgda-ub": MethodSpec("shared_features", MGDAParams),
     "pcgrad": MethodSpec("shared_params", NoHyperparameters),

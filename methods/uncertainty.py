@@ -57,18 +57,8 @@ class UncertaintyWeighting(Method):
     def __init__(self, task_names, params=None, *, generator=None):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         p = self.params
-        self.log_var_ = torch.nn.Parameter(torch.full((self.num_tasks,), float(p.init_log_var)))
-        self.skipped_ = torch.zeros((), dtype=torch.long)
-
-    def to(self, device: torch.device) -> "UncertaintyWeighting":
-        """Move s (keeping the same Parameter object) and the guard counter to `device`."""
-        self.log_var_.data = self.log_var_.data.to(device)
-        self.skipped_ = self.skipped_.to(device)
-        return self
-
-    def parameters(self) -> list[torch.nn.Parameter]:
-        """The log-variances s, optimized by the run's optimizer."""
-        return [self.log_var_]
+        self.log_var_ = torch.nn.Parameter(torch.full((self.num_tasks,), float(p.init_log_var)))  # the run's optimizer trains it
+        self.register_buffer("skipped_", torch.zeros((), dtype=torch.long))
 
     def step(self, ctx: StepContext) -> StepOutput:
         """The objective Σ exp(−s)L + ρ·s and the weights exp(−s) in force at this step."""

@@ -278,7 +278,7 @@ def cmd_list(console: Console) -> int:
     console.print("[bold]methods[/bold]")
     for name in METHODS.names():
         cls = METHODS.get(name)
-        kind = "loss weighting" if cls.needs == "losses" else f"gradient ({cls.needs})"
+        kind = cls.space().description
         console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.normalization})  {cls.description}",
                       soft_wrap=True, highlight=False)
         params = fields(cls.Params)

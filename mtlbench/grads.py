@@ -8,40 +8,25 @@ Two engines compute the same (T, P) Jacobian:
 * "loop": T sequential backward passes with the graph retained, the way LibMTL and the
   DeepChest authors' baselines compute them; the reference, and the naive cost to compare with.
 
-The trainer asks only for the space a method declared (`needs`) and maps the method's
-aggregated gradient back.
+Which tensors the gradients are taken against, and how a method's aggregate is mapped back,
+is the gradient space's business (mtlbench/spaces.py).
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from mtlbench.methods.base import GradientNeed
-
-
-def _space(need: GradientNeed, model: nn.Module, features: torch.Tensor) -> list[torch.Tensor]:
-    if need == "shared_params":
-        return model.shared_parameters()
-    if need == "last_shared_layer":
-        return model.last_shared_layer()
-    if need == "shared_features":
-        return [features]
-    raise ValueError(f"no gradient space for need {need!r}")
 
 
 GRAD_ENGINES = ("batched", "loop")
 
 
-# Spaces whose per-task backward stops after a small part of the graph (the heads, or the last
-# shared layer): there the T backward passes are tiny and launch-bound, and one vectorized
-# backward wins on a GPU. Through the whole trunk the T passes are large, already saturate the
-# GPU, and batching them only multiplies the activation memory.
-_SMALL_SPACES = ("shared_features", "last_shared_layer")
+def resolve_engine(engine: str, device: torch.device, small_space: bool = False) -> str:
+    """'auto' → the engine measured faster on `device` for a gradient space (`GradientSpace.small`).
 
-
-def resolve_engine(engine: str, device: torch.device, need: GradientNeed | None = None) -> str:
-    """'auto' → the engine measured faster on `device` for the gradient space `need`.
+    A small space's per-task backward stops after a small part of the graph (the heads, or the
+    last shared layer): the T backward passes are tiny and launch-bound, and one vectorized
+    backward wins on a GPU. Through the whole trunk the T passes are large, already saturate the
+    GPU, and batching them only multiplies the activation memory.
 
     Measured (ResNet18, 14 tasks; step time loop ÷ batched, > 1 means batched is faster):
 
@@ -55,22 +40,22 @@ def resolve_engine(engine: str, device: torch.device, need: GradientNeed | None 
     small spaces; the loop everywhere else. The resolved name is what the run records.
     """
     if engine == "auto":
-        return "batched" if device.type == "cuda" and need in _SMALL_SPACES else "loop"
+        return "batched" if device.type == "cuda" and small_space else "loop"
     if engine not in GRAD_ENGINES:
         raise ValueError(f"unknown gradient engine {engine!r}; valid: auto, {', '.join(GRAD_ENGINES)}")
     return engine
 
 
 def per_task_gradients(
-    losses: torch.Tensor, need: GradientNeed, model: nn.Module, features: torch.Tensor, engine: str = "batched"
+    losses: torch.Tensor, space: list[torch.Tensor], small_space: bool = False, engine: str = "batched"
 ) -> torch.Tensor:
-    """(T, P) matrix (float32 at least) whose row t is ∇ L_t in the declared space, flattened; detached.
+    """(T, P) matrix (float32 at least) whose row t is ∇ L_t with respect to the tensors `space`,
+    flattened and concatenated; detached. `small_space` is the space's `GradientSpace.small`.
 
     The Jacobian is allocated once and filled block by block (batched) or row by row (loop),
     never assembled by concatenating copies.
     """
-    space = _space(need, model, features)
-    if resolve_engine(engine, losses.device, need) == "batched":
+    if resolve_engine(engine, losses.device, small_space) == "batched":
         try:
             return _batched(losses, space)
         except torch.OutOfMemoryError:  # a result to record, not a reason to switch engines
@@ -115,27 +100,3 @@ def _copy_blocks(target: torch.Tensor, blocks: list[torch.Tensor | None], space:
             part.view(*lead, *p.shape).copy_(blocks[i])
         blocks[i] = None
         offset += p.numel()
-
-
-def apply_shared_gradient(
-    need: GradientNeed, shared_grad: torch.Tensor, model: nn.Module, features: torch.Tensor
-) -> None:
-    """Put an aggregated gradient (P,) into the shared parameters' `.grad`."""
-    if need == "shared_params":
-        offset = 0
-        for p in model.shared_parameters():
-            n = p.numel()
-            g = shared_grad[offset : offset + n].view_as(p).to(p.dtype)  # a view: no copy
-            if not p.is_contiguous():  # channels_last on CUDA: the grad in p's layout keeps the fused optimizer
-                g = torch.empty_like(p).copy_(g)
-            p.grad = g
-            offset += n
-        return
-    if need == "shared_features":
-        params = model.shared_parameters()
-        grad_out = shared_grad.view_as(features).to(features.dtype)
-        grads = torch.autograd.grad(features, params, grad_outputs=grad_out, retain_graph=True)
-        for p, g in zip(params, grads):
-            p.grad = g
-        return
-    raise ValueError(f"a method that needs {need!r} must return weights, not a shared gradient")

@@ -21,18 +21,29 @@ from mtlbench.tasks import TASK_NAMES
 
 
 def method_spec(name: str) -> MethodSpec:
-    """The spec of method `name`; a UserError naming the valid methods (and the likely one) otherwise."""
-    if name not in METHOD_SPECS:
-        raise UserError(f"unknown method {name!r}{did_you_mean(name, METHOD_SPECS)}; "
-                        f"valid methods: {', '.join(METHOD_SPECS)}")
-    return METHOD_SPECS[name]
+    """The spec of method `name` (built-in or plugin); a UserError naming the valid methods (and the
+    likely one) otherwise. Plugins are loaded only for a name that is not built in."""
+    if name in METHOD_SPECS:
+        return METHOD_SPECS[name]
+    specs = all_method_specs()
+    if name not in specs:
+        raise UserError(f"unknown method {name!r}{did_you_mean(name, specs)}; valid methods: {', '.join(specs)}")
+    return specs[name]
+
+
+def all_method_specs() -> dict[str, MethodSpec]:
+    """Every method's spec: the built-ins (METHOD_SPECS, in catalog order), then installed plugins."""
+    from mtlbench.plugins import plugin_methods
+
+    plugins = {name: MethodSpec(cls.needs, cls.Params, cls.version) for name, cls in plugin_methods().items()}
+    return {**METHOD_SPECS, **plugins}
 
 
 def resolved_params(method: str, overrides: dict[str, Any] | None) -> dict[str, Any]:
     """Every hyperparameter of `method` as its run uses it: the defaults with `overrides` applied,
     an integer in a float field written as a float (so `c=1` and `c=1.0` are one cell). For a
     method the registry does not know, the overrides as given."""
-    spec = METHOD_SPECS.get(method)
+    spec = _known_spec(method)
     if spec is None:
         return dict(overrides or {})
     values = {**asdict(spec.Params()), **(overrides or {})}
@@ -45,8 +56,19 @@ def resolved_params(method: str, overrides: dict[str, Any] | None) -> dict[str, 
 
 def method_version(method: str) -> int:
     """The version of `method`'s math (METHOD_SPECS), part of a run's identity; 0 for an unknown method."""
-    spec = METHOD_SPECS.get(method)
+    spec = _known_spec(method)
     return spec.version if spec is not None else 0
+
+
+def _known_spec(method: str) -> MethodSpec | None:
+    """The spec of a built-in or installed plugin method; None for a name neither knows (e.g. a
+    stored run of a plugin that is no longer installed)."""
+    if method in METHOD_SPECS:
+        return METHOD_SPECS[method]
+    try:
+        return all_method_specs().get(method)
+    except UserError:
+        return None
 
 
 def field_types(params_class: type) -> dict[str, Any]:

@@ -82,12 +82,14 @@ class StepTimer:
         self._current = {"start": self._mark()}
 
     def method_start(self) -> None:
-        """The method's own work (per-task gradients, its computation) begins."""
-        self._current["method_start"] = self._mark()
+        """The method's own work (per-task gradients, its computation, a re-evaluation) begins.
+
+        A step may have several such intervals; the method's time is their sum."""
+        self._current.setdefault("method", []).append([self._mark()])  # type: ignore[union-attr]
 
     def method_end(self) -> None:
         """The method's own work ends."""
-        self._current["method_end"] = self._mark()
+        self._current["method"][-1].append(self._mark())  # type: ignore[index]
 
     def end(self) -> None:
         """The step ends."""
@@ -105,7 +107,6 @@ class StepTimer:
         if self.cuda and self._marks:
             self._marks[-1]["end"].synchronize()  # type: ignore[attr-defined]
         steps = [self._seconds(m["start"], m["end"]) for m in self._marks]
-        method = [self._seconds(m["method_start"], m["method_end"]) if "method_start" in m else 0.0
-                  for m in self._marks]
+        method = [sum(self._seconds(a, b) for a, b in m.get("method", [])) for m in self._marks]  # type: ignore[attr-defined]
         self._marks = []
         return steps, method

@@ -11,8 +11,8 @@ from typing import Any, Sequence
 
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
-from mtlbench.hyperparams import method_spec
-from mtlbench.methods.params import METHOD_SPECS
+from mtlbench.hyperparams import all_method_specs, method_spec
+from mtlbench.spaces import space
 
 MAX_CELLS = 10_000  # runs (methods × seeds) one command may ask for
 MAX_SEED = 2**31 - 1
@@ -38,7 +38,7 @@ class SweepPlan:
 
 def parse_methods(text: str) -> tuple[str, ...]:
     """'all' or a comma list of known names (validated, order kept, duplicates dropped)."""
-    names = list(METHOD_SPECS) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    names = list(all_method_specs()) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
     if not names:
         raise UserError("--methods is empty; give 'all' or names such as ew,deepchest")
     for n in names:
@@ -93,7 +93,7 @@ def check_methods_fit(config: RunConfig, methods: Sequence[str]) -> None:
     compiled graph cannot be backpropagated several times (its buffers are donated), which the
     per-task gradients of a gradient method need.
     """
-    needing = [m for m in methods if method_spec(m).needs != "losses"]
+    needing = [m for m in methods if space(method_spec(m).needs).per_task]
     if needing and config.compile:
         raise UserError(
             f"--compile supports loss-weighting methods only: the gradient method(s) {', '.join(needing)} "

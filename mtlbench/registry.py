@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
 from mtlbench.errors import UserError, did_you_mean
+from mtlbench.methods.params import METHOD_SPECS, MethodSpec
 
 T = TypeVar("T")
 
@@ -18,6 +19,10 @@ class Registry(Generic[T]):
     kind: str
     package: str
     entries: dict[str, T]
+    # Names listed first, in this order (the catalog's), whatever order their modules were imported in.
+    order: tuple[str, ...] = ()
+    # Loads objects defined outside the package (plugins): {name: object}.
+    external: Callable[[], dict[str, T]] | None = None
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that files the decorated object under `name`."""
@@ -30,41 +35,52 @@ class Registry(Generic[T]):
 
         return decorate
 
-    def _load(self) -> None:
+    def _load(self, external: bool = True) -> None:
         # The catalog module imports every definition module, which runs the decorators.
         importlib.import_module(self.package)
+        if external and self.external is not None:
+            for name, obj in self.external().items():
+                self.entries.setdefault(name, obj)
 
     def names(self) -> list[str]:
-        """All registered names, in registration order."""
+        """All registered names: those of `order` first, then the others in registration order."""
         self._load()
-        return list(self.entries)
+        first = [n for n in self.order if n in self.entries]
+        return first + [n for n in self.entries if n not in self.order]
 
     def get(self, name: str) -> T:
         """The object registered as `name`; a UserError naming the valid choices otherwise."""
-        self._load()
+        self._load(external=False)
+        if name not in self.entries:
+            self._load()
         if name not in self.entries:
             valid = ", ".join(self.entries)
             raise UserError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.entries)}; valid {self.kind}s: {valid}")
         return self.entries[name]
 
 
-METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {})
+def _plugin_methods() -> dict[str, Any]:
+    from mtlbench.plugins import plugin_methods
+
+    return plugin_methods()
+
+
+METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {}, tuple(METHOD_SPECS), _plugin_methods)
 DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {})
 
 
 def register_method(name: str) -> Callable[[T], T]:
     """Register a weighting-method class under `name` (see methods/base.py for the contract).
 
-    The class must match its entry in methods/params.py's METHOD_SPECS (its Params and gradient
-    need), which the CLI checks hyperparameters with before it imports torch.
+    The class must match its entry in methods/params.py's METHOD_SPECS (its Params, gradient
+    need and version), which the CLI checks hyperparameters with before it imports torch. A
+    method outside mtlbench registers through an entry point instead (mtlbench/plugins.py).
     """
 
     def decorate(cls: Any) -> Any:
-        from mtlbench.methods.params import METHOD_SPECS, MethodSpec
-
-        if METHOD_SPECS.get(name) != MethodSpec(cls.needs, cls.Params):
-            raise ValueError(f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}) "
-                             "in METHOD_SPECS (methods/params.py)")
+        if METHOD_SPECS.get(name) != MethodSpec(cls.needs, cls.Params, cls.version):
+            raise ValueError(f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}, "
+                             f"version={cls.version}) in METHOD_SPECS (methods/params.py)")
         cls.name = name
         return METHODS.register(name)(cls)
 

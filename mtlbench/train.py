@@ -94,7 +94,7 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     return replace(
         config,
         device=device.type,
-        grad_engine=grads.resolve_engine(config.grad_engine, device, METHODS.get(config.method).needs),
+        grad_engine=grads.resolve_engine(config.grad_engine, device, METHODS.get(config.method).space().small),
         precision=backend.resolve_precision(config.precision, device),
     )
 
@@ -143,12 +143,10 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
 
 
 def build_optimizer(config: RunConfig, model: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
-    """The sweep's optimizer; a method's learnable parameters form their own group (no decay)."""
+    """The sweep's optimizer over the model and the method's own groups (`Method.optimizer_groups`)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": trainable, "weight_decay": config.weight_decay}]
-    if method.parameters():
-        lr = getattr(method.params, "lr", config.lr)
-        groups.append({"params": method.parameters(), "weight_decay": 0.0, "lr": lr})
+    groups += method.optimizer_groups()
     if config.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
     if config.optimizer == "adam":
@@ -197,31 +195,36 @@ class EpochMeter:
     step_weights: list[torch.Tensor] = field(default_factory=list)
     seen: int = 0
     steps: int = 0
+    weighted_steps: int = 0  # steps whose method returned task weights
 
     def __post_init__(self) -> None:
         z = lambda: torch.zeros(self.num_tasks, device=self.device, dtype=torch.float64)  # noqa: E731
         self.loss_sum, self.correct, self.weight_sum = z(), z(), z()
 
-    def add(self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, keep_step: bool) -> None:
-        """Accumulate one step's per-task losses, correct predictions and weights."""
+    def add(self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
+            keep_step: bool) -> None:
+        """Accumulate one step's per-task losses, correct predictions and weights (if the method gave any)."""
         b = y.shape[0]
         self.loss_sum += losses.detach().double() * b
         self.correct += ((probs > THRESHOLD) == (y > 0.5)).sum(0).double()
-        w = weights.detach().double()
-        self.weight_sum += w
-        if keep_step:
-            self.step_weights.append(w)
+        if weights is not None:
+            w = weights.detach().double()
+            self.weight_sum += w
+            self.weighted_steps += 1
+            if keep_step:
+                self.step_weights.append(w)
         self.seen += b
         self.steps += 1
 
 
 @dataclass
 class StepRecord:
-    """What one training step produced, detached: per-task losses, float32 logits, the weights used."""
+    """What one training step produced, detached: per-task losses, float32 logits, the weights used
+    (None for a method without task weights)."""
 
     losses: torch.Tensor
     logits: torch.Tensor
-    weights: torch.Tensor
+    weights: torch.Tensor | None
 
 
 def training_step(
@@ -236,12 +239,14 @@ def training_step(
     device: torch.device,
     timer: measure.StepTimer | None = None,
 ) -> StepRecord:
-    """One optimizer step: forward, per-task losses, the method's decision, backward, update.
+    """One optimizer step: forward, per-task losses, the method's decision, backward, update, and the
+    method's re-evaluation of the batch if it asks for one.
 
-    `timer` (optional) marks what only the method adds (per-task gradients and its own
-    computation); the forward/backward every method pays is outside it. The previous step's
-    gradients are freed before the forward and the per-task Jacobian before the update, so a
-    gradient method never holds both.
+    The method's gradient space computes the per-task gradients it declared and applies its
+    decision (mtlbench/spaces.py). `timer` (optional) marks what only the method adds (per-task
+    gradients, its own computation, its re-evaluation); the forward/backward every method pays
+    is outside it. The previous step's gradients are freed before the forward and the per-task
+    Jacobian before the update, so a gradient method never holds both.
     """
     optimizer.zero_grad(set_to_none=True)
     with backend.autocast(config.precision, device):
@@ -249,28 +254,38 @@ def training_step(
     logits = backend.at_least_float32(logits)  # losses, metrics and methods never see bf16
     losses = per_task_losses(logits, y, config.head)
 
+    space = method.space()
     if timer is not None:
         timer.method_start()
-    task_grads = None
-    if method.needs != "losses":
-        task_grads = grads.per_task_gradients(losses, method.needs, model, features, config.grad_engine)
-    out = method.step(StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads))
-    del task_grads  # the (T, P) Jacobian: the method has what it needs from it
+    task_grads = space.per_task_gradients(losses, model, features, config.grad_engine)
+    ctx = StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads)
+    out = method.step(ctx)
+    ctx, task_grads = replace(ctx, grads=None), None  # the (T, P) Jacobian: the method has what it needs from it
     if timer is not None:
         timer.method_end()
 
-    if out.shared_grad is None:
-        objective = out.objective if out.objective is not None else (out.weights.detach() * losses).sum()
-        objective.backward()
-    else:
-        # heads get their own loss's gradient; the shared trunk gets the method's aggregate
-        head_params = model.head_parameters()
-        head_grads = torch.autograd.grad(losses.sum(), head_params, retain_graph=True)
-        grads.apply_shared_gradient(method.needs, out.shared_grad, model, features)
-        for p, g in zip(head_params, head_grads):
-            p.grad = g
+    space.backward(out, losses, model, features)
     optimizer.step()
-    return StepRecord(losses.detach(), logits.detach(), out.weights.detach())
+    if method.reevaluates:
+        if timer is not None:
+            timer.method_start()
+        method.after_update(ctx, lambda: batch_losses(model, x, y, config, device))
+        if timer is not None:
+            timer.method_end()
+    return StepRecord(losses.detach(), logits.detach(), None if out.weights is None else out.weights.detach())
+
+
+@torch.no_grad()
+def batch_losses(model: MultiTaskResNet, x: torch.Tensor, y: torch.Tensor, config: RunConfig,
+                 device: torch.device) -> torch.Tensor:
+    """The per-task losses (T,) of a batch at the model's current parameters, without a graph.
+
+    The model stays in its mode: in training mode, as FAMO's authors re-evaluate (their CelebA
+    trainer), BatchNorm normalizes with the batch's statistics and updates its running ones.
+    """
+    with backend.autocast(config.precision, device):
+        _, logits = model(x)
+    return per_task_losses(backend.at_least_float32(logits), y, config.head)
 
 
 def _first_bad_step(bad: torch.Tensor) -> int | None:
@@ -556,7 +571,9 @@ def _train(
         with store.transaction(immediate=True):  # an epoch's rows land together, while the run is still ours
             store.assert_owner(run_id, owner)
             store.add_train_stats(run_id, epoch, tasks, train_loss, train_acc)
-            store.add_weights(run_id, epoch, [-1], tasks, (meter.weight_sum / meter.steps).cpu().numpy()[None])
+            if meter.weighted_steps:  # an aggregator without task weights logs none
+                store.add_weights(run_id, epoch, [-1], tasks,
+                                  (meter.weight_sum / meter.weighted_steps).cpu().numpy()[None])
             if per_step_weights and meter.step_weights:
                 first = loop.global_step - meter.steps
                 store.add_weights(run_id, epoch, list(range(first, loop.global_step)), tasks,

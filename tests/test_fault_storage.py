@@ -192,12 +192,12 @@ def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tm
     with ResultsStore(tmp_path / "r.sqlite") as store:
         ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch)
         payload = torch.load(ckpt, weights_only=True)
-        payload["method"]["renamed_state_"] = payload["method"].pop("history_")  # as after a code change
+        payload["method"]["renamed_weights_"] = payload["method"].pop("weights_")  # as after a code change
         torch.save(payload, ckpt)
         reporter = LabelReporter()
         again = train_run(cfg, toy_bundle, store, {}, reporter)
         assert again.status == "complete", again.detail
-        assert reporter.labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (ValueError); "
+        assert reporter.labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (RuntimeError); "
                            "restarting the run)", 0)]
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         assert train_run(cfg, toy_bundle, store, {}).test_auroc == again.test_auroc

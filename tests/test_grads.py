@@ -1,10 +1,20 @@
-"""The per-task gradient engine: batched equals loop, in every space, BatchNorm in train mode."""
+"""The per-task gradient engine and the gradient spaces: batched equals loop, in every space,
+BatchNorm in train mode; a space maps an aggregate back; a new space is one class."""
 
 import pytest
 import torch
 
-from mtlbench.grads import apply_shared_gradient, per_task_gradients, resolve_engine
+from mtlbench.grads import resolve_engine
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
+from mtlbench.spaces import space
+
+
+def per_task_gradients(losses, need, model, features, engine):
+    return space(need).per_task_gradients(losses, model, features, engine)
+
+
+def apply_shared_gradient(need, shared_grad, model, features):
+    space(need).apply_shared_grad(shared_grad, model, features)
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +58,12 @@ def test_applying_the_sum_equals_backward_of_the_sum(setup):
 def test_auto_engine_is_batched_only_on_cuda_for_small_spaces():
     """The choice measured on the H100 and the 2-core CPU (docs/step_cost_h100.md, step_cost_cpu.md)."""
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    for need in ("shared_params", "shared_features", "last_shared_layer", "losses", None):
-        assert resolve_engine("auto", cpu, need) == "loop"
-    assert resolve_engine("auto", cuda, "shared_params") == "loop"  # whole trunk: loop faster, 3.5× less memory
-    assert resolve_engine("auto", cuda, "shared_features") == "batched"
-    assert resolve_engine("auto", cuda, "last_shared_layer") == "batched"
-    assert resolve_engine("loop", cuda, "shared_features") == "loop"  # an explicit choice is kept
+    for need in ("shared_params", "shared_features", "last_shared_layer", "losses"):
+        assert resolve_engine("auto", cpu, space(need).small) == "loop"
+    assert resolve_engine("auto", cuda, space("shared_params").small) == "loop"  # whole trunk: loop faster, 3.5× less memory
+    assert resolve_engine("auto", cuda, space("shared_features").small) == "batched"
+    assert resolve_engine("auto", cuda, space("last_shared_layer").small) == "batched"
+    assert resolve_engine("loop", cuda, space("shared_features").small) == "loop"  # an explicit choice is kept
     assert resolve_engine("batched", torch.device("cpu")) == "batched"
     with pytest.raises(ValueError, match="unknown gradient engine"):
         resolve_engine("fast", torch.device("cpu"))

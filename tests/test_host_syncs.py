@@ -25,7 +25,7 @@ from mtlbench.train import DIVERGENCE_CHECK_EVERY, build_method, train_run
 from tests.conftest import make_bundle
 
 SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu"}
-LOSS_METHODS = [name for name in METHODS.names() if METHODS.get(name).needs == "losses"]
+LOSS_METHODS = [name for name in METHODS.names() if not METHODS.get(name).space().per_task]
 
 
 def _from_optimizer() -> bool:
@@ -63,7 +63,7 @@ def test_the_counter_sees_each_kind_of_sync() -> None:
 @pytest.mark.parametrize("name", LOSS_METHODS)
 def test_loss_weighting_step_makes_no_host_sync(name: str) -> None:
     method = build_method(replace(build_config("smoke"), method=name), TASK_NAMES)
-    optimizer = torch.optim.SGD(method.parameters() or [torch.zeros(1, requires_grad=True)], lr=0.01)
+    optimizer = torch.optim.SGD(list(method.parameters()) or [torch.zeros(1, requires_grad=True)], lr=0.01)
     gen = torch.Generator().manual_seed(0)
     ones = torch.ones(len(TASK_NAMES))
     for epoch in range(3):

@@ -25,7 +25,8 @@ def test_starts_as_equal_weighting_with_learnable_log_variances():
     m = UncertaintyWeighting(TASKS)
     out = m.step(StepContext(torch.tensor(LOSSES), 0, 0))
     assert out.weights.tolist() == [1.0, 1.0, 1.0]
-    assert m.parameters() == [m.log_var_] and m.log_var_.requires_grad
+    assert list(m.parameters()) == [m.log_var_] and m.log_var_.requires_grad
+    assert m.optimizer_groups() == [{"params": [m.log_var_], "weight_decay": 0.0}]  # the run's lr, no decay
     assert m.weights_changed_per_step()
     assert UncertaintyWeighting.normalization == "learned" and UncertaintyWeighting.needs == "losses"
 
@@ -78,7 +79,7 @@ def test_non_finite_loss_is_skipped_and_counted_without_nan():
 def test_to_keeps_the_parameter_object():
     m = UncertaintyWeighting(TASKS)
     p = m.log_var_
-    assert m.to(torch.device("cpu")).parameters()[0] is p
+    assert next(m.to(torch.device("cpu")).parameters()) is p
 
 
 @pytest.mark.parametrize(

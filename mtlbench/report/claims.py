@@ -41,8 +41,15 @@ def _accuracy(by_name: dict[str, VariantResult], runs) -> str:
     )
 
 
+def _uses_task_gradients(variant: str) -> bool:
+    """Whether the variant's method (a registered one) computes per-task gradients: the paper's
+    "gradient-based" methods."""
+    name = variant.split("[")[0]
+    return name in METHODS.names() and METHODS.get(name).space().per_task
+
+
 def _time(by_name: dict[str, VariantResult], runs) -> str:
-    gradient = [v for v in by_name if v.split("[")[0] in METHODS.names() and METHODS.get(v.split("[")[0]).needs != "losses"]
+    gradient = [v for v in by_name if _uses_task_gradients(v)]
     if not gradient:
         return "Time: no gradient-based method has a complete run, so the paper's 3× speed claim cannot be checked."
     dc = runs[runs["variant"] == DEEPCHEST]["s_per_epoch"]
@@ -61,8 +68,7 @@ def _time(by_name: dict[str, VariantResult], runs) -> str:
 def _memory(by_name: dict[str, VariantResult]) -> str:
     dc = by_name[DEEPCHEST]
     kind = dc.row["memory"].split()[-1] if dc.row["memory"] != "—" else ""
-    gradient = [r for v, r in by_name.items()
-                if v.split("[")[0] in METHODS.names() and METHODS.get(v.split("[")[0]).needs != "losses"]
+    gradient = [r for v, r in by_name.items() if _uses_task_gradients(v)]
     if not gradient or not np.isfinite(dc.numbers["memory"]):
         return "Memory: no comparison is possible from this database."
     parts = [f"{r.variant} {r.numbers['memory'] / dc.numbers['memory']:.2f}×" for r in gradient]
