@@ -56,6 +56,9 @@ class StepContext:
     step: int  # global step, 0-based
     epoch: int  # 0-based
     grads: torch.Tensor | None = None  # (T, P) per-task gradients in the space of `needs`
+    # The space's tensors themselves (detached), in the order of the columns of `grads`: their
+    # shapes unflatten a row, their values are e.g. GradDrop's activations. None for "losses".
+    space_tensors: tuple[torch.Tensor, ...] | None = None
 
 
 # Re-evaluation of the step's batch at the updated parameters: the (T,) per-task losses, no graph.

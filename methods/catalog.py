@@ -19,3 +19,4 @@ from mtlbench.methods import mgda  # noqa: F401  (registers mgda and mgda-ub)
 from mtlbench.methods import pcgrad  # noqa: F401
 from mtlbench.methods import cagrad  # noqa: F401
 from mtlbench.methods import gradnorm  # noqa: F401
+from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-consistent aggregate)

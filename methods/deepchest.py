@@ -61,6 +61,7 @@ class DeepChest(Method):
 
     description = "DeepChest (2025): per-epoch ×1.1 (cap 1.5) for tasks below mean accuracy, ÷1.05 otherwise."
     normalization = "none"
+    syncs_host = False
     Params = DeepChestParams
 
     def __init__(self, task_names, params=None, *, generator=None):

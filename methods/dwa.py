@@ -40,6 +40,7 @@ class DynamicWeightAverage(Method):
 
     description = "DWA (Liu et al., CVPR 2019): K·softmax of last-epoch loss ratios / T, T = 2."
     normalization = "sum-to-T"
+    syncs_host = False
     Params = DWAParams
 
     def __init__(self, task_names, params=None, *, generator=None):

@@ -23,7 +23,7 @@ from mtlbench.errors import UserError
 
 # The built-in gradient spaces (mtlbench/spaces.py); a plugin may register more, so a spec holds a str.
 GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
-WeightNormalization = Literal["sum-to-T", "none", "learned"]
+WeightNormalization = Literal["sum-to-T", "none", "learned", "no-weights"]
 
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 CAGRAD_RESCALES = ("1+c^2", "1+c", "none")
@@ -74,8 +74,8 @@ def read_task_values(path: str, task_names: Sequence[str], what: str) -> list[fl
         data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
         raise UserError(f"deepchest {what} file not found: {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UserError(f"deepchest {what} file {path} is not readable JSON: {exc}") from None
+    except (OSError, ValueError) as exc:  # ValueError: undecodable text, bad JSON, a NUL in the path
+        raise UserError(f"deepchest {what} file {path!r} is not readable JSON: {exc}") from None
     if isinstance(data, list):
         if len(data) != len(task_names):
             raise UserError(f"deepchest {what} file {path} lists {len(data)} values; expected {len(task_names)}")
@@ -154,6 +154,18 @@ class FAMOParams:
 
 
 @dataclass
+class GradDropParams:
+    """GradDrop's leak k (the share of each task's gradient kept whatever the sign; LibMTL's default 0)."""
+
+    leak: float = 0.0
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """0 ≤ leak ≤ 1."""
+        if not (_is_number(self.leak) and 0 <= self.leak <= 1):
+            raise UserError(f"{method}: leak must be a number in [0, 1], got {self.leak!r}")
+
+
+@dataclass
 class MGDAParams:
     """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+)."""
 
@@ -225,6 +237,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "pcgrad": MethodSpec("shared_params", NoHyperparameters),
     "cagrad": MethodSpec("shared_params", CAGradParams),
     "gradnorm": MethodSpec("last_shared_layer", GradNormParams),
+    "graddrop": MethodSpec("shared_features", GradDropParams),
 }
 
 

@@ -39,6 +39,7 @@ class RandomLossWeighting(Method):
 
     description = "RLW (Lin et al., TMLR 2022): T·softmax(z), z ~ N(0, I) drawn every step."
     normalization = "sum-to-T"
+    syncs_host = False
     Params = RLWParams
 
     def __init__(self, task_names, params=None, *, generator=None):

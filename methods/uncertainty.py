@@ -52,6 +52,7 @@ class UncertaintyWeighting(Method):
 
     description = "Uncertainty weighting (Kendall et al., CVPR 2018): learned log-variances, Σ exp(−s)L + s."
     normalization = "learned"
+    syncs_host = False
     Params = UncertaintyParams
 
     def __init__(self, task_names, params=None, *, generator=None):

@@ -17,7 +17,7 @@ from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
 from mtlbench.store import ResultsStore, RunKey
 
-METHODS = ("ew", "deepchest", "pcgrad")
+METHODS = ("ew", "deepchest", "pcgrad", "graddrop")  # graddrop: a method without weights
 
 
 def sweep_args(root: Path, *extra: str) -> list[str]:
@@ -184,7 +184,7 @@ def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
     code = main(["report", "--results", str(root / "r.sqlite"), "--out", str(tmp_path / "out"), "--quiet", *options])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("mtlbench: error: "), err
-    assert wanted in err and "it holds finished runs of ew (2), deepchest (2), pcgrad (2) on cxr14-synth" in err, err
+    assert wanted in err and "it holds finished runs of ew (2), deepchest (2), pcgrad (2), graddrop (2) on cxr14-synth" in err, err
     assert not (tmp_path / "out").exists()
 
 

@@ -106,3 +106,35 @@ def test_a_sweep_resolves_the_auto_engine_per_method_not_once(monkeypatch, tmp_p
     plan = sweep.SweepPlan(base, ["ew", "mgda", "mgda-ub"], [0], {})
     sweep.run_sweep(plan, tmp_path / "r.sqlite", display=None)
     assert [(c.method, c.grad_engine) for c in cells] == [("ew", "auto"), ("mgda", "auto"), ("mgda-ub", "auto")]
+
+
+def test_a_new_gradient_space_is_one_class(monkeypatch) -> None:
+    """A space no built-in method uses (the first trunk layer's weight) is one subclass, registered;
+    a method that declares it gets its (T, P) gradients and passes the conformance check, with no
+    other module edited."""
+    from mtlbench import spaces
+    from mtlbench.conformance import check_method
+    from mtlbench.methods.base import Method, StepOutput
+
+    class FirstLayer(spaces.GradientSpace):
+        name = "first_layer"
+        description = "gradient (first trunk layer)"
+
+        def tensors(self, model, features):
+            return [model.trunk[0].weight]
+
+    monkeypatch.setitem(spaces.SPACES, "first_layer", FirstLayer())
+    seen = []
+
+    class NormBalance(Method):
+        """Weights ∝ 1/‖∇_W L_t‖ at the first layer, scaled to sum to T."""
+
+        needs = "first_layer"
+
+        def step(self, ctx):
+            seen.append(ctx.grads.shape)
+            inverse = 1 / ctx.grads.norm(dim=1).clamp_min(1e-12)
+            return StepOutput(weights=(inverse * len(inverse) / inverse.sum()).to(ctx.losses.dtype))
+
+    check_method(NormBalance)
+    assert seen and all(shape == (5, 12 * 8) for shape in seen)  # T × the first layer's 8×12 weight

@@ -1,0 +1,328 @@
+"""One conformance check for any weighting method: what the trainer relies on, tried in seconds.
+
+`check_method(cls)` runs a method class through the real training step (mtlbench.train) on a
+tiny injected model and checks the contract of methods/base.py, the way scikit-learn's
+`check_estimator` checks an estimator. The test suite runs it over every registered method
+(built-in and installed plugins); the author of a plugin can call it from their own tests.
+Each failed check raises ConformanceError naming the method and the rule.
+
+Checked: the defaults construct; the hyperparameters serialize to JSON and hash stably
+(explicit defaults are the same cell as none); a wrong type, a non-finite number and a
+nonsense text value are refused as one-line UserErrors; every step returns something to train
+with, and weights (when given) have shape (T,), are finite, on the losses' device and dtype, and
+sum to T when the method declares "sum-to-T"; a shared gradient has the space's size; every
+tensor of the method's state is a registered buffer or parameter; the global RNG is untouched;
+the method is deterministic given its generator; `state_dict` survives `torch.save` /
+`torch.load(weights_only=True)` and the steps after a restore equal the uninterrupted ones; a
+method that declares `syncs_host = False` reads no tensor value on the host.
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import sys
+import typing
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+from mtlbench import hyperparams
+from mtlbench.config import RunConfig
+from mtlbench.errors import UserError
+from mtlbench.methods.base import EpochStats, Method, StepOutput
+
+SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu"}
+
+
+class ConformanceError(AssertionError):
+    """A method breaks a rule of the method contract."""
+
+
+class SyncCounter(TorchFunctionMode):
+    """Counts calls that read a tensor's value on the host (`.item()`, `bool(t)`, `.cpu()`, …).
+
+    Calls from torch.optim are not counted: its step counters live on the host, and reading them
+    never waits for the device.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: Counter = Counter()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        name = getattr(func, "__name__", "")
+        if name in SYNCING and not _from_optimizer():
+            self.calls[name] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def _from_optimizer() -> bool:
+    frame = sys._getframe(2)
+    while frame is not None:
+        if f"torch{os.sep}optim{os.sep}" in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+class TinyMultiTaskModel(nn.Module):
+    """A two-layer trunk with BatchNorm and one logit per task: the harness model's interface
+    (shared/last-shared/head parameters, forward → (features, logits)) at a size that runs in ms."""
+
+    def __init__(self, num_tasks: int, inputs: int = 12, width: int = 8):
+        super().__init__()
+        self.trunk = nn.Sequential(nn.Linear(inputs, width), nn.BatchNorm1d(width), nn.ReLU(),
+                                   nn.Linear(width, width), nn.ReLU())
+        self.heads = nn.Linear(width, num_tasks)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, logits)."""
+        features = self.trunk(x)
+        return features, self.heads(features)
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """The trunk's parameters."""
+        return list(self.trunk.parameters())
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The trunk's last linear layer's weight."""
+        return [self.trunk[3].weight]
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The task heads' parameters."""
+        return list(self.heads.parameters())
+
+
+@dataclass
+class Trace:
+    """What a method returned and did over a short run."""
+
+    outputs: list[dict[str, torch.Tensor | None]] = field(default_factory=list)
+    syncs: Counter = field(default_factory=Counter)
+    rng_touched: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Harness:
+    """A tiny model, its data and optimizer, and the method under test, all seeded."""
+
+    cls: type
+    num_tasks: int = 5
+    batch: int = 8
+    steps: int = 6
+    epoch_every: int = 3  # end_epoch after this many steps
+    seed: int = 0
+
+    def tasks(self) -> tuple[str, ...]:
+        """Task names."""
+        return tuple(f"task{t}" for t in range(self.num_tasks))
+
+    def batches(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """`steps` batches whose labels depend on the inputs (so the tasks partly conflict)."""
+        gen = torch.Generator().manual_seed(self.seed)
+        mix = torch.randn(12, self.num_tasks, generator=gen)
+        out = []
+        for _ in range(self.steps):
+            x = torch.randn(self.batch, 12, generator=gen)
+            y = ((x @ mix + 0.5 * torch.randn(self.batch, self.num_tasks, generator=gen)) > 0.3).float()
+            out.append((x, y))
+        return out
+
+    def fresh(self) -> tuple[TinyMultiTaskModel, Method, torch.optim.Optimizer]:
+        """Model, method (own generator) and optimizer as every run starts them."""
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            model = TinyMultiTaskModel(self.num_tasks).train()
+        method = self.cls(self.tasks(), generator=torch.Generator().manual_seed(self.seed + 1))
+        groups = [{"params": list(model.parameters())}] + method.optimizer_groups()
+        return model, method, torch.optim.SGD(groups, lr=0.05)
+
+    def epoch_stats(self, epoch: int) -> EpochStats:
+        """Per-task statistics that differ between tasks and epochs."""
+        t = torch.arange(self.num_tasks, dtype=torch.float64)
+        return EpochStats(epoch, 0.6 - 0.03 * t * (epoch + 1), 0.7 + 0.04 * t, 0.65 - 0.02 * t,
+                          0.72 + 0.03 * t, 0.7 + 0.02 * t)
+
+    def run(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, first: int, last: int,
+            trace: Trace) -> None:
+        """Steps first … last−1 through the trainer's training step, recording the method's outputs."""
+        from mtlbench.train import training_step
+
+        config = replace(RunConfig(), device="cpu", precision="fp32", head="bce", grad_engine="loop")
+        real_step, real_after = method.step, method.after_update
+
+        def recorded(name: str, call: Callable[..., Any], *args: Any) -> Any:
+            rng = torch.get_rng_state()
+            counter = SyncCounter()
+            with counter:
+                result = call(*args)
+            trace.syncs.update(counter.calls)
+            if not torch.equal(rng, torch.get_rng_state()):
+                trace.rng_touched.append(name)
+            return result
+
+        def step(ctx):
+            out = recorded("step", real_step, ctx)
+            trace.outputs.append(_check_output(self.cls, out, ctx, self.num_tasks))
+            return out
+
+        method.step = step  # instance attributes: the trainer calls these
+        method.after_update = lambda ctx, reevaluate: recorded("after_update", real_after, ctx, reevaluate)
+        try:
+            data = self.batches()
+            for k in range(first, last):
+                training_step(model, method, optimizer, *data[k], config, k, k // self.epoch_every,
+                              torch.device("cpu"))
+                if (k + 1) % self.epoch_every == 0:
+                    method.end_epoch(self.epoch_stats(k // self.epoch_every))
+        finally:
+            del method.step, method.after_update
+
+
+def check_method(cls: type) -> None:
+    """Run every conformance check on the method class `cls`; raise ConformanceError on the first failure."""
+    label = cls.label() if hasattr(cls, "label") else getattr(cls, "__name__", str(cls))
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+        raise ConformanceError(f"{label}: not a subclass of mtlbench.methods.base.Method")
+    try:
+        _check_hyperparameters(cls, label)
+        _check_training(cls, label)
+    except ConformanceError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (any crash of the method is a failed check, named)
+        raise ConformanceError(f"{label}: raised {type(exc).__name__}: {exc}") from exc
+
+
+def _fail(label: str, rule: str) -> None:
+    raise ConformanceError(f"{label}: {rule}")
+
+
+def _check_hyperparameters(cls: type, label: str) -> None:
+    defaults = cls.Params()
+    cls(("a", "b", "c"))  # the defaults construct
+    as_json = json.dumps(asdict(defaults), sort_keys=True)
+    if json.loads(as_json) != json.loads(json.dumps(asdict(defaults), sort_keys=True)):
+        _fail(label, "hyperparameters do not serialize to JSON stably")
+    explicit = hyperparams.make_params(cls.Params, json.loads(as_json), label)
+    if asdict(explicit) != asdict(defaults):
+        _fail(label, "the defaults written out explicitly are not the defaults")
+    if cls.name:  # a registered method: explicit defaults and none are one cell
+        implicit = RunConfig(method=cls.name).config_hash()
+        if RunConfig(method=cls.name, method_params=asdict(defaults)).config_hash() != implicit:
+            _fail(label, "explicit default hyperparameters hash to a different cell than none")
+        if RunConfig(method=cls.name).config_hash() != implicit:
+            _fail(label, "the config hash is not stable")
+    hints = hyperparams.field_types(cls.Params)
+    for f in fields(cls.Params):
+        bad_values: list[Any] = [[1.0]]  # a list is never a valid scalar hyperparameter
+        arms = _arms(hints[f.name])
+        if float in arms:
+            bad_values += [math.nan, math.inf]
+        if str in arms or any(typing.get_origin(a) is typing.Literal for a in arms):
+            bad_values.append("no-such-choice\x00")  # a choice or a path: either way refused
+        for bad in bad_values:
+            try:
+                hyperparams.check_params(hyperparams.make_params(cls.Params, {f.name: bad}, label), label, ("a", "b"))
+            except UserError as exc:
+                if "\n" in str(exc).strip():
+                    _fail(label, f"the error for {f.name}={bad!r} is not one line")
+                continue
+            _fail(label, f"the hyperparameter {f.name}={bad!r} is accepted; declare its type and range")
+
+
+def _arms(hint: Any) -> list[Any]:
+    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+        return [a for a in typing.get_args(hint) if a is not type(None)]
+    return [hint]
+
+
+def _check_output(cls: type, out: Any, ctx: Any, num_tasks: int) -> dict[str, torch.Tensor | None]:
+    label = cls.label()
+    if not isinstance(out, StepOutput):
+        _fail(label, f"step returned {type(out).__name__}, not a StepOutput")
+    if out.weights is None and out.objective is None and out.shared_grad is None:
+        _fail(label, "step returned neither weights, an objective nor a shared gradient")
+    losses = ctx.losses
+    if out.weights is not None:
+        w = out.weights
+        if w.shape != (num_tasks,):
+            _fail(label, f"weights have shape {tuple(w.shape)}, not ({num_tasks},)")
+        if w.device != losses.device or w.dtype != losses.dtype:
+            _fail(label, f"weights are {w.dtype} on {w.device}; the losses are {losses.dtype} on {losses.device}")
+        if not bool(torch.isfinite(w).all()):
+            _fail(label, f"weights are not finite: {w.tolist()}")
+        if cls.normalization == "sum-to-T" and abs(float(w.sum()) - num_tasks) > 1e-4 * num_tasks:
+            _fail(label, f"declares sum-to-T but its weights sum to {float(w.sum()):.6g}, not {num_tasks}")
+    if out.objective is not None:
+        if out.objective.dim() != 0 or not out.objective.requires_grad or not bool(torch.isfinite(out.objective)):
+            _fail(label, "the objective must be a finite scalar attached to the losses' graph")
+    if out.shared_grad is not None:
+        if ctx.grads is None:
+            _fail(label, f"returned a shared gradient in the {cls.needs!r} space, which has none")
+        if out.shared_grad.shape != (ctx.grads.shape[1],):
+            _fail(label, f"shared_grad has shape {tuple(out.shared_grad.shape)}; its space's gradients have "
+                         f"({ctx.grads.shape[1]},)")
+        if not bool(torch.isfinite(out.shared_grad).all()):
+            _fail(label, "shared_grad is not finite")
+    return {k: None if v is None else v.detach().clone() for k, v in
+            (("weights", out.weights), ("objective", out.objective), ("shared_grad", out.shared_grad))}
+
+
+def _check_training(cls: type, label: str) -> None:
+    harness = Harness(cls)
+    model, method, optimizer = harness.fresh()
+    first = Trace()
+    harness.run(model, method, optimizer, 0, harness.steps, first)
+    if first.rng_touched:
+        _fail(label, f"{first.rng_touched[0]} changed the global RNG; draw from self.generator_")
+    if not cls.syncs_host and first.syncs:
+        _fail(label, f"declares syncs_host = False but read tensors on the host: {dict(first.syncs)}")
+    stray = [n for n, v in vars(method).items() if n.endswith("_") and isinstance(v, torch.Tensor)]
+    if stray:
+        _fail(label, f"tensor state {', '.join(stray)} is not a registered buffer or parameter")
+
+    again = Trace()
+    model2, method2, optimizer2 = harness.fresh()
+    harness.run(model2, method2, optimizer2, 0, harness.steps, again)
+    if not _same(first.outputs, again.outputs):
+        _fail(label, "two runs with the same generator seed differ: the method is not deterministic")
+
+    # Interrupt after a few steps (after an epoch end), save, restore into fresh objects, go on.
+    cut = harness.epoch_every + 1
+    model, method, optimizer = harness.fresh()
+    harness.run(model, method, optimizer, 0, cut, Trace())
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "method": method.state_dict()}, buffer)
+    buffer.seek(0)
+    saved = torch.load(buffer, weights_only=True)
+    straight = Trace()
+    harness.run(model, method, optimizer, cut, harness.steps, straight)
+    model_r, method_r, optimizer_r = harness.fresh()
+    model_r.load_state_dict(saved["model"])
+    optimizer_r.load_state_dict(saved["optimizer"])
+    method_r.load_state_dict(copy.deepcopy(saved["method"]))
+    resumed = Trace()
+    harness.run(model_r, method_r, optimizer_r, cut, harness.steps, resumed)
+    if not _same(straight.outputs, resumed.outputs):
+        _fail(label, "the steps after restoring state_dict differ from the uninterrupted ones")
+
+
+def _same(a: list[dict[str, torch.Tensor | None]], b: list[dict[str, torch.Tensor | None]]) -> bool:
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b):
+        for key in x:
+            if (x[key] is None) != (y[key] is None):
+                return False
+            if x[key] is not None and not torch.equal(x[key], y[key]):
+                return False
+    return True
