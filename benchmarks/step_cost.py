@@ -147,7 +147,7 @@ def main() -> None:
     for name in names:
         if name == "ew":
             continue
-        needs_grads = METHODS.get(name).needs != "losses"
+        needs_grads = METHODS.get(name).space().per_task
         cells += [(name, e) for e in engines] if needs_grads else [(name, "-")]
     cells.append(("ew", "-"))
 
@@ -178,7 +178,7 @@ def main() -> None:
             cfg = resolve_runtime(replace(base, method=name, grad_engine="auto"))
             found, bound = largest_batch(cfg, device, args.image_size, args.batch_size,
                                          args.batch_limit, args.search_seconds)
-            engine = cfg.grad_engine if METHODS.get(name).needs != "losses" else "-"
+            engine = cfg.grad_engine if METHODS.get(name).space().per_task else "-"
             largest[(name, engine)] = f"{bound} {found}".strip()
     emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)
 

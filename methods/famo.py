@@ -34,9 +34,10 @@ is "none". FAMO's own task weights z = softmax(ξ) are `self.task_weights()`.
 `famo-nextbatch` is an approximation, not the authors' method: it saves the extra forward by
 taking δ from consecutive steps, δ_i = log ℓ_i(batch k−1, θ_{k−1}) − log ℓ_i(batch k, θ_k), and
 updates ξ at the start of step k, before z is used (so step k uses ξ after k−1 updates, as in
-the original's schedule). That δ mixes the loss decrease with batch-to-batch variation: measured
-on the default data it has ~7× the spread of the same-batch δ and correlates with it at only
-0.1–0.3 per task. It is what `famo` meant before version 2 of this method.
+the original's schedule). That δ mixes the loss decrease with batch-to-batch variation, which
+dominates it: on the default data (benchmarks/famo_delta.py, docs/famo_delta_cpu.md: quick
+preset, 65 steps) its standard deviation is 3.4–18.8× (median 10.9×) the same-batch δ's, and the
+two correlate at −0.11 to +0.10 per task. It is what `famo` meant before version 2 of this method.
 
 Deviations from the original (both variants):
 

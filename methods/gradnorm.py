@@ -16,8 +16,8 @@ first step.
 The per-task norms ‖∇_W L_t‖ are the row norms of `ctx.grads` (the trainer's per-task
 gradients with respect to W), so no extra backward is needed. w is updated inside the method by
 its own optimizer — Adam with lr 0.025 by default (scale-free: ∂L_grad/∂w_t = ±‖∇_W L_t‖,
-whose magnitude depends on the layer), or plain SGD — so `parameters()` is empty and the
-run's optimizer never sees w.
+whose magnitude depends on the layer), or plain SGD — so `optimizer_groups()` is empty and the
+run's optimizer never sees w (an `nn.Parameter` of the module, so it moves and checkpoints with it).
 
 Guards (deviations): weights are floored at `min_weight` before renormalizing (the paper has no
 floor; a negative weight would flip a task's loss); a step whose gradient norms or losses are

@@ -369,7 +369,7 @@ SEED_FAULTS = {
     "seeds-huge-range": (["--seeds", "0-2147483647"],
                          ["--seeds '0-2147483647' names 2,147,483,648 seeds", "at most 10,000 runs (methods × seeds)"]),
     "seeds-too-many-runs": (["--methods", "all", "--seeds", "0-999"],
-                            ["--methods × --seeds is 11 × 1,000 = 11,000 runs", "at most 10,000"]),
+                            ["--methods × --seeds is 13 × 1,000 = 13,000 runs", "at most 10,000"]),
     # said "empty"
     "seeds-reversed-range": (["--seeds", "5-2"], ["--seeds '5-2': the range 5-2 is reversed; write 2-5"]),
 }
