@@ -21,8 +21,11 @@ from mtlbench.config import LEGACY_VALUES, RunConfig
 from mtlbench.errors import UserError
 
 # 2: predictions table; 3: run claims (owner, heartbeat) and resume counts; 4: a run's identity
-# (config_hash) and stored config hold its method's resolved hyperparameters and version
-SCHEMA_VERSION = 4
+# (config_hash) and stored config hold its method's resolved hyperparameters and version;
+# 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`
+SCHEMA_VERSION = 5
+# Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
+RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
 # A run in one of these statuses is a result: a rerun skips it (--force reruns it). The others
 # (failed, interrupted, or running in a process that died) are taken over and resumed.
@@ -258,7 +261,8 @@ class ResultsStore:
                 for name, decl in RUN_COLUMNS_V3:
                     if name not in present:
                         self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
-                if version is not None and version < 4:
+                if version is not None and version < SCHEMA_VERSION:
+                    self._rename_methods(version)
                     self._reidentify_runs()
                 self.conn.execute("DELETE FROM schema_version")
                 self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
@@ -267,8 +271,25 @@ class ResultsStore:
             self.conn.rollback()
             raise
 
+    def _rename_methods(self, version: int) -> None:
+        """Give runs stored under a name whose meaning changed after schema `version` the name of
+        what they ran (e.g. `famo` before schema 5 was the next-batch approximation, bit for bit
+        what `famo-nextbatch` computes now), so they are neither lost nor taken for the new method."""
+        for since, renames in RENAMED_METHODS.items():
+            if version >= since:
+                continue
+            for old, new in renames.items():
+                rows = self.conn.execute("SELECT run_id, config_json FROM runs WHERE method=?", (old,)).fetchall()
+                for run_id, text in rows:
+                    try:
+                        stored = {**json.loads(text), "method": new}
+                    except (TypeError, ValueError, AttributeError):
+                        continue  # left for the damage check (mtlbench.store_check)
+                    self.conn.execute("UPDATE runs SET method=?, config_json=? WHERE run_id=?",
+                                      (new, json.dumps(stored, sort_keys=True), run_id))
+
     def _reidentify_runs(self) -> None:
-        """Migration to schema 4: each stored run's identity recomputed from its stored settings,
+        """Migration to schema 4 (and on): each stored run's identity recomputed from its stored settings,
         its method's hyperparameters resolved with the defaults of the method's version 1. No
         default changed before schema 4 (checked in the git history), so a run stored with the
         defaults is the cell a rerun with the defaults asks for, and an explicit default and an

@@ -12,6 +12,7 @@ from mtlbench.claims import Owner
 from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics
+from mtlbench.methods.params import FAMOParams
 from mtlbench.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
 from mtlbench.train import train_run
 
@@ -104,7 +105,7 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 4
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 5
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
@@ -163,6 +164,30 @@ def test_schema_3_runs_are_reidentified_with_resolved_hyperparameters(tmp_path):
         stored = json.loads(rows[0]["config_json"])
         assert stored["method_params"] == {"c": 0.4, "rescale": "1+c^2"} and stored["method_version"] == 1
         assert s.complete_run(RunKey("cagrad", base.dataset, base.seed, base.config_hash())) == rows[0]["run_id"]
+
+
+@pytest.mark.parametrize("old_schema", [3, 4])
+def test_famo_runs_stored_before_schema_5_become_famo_nextbatch(tmp_path, old_schema):
+    """Before schema 5 `famo` meant the next-batch approximation, which `famo-nextbatch` now computes
+    bit for bit: its stored runs are that method's cell (a rerun of famo-nextbatch skips them), and
+    `famo` (the authors' same-batch update, version 2) is a new cell, never their results."""
+    base = replace(build_config("smoke"), method="famo", device="cpu", precision="fp32", grad_engine="loop")
+    old = {**dataclasses.asdict(base), "method_params": {}}
+    if old_schema == 4:
+        old = {**old, "method_params": dataclasses.asdict(FAMOParams()), "method_version": 1}
+    path = tmp_path / "old.sqlite"
+    _schema_3_database(path, [("complete", old)])
+    with sqlite3.connect(path) as con:
+        con.execute("UPDATE schema_version SET version=?", (old_schema,))
+    with ResultsStore(path) as s:
+        (row,) = s.query("SELECT run_id, method, status, config_hash, config_json FROM runs")
+        nextbatch = replace(base, method="famo-nextbatch")
+        assert (row["method"], row["status"]) == ("famo-nextbatch", "complete")
+        assert row["config_hash"] == nextbatch.config_hash() != base.config_hash()
+        stored = json.loads(row["config_json"])
+        assert stored["method"] == "famo-nextbatch" and stored["method_version"] == 1
+        assert s.complete_run(RunKey("famo-nextbatch", base.dataset, base.seed, nextbatch.config_hash())) == row["run_id"]
+        assert s.complete_run(RunKey("famo", base.dataset, base.seed, base.config_hash())) is None
 
 
 def test_a_changed_default_or_version_is_a_new_cell(monkeypatch):
