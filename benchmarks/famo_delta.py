@@ -16,6 +16,7 @@ properties of the data and protocol, not timings: any machine gives the same one
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -36,9 +37,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the table here")
+    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"),
+                        help="where cxr14-synth is generated (default: the repository's data/, as `mtlbench run`)")
     args = parser.parse_args()
 
     config = resolve_runtime(replace(build_config(args.preset), method="famo", device="cpu", seed=args.seed,
+                                     data_dir=args.data_dir,
                                      **({"epochs": args.epochs} if args.epochs else {})))
     device = torch.device("cpu")
     data = load_dataset(config, no_progress)

@@ -27,7 +27,9 @@ State is torch's: a Method is a `torch.nn.Module`. Tensors that are state are re
 buffers (`register_buffer`), learnable tensors are `nn.Parameter`s, so `to(device)`,
 `state_dict()` and `load_state_dict()` are torch's own. Attributes whose names end in "_" and
 that are not tensors — a `torch.Generator`, a `torch.optim` optimizer the method runs itself,
-plain Python counters — are saved as the module's extra state. A method's learnable
+plain Python counters — are saved as the module's extra state (like any module's, `state_dict()`
+holds the live buffers: write it out at once, as the trainer's checkpoint does, or deep-copy it).
+A method's learnable
 parameters are trained by the run's optimizer with the groups from `optimizer_groups()`
 (no weight decay; the method's own learning rate if it sets one). A method's randomness comes
 from `self.generator_` only, never the global RNG.

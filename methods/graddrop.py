@@ -11,6 +11,8 @@ activations A (here the shared features, B × D) and per-task gradients ∇_A L_
     ∇_A ← Σ_i (k + (1 − k) M_i) ∘ ∇_A L_i               (each sample's gradient, masked per element)
 
 so at every feature element only the gradients of one sign survive, positive with probability P.
+Here A is the pooled output of the trunk's last ReLU block (LibMTL's `rep`), so sign(A) is 1, or 0
+for a feature that is exactly 0, and ∇_i is simply the batch sum of the feature gradients.
 The leak k (0 by default, as in LibMTL's implementation and the paper's multitask experiments)
 keeps a share of every gradient. The masked gradient is backpropagated through the trunk; heads
 get their own losses' gradients, as for every method. There are no task weights to log: the

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
@@ -24,6 +25,7 @@ from mtlbench.errors import UserError
 # The built-in gradient spaces (mtlbench/spaces.py); a plugin may register more, so a spec holds a str.
 GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
 WeightNormalization = Literal["sum-to-T", "none", "learned", "no-weights"]
+NORMALIZATIONS = typing.get_args(WeightNormalization)
 
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 CAGRAD_RESCALES = ("1+c^2", "1+c", "none")

@@ -286,6 +286,11 @@ def cmd_list(console: Console) -> int:
             console.print(f"      {f.name} = {f.default!r}", soft_wrap=True, highlight=False, markup=False)
         if not params:
             console.print("      (no hyperparameters)")
+    from mtlbench.plugins import scan_plugins
+
+    for name, problem in scan_plugins().problems.items():
+        console.print(f"  [bold]{name}[/bold]  (installed plugin, not usable) {problem}", soft_wrap=True,
+                      highlight=False, markup=False)
     console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
     console.print("[bold]presets[/bold]")
     for n, p in PRESETS.items():

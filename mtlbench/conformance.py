@@ -24,12 +24,14 @@ import io
 import json
 import math
 import os
+import random
 import sys
 import typing
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
@@ -38,8 +40,10 @@ from mtlbench import hyperparams
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, Method, StepOutput
+from mtlbench.methods.params import NORMALIZATIONS
 
-SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu"}
+SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu",
+           "nonzero", "equal", "masked_select", "unique", "argwhere"}  # the last: output size from the data
 
 
 class ConformanceError(AssertionError):
@@ -59,9 +63,18 @@ class SyncCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in SYNCING and not _from_optimizer():
-            self.calls[name] += 1
+        boolean_index = name == "__getitem__" and any(isinstance(a, torch.Tensor) and a.dtype == torch.bool
+                                                     for a in _flat(args[1:]))
+        if (name in SYNCING or boolean_index) and not _from_optimizer():
+            self.calls["boolean indexing" if boolean_index else name] += 1
         return func(*args, **(kwargs or {}))
+
+
+def _flat(items: Any) -> list[Any]:
+    out: list[Any] = []
+    for item in items:
+        out += _flat(item) if isinstance(item, (tuple, list)) else [item]
+    return out
 
 
 def _from_optimizer() -> bool:
@@ -117,9 +130,10 @@ class Harness:
     cls: type
     num_tasks: int = 5
     batch: int = 8
-    steps: int = 6
-    epoch_every: int = 3  # end_epoch after this many steps
+    steps: int = 10
+    epoch_every: int = 3  # end_epoch after this many steps: 3 epoch ends, so per-epoch methods update twice
     seed: int = 0
+    dtype: torch.dtype = torch.float32
 
     def tasks(self) -> tuple[str, ...]:
         """Task names."""
@@ -133,14 +147,14 @@ class Harness:
         for _ in range(self.steps):
             x = torch.randn(self.batch, 12, generator=gen)
             y = ((x @ mix + 0.5 * torch.randn(self.batch, self.num_tasks, generator=gen)) > 0.3).float()
-            out.append((x, y))
+            out.append((x.to(self.dtype), y.to(self.dtype)))
         return out
 
     def fresh(self) -> tuple[TinyMultiTaskModel, Method, torch.optim.Optimizer]:
         """Model, method (own generator) and optimizer as every run starts them."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            model = TinyMultiTaskModel(self.num_tasks).train()
+            model = TinyMultiTaskModel(self.num_tasks).to(self.dtype).train()
         method = self.cls(self.tasks(), generator=torch.Generator().manual_seed(self.seed + 1))
         groups = [{"params": list(model.parameters())}] + method.optimizer_groups()
         return model, method, torch.optim.SGD(groups, lr=0.05)
@@ -160,13 +174,13 @@ class Harness:
         real_step, real_after = method.step, method.after_update
 
         def recorded(name: str, call: Callable[..., Any], *args: Any) -> Any:
-            rng = torch.get_rng_state()
+            before = _global_rng_states()
             counter = SyncCounter()
             with counter:
                 result = call(*args)
             trace.syncs.update(counter.calls)
-            if not torch.equal(rng, torch.get_rng_state()):
-                trace.rng_touched.append(name)
+            touched = [k for k, v in _global_rng_states().items() if not _equal(v, before[k])]
+            trace.rng_touched += [f"{name} changed the {k} RNG" for k in touched]
             return result
 
         def step(ctx):
@@ -185,6 +199,28 @@ class Harness:
                     method.end_epoch(self.epoch_stats(k // self.epoch_every))
         finally:
             del method.step, method.after_update
+
+
+def _global_rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
+                              "numpy": np.random.get_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["CUDA"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _equal(a: Any, b: Any) -> bool:
+    """Exact equality of nested states (tensors, arrays, dicts, sequences, scalars)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
+            and a.shape == b.shape and torch.equal(a, b)
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return bool(a == b) or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
 
 
 def check_method(cls: type) -> None:
@@ -208,9 +244,14 @@ def _fail(label: str, rule: str) -> None:
 def _check_hyperparameters(cls: type, label: str) -> None:
     defaults = cls.Params()
     cls(("a", "b", "c"))  # the defaults construct
+    if cls.normalization not in NORMALIZATIONS:
+        _fail(label, f"normalization {cls.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
+    if not cls.reevaluates and type.__getattribute__(cls, "after_update") is not Method.after_update:
+        _fail(label, "overrides after_update but does not set reevaluates = True: the trainer never calls it")
     as_json = json.dumps(asdict(defaults), sort_keys=True)
-    if json.loads(as_json) != json.loads(json.dumps(asdict(defaults), sort_keys=True)):
-        _fail(label, "hyperparameters do not serialize to JSON stably")
+    # JSON and back unchanged: then the run's identity, a digest of sorted JSON, is the same in every process
+    if json.loads(as_json) != asdict(defaults):
+        _fail(label, "hyperparameters do not survive JSON (e.g. a tuple or a set): the run's identity would drift")
     explicit = hyperparams.make_params(cls.Params, json.loads(as_json), label)
     if asdict(explicit) != asdict(defaults):
         _fail(label, "the defaults written out explicitly are not the defaults")
@@ -218,8 +259,6 @@ def _check_hyperparameters(cls: type, label: str) -> None:
         implicit = RunConfig(method=cls.name).config_hash()
         if RunConfig(method=cls.name, method_params=asdict(defaults)).config_hash() != implicit:
             _fail(label, "explicit default hyperparameters hash to a different cell than none")
-        if RunConfig(method=cls.name).config_hash() != implicit:
-            _fail(label, "the config hash is not stable")
     hints = hyperparams.field_types(cls.Params)
     for f in fields(cls.Params):
         bad_values: list[Any] = [[1.0]]  # a list is never a valid scalar hyperparameter
@@ -250,6 +289,9 @@ def _check_output(cls: type, out: Any, ctx: Any, num_tasks: int) -> dict[str, to
         _fail(label, f"step returned {type(out).__name__}, not a StepOutput")
     if out.weights is None and out.objective is None and out.shared_grad is None:
         _fail(label, "step returned neither weights, an objective nor a shared gradient")
+    if (out.weights is None) != (cls.normalization == "no-weights"):
+        _fail(label, "returns no weights but does not declare normalization 'no-weights'" if out.weights is None
+              else "declares normalization 'no-weights' but returns weights")
     losses = ctx.losses
     if out.weights is not None:
         w = out.weights
@@ -282,12 +324,14 @@ def _check_training(cls: type, label: str) -> None:
     first = Trace()
     harness.run(model, method, optimizer, 0, harness.steps, first)
     if first.rng_touched:
-        _fail(label, f"{first.rng_touched[0]} changed the global RNG; draw from self.generator_")
+        _fail(label, f"{first.rng_touched[0]}; draw from self.generator_")
     if not cls.syncs_host and first.syncs:
         _fail(label, f"declares syncs_host = False but read tensors on the host: {dict(first.syncs)}")
-    stray = [n for n, v in vars(method).items() if n.endswith("_") and isinstance(v, torch.Tensor)]
+    registered = {id(t) for t in method.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)}
+    stray = [n for n, v in vars(method).items() if isinstance(v, torch.Tensor) and id(v) not in registered]
     if stray:
-        _fail(label, f"tensor state {', '.join(stray)} is not a registered buffer or parameter")
+        _fail(label, f"tensor state {', '.join(stray)} is not a registered buffer or parameter: to() and checkpoints "
+                     "miss it")
 
     again = Trace()
     model2, method2, optimizer2 = harness.fresh()
@@ -295,8 +339,9 @@ def _check_training(cls: type, label: str) -> None:
     if not _same(first.outputs, again.outputs):
         _fail(label, "two runs with the same generator seed differ: the method is not deterministic")
 
-    # Interrupt after a few steps (after an epoch end), save, restore into fresh objects, go on.
-    cut = harness.epoch_every + 1
+    # Interrupt after the second epoch end (per-epoch methods have updated), save, restore into
+    # fresh objects, go on: the steps and the final state must equal the uninterrupted run's.
+    cut = 2 * harness.epoch_every
     model, method, optimizer = harness.fresh()
     harness.run(model, method, optimizer, 0, cut, Trace())
     buffer = io.BytesIO()
@@ -312,8 +357,13 @@ def _check_training(cls: type, label: str) -> None:
     method_r.load_state_dict(copy.deepcopy(saved["method"]))
     resumed = Trace()
     harness.run(model_r, method_r, optimizer_r, cut, harness.steps, resumed)
-    if not _same(straight.outputs, resumed.outputs):
+    if not _same(straight.outputs, resumed.outputs) or not _equal(method.state_dict(), method_r.state_dict()):
         _fail(label, "the steps after restoring state_dict differ from the uninterrupted ones")
+
+    # The losses' dtype decides the outputs' (the trainer gives float32 or float64 losses).
+    wide = Harness(cls, steps=4, dtype=torch.float64)
+    model, method, optimizer = wide.fresh()
+    wide.run(model, method, optimizer, 0, wide.steps, Trace())
 
 
 def _same(a: list[dict[str, torch.Tensor | None]], b: list[dict[str, torch.Tensor | None]]) -> bool:

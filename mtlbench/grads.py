@@ -39,6 +39,8 @@ def resolve_engine(engine: str, device: torch.device, small_space: bool = False)
     (docs/step_cost_cpu.md, docs/step_cost_h100.md). So: batched only on CUDA and only for the
     small spaces; the loop everywhere else. The resolved name is what the run records.
     """
+    if not isinstance(small_space, bool):
+        raise TypeError(f"small_space must be a GradientSpace's `small` (a bool), got {small_space!r}")
     if engine == "auto":
         return "batched" if device.type == "cuda" and small_space else "loop"
     if engine not in GRAD_ENGINES:

@@ -25,7 +25,11 @@ def method_spec(name: str) -> MethodSpec:
     likely one) otherwise. Plugins are loaded only for a name that is not built in."""
     if name in METHOD_SPECS:
         return METHOD_SPECS[name]
+    from mtlbench.plugins import plugin_problem
+
     specs = all_method_specs()
+    if plugin_problem(name):
+        raise UserError(plugin_problem(name))
     if name not in specs:
         raise UserError(f"unknown method {name!r}{did_you_mean(name, specs)}; valid methods: {', '.join(specs)}")
     return specs[name]
@@ -65,10 +69,7 @@ def _known_spec(method: str) -> MethodSpec | None:
     stored run of a plugin that is no longer installed)."""
     if method in METHOD_SPECS:
         return METHOD_SPECS[method]
-    try:
-        return all_method_specs().get(method)
-    except UserError:
-        return None
+    return all_method_specs().get(method)
 
 
 def field_types(params_class: type) -> dict[str, Any]:

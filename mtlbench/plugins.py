@@ -10,13 +10,15 @@ Once that package is installed, `mtlbench list`, `--methods my-method` and `--me
 it without any edit to mtlbench. The class must subclass `mtlbench.methods.base.Method`; its
 `needs`, `Params` and `version` class attributes play the part METHOD_SPECS plays for a built-in.
 Loading a plugin imports its module (and so, usually, torch): it happens only when a name is not
-a built-in one, or for `all`.
+a built-in one, for `all` and for `mtlbench list`. Each plugin loads on its own: one that fails
+is refused, in one line, only where it is named; the others work.
 """
 
 from __future__ import annotations
 
 import functools
-from dataclasses import is_dataclass
+import re
+from dataclasses import dataclass, is_dataclass
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -25,34 +27,63 @@ from mtlbench.errors import UserError
 ENTRY_POINT_GROUP = "mtlbench.methods"
 
 
-@functools.lru_cache(maxsize=1)
-def plugin_methods() -> dict[str, Any]:
-    """{name: method class} of every installed plugin method, each loaded and checked once.
+NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")  # what --methods and the report's variant labels can carry
 
-    A plugin that does not import, or is not a valid method class, is a UserError naming it.
-    """
+
+@dataclass(frozen=True)
+class PluginScan:
+    """The installed plugins: those that load and are valid methods, and why each other one is not."""
+
+    methods: dict[str, Any]
+    problems: dict[str, str]  # name → one-line reason
+
+
+@functools.lru_cache(maxsize=1)
+def scan_plugins() -> PluginScan:
+    """Load and check every installed plugin once per process, each on its own: a broken plugin is
+    recorded (and refused when named) without hiding the others."""
     from mtlbench.methods.params import METHOD_SPECS
 
-    found: dict[str, Any] = {}
+    methods: dict[str, Any] = {}
+    problems: dict[str, str] = {}
     for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        if ep.name in METHOD_SPECS:
-            raise UserError(f"plugin method {ep.name!r} ({ep.value}) has the name of a built-in method; "
-                            "rename its entry point")
-        if ep.name in found:
+        if ep.name in methods or ep.name in problems:
             continue  # the same distribution seen twice on sys.path
         try:
-            cls = ep.load()
-        except Exception as exc:  # noqa: BLE001  (a plugin's own bug: named, not a traceback)
-            raise UserError(f"plugin method {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}") from None
-        check_method_class(ep.name, ep.value, cls)
+            if ep.name in METHOD_SPECS:
+                raise UserError(f"plugin method {ep.name!r} ({ep.value}) has the name of a built-in method; "
+                                "rename its entry point")
+            if not NAME_PATTERN.fullmatch(ep.name):
+                raise UserError(f"plugin method {ep.name!r} ({ep.value}): a name must be lower-case letters, digits, "
+                                "'.', '_' or '-'")
+            try:
+                cls = ep.load()
+            except Exception as exc:  # noqa: BLE001  (a plugin's own bug: named, not a traceback)
+                raise UserError(f"plugin method {ep.name!r} ({ep.value}) failed to load: "
+                                f"{type(exc).__name__}: {exc}") from None
+            check_method_class(ep.name, ep.value, cls)
+        except UserError as exc:
+            problems[ep.name] = str(exc)
+            continue
         cls.name = ep.name
-        found[ep.name] = cls
-    return found
+        methods[ep.name] = cls
+    return PluginScan(methods, problems)
+
+
+def plugin_methods() -> dict[str, Any]:
+    """{name: method class} of every installed plugin that loads and is a valid method."""
+    return scan_plugins().methods
+
+
+def plugin_problem(name: str) -> str | None:
+    """Why the installed plugin `name` cannot be used (one line), or None."""
+    return scan_plugins().problems.get(name)
 
 
 def check_method_class(name: str, where: str, cls: Any) -> None:
     """Refuse, in one line, a plugin class that cannot be a method."""
     from mtlbench.methods.base import Method
+    from mtlbench.methods.params import NORMALIZATIONS
     from mtlbench.spaces import SPACES
 
     if not (isinstance(cls, type) and issubclass(cls, Method)):
@@ -60,6 +91,9 @@ def check_method_class(name: str, where: str, cls: Any) -> None:
     if cls.needs not in SPACES:
         raise UserError(f"plugin method {name!r} ({where}) needs the unknown gradient space {cls.needs!r}; "
                         f"valid: {', '.join(SPACES)}")
+    if cls.normalization not in NORMALIZATIONS:
+        raise UserError(f"plugin method {name!r} ({where}) declares normalization {cls.normalization!r}; "
+                        f"valid: {', '.join(NORMALIZATIONS)}")
     if not (is_dataclass(cls.Params) and callable(getattr(cls.Params, "check", None))):
         raise UserError(f"plugin method {name!r} ({where}): Params must be a dataclass with a check(method, task_names)")
     if not (isinstance(cls.version, int) and cls.version >= 1):

@@ -23,6 +23,8 @@ class Registry(Generic[T]):
     order: tuple[str, ...] = ()
     # Loads objects defined outside the package (plugins): {name: object}.
     external: Callable[[], dict[str, T]] | None = None
+    # Why an external object of that name exists but cannot be used (one line), or None.
+    explain: Callable[[str], str | None] | None = None
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator that files the decorated object under `name`."""
@@ -53,6 +55,8 @@ class Registry(Generic[T]):
         self._load(external=False)
         if name not in self.entries:
             self._load()
+        if name not in self.entries and self.explain is not None and self.explain(name):
+            raise UserError(self.explain(name))
         if name not in self.entries:
             valid = ", ".join(self.entries)
             raise UserError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.entries)}; valid {self.kind}s: {valid}")
@@ -65,7 +69,14 @@ def _plugin_methods() -> dict[str, Any]:
     return plugin_methods()
 
 
-METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {}, tuple(METHOD_SPECS), _plugin_methods)
+def _plugin_problem(name: str) -> str | None:
+    from mtlbench.plugins import plugin_problem
+
+    return plugin_problem(name)
+
+
+METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {}, tuple(METHOD_SPECS), _plugin_methods,
+                                  _plugin_problem)
 DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {})
 
 

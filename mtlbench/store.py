@@ -262,8 +262,10 @@ class ResultsStore:
                     if name not in present:
                         self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
                 if version is not None and version < SCHEMA_VERSION:
-                    self._rename_methods(version)
-                    self._reidentify_runs()
+                    renamed = self._rename_methods(version)
+                    # Before schema 4 every run needs its identity recomputed; after it, only the
+                    # renamed ones (the others keep the method version they were stored with).
+                    self._reidentify_runs(None if version < 4 else renamed)
                 self.conn.execute("DELETE FROM schema_version")
                 self.conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
             self.conn.commit()
@@ -271,10 +273,12 @@ class ResultsStore:
             self.conn.rollback()
             raise
 
-    def _rename_methods(self, version: int) -> None:
+    def _rename_methods(self, version: int) -> set[int]:
         """Give runs stored under a name whose meaning changed after schema `version` the name of
         what they ran (e.g. `famo` before schema 5 was the next-batch approximation, bit for bit
-        what `famo-nextbatch` computes now), so they are neither lost nor taken for the new method."""
+        what `famo-nextbatch` computes now), so they are neither lost nor taken for the new method.
+        Returns the ids of the renamed runs."""
+        renamed: set[int] = set()
         for since, renames in RENAMED_METHODS.items():
             if version >= since:
                 continue
@@ -287,18 +291,23 @@ class ResultsStore:
                         continue  # left for the damage check (mtlbench.store_check)
                     self.conn.execute("UPDATE runs SET method=?, config_json=? WHERE run_id=?",
                                       (new, json.dumps(stored, sort_keys=True), run_id))
+                    renamed.add(run_id)
+        return renamed
 
-    def _reidentify_runs(self) -> None:
-        """Migration to schema 4 (and on): each stored run's identity recomputed from its stored settings,
-        its method's hyperparameters resolved with the defaults of the method's version 1. No
-        default changed before schema 4 (checked in the git history), so a run stored with the
-        defaults is the cell a rerun with the defaults asks for, and an explicit default and an
-        implicit one become one cell. A stored config that cannot be read is left for the damage
-        check (mtlbench.store_check) to report."""
+    def _reidentify_runs(self, run_ids: set[int] | None = None) -> None:
+        """Migration to schema 4: each stored run's identity (or only those of `run_ids`)
+        recomputed from its stored settings, its method's hyperparameters resolved with today's
+        defaults and version. Right for runs stored before schema 4: no default or version changed
+        before it (checked in the git history) except famo's, whose old runs are renamed to
+        famo-nextbatch first. So a run stored with the defaults is the cell a rerun with the
+        defaults asks for, and an explicit default and an implicit one become one cell. A stored
+        config that cannot be read is left for the damage check (mtlbench.store_check) to report."""
         known = {f.name for f in fields(RunConfig)}
         complete: dict[str, int] = {}  # new identity → the complete run that holds it
         rows = self.conn.execute("SELECT run_id, config_json, status FROM runs ORDER BY run_id").fetchall()
         for run_id, text, status in rows:
+            if run_ids is not None and run_id not in run_ids:
+                continue
             try:
                 stored = json.loads(text)
                 config = RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k in known}})

@@ -134,6 +134,7 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     model.train()
     for step in range(steps):
         training_step(model, method, optimizer, *batch, ew, step, 0, device)
+    batch_losses(model, *batch, ew, device)  # a gradient-free training-mode forward, as a re-evaluating method makes
     with torch.no_grad(), backend.autocast(ew.precision, device):  # the evaluation batch shape too
         model.eval()
         eval_batch = next(eval_batches(split, config.eval_batch_size, device, config.normalize_mean,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 
@@ -89,9 +90,41 @@ class NothingReturned(Good):
         return StepOutput()
 
 
+class NumpyRandom(Good):
+    def step(self, ctx):
+        np.random.rand()
+        return super().step(ctx)
+
+
+class PlainTensor(Good):
+    def step(self, ctx):
+        self.last = ctx.losses.detach().clone()  # a tensor attribute without the trailing underscore
+        return super().step(ctx)
+
+
+class HookWithoutFlag(Good):
+    def after_update(self, ctx, reevaluate):
+        reevaluate()
+
+
+class ObjectiveOnly(Good):
+    def step(self, ctx):
+        return StepOutput(objective=ctx.losses.sum())
+
+
+class AlwaysFloat32(Good):
+    def step(self, ctx):
+        return StepOutput(weights=torch.ones(len(ctx.losses)))  # float32 whatever the losses are
+
+
 @pytest.mark.parametrize("cls, rule", [
     (WrongShape, "shape"),
-    (GlobalRandom, "global RNG"),
+    (GlobalRandom, "changed the torch RNG"),
+    (NumpyRandom, "changed the numpy RNG"),
+    (PlainTensor, "not a registered buffer"),
+    (HookWithoutFlag, "does not set reevaluates"),
+    (ObjectiveOnly, "does not declare normalization 'no-weights'"),
+    (AlwaysFloat32, "weights are torch.float32"),
     (StrayTensor, "not a registered buffer"),
     (ReadsOnHost, "syncs_host = False"),
     (ForgetsState, "after restoring state_dict"),

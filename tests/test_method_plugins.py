@@ -65,9 +65,9 @@ def site(tmp_path, monkeypatch) -> Path:
     monkeypatch.syspath_prepend(str(folder))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(folder), os.environ.get("PYTHONPATH", "")]))
     monkeypatch.setattr(METHODS, "entries", dict(METHODS.entries))  # plugins registered here are forgotten after
-    plugins.plugin_methods.cache_clear()
+    plugins.scan_plugins.cache_clear()
     yield folder
-    plugins.plugin_methods.cache_clear()
+    plugins.scan_plugins.cache_clear()
     sys.modules.pop("mtlbench_demo_plugin", None)
 
 
@@ -110,16 +110,32 @@ def test_all_includes_installed_plugins_after_the_built_ins(site: Path) -> None:
 
 @pytest.mark.parametrize("entry, module, wanted", [
     ("broken = mtlbench_demo_plugin:LossPower", "import no_such_module\n", "failed to load: ModuleNotFoundError"),
-    ("not-a-method = mtlbench_demo_plugin:Thing", "class Thing:\n    pass\n", "is not a subclass of"),
+    ("broken = mtlbench_demo_plugin:Thing", "class Thing:\n    pass\n", "is not a subclass of"),
     ("ew = mtlbench_demo_plugin:LossPower", PLUGIN, "has the name of a built-in method"),
+    ("Broken,Name = mtlbench_demo_plugin:LossPower", PLUGIN, "a name must be lower-case letters"),
 ])
-def test_a_broken_plugin_is_one_line_naming_it(site: Path, tmp_path: Path, entry: str, module: str,
-                                               wanted: str) -> None:
+def test_a_broken_plugin_is_one_line_where_it_is_named(site: Path, tmp_path: Path, entry: str, module: str,
+                                                       wanted: str) -> None:
     install(site, entry, module)
-    with pytest.raises(UserError, match=wanted):
-        plugins.plugin_methods()
-    run = cli("run", "--methods", "no-such-method", "--results", str(tmp_path / "x.sqlite"), cwd=tmp_path)
-    assert run.returncode == 2 and run.stderr.count("\n") == 1 and wanted in run.stderr, run.stderr
+    name = entry.split(" = ")[0]
+    assert wanted in plugins.plugin_problem(name) and name not in plugins.plugin_methods()
+    if name != "ew" and plugins.NAME_PATTERN.fullmatch(name):  # a name --methods can carry
+        with pytest.raises(UserError, match=wanted):
+            METHODS.get(name)
+        run = cli("run", "--methods", name, "--results", str(tmp_path / "x.sqlite"), cwd=tmp_path)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1 and wanted in run.stderr, run.stderr
+    listed = cli("list", cwd=tmp_path)  # the other methods are still listed, and the problem is named
+    assert listed.returncode == 0 and "gradnorm" in listed.stdout and wanted in listed.stdout, listed.stdout
+
+
+def test_one_broken_plugin_leaves_the_others_working(site: Path) -> None:
+    install(site, "loss-power = mtlbench_demo_plugin:LossPower\nbroken = mtlbench_demo_plugin:Missing")
+    assert "loss-power" in METHODS.names() and "broken" not in METHODS.names()
+    assert "has no attribute 'Missing'" in plugins.plugin_problem("broken")
+    from mtlbench.config import RunConfig
+
+    stored = RunConfig(method="loss-power").resolved()  # its identity is resolved as usual
+    assert stored["method_params"] == {"power": 1.0} and stored["method_version"] == 1
 
 
 def test_built_in_names_never_load_plugins(site: Path, tmp_path: Path) -> None:

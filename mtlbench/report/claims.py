@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
 from mtlbench.report.leaderboard import VariantResult, per_run_numbers
 from mtlbench.report.load import Protocol
@@ -44,8 +45,10 @@ def _accuracy(by_name: dict[str, VariantResult], runs) -> str:
 def _uses_task_gradients(variant: str) -> bool:
     """Whether the variant's method (a registered one) computes per-task gradients: the paper's
     "gradient-based" methods."""
-    name = variant.split("[")[0]
-    return name in METHODS.names() and METHODS.get(name).space().per_task
+    try:
+        return METHODS.get(variant.split("[")[0]).space().per_task
+    except UserError:  # a method no longer installed (a plugin): its kind is unknown
+        return False
 
 
 def _time(by_name: dict[str, VariantResult], runs) -> str:

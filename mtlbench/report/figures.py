@@ -156,7 +156,7 @@ def _weights(protocol: Protocol) -> plt.Figure:
             for task, group in mean.groupby("task"):
                 ax.plot(group["epoch"] + 1, group["weight"], color=task_colours.get(task), linewidth=1, marker=".")
         else:
-            ax.text(0.5, 0.5, "no task weights\n(an aggregator without them)", ha="center", va="center",
+            ax.text(0.5, 0.5, "no task weights logged", ha="center", va="center",
                     transform=ax.transAxes, fontsize=8)
         ax.set_title(variant, fontsize=9)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
