@@ -36,7 +36,7 @@ from mtlbench.store import ResultsStore
 from mtlbench.sweep import load_dataset
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.datasets.base import no_progress
-from mtlbench.train import build_method, build_model, build_optimizer, resolve_runtime, train_run, training_step, warm_up
+from mtlbench.training import build_method, build_model, build_optimizer, resolve_runtime, train_run, training_step, warm_up
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 2.0) -> float:

@@ -27,7 +27,7 @@ from mtlbench.config import build_config
 from mtlbench.datasets.base import no_progress
 from mtlbench.feed import DeviceSplit, train_batches
 from mtlbench.sweep import load_dataset
-from mtlbench.train import build_method, build_model, build_optimizer, resolve_runtime, training_step
+from mtlbench.training import build_method, build_model, build_optimizer, resolve_runtime, training_step
 
 
 def main() -> None:

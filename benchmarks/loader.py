@@ -40,7 +40,7 @@ from mtlbench.datasets.image_cache import worker_count
 from mtlbench.datasets.nih_cxr14 import load_nih_cxr14
 from mtlbench.datasets.nih_layout import parse_finding_labels
 from mtlbench.feed import DeviceSplit, train_batches
-from mtlbench.train import resolve_device
+from mtlbench.training import resolve_device
 
 
 def write_download(root: Path, files: int, source_size: int, distinct: int, seed: int = 0) -> float:

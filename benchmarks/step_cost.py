@@ -34,7 +34,7 @@ from mtlbench import backend, measure
 from mtlbench.config import build_config
 from mtlbench.registry import METHODS
 from mtlbench.tasks import TASK_NAMES
-from mtlbench.train import build_method, build_model, build_optimizer, resolve_runtime, training_step
+from mtlbench.training import build_method, build_model, build_optimizer, resolve_runtime, training_step
 
 
 def fixed_batch(batch_size: int, image_size: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -191,7 +191,7 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.progress import SweepDisplay
     from mtlbench.summary import summary_table
     from mtlbench.sweep import run_sweep
-    from mtlbench.train import resolve_runtime
+    from mtlbench.training import resolve_runtime
 
     base, methods = plan.base, plan.methods
     resolved = resolve_runtime(base)

@@ -1,6 +1,6 @@
 """One conformance check for any weighting method: what the trainer relies on, tried in seconds.
 
-`check_method(cls)` runs a method class through the real training step (mtlbench.train) on a
+`check_method(cls)` runs a method class through the real training step (mtlbench.training) on a
 tiny injected model and checks the contract of methods/base.py, the way scikit-learn's
 `check_estimator` checks an estimator. The test suite runs it over every registered method
 (built-in and installed plugins); the author of a plugin can call it from their own tests.
@@ -168,7 +168,7 @@ class Harness:
     def run(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, first: int, last: int,
             trace: Trace) -> None:
         """Steps first … last−1 through the trainer's training step, recording the method's outputs."""
-        from mtlbench.train import training_step
+        from mtlbench.training import training_step
 
         config = replace(RunConfig(), device="cpu", precision="fp32", head="bce", grad_engine="loop")
         real_step, real_after = method.step, method.after_update

@@ -9,7 +9,7 @@ import numpy as np
 from rich.table import Table
 
 from mtlbench.store import ResultsStore
-from mtlbench.train import RunResult
+from mtlbench.training import RunResult
 
 SUMMARY_SQL = """
 SELECT r.run_id, r.method, r.seed, r.status,

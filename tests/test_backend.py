@@ -15,7 +15,7 @@ from mtlbench.model import ModelSpec, MultiTaskResNet
 from mtlbench.report.load import load_protocols
 from mtlbench.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
-from mtlbench.train import build_method, build_optimizer, resolve_runtime, train_run, training_step
+from mtlbench.training import build_method, build_optimizer, resolve_runtime, train_run, training_step
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 

@@ -104,9 +104,9 @@ def test_two_processes_share_a_database_and_never_run_a_cell_twice(tmp_path) -> 
 def test_a_run_taken_over_by_another_process_stops_without_writing(toy_bundle, tmp_path, monkeypatch) -> None:
     from dataclasses import replace
 
-    import mtlbench.train as train_mod
+    import mtlbench.training.loop as train_mod
     from mtlbench.config import build_config
-    from mtlbench.train import train_run
+    from mtlbench.training import train_run
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, grad_engine="loop", precision="fp32")
     real_step = train_mod.training_step

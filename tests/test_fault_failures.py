@@ -13,7 +13,10 @@ import weakref
 import pytest
 import torch
 
-import mtlbench.train as train_mod
+import mtlbench.training as training
+import mtlbench.training.loop as loop_mod
+import mtlbench.training.state as state_mod
+import mtlbench.training.step as step_mod
 from mtlbench.cli import main
 from mtlbench.store import ResultsStore
 
@@ -29,7 +32,7 @@ SWEEP = ["run", "--methods", "ew,deepchest,dwa,rlw,famo", "--preset", "smoke", "
 @pytest.fixture
 def faulty(monkeypatch):
     """Inject FAULTS; record a weak reference to every model built, and which were alive at each build."""
-    real_step, real_build = train_mod.training_step, train_mod.build_model
+    real_step, real_build = loop_mod.training_step, state_mod.build_model
     models: list[weakref.ref] = []
     alive_at_build: list[int] = []
 
@@ -38,7 +41,7 @@ def faulty(monkeypatch):
         if fault is not None and step == 2:
             if fault == "nan":
                 rec = real_step(model, method, optimizer, x, y, config, step, *args, **kwargs)
-                return train_mod.StepRecord(rec.losses * float("nan"), rec.logits, rec.weights)
+                return training.StepRecord(rec.losses * float("nan"), rec.logits, rec.weights)
             raise fault()
         return real_step(model, method, optimizer, x, y, config, step, *args, **kwargs)
 
@@ -49,8 +52,9 @@ def faulty(monkeypatch):
         models.append(weakref.ref(model))
         return model
 
-    monkeypatch.setattr(train_mod, "training_step", step)
-    monkeypatch.setattr(train_mod, "build_model", build)
+    monkeypatch.setattr(loop_mod, "training_step", step)
+    monkeypatch.setattr(state_mod, "build_model", build)  # every run's model
+    monkeypatch.setattr(step_mod, "build_model", build)  # the warm-up's
     return alive_at_build
 
 
@@ -106,4 +110,4 @@ def test_a_rerun_keeps_oom_and_diverged_results_and_retries_failed_ones(faulty, 
     (ValueError("out of memory"), False),
 ])
 def test_what_counts_as_out_of_memory(exc, oom) -> None:
-    assert train_mod.is_out_of_memory(exc) is oom
+    assert training.is_out_of_memory(exc) is oom

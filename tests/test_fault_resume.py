@@ -8,11 +8,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-import mtlbench.train as train_mod
+import mtlbench.training.loop as train_mod
 from mtlbench import checkpoint
 from mtlbench.config import build_config
 from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
+from mtlbench.training import train_run
 
 CFG = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, grad_engine="loop", precision="fp32")
 METRICS = "SELECT split, epoch, task, loss, accuracy, auroc, ap FROM metrics ORDER BY split, epoch, task"

@@ -17,12 +17,12 @@ import pandas as pd
 import pytest
 
 import mtlbench.checkpoint as checkpoint_mod
-import mtlbench.train as train_mod
+import mtlbench.training.loop as train_mod
 from mtlbench.cli import main
 from mtlbench.config import build_config
 from mtlbench.store import SCHEMA_VERSION, ResultsStore
 from mtlbench.store_check import check_intact
-from mtlbench.train import train_run
+from mtlbench.training import SilentReporter, train_run
 
 SWEEP = ["run", "--methods", "ew,deepchest,dwa", "--preset", "smoke", "--synth-images", "120",
          "--epochs", "2", "--batch-size", "16", "--quiet"]
@@ -94,7 +94,7 @@ class Killed(BaseException):
     """Stands in for SIGKILL."""
 
 
-class LabelReporter(train_mod.SilentReporter):
+class LabelReporter(SilentReporter):
     """Records each run's label and first epoch (where a resumed run starts)."""
 
     def __init__(self) -> None:

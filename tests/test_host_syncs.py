@@ -21,7 +21,7 @@ from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
-from mtlbench.train import DIVERGENCE_CHECK_EVERY, build_method, train_run
+from mtlbench.training import DIVERGENCE_CHECK_EVERY, build_method, train_run
 from tests.conftest import make_bundle
 
 SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu"}
@@ -103,7 +103,7 @@ def test_cuda_training_steps_never_synchronize(method: str) -> None:
     """On a GPU, torch's sync debug mode turns any synchronizing call inside the steps into an error."""
     from mtlbench.feed import DeviceSplit, train_batches
     from mtlbench.measure import StepTimer
-    from mtlbench.train import build_model, build_optimizer, resolve_runtime, training_step
+    from mtlbench.training import build_model, build_optimizer, resolve_runtime, training_step
 
     device = torch.device("cuda")
     config = resolve_runtime(replace(build_config("smoke"), device="cuda", method=method, batch_size=16))

@@ -106,7 +106,7 @@ def test_tiny_training_run_follows_the_rule_on_stored_accuracies(tmp_path, toy_b
 
     from mtlbench.config import build_config
     from mtlbench.store import ResultsStore
-    from mtlbench.train import train_run
+    from mtlbench.training import train_run
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, method="deepchest")
     with ResultsStore(tmp_path / "r.sqlite") as store:

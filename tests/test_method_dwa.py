@@ -11,7 +11,7 @@ from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.methods.dwa import DWAParams, DynamicWeightAverage
 from mtlbench.store import ResultsStore
-from mtlbench.train import train_run
+from mtlbench.training import train_run
 
 TASKS = ("a", "b", "c", "d")
 

@@ -21,7 +21,7 @@ def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
 
     from mtlbench.config import build_config
     from mtlbench.store import ResultsStore
-    from mtlbench.train import train_run
+    from mtlbench.training import train_run
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method="ew")
     with ResultsStore(tmp_path / "r.sqlite") as store:

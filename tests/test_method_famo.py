@@ -203,7 +203,7 @@ def test_training_steps_equal_the_authors_loop() -> None:
     from mtlbench.config import build_config
     from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
     from mtlbench.tasks import TASK_NAMES
-    from mtlbench.train import build_optimizer, training_step
+    from mtlbench.training import build_optimizer, training_step
 
     config = replace(build_config("smoke"), device="cpu", method="famo", optimizer="adam", weight_decay=0.0,
                      precision="fp32")

@@ -14,7 +14,7 @@ from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics
 from mtlbench.methods.params import FAMOParams
 from mtlbench.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
-from mtlbench.train import train_run
+from mtlbench.training import train_run
 
 TASKS = ("a", "b")
 KEY = RunKey("ew", "toy", 0, "abc123")

@@ -6,14 +6,15 @@ from dataclasses import dataclass, replace
 import pytest
 import torch
 
-import mtlbench.train as train_mod
+import mtlbench.training.factories as factories_mod
+import mtlbench.training.loop as train_mod
 from mtlbench.config import build_config
 from mtlbench.methods.base import Method, StepContext, StepOutput
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
-from mtlbench.train import train_run, training_step
+from mtlbench.training import train_run, training_step
 
 CFG = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, synth_images=50)
 
@@ -150,14 +151,14 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
 def test_frozen_trunk_trains_only_the_heads(store, toy_bundle, monkeypatch):
     """--freeze-trunk: trunk weights and BatchNorm statistics stay at their seeded initial values."""
     kept = {}
-    real = train_mod.MultiTaskResNet
+    real = factories_mod.MultiTaskResNet
 
     class Recording(real):
         def __init__(self, spec):
             super().__init__(spec)
             kept["model"], kept["init"] = self, copy.deepcopy(self.state_dict())
 
-    monkeypatch.setattr(train_mod, "MultiTaskResNet", Recording)
+    monkeypatch.setattr(factories_mod, "MultiTaskResNet", Recording)
     out = train_run(replace(CFG, method="uncertainty", freeze_trunk=True, select="last"), toy_bundle, store, {})
     assert out.status == "complete", out.detail
     final = kept["model"].state_dict()

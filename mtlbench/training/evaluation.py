@@ -1,0 +1,30 @@
+"""Evaluation of a model on a whole split."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from mtlbench import backend
+from mtlbench.config import RunConfig
+from mtlbench.feed import DeviceSplit, eval_batches
+from mtlbench.metrics import TaskMetrics, task_metrics
+from mtlbench.model import MultiTaskResNet, per_task_losses, positive_probability
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskResNet, split: DeviceSplit, config: RunConfig, device: torch.device
+) -> tuple[TaskMetrics, np.ndarray]:
+    """Metrics of `model` on a whole split and its probabilities (N, T); logits and losses stay on the
+    device until the end."""
+    model.eval()
+    probs, loss_sum = [], torch.zeros(split.labels.shape[1], device=device, dtype=torch.float64)
+    for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
+        with backend.autocast(config.precision, device):
+            _, logits = model(x)
+        logits = backend.at_least_float32(logits)
+        loss_sum += per_task_losses(logits, y, config.head).double() * y.shape[0]
+        probs.append(positive_probability(logits, config.head))
+    p = torch.cat(probs).cpu().numpy()
+    return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy()), p

@@ -1,0 +1,234 @@
+"""The epoch loop of one run: training steps, the epoch's statistics, model selection, checkpoints, the test.
+
+It stores results through a RunSink (no SQL here) and reports progress to a RunReporter.
+"""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from mtlbench import checkpoint, measure
+from mtlbench.config import RunConfig
+from mtlbench.datasets.base import DatasetBundle
+from mtlbench.feed import DeviceSplit, train_batches
+from mtlbench.methods.base import EpochStats
+from mtlbench.metrics import THRESHOLD, TaskMetrics
+from mtlbench.model import positive_probability
+from mtlbench.training.evaluation import evaluate
+from mtlbench.training.sink import EpochRecord, RunSink
+from mtlbench.training.state import LoopState, RunParts, checkpoint_payload
+from mtlbench.training.step import training_step
+
+DIVERGENCE_CHECK_EVERY = 20  # steps between host syncs that look for a non-finite loss
+
+
+class RunReporter(Protocol):
+    """Where the trainer reports progress (a rich display in the CLI, nothing in tests)."""
+
+    def start_run(self, label: str, epochs: int, steps: int, first_epoch: int = 0) -> None: ...
+    def advance_step(self) -> None: ...
+    def end_epoch(self, epoch: int, val_auroc: float) -> None: ...
+    def end_run(self) -> None: ...
+
+
+@dataclass
+class EpochMeter:
+    """On-device running sums of one training epoch (no host sync per step)."""
+
+    num_tasks: int
+    device: torch.device
+    loss_sum: torch.Tensor = field(init=False)
+    correct: torch.Tensor = field(init=False)
+    weight_sum: torch.Tensor = field(init=False)
+    step_weights: list[torch.Tensor] = field(default_factory=list)
+    seen: int = 0
+    steps: int = 0
+    weighted_steps: int = 0  # steps whose method returned task weights
+
+    def __post_init__(self) -> None:
+        z = lambda: torch.zeros(self.num_tasks, device=self.device, dtype=torch.float64)  # noqa: E731
+        self.loss_sum, self.correct, self.weight_sum = z(), z(), z()
+
+    def add(self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
+            keep_step: bool) -> None:
+        """Accumulate one step's per-task losses, correct predictions and weights (if the method gave any)."""
+        b = y.shape[0]
+        self.loss_sum += losses.detach().double() * b
+        self.correct += ((probs > THRESHOLD) == (y > 0.5)).sum(0).double()
+        if weights is not None:
+            w = weights.detach().double()
+            self.weight_sum += w
+            self.weighted_steps += 1
+            if keep_step:
+                self.step_weights.append(w)
+        self.seen += b
+        self.steps += 1
+
+
+
+
+@dataclass
+class RunLoop:
+    """One run's loop: its parts, data on the device, where results and progress go."""
+
+    config: RunConfig
+    data: DatasetBundle
+    parts: RunParts
+    state: LoopState
+    sink: RunSink
+    reporter: RunReporter
+    ckpt_path: Path
+    run_id: int
+    t_start: float = field(default_factory=time.perf_counter)
+
+    def __post_init__(self) -> None:
+        device = self.parts.device
+        self.train_split = DeviceSplit.from_split(self.data.train, device)
+        self.val_split = DeviceSplit.from_split(self.data.val, device)
+        self.test_split = DeviceSplit.from_split(self.data.test, device)
+        self.timer = measure.StepTimer(device)
+        self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
+        self.per_step_weights = self.parts.method.weights_changed_per_step()
+
+    def run(self) -> int | None:
+        """Train the remaining epochs; the step of a non-finite loss (then the run is over), else None."""
+        for epoch in range(self.state.epoch, self.config.epochs):
+            meter = self.train_epoch(epoch)
+            diverged_at = first_bad_step(self.bad_step)
+            if diverged_at is not None:
+                self.sink.diverged(diverged_at, self.parts.method.diagnostics())
+                return diverged_at
+            self.close_epoch(epoch, meter)
+        return None
+
+    def train_epoch(self, epoch: int) -> EpochMeter:
+        """The training steps of `epoch` (stopping early, at a check interval, after a non-finite loss)."""
+        config, parts, state, device = self.config, self.parts, self.state, self.parts.device
+        parts.model.train()
+        meter = EpochMeter(len(self.data.task_names), device)
+        t_epoch = measure.now(device)
+        for x, y in train_batches(self.train_split, config.batch_size, config.seed, epoch, device,
+                                  config.normalize_mean, config.normalize_std, config.augment, config.hflip):
+            self.timer.start()
+            rec = training_step(parts.model, parts.method, parts.optimizer, x, y, config, state.global_step, epoch,
+                                device, self.timer)
+            parts.schedule.step()
+            bad = ~torch.isfinite(rec.losses).all()
+            self.bad_step = torch.where(bad & (self.bad_step < 0), torch.full_like(self.bad_step, state.global_step),
+                                        self.bad_step)
+            meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.weights, self.per_step_weights)
+            self.timer.end()
+            state.global_step += 1
+            self.reporter.advance_step()
+            if state.global_step % DIVERGENCE_CHECK_EVERY == 0 and first_bad_step(self.bad_step) is not None:
+                break
+        state.train_s += measure.now(device) - t_epoch
+        epoch_steps, epoch_methods = self.timer.collect()
+        state.step_times += epoch_steps
+        state.method_times += epoch_methods
+        return meter
+
+    def close_epoch(self, epoch: int, meter: EpochMeter) -> None:
+        """Validate, store the epoch, select the model, tell the method, and checkpoint."""
+        config, parts, state, device = self.config, self.parts, self.state, self.parts.device
+        train_loss = (meter.loss_sum / meter.seen).cpu().numpy()
+        train_acc = (meter.correct / meter.seen).cpu().numpy()
+        t_eval = measure.now(device)
+        val, val_probs = evaluate(parts.model, self.val_split, config, device)
+        state.eval_s += measure.now(device) - t_eval
+        self.sink.epoch(EpochRecord(epoch, train_loss, train_acc, *self.weights_of(meter), val))
+        val_auroc = val.mean()["auroc"]
+        self.reporter.end_epoch(epoch, val_auroc)
+        self.select(epoch, val, val_probs)
+        parts.method.end_epoch(EpochStats(
+            epoch=epoch,
+            train_loss=torch.from_numpy(train_loss),
+            train_accuracy=torch.from_numpy(train_acc),
+            val_loss=torch.from_numpy(val.loss),
+            val_accuracy=torch.from_numpy(val.accuracy),
+            val_auroc=torch.from_numpy(val.auroc),
+        ))
+        state.epoch = epoch + 1
+        if state.epoch < config.epochs:  # after the last epoch only the test remains: no checkpoint
+            checkpoint.save_checkpoint(self.ckpt_path, checkpoint_payload(
+                parts, replace(state, wall_s=self.wall_s(), peak_cuda_mb=self.peak_cuda_mb(),
+                               peak_rss_mb=self.peak_rss_mb()),
+                self.run_id, config.config_hash()))
+
+    def weights_of(self, meter: EpochMeter) -> tuple[np.ndarray | None, tuple[list[int], np.ndarray] | None]:
+        """The epoch's mean weights and, when logged per step, (global steps, weights)."""
+        mean = (meter.weight_sum / meter.weighted_steps).cpu().numpy() if meter.weighted_steps else None
+        per_step = None
+        if self.per_step_weights and meter.step_weights:
+            first = self.state.global_step - meter.steps
+            per_step = (list(range(first, self.state.global_step)), torch.stack(meter.step_weights).cpu().numpy())
+        return mean, per_step
+
+    def select(self, epoch: int, val: TaskMetrics, val_probs: np.ndarray) -> None:
+        """Keep the model of this epoch if it is the best so far on validation (or `--select last`)."""
+        state = self.state
+        val_auroc = val.mean()["auroc"]
+        score = val_auroc if np.isfinite(val_auroc) else -val.mean()["loss"]
+        if self.config.select == "last" or score > state.best_score or state.best_state is None:
+            state.best_score, state.best_epoch = float(score), epoch
+            state.best_state = copy.deepcopy(self.parts.model.state_dict())
+            state.best_val_probs = torch.from_numpy(val_probs)
+
+    def test_and_store(self, rss_scope: str) -> tuple[TaskMetrics, float, float | None, float]:
+        """Test once, with the model selected on validation, and store the result with its costs.
+        Returns the test metrics, the wall time and the peak CUDA and RSS memory."""
+        config, parts, state, device = self.config, self.parts, self.state, self.parts.device
+        parts.model.load_state_dict(state.best_state)
+        t_eval = measure.now(device)
+        test, test_probs = evaluate(parts.model, self.test_split, config, device)
+        state.eval_s += measure.now(device) - t_eval
+        wall_s = self.wall_s()
+        warm = state.step_times[min(len(state.step_times) - 1, 5):] if state.step_times else [float("nan")]
+        warm_m = state.method_times[min(len(state.method_times) - 1, 5):] if state.method_times else [float("nan")]
+        cuda_mb, rss_mb = self.peak_cuda_mb(), self.peak_rss_mb()
+        costs = dict(
+            device=device_name(device),
+            wall_s=wall_s, train_s=state.train_s, eval_s=state.eval_s,
+            median_step_s=statistics.median(warm), median_method_s=statistics.median(warm_m),
+            images_per_s=state.global_step * config.batch_size / state.train_s if state.train_s > 0 else None,
+            peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
+        )
+        self.sink.complete(state.best_epoch, test, self.data.val, state.best_val_probs.numpy(), self.data.test,
+                           test_probs, costs, parts.method.diagnostics())
+        return test, wall_s, cuda_mb, rss_mb
+
+    def wall_s(self) -> float:
+        """Wall time of the run: earlier attempts up to their last checkpoint, plus this one."""
+        return self.state.wall_s + time.perf_counter() - self.t_start
+
+    def peak_cuda_mb(self) -> float | None:
+        """Peak CUDA memory over this and earlier attempts."""
+        return larger(self.state.peak_cuda_mb, measure.peak_cuda_mb(self.parts.device))
+
+    def peak_rss_mb(self) -> float | None:
+        """Peak resident memory over this and earlier attempts."""
+        return larger(self.state.peak_rss_mb, measure.peak_rss_mb())
+
+
+def first_bad_step(bad: torch.Tensor) -> int | None:
+    """The step recorded in the on-device marker (−1: none); one host sync."""
+    v = int(bad.item())
+    return v if v >= 0 else None
+
+
+def larger(a: float | None, b: float | None) -> float | None:
+    """max of two optional numbers."""
+    return b if a is None else a if b is None else max(a, b)
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or "cpu"."""
+    return str(torch.cuda.get_device_name(device)) if device.type == "cuda" else "cpu"

@@ -1,0 +1,84 @@
+"""Where a run's results go: the results database, in transactions that hold only while the run is ours.
+
+The training loop writes through `RunSink` and never sees SQL; `StoreSink` is the one the CLI
+uses, a test may pass its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from mtlbench.claims import Owner
+from mtlbench.datasets.base import Split
+from mtlbench.metrics import TaskMetrics
+from mtlbench.store import ResultsStore
+
+
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one finished epoch stores: training statistics, weights, validation metrics."""
+
+    epoch: int
+    train_loss: np.ndarray  # (T,)
+    train_accuracy: np.ndarray  # (T,)
+    mean_weights: np.ndarray | None  # (T,): the weights in force over the epoch; None without weights
+    step_weights: tuple[list[int], np.ndarray] | None  # (global steps, (S, T) weights) when logged per step
+    val: TaskMetrics
+
+
+class RunSink(Protocol):
+    """The three moments a run's results are stored."""
+
+    def epoch(self, record: EpochRecord) -> None: ...
+    def diverged(self, step: int, diagnostics: dict[str, float]) -> None: ...
+    def complete(self, selected_epoch: int, test: TaskMetrics, val_split: Split, val_probs: np.ndarray,
+                 test_split: Split, test_probs: np.ndarray, costs: dict[str, Any],
+                 diagnostics: dict[str, float]) -> None: ...
+
+
+@dataclass
+class StoreSink:
+    """A RunSink writing run `run_id` of `store`, each write checked to be `owner`'s still."""
+
+    store: ResultsStore
+    run_id: int
+    owner: Owner
+    tasks: tuple[str, ...]
+
+    def epoch(self, record: EpochRecord) -> None:
+        """An epoch's rows land together, while the run is still ours."""
+        s, rid = self.store, self.run_id
+        with s.transaction(immediate=True):
+            s.assert_owner(rid, self.owner)
+            s.add_train_stats(rid, record.epoch, self.tasks, record.train_loss, record.train_accuracy)
+            if record.mean_weights is not None:  # an aggregator without task weights logs none
+                s.add_weights(rid, record.epoch, [-1], self.tasks, record.mean_weights[None])
+            if record.step_weights is not None:
+                steps, weights = record.step_weights
+                s.add_weights(rid, record.epoch, steps, self.tasks, weights)
+            s.add_metrics(rid, "val", record.epoch, self.tasks, record.val)
+
+    def diverged(self, step: int, diagnostics: dict[str, float]) -> None:
+        """The run ends as diverged at `step`."""
+        s, rid = self.store, self.run_id
+        with s.transaction(immediate=True):
+            s.assert_owner(rid, self.owner)
+            s.set_diagnostics(rid, diagnostics)
+            s.finish_run(rid, "diverged", diverged_step=step, error="non-finite loss")
+
+    def complete(self, selected_epoch: int, test: TaskMetrics, val_split: Split, val_probs: np.ndarray,
+                 test_split: Split, test_probs: np.ndarray, costs: dict[str, Any],
+                 diagnostics: dict[str, float]) -> None:
+        """The result lands whole or not at all."""
+        s, rid = self.store, self.run_id
+        with s.transaction(immediate=True):
+            s.assert_owner(rid, self.owner)
+            s.add_metrics(rid, "test", selected_epoch, self.tasks, test)
+            s.add_predictions(rid, "val", selected_epoch, val_split.image_ids, val_split.labels, val_probs)
+            s.add_predictions(rid, "test", selected_epoch, test_split.image_ids, test_split.labels, test_probs)
+            s.set_costs(rid, costs)
+            s.set_diagnostics(rid, diagnostics)
+            s.finish_run(rid, "complete", selected_epoch=selected_epoch)
