@@ -13,7 +13,7 @@ package; see the README's "Adding a method"). Its class attributes declare:
   and finiteness are checked for every field. Built-in Params live in methods/params.py so
   that the CLI checks them before it imports torch;
 * `version`: part of every run's identity; bump it when the method's math or a default changes;
-* `normalization`: how its weights are scaled ("sum-to-T", "none", "learned"), for the report;
+* `weight_scale`: how its weights are scaled ("sum-to-T", "none", "learned", "no-weights"), for the report;
 * `syncs_host`: False when `step` never reads a tensor's value on the host (checked);
 * `reevaluates`: True when the method wants the batch's losses again after the update
   (`after_update`, FAMO's same-batch logit step); the extra forward is counted in its time.
@@ -44,10 +44,10 @@ from typing import Any, Callable, ClassVar, Sequence
 import torch
 
 from mtlbench import hyperparams, spaces
-from mtlbench.methods.params import GradientNeed, NoHyperparameters, WeightNormalization
+from mtlbench.methods.params import GradientNeed, NoHyperparameters, WeightScale
 
 __all__ = ["EpochStats", "GradientNeed", "Method", "NoHyperparameters", "StepContext", "StepOutput",
-           "WeightNormalization"]
+           "WeightScale"]
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Method(torch.nn.Module):
     name: ClassVar[str] = ""  # set by register_method
     description: ClassVar[str] = ""
     needs: ClassVar[GradientNeed] = "losses"
-    normalization: ClassVar[WeightNormalization] = "sum-to-T"
+    weight_scale: ClassVar[WeightScale] = "sum-to-T"
     Params: ClassVar[type] = NoHyperparameters
     version: ClassVar[int] = 1
     syncs_host: ClassVar[bool] = True

@@ -25,7 +25,7 @@ the float32 combination w @ J accurate).
 Scale, as in the authors' code: d is divided by 1 + c² (`rescale` "1+c^2", their default;
 "1+c" and "none" are their other options) and multiplied by T to match the sum of the losses
 (the authors' "× 2 to match the sum loss" for two tasks). The applied weights are
-T (1/T + λ w*_t) / (1 + c²); they sum to T (1 + λ)/(1 + c²), not to T (normalization "none").
+T (1/T + λ w*_t) / (1 + c²); they sum to T (1 + λ)/(1 + c²), not to T (weight_scale "none").
 c = 0 gives d = g_0, i.e. EW.
 """
 
@@ -133,7 +133,7 @@ class CAGrad(GramianMethod):
     """CAGrad on the shared parameters' gradients; weights T (1/T + λ w*) / rescale."""
 
     description = "CAGrad (Liu et al. 2021): best worst-task gain within c‖g0‖ of the mean gradient."
-    normalization = "none"
+    weight_scale = "none"
     Params = CAGradParams
     event_names = ("pareto_stationary_steps", "solver_not_converged_steps")
 

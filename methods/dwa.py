@@ -39,7 +39,7 @@ class DynamicWeightAverage(Method):
     """Per-epoch weights K·softmax(L(t−1)/L(t−2) / T); all 1 for the first two epochs."""
 
     description = "DWA (Liu et al., CVPR 2019): K·softmax of last-epoch loss ratios / T, T = 2."
-    normalization = "sum-to-T"
+    weight_scale = "sum-to-T"
     syncs_host = False
     Params = DWAParams
 

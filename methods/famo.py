@@ -28,7 +28,7 @@ What the method returns: the objective c·Σ_i z_i·log ℓ_i (faithful to the p
 not Σ w L, but its gradient is Σ w ∇L) and, as weights, the factors on ∇ℓ_i it applies,
 w_i = c·z_i / ℓ_i (detached). c makes them sum to 1 (a convex combination of the task
 gradients, as in the paper), against T for equal weighting: the gradient is ~1/T as large,
-which Adam-type optimizers largely absorb. The contract has no "sum-to-1", so normalization
+which Adam-type optimizers largely absorb. The contract has no "sum-to-1", so weight_scale
 is "none". FAMO's own task weights z = softmax(ξ) are `self.task_weights()`.
 
 `famo-nextbatch` is an approximation, not the authors' method: it saves the extra forward by
@@ -135,7 +135,7 @@ class _FAMOLogits(Method):
     """What both FAMO variants share: the logits ξ with their Adam state (buffers), z = softmax(ξ),
     the guarded logit step and its counters."""
 
-    normalization = "none"
+    weight_scale = "none"
     syncs_host = False
 
     def __init__(self, task_names, params=None, *, generator=None):

@@ -16,7 +16,7 @@ for a feature that is exactly 0, and ∇_i is simply the batch sum of the featur
 The leak k (0 by default, as in LibMTL's implementation and the paper's multitask experiments)
 keeps a share of every gradient. The masked gradient is backpropagated through the trunk; heads
 get their own losses' gradients, as for every method. There are no task weights to log: the
-method returns only the shared gradient (normalization "no-weights").
+method returns only the shared gradient (weight_scale "no-weights").
 
 Deviations: Σ_i |∇_i| gets 1e-7 added against 0/0 (as in LibMTL; the paper has none); where
 sign(A) = 0 (a feature that is exactly 0 after the ReLU and pooling, whose gradient reaches no
@@ -58,7 +58,7 @@ class GradDrop(Method):
 
     description = "GradDrop (Chen et al., NeurIPS 2020): gradient sign dropout at the shared features; no task weights."
     needs = "shared_features"
-    normalization = "no-weights"
+    weight_scale = "no-weights"
     Params = GradDropParams
     syncs_host = False
 

@@ -10,7 +10,7 @@ task weights (initially 1):
 
 the target Ḡ_W · r_t^α held constant (no gradient flows through it). Each step the model trains
 with Σ_t w_t L_t (the weights before this step's update), then w takes one step on L_grad and
-is renormalized so that Σ_t w_t = T (normalization "sum-to-T"). L_t(0) are the losses of the
+is renormalized so that Σ_t w_t = T (weight_scale "sum-to-T"). L_t(0) are the losses of the
 first step.
 
 The per-task norms ‖∇_W L_t‖ are the row norms of `ctx.grads` (the trainer's per-task
@@ -60,7 +60,7 @@ class GradNorm(Method):
 
     description = "GradNorm (Chen et al. 2018): learn weights equalizing gradient norms at the last shared layer."
     needs = "last_shared_layer"
-    normalization = "sum-to-T"
+    weight_scale = "sum-to-T"
     Params = GradNormParams
 
     def __init__(

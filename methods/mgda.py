@@ -36,7 +36,7 @@ import torch
 
 from mtlbench.methods.base import GradientNeed
 from mtlbench.methods.gramian import GramianMethod, simplex_qp
-from mtlbench.methods.params import MGDA_NORMALIZATIONS as NORMALIZATIONS
+from mtlbench.methods.params import MGDA_NORMALIZATIONS as WEIGHT_SCALES
 from mtlbench.methods.params import MGDAParams
 from mtlbench.registry import register_method
 
@@ -78,7 +78,7 @@ def gradient_normalizers(sq_norms: torch.Tensor, losses: torch.Tensor, normaliza
         return losses.to(sq_norms)
     if normalization == "loss+":
         return losses.to(sq_norms) * sq_norms.clamp(min=0).sqrt()
-    raise ValueError(f"unknown MGDA normalization {normalization!r}; valid: {', '.join(NORMALIZATIONS)}")
+    raise ValueError(f"unknown MGDA normalization {normalization!r}; valid: {', '.join(WEIGHT_SCALES)}")
 
 
 def mgda_weights(gram: torch.Tensor, losses: torch.Tensor, normalization: str = "none") -> tuple[torch.Tensor, bool]:
@@ -93,7 +93,7 @@ class MGDA(GramianMethod):
 
     description = "MGDA (Sener & Koltun 2018): min-norm point of the task gradients' hull; weights T·α."
     needs: ClassVar[GradientNeed] = "shared_params"
-    normalization = "sum-to-T"
+    weight_scale = "sum-to-T"
     Params = MGDAParams
     event_names = ("invalid_normalizer_rows", "solver_not_converged_steps")
 

@@ -24,8 +24,8 @@ from mtlbench.errors import UserError
 
 # The built-in gradient spaces (mtlbench/spaces.py); a plugin may register more, so a spec holds a str.
 GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
-WeightNormalization = Literal["sum-to-T", "none", "learned", "no-weights"]
-NORMALIZATIONS = typing.get_args(WeightNormalization)
+WeightScale = Literal["sum-to-T", "none", "learned", "no-weights"]
+WEIGHT_SCALES = typing.get_args(WeightScale)
 
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 CAGRAD_RESCALES = ("1+c^2", "1+c", "none")

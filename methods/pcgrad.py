@@ -15,7 +15,7 @@ w_j = Σ_i C_ij (`pcgrad_weights`), the weights logged.
 
 Scale: as in the paper the projected gradients are summed, not averaged: without conflicts the
 weights are all 1 (EW); under conflict they are what the projections make them, not
-renormalized (normalization "none"). The random orders come from the method's own generator.
+renormalized (weight_scale "none"). The random orders come from the method's own generator.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class PCGrad(GramianMethod):
     """PCGrad on the shared parameters' gradients; weights are the coefficients of Σ_i g_i^PC."""
 
     description = "PCGrad (Yu et al. 2020): project each task gradient off conflicting ones, sum."
-    normalization = "none"
+    weight_scale = "none"
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """PCGrad's effective weights with fresh random orders from the method's generator."""

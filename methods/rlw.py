@@ -38,7 +38,7 @@ class RandomLossWeighting(Method):
     """Weights T·softmax(λ̃), λ̃ ~ N(0, I), drawn afresh at every step."""
 
     description = "RLW (Lin et al., TMLR 2022): T·softmax(z), z ~ N(0, I) drawn every step."
-    normalization = "sum-to-T"
+    weight_scale = "sum-to-T"
     syncs_host = False
     Params = RLWParams
 

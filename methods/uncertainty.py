@@ -51,7 +51,7 @@ class UncertaintyWeighting(Method):
     """Learnable log-variances s_t; objective Σ exp(−s_t)L_t + ρ·s_t; weights exp(−s_t)."""
 
     description = "Uncertainty weighting (Kendall et al., CVPR 2018): learned log-variances, Σ exp(−s)L + s."
-    normalization = "learned"
+    weight_scale = "learned"
     syncs_host = False
     Params = UncertaintyParams
 

@@ -279,7 +279,7 @@ def cmd_list(console: Console) -> int:
     for name in METHODS.names():
         cls = METHODS.get(name)
         kind = cls.space().description
-        console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.normalization})  {cls.description}",
+        console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.weight_scale})  {cls.description}",
                       soft_wrap=True, highlight=False)
         params = fields(cls.Params)
         for f in params:

@@ -40,7 +40,7 @@ from mtlbench import hyperparams
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, Method, StepOutput
-from mtlbench.methods.params import NORMALIZATIONS
+from mtlbench.methods.params import WEIGHT_SCALES
 
 SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu",
            "nonzero", "equal", "masked_select", "unique", "argwhere"}  # the last: output size from the data
@@ -244,8 +244,8 @@ def _fail(label: str, rule: str) -> None:
 def _check_hyperparameters(cls: type, label: str) -> None:
     defaults = cls.Params()
     cls(("a", "b", "c"))  # the defaults construct
-    if cls.normalization not in NORMALIZATIONS:
-        _fail(label, f"normalization {cls.normalization!r} is not one of {', '.join(NORMALIZATIONS)}")
+    if cls.weight_scale not in WEIGHT_SCALES:
+        _fail(label, f"weight_scale {cls.weight_scale!r} is not one of {', '.join(WEIGHT_SCALES)}")
     if not cls.reevaluates and type.__getattribute__(cls, "after_update") is not Method.after_update:
         _fail(label, "overrides after_update but does not set reevaluates = True: the trainer never calls it")
     as_json = json.dumps(asdict(defaults), sort_keys=True)
@@ -289,9 +289,9 @@ def _check_output(cls: type, out: Any, ctx: Any, num_tasks: int) -> dict[str, to
         _fail(label, f"step returned {type(out).__name__}, not a StepOutput")
     if out.weights is None and out.objective is None and out.shared_grad is None:
         _fail(label, "step returned neither weights, an objective nor a shared gradient")
-    if (out.weights is None) != (cls.normalization == "no-weights"):
-        _fail(label, "returns no weights but does not declare normalization 'no-weights'" if out.weights is None
-              else "declares normalization 'no-weights' but returns weights")
+    if (out.weights is None) != (cls.weight_scale == "no-weights"):
+        _fail(label, "returns no weights but does not declare weight_scale 'no-weights'" if out.weights is None
+              else "declares weight_scale 'no-weights' but returns weights")
     losses = ctx.losses
     if out.weights is not None:
         w = out.weights
@@ -301,8 +301,8 @@ def _check_output(cls: type, out: Any, ctx: Any, num_tasks: int) -> dict[str, to
             _fail(label, f"weights are {w.dtype} on {w.device}; the losses are {losses.dtype} on {losses.device}")
         if not bool(torch.isfinite(w).all()):
             _fail(label, f"weights are not finite: {w.tolist()}")
-        if cls.normalization == "sum-to-T" and abs(float(w.sum()) - num_tasks) > 1e-4 * num_tasks:
-            _fail(label, f"declares sum-to-T but its weights sum to {float(w.sum()):.6g}, not {num_tasks}")
+        if cls.weight_scale == "sum-to-T" and abs(float(w.sum()) - num_tasks) > 1e-4 * num_tasks:
+            _fail(label, f"declares weight_scale sum-to-T but its weights sum to {float(w.sum()):.6g}, not {num_tasks}")
     if out.objective is not None:
         if out.objective.dim() != 0 or not out.objective.requires_grad or not bool(torch.isfinite(out.objective)):
             _fail(label, "the objective must be a finite scalar attached to the losses' graph")

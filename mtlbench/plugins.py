@@ -83,7 +83,7 @@ def plugin_problem(name: str) -> str | None:
 def check_method_class(name: str, where: str, cls: Any) -> None:
     """Refuse, in one line, a plugin class that cannot be a method."""
     from mtlbench.methods.base import Method
-    from mtlbench.methods.params import NORMALIZATIONS
+    from mtlbench.methods.params import WEIGHT_SCALES
     from mtlbench.spaces import SPACES
 
     if not (isinstance(cls, type) and issubclass(cls, Method)):
@@ -91,9 +91,9 @@ def check_method_class(name: str, where: str, cls: Any) -> None:
     if cls.needs not in SPACES:
         raise UserError(f"plugin method {name!r} ({where}) needs the unknown gradient space {cls.needs!r}; "
                         f"valid: {', '.join(SPACES)}")
-    if cls.normalization not in NORMALIZATIONS:
-        raise UserError(f"plugin method {name!r} ({where}) declares normalization {cls.normalization!r}; "
-                        f"valid: {', '.join(NORMALIZATIONS)}")
+    if cls.weight_scale not in WEIGHT_SCALES:
+        raise UserError(f"plugin method {name!r} ({where}) declares weight_scale {cls.weight_scale!r}; "
+                        f"valid: {', '.join(WEIGHT_SCALES)}")
     if not (is_dataclass(cls.Params) and callable(getattr(cls.Params, "check", None))):
         raise UserError(f"plugin method {name!r} ({where}): Params must be a dataclass with a check(method, task_names)")
     if not (isinstance(cls.version, int) and cls.version >= 1):

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mtlbench.claims import Owner
+from mtlbench.leases import Owner
 from mtlbench.config import LEGACY_VALUES, RunConfig
 from mtlbench.errors import UserError
 

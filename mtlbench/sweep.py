@@ -20,7 +20,7 @@ from mtlbench.plan import SweepPlan, check_methods_fit
 from mtlbench.registry import DATASETS
 from mtlbench.store import ResultsStore
 from mtlbench.store_check import check_intact
-from mtlbench.claims import this_process
+from mtlbench.leases import this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
 DATA_INTERRUPTED = ("the data generation was not finished and no run was started; rerun the same command to "

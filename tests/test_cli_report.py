@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from mtlbench.claims import Owner
+from mtlbench.leases import Owner
 from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
 from mtlbench.store import ResultsStore, RunKey

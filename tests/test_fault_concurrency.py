@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from mtlbench.claims import Heartbeat, Owner
+from mtlbench.leases import Heartbeat, Owner
 from mtlbench.store import ResultsStore, RunKey
 
 KEY = RunKey("ew", "toy", 0, "abc123")

@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from mtlbench import checkpoint
-from mtlbench.claims import Owner
+from mtlbench.leases import Owner
 from mtlbench.cli import main
 from mtlbench.datasets import cxr14_synth as synth
 from mtlbench.datasets import image_cache

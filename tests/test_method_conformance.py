@@ -65,7 +65,7 @@ class ForgetsState(Good):
         self.count += 1
         return StepOutput(weights=torch.full_like(ctx.losses.detach(), float(self.count)))
 
-    normalization = "none"
+    weight_scale = "none"
 
 
 class NotSumToT(Good):
@@ -123,7 +123,7 @@ class AlwaysFloat32(Good):
     (NumpyRandom, "changed the numpy RNG"),
     (PlainTensor, "not a registered buffer"),
     (HookWithoutFlag, "does not set reevaluates"),
-    (ObjectiveOnly, "does not declare normalization 'no-weights'"),
+    (ObjectiveOnly, "does not declare weight_scale 'no-weights'"),
     (AlwaysFloat32, "weights are torch.float32"),
     (StrayTensor, "not a registered buffer"),
     (ReadsOnHost, "syncs_host = False"),

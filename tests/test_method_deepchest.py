@@ -60,7 +60,7 @@ def test_constants_are_hyperparameters():
 
 
 def test_no_normalisation_declared():
-    assert DeepChest.normalization == "none"
+    assert DeepChest.weight_scale == "none"
     assert DeepChest.needs == "losses"
 
 

@@ -37,7 +37,7 @@ def test_first_two_epochs_are_all_ones():
     assert weights(m) == [1.0] * 4  # epoch 0
     m.end_epoch(epoch(0, (1.0, 2.0, 0.5, 1.0)))
     assert weights(m) == [1.0] * 4  # epoch 1: only one epoch of losses so far
-    assert not m.weights_changed_per_step() and DynamicWeightAverage.normalization == "sum-to-T"
+    assert not m.weights_changed_per_step() and DynamicWeightAverage.weight_scale == "sum-to-T"
 
 
 def test_third_epoch_weights_by_hand():

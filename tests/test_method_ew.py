@@ -13,7 +13,7 @@ def test_weights_are_ones_and_objective_is_the_sum():
     assert out.weights.tolist() == [1.0] * len(TASK_NAMES)
     assert out.objective is None and out.shared_grad is None
     assert torch.allclose((out.weights * losses).sum(), losses.sum())
-    assert EqualWeighting.normalization == "sum-to-T"
+    assert EqualWeighting.weight_scale == "sum-to-T"
 
 
 def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):

@@ -59,7 +59,7 @@ def test_first_step_uniform_weights_and_no_update(cls):
     assert m.task_weights().tolist() == pytest.approx([1 / 3] * 3)
     assert out.weights.tolist() == pytest.approx([4 / 13, 1 / 13, 8 / 13], rel=1e-12)  # c = 6/13
     assert m.diagnostics() == {"logit_updates": 0.0, "skipped_logit_updates": 0.0}
-    assert m.weights_changed_per_step() and cls.normalization == "none" and m.optimizer_groups() == []
+    assert m.weights_changed_per_step() and cls.weight_scale == "none" and m.optimizer_groups() == []
     assert cls.reevaluates == (cls is FAMO)
 
 

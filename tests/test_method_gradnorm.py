@@ -87,7 +87,7 @@ def test_sgd_option_and_bad_params():
     m = GradNorm(TASKS, GradNormParams(optimizer="sgd", lr=0.01))
     assert isinstance(m.optimizer_, torch.optim.SGD)
     assert m.optimizer_groups() == [] and m.weights_changed_per_step()  # w is trained by its own optimizer
-    assert GradNorm.needs == "last_shared_layer" and GradNorm.normalization == "sum-to-T"
+    assert GradNorm.needs == "last_shared_layer" and GradNorm.weight_scale == "sum-to-T"
     with pytest.raises(UserError, match="optimizer"):
         GradNorm(TASKS, GradNormParams(optimizer="lbfgs"))
     with pytest.raises(UserError, match="lr"):

@@ -126,7 +126,7 @@ def test_step_applies_T_alpha_to_the_raw_gradients():
     assert torch.allclose(out.weights, 5 * alpha)
     assert out.weights.sum().item() == pytest.approx(5)
     assert torch.allclose(out.shared_grad, out.weights @ j)
-    assert MGDA.normalization == "sum-to-T"
+    assert MGDA.weight_scale == "sum-to-T"
 
 
 def test_identical_gradients_give_ew():

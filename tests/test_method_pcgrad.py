@@ -70,7 +70,7 @@ def test_no_conflict_is_ew():
     j = torch.rand(4, 7, dtype=torch.float64)  # all inner products positive
     out = PCGrad(list("abcd")).step(StepContext(torch.ones(4, dtype=torch.float64), 0, 0, grads=j))
     assert out.weights.tolist() == [1.0] * 4 and torch.allclose(out.shared_grad, j.sum(0))
-    assert PCGrad.normalization == "none" and PCGrad.needs == "shared_params"
+    assert PCGrad.weight_scale == "none" and PCGrad.needs == "shared_params"
 
 
 def test_step_uses_the_methods_generator():

@@ -34,7 +34,7 @@ def test_positive_sum_to_T_and_new_every_step():
     for w in ws:
         assert all(x > 0 for x in w) and sum(w) == pytest.approx(T)
     assert len({tuple(w) for w in ws}) == 50
-    assert method().weights_changed_per_step() and RandomLossWeighting.normalization == "sum-to-T"
+    assert method().weights_changed_per_step() and RandomLossWeighting.weight_scale == "sum-to-T"
 
 
 def test_same_seed_same_sequence_other_seed_other_sequence():

@@ -28,7 +28,7 @@ def test_starts_as_equal_weighting_with_learnable_log_variances():
     assert list(m.parameters()) == [m.log_var_] and m.log_var_.requires_grad
     assert m.optimizer_groups() == [{"params": [m.log_var_], "weight_decay": 0.0}]  # the run's lr, no decay
     assert m.weights_changed_per_step()
-    assert UncertaintyWeighting.normalization == "learned" and UncertaintyWeighting.needs == "losses"
+    assert UncertaintyWeighting.weight_scale == "learned" and UncertaintyWeighting.needs == "losses"
 
 
 def test_objective_value_and_gradients_by_hand():

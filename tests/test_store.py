@@ -8,7 +8,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mtlbench.claims import Owner
+from mtlbench.leases import Owner
 from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from mtlbench import backend, checkpoint, measure
-from mtlbench.claims import Heartbeat, Owner, this_process
+from mtlbench.leases import Heartbeat, Owner, this_process
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
@@ -93,7 +93,7 @@ def train_run(
     run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
     fast_path = backend.configure(device, config.precision, config.deterministic)  # recorded with the environment
     claim = store.claim_run(key, json.dumps(run_config, sort_keys=True), {**env, **fast_path},
-                            method.normalization, owner, force=force)
+                            method.weight_scale, owner, force=force)
     if claim.action != "run":
         reporter.end_run()
         if claim.action == "busy":

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mtlbench.claims import Owner
+from mtlbench.leases import Owner
 from mtlbench.datasets.base import Split
 from mtlbench.metrics import TaskMetrics
 from mtlbench.store import ResultsStore
