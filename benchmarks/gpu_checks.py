@@ -122,7 +122,7 @@ def kill_and_resume(args, work: Path, log: list[str], reference: Path | None) ->
             break
         time.sleep(0.01)
     proc.communicate(timeout=120)
-    lines = [f"### 3. The same run SIGKILLed after its first checkpoint, then rerun", ""]
+    lines = ["### 3. The same run SIGKILLed after its first checkpoint, then rerun", ""]
     if not killed:
         return lines + [f"Not checked: the run ended (exit {proc.returncode}) before a checkpoint appeared.", ""]
     again = run(cmd, log)

@@ -1,0 +1,222 @@
+"""The results database's schema, its version, and the migrations of older databases."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import fields
+from pathlib import Path
+
+from mtlbench.config import LEGACY_VALUES, RunConfig
+from mtlbench.errors import UserError
+
+# 2: predictions table; 3: run claims (owner, heartbeat) and resume counts; 4: a run's identity
+# (config_hash) and stored config hold its method's resolved hyperparameters and version;
+# 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`
+SCHEMA_VERSION = 5
+# Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
+RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
+STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
+# A run in one of these statuses is a result: a rerun skips it (--force reruns it). The others
+# (failed, interrupted, or running in a process that died) are taken over and resumed.
+FINAL_STATUSES = ("complete", "diverged", "oom")
+# True for a row of `runs` stored as complete whose metrics are not all there (rows deleted by
+# hand, or a tampered status): fewer test rows than the run has tasks, or no validation row. It is
+# not a result: `run` trains the cell again, `report` and `export` refuse the database.
+HOLLOW_RUN_SQL = (
+    "(runs.status = 'complete' AND ("
+    "(SELECT COUNT(*) FROM metrics m WHERE m.run_id = runs.run_id AND m.split = 'test')"
+    " < MAX(1, (SELECT COUNT(DISTINCT m.task) FROM metrics m WHERE m.run_id = runs.run_id))"
+    " OR NOT EXISTS (SELECT 1 FROM metrics m WHERE m.run_id = runs.run_id AND m.split = 'val')))"
+)
+HOLLOW_NOTE = "stored as complete but its metrics are missing: trained again"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER PRIMARY KEY AUTOINCREMENT,
+    method TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    seed INTEGER NOT NULL,
+    config_hash TEXT NOT NULL,
+    config_json TEXT NOT NULL,
+    status TEXT NOT NULL CHECK (status IN ('running','complete','diverged','failed','interrupted','oom')),
+    started_at TEXT NOT NULL,
+    ended_at TEXT,
+    env_json TEXT,
+    data_json TEXT,
+    weight_normalization TEXT,
+    selected_epoch INTEGER,
+    diverged_step INTEGER,
+    error TEXT,
+    owner_host TEXT,  -- the process running it now: host and pid (see claims.py)
+    owner_pid INTEGER,
+    owner_token TEXT,  -- random per process: tells processes with the same host and pid apart
+    heartbeat_at REAL,  -- unix time of the owner's last sign of life
+    resumes INTEGER NOT NULL DEFAULT 0  -- times it continued from a checkpoint after an interruption
+);
+CREATE INDEX IF NOT EXISTS runs_by_hash ON runs (config_hash, status);
+CREATE TABLE IF NOT EXISTS metrics (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    split TEXT NOT NULL CHECK (split IN ('train','val','test')),
+    epoch INTEGER NOT NULL,
+    task TEXT NOT NULL,
+    loss REAL, accuracy REAL, auroc REAL, ap REAL,
+    PRIMARY KEY (run_id, split, epoch, task)
+);
+CREATE TABLE IF NOT EXISTS weights (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    epoch INTEGER NOT NULL,
+    step INTEGER NOT NULL,  -- -1: the weights in force for the whole epoch
+    task TEXT NOT NULL,
+    weight REAL NOT NULL,
+    PRIMARY KEY (run_id, epoch, step, task)
+);
+CREATE TABLE IF NOT EXISTS diagnostics (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value REAL,
+    PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS predictions (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    split TEXT NOT NULL CHECK (split IN ('val','test')),
+    epoch INTEGER NOT NULL,  -- the selected epoch
+    image_ids BLOB NOT NULL,  -- zlib of the newline-joined image ids, in row order
+    labels BLOB NOT NULL,  -- .npy bytes, (N, T) uint8
+    probs BLOB NOT NULL,  -- .npy bytes, (N, T) float32, P(finding present)
+    PRIMARY KEY (run_id, split)
+);
+CREATE TABLE IF NOT EXISTS costs (
+    run_id INTEGER PRIMARY KEY REFERENCES runs (run_id) ON DELETE CASCADE,
+    device TEXT NOT NULL,
+    wall_s REAL, train_s REAL, eval_s REAL,
+    median_step_s REAL, median_method_s REAL, images_per_s REAL,
+    peak_cuda_mb REAL,
+    peak_rss_mb REAL,
+    rss_scope TEXT  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
+);
+"""
+
+
+# columns added to `runs` after version 2, added to older databases on open
+RUN_COLUMNS_V3 = (
+    ("owner_host", "TEXT"),
+    ("owner_pid", "INTEGER"),
+    ("owner_token", "TEXT"),
+    ("heartbeat_at", "REAL"),
+    ("resumes", "INTEGER NOT NULL DEFAULT 0"),
+)
+
+
+
+def read_version(conn: sqlite3.Connection, path: Path) -> int | None:
+    """The database's schema version (None for a new file); a damaged version is a UserError."""
+    if not conn.execute("SELECT name FROM sqlite_master WHERE name='schema_version'").fetchone():
+        return None
+    values = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    bad = [v for v in values if not isinstance(v, int) or v < 1]
+    if bad:
+        raise UserError(
+            f"{path} is damaged: its schema_version holds {bad[0]!r}, not a version number; "
+            "restore the file from a backup or pass --results PATH for a new database"
+        )
+    return max(values) if values else None
+
+def init_schema(conn: sqlite3.Connection, path: Path) -> None:
+    """Create or migrate the schema under the write lock (several processes may open it at once)."""
+    version = read_version(conn, path)
+    refuse_newer(version, path)
+    if version == SCHEMA_VERSION and is_wal(conn):
+        return  # nothing to write: a read-only user (report, export) works too
+    conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; one writer at a time
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = read_version(conn, path)  # again, under the lock: another process may have migrated it
+        refuse_newer(version, path)
+        if version != SCHEMA_VERSION:
+            for statement in SCHEMA.split(";"):  # one by one: executescript would commit first
+                if statement.strip():
+                    conn.execute(statement)
+            present = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
+            for name, decl in RUN_COLUMNS_V3:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+            if version is not None and version < SCHEMA_VERSION:
+                renamed = rename_methods(conn, version)
+                # Before schema 4 every run needs its identity recomputed; after it, only the
+                # renamed ones (the others keep the method version they were stored with).
+                reidentify_runs(conn, None if version < 4 else renamed)
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version VALUES (?)", (SCHEMA_VERSION,))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+
+def rename_methods(conn: sqlite3.Connection, version: int) -> set[int]:
+    """Give runs stored under a name whose meaning changed after schema `version` the name of
+    what they ran (e.g. `famo` before schema 5 was the next-batch approximation, bit for bit
+    what `famo-nextbatch` computes now), so they are neither lost nor taken for the new method.
+    Returns the ids of the renamed runs."""
+    renamed: set[int] = set()
+    for since, renames in RENAMED_METHODS.items():
+        if version >= since:
+            continue
+        for old, new in renames.items():
+            rows = conn.execute("SELECT run_id, config_json FROM runs WHERE method=?", (old,)).fetchall()
+            for run_id, text in rows:
+                try:
+                    stored = {**json.loads(text), "method": new}
+                except (TypeError, ValueError, AttributeError):
+                    continue  # left for the damage check (mtlbench.store_check)
+                conn.execute("UPDATE runs SET method=?, config_json=? WHERE run_id=?",
+                                  (new, json.dumps(stored, sort_keys=True), run_id))
+                renamed.add(run_id)
+    return renamed
+
+def reidentify_runs(conn: sqlite3.Connection, run_ids: set[int] | None = None) -> None:
+    """Migration to schema 4: each stored run's identity (or only those of `run_ids`)
+    recomputed from its stored settings, its method's hyperparameters resolved with today's
+    defaults and version. Right for runs stored before schema 4: no default or version changed
+    before it (checked in the git history) except famo's, whose old runs are renamed to
+    famo-nextbatch first. So a run stored with the defaults is the cell a rerun with the
+    defaults asks for, and an explicit default and an implicit one become one cell. A stored
+    config that cannot be read is left for the damage check (mtlbench.store_check) to report."""
+    known = {f.name for f in fields(RunConfig)}
+    complete: dict[str, int] = {}  # new identity → the complete run that holds it
+    rows = conn.execute("SELECT run_id, config_json, status FROM runs ORDER BY run_id").fetchall()
+    for run_id, text, status in rows:
+        if run_ids is not None and run_id not in run_ids:
+            continue
+        try:
+            stored = json.loads(text)
+            config = RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k in known}})
+            config_hash, config_json = config.config_hash(), config.to_json()
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if status == "complete" and config_hash in complete:
+            # e.g. `--param cagrad.c=0.4` and no --param: two cells before, one now. The later
+            # run is kept for the record under its old identity, out of every result.
+            conn.execute(
+                "UPDATE runs SET status='failed', config_json=?, error=? WHERE run_id=?",
+                (config_json, f"superseded: the same cell as run {complete[config_hash]} once its hyperparameters "
+                              "are resolved (results database schema 4); kept for the record", run_id))
+            continue
+        if status == "complete":
+            complete[config_hash] = run_id
+        conn.execute("UPDATE runs SET config_hash=?, config_json=? WHERE run_id=?",
+                          (config_hash, config_json, run_id))
+
+def refuse_newer(version: int | None, path: Path) -> None:
+    """A database written by a newer mtlbench is refused, in one line."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path} was written by a newer mtlbench (schema {version} > {SCHEMA_VERSION}); "
+            "upgrade mtlbench or pass --results PATH for a new database"
+        )
+
+
+def is_wal(conn: sqlite3.Connection) -> bool:
+    """Whether the database is in WAL mode already."""
+    return conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
