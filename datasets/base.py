@@ -52,10 +52,6 @@ class Split:
         """(H, W) of every image."""
         return self.pixels.shape[1], self.pixels.shape[2]
 
-    def take(self, positions: np.ndarray | slice) -> np.ndarray:
-        """Images at `positions` of this split as a new (k, H, W) uint8 array."""
-        return np.ascontiguousarray(self.pixels[self.rows[positions]])
-
 
 @dataclass(frozen=True)
 class DatasetBundle:
@@ -101,4 +97,3 @@ def no_progress(description: str, total: int) -> Callable[[int], None]:
     return lambda n=1: None
 
 
-DatasetLoader = Callable[[DataRequest, ProgressFactory], DatasetBundle]

@@ -26,7 +26,7 @@ from mtlbench.datasets.decode import resize_arrays
 from mtlbench.datasets.image_cache import ImageCache, ensure_cache, spot_check
 from mtlbench.datasets.nih_layout import CACHE_DIR, SPLIT_NAMES, fingerprint
 from mtlbench.datasets.split_checks import label_warnings
-from mtlbench.errors import UserError
+from mtlbench.errors import UserError, one_line
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
@@ -148,7 +148,7 @@ def _read_images(path: Path) -> dict[str, np.ndarray]:
             images[split] = np.asarray(ChestMNIST(split=split, root=str(path.parent), size=native).imgs)
         except (KeyError, ValueError, OSError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error) as err:
             raise UserError(
-                f"chestmnist: cannot read {path} with medmnist ({type(err).__name__}: {_one_line(err)}); {REDOWNLOAD}"
+                f"chestmnist: cannot read {path} with medmnist ({type(err).__name__}: {one_line(err)}); {REDOWNLOAD}"
             ) from None
         got = images[split]
         if got.dtype != np.uint8 or got.shape[1:] != (native, native) or got.ndim != 3:
@@ -178,7 +178,7 @@ def _check_npz(path: Path, native: int) -> dict[str, np.ndarray]:
             }
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise UserError(
-            f"chestmnist: cannot read {path} ({type(err).__name__}: {_one_line(err)}); {REDOWNLOAD}"
+            f"chestmnist: cannot read {path} ({type(err).__name__}: {one_line(err)}); {REDOWNLOAD}"
         ) from None
     for split in SPLIT_NAMES:
         for key in (f"{split}_images", f"{split}_labels"):
@@ -234,7 +234,7 @@ def _labels(path: Path, split: str) -> np.ndarray:
             labels = npz[key]
     except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as err:
         raise UserError(
-            f"chestmnist: cannot read {path} ({type(err).__name__}: {_one_line(err)}); {REDOWNLOAD}"
+            f"chestmnist: cannot read {path} ({type(err).__name__}: {one_line(err)}); {REDOWNLOAD}"
         ) from None
     if labels.ndim != 2 or labels.shape[1] != len(TASK_NAMES):
         raise UserError(
@@ -249,9 +249,6 @@ def _labels(path: Path, split: str) -> np.ndarray:
         )
     return labels.astype(np.uint8)
 
-
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())
 
 
 def _download(data_dir: Path, native: int) -> None:

@@ -34,7 +34,7 @@ from mtlbench.datasets.nih_files import (  # noqa: F401  (IMAGES_DIR, read_image
     scan_warnings,
 )
 from mtlbench.datasets.split_checks import label_warnings
-from mtlbench.errors import UserError
+from mtlbench.errors import UserError, one_line
 from mtlbench.tasks import TASK_NAMES
 
 CSV_NAMES: tuple[str, ...] = ("Data_Entry_2017_v2020.csv", "Data_Entry_2017.csv")
@@ -157,7 +157,7 @@ def read_data_entry(root: Path, fallback: Path | None = None, fix_hint: str | No
     except UnicodeDecodeError:
         raise UserError(f"{source} is not a UTF-8 CSV text file ({_first_non_utf8(Path(source))}); {fix}") from None
     except pd.errors.ParserError as err:
-        raise UserError(f"cannot parse {source} as CSV ({_one_line(err)}); {fix}") from None
+        raise UserError(f"cannot parse {source} as CSV ({one_line(err)}); {fix}") from None
     except OSError as err:
         raise UserError(f"cannot read {source} ({err.strerror or err}); {fix}") from None
     missing = [c for c in _REQUIRED_COLUMNS if c not in table.columns]
@@ -288,10 +288,6 @@ def _first_non_utf8(path: Path) -> str:
         pass
     return "it does not decode as UTF-8"
 
-
-def _one_line(err: BaseException) -> str:
-    """An exception's message on one line (pandas' parser errors end in a newline)."""
-    return " ".join(str(err).split())
 
 
 def _index_rows(table: pd.DataFrame, csv_label: str) -> dict[str, int]:

@@ -32,6 +32,11 @@ def interrupted_message(exc: KeyboardInterrupt) -> str:
     return f"mtlbench: interrupted; {what}" if what else "mtlbench: interrupted"
 
 
+def one_line(err: BaseException) -> str:
+    """An exception's message on one line (parsers' messages may span several)."""
+    return " ".join(str(err).split())
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     """' (did you mean X?)' for the closest of `choices` to a mistyped `word`, else ''."""
     match = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)

@@ -170,14 +170,6 @@ class ResultsStore:
             self._depth = 0
 
     # --- runs -------------------------------------------------------------------------------
-    def complete_run(self, key: RunKey) -> int | None:
-        """The id of a complete run of this cell, if any."""
-        row = self.conn.execute(
-            "SELECT run_id FROM runs WHERE config_hash=? AND status='complete' ORDER BY run_id DESC LIMIT 1",
-            (key.config_hash,),
-        ).fetchone()
-        return row[0] if row else None
-
     def claim_run(
         self,
         key: RunKey,
@@ -341,7 +333,7 @@ class ResultsStore:
                 f"backup, or delete run {run_id} and rerun the same `mtlbench run` command to train it again")
 
     def set_costs(self, run_id: int, costs: dict[str, Any]) -> None:
-        """Measured costs of a run (see train.RunCosts)."""
+        """Measured costs of a run (the `costs` table's columns; mtlbench.training.loop.RunLoop.test_and_store)."""
         cols = ", ".join(costs)
         marks = ", ".join("?" for _ in costs)
         with self.transaction() as c:

@@ -16,4 +16,3 @@ TASK_NAMES: tuple[str, ...] = (
     "Pleural_Thickening",
     "Hernia",
 )
-NUM_TASKS = len(TASK_NAMES)
