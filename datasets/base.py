@@ -52,6 +52,11 @@ class Split:
         """(H, W) of every image."""
         return self.pixels.shape[1], self.pixels.shape[2]
 
+    def take(self, positions: np.ndarray | slice | list[int]) -> np.ndarray:
+        """Images at `positions` of this split as a new (k, H, W) uint8 array (the loader reads
+        batches through mtlbench.feed; this is for inspecting a split)."""
+        return np.ascontiguousarray(self.pixels[self.rows[positions]])
+
 
 @dataclass(frozen=True)
 class DatasetBundle:

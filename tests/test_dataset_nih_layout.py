@@ -57,7 +57,7 @@ def test_reads_splits_labels_and_images(tmp_path: Path) -> None:
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 10)
     by_name = table.set_index("Image Index")
     for split in (bundle.train, bundle.val, bundle.test):
-        for name, labels, image, patient in zip(split.image_ids, split.labels, split.pixels[split.rows], split.patient_ids):
+        for name, labels, image, patient in zip(split.image_ids, split.labels, split.take(slice(None)), split.patient_ids):
             row = by_name.loc[name]
             expected = {t for t in row["Finding Labels"].split("|") if t != "No Finding"}
             assert {TASK_NAMES[i] for i in np.flatnonzero(labels)} == expected
@@ -228,7 +228,7 @@ def test_one_name_in_two_archive_folders(tmp_path: Path, same_bytes: bool) -> No
         Image.fromarray(np.full((8, 8), 200, dtype=np.uint8)).save(copy)
     bundle = read_nih_layout(root, request(tmp_path), no_progress, "nih")
     split = next(s for s in (bundle.train, bundle.val) if used.name in s.image_ids)
-    image = split.pixels[split.rows[np.flatnonzero(split.image_ids == used.name)]][0]
+    image = split.take(np.flatnonzero(split.image_ids == used.name))[0]
     assert image[0, 0] == (1 * 7 + 0 * 3) % 256  # the first folder's copy
     said = [w for w in bundle.info["warnings"] if "two folders" in w]
     if same_bytes:
