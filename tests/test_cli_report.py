@@ -17,6 +17,8 @@ from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
 from mtlbench.store import ResultsStore, RunKey
 
+pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
+
 METHODS = ("ew", "deepchest", "pcgrad", "graddrop")  # graddrop: a method without weights
 
 

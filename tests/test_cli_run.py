@@ -9,6 +9,8 @@ from mtlbench.cli import main
 from mtlbench.registry import METHODS
 
 
+pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
+
 METRICS = ("SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
            "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task")
 WEIGHTS = ("SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "

@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from mtlbench.leases import Heartbeat, Owner
 from mtlbench.store import ResultsStore, RunKey
 
@@ -83,6 +85,7 @@ def _sweep(results: Path, data: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_two_processes_share_a_database_and_never_run_a_cell_twice(tmp_path) -> None:
     results, data = tmp_path / "r.sqlite", tmp_path / "data"
     procs = [_sweep(results, data), _sweep(results, data)]  # at once, data not yet generated

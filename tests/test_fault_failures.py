@@ -58,6 +58,7 @@ def faulty(monkeypatch):
     return alive_at_build
 
 
+@pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_each_failure_is_stored_with_its_status_and_the_sweep_goes_on(faulty, tmp_path, capsys) -> None:
     results = tmp_path / "r.sqlite"
     code = main(SWEEP + ["--results", str(results), "--data-dir", str(tmp_path / "data")])
@@ -82,6 +83,7 @@ def test_each_failure_is_stored_with_its_status_and_the_sweep_goes_on(faulty, tm
     assert faulty == [0] * 6, faulty
 
 
+@pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_a_rerun_keeps_oom_and_diverged_results_and_retries_failed_ones(faulty, tmp_path, capsys) -> None:
     args = SWEEP + ["--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
     assert main(args) == 1

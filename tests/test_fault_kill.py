@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
+
 METHODS = "ew,deepchest,famo"
 METRICS = ("SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
            "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task")

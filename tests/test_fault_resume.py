@@ -14,6 +14,8 @@ from mtlbench.config import build_config
 from mtlbench.store import ResultsStore
 from mtlbench.training import train_run
 
+pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
+
 CFG = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, grad_engine="loop", precision="fp32")
 METRICS = "SELECT split, epoch, task, loss, accuracy, auroc, ap FROM metrics ORDER BY split, epoch, task"
 WEIGHTS = "SELECT epoch, step, task, weight FROM weights ORDER BY epoch, step, task"

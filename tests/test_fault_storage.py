@@ -40,6 +40,7 @@ def _statuses(path: Path) -> list[tuple[str, str]]:
         return con.execute("SELECT method, status FROM runs ORDER BY run_id").fetchall()
 
 
+@pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_disk_full_in_the_database_stops_with_one_line_and_a_rerun_finishes(tmp_path, capsys, monkeypatch) -> None:
     args = SWEEP + ["--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
     real_finish = ResultsStore.finish_run
@@ -62,6 +63,7 @@ def test_disk_full_in_the_database_stops_with_one_line_and_a_rerun_finishes(tmp_
     assert _statuses(tmp_path / "r.sqlite") == [("ew", "complete"), ("deepchest", "complete"), ("dwa", "complete")]
 
 
+@pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_disk_full_while_checkpointing_leaves_no_partial_file_and_a_rerun_resumes(tmp_path, capsys, monkeypatch) -> None:
     args = SWEEP + ["--epochs", "3", "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
     real_save = checkpoint_mod.torch.save

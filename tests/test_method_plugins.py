@@ -76,6 +76,7 @@ def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           timeout=600)
 
 
+@pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_an_installed_plugin_is_listed_checked_and_runs(site: Path, tmp_path: Path) -> None:
     install(site, "loss-power = mtlbench_demo_plugin:LossPower")
     cls = METHODS.get("loss-power")
