@@ -24,14 +24,14 @@ from typing import ContextManager
 
 import torch
 
-from mtlbench.config import PRECISIONS
+from mtlbench.config import choices
 from mtlbench.errors import UserError
 
 
 def resolve_precision(name: str, device: torch.device) -> str:
     """'auto' → bf16 on CUDA, fp32 elsewhere; 'tf32' off CUDA is a UserError."""
-    if name not in PRECISIONS:
-        raise UserError(f"unknown --precision {name!r}; valid: {', '.join(PRECISIONS)}")
+    if name not in choices("precision"):
+        raise UserError(f"unknown --precision {name!r}; valid: {', '.join(choices('precision'))}")
     if name == "auto":
         return "bf16" if device.type == "cuda" else "fp32"
     if name == "tf32" and device.type != "cuda":

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 from rich.console import Console
 
 from mtlbench import __version__
-from mtlbench.config import COMMAND_LINE, PRESETS, RunConfig, build_config, load_config_file
+from mtlbench.config import CHOICE_FIELDS, COMMAND_LINE, PRESETS, RunConfig, build_config, choices, load_config_file
 from mtlbench.errors import UserError, interrupted_means, interrupted_message
 from mtlbench.paths import results_path
 
@@ -46,16 +46,19 @@ RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--epochs": ("epochs", int, "training epochs"),
     "--batch-size": ("batch_size", int, "training batch size"),
     "--lr": ("lr", float, "learning rate"),
-    "--optimizer": ("optimizer", str, "adamw | adam | sgd | rmsprop"),
+    "--optimizer": ("optimizer", str, "optimizer of the model"),
     "--weight-decay": ("weight_decay", float, "weight decay"),
-    "--schedule": ("schedule", str, "cosine | none"),
-    "--head": ("head", str, "bce (one logit per task) | ce2 (2-class softmax per task)"),
-    "--augment": ("augment", str, "none | light (rotation ±10°, scale, shift; on the device) | paper (rotation 30°, resized crop, flip)"),
-    "--pretrained": ("pretrained", str, "none | imagenet"),
-    "--select": ("select", str, "model selection on validation: best-val-auroc | last"),
-    "--grad-engine": ("grad_engine", str, "per-task gradients: auto (the measured faster one: batched on CUDA for feature/last-layer methods, loop otherwise) | batched (one vectorized backward) | loop (T backwards)"),
-    "--device": ("device", str, "auto | cpu | cuda"),
-    "--precision": ("precision", str, "auto (bf16 on CUDA, fp32 on CPU) | fp32 | tf32 (CUDA) | bf16 (autocast); "
+    "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)"),
+    "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task"),
+    "--augment": ("augment", str, "light = rotation ±10°, scale, shift on the device; paper = rotation 30°, resized crop, "
+                                  "flip"),
+    "--pretrained": ("pretrained", str, "trunk initialisation"),
+    "--select": ("select", str, "model selection on validation"),
+    "--grad-engine": ("grad_engine", str, "per-task gradients: auto = the measured faster one (batched on CUDA for "
+                                          "feature/last-layer methods, loop otherwise), batched = one vectorized "
+                                          "backward, loop = T backwards"),
+    "--device": ("device", str, "where to train (auto = cuda when there is one)"),
+    "--precision": ("precision", str, "auto = bf16 on CUDA, fp32 on CPU; tf32 on CUDA only; bf16 = autocast; "
                                       "recorded: runs of different precision are never merged"),
 }
 
@@ -69,7 +72,7 @@ DATA_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--synth-images": ("synth_images", int, "number of synthetic images (cxr14-synth)"),
     "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)"),
     "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)"),
-    "--views": ("views", str, "all | PA | AP (nih-cxr14, cxr14-synth)"),
+    "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)"),
 }
 DATA_SWITCHES: dict[str, tuple[str, str]] = {
     "--allow-missing": ("allow_missing", "train on the images present when listed images are missing or unreadable "
@@ -155,7 +158,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_options(
     parser: argparse.ArgumentParser, options: dict[str, tuple[str, type, str]], switches: dict[str, tuple[str, str]]
 ) -> None:
-    for flag, (_, typ, helptext) in options.items():
+    for flag, (field_name, typ, helptext) in options.items():
+        if field_name in CHOICE_FIELDS:  # the valid values from the config's type, not written out here
+            helptext = f"{helptext}; one of: {' | '.join(choices(field_name))}" if helptext else \
+                " | ".join(choices(field_name))
         parser.add_argument(flag, type=typ, default=None, help=helptext)
     for flag, (_, helptext) in switches.items():
         parser.add_argument(flag, action="store_const", const=True, default=None, help=helptext)

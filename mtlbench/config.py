@@ -13,17 +13,23 @@ import json
 import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+import typing
+from typing import Any, Literal
 
 from mtlbench.errors import UserError
 
-OPTIMIZERS = ("adamw", "adam", "sgd", "rmsprop")
-SCHEDULES = ("cosine", "none")
-HEADS = ("bce", "ce2")
-AUGMENTATIONS = ("none", "light", "paper")
-SELECTIONS = ("best-val-auroc", "last")
-DEVICES = ("auto", "cpu", "cuda")
-PRECISIONS = ("auto", "fp32", "tf32", "bf16")  # see backend.py
+# The one list of each choice: the CLI's help, `--config` and preset validation and every module
+# that branches on one read them from these types (`choices(field)`).
+Optimizer = Literal["adamw", "adam", "sgd", "rmsprop"]
+Schedule = Literal["cosine", "none"]
+Head = Literal["bce", "ce2"]
+Augment = Literal["none", "light", "paper"]
+Selection = Literal["best-val-auroc", "last"]
+Device = Literal["auto", "cpu", "cuda"]
+Precision = Literal["auto", "fp32", "tf32", "bf16"]  # see backend.py
+GradEngine = Literal["auto", "batched", "loop"]  # see grads.py
+Pretrained = Literal["none", "imagenet"]
+Views = Literal["all", "PA", "AP"]
 # where the data comes from, and `deterministic` (the same math with other kernels, recorded
 # with the run's environment like cuDNN autotuning): not part of a cell's identity
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
@@ -53,27 +59,27 @@ class RunConfig:
     synth_images: int = 2000
     data_seed: int = 0
     val_fraction: float = 0.1
-    views: str = "all"
+    views: Views = "all"
     data_fingerprint: str = ""  # filled in from the loaded dataset: new files make new cells
     # training protocol, identical for every method of a sweep
     epochs: int = 3
     batch_size: int = 64
     eval_batch_size: int = 256
-    optimizer: str = "adamw"
+    optimizer: Optimizer = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-4
-    schedule: str = "cosine"
-    head: str = "bce"
-    pretrained: str = "none"
-    augment: str = "none"
+    schedule: Schedule = "cosine"
+    head: Head = "bce"
+    pretrained: Pretrained = "none"
+    augment: Augment = "none"
     hflip: bool = False  # horizontal flips: off by default (the heart's side carries meaning)
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
-    select: str = "best-val-auroc"
-    grad_engine: str = "auto"  # resolved per device and method before a run: see grads.resolve_engine
+    select: Selection = "best-val-auroc"
+    grad_engine: GradEngine = "auto"  # resolved per device and method before a run: see grads.resolve_engine
     freeze_trunk: bool = False  # linear probe: the ResNet18 trunk is fixed, only the heads train
-    device: str = "auto"
-    precision: str = "auto"  # resolved per device before a run: bf16 on CUDA, fp32 on CPU (backend.py)
+    device: Device = "auto"
+    precision: Precision = "auto"  # resolved per device before a run: bf16 on CUDA, fp32 on CPU (backend.py)
     compile: bool = False  # torch.compile the model (loss-weighting methods only)
     deterministic: bool = False  # deterministic kernels where PyTorch has them (see backend.configure)
     # where and how to get the data: not part of the hash (data_fingerprint covers the data)
@@ -216,6 +222,15 @@ _JSON_TYPE_NAMES = {list: "a list", str: "a string", int: "a number", float: "a 
                     type(None): "null"}
 
 
+def choices(field_name: str) -> tuple[str, ...]:
+    """The valid values of a RunConfig field typed with a Literal (e.g. "optimizer")."""
+    return typing.get_args(typing.get_type_hints(RunConfig)[field_name])
+
+
+CHOICE_FIELDS = tuple(name for name, hint in typing.get_type_hints(RunConfig).items()
+                      if typing.get_origin(hint) is Literal)
+
+
 def validate(config: RunConfig) -> None:
     """Reject out-of-range or unknown settings with one actionable line."""
 
@@ -229,16 +244,8 @@ def validate(config: RunConfig) -> None:
             bound = f"between {low} and {high}" if high is not None else f"≥ {low}"
             raise UserError(f"--{name.replace('_', '-')} must be {bound}, got {v}")
 
-    choice("optimizer", OPTIMIZERS)
-    choice("schedule", SCHEDULES)
-    choice("head", HEADS)
-    choice("augment", AUGMENTATIONS)
-    choice("select", SELECTIONS)
-    choice("grad_engine", ("auto", "batched", "loop"))
-    choice("device", DEVICES)
-    choice("precision", PRECISIONS)
-    choice("pretrained", ("none", "imagenet"))
-    choice("views", ("all", "PA", "AP"))
+    for name in CHOICE_FIELDS:
+        choice(name, choices(name))
     at_least("seed", 0, 2**31 - 1)
     at_least("data_seed", 0, 2**31 - 1)
     at_least("epochs", 1, 10_000)

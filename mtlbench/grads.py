@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import torch
 
+from mtlbench.config import choices
 
-GRAD_ENGINES = ("batched", "loop")
+
+GRAD_ENGINES = tuple(e for e in choices("grad_engine") if e != "auto")  # ("batched", "loop")
 
 
 def resolve_engine(engine: str, device: torch.device, small_space: bool = False) -> str:

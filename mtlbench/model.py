@@ -8,16 +8,17 @@ the first layer's cost). The model knows nothing about methods.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from mtlbench.config import Head
 from mtlbench.errors import UserError
 
-HeadKind = Literal["bce", "ce2"]
+HeadKind = Head  # the config's choice of head (mtlbench.config.Head)
 FEATURE_DIM = 512
 
 
