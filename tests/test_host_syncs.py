@@ -7,16 +7,14 @@ are counted here with a TorchFunctionMode, which sees every such call whatever t
 
 from __future__ import annotations
 
-import os
-import sys
 from collections import Counter
 from dataclasses import replace
 
 import pytest
 import torch
-from torch.overrides import TorchFunctionMode
 
 from mtlbench.config import build_config
+from mtlbench.conformance import SyncCounter
 from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.registry import METHODS
 from mtlbench.store import ResultsStore
@@ -24,40 +22,16 @@ from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import DIVERGENCE_CHECK_EVERY, build_method, train_run
 from tests.conftest import make_bundle
 
-SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu"}
 LOSS_METHODS = [name for name in METHODS.names() if not METHODS.get(name).space().per_task]
-
-
-def _from_optimizer() -> bool:
-    """Whether the current call comes from torch.optim, whose step counters live on the host
-    (`.item()` on them never waits for the device)."""
-    frame = sys._getframe(2)
-    while frame is not None:
-        if f"torch{os.sep}optim{os.sep}" in frame.f_code.co_filename:
-            return True
-        frame = frame.f_back
-    return False
-
-
-class SyncCounter(TorchFunctionMode):
-    """Counts calls that read a tensor's value on the host (in the thread that entered it)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.calls: Counter = Counter()
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        name = getattr(func, "__name__", "")
-        if name in SYNCING and not _from_optimizer():
-            self.calls[name] += 1
-        return func(*args, **(kwargs or {}))
 
 
 def test_the_counter_sees_each_kind_of_sync() -> None:
     t = torch.ones(3)
     with SyncCounter() as counter:
         t.sum().item(), bool(t.sum() > 0), t.tolist(), t.numpy(), t.cpu(), float(t.sum())
-    assert set(counter.calls) == {"item", "__bool__", "tolist", "numpy", "cpu", "__float__"}
+        t.nonzero(), t[t > 0], t[torch.tensor([0, 2])]  # the last one does not sync: an index list
+    assert set(counter.calls) == {"item", "__bool__", "tolist", "numpy", "cpu", "__float__", "nonzero",
+                                  "boolean indexing"}
 
 
 @pytest.mark.parametrize("name", LOSS_METHODS)
