@@ -1,3 +1,16 @@
-"""mtlbench: a benchmark of multi-task task-weighting strategies on chest X-ray classification."""
+"""mtlbench: a benchmark of multi-task task-weighting strategies on chest X-ray classification.
+
+Packages: `mtlbench.methods` (the weighting methods and their contract), `mtlbench.datasets`
+(loaders returning three splits), `mtlbench.training` (one run, from config to stored result),
+`mtlbench.report` (tables, figures, statistics from the database alone). Modules here hold the
+harness they share: the run configuration (config, plan, hyperparams), registries and plugins,
+gradient spaces and the per-task gradient engine (spaces, grads), the model, batches (feed),
+metrics, the results database (store, store_schema, store_check, leases, checkpoint), cost
+measurement (measure, backend), and the CLI (cli, sweep, summary, data_commands, export).
+
+Imports: torch-free modules (config, plan, hyperparams, registry, plugins, spaces, errors, paths,
+methods.params) never import torch at module level, so that the CLI checks its input before torch
+loads; nothing below `mtlbench.report` imports training code.
+"""
 
 __version__ = "0.1.0"
