@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (default reports/latest): new, empty, or one an earlier report wrote "
                              "(it is replaced whole); any other folder is refused, nothing is deleted")
     report.add_argument("--dataset", help="only runs on this dataset")
-    report.add_argument("--methods", help="only these methods, e.g. ew,deepchest,pcgrad")
+    report.add_argument("--methods", help="only these methods, e.g. ew,deepchest,pcgrad (the reference is always "
+                                           "included)")
+    report.add_argument("--reference", default="ew", metavar="METHOD",
+                        help="the method the paired ΔAUROC tests, Δm%% and the step-time ratio compare against "
+                             "(default ew); the database must hold finished runs of it")
     report.add_argument("--resamples", type=int, default=1000,
                         help=f"bootstrap resamples, {RESAMPLES[0]:,} to {RESAMPLES[1]:,} (default 1,000)")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -256,7 +260,8 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
     def write(scratch: Path) -> list[Path]:
         with DataDisplay(console, enabled=not args.quiet) as display:
-            files = render.write_report(results, scratch, args.dataset, methods, display, args.resamples)
+            files = render.write_report(results, scratch, args.dataset, methods, display, args.resamples,
+                                        args.reference)
         return [f.relative_to(scratch) for f in files]
 
     with _sigterm_as_interrupt(), interrupted_means(INTERRUPTED["report"]):

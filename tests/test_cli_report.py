@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from scipy import stats
 
 from mtlbench.leases import Owner
 from mtlbench.cli import main
@@ -38,14 +39,33 @@ def report(tmp_path_factory):
     return root, out
 
 
-def _leaderboard(out: Path) -> pd.DataFrame:
+def _frame(out: Path) -> pd.DataFrame:
+    """The leaderboard CSV: the tidy numeric frame, one row per variant × metric."""
     (csv,) = (out / "tables").glob("leaderboard_*.csv")
     return pd.read_csv(csv)
 
 
+def _values(out: Path) -> pd.DataFrame:
+    """The CSV's `value` as variant × metric."""
+    return _frame(out).pivot(index="variant", columns="metric", values="value")
+
+
+def _store(root: Path, sql: str) -> pd.DataFrame:
+    with sqlite3.connect(root / "r.sqlite") as con:
+        return pd.read_sql(sql, con)
+
+
+def _per_run(root: Path) -> pd.DataFrame:
+    """Test metrics per complete run (mean over tasks) and its costs, read from the store directly."""
+    test = _store(root, "SELECT r.method, r.seed, m.task, m.auroc, m.accuracy, m.loss FROM metrics m "
+                        "JOIN runs r USING (run_id) WHERE m.split='test' AND r.status='complete'")
+    costs = _store(root, "SELECT r.method, r.seed, c.* FROM costs c JOIN runs r USING (run_id)")
+    means = test.groupby(["method", "seed"])[["auroc", "accuracy", "loss"]].mean()
+    return means.join(costs.set_index(["method", "seed"]))
+
+
 def test_every_file_is_written(report) -> None:
     _, out = report
-    assert (out / "report.md").stat().st_size > 1000
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(FIGURES) and 'src="http' not in html
     assert len(list((out / "tables").glob("*.csv"))) == 1 and len(list((out / "tables").glob("*.tex"))) == 1
@@ -53,26 +73,83 @@ def test_every_file_is_written(report) -> None:
         assert len(list(out.glob(f"figures/*/{name}.png"))) == 1 and len(list(out.glob(f"figures/*/{name}.svg"))) == 1
     md = (out / "report.md").read_text()
     assert "### Leaderboard" in md and "claims, checked against this data" in md and "Overall accuracy" in md
+    assert "8 finished run(s) in 1 protocol(s)" in md
+    rows = [line for line in md.splitlines() if line.startswith("| ") and not line.startswith("| method")]
+    assert [row.split(" | ")[0] for row in rows] == [f"| {m}" for m in METHODS]
+    assert md.count("![") == len(FIGURES) and html.count("<tr>") == len(METHODS)  # and one header row
+    tex = next((out / "tables").glob("*.tex")).read_text()
+    assert tex.count(r"\\") == 1 + len(METHODS) and r"\textbf{" in tex and "$\\pm$" in tex and "**" not in tex
+
+
+def test_the_csv_is_the_numeric_frame(report) -> None:
+    _, out = report
+    frame = _frame(out)
+    assert list(frame.columns) == ["variant", "metric", "reference", "value", "sd", "lo", "hi", "p", "n"]
+    assert all(pd.api.types.is_float_dtype(frame[c]) for c in ("value", "sd", "lo", "hi", "p"))
+    assert pd.api.types.is_integer_dtype(frame["n"])
+    assert list(dict.fromkeys(frame["variant"])) == list(METHODS) and not frame.duplicated(["variant", "metric"]).any()
+    per_variant = {"runs_complete", "auroc", "accuracy", "macro_f1", "balanced_accuracy", "test_loss", "s_per_epoch",
+                   "images_per_s", "peak_rss_mb", "delta_m_pct", "delta_auroc_seeds", "delta_auroc_images",
+                   "step_ratio"}  # a CPU run: its peak memory is RSS, and there is no CUDA peak
+    assert frame.groupby("variant")["metric"].apply(set).to_dict() == {m: per_variant for m in METHODS}
+    relative = frame[frame["reference"].notna()]
+    assert set(relative["reference"]) == {"ew"}
+    assert set(relative["metric"]) == {"delta_m_pct", "delta_auroc_seeds", "delta_auroc_images", "step_ratio"}
+    best = frame[frame["metric"] == "auroc"].sort_values("value", ascending=False)["variant"]  # what a user does
+    assert set(best) == set(METHODS)
 
 
 def test_leaderboard_numbers_match_the_store(report) -> None:
     root, out = report
-    table = _leaderboard(out).set_index("method")
-    con = sqlite3.connect(root / "r.sqlite")
-    test = pd.read_sql("SELECT r.method, r.seed, m.task, m.auroc, m.accuracy, m.loss FROM metrics m "
-                       "JOIN runs r USING (run_id) WHERE m.split='test' AND r.status='complete'", con)
-    per_run = test.groupby(["method", "seed"])[["auroc", "accuracy", "loss"]].mean()
+    frame = _frame(out).set_index(["variant", "metric"])
+    values = frame["value"].unstack()
+    runs = _per_run(root)
+    epochs = 2
     for method in METHODS:
-        runs = per_run.loc[method]
-        auroc_text = table.loc[method, "AUROC"]
-        assert auroc_text.startswith(f"{runs['auroc'].mean():.3f} ± {runs['auroc'].std(ddof=1):.3f} (n=2)")
-        assert float(table.loc[method, "accuracy@0.5"]) == pytest.approx(runs["accuracy"].mean(), abs=5e-4)
-        assert float(table.loc[method, "test loss"]) == pytest.approx(runs["loss"].mean(), abs=5e-5)
-        assert table.loc[method, "runs"] == "2/2"
-    costs = pd.read_sql("SELECT r.method, c.median_step_s FROM costs c JOIN runs r USING (run_id)", con)
-    step = costs.groupby("method")["median_step_s"].mean()
-    assert float(table.loc["pcgrad", "step × EW"]) == pytest.approx(step["pcgrad"] / step["ew"], abs=5e-3)
-    assert table.loc["ew", "Δm% vs EW"] == 0.0 or str(table.loc["ew", "Δm% vs EW"]) in ("+0.00", "0.0")
+        mine = runs.loc[method]
+        assert values.loc[method, "auroc"] == pytest.approx(mine["auroc"].mean(), rel=1e-9)
+        assert frame.loc[(method, "auroc"), "sd"] == pytest.approx(mine["auroc"].std(ddof=1), rel=1e-9)
+        assert frame.loc[(method, "auroc"), "n"] == 2 and values.loc[method, "runs_complete"] == 2
+        assert values.loc[method, "accuracy"] == pytest.approx(mine["accuracy"].mean(), rel=1e-9)
+        assert values.loc[method, "test_loss"] == pytest.approx(mine["loss"].mean(), rel=1e-9)
+        assert values.loc[method, "s_per_epoch"] == pytest.approx((mine["train_s"] / epochs).mean(), rel=1e-9)
+        assert values.loc[method, "images_per_s"] == pytest.approx(mine["images_per_s"].mean(), rel=1e-9)
+        assert mine["peak_cuda_mb"].isna().all()  # so the peak shown is RSS
+        assert values.loc[method, "peak_rss_mb"] == pytest.approx(mine["peak_rss_mb"].max(), rel=1e-9)
+        assert values.loc[method, "step_ratio"] == pytest.approx(
+            mine["median_step_s"].mean() / runs.loc["ew", "median_step_s"].mean(), rel=1e-9)
+        assert 0 <= values.loc[method, "macro_f1"] <= 1 and 0 <= values.loc[method, "balanced_accuracy"] <= 1
+        if method != "ew":
+            t = stats.ttest_rel(mine["auroc"], runs.loc["ew", "auroc"])
+            ci = t.confidence_interval(0.95)
+            seeds = frame.loc[(method, "delta_auroc_seeds")]
+            assert seeds["value"] == pytest.approx((mine["auroc"] - runs.loc["ew", "auroc"]).mean(), rel=1e-9)
+            assert (seeds["lo"], seeds["hi"], seeds["p"]) == pytest.approx((ci.low, ci.high, t.pvalue), rel=1e-9)
+            images = frame.loc[(method, "delta_auroc_images")]
+            assert images["value"] == pytest.approx(seeds["value"], abs=1e-12)  # the same observed difference
+            assert images["lo"] < images["hi"] and 0 <= images["p"] <= 1 and images["n"] == 2
+    assert values.loc["ew", "delta_m_pct"] == 0.0 and values.loc["ew", "step_ratio"] == 1.0
+    assert np.isnan(values.loc["ew", "delta_auroc_seeds"]) and frame.loc[("ew", "delta_auroc_seeds"), "n"] == 0
+
+
+def test_the_shown_table_formats_the_frame(report) -> None:
+    """report.md shows the CSV's numbers, formatted: nothing computed twice, nothing parsed."""
+    _, out = report
+    frame = _frame(out).set_index(["variant", "metric"])
+    md = (out / "report.md").read_text()
+    rows = {line.split(" | ")[0][2:]: line.replace("**", "").split(" | ")
+            for line in md.splitlines() if line.startswith("| ") and not line.startswith("| method")}
+    for method in METHODS:
+        auroc, seeds = frame.loc[(method, "auroc")], frame.loc[(method, "delta_auroc_seeds")]
+        memory = frame.loc[(method, "peak_rss_mb"), "value"]
+        assert rows[method][1:4] == ["2/2", f"{auroc['value']:.3f} ± {auroc['sd']:.3f} (n=2)",
+                                     f"{frame.loc[(method, 'accuracy'), 'value']:.3f}"]
+        assert rows[method][-1] == f"{memory:.0f} RSS |"
+        assert rows[method][8] == ("—" if method == "ew" else
+                                   f"{seeds['value']:+.3f} [{seeds['lo']:+.3f}, {seeds['hi']:+.3f}] p={seeds['p']:.2g}")
+    dc = frame.loc[("deepchest", "peak_rss_mb"), "value"]
+    assert f"DeepChest's peak is {dc:.0f} MiB RSS (peak process RSS on a CPU" in md
+    assert f"pcgrad {frame.loc[('pcgrad', 'peak_rss_mb'), 'value'] / dc:.2f}×" in md
 
 
 def test_figures_are_real_images(report) -> None:
@@ -114,7 +191,7 @@ def test_report_never_trains_and_its_own_old_report_is_replaced_whole(report, tm
                  "--methods", "ew,deepchest", "--resamples", "100"]) == 0
     assert (root / "r.sqlite").read_bytes() == before
     assert not (out / "stale.txt").exists()
-    assert list(_leaderboard(out)["method"]) == ["ew", "deepchest"]
+    assert list(dict.fromkeys(_frame(out)["variant"])) == ["ew", "deepchest"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no scratch or replaced folder left
 
 
@@ -177,6 +254,11 @@ def test_the_legend_states_the_resamples_used(report) -> None:
     (["--methods", "ew,nosuch,pcgrad"], "holds no finished runs of method(s) 'nosuch'"),
     (["--dataset", "nih-cxr14"], "holds no finished runs on dataset 'nih-cxr14'"),
     (["--dataset", "nih-cxr14", "--methods", "ew"], "holds no finished runs of method(s) 'ew' on dataset 'nih-cxr14'"),
+    (["--reference", "mgda"], "holds no finished runs of the reference method 'mgda' (--reference);"),
+    (["--reference", "mgda", "--methods", "ew"],
+     "holds no finished runs of the reference method 'mgda' (--reference);"),
+    (["--methods", "nosuch", "--reference", "EW"],
+     "holds no finished runs of method(s) 'nosuch' or of the reference method 'EW' (--reference);"),
 ])
 def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
     report, tmp_path: Path, capsys, options: list[str], wanted: str
@@ -188,6 +270,49 @@ def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
     assert code == 2 and err.count("\n") == 1 and err.startswith("mtlbench: error: "), err
     assert wanted in err and "it holds finished runs of ew (2), deepchest (2), pcgrad (2), graddrop (2) on cxr14-synth" in err, err
     assert not (tmp_path / "out").exists()
+
+
+def _delta_m(root: Path, method: str, reference: str) -> float:
+    """Δm% from the store's per-task test metrics, written out (mean over seeds, then over tasks)."""
+    test = _store(root, "SELECT r.method, m.task, m.auroc, m.loss FROM metrics m JOIN runs r USING (run_id) "
+                        "WHERE m.split='test' AND r.status='complete'")
+    per_task = test.groupby(["method", "task"])[["auroc", "loss"]].mean()
+    mine, ref = per_task.loc[method], per_task.loc[reference]
+    terms = pd.concat([(mine["auroc"] - ref["auroc"]) / ref["auroc"].abs(),
+                       -(mine["loss"] - ref["loss"]) / ref["loss"].abs()])  # lower loss is better
+    return 100 * terms[np.isfinite(terms)].mean()
+
+
+def test_reference_option_compares_against_another_method(report, tmp_path: Path) -> None:
+    root, _ = report
+    out = tmp_path / "out"
+    assert main(["report", "--results", str(root / "r.sqlite"), "--out", str(out), "--quiet", "--resamples", "100",
+                 "--reference", "deepchest", "--methods", "pcgrad"]) == 0
+    frame = _frame(out)
+    assert list(dict.fromkeys(frame["variant"])) == ["deepchest", "pcgrad"]  # the reference's runs always load
+    assert set(frame["reference"].dropna()) == {"deepchest"}
+    frame = frame.set_index(["variant", "metric"])
+    runs = _per_run(root)
+    mine, ref = runs.loc["pcgrad"], runs.loc["deepchest"]
+    t = stats.ttest_rel(mine["auroc"], ref["auroc"])
+    seeds = frame.loc[("pcgrad", "delta_auroc_seeds")]
+    assert (seeds["value"], seeds["p"]) == pytest.approx(((mine["auroc"] - ref["auroc"]).mean(), t.pvalue), rel=1e-9)
+    assert frame.loc[("pcgrad", "step_ratio"), "value"] == pytest.approx(
+        mine["median_step_s"].mean() / ref["median_step_s"].mean(), rel=1e-9)
+    assert frame.loc[("pcgrad", "delta_m_pct"), "value"] == pytest.approx(_delta_m(root, "pcgrad", "deepchest"))
+    assert frame.loc[("deepchest", "delta_m_pct"), "value"] == 0.0
+    assert frame.loc[("deepchest", "step_ratio"), "value"] == 1.0
+    assert frame.loc[("deepchest", "delta_auroc_images"), "n"] == 0
+    md = (out / "report.md").read_text()
+    assert "| Δm% vs deepchest | ΔAUROC vs deepchest (seeds) | ΔAUROC vs deepchest (images) |" in md
+    assert "Per-task change in test loss against deepchest" in md and "EW" not in md
+
+
+def test_default_reference_delta_m_matches_the_store(report) -> None:
+    root, out = report
+    values = _values(out)
+    for method in METHODS:
+        assert values.loc[method, "delta_m_pct"] == pytest.approx(_delta_m(root, method, "ew"), abs=1e-9)
 
 
 def test_variants_are_labelled_by_the_stored_settings_not_todays_defaults() -> None:

@@ -13,6 +13,7 @@ import sqlite3
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -316,16 +317,15 @@ def test_a_damaged_database_is_one_line_naming_it_and_the_damage(
 
 
 def test_report_never_marks_a_non_finite_value_best() -> None:
-    from mtlbench.report.leaderboard import HIGHER_IS_BETTER, _mark_best
+    from mtlbench.report.table import COLUMNS, mark_best
 
-    class Result:
-        def __init__(self, variant: str, value: float) -> None:
-            self.variant, self.numbers = variant, {c: value for c in HIGHER_IS_BETTER}
-
-    results = [Result("ew", 0.7), Result("dwa", float("inf")), Result("famo", float("-inf"))]
-    table = pd.DataFrame([{c: str(r.numbers[c]) for c in HIGHER_IS_BETTER} for r in results])
-    _mark_best(table, results)
+    marked = [c for c in COLUMNS if c.metric]
+    values = [0.7, float("inf"), float("-inf")]  # ew (the reference), dwa, famo
+    numbers = pd.DataFrame({c.metric: values for c in marked})
+    table = pd.DataFrame({c.header.format(ref="EW"): [str(v) for v in values] for c in marked})
+    mark_best(table, numbers, np.array([True, False, False]))
     assert table.loc[0, "AUROC"] == "**0.7**" and table.loc[0, "test loss"] == "**0.7**"
+    assert table.loc[0, "Δm% vs EW"] == "0.7"  # the reference's own relative value is never best
     assert not table.loc[1:].map(lambda s: s.startswith("**")).any().any()
 
 

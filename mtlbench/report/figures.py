@@ -19,7 +19,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from mtlbench.report.leaderboard import REFERENCE, VariantResult  # noqa: E402
+from mtlbench.report.leaderboard import Leaderboard, peak_memory, reference_label  # noqa: E402
 from mtlbench.report.load import Protocol  # noqa: E402
 from mtlbench.tasks import TASK_NAMES  # noqa: E402
 
@@ -28,7 +28,7 @@ FIGURES: dict[str, str] = {
     "auroc_vs_cost": "Mean test AUROC against cost (time per epoch; peak memory); the line is the Pareto front.",
     "weights": "Task weights per epoch (epoch means), one panel per method, one line per task.",
     "loss_curves": "Training and validation loss (mean over tasks) per epoch; mean over seeds.",
-    "loss_change_vs_ew": "Per-task change in test loss against EW, % (negative = lower loss than EW).",
+    "loss_change": "Per-task change in test loss against {ref}, % (negative = lower loss than {ref}).",
     "auroc_bars": "Per-task test AUROC; bars are means over seeds, error bars one sd over seeds.",
 }
 
@@ -47,7 +47,12 @@ def palette(variants: list[str]) -> dict[str, tuple]:
     return colours
 
 
-def render_all(protocol: Protocol, results: list[VariantResult], folder: Path,
+def caption(name: str, reference: str) -> str:
+    """The caption of figure `name` in a report against `reference`."""
+    return FIGURES[name].format(ref=reference_label(reference))
+
+
+def render_all(protocol: Protocol, board: Leaderboard, folder: Path,
                advance: Callable[[int], None] = lambda n=1: None) -> dict[str, list[Path]]:
     """Draw every figure into `folder` as PNG and SVG; returns {name: [files]}."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -55,10 +60,10 @@ def render_all(protocol: Protocol, results: list[VariantResult], folder: Path,
     task_table = _per_task(protocol)
     drawers = {
         "auroc_heatmap": lambda ax: _heatmap(ax, task_table, _order(task_table, protocol)),
-        "auroc_vs_cost": lambda ax: _cost(ax, results, colours),
+        "auroc_vs_cost": lambda ax: _cost(ax, board, colours),
         "weights": None,
         "loss_curves": lambda ax: _curves(ax, protocol, colours),
-        "loss_change_vs_ew": lambda ax: _loss_change(ax, task_table, _order(task_table, protocol)),
+        "loss_change": lambda ax: _loss_change(ax, task_table, _order(task_table, protocol), board.reference),
         "auroc_bars": lambda ax: _bars(ax, protocol, colours),
     }
     written = {}
@@ -75,7 +80,7 @@ def _single(name: str, draw: Callable, n_variants: int) -> plt.Figure:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         draw(axes)
         return fig
-    size = {"auroc_heatmap": (12, 0.45 * n_variants + 2.5), "loss_change_vs_ew": (12, 0.45 * n_variants + 2.5),
+    size = {"auroc_heatmap": (12, 0.45 * n_variants + 2.5), "loss_change": (12, 0.45 * n_variants + 2.5),
             "auroc_bars": (13, 4.8), "loss_curves": (11, 4.2)}[name]
     fig, ax = plt.subplots(figsize=size)
     draw(ax)
@@ -114,11 +119,13 @@ def _heatmap(ax: plt.Axes, table: pd.DataFrame, order: list[str]) -> None:
     ax.set_title("Test AUROC per task")
 
 
-def _cost(axes, results: list[VariantResult], colours: dict) -> None:
-    done = [r for r in results if np.isfinite(r.numbers["AUROC"])]
+def _cost(axes, board: Leaderboard, colours: dict) -> None:
+    values = board.values()
+    done = values[np.isfinite(values["auroc"])]
+    costs = {"s/epoch": done["s_per_epoch"], "memory": {v: peak_memory(values, v)[0] for v in done.index}}
     for ax, column, label in ((axes[0], "s/epoch", "training time per epoch (s)"),
                               (axes[1], "memory", "peak memory (MiB)")):
-        points = [(r.numbers[column], r.numbers["AUROC"], r.variant) for r in done if np.isfinite(r.numbers[column])]
+        points = [(costs[column][v], done.loc[v, "auroc"], v) for v in done.index if np.isfinite(costs[column][v])]
         for x, y, v in points:
             ax.scatter(x, y, color=colours[v], s=60, label=v, zorder=3)
             ax.annotate(v, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
@@ -190,21 +197,22 @@ def _curves(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
     ax.legend(fontsize=6, ncol=2, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
 
-def _loss_change(ax: plt.Axes, table: pd.DataFrame, order: list[str]) -> None:
-    ref = table[table["variant"] == REFERENCE].set_index("task")["loss"]
-    others = table[table["variant"] != REFERENCE].copy()
+def _loss_change(ax: plt.Axes, table: pd.DataFrame, order: list[str], reference: str) -> None:
+    label = reference_label(reference)
+    ref = table[table["variant"] == reference].set_index("task")["loss"]
+    others = table[table["variant"] != reference].copy()
     if ref.empty or others.empty:
-        ax.text(0.5, 0.5, "needs EW and another method", ha="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, f"needs {label} and another method", ha="center", transform=ax.transAxes)
         return
     others["change"] = 100 * (others["loss"] - others["task"].map(ref)) / others["task"].map(ref)
     grid = others.pivot(index="variant", columns="task", values="change")
     grid = grid.reindex(index=[v for v in order if v in grid.index], columns=[t for t in TASK_NAMES if t in grid.columns])
     limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
     sns.heatmap(grid, annot=True, fmt=".0f", cmap="vlag", center=0, vmin=-limit, vmax=limit, ax=ax,
-                cbar_kws={"label": "test loss change vs EW (%)"}, annot_kws={"size": 7})
+                cbar_kws={"label": f"test loss change vs {label} (%)"}, annot_kws={"size": 7})
     ax.set_xlabel("")
     ax.set_ylabel("")
-    ax.set_title("Per-task test loss against EW")
+    ax.set_title(f"Per-task test loss against {label}")
 
 
 def _bars(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:

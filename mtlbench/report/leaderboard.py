@@ -1,4 +1,13 @@
-"""The leaderboard: one row per method variant of a protocol, with uncertainty and costs."""
+"""The leaderboard's numbers: one tidy numeric frame per protocol (variant × metric), formatted
+only when shown (mtlbench.report.table).
+
+Metrics, per variant: `runs_<status>` (counts; runs_complete always), `auroc`, `accuracy` (at p > 0.5),
+`macro_f1` and `balanced_accuracy` (at thresholds chosen on validation), `test_loss`, `s_per_epoch`,
+`images_per_s` (value: mean over seeds, with sd), `peak_cuda_mb` or `peak_rss_mb` (value: largest
+over seeds; which one, from what the runs measured), and against the reference `delta_m_pct`,
+`delta_auroc_seeds` (paired t), `delta_auroc_images` (paired bootstrap; both with lo, hi, p) and
+`step_ratio`.
+"""
 
 from __future__ import annotations
 
@@ -11,56 +20,57 @@ from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_
 from mtlbench.report.load import Protocol
 from mtlbench.report.stats import Difference, delta_m, paired_bootstrap, paired_t
 
-REFERENCE = "ew"
-COLUMNS: dict[str, str] = {
-    "runs": "complete runs / runs (failed, diverged or out-of-memory runs are listed by status)",
-    "AUROC": "test AUROC, mean over the 14 tasks; mean ± sd over seeds",
-    "accuracy@0.5": "test accuracy at p > 0.5, mean over tasks (the DeepChest paper's 'overall accuracy')",
-    "macro-F1": "test F1 per task at the threshold that maximizes F1 on validation, mean over tasks",
-    "balanced acc.": "test balanced accuracy per task at the threshold that maximizes Youden's J on validation",
-    "test loss": "test loss (the training loss function), mean over tasks",
-    "Δm% vs EW": "mean relative change vs EW over tasks of AUROC (higher better) and test loss (lower better), %",
-    "ΔAUROC vs EW (seeds)": "paired over seeds: mean difference, 95% t-interval, p (paired t-test)",
-    "ΔAUROC vs EW (images)": "paired bootstrap over test images ({resamples:,} resamples, seed-averaged): difference, "
-                             "95% percentile interval, p",
-    "s/epoch": "training time per epoch (s), mean over seeds",
-    "step × EW": "median training-step time ÷ EW's, same protocol",
-    "images/s": "training images per second",
-    "memory": "peak CUDA memory (MiB) on a GPU; on a CPU peak process RSS (MiB), labeled RSS",
-}
-
-
-def column_legend(resamples: int) -> dict[str, str]:
-    """COLUMNS with the number of bootstrap resamples this report used filled in."""
-    return {k: v.format(resamples=resamples) for k, v in COLUMNS.items()}
-
-
-HIGHER_IS_BETTER = {"AUROC": True, "accuracy@0.5": True, "macro-F1": True, "balanced acc.": True,
-                    "test loss": False, "Δm% vs EW": True, "s/epoch": False, "step × EW": False,
-                    "images/s": True, "memory": False}
+DEFAULT_REFERENCE = "ew"
+FRAME_COLUMNS = ["variant", "metric", "reference", "value", "sd", "lo", "hi", "p", "n"]
+RELATIVE = ("delta_m_pct", "delta_auroc_seeds", "delta_auroc_images", "step_ratio")  # against the reference
+# per-run column → metric, aggregated as mean and sd over seeds
+PER_SEED = {"auroc": "auroc", "accuracy": "accuracy", "macro_f1": "macro_f1",
+            "balanced_accuracy": "balanced_accuracy", "loss": "test_loss", "s_per_epoch": "s_per_epoch",
+            "images_per_s": "images_per_s"}
+MEMORY_KINDS = {"cuda": "CUDA", "rss": "RSS"}  # preferred first
 
 
 @dataclass(frozen=True)
-class VariantResult:
-    """Numbers of one variant: per-seed values and the aggregated row."""
+class Leaderboard:
+    """The numbers of one protocol: `frame` is tidy (one row per variant × metric, FRAME_COLUMNS, all
+    numbers numeric); `per_run` holds the per-run numbers it aggregates."""
 
-    variant: str
-    seeds: list[int]
-    auroc: np.ndarray  # per seed
-    row: dict[str, object]  # display values
-    numbers: dict[str, float]  # the same as numbers (means), for marking the best and for claims
-    vs_seeds: Difference
-    vs_images: Difference
+    frame: pd.DataFrame
+    per_run: pd.DataFrame
+    reference: str
+
+    def variants(self) -> list[str]:
+        """The variants in leaderboard order."""
+        return list(dict.fromkeys(self.frame["variant"]))
+
+    def values(self) -> pd.DataFrame:
+        """`value` as a variant × metric table (leaderboard order; NaN where a variant lacks a metric)."""
+        wide = self.frame.pivot(index="variant", columns="metric", values="value")
+        return wide.reindex(index=self.variants(), columns=list(dict.fromkeys(self.frame["metric"])))
 
 
-def leaderboard(protocol: Protocol, resamples: int = 1000) -> tuple[pd.DataFrame, list[VariantResult]]:
-    """(display table, per-variant results) of one protocol."""
+def peak_memory(values: pd.DataFrame, variant: str) -> tuple[float, str]:
+    """(peak MiB, "CUDA" | "RSS") of a variant from a `Leaderboard.values()` table; (NaN, "") if none."""
+    for kind, label in MEMORY_KINDS.items():
+        metric = f"peak_{kind}_mb"
+        if metric in values.columns and np.isfinite(values.loc[variant, metric]):
+            return float(values.loc[variant, metric]), label
+    return float("nan"), ""
+
+
+def reference_label(reference: str) -> str:
+    """How the report names the reference: EW in capitals as the papers write it, others as stored."""
+    return "EW" if reference == "ew" else reference
+
+
+def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resamples: int = 1000) -> Leaderboard:
+    """The leaderboard numbers of one protocol, compared against the variant named `reference`."""
     per_run = per_run_numbers(protocol)
-    ref = per_run[per_run["variant"] == REFERENCE]
-    results = [_variant(protocol, per_run, ref, v, resamples) for v in protocol.variants()]
-    table = pd.DataFrame([r.row for r in results])
-    _mark_best(table, results)
-    return table, results
+    ref = per_run[per_run["variant"] == reference]
+    rows = [row for v in protocol.variants() for row in _variant_rows(protocol, per_run, ref, v, reference, resamples)]
+    frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).astype(
+        {c: float for c in ("value", "sd", "lo", "hi", "p")} | {"n": int})
+    return Leaderboard(frame, per_run, reference)
 
 
 def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
@@ -75,7 +85,7 @@ def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
         memory, memory_kind = (float("nan"), "")
         if cost is not None:
             cuda = cost.get("peak_cuda_mb")
-            memory, memory_kind = (float(cuda), "CUDA") if pd.notna(cuda) else (float(cost["peak_rss_mb"]), "RSS")
+            memory, memory_kind = (float(cuda), "cuda") if pd.notna(cuda) else (float(cost["peak_rss_mb"]), "rss")
         rows.append({
             "run_id": int(run.run_id), "variant": run.variant, "seed": int(run.seed),
             "auroc": test["auroc"].mean(), "accuracy": test["accuracy"].mean(), "loss": test["loss"].mean(),
@@ -120,46 +130,42 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> tuple[float, flo
     return float(thresholds[np.argmax(f1)]), float(roc_thresholds[np.argmax(j)])
 
 
-def _variant(protocol: Protocol, per_run: pd.DataFrame, ref: pd.DataFrame, variant: str, resamples: int) -> VariantResult:
+def _variant_rows(protocol: Protocol, per_run: pd.DataFrame, ref: pd.DataFrame, variant: str, reference: str,
+                  resamples: int) -> list[dict]:
+    """The frame's rows of one variant."""
     runs = protocol.runs[protocol.runs["variant"] == variant]
     mine = per_run[per_run["variant"] == variant].sort_values("seed")
-    statuses = runs["status"].value_counts().to_dict()
-    others = ", ".join(f"{n} {s}" for s, n in statuses.items() if s != "complete")
-    numbers = {
-        "AUROC": mine["auroc"].mean(), "accuracy@0.5": mine["accuracy"].mean(), "macro-F1": mine["macro_f1"].mean(),
-        "balanced acc.": mine["balanced_accuracy"].mean(), "test loss": mine["loss"].mean(),
-        "s/epoch": mine["s_per_epoch"].mean(), "images/s": mine["images_per_s"].mean(),
-        "memory": mine["memory_mb"].max() if len(mine) else float("nan"),
-        "step × EW": mine["step_s"].mean() / ref["step_s"].mean() if len(ref) else float("nan"),
-        "Δm% vs EW": _delta_m(protocol, mine, ref),
-    }
+    statuses = runs["status"].value_counts()
+    rows = [_row(variant, f"runs_{status}", count, n=count)
+            for status, count in [("complete", len(mine)), *((s, n) for s, n in statuses.items() if s != "complete")]]
+    for column, metric in PER_SEED.items():
+        values = mine[column]
+        rows.append(_row(variant, metric, values.mean(), sd=values.std(ddof=1), n=values.count()))
+    for kind in MEMORY_KINDS:
+        peaks = mine.loc[mine["memory_kind"] == kind, "memory_mb"]
+        if peaks.count():
+            rows.append(_row(variant, f"peak_{kind}_mb", peaks.max(), n=peaks.count()))
     shared = sorted(set(mine["seed"]) & set(ref["seed"]))
-    vs_seeds = Difference.missing()
-    vs_images = Difference.missing()
-    if variant != REFERENCE and shared:
+    vs_seeds = vs_images = Difference.missing()
+    if variant != reference and shared:
         a = mine.set_index("seed").loc[shared]
         b = ref.set_index("seed").loc[shared]
         vs_seeds = paired_t(a["auroc"].to_numpy(), b["auroc"].to_numpy())
         vs_images = _bootstrap(protocol, a["run_id"].tolist(), b["run_id"].tolist(), resamples)
-    sd = mine["auroc"].std(ddof=1) if len(mine) > 1 else float("nan")
-    kind = mine["memory_kind"].iloc[0] if len(mine) else ""
-    row = {
-        "method": variant,
-        "runs": f"{len(mine)}/{len(runs)}" + (f" ({others})" if others else ""),
-        "AUROC": f"{numbers['AUROC']:.3f} ± {sd:.3f} (n={len(mine)})" if len(mine) > 1 else _f(numbers["AUROC"], 3),
-        "accuracy@0.5": _f(numbers["accuracy@0.5"], 3),
-        "macro-F1": _f(numbers["macro-F1"], 3),
-        "balanced acc.": _f(numbers["balanced acc."], 3),
-        "test loss": _f(numbers["test loss"], 4),
-        "Δm% vs EW": _f(numbers["Δm% vs EW"], 2, signed=True),
-        "ΔAUROC vs EW (seeds)": _diff(vs_seeds),
-        "ΔAUROC vs EW (images)": _diff(vs_images),
-        "s/epoch": _f(numbers["s/epoch"], 2),
-        "step × EW": _f(numbers["step × EW"], 2),
-        "images/s": _f(numbers["images/s"], 0),
-        "memory": f"{numbers['memory']:.0f} {kind}" if np.isfinite(numbers["memory"]) else "—",
-    }
-    return VariantResult(variant, mine["seed"].tolist(), mine["auroc"].to_numpy(), row, numbers, vs_seeds, vs_images)
+    step = mine["step_s"].mean() / ref["step_s"].mean() if len(ref) else float("nan")
+    rows += [
+        _row(variant, "delta_m_pct", _delta_m(protocol, mine, ref), n=len(mine), reference=reference),
+        *(_row(variant, metric, d.mean, lo=d.low, hi=d.high, p=d.p, n=d.n, reference=reference)
+          for metric, d in (("delta_auroc_seeds", vs_seeds), ("delta_auroc_images", vs_images))),
+        _row(variant, "step_ratio", step, n=mine["step_s"].count(), reference=reference),
+    ]
+    return rows
+
+
+def _row(variant: str, metric: str, value: float, n: int, sd: float = float("nan"), lo: float = float("nan"),
+         hi: float = float("nan"), p: float = float("nan"), reference: str | None = None) -> dict:
+    return {"variant": variant, "metric": metric, "reference": reference, "value": float(value), "sd": float(sd),
+            "lo": float(lo), "hi": float(hi), "p": float(p), "n": int(n)}
 
 
 def _delta_m(protocol: Protocol, mine: pd.DataFrame, ref: pd.DataFrame) -> float:
@@ -179,28 +185,3 @@ def _bootstrap(protocol: Protocol, runs: list[int], reference: list[int], resamp
         return Difference.missing()  # predictions missing, or not on the same test images
     labels = pairs[0][0][1]
     return paired_bootstrap(labels, [a[2] for a, _ in pairs], [b[2] for _, b in pairs], resamples)
-
-
-def _f(value: float, digits: int, signed: bool = False) -> str:
-    if value is None or not np.isfinite(value):
-        return "—"
-    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
-
-
-def _diff(d: Difference) -> str:
-    if not np.isfinite(d.mean):
-        return "—"
-    return f"{d.mean:+.3f} [{d.low:+.3f}, {d.high:+.3f}] p={d.p:.2g}"
-
-
-def _mark_best(table: pd.DataFrame, results: list[VariantResult]) -> None:
-    for column, higher in HIGHER_IS_BETTER.items():
-        values = np.array([r.numbers[column] for r in results], dtype=float)
-        if column in ("Δm% vs EW", "step × EW"):
-            values[[r.variant == REFERENCE for r in results]] = np.nan  # 0 and 1 by definition
-        values[~np.isfinite(values)] = np.nan  # an infinity is no best value (the table shows it as —)
-        if not np.isfinite(values).any():
-            continue
-        best = np.nanmax(values) if higher else np.nanmin(values)
-        for i in np.flatnonzero(np.isclose(values, best, rtol=1e-9, atol=0)):  # ties: all of them
-            table.loc[i, column] = f"**{table.loc[i, column]}**"

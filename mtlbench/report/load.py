@@ -80,9 +80,10 @@ def variant_names(configs: list[dict]) -> list[str]:
 
 
 def load_protocols(
-    path: Path, dataset: str | None = None, methods: list[str] | None = None
+    path: Path, dataset: str | None = None, methods: list[str] | None = None, reference: str | None = None
 ) -> list[Protocol]:
-    """Every protocol in the database at `path` (optionally one dataset, some methods), largest first."""
+    """Every protocol in the database at `path` (optionally one dataset, some methods), largest first.
+    With a `reference` method, the database must hold finished runs of it, and they are always loaded."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
@@ -93,7 +94,7 @@ def load_protocols(
             " diverged_step FROM runs WHERE status != 'running' ORDER BY run_id")])
         if runs.empty:
             raise UserError(f"{path} holds no finished runs; run `mtlbench run` first")
-        runs = select_runs(path, runs, dataset, methods)
+        runs = select_runs(path, runs, dataset, methods, reference)
         configs = [{**LEGACY_VALUES, **json.loads(c)} for c in runs["config_json"]]  # older runs lack newer fields
         runs = runs.assign(
             protocol=[protocol_key(c) for c in configs],
@@ -105,19 +106,25 @@ def load_protocols(
     return sorted(protocols, key=lambda p: -len(p.runs))
 
 
-def select_runs(path: Path, runs: pd.DataFrame, dataset: str | None, methods: list[str] | None) -> pd.DataFrame:
-    """The runs of `dataset` and `methods` (None: all); a UserError listing what the database holds when
-    the dataset, or any one of the methods, has no finished run."""
+def select_runs(
+    path: Path, runs: pd.DataFrame, dataset: str | None, methods: list[str] | None, reference: str | None = None
+) -> pd.DataFrame:
+    """The runs of `dataset` and `methods` (None: all) and of the `reference` method; a UserError listing
+    what the database holds when the dataset, any one of the methods, or the reference has no finished run."""
     chosen = runs if dataset is None else runs[runs["dataset"] == dataset]
-    absent = [m for m in methods or [] if m not in set(chosen["method"])]
-    if chosen.empty or absent:
-        wanted = (f" of method(s) {', '.join(map(repr, absent))}" if absent else "") + (
-            f" on dataset {dataset!r}" if dataset is not None else "")
+    held = set(chosen["method"])
+    absent = [m for m in methods or [] if m not in held]
+    no_reference = reference is not None and not chosen.empty and reference not in held and reference not in absent
+    if chosen.empty or absent or no_reference:
+        wanted = " or".join(
+            ([f" of method(s) {', '.join(map(repr, absent))}"] if absent else [])
+            + ([f" of the reference method {reference!r} (--reference)"] if no_reference else [])
+        ) + (f" on dataset {dataset!r}" if dataset is not None else "")
         holds = "; ".join(
             ", ".join(f"{m} ({n})" for m, n in group["method"].value_counts(sort=False).items()) + f" on {name}"
             for name, group in runs.groupby("dataset", sort=True))
         raise UserError(f"{path} holds no finished runs{wanted}; it holds finished runs of {holds}")
-    return chosen if not methods else chosen[chosen["method"].isin(methods)]
+    return chosen if not methods else chosen[chosen["method"].isin([*methods, *([reference] if reference else [])])]
 
 
 def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: dict) -> Protocol:

@@ -14,10 +14,11 @@ from typing import Callable
 
 import pandas as pd
 
-from mtlbench.report.claims import check_claims
-from mtlbench.report.figures import FIGURES, render_all
-from mtlbench.report.leaderboard import column_legend, leaderboard
+from mtlbench.report.figures import FIGURES, caption, render_all
+from mtlbench.report.leaderboard import DEFAULT_REFERENCE, Leaderboard, leaderboard
 from mtlbench.report.load import Protocol, load_protocols
+from mtlbench.report.paper_check import check_claims
+from mtlbench.report.table import column_legend, display_table
 
 
 @dataclass(frozen=True)
@@ -32,9 +33,11 @@ class Block:
 def write_report(
     results: Path, out: Path, dataset: str | None = None, methods: list[str] | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None, resamples: int = 1000,
+    reference: str = DEFAULT_REFERENCE,
 ) -> list[Path]:
-    """Render the report of the database at `results` into `out`; returns the files written."""
-    protocols = load_protocols(results, dataset, methods)
+    """Render the report of the database at `results` into `out`, comparing against the method
+    `reference`; returns the files written."""
+    protocols = load_protocols(results, dataset, methods, reference)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     advance = progress("rendering report", len(protocols) * (len(FIGURES) + 1)) if progress else (lambda n=1: None)
     blocks = [Block("heading", "mtlbench report", 1),
@@ -45,13 +48,13 @@ def write_report(
     written: list[Path] = []
     for index, protocol in enumerate(protocols):
         name = f"{protocol.dataset}-{protocol.key}"
-        table, variant_results = leaderboard(protocol, resamples)
+        board = leaderboard(protocol, reference, resamples)
+        table = display_table(board)
         advance(1)
-        written += _tables(table, out / "tables" / f"leaderboard_{name}")
-        figures = render_all(protocol, variant_results, out / "figures" / name, advance)
+        written += _tables(board, table, out / "tables" / f"leaderboard_{name}")
+        figures = render_all(protocol, board, out / "figures" / name, advance)
         written += [f for files in figures.values() for f in files]
-        blocks += _protocol_blocks(index, protocol, table, figures, out, check_claims(protocol, variant_results),
-                                   resamples)
+        blocks += _protocol_blocks(index, protocol, table, figures, out, check_claims(board), resamples, reference)
     md = out / "report.md"
     md.write_text(to_markdown(blocks))
     page = out / "report.html"
@@ -60,7 +63,7 @@ def write_report(
 
 
 def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figures: dict[str, list[Path]],
-                     out: Path, claims: list[str], resamples: int) -> list[Block]:
+                     out: Path, claims: list[str], resamples: int, reference: str) -> list[Block]:
     c = protocol.config
     blocks = [
         Block("heading", f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
@@ -70,7 +73,7 @@ def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figure
         Block("heading", "Leaderboard", 3),
         Block("table", table),
         Block("text", "Best value per column in bold. Columns:"),
-        Block("list", [f"**{k}**: {v}" for k, v in column_legend(resamples).items()]),
+        Block("list", [f"**{k}**: {v}" for k, v in column_legend(resamples, reference).items()]),
     ]
     bad = protocol.runs[protocol.runs["status"] != "complete"]
     if len(bad):
@@ -82,14 +85,14 @@ def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figure
                Block("list", claims),
                Block("heading", "Figures", 3)]
     for name, files in figures.items():
-        blocks.append(Block("figure", files[0].relative_to(out), FIGURES[name]))
+        blocks.append(Block("figure", files[0].relative_to(out), caption(name, reference)))
     return blocks
 
 
-def _tables(table: pd.DataFrame, stem: Path) -> list[Path]:
-    plain = table.replace(r"\*\*(.*)\*\*", r"\1", regex=True)
+def _tables(board: Leaderboard, table: pd.DataFrame, stem: Path) -> list[Path]:
+    """The numeric frame as CSV (numbers at full precision), the shown table as LaTeX."""
     csv, tex = stem.with_suffix(".csv"), stem.with_suffix(".tex")
-    plain.to_csv(csv, index=False)
+    board.frame.to_csv(csv, index=False)
     bold = table.replace(r"\*\*(.*)\*\*", r"\\textbf{\1}", regex=True)
     escaped = bold.map(lambda s: str(s).replace("%", r"\%").replace("±", r"$\pm$").replace("×", r"$\times$")
                        .replace("_", r"\_"))

@@ -1,44 +1,46 @@
-"""The DeepChest paper's claims, checked against the database: numbers and uncertainty, no more."""
+"""The DeepChest paper's claims, checked against the database: numbers and uncertainty, no more.
+
+Every number comes from the leaderboard's numeric frame and per-run numbers; nothing is parsed.
+"""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
-from mtlbench.report.leaderboard import VariantResult, per_run_numbers
-from mtlbench.report.load import Protocol
-from mtlbench.report.stats import paired_t
+from mtlbench.report.leaderboard import Leaderboard, peak_memory
+from mtlbench.report.stats import Difference, paired_t
 
 DEEPCHEST = "deepchest"
 
 
-def check_claims(protocol: Protocol, results: list[VariantResult]) -> list[str]:
+def check_claims(board: Leaderboard) -> list[str]:
     """One sentence per claim (accuracy, time per epoch, memory), each stating only what the data shows."""
-    by_name = {r.variant: r for r in results if np.isfinite(r.numbers["AUROC"])}
-    if DEEPCHEST not in by_name:
+    values = board.values()
+    values = values[np.isfinite(values["auroc"])]  # variants with a complete run
+    if DEEPCHEST not in values.index:
         return ["DeepChest has no complete run in this protocol, so the paper's claims cannot be checked here."]
-    runs = per_run_numbers(protocol)
-    return [_accuracy(by_name, runs), _time(by_name, runs), _memory(by_name)]
+    return [_accuracy(values, board.per_run), _time(values, board.per_run), _memory(values)]
 
 
-def _accuracy(by_name: dict[str, VariantResult], runs) -> str:
-    others = {v: r for v, r in by_name.items() if v != DEEPCHEST}
-    if not others:
+def _accuracy(values: pd.DataFrame, runs: pd.DataFrame) -> str:
+    others = values.drop(index=DEEPCHEST)
+    if others.empty:
         return "Accuracy: no other method has a complete run, so there is nothing to compare DeepChest with."
-    best = max(others.values(), key=lambda r: r.numbers["accuracy@0.5"])
-    dc = by_name[DEEPCHEST].numbers["accuracy@0.5"]
-    diff_pp = 100 * (dc - best.numbers["accuracy@0.5"])
-    test = _paired(runs, DEEPCHEST, best.variant, "accuracy")
+    best = max(others.index, key=lambda v: others.loc[v, "accuracy"])
+    dc, theirs = values.loc[DEEPCHEST], values.loc[best]
+    diff_pp = 100 * (dc["accuracy"] - theirs["accuracy"])
+    test = _paired(runs, DEEPCHEST, best, "accuracy")
     uncertainty = (f"95% CI over {test.n} paired seeds [{100 * test.low:+.2f}, {100 * test.high:+.2f}] points, "
                    f"p = {test.p:.2g}" if np.isfinite(test.low) else
                    f"{test.n} paired seed(s), too few for an interval")
-    auroc_diff = by_name[DEEPCHEST].numbers["AUROC"] - best.numbers["AUROC"]
     return (
         f"Overall accuracy (the paper claims +7% over the best other method): DeepChest's test accuracy at 0.5 is "
-        f"{100 * dc:.2f}% and the best other method's ({best.variant}) is {100 * best.numbers['accuracy@0.5']:.2f}%, "
+        f"{100 * dc['accuracy']:.2f}% and the best other method's ({best}) is {100 * theirs['accuracy']:.2f}%, "
         f"a difference of {diff_pp:+.2f} percentage points ({uncertainty}). On mean AUROC the difference to "
-        f"{best.variant} is {auroc_diff:+.3f}."
+        f"{best} is {dc['auroc'] - theirs['auroc']:+.3f}."
     )
 
 
@@ -51,8 +53,8 @@ def _uses_task_gradients(variant: str) -> bool:
         return False
 
 
-def _time(by_name: dict[str, VariantResult], runs) -> str:
-    gradient = [v for v in by_name if _uses_task_gradients(v)]
+def _time(values: pd.DataFrame, runs: pd.DataFrame) -> str:
+    gradient = [v for v in values.index if _uses_task_gradients(v)]
     if not gradient:
         return "Time: no gradient-based method has a complete run, so the paper's 3× speed claim cannot be checked."
     dc = runs[runs["variant"] == DEEPCHEST]["s_per_epoch"]
@@ -68,19 +70,18 @@ def _time(by_name: dict[str, VariantResult], runs) -> str:
     )
 
 
-def _memory(by_name: dict[str, VariantResult]) -> str:
-    dc = by_name[DEEPCHEST]
-    kind = dc.row["memory"].split()[-1] if dc.row["memory"] != "—" else ""
-    gradient = [r for v, r in by_name.items() if _uses_task_gradients(v)]
-    if not gradient or not np.isfinite(dc.numbers["memory"]):
+def _memory(values: pd.DataFrame) -> str:
+    dc, kind = peak_memory(values, DEEPCHEST)  # kind: which peak the runs measured (CUDA or RSS)
+    gradient = [v for v in values.index if _uses_task_gradients(v)]
+    if not gradient or not np.isfinite(dc):
         return "Memory: no comparison is possible from this database."
-    parts = [f"{r.variant} {r.numbers['memory'] / dc.numbers['memory']:.2f}×" for r in gradient]
+    parts = [f"{v} {peak_memory(values, v)[0] / dc:.2f}×" for v in gradient]
     note = " (peak process RSS on a CPU, which includes the data and the Python process)" if kind == "RSS" else ""
-    return (f"Memory (the paper claims DeepChest needs less): DeepChest's peak is {dc.numbers['memory']:.0f} MiB "
+    return (f"Memory (the paper claims DeepChest needs less): DeepChest's peak is {dc:.0f} MiB "
             f"{kind}{note}; gradient-based methods relative to it: {'; '.join(parts)}.")
 
 
-def _paired(runs, a: str, b: str, column: str):
+def _paired(runs: pd.DataFrame, a: str, b: str, column: str) -> Difference:
     left = runs[runs["variant"] == a].set_index("seed")[column]
     right = runs[runs["variant"] == b].set_index("seed")[column]
     shared = sorted(set(left.index) & set(right.index))
