@@ -34,8 +34,8 @@ from step_cost import time_method
 
 from mtlbench import measure
 from mtlbench.config import build_config
-from mtlbench.datasets import cxr14_synth as synth
 from mtlbench.datasets.base import DataRequest, no_progress
+from mtlbench.datasets.cxr14_synth import nih_sample, render
 from mtlbench.datasets.image_cache import worker_count
 from mtlbench.datasets.nih_cxr14 import load_nih_cxr14
 from mtlbench.datasets.nih_layout import parse_finding_labels
@@ -45,14 +45,14 @@ from mtlbench.training import resolve_device
 
 def write_download(root: Path, files: int, source_size: int, distinct: int, seed: int = 0) -> float:
     """An NIH-layout download of `files` PNGs; returns their mean size in KiB."""
-    rows = synth.sample_nih_rows(files, seed)
+    rows = nih_sample.sample_nih_rows(files, seed)
     labels = parse_finding_labels(rows["Finding Labels"], "benchmark").astype(bool)
-    rendered = synth.render_images(rows.iloc[:distinct], labels[:distinct], source_size, seed)
+    rendered = render.render_images(rows.iloc[:distinct], labels[:distinct], source_size, seed)
     (root / "images").mkdir(parents=True)
     names = rows["Image Index"].tolist()
     for i, name in enumerate(names):
         Image.fromarray(rendered[i % distinct], mode="L").save(root / "images" / name)
-    train_val, test = synth.split_test_patients(rows, seed)
+    train_val, test = nih_sample.split_test_patients(rows, seed)
     (root / "train_val_list.txt").write_text("".join(f"{n}\n" for n in train_val))
     (root / "test_list.txt").write_text("".join(f"{n}\n" for n in test))
     rows.to_csv(root / "Data_Entry_2017_v2020.csv", index=False)

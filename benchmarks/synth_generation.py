@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtlbench.datasets import cxr14_synth
 from mtlbench.datasets.base import DataRequest, no_progress
+from mtlbench.datasets.cxr14_synth import loader, nih_sample, noise, params, render, writer
 from mtlbench.datasets.nih_layout import parse_finding_labels
 from mtlbench.datasets.nih_tables import TABLE_FILE, read_nih_table
 
@@ -37,25 +37,25 @@ HEADER = (
 def time_generation(count: int, size: int, seed: int, data_dir: Path) -> float:
     """Seconds to generate a fresh cxr14-synth dataset of `count` images at `size` px."""
     request = DataRequest(data_dir=data_dir, image_size=size, synth_images=count, data_seed=seed)
-    cxr14_synth.check_request(request)
-    root = cxr14_synth.dataset_root(request)
+    loader.check_request(request)
+    root = loader.dataset_root(request)
     start = time.perf_counter()
-    cxr14_synth.ensure_generated(root, count, size, seed, no_progress)
+    writer.ensure_generated(root, count, size, seed, no_progress)
     return time.perf_counter() - start
 
 
 def time_render(count: int, size: int, seed: int) -> tuple[float, np.ndarray]:
     """(seconds, images): the generator's threaded render stream for its rows, without files."""
     table = read_nih_table(TABLE_FILE)
-    rows = cxr14_synth.sample_nih_rows(count, seed, table)
+    rows = nih_sample.sample_nih_rows(count, seed, table)
     labels = parse_finding_labels(rows["Finding Labels"], TABLE_FILE)
-    full_prevalence = cxr14_synth.prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
-    rendered = cxr14_synth.render_labels(labels, rows["Image Index"], seed, full_prevalence)
-    boxes = cxr14_synth.read_nih_boxes()
+    full_prevalence = noise.prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
+    rendered = noise.render_labels(labels, rows["Image Index"], seed, full_prevalence)
+    boxes = nih_sample.read_nih_boxes()
     images = np.empty((count, size, size), dtype=np.uint8)
     start = time.perf_counter()
-    for first, stop, chunk in cxr14_synth._render_stream(
-        rows, rendered, size, seed, cxr14_synth.FINDING_STRENGTH, boxes
+    for first, stop, chunk in render.render_stream(
+        rows, rendered, size, seed, params.FINDING_STRENGTH, boxes
     ):
         images[first:stop] = chunk
     return time.perf_counter() - start, images
@@ -65,8 +65,8 @@ def time_writes(images: np.ndarray, folder: Path) -> float:
     """Seconds to write `images` as PNG files with the generator's writer threads."""
     paths = [folder / f"{i:08d}.png" for i in range(len(images))]
     start = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=cxr14_synth._WRITE_THREADS) as writer:
-        list(writer.map(cxr14_synth._write_png, paths, images))
+    with ThreadPoolExecutor(max_workers=writer.WRITE_THREADS) as pool:
+        list(pool.map(writer.write_png, paths, images))
     return time.perf_counter() - start
 
 
@@ -92,23 +92,24 @@ def main() -> None:
     parser.add_argument("--header", action="store_true", help="print the table header first")
     parser.add_argument("--out", help="append the row to this markdown file (header first when the file is new)")
     args = parser.parse_args()
-    generation, render, write = [], [], []
+    generation, rendering, write = [], [], []
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="synth-bench-") as tmp:
             generation.append(time_generation(args.count, args.size, args.seed, Path(tmp)))
         if args.split:
             seconds, images = time_render(args.count, args.size, args.seed)
-            render.append(seconds)
+            rendering.append(seconds)
             with tempfile.TemporaryDirectory(prefix="synth-bench-") as tmp:
                 write.append(time_writes(images, Path(tmp)))
     runs = ", ".join(f"{args.count / s:.0f}" for s in generation)
     print(f"generation images/s per run: {runs}", file=sys.stderr)
     if args.split:
-        print(f"render only images/s per run: {', '.join(f'{args.count / s:.0f}' for s in render)}", file=sys.stderr)
+        print(f"render only images/s per run: {', '.join(f'{args.count / s:.0f}' for s in rendering)}", file=sys.stderr)
         print(f"PNG writes only images/s per run: {', '.join(f'{args.count / s:.0f}' for s in write)}", file=sys.stderr)
     machine = f"{platform.machine()} {platform.processor() or platform.system()}".strip()
     split = (
-        f"{median_rate(args.count, render):.0f} | {median_rate(args.count, write):.0f}" if args.split else "– | –"
+        f"{median_rate(args.count, rendering):.0f} | {median_rate(args.count, write):.0f}"
+        if args.split else "– | –"
     )
     row = (
         f"| {args.count} | {args.size} | {statistics.median(generation):.1f} | "

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 
 import numpy as np
 
+from mtlbench import atomic
 from mtlbench.datasets.base import ProgressFactory
 from mtlbench.datasets.decode import DecodedChunk
 from mtlbench.errors import UserError
@@ -41,7 +42,7 @@ MANIFEST, NAMES, IMAGES, STATUS, ERRORS = "manifest.json", "names.txt", "images.
 THREAD_CHUNK_ROWS = 256  # images per job: small sources, decoded by threads
 PROCESS_CHUNK_ROWS = 64  # images per job: large sources, decoded by worker processes
 PERSIST_SECONDS = 2.0  # how much decoding a kill can lose at most (plus the chunks in flight)
-# what a build writes into its folder: the files above and their temporary copies (see _atomic_write_text)
+# what a build writes into its folder: the files above and their temporary copies (mtlbench.atomic.temp_path)
 _TEMP_FILE = re.compile(r"^\.(manifest\.json|names\.txt|status\.npy|errors\.json)\.tmp-\d+(\.npy)?$")
 _CACHE_FOLDER = re.compile(r"^.+-px\d+-[^/]+$")
 
@@ -238,8 +239,8 @@ class _Build:
     def persist(self) -> None:
         """Pixels to disk first, then the status that vouches for them."""
         self.pixels.flush()
-        _atomic_save_npy(self.folder / STATUS, self.status)
-        _atomic_write_text(self.folder / ERRORS, json.dumps(self.errors, indent=0, sort_keys=True))
+        atomic.write_with(self.folder / STATUS, lambda tmp: np.save(tmp, self.status), suffix=".npy")
+        atomic.write_bytes(self.folder / ERRORS, json.dumps(self.errors, indent=0, sort_keys=True).encode())
 
 
 def _build(folder: Path, source: ImageSource, size: int, key: dict[str, Any], progress: ProgressFactory) -> None:
@@ -266,7 +267,7 @@ def _build(folder: Path, source: ImageSource, size: int, key: dict[str, Any], pr
         "build_seconds": round(time.perf_counter() - started, 2),
         "resumed_rows": already,
     }
-    _atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=2))
+    atomic.write_bytes(folder / MANIFEST, json.dumps(manifest, indent=2).encode())
 
 
 def _run_jobs(
@@ -358,7 +359,7 @@ def _start(folder: Path, key: dict[str, Any], source: ImageSource, size: int) ->
     build = _Build(folder, names, pixels, np.zeros(len(names), dtype=np.int8), {})
     build.persist()
     # Written last: a "building" manifest means every file above exists.
-    _atomic_write_text(folder / MANIFEST, json.dumps({"state": "building", "key": key}, indent=2))
+    atomic.write_bytes(folder / MANIFEST, json.dumps({"state": "building", "key": key}, indent=2).encode())
     return build
 
 
@@ -389,21 +390,3 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}.npy")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)

@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from mtlbench.datasets import cxr14_synth as synth
 from mtlbench.datasets.chestmnist import npz_name
+from mtlbench.datasets.cxr14_synth import nih_sample, render
 from mtlbench.datasets.nih_layout import parse_finding_labels
 from mtlbench.datasets.nih_tables import read_nih_table
 
@@ -50,9 +50,9 @@ def write_nih_download(
     `Patient Sex` column; "2017": Data_Entry_2017.csv with `Patient Gender` and the original
     trailing empty column; "none": no CSV (the loader falls back to torchxrayvision's copy).
     """
-    rows = synth.sample_nih_rows(count, seed, read_nih_table() if table is None else table)
+    rows = nih_sample.sample_nih_rows(count, seed, read_nih_table() if table is None else table)
     labels = parse_finding_labels(rows["Finding Labels"], "fixture").astype(bool)
-    images = synth.render_images(rows, labels, size, seed)
+    images = render.render_images(rows, labels, size, seed)
     names = rows["Image Index"].tolist()
     paths: dict[str, Path] = {}
     per_archive = -(-count // ARCHIVES)
@@ -61,7 +61,7 @@ def write_nih_download(
         folder.mkdir(parents=True, exist_ok=True)
         paths[name] = folder / name
         Image.fromarray(image, mode="L").save(paths[name])
-    train_val, test = synth.split_test_patients(rows, seed)
+    train_val, test = nih_sample.split_test_patients(rows, seed)
     (root / "train_val_list.txt").write_text("".join(f"{n}\n" for n in train_val))
     (root / "test_list.txt").write_text("".join(f"{n}\n" for n in test))
     if csv == "v2020":

@@ -23,9 +23,9 @@ import pytest
 from mtlbench import checkpoint
 from mtlbench.leases import Owner
 from mtlbench.cli import main
-from mtlbench.datasets import cxr14_synth as synth
 from mtlbench.datasets import image_cache
 from mtlbench.datasets.base import DataRequest, no_progress
+from mtlbench.datasets.cxr14_synth import loader, params, writer
 from mtlbench.errors import UserError
 from mtlbench.owned import marker_name, remove_stale_partials
 from mtlbench.report import render
@@ -266,7 +266,7 @@ def test_ctrl_c_during_data_generation_says_so(tmp_path: Path, capsys, monkeypat
         (target / "images").mkdir(parents=True)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(synth, "write_layout", interrupted)
+    monkeypatch.setattr(writer, "write_layout", interrupted)
     argv = (["data", "prepare"] if command == "data" else
             ["run", "--methods", "ew", "--results", str(tmp_path / "r.sqlite")])
     code = main([*argv, "--preset", "smoke", "--synth-images", "50", "--data-dir", str(tmp_path / "data"), "--quiet"])
@@ -312,48 +312,48 @@ def test_image_cache_rebuild_deletes_only_its_own_files(tmp_path: Path) -> None:
 
 
 def synth_request(data_dir: Path) -> DataRequest:
-    return DataRequest(data_dir=data_dir, image_size=32, synth_images=synth.MIN_IMAGES, data_seed=0)
+    return DataRequest(data_dir=data_dir, image_size=32, synth_images=params.MIN_IMAGES, data_seed=0)
 
 
 @pytest.mark.parametrize("case", ["users-file-in-outdated-dataset", "users-folder-in-the-way"])
 def test_synthetic_dataset_is_regenerated_only_when_it_holds_nothing_else(tmp_path: Path, case: str) -> None:
-    root = synth.dataset_root(synth_request(tmp_path))
+    root = loader.dataset_root(synth_request(tmp_path))
     (root / "images").mkdir(parents=True)
     thesis = user_file(root)
     if case == "users-file-in-outdated-dataset":  # written by an older generator: would be generated again
-        params = synth.generator_params(synth.MIN_IMAGES, 32, 0)
-        (root / synth.SYNTH_JSON).write_text(json.dumps({**params, "version": -1}))
-        (root / synth.COMPLETE_MARKER).write_text("ok\n")
+        current = params.generator_params(params.MIN_IMAGES, 32, 0)
+        (root / writer.SYNTH_JSON).write_text(json.dumps({**current, "version": -1}))
+        (root / writer.COMPLETE_MARKER).write_text("ok\n")
         message = "must be generated again, but holds 1 file(s) the generator did not write (thesis.txt)"
     else:
         message = "was not written by its generator"
     with pytest.raises(UserError, match="generate|generator") as caught:
-        synth.load_cxr14_synth(synth_request(tmp_path), no_progress)
+        loader.load_cxr14_synth(synth_request(tmp_path), no_progress)
     assert message in str(caught.value) and "move" in str(caught.value)
     assert thesis.read_text() == THESIS
     assert sorted(p.name for p in root.parent.iterdir()) == [root.name]  # refused before generating
 
 
 def test_synthetic_generation_removes_only_partials_of_dead_processes(tmp_path: Path) -> None:
-    root = synth.dataset_root(synth_request(tmp_path))
+    root = loader.dataset_root(synth_request(tmp_path))
     dead, mine = root.with_name(f"{root.name}.partial-{NEVER_A_PID}"), root.with_name(f"{root.name}.partial-mine")
     dead.mkdir(parents=True)
-    (dead / synth.PARTIAL_MARKER).write_text("a killed generator's\n")
+    (dead / writer.PARTIAL_MARKER).write_text("a killed generator's\n")
     thesis = user_file(mine)
     unmarked = user_file(root.with_name(f"{root.name}.partial-{NEVER_A_PID + 1}"))  # pid-named, but the user's
-    synth.load_cxr14_synth(synth_request(tmp_path), no_progress)
+    loader.load_cxr14_synth(synth_request(tmp_path), no_progress)
     assert not dead.exists() and thesis.read_text() == THESIS and unmarked.read_text() == THESIS
-    assert not (root / synth.PARTIAL_MARKER).exists()
+    assert not (root / writer.PARTIAL_MARKER).exists()
     # the generated dataset, with its image cache, may be generated again: it holds only what mtlbench wrote
-    assert synth._foreign_entries(root) == [] and (root / "mtlbench-cache").is_dir()
-    synth.check_replaceable(root)
+    assert writer.foreign_entries(root) == [] and (root / "mtlbench-cache").is_dir()
+    writer.check_replaceable(root)
 
 
 def test_synthetic_generation_never_deletes_a_folder_at_its_own_scratch_path(tmp_path: Path) -> None:
-    root = synth.dataset_root(synth_request(tmp_path))
+    root = loader.dataset_root(synth_request(tmp_path))
     thesis = user_file(root.with_name(f"{root.name}.partial-{os.getpid()}"))  # no generator's marker
     with pytest.raises(UserError, match="in the way of the cxr14-synth generator"):
-        synth.load_cxr14_synth(synth_request(tmp_path), no_progress)
+        loader.load_cxr14_synth(synth_request(tmp_path), no_progress)
     assert thesis.read_text() == THESIS and not root.exists()
 
 
