@@ -2,7 +2,7 @@
 
 The new content goes to a temporary file in the same folder, `.<name>.tmp-<pid><suffix>` (same
 folder, so the rename cannot cross file systems), which is flushed and fsynced, then renamed over
-the target with os.replace. If the write fails the temporary file is removed; a process killed
+the target with os.replace, and the folder is fsynced. If the write fails the temporary file is removed; a process killed
 mid-write leaves it behind under that name, for its owner to recognise and delete.
 
 Imports nothing from mtlbench.
@@ -42,3 +42,18 @@ def write_with(path: Path, write: Callable[[Path], object], suffix: str = "") ->
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    fsync_folder(path.parent)
+
+
+def fsync_folder(folder: Path) -> None:
+    """Flush a folder's entries (a rename) to disk, where the file system allows it."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some file systems cannot sync a directory; the rename is still atomic
+    finally:
+        os.close(fd)

@@ -10,12 +10,13 @@ ends with a result.
 
 from __future__ import annotations
 
-import os
 import pickle
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
+
+from mtlbench import atomic
 
 from mtlbench.errors import UserError
 
@@ -51,37 +52,18 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
     A crash at any moment leaves either the previous checkpoint or the new one, never a part.
     """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    def save(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        _fsync_dir(path.parent)
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic.write_with(path, save)  # removes its temporary file on any failure, Ctrl-C included
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise CheckpointWriteError(
             f"cannot write the checkpoint {path}: {exc.strerror or exc}; free space (or make the folder "
             "writable) and rerun the same command: the run resumes from its last checkpoint"
         ) from None
-    except BaseException:  # Ctrl-C while writing: the previous checkpoint stays, the partial file goes
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a directory; the rename is still atomic
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: Path, run_id: int, config_hash: str, device: torch.device) -> tuple[dict[str, Any] | None, str]:
