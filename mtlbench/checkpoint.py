@@ -17,7 +17,6 @@ from typing import Any, Callable
 import torch
 
 from mtlbench import atomic
-
 from mtlbench.errors import UserError
 
 FORMAT = 1
