@@ -1,5 +1,5 @@
 """Importing this module registers every dataset loader (the registry imports it on first lookup)."""
 
-# isort: off  (import order is the order `mtlbench list` shows)
+# isort: off  (mtlbench.registry.DATASETS lists the names in this order)
 from mtlbench.datasets.cxr14_synth import loader  # noqa: F401  (registration side effects)
 from mtlbench.datasets import nih_cxr14, chestmnist  # noqa: F401  (registration side effects)

@@ -77,7 +77,8 @@ def _plugin_problem(name: str) -> str | None:
 
 METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {}, tuple(METHOD_SPECS), _plugin_methods,
                                   _plugin_problem)
-DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {})
+# The catalog's order (the default dataset first), whatever order a process imported the loaders in.
+DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {}, ("cxr14-synth", "nih-cxr14", "chestmnist"))
 
 
 def register_method(name: str) -> Callable[[T], T]:

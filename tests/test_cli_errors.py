@@ -174,3 +174,15 @@ def test_torch_free_method_specs_match_the_registry():
     for name, spec in METHOD_SPECS.items():
         cls = METHODS.get(name)
         assert (cls.needs, cls.Params, cls.name) == (spec.needs, spec.Params, name)
+
+
+def test_registries_list_in_catalog_order_whatever_was_imported_first() -> None:
+    """A module imported before the catalog (a test, a plugin) does not reorder `--methods all` or
+    the datasets' listing."""
+    import subprocess
+    import sys
+
+    code = ("import mtlbench.datasets.chestmnist, mtlbench.methods.graddrop; from mtlbench.registry import DATASETS, "
+            "METHODS; print(DATASETS.names()[0], METHODS.names()[0], METHODS.names()[-1])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["cxr14-synth", "ew", "graddrop"]
