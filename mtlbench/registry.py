@@ -58,7 +58,7 @@ class Registry(Generic[T]):
         if name not in self.entries and self.explain is not None and self.explain(name):
             raise UserError(self.explain(name))
         if name not in self.entries:
-            valid = ", ".join(self.entries)
+            valid = ", ".join(self.names())
             raise UserError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.entries)}; valid {self.kind}s: {valid}")
         return self.entries[name]
 
