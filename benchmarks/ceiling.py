@@ -32,7 +32,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mtlbench import backend, measure
 from mtlbench.config import build_config
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.sweep import load_dataset
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.datasets.base import no_progress

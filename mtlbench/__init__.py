@@ -2,11 +2,12 @@
 
 Packages: `mtlbench.methods` (the weighting methods and their contract), `mtlbench.datasets`
 (loaders returning three splits), `mtlbench.training` (one run, from config to stored result),
+`mtlbench.results` (the SQLite results database: schema, writes, typed readers, leases, export),
 `mtlbench.report` (tables, figures, statistics from the database alone). Modules here hold the
 harness they share: the run configuration (config, plan, hyperparams), registries and plugins,
 gradient spaces and the per-task gradient engine (spaces, grads), the model, batches (feed),
-metrics, the results database (store, store_schema, store_check, leases, checkpoint), cost
-measurement (measure, backend), and the CLI (cli, sweep, summary, data_commands, export).
+metrics, checkpoints, cost measurement (measure, backend), and the CLI (cli, sweep, summary,
+data_commands).
 
 Imports: torch-free modules (config, plan, hyperparams, registry, plugins, spaces, errors, paths,
 methods.params) never import torch at module level, so that the CLI checks its input before torch

@@ -311,10 +311,10 @@ def cmd_list(console: Console) -> int:
 
 def cmd_export(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench export`: every table into a scratch folder, then swapped in whole (see mtlbench.owned)."""
-    from mtlbench.export import export_csv
+    from mtlbench.results.export import export_csv
     from mtlbench.owned import write_whole_folder
-    from mtlbench.store import ResultsStore
-    from mtlbench.store_check import check_intact
+    from mtlbench.results.store import ResultsStore
+    from mtlbench.results.check import check_intact
 
     path, out = results_path(args.results, must_exist=True), Path(args.out)
 

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Sequence, TypeVar
 
 from mtlbench import __version__
-from mtlbench.leases import pid_exists
+from mtlbench.results.leases import pid_exists
 from mtlbench.errors import UserError
 
 T = TypeVar("T")

@@ -6,19 +6,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import pandas as pd
 from rich.table import Table
 
-from mtlbench.store import ResultsStore
+from mtlbench.results import readers
+from mtlbench.results.store import ResultsStore
 from mtlbench.training import RunResult
-
-SUMMARY_SQL = """
-SELECT r.run_id, r.method, r.seed, r.status,
-       (SELECT AVG(auroc) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS auroc,
-       (SELECT AVG(accuracy) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS accuracy,
-       c.wall_s, c.median_step_s, c.peak_cuda_mb, c.peak_rss_mb, c.rss_scope
-FROM runs r LEFT JOIN costs c ON c.run_id = r.run_id
-WHERE r.run_id IN ({ids})
-"""
 
 
 def _mean_sd(values: list[float], fmt: str) -> str:
@@ -39,7 +32,7 @@ def summary_table(results: Path, outcomes: Sequence[RunResult]) -> Table:
     if not ids:
         return table
     with ResultsStore(results) as store:
-        rows = store.query(SUMMARY_SQL.format(ids=",".join("?" * len(ids))), ids)
+        rows = readers.run_summaries(store, ids).to_dict("records")
     by_method: dict[str, list] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
@@ -47,7 +40,7 @@ def summary_table(results: Path, outcomes: Sequence[RunResult]) -> Table:
         runs = by_method.get(method, [])
         done = [r for r in runs if r["status"] == "complete"]
         status = f"{len(done)}/{len(runs)}" + ("" if len(done) == len(runs) else " ⚠")
-        cuda = [r["peak_cuda_mb"] for r in done if r["peak_cuda_mb"] is not None]
+        cuda = [r["peak_cuda_mb"] for r in done if pd.notna(r["peak_cuda_mb"])]
         memory = (f"{_mean_sd(cuda, '.0f')} MiB CUDA" if cuda
                   else f"{_mean_sd([r['peak_rss_mb'] for r in done], '.0f')} MiB RSS" if done else "—")
         table.add_row(

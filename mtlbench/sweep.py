@@ -18,9 +18,9 @@ from mtlbench.errors import UserError, interrupted_means
 from mtlbench.model import resnet18_trunk
 from mtlbench.plan import SweepPlan, check_methods_fit
 from mtlbench.registry import DATASETS
-from mtlbench.store import ResultsStore
-from mtlbench.store_check import check_intact
-from mtlbench.leases import this_process
+from mtlbench.results.store import ResultsStore
+from mtlbench.results.check import check_intact
+from mtlbench.results.leases import this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
 DATA_INTERRUPTED = ("the data generation was not finished and no run was started; rerun the same command to "

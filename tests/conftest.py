@@ -84,7 +84,7 @@ class TinyRun:
 def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:
     """Run `method` end to end on the toy bundle (smoke preset, CPU, batch 16) and read back the store."""
     from mtlbench.config import build_config
-    from mtlbench.store import ResultsStore
+    from mtlbench.results.store import ResultsStore
     from mtlbench.training import train_run
 
     def run(method: str, epochs: int = 1) -> TinyRun:

@@ -13,7 +13,7 @@ from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
 from mtlbench.model import ModelSpec, MultiTaskResNet
 from mtlbench.report.load import load_protocols
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import build_method, build_optimizer, resolve_runtime, train_run, training_step
 

@@ -13,7 +13,7 @@ import pytest
 
 from mtlbench.cli import main
 from mtlbench.paths import results_path
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 
 COMMANDS = {
     "run": ["run", "--quiet", "--preset", "smoke", "--methods", "ew", "--epochs", "1"],

@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from mtlbench.leases import Owner
+from mtlbench.results.leases import Owner
 from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
-from mtlbench.store import ResultsStore, RunKey
+from mtlbench.results.store import ResultsStore, RunKey
 
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 

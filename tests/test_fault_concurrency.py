@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from mtlbench.leases import Heartbeat, Owner
-from mtlbench.store import ResultsStore, RunKey
+from mtlbench.results.leases import Heartbeat, Owner
+from mtlbench.results.store import ResultsStore, RunKey
 
 KEY = RunKey("ew", "toy", 0, "abc123")
 

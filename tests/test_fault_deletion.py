@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from mtlbench import checkpoint
-from mtlbench.leases import Owner
+from mtlbench.results.leases import Owner
 from mtlbench.cli import main
 from mtlbench.datasets import image_cache
 from mtlbench.datasets.base import DataRequest, no_progress
@@ -29,7 +29,7 @@ from mtlbench.datasets.cxr14_synth import loader, params, writer
 from mtlbench.errors import UserError
 from mtlbench.owned import marker_name, remove_stale_partials
 from mtlbench.report import render
-from mtlbench.store import ResultsStore, RunKey
+from mtlbench.results.store import ResultsStore, RunKey
 from tests.test_image_cache import toy
 
 PREFIX = "mtlbench: error: "

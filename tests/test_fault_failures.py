@@ -18,7 +18,7 @@ import mtlbench.training.loop as loop_mod
 import mtlbench.training.state as state_mod
 import mtlbench.training.step as step_mod
 from mtlbench.cli import main
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 
 FAULTS = {  # method → the fault injected at its 3rd training step
     "deepchest": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),

@@ -11,7 +11,7 @@ import torch
 import mtlbench.training.loop as train_mod
 from mtlbench import checkpoint
 from mtlbench.config import build_config
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.training import train_run
 
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`

@@ -21,8 +21,8 @@ import mtlbench.checkpoint as checkpoint_mod
 import mtlbench.training.loop as train_mod
 from mtlbench.cli import main
 from mtlbench.config import build_config
-from mtlbench.store import SCHEMA_VERSION, ResultsStore
-from mtlbench.store_check import check_intact
+from mtlbench.results.store import SCHEMA_VERSION, ResultsStore
+from mtlbench.results.check import check_intact
 from mtlbench.training import SilentReporter, train_run
 
 SWEEP = ["run", "--methods", "ew,deepchest,dwa", "--preset", "smoke", "--synth-images", "120",

@@ -17,7 +17,7 @@ from mtlbench.config import build_config
 from mtlbench.conformance import SyncCounter
 from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.registry import METHODS
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import DIVERGENCE_CHECK_EVERY, build_method, train_run
 from tests.conftest import make_bundle

@@ -105,7 +105,7 @@ def test_tiny_training_run_follows_the_rule_on_stored_accuracies(tmp_path, toy_b
     from dataclasses import replace
 
     from mtlbench.config import build_config
-    from mtlbench.store import ResultsStore
+    from mtlbench.results.store import ResultsStore
     from mtlbench.training import train_run
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, method="deepchest")

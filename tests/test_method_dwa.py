@@ -10,7 +10,7 @@ from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.methods.dwa import DWAParams, DynamicWeightAverage
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.training import train_run
 
 TASKS = ("a", "b", "c", "d")

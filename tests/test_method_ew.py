@@ -20,7 +20,7 @@ def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
     from dataclasses import replace
 
     from mtlbench.config import build_config
-    from mtlbench.store import ResultsStore
+    from mtlbench.results.store import ResultsStore
     from mtlbench.training import train_run
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method="ew")

@@ -8,12 +8,12 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from mtlbench.leases import Owner
+from mtlbench.results.leases import Owner
 from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
 from mtlbench.metrics import TaskMetrics
 from mtlbench.methods.params import FAMOParams
-from mtlbench.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
+from mtlbench.results.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
 from mtlbench.training import train_run
 
 TASKS = ("a", "b")

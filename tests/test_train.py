@@ -12,7 +12,7 @@ from mtlbench.config import build_config
 from mtlbench.methods.base import Method, StepContext, StepOutput
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
 from mtlbench.registry import METHODS
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import train_run, training_step
 

@@ -17,8 +17,9 @@ import pandas as pd
 
 from mtlbench.config import LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
-from mtlbench.store import ResultsStore
-from mtlbench.store_check import check_intact
+from mtlbench.results import readers
+from mtlbench.results.store import ResultsStore
+from mtlbench.results.check import check_intact
 
 PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed")
 
@@ -89,9 +90,7 @@ def load_protocols(
         raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
     with ResultsStore(path) as store:
         check_intact(store)
-        runs = pd.DataFrame([dict(r) for r in store.query(
-            "SELECT run_id, method, dataset, seed, config_hash, config_json, status, error, selected_epoch,"
-            " diverged_step FROM runs WHERE status != 'running' ORDER BY run_id")])
+        runs = readers.finished_runs(store)
         if runs.empty:
             raise UserError(f"{path} holds no finished runs; run `mtlbench run` first")
         runs = select_runs(path, runs, dataset, methods, reference)
@@ -129,16 +128,10 @@ def select_runs(
 
 def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: dict) -> Protocol:
     ids = tuple(int(i) for i in runs["run_id"])
-    marks = ",".join("?" * len(ids))
-
-    def frame(sql: str) -> pd.DataFrame:
-        return pd.DataFrame([dict(r) for r in store.query(sql, ids)])
-
-    test = frame(f"SELECT run_id, task, loss, accuracy, auroc, ap FROM metrics WHERE split='test' AND run_id IN ({marks})")
-    curves = frame(f"SELECT run_id, split, epoch, task, loss FROM metrics WHERE split IN ('train','val') "
-                   f"AND run_id IN ({marks})")
-    weights = frame(f"SELECT run_id, epoch, task, weight FROM weights WHERE step=-1 AND run_id IN ({marks})")
-    costs = frame(f"SELECT * FROM costs WHERE run_id IN ({marks})")
+    test = readers.metrics_on_test(store, ids)
+    curves = readers.epoch_losses(store, ids)
+    weights = readers.epoch_weights(store, ids)
+    costs = readers.run_costs(store, ids)
     complete = runs[runs["status"] == "complete"]["run_id"].astype(int).tolist()
     predictions = {}
     for run_id in complete:

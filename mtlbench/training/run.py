@@ -12,12 +12,12 @@ from typing import Any
 import torch
 
 from mtlbench import backend, checkpoint, measure
-from mtlbench.leases import Heartbeat, Owner, this_process
+from mtlbench.results.leases import Heartbeat, Owner, this_process
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
 from mtlbench.feed import steps_per_epoch
-from mtlbench.store import ClaimLost, ResultsStore, RunKey
+from mtlbench.results.store import ClaimLost, ResultsStore, RunKey
 from mtlbench.training.factories import build_method, resolve_runtime
 from mtlbench.training.loop import RunLoop, RunReporter, device_name
 from mtlbench.training.sink import StoreSink

@@ -11,10 +11,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from mtlbench.leases import Owner
+from mtlbench.results.leases import Owner
 from mtlbench.datasets.base import Split
 from mtlbench.metrics import TaskMetrics
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ from mtlbench import checkpoint
 from mtlbench.config import RunConfig
 from mtlbench.methods.base import Method
 from mtlbench.model import MultiTaskResNet
-from mtlbench.store import ResultsStore
+from mtlbench.results.store import ResultsStore
 from mtlbench.training.factories import build_method, build_model, build_optimizer, build_schedule
 
 

@@ -169,7 +169,7 @@ def rename_methods(conn: sqlite3.Connection, version: int) -> set[int]:
                 try:
                     stored = {**json.loads(text), "method": new}
                 except (TypeError, ValueError, AttributeError):
-                    continue  # left for the damage check (mtlbench.store_check)
+                    continue  # left for the damage check (mtlbench.results.check)
                 conn.execute("UPDATE runs SET method=?, config_json=? WHERE run_id=?",
                                   (new, json.dumps(stored, sort_keys=True), run_id))
                 renamed.add(run_id)
@@ -182,7 +182,7 @@ def reidentify_runs(conn: sqlite3.Connection, run_ids: set[int] | None = None) -
     before it (checked in the git history) except famo's, whose old runs are renamed to
     famo-nextbatch first. So a run stored with the defaults is the cell a rerun with the
     defaults asks for, and an explicit default and an implicit one become one cell. A stored
-    config that cannot be read is left for the damage check (mtlbench.store_check) to report."""
+    config that cannot be read is left for the damage check (mtlbench.results.check) to report."""
     known = {f.name for f in fields(RunConfig)}
     complete: dict[str, int] = {}  # new identity → the complete run that holds it
     rows = conn.execute("SELECT run_id, config_json, status FROM runs ORDER BY run_id").fetchall()

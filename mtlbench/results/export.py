@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from mtlbench.store import ResultsStore
+from mtlbench.results import readers
+from mtlbench.results.store import ResultsStore
 
 
 def export_csv(store: ResultsStore, folder: Path) -> list[Path]:
@@ -18,7 +17,7 @@ def export_csv(store: ResultsStore, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for table in store.table_names():
-        frame = pd.read_sql_query(f"SELECT * FROM {table}", store.conn)
+        frame = readers.whole_table(store, table)
         target = folder / f"{table}.csv"
         frame.to_csv(target, index=False)
         written.append(target)

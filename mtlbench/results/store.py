@@ -16,10 +16,10 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from mtlbench.leases import Owner
+from mtlbench.results.leases import Owner
 from mtlbench.errors import UserError
 
-from mtlbench.store_schema import (FINAL_STATUSES, HOLLOW_NOTE, HOLLOW_RUN_SQL, RENAMED_METHODS,  # noqa: F401
+from mtlbench.results.schema import (FINAL_STATUSES, HOLLOW_NOTE, HOLLOW_RUN_SQL, RENAMED_METHODS,  # noqa: F401
                                     SCHEMA, SCHEMA_VERSION, STATUSES, init_schema)
 
 

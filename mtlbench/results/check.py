@@ -14,7 +14,7 @@ import sqlite3
 from functools import lru_cache
 
 from mtlbench.errors import UserError
-from mtlbench.store import HOLLOW_RUN_SQL, SCHEMA, ResultsStore
+from mtlbench.results.store import HOLLOW_RUN_SQL, SCHEMA, ResultsStore
 
 # tables whose REAL columns hold only finite numbers or NULL: mtlbench writes non-finite metrics,
 # diagnostics and costs as NULL (store._num); weights are the method's own values, kept as they are

@@ -1,0 +1,84 @@
+"""Typed reads of the results database, each returning a pandas DataFrame.
+
+Callers outside `mtlbench.results` read through these functions rather than writing SQL, so the
+schema has one home. An empty selection gives an empty frame with the named columns.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import pandas as pd
+
+from mtlbench.results.store import ResultsStore
+
+RUN_COLUMNS = ("run_id", "method", "dataset", "seed", "config_hash", "config_json", "status", "error",
+               "selected_epoch", "diverged_step")
+
+
+def _frame(store: ResultsStore, sql: str, params: Sequence[object], columns: Sequence[str]) -> pd.DataFrame:
+    rows = store.query(sql, params)
+    return pd.DataFrame([tuple(r) for r in rows], columns=list(columns if not rows else rows[0].keys()))
+
+
+def _in(run_ids: Sequence[int]) -> tuple[str, tuple[int, ...]]:
+    ids = tuple(int(i) for i in run_ids)
+    return ",".join("?" * len(ids)), ids
+
+
+def finished_runs(store: ResultsStore) -> pd.DataFrame:
+    """Every run that is no longer running (complete, failed, diverged, …), by run id."""
+    sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE status != 'running' ORDER BY run_id"
+    return _frame(store, sql, (), RUN_COLUMNS)
+
+
+def metrics_on_test(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
+    """Per run and task: test loss, accuracy, AUROC and AP of the selected epoch."""
+    marks, ids = _in(run_ids)
+    columns = ("run_id", "task", "loss", "accuracy", "auroc", "ap")
+    sql = f"SELECT {', '.join(columns)} FROM metrics WHERE split='test' AND run_id IN ({marks})"
+    return _frame(store, sql, ids, columns)
+
+
+def epoch_losses(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
+    """Per run, split (train, val), epoch and task: the mean loss (the learning curves)."""
+    marks, ids = _in(run_ids)
+    columns = ("run_id", "split", "epoch", "task", "loss")
+    sql = f"SELECT {', '.join(columns)} FROM metrics WHERE split IN ('train','val') AND run_id IN ({marks})"
+    return _frame(store, sql, ids, columns)
+
+
+def epoch_weights(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
+    """Per run, epoch and task: the epoch's mean task weight (rows with step = −1)."""
+    marks, ids = _in(run_ids)
+    columns = ("run_id", "epoch", "task", "weight")
+    sql = f"SELECT {', '.join(columns)} FROM weights WHERE step=-1 AND run_id IN ({marks})"
+    return _frame(store, sql, ids, columns)
+
+
+def run_costs(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
+    """Per run: every column of the costs table (wall time, step times, peak memory, …)."""
+    marks, ids = _in(run_ids)
+    return _frame(store, f"SELECT * FROM costs WHERE run_id IN ({marks})", ids, ("run_id",))
+
+
+def run_summaries(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
+    """Per run: method, seed, status, test mean AUROC and accuracy over tasks, and its costs."""
+    marks, ids = _in(run_ids)
+    columns = ("run_id", "method", "seed", "status", "auroc", "accuracy", "wall_s", "median_step_s",
+               "peak_cuda_mb", "peak_rss_mb", "rss_scope")
+    sql = f"""
+        SELECT r.run_id, r.method, r.seed, r.status,
+               (SELECT AVG(auroc) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS auroc,
+               (SELECT AVG(accuracy) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS accuracy,
+               c.wall_s, c.median_step_s, c.peak_cuda_mb, c.peak_rss_mb, c.rss_scope
+        FROM runs r LEFT JOIN costs c ON c.run_id = r.run_id
+        WHERE r.run_id IN ({marks}) ORDER BY r.run_id"""
+    return _frame(store, sql, ids, columns)
+
+
+def whole_table(store: ResultsStore, table: str) -> pd.DataFrame:
+    """Every row of one of the database's tables (`ResultsStore.table_names`), as stored."""
+    if table not in store.table_names():
+        raise ValueError(f"no table {table!r} in the results database")
+    return pd.read_sql_query(f"SELECT * FROM {table}", store.conn)
