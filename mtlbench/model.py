@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -70,6 +69,26 @@ class TaskHeads(nn.Module):
         return out.view(features.shape[0], self.num_tasks, self.outputs_per_task)
 
 
+class HarnessModel(nn.Module):
+    """What the trainer, the gradient spaces and the methods use of a model. `MultiTaskResNet` is the
+    harness's; tests pass a smaller subclass through `train_run(model_factory=...)`.
+
+    forward(images) returns (shared features (B, D), logits (B, T) or (B, T, K)).
+    """
+
+    def shared_parameters(self) -> list[nn.Parameter]:
+        """Parameters every task shares."""
+        raise NotImplementedError
+
+    def last_shared_layer(self) -> list[nn.Parameter]:
+        """The last shared layer's parameters (GradNorm's W)."""
+        raise NotImplementedError
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Task-specific parameters."""
+        raise NotImplementedError
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """What the harness model is built from."""
@@ -80,7 +99,7 @@ class ModelSpec:
     freeze_trunk: bool = False
 
 
-class MultiTaskResNet(nn.Module):
+class MultiTaskResNet(HarnessModel):
     """ResNet18 trunk → shared 512-d feature → task heads."""
 
     def __init__(self, spec: ModelSpec):

@@ -86,11 +86,12 @@ def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:
     from mtlbench.config import build_config
     from mtlbench.results.store import ResultsStore
     from mtlbench.training import train_run
+    from tests.tiny_model import tiny_model
 
     def run(method: str, epochs: int = 1) -> TinyRun:
         cfg = replace(build_config("smoke"), device="cpu", epochs=epochs, batch_size=16, method=method)
         with ResultsStore(tmp_path / f"{method}.sqlite") as store:
-            out = train_run(cfg, toy_bundle, store, {})
+            out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
             run_id = (out.run_id,)
             losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run_id)]
             weights = [dict(r) for r in store.query("SELECT epoch, step, task, weight FROM weights WHERE run_id=?", run_id)]

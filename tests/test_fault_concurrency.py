@@ -18,6 +18,8 @@ import pytest
 
 from mtlbench.results.leases import Heartbeat, Owner
 from mtlbench.results.store import ResultsStore, RunKey
+from tests.patching import argument_reader
+from tests.tiny_model import tiny_model
 
 KEY = RunKey("ew", "toy", 0, "abc123")
 
@@ -113,16 +115,17 @@ def test_a_run_taken_over_by_another_process_stops_without_writing(toy_bundle, t
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, grad_engine="loop", precision="fp32")
     real_step = train_mod.training_step
+    step_of = argument_reader(real_step, "step")
 
     def lose_the_claim(*args, **kwargs):
-        if args[6] == 1:  # meanwhile, a process that thought this one dead took the run over
+        if step_of(*args, **kwargs) == 1:  # meanwhile, a process that thought this one dead took the run over
             with sqlite3.connect(tmp_path / "r.sqlite") as con:
                 con.execute("UPDATE runs SET owner_token='another-process'")
         return real_step(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "training_step", lose_the_claim)
     with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
+        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
         assert out.status == "busy" and "taken over by another process" in out.detail
         assert store.query("SELECT status FROM runs")[0]["status"] == "running"  # left to its new owner
         assert store.query("SELECT COUNT(*) AS n FROM metrics")[0]["n"] == 0  # nothing written after losing it

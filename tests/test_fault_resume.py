@@ -12,9 +12,9 @@ import mtlbench.training.loop as train_mod
 from mtlbench import checkpoint
 from mtlbench.config import build_config
 from mtlbench.results.store import ResultsStore
-from mtlbench.training import train_run
-
-pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
+from mtlbench.training import build_model, train_run
+from tests.patching import argument_reader
+from tests.tiny_model import tiny_model
 
 CFG = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, grad_engine="loop", precision="fp32")
 METRICS = "SELECT split, epoch, task, loss, accuracy, auroc, ap FROM metrics ORDER BY split, epoch, task"
@@ -31,21 +31,30 @@ def _rows(store: ResultsStore, sql: str) -> list[tuple]:
 
 def _kill_at(monkeypatch, global_step: int) -> None:
     real = train_mod.training_step
+    step_of = argument_reader(real, "step")
 
     def step(*args, **kwargs):
-        if args[6] == global_step:  # the `step` argument
+        if step_of(*args, **kwargs) == global_step:
             raise Killed
         return real(*args, **kwargs)
 
     monkeypatch.setattr(train_mod, "training_step", step)
 
 
-@pytest.mark.parametrize("method", ["ew", "deepchest", "dwa", "uncertainty", "famo", "gradnorm", "rlw"])
-def test_killed_run_resumes_and_equals_an_uninterrupted_run(method, toy_bundle, tmp_path, monkeypatch) -> None:
+# the tiny model for every method with state; the harness ResNet18 (BatchNorm, channels-last) for two,
+# in the slow suite
+CASES = [pytest.param(m, tiny_model, id=f"{m}-tiny") for m in
+         ("ew", "deepchest", "dwa", "uncertainty", "famo", "gradnorm", "rlw", "graddrop")] + [
+    pytest.param(m, build_model, id=f"{m}-resnet18", marks=pytest.mark.slow) for m in ("deepchest", "gradnorm")]
+
+
+@pytest.mark.parametrize("method, model_factory", CASES)
+def test_killed_run_resumes_and_equals_an_uninterrupted_run(method, model_factory, toy_bundle, tmp_path,
+                                                             monkeypatch) -> None:
     cfg = replace(CFG, method=method)
     steps = len(toy_bundle.train) // cfg.batch_size  # per epoch
     with ResultsStore(tmp_path / "straight.sqlite") as store:
-        straight = train_run(cfg, toy_bundle, store, {})
+        straight = train_run(cfg, toy_bundle, store, {}, model_factory=model_factory)
         assert straight.status == "complete", straight.detail
         expected = _rows(store, METRICS), _rows(store, WEIGHTS)
 
@@ -54,12 +63,12 @@ def test_killed_run_resumes_and_equals_an_uninterrupted_run(method, toy_bundle, 
     with ResultsStore(path) as store, monkeypatch.context() as patch:
         _kill_at(patch, 2 * steps + 1)  # the second step of the third epoch
         with pytest.raises(Killed):
-            train_run(cfg, toy_bundle, store, {})
+            train_run(cfg, toy_bundle, store, {}, model_factory=model_factory)
         assert store.query("SELECT status FROM runs")[0]["status"] == "running"
         assert ckpt.exists()  # written at the end of the second epoch
         assert torch.load(ckpt, weights_only=True)["loop"]["epoch"] == 2
     with ResultsStore(path) as store:
-        resumed = train_run(cfg, toy_bundle, store, {})
+        resumed = train_run(cfg, toy_bundle, store, {}, model_factory=model_factory)
         assert resumed.status == "complete", resumed.detail
         run = store.query("SELECT run_id, resumes FROM runs")[0]
         assert (run["run_id"], run["resumes"]) == (resumed.run_id, 1)

@@ -23,7 +23,9 @@ from mtlbench.cli import main
 from mtlbench.config import build_config
 from mtlbench.results.store import SCHEMA_VERSION, ResultsStore
 from mtlbench.results.check import check_intact
-from mtlbench.training import SilentReporter, train_run
+from mtlbench.training import SilentReporter, build_model, train_run
+from tests.patching import argument_reader
+from tests.tiny_model import tiny_model
 
 SWEEP = ["run", "--methods", "ew,deepchest,dwa", "--preset", "smoke", "--synth-images", "120",
          "--epochs", "2", "--batch-size", "16", "--quiet"]
@@ -107,18 +109,19 @@ class LabelReporter(SilentReporter):
         self.labels.append((label, first_epoch))
 
 
-def kill_in_second_epoch(cfg, bundle, store: ResultsStore, monkeypatch) -> Path:
+def kill_in_second_epoch(cfg, bundle, store: ResultsStore, monkeypatch, model_factory=tiny_model) -> Path:
     """Run `cfg` until its second epoch starts, then die as SIGKILL would; returns its checkpoint."""
     real_step = train_mod.training_step
+    epoch_of = argument_reader(real_step, "epoch")
 
     def die(*args, **kwargs):
-        if args[7] == 1:  # the `epoch` argument
+        if epoch_of(*args, **kwargs) == 1:
             raise Killed
         return real_step(*args, **kwargs)
 
     with monkeypatch.context() as patch, pytest.raises(Killed):
         patch.setattr(train_mod, "training_step", die)
-        train_run(cfg, bundle, store, {})
+        train_run(cfg, bundle, store, {}, model_factory=model_factory)
     return checkpoint_mod.checkpoint_path(store.path, cfg.config_hash())
 
 
@@ -128,7 +131,7 @@ def test_damaged_checkpoint_is_not_trusted_and_the_run_restarts(toy_bundle, tmp_
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         straight = train_run(cfg, toy_bundle, store, {})
     with ResultsStore(tmp_path / "r.sqlite") as store:
-        ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch)
+        ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch, build_model)
         ckpt.write_bytes(ckpt.read_bytes()[: ckpt.stat().st_size // 2])  # as a crash of the disk might leave it
         reporter = LabelReporter()
         again = train_run(cfg, toy_bundle, store, {}, reporter)
@@ -198,12 +201,12 @@ def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tm
         payload["method"]["renamed_weights_"] = payload["method"].pop("weights_")  # as after a code change
         torch.save(payload, ckpt)
         reporter = LabelReporter()
-        again = train_run(cfg, toy_bundle, store, {}, reporter)
+        again = train_run(cfg, toy_bundle, store, {}, reporter, model_factory=tiny_model)
         assert again.status == "complete", again.detail
         assert reporter.labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (RuntimeError); "
                            "restarting the run)", 0)]
     with ResultsStore(tmp_path / "straight.sqlite") as store:
-        assert train_run(cfg, toy_bundle, store, {}).test_auroc == again.test_auroc
+        assert train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model).test_auroc == again.test_auroc
 
 
 def test_a_checkpoint_left_from_another_database_is_deleted_before_a_new_run(toy_bundle, tmp_path, monkeypatch) -> None:
@@ -222,7 +225,7 @@ def test_a_checkpoint_left_from_another_database_is_deleted_before_a_new_run(toy
 
     monkeypatch.setattr(train_mod, "training_step", look)
     with ResultsStore(path) as store:
-        assert train_run(cfg, toy_bundle, store, {}).status == "complete"
+        assert train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model).status == "complete"
     assert seen and not any(seen)
 
 

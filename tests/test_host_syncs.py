@@ -21,6 +21,7 @@ from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import DIVERGENCE_CHECK_EVERY, build_method, train_run
 from tests.conftest import make_bundle
+from tests.tiny_model import tiny_model
 
 LOSS_METHODS = [name for name in METHODS.names() if not METHODS.get(name).space().per_task]
 
@@ -57,7 +58,7 @@ def test_loss_weighting_step_makes_no_host_sync(name: str) -> None:
 def _syncs_of_run(method: str, n_train: int, tmp_path) -> Counter:
     config = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method=method)
     with ResultsStore(tmp_path / f"{method}-{n_train}.sqlite") as store, SyncCounter() as counter:
-        out = train_run(config, make_bundle(n_train), store, {})
+        out = train_run(config, make_bundle(n_train), store, {}, model_factory=tiny_model)
     assert out.status == "complete", out.detail
     return counter.calls
 

@@ -8,6 +8,7 @@ import torch
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.methods.deepchest import DeepChest, DeepChestParams, deepchest_update, lagging_tasks
+from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b", "c", "d")
 
@@ -110,7 +111,7 @@ def test_tiny_training_run_follows_the_rule_on_stored_accuracies(tmp_path, toy_b
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, method="deepchest")
     with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
+        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
         assert out.status == "complete", out.detail
         q = "SELECT epoch, {col} AS v FROM {table} WHERE run_id=? {extra} ORDER BY epoch, task"
         w = store.query(q.format(col="weight", table="weights", extra="AND step=-1"), (out.run_id,))

@@ -12,6 +12,7 @@ from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.methods.dwa import DWAParams, DynamicWeightAverage
 from mtlbench.results.store import ResultsStore
 from mtlbench.training import train_run
+from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b", "c", "d")
 
@@ -102,7 +103,7 @@ def test_tiny_training_run(tmp_path, toy_bundle):
     # three epochs so that the weights of the third come from the first two
     cfg = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, method="dwa")
     with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
+        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
         assert out.status == "complete", out.detail
         test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
         assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)

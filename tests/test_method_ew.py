@@ -5,6 +5,7 @@ import torch
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.ew import EqualWeighting
 from mtlbench.tasks import TASK_NAMES
+from tests.tiny_model import tiny_model
 
 
 def test_weights_are_ones_and_objective_is_the_sum():
@@ -25,7 +26,7 @@ def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
 
     cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method="ew")
     with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {})
+        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
         assert out.status == "complete", out.detail
         weights = store.query("SELECT weight FROM weights WHERE run_id=?", (out.run_id,))
         losses = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))

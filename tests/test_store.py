@@ -15,6 +15,7 @@ from mtlbench.metrics import TaskMetrics
 from mtlbench.methods.params import FAMOParams
 from mtlbench.results.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
 from mtlbench.training import train_run
+from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b")
 def complete_run(store: ResultsStore, key: RunKey) -> int | None:
@@ -79,12 +80,12 @@ def test_skip_on_rerun_and_force(tmp_path, toy_bundle):
     # grad_engine and precision given explicitly: train_run records the resolved values, and so their hash
     cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=32, grad_engine="loop", precision="fp32")
     with ResultsStore(tmp_path / "r.sqlite") as s:
-        first = train_run(cfg, toy_bundle, s, {})
-        again = train_run(cfg, toy_bundle, s, {})
+        first = train_run(cfg, toy_bundle, s, {}, model_factory=tiny_model)
+        again = train_run(cfg, toy_bundle, s, {}, model_factory=tiny_model)
         assert again.status == "skipped" and again.run_id == first.run_id
-        other_seed = train_run(replace(cfg, seed=1), toy_bundle, s, {})
+        other_seed = train_run(replace(cfg, seed=1), toy_bundle, s, {}, model_factory=tiny_model)
         assert other_seed.status == "complete" and other_seed.run_id != first.run_id
-        forced = train_run(cfg, toy_bundle, s, {}, force=True)
+        forced = train_run(cfg, toy_bundle, s, {}, force=True, model_factory=tiny_model)
         assert forced.status == "complete" and forced.run_id != first.run_id
         runs = s.query("SELECT run_id FROM runs WHERE config_hash=?", (cfg.config_hash(),))
         assert [r["run_id"] for r in runs] == [forced.run_id]

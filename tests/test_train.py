@@ -15,6 +15,7 @@ from mtlbench.registry import METHODS
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import train_run, training_step
+from tests.tiny_model import tiny_model
 
 CFG = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, synth_images=50)
 
@@ -69,9 +70,9 @@ def test_same_seed_same_init_and_batches_for_every_method(monkeypatch, store, to
     _register(monkeypatch, "spy-a", a)
     _register(monkeypatch, "spy-b", b)
     current = ["spy-a"]
-    train_run(replace(CFG, method="spy-a", seed=5), toy_bundle, store, {})
+    train_run(replace(CFG, method="spy-a", seed=5), toy_bundle, store, {}, model_factory=tiny_model)
     current[0] = "spy-b"
-    train_run(replace(CFG, method="spy-b", seed=5), toy_bundle, store, {})
+    train_run(replace(CFG, method="spy-b", seed=5), toy_bundle, store, {}, model_factory=tiny_model)
     # identical initial weights and first batch ⇒ identical losses at step 0
     assert torch.equal(a.seen[0][1], b.seen[0][1])
     # afterwards the weighting differs, so the losses do
@@ -85,8 +86,8 @@ def test_same_seed_same_init_and_batches_for_every_method(monkeypatch, store, to
 def test_other_seed_changes_init(monkeypatch, store, toy_bundle):
     a = spy_class()
     _register(monkeypatch, "spy-a", a)
-    train_run(replace(CFG, method="spy-a", seed=1), toy_bundle, store, {})
-    train_run(replace(CFG, method="spy-a", seed=2), toy_bundle, store, {})
+    train_run(replace(CFG, method="spy-a", seed=1), toy_bundle, store, {}, model_factory=tiny_model)
+    train_run(replace(CFG, method="spy-a", seed=2), toy_bundle, store, {}, model_factory=tiny_model)
     first = [s for s in a.seen if s[0] == 0]
     assert not torch.equal(first[0][1], first[1][1])
 
@@ -97,8 +98,8 @@ def test_gradient_method_summing_task_gradients_equals_ew(monkeypatch, store, to
     spy = spy_class(needs=needs, shared=True)
     _register(monkeypatch, "sum-grads", spy)
     cfg = replace(CFG, optimizer="sgd", epochs=1, select="last")
-    ew = train_run(replace(cfg, method="ew"), toy_bundle, store, {})
-    sg = train_run(replace(cfg, method="sum-grads"), toy_bundle, store, {})
+    ew = train_run(replace(cfg, method="ew"), toy_bundle, store, {}, model_factory=tiny_model)
+    sg = train_run(replace(cfg, method="sum-grads"), toy_bundle, store, {}, model_factory=tiny_model)
     assert sg.status == "complete", sg.detail
     assert spy.seen[0][2][0] == 14  # T rows of per-task gradients
     assert sg.test_auroc == pytest.approx(ew.test_auroc, abs=1e-4)
@@ -112,11 +113,11 @@ def test_gradient_method_summing_task_gradients_equals_ew(monkeypatch, store, to
 
 def test_non_finite_loss_is_stored_as_diverged_and_sweep_goes_on(monkeypatch, store, toy_bundle):
     _register(monkeypatch, "nan-w", spy_class(weights_value=float("nan")))
-    bad = train_run(replace(CFG, method="nan-w"), toy_bundle, store, {})
+    bad = train_run(replace(CFG, method="nan-w"), toy_bundle, store, {}, model_factory=tiny_model)
     assert bad.status == "diverged"
     row = store.query("SELECT status, diverged_step FROM runs WHERE run_id=?", (bad.run_id,))[0]
     assert row["status"] == "diverged" and row["diverged_step"] == 1  # NaN weights → NaN params after step 0
-    good = train_run(replace(CFG, method="ew"), toy_bundle, store, {})
+    good = train_run(replace(CFG, method="ew"), toy_bundle, store, {}, model_factory=tiny_model)
     assert good.status == "complete"
 
 
@@ -128,13 +129,13 @@ def test_exception_in_a_method_is_recorded_as_failed(monkeypatch, store, toy_bun
             raise RuntimeError("boom")
 
     _register(monkeypatch, "broken", Broken)
-    out = train_run(replace(CFG, method="broken"), toy_bundle, store, {})
+    out = train_run(replace(CFG, method="broken"), toy_bundle, store, {}, model_factory=tiny_model)
     assert out.status == "failed" and "boom" in out.detail
     assert store.query("SELECT error FROM runs WHERE run_id=?", (out.run_id,))[0]["error"].startswith("RuntimeError: boom")
 
 
 def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
-    out = train_run(replace(CFG, method="deepchest"), toy_bundle, store, {"torch": torch.__version__})
+    out = train_run(replace(CFG, method="deepchest"), toy_bundle, store, {"torch": torch.__version__}, model_factory=tiny_model)
     assert out.status == "complete"
     counts = {t: store.query(f"SELECT COUNT(*) AS n FROM {t} WHERE run_id=?", (out.run_id,))[0]["n"]
               for t in ("metrics", "weights", "costs")}

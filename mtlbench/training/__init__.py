@@ -12,17 +12,17 @@ Rooms, in the order a run passes through them:
 * run — claim, train, classify failures (out of memory, divergence, anything else).
 
 May import: torch, mtlbench's harness modules (config, model, feed, grads, spaces, measure,
-backend, checkpoint, metrics, store, claims) and the method contract. Nothing here branches on a
+backend, checkpoint, metrics, results) and the method contract. Nothing here branches on a
 method's name.
 """
 
 from mtlbench.training.evaluation import evaluate
-from mtlbench.training.factories import (build_method, build_model, build_optimizer, build_schedule, resolve_device,
+from mtlbench.training.factories import (ModelFactory, build_method, build_model, build_optimizer, build_schedule, resolve_device,
                                          resolve_runtime)
 from mtlbench.training.loop import DIVERGENCE_CHECK_EVERY, RunReporter
 from mtlbench.training.run import RunResult, SilentReporter, is_out_of_memory, release_memory, train_run
 from mtlbench.training.step import StepRecord, batch_losses, training_step, warm_up
 
-__all__ = ["DIVERGENCE_CHECK_EVERY", "RunReporter", "RunResult", "SilentReporter", "StepRecord", "batch_losses",
+__all__ = ["DIVERGENCE_CHECK_EVERY", "ModelFactory", "RunReporter", "RunResult", "SilentReporter", "StepRecord", "batch_losses",
            "build_method", "build_model", "build_optimizer", "build_schedule", "evaluate", "is_out_of_memory",
            "release_memory", "resolve_device", "resolve_runtime", "train_run", "training_step", "warm_up"]

@@ -9,12 +9,12 @@ from mtlbench import backend
 from mtlbench.config import RunConfig
 from mtlbench.feed import DeviceSplit, eval_batches
 from mtlbench.metrics import TaskMetrics, task_metrics
-from mtlbench.model import MultiTaskResNet, per_task_losses, positive_probability
+from mtlbench.model import HarnessModel, per_task_losses, positive_probability
 
 
 @torch.no_grad()
 def evaluate(
-    model: MultiTaskResNet, split: DeviceSplit, config: RunConfig, device: torch.device
+    model: HarnessModel, split: DeviceSplit, config: RunConfig, device: torch.device
 ) -> tuple[TaskMetrics, np.ndarray]:
     """Metrics of `model` on a whole split and its probabilities (N, T); logits and losses stay on the
     device until the end."""

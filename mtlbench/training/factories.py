@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -12,7 +12,7 @@ from mtlbench import backend, grads
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.methods.base import Method
-from mtlbench.model import ModelSpec, MultiTaskResNet
+from mtlbench.model import HarnessModel, ModelSpec, MultiTaskResNet
 from mtlbench.registry import METHODS
 
 
@@ -39,6 +39,10 @@ def resolve_runtime(config: RunConfig) -> RunConfig:
     )
 
 
+ModelFactory = Callable[[RunConfig, int, torch.device], HarnessModel]
+"""Builds a run's model from its config, its number of tasks and its device (`build_model`'s signature)."""
+
+
 def build_model(config: RunConfig, num_tasks: int, device: torch.device) -> MultiTaskResNet:
     """The harness model for `config` on `device`, in the device's fast memory layout."""
     spec = ModelSpec(num_tasks, config.head, config.pretrained, config.freeze_trunk)
@@ -54,7 +58,6 @@ def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
     params = cls.make_params(config.method_params)
     generator = torch.Generator().manual_seed(config.seed + 7919)
     return cls(task_names, params, generator=generator)
-
 
 
 def build_optimizer(config: RunConfig, model: torch.nn.Module, method: Method) -> torch.optim.Optimizer:

@@ -18,7 +18,7 @@ from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
 from mtlbench.feed import steps_per_epoch
 from mtlbench.results.store import ClaimLost, ResultsStore, RunKey
-from mtlbench.training.factories import build_method, resolve_runtime
+from mtlbench.training.factories import ModelFactory, build_method, build_model, resolve_runtime
 from mtlbench.training.loop import RunLoop, RunReporter, device_name
 from mtlbench.training.sink import StoreSink
 from mtlbench.training.state import start_or_resume
@@ -72,6 +72,7 @@ def train_run(
     reporter: RunReporter | None = None,
     force: bool = False,
     owner: Owner | None = None,
+    model_factory: ModelFactory = build_model,
 ) -> RunResult:
     """Train and evaluate one cell, writing everything to `store`; never raises for a run's failure.
 
@@ -80,6 +81,7 @@ def train_run(
     resumes from its checkpoint. Out of memory, a non-finite loss or any other exception end the
     run with status oom, diverged or failed; Ctrl-C marks it interrupted and is re-raised. Only a
     results database or checkpoint that cannot be written stops the sweep (a UserError).
+    `model_factory` builds the model (default: the harness ResNet18); tests pass a tiny one.
     """
     reporter = reporter or SilentReporter()
     owner = owner or this_process()
@@ -109,7 +111,7 @@ def train_run(
     try:
         with Heartbeat(store.path, run_id, owner):
             result = _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over,
-                            claim.note)
+                            claim.note, model_factory)
         return replace(result, note=claim.note) if claim.note else result
     except ClaimLost as exc:  # another process runs it now: write nothing more
         return RunResult(run_id, config.method, config.seed, "busy", detail=str(exc))
@@ -149,10 +151,6 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and any(t in str(exc) for t in OUT_OF_MEMORY_TEXTS)
 
 
-def _device_name(device: torch.device) -> str:
-    return str(torch.cuda.getdevice_name(device)) if device.type == "cuda" else "cpu"
-
-
 def _peak_memory_text(device: torch.device) -> str:
     cuda_mb = measure.peak_cuda_mb(device)
     return f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{measure.peak_rss_mb():.0f} MiB RSS"
@@ -171,12 +169,13 @@ def _train(
     ckpt_path: Path,
     taken_over: bool,
     claim_note: str = "",
+    model_factory: ModelFactory = build_model,
 ) -> RunResult:
     """Start (or resume) the claimed run, train it, test it, store it."""
     rss_scope = measure.reset_peaks(device)
     n_steps = steps_per_epoch(len(data.train), config.batch_size)
     parts, state, note = start_or_resume(config, data.task_names, device, n_steps, store, run_id, ckpt_path,
-                                         taken_over)
+                                         taken_over, model_factory)
     note = f" ({claim_note}){note}" if claim_note else note
     loop = RunLoop(config, data, parts, state, StoreSink(store, run_id, owner, data.task_names), reporter, ckpt_path,
                    run_id)

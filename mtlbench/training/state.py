@@ -13,9 +13,9 @@ import torch
 from mtlbench import checkpoint
 from mtlbench.config import RunConfig
 from mtlbench.methods.base import Method
-from mtlbench.model import MultiTaskResNet
+from mtlbench.model import HarnessModel
 from mtlbench.results.store import ResultsStore
-from mtlbench.training.factories import build_method, build_model, build_optimizer, build_schedule
+from mtlbench.training.factories import ModelFactory, build_method, build_model, build_optimizer, build_schedule
 
 
 @dataclass
@@ -45,7 +45,7 @@ class LoopState:
 class RunParts:
     """The live objects of one run that a checkpoint saves and restores."""
 
-    model: MultiTaskResNet
+    model: HarnessModel
     optimizer: torch.optim.Optimizer
     schedule: torch.optim.lr_scheduler.LRScheduler
     method: Method
@@ -82,10 +82,13 @@ def restore(parts: RunParts, payload: dict[str, Any]) -> LoopState:
 
 
 
-def fresh_parts(config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int) -> RunParts:
+def fresh_parts(
+    config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
+    model_factory: ModelFactory = build_model,
+) -> RunParts:
     """Model, optimizer, schedule and method as every run of this seed starts them."""
     torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
-    model = build_model(config, len(tasks), device)
+    model = model_factory(config, len(tasks), device)
     method = build_method(config, tasks).to(device)  # its randomness is its own generator's
     optimizer = build_optimizer(config, model, method)
     schedule = build_schedule(config, optimizer, n_steps * config.epochs)
@@ -95,13 +98,14 @@ def fresh_parts(config: RunConfig, tasks: tuple[str, ...], device: torch.device,
 def start_or_resume(
     config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
     store: ResultsStore, run_id: int, ckpt_path: Path, taken_over: bool,
+    model_factory: ModelFactory = build_model,
 ) -> tuple[RunParts, LoopState, str]:
     """Fresh parts, or, for a taken-over run with a usable checkpoint, the parts and loop state it saved.
 
     A checkpoint that does not load, or no longer fits this code (a method's state changed), is
     not trusted: the run restarts from epoch 0 and says why.
     """
-    parts = fresh_parts(config, tasks, device, n_steps)
+    parts = fresh_parts(config, tasks, device, n_steps, model_factory)
     if not taken_over:
         checkpoint.remove_checkpoint(ckpt_path)  # a stale file from an earlier database is never trusted
         return parts, LoopState(), ""
@@ -111,7 +115,7 @@ def start_or_resume(
             loop = restore(parts, payload)
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:
             why = f"checkpoint {ckpt_path.name} does not fit this version ({type(exc).__name__}); restarting the run"
-            parts = fresh_parts(config, tasks, device, n_steps)  # the partial restore is thrown away
+            parts = fresh_parts(config, tasks, device, n_steps, model_factory)  # the partial restore is thrown away
         else:
             store.rewind_run(run_id, loop.epoch)
             return parts, loop, f" (resumed at epoch {loop.epoch + 1})"

@@ -11,7 +11,7 @@ from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.feed import DeviceSplit, eval_batches, train_batches
 from mtlbench.methods.base import Method, StepContext
-from mtlbench.model import MultiTaskResNet, per_task_losses
+from mtlbench.model import HarnessModel, per_task_losses
 from mtlbench.training.factories import build_method, build_model, build_optimizer, resolve_runtime
 
 
@@ -26,7 +26,7 @@ class StepRecord:
 
 
 def training_step(
-    model: MultiTaskResNet,
+    model: HarnessModel,
     method: Method,
     optimizer: torch.optim.Optimizer,
     x: torch.Tensor,
@@ -75,7 +75,7 @@ def training_step(
 
 
 @torch.no_grad()
-def batch_losses(model: MultiTaskResNet, x: torch.Tensor, y: torch.Tensor, config: RunConfig,
+def batch_losses(model: HarnessModel, x: torch.Tensor, y: torch.Tensor, config: RunConfig,
                  device: torch.device) -> torch.Tensor:
     """The per-task losses (T,) of a batch at the model's current parameters, without a graph.
 
