@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "(default ew); the database must hold finished runs of it")
     report.add_argument("--resamples", type=int, default=1000,
                         help=f"bootstrap resamples, {RESAMPLES[0]:,} to {RESAMPLES[1]:,} (default 1,000)")
+    report.add_argument("--min-positives", type=int, default=20, metavar="N",
+                        help="means over tasks leave out tasks with fewer than N positives in the test split "
+                             "(listed under every table; default 20)")
     report.add_argument("--quiet", action="store_true", help="no progress bar")
 
     data = sub.add_parser("data", help="build or check a dataset's preprocessed image cache",
@@ -255,13 +258,15 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
     if not RESAMPLES[0] <= args.resamples <= RESAMPLES[1]:
         raise UserError(f"--resamples must be between {RESAMPLES[0]:,} and {RESAMPLES[1]:,}, got {args.resamples:,} "
                         "(the default 1,000 suits most reports)")
+    if args.min_positives < 1:
+        raise UserError(f"--min-positives must be at least 1, got {args.min_positives}")
     out, results = Path(args.out), results_path(args.results, must_exist=True)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
 
     def write(scratch: Path) -> list[Path]:
         with DataDisplay(console, enabled=not args.quiet) as display:
             files = render.write_report(results, scratch, args.dataset, methods, display, args.resamples,
-                                        args.reference)
+                                        args.reference, args.min_positives)
         return [f.relative_to(scratch) for f in files]
 
     with _sigterm_as_interrupt(), interrupted_means(INTERRUPTED["report"]):

@@ -21,6 +21,7 @@ import seaborn as sns  # noqa: E402
 
 from mtlbench.report.leaderboard import Leaderboard, peak_memory, reference_label  # noqa: E402
 from mtlbench.report.load import Protocol  # noqa: E402
+from mtlbench.report.weighted_metrics import reliability_curve  # noqa: E402
 from mtlbench.tasks import TASK_NAMES  # noqa: E402
 
 FIGURES: dict[str, str] = {
@@ -30,6 +31,9 @@ FIGURES: dict[str, str] = {
     "loss_curves": "Training and validation loss (mean over tasks) per epoch; mean over seeds.",
     "loss_change": "Per-task change in test loss against {ref}, % (negative = lower loss than {ref}).",
     "auroc_bars": "Per-task test AUROC; bars are means over seeds, error bars one sd over seeds.",
+    "reliability": "Reliability diagram: observed frequency of the finding against the predicted probability "
+                   "(10 equal-width bins), pooled over the tasks every mean covers, the test images and the seeds; "
+                   "the diagonal is perfect calibration.",
 }
 
 
@@ -65,6 +69,7 @@ def render_all(protocol: Protocol, board: Leaderboard, folder: Path,
         "loss_curves": lambda ax: _curves(ax, protocol, colours),
         "loss_change": lambda ax: _loss_change(ax, task_table, _order(task_table, protocol), board.reference),
         "auroc_bars": lambda ax: _bars(ax, protocol, colours),
+        "reliability": lambda ax: _reliability(ax, protocol, board, colours),
     }
     written = {}
     sns.set_theme(style="whitegrid", context="paper")
@@ -81,7 +86,7 @@ def _single(name: str, draw: Callable, n_variants: int) -> plt.Figure:
         draw(axes)
         return fig
     size = {"auroc_heatmap": (12, 0.45 * n_variants + 2.5), "loss_change": (12, 0.45 * n_variants + 2.5),
-            "auroc_bars": (13, 4.8), "loss_curves": (11, 4.2)}[name]
+            "auroc_bars": (13, 4.8), "loss_curves": (11, 4.2), "reliability": (5.5, 5.0)}[name]
     fig, ax = plt.subplots(figsize=size)
     draw(ax)
     return fig
@@ -95,6 +100,26 @@ def _save(fig: plt.Figure, stem: Path, layout: bool = True) -> list[Path]:
     fig.savefig(files[1])
     plt.close(fig)
     return files
+
+
+def _reliability(ax: plt.Axes, protocol: Protocol, board: Leaderboard, colours: dict) -> None:
+    ax.plot([0, 1], [0, 1], color="0.6", linestyle="--", linewidth=1)
+    runs = protocol.complete()
+    for variant in protocol.variants():
+        pooled = [protocol.predictions.get((int(r), "test")) for r in runs.loc[runs["variant"] == variant, "run_id"]]
+        pooled = [p for p in pooled if p is not None and p[1].shape[1] == len(board.eligible)]
+        if not pooled or not board.eligible.any():
+            continue
+        labels = np.concatenate([p[1][:, board.eligible].ravel() for p in pooled])
+        probs = np.concatenate([p[2][:, board.eligible].ravel() for p in pooled])
+        mean_p, freq, count = reliability_curve(labels, probs)
+        shown = count > 0
+        ax.plot(mean_p[shown], freq[shown], marker="o", markersize=3, color=colours[variant], label=variant)
+    ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="upper left")
+    else:
+        ax.text(0.5, 0.5, "no task has enough test positives", ha="center", va="center")
 
 
 def _per_task(protocol: Protocol) -> pd.DataFrame:

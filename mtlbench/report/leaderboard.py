@@ -1,43 +1,61 @@
 """The leaderboard's numbers: one tidy numeric frame per protocol (variant × metric), formatted
 only when shown (mtlbench.report.table).
 
-Metrics, per variant: `runs_<status>` (counts; runs_complete always), `auroc`, `accuracy` (at p > 0.5),
-`macro_f1` and `balanced_accuracy` (at thresholds chosen on validation), `test_loss`, `s_per_epoch`,
-`images_per_s` (value: mean over seeds, with sd), `peak_cuda_mb` or `peak_rss_mb` (value: largest
-over seeds; which one, from what the runs measured), and against the reference `delta_m_pct`,
-`delta_auroc_seeds` (paired t), `delta_auroc_images` (paired bootstrap; both with lo, hi, p) and
-`step_ratio`.
+Metrics, per variant. Counts: `runs_<status>` (runs_complete always). From the test predictions,
+on the tasks with at least `min_positives` test positives (the others are listed, never averaged):
+`auroc`, `ap`, `accuracy` (at p > 0.5), `macro_f1` and `balanced_accuracy` (at thresholds chosen
+on validation), `ece` — value: seed mean, sd over seeds, lo/hi: 95% bootstrap interval over patients
+and seeds jointly. Against the reference: `delta_<metric>` and `delta_m_pct` (Δm% on AUROC and AP;
+value, lo, hi, bootstrap p, Holm-adjusted p over the protocol's variants), `delta_auroc_seeds`
+(paired t over seeds). Per run: `test_loss`, `s_per_epoch`, `images_per_s` (mean, sd),
+`peak_cuda_mb` or `peak_rss_mb` (largest over seeds), `step_ratio` (÷ reference, geometric mean over
+paired seeds with a log-scale t interval). `best` marks the value that is significantly best in its
+column: better than every other variant with Holm-adjusted bootstrap p < ALPHA.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import balanced_accuracy_score, f1_score, precision_recall_curve, roc_curve
 
 from mtlbench.report.load import Protocol
-from mtlbench.report.stats import Difference, delta_m, paired_bootstrap, paired_t
+from mtlbench.report.resampled import DELTA_M_METRICS, METRICS, VariantMetrics, run_metrics
+from mtlbench.report.stats import (Difference, Resampling, bootstrap_difference, bootstrap_interval, delta_m,
+                                   eligible_tasks, holm, log_ratio_interval, paired_t)
 
 DEFAULT_REFERENCE = "ew"
-FRAME_COLUMNS = ["variant", "metric", "reference", "value", "sd", "lo", "hi", "p", "n"]
-RELATIVE = ("delta_m_pct", "delta_auroc_seeds", "delta_auroc_images", "step_ratio")  # against the reference
+DEFAULT_MIN_POSITIVES = 20
+ALPHA = 0.05
+FRAME_COLUMNS = ["variant", "metric", "reference", "value", "sd", "lo", "hi", "p", "p_holm", "n", "best"]
+PER_TASK_COLUMNS = ["variant", "task", "metric", "value", "lo", "hi", "positives", "eligible"]
+PER_TASK_METRICS = ("auroc", "ap", "ece")
+DELTAS = tuple(f"delta_{m}" for m in METRICS)
+RELATIVE = ("delta_m_pct", *DELTAS, "delta_auroc_seeds", "step_ratio")  # against the reference
 # per-run column → metric, aggregated as mean and sd over seeds
-PER_SEED = {"auroc": "auroc", "accuracy": "accuracy", "macro_f1": "macro_f1",
-            "balanced_accuracy": "balanced_accuracy", "loss": "test_loss", "s_per_epoch": "s_per_epoch",
-            "images_per_s": "images_per_s"}
+PER_SEED = {"loss": "test_loss", "s_per_epoch": "s_per_epoch", "images_per_s": "images_per_s"}
 MEMORY_KINDS = {"cuda": "CUDA", "rss": "RSS"}  # preferred first
 
 
 @dataclass(frozen=True)
 class Leaderboard:
     """The numbers of one protocol: `frame` is tidy (one row per variant × metric, FRAME_COLUMNS, all
-    numbers numeric); `per_run` holds the per-run numbers it aggregates."""
+    numbers numeric); `per_run` holds the per-run numbers it aggregates; `tasks` the protocol's task
+    names with `positives` (test positives per task) and `eligible` (the tasks every mean covers)."""
 
     frame: pd.DataFrame
     per_run: pd.DataFrame
     reference: str
+    tasks: tuple[str, ...] = ()
+    positives: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    eligible: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))
+    min_positives: int = DEFAULT_MIN_POSITIVES
+    per_task: pd.DataFrame = field(default_factory=pd.DataFrame)  # PER_TASK_COLUMNS: every task, eligible or not
+    resamples: int = 0
+    patients: int = 0
+    seeds: tuple[int, ...] = ()
 
     def variants(self) -> list[str]:
         """The variants in leaderboard order."""
@@ -47,6 +65,10 @@ class Leaderboard:
         """`value` as a variant × metric table (leaderboard order; NaN where a variant lacks a metric)."""
         wide = self.frame.pivot(index="variant", columns="metric", values="value")
         return wide.reindex(index=self.variants(), columns=list(dict.fromkeys(self.frame["metric"])))
+
+    def left_out(self) -> list[tuple[str, int]]:
+        """(task, test positives) of the tasks no mean covers."""
+        return [(t, int(n)) for t, n, ok in zip(self.tasks, self.positives, self.eligible) if not ok]
 
 
 def peak_memory(values: pd.DataFrame, variant: str) -> tuple[float, str]:
@@ -63,24 +85,95 @@ def reference_label(reference: str) -> str:
     return "EW" if reference == "ew" else reference
 
 
-def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resamples: int = 1000) -> Leaderboard:
+def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resamples: int = 1000,
+                min_positives: int = DEFAULT_MIN_POSITIVES, rng_seed: int = 0) -> Leaderboard:
     """The leaderboard numbers of one protocol, compared against the variant named `reference`."""
     per_run = per_run_numbers(protocol)
-    ref = per_run[per_run["variant"] == reference]
-    rows = [row for v in protocol.variants() for row in _variant_rows(protocol, per_run, ref, v, reference, resamples)]
+    variants = protocol.variants()
+    metrics = test_metrics(protocol, resamples, min_positives, rng_seed)
+    rows: list[dict] = []
+    for v in variants:
+        rows += _count_rows(protocol, per_run, v)
+        rows += _metric_rows(metrics.get(v), v)
+        rows += _cost_rows(per_run, v)
+        if v == reference or reference not in variants:
+            continue
+        rows += _relative_rows(metrics.get(v), metrics.get(reference), per_run, v, reference)
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).astype(
-        {c: float for c in ("value", "sd", "lo", "hi", "p")} | {"n": int})
-    return Leaderboard(frame, per_run, reference)
+        {c: float for c in ("value", "sd", "lo", "hi", "p", "p_holm")} | {"n": int, "best": bool})
+    _adjust_and_mark(frame, metrics, reference)
+    design = next(iter(metrics.values())).design if metrics else None
+    labels = _test_labels(protocol)
+    positives = labels.sum(axis=0) if labels is not None else np.zeros(len(protocol.tasks()))
+    tasks = tuple(protocol.tasks())
+    eligible = eligible_tasks(labels, min_positives) if labels is not None else np.zeros(len(positives), bool)
+    return Leaderboard(frame, per_run, reference, tasks, positives, eligible, min_positives,
+                       per_task_frame(metrics, tasks, positives, eligible), resamples,
+                       design.patients if design else 0, design.seeds if design else ())
+
+
+def per_task_frame(metrics: dict[str, VariantMetrics], tasks: tuple[str, ...], positives: np.ndarray,
+                   eligible: np.ndarray) -> pd.DataFrame:
+    """Per variant, task and metric (AUROC, AP, ECE): the seed mean with its 95% bootstrap interval."""
+    rows = []
+    for variant, m in metrics.items():
+        for metric in PER_TASK_METRICS:
+            observed, resampled = m.per_task(metric)
+            with warnings.catch_warnings():  # a task without positives is NaN on every resample
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, high = np.nanpercentile(resampled, [2.5, 97.5], axis=0)
+            for i, task in enumerate(tasks):
+                rows.append([variant, task, metric, observed[i], low[i], high[i], int(positives[i]), bool(eligible[i])])
+    return pd.DataFrame(rows, columns=PER_TASK_COLUMNS)
+
+
+def patient_of(image_id: str) -> str:
+    """The patient of an NIH-style image name (`00000013_005.png` → `00000013`); otherwise the image itself
+    (each image its own cluster)."""
+    head, sep, tail = image_id.partition("_")
+    return head if sep and head.isdigit() and tail[:3].isdigit() else image_id
+
+
+def _test_labels(protocol: Protocol) -> np.ndarray | None:
+    for (run_id, split), (_, labels, _) in sorted(protocol.predictions.items()):
+        if split == "test":
+            return labels
+    return None
+
+
+def test_metrics(protocol: Protocol, resamples: int, min_positives: int, rng_seed: int = 0
+                 ) -> dict[str, VariantMetrics]:
+    """Per variant with test predictions, its runs' metrics on the protocol's one resampling design.
+
+    Runs whose test predictions are on other images than the first run's are left out (they cannot
+    be paired); so are runs without predictions.
+    """
+    tests = {rid: pred for (rid, split), pred in sorted(protocol.predictions.items()) if split == "test"}
+    if not tests:
+        return {}
+    ids, labels, _ = next(iter(tests.values()))
+    complete = protocol.complete()
+    seeds = tuple(sorted(set(int(s) for s in complete["seed"])))
+    design = Resampling.of(np.array([patient_of(i) for i in ids]), seeds, resamples, rng_seed)
+    eligible = eligible_tasks(labels, min_positives)
+    out: dict[str, VariantMetrics] = {}
+    for run in complete.itertuples():
+        pred = tests.get(int(run.run_id))
+        if pred is None or pred[0] != ids:
+            continue
+        val = protocol.predictions.get((int(run.run_id), "val"))
+        metrics = run_metrics(labels, pred[2], (val[1], val[2]) if val is not None else None, design)
+        out.setdefault(run.variant, VariantMetrics({}, design, eligible)).by_seed[int(run.seed)] = metrics
+    return out
 
 
 def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
-    """One row per complete run: its task means, threshold metrics and costs."""
+    """One row per complete run: its stored test means over all tasks (what the paper check reads) and costs."""
     rows = []
     epochs = max(protocol.epochs, 1)
     costs = protocol.costs.set_index("run_id") if not protocol.costs.empty else pd.DataFrame()
     for run in protocol.complete().itertuples():
         test = protocol.test[protocol.test["run_id"] == run.run_id]
-        f1, bal = threshold_metrics(protocol, int(run.run_id))
         cost = costs.loc[run.run_id] if run.run_id in costs.index else None
         memory, memory_kind = (float("nan"), "")
         if cost is not None:
@@ -89,99 +182,137 @@ def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
         rows.append({
             "run_id": int(run.run_id), "variant": run.variant, "seed": int(run.seed),
             "auroc": test["auroc"].mean(), "accuracy": test["accuracy"].mean(), "loss": test["loss"].mean(),
-            "macro_f1": f1, "balanced_accuracy": bal,
             "s_per_epoch": float(cost["train_s"]) / epochs if cost is not None else float("nan"),
             "step_s": float(cost["median_step_s"]) if cost is not None else float("nan"),
             "images_per_s": float(cost["images_per_s"]) if cost is not None else float("nan"),
             "memory_mb": memory, "memory_kind": memory_kind,
         })
-    return pd.DataFrame(rows, columns=["run_id", "variant", "seed", "auroc", "accuracy", "loss", "macro_f1",
-                                       "balanced_accuracy", "s_per_epoch", "step_s", "images_per_s",
-                                       "memory_mb", "memory_kind"])
+    return pd.DataFrame(rows, columns=["run_id", "variant", "seed", "auroc", "accuracy", "loss", "s_per_epoch",
+                                       "step_s", "images_per_s", "memory_mb", "memory_kind"])
 
 
-def threshold_metrics(protocol: Protocol, run_id: int) -> tuple[float, float]:
-    """(macro-F1, mean balanced accuracy) on test at per-task thresholds chosen on validation."""
-    val, test = protocol.predictions.get((run_id, "val")), protocol.predictions.get((run_id, "test"))
-    if val is None or test is None:
-        return float("nan"), float("nan")
-    _, yv, pv = val
-    _, yt, pt = test
-    f1s, bals = [], []
-    for t in range(yt.shape[1]):
-        f1_at, youden_at = choose_thresholds(yv[:, t], pv[:, t])
-        if 0 < yt[:, t].sum() < len(yt):
-            f1s.append(f1_score(yt[:, t], pt[:, t] >= f1_at, zero_division=0))
-            bals.append(balanced_accuracy_score(yt[:, t], pt[:, t] >= youden_at))
-    return (float(np.mean(f1s)) if f1s else float("nan"), float(np.mean(bals)) if bals else float("nan"))
-
-
-def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
-    """(threshold maximizing F1, threshold maximizing Youden's J) on one task's validation data; 0.5 when
-    validation has one class only."""
-    if not 0 < labels.sum() < len(labels):
-        return 0.5, 0.5
-    precision, recall, thresholds = precision_recall_curve(labels, probs)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        f1 = np.nan_to_num(2 * precision * recall / (precision + recall))[:-1]
-    fpr, tpr, roc_thresholds = roc_curve(labels, probs)
-    j = tpr - fpr
-    j[~np.isfinite(roc_thresholds)] = -np.inf
-    return float(thresholds[np.argmax(f1)]), float(roc_thresholds[np.argmax(j)])
-
-
-def _variant_rows(protocol: Protocol, per_run: pd.DataFrame, ref: pd.DataFrame, variant: str, reference: str,
-                  resamples: int) -> list[dict]:
-    """The frame's rows of one variant."""
+def _count_rows(protocol: Protocol, per_run: pd.DataFrame, variant: str) -> list[dict]:
     runs = protocol.runs[protocol.runs["variant"] == variant]
-    mine = per_run[per_run["variant"] == variant].sort_values("seed")
-    statuses = runs["status"].value_counts()
-    rows = [_row(variant, f"runs_{status}", count, n=count)
-            for status, count in [("complete", len(mine)), *((s, n) for s, n in statuses.items() if s != "complete")]]
+    complete = int((per_run["variant"] == variant).sum())
+    others = [(s, int(n)) for s, n in runs["status"].value_counts().items() if s != "complete"]
+    return [_row(variant, f"runs_{status}", count, n=count) for status, count in [("complete", complete), *others]]
+
+
+def _metric_rows(metrics: VariantMetrics | None, variant: str) -> list[dict]:
+    if metrics is None:
+        return []
+    rows = []
+    for metric in METRICS:
+        observed, resampled = metrics.statistic(metric)
+        interval = bootstrap_interval(observed, resampled)
+        seeds = metrics.seed_values(metric)
+        rows.append(_row(variant, metric, observed, n=len(seeds), sd=np.std(seeds, ddof=1) if len(seeds) > 1 else
+                         float("nan"), lo=interval.low, hi=interval.high))
+    return rows
+
+
+def _cost_rows(per_run: pd.DataFrame, variant: str) -> list[dict]:
+    mine = per_run[per_run["variant"] == variant]
+    rows = []
     for column, metric in PER_SEED.items():
         values = mine[column]
-        rows.append(_row(variant, metric, values.mean(), sd=values.std(ddof=1), n=values.count()))
+        if values.count():
+            rows.append(_row(variant, metric, values.mean(), sd=values.std(ddof=1), n=values.count()))
     for kind in MEMORY_KINDS:
         peaks = mine.loc[mine["memory_kind"] == kind, "memory_mb"]
         if peaks.count():
             rows.append(_row(variant, f"peak_{kind}_mb", peaks.max(), n=peaks.count()))
-    shared = sorted(set(mine["seed"]) & set(ref["seed"]))
-    vs_seeds = vs_images = Difference.missing()
-    if variant != reference and shared:
-        a = mine.set_index("seed").loc[shared]
-        b = ref.set_index("seed").loc[shared]
-        vs_seeds = paired_t(a["auroc"].to_numpy(), b["auroc"].to_numpy())
-        vs_images = _bootstrap(protocol, a["run_id"].tolist(), b["run_id"].tolist(), resamples)
-    step = mine["step_s"].mean() / ref["step_s"].mean() if len(ref) else float("nan")
-    rows += [
-        _row(variant, "delta_m_pct", _delta_m(protocol, mine, ref), n=len(mine), reference=reference),
-        *(_row(variant, metric, d.mean, lo=d.low, hi=d.high, p=d.p, n=d.n, reference=reference)
-          for metric, d in (("delta_auroc_seeds", vs_seeds), ("delta_auroc_images", vs_images))),
-        _row(variant, "step_ratio", step, n=mine["step_s"].count(), reference=reference),
-    ]
     return rows
+
+
+def _relative_rows(mine: VariantMetrics | None, ref: VariantMetrics | None, per_run: pd.DataFrame, variant: str,
+                   reference: str) -> list[dict]:
+    rows = []
+    if mine is not None and ref is not None:
+        shared = sorted(set(mine.seeds()) & set(ref.seeds()))
+        if shared:
+            rows.append(_diff_row(variant, "delta_m_pct", delta_m_difference(mine, ref, shared), reference))
+            for metric in METRICS:
+                rows.append(_diff_row(variant, f"delta_{metric}", difference(mine, ref, metric, shared), reference))
+            a = np.array([mine.seed_values("auroc")[mine.seeds().index(s)] for s in shared])
+            b = np.array([ref.seed_values("auroc")[ref.seeds().index(s)] for s in shared])
+            rows.append(_diff_row(variant, "delta_auroc_seeds", paired_t(a, b), reference))
+    a_runs = per_run[per_run["variant"] == variant].set_index("seed")["step_s"]
+    b_runs = per_run[per_run["variant"] == reference].set_index("seed")["step_s"]
+    paired = sorted(set(a_runs.index) & set(b_runs.index))
+    if paired:
+        ratio = log_ratio_interval(a_runs.loc[paired].to_numpy(), b_runs.loc[paired].to_numpy())
+        rows.append(_diff_row(variant, "step_ratio", ratio, reference))
+    return rows
+
+
+def difference(a: VariantMetrics, b: VariantMetrics, metric: str, seeds: list[int]) -> Difference:
+    """a − b of a metric's mean over eligible tasks on the seeds both have, with its bootstrap interval and p."""
+    oa, ra = a.statistic(metric, seeds)
+    ob, rb = b.statistic(metric, seeds)
+    return bootstrap_difference(oa - ob, ra - rb)
+
+
+def delta_m_values(a: VariantMetrics, ref: VariantMetrics, seeds: list[int]) -> tuple[float, np.ndarray]:
+    """(observed, resampled (B,)) Δm% of `a` against `ref` on AUROC and AP over the eligible tasks."""
+    keep = a.eligible
+    mine = {m: a.per_task(m, seeds) for m in DELTA_M_METRICS}
+    theirs = {m: ref.per_task(m, seeds) for m in DELTA_M_METRICS}
+    observed = delta_m({m: v[0][keep] for m, v in mine.items()}, {m: v[0][keep] for m, v in theirs.items()})
+    resampled = delta_m({m: v[1][:, keep] for m, v in mine.items()}, {m: v[1][:, keep] for m, v in theirs.items()})
+    return float(observed), resampled
+
+
+def delta_m_difference(a: VariantMetrics, ref: VariantMetrics, seeds: list[int]) -> Difference:
+    """Δm% of `a` against `ref` with its bootstrap interval and the p of Δm% ≠ 0."""
+    return bootstrap_difference(*delta_m_values(a, ref, seeds))
+
+
+def significantly_best(candidates: dict[str, tuple[float, np.ndarray]], higher: bool) -> str | None:
+    """The variant whose observed value is best, if it beats every other one with Holm-adjusted bootstrap
+    p < ALPHA (pairwise differences on the same resamples); None otherwise or with fewer than two."""
+    finite = {v: c for v, c in candidates.items() if np.isfinite(c[0])}
+    if len(finite) < 2:
+        return None
+    sign = 1.0 if higher else -1.0
+    best = max(finite, key=lambda v: sign * finite[v][0])
+    with np.errstate(invalid="ignore"):  # resamples where a value is undefined (NaN) are dropped
+        p = [bootstrap_difference(sign * (finite[best][0] - o), sign * (finite[best][1] - r)).p
+             for v, (o, r) in finite.items() if v != best]
+    adjusted = holm(np.array(p))
+    return best if np.all(adjusted < ALPHA) and np.all(np.isfinite(adjusted)) else None
+
+
+def _adjust_and_mark(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], reference: str) -> None:
+    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values."""
+    for metric in frame["metric"].unique():
+        rows = frame["metric"] == metric
+        if frame.loc[rows, "p"].notna().any():
+            frame.loc[rows, "p_holm"] = holm(frame.loc[rows, "p"].to_numpy())
+    if len(metrics) < 2:
+        return
+    for metric, higher in METRICS.items():
+        winner = significantly_best({v: m.statistic(metric) for v, m in metrics.items()}, higher)
+        if winner is not None:
+            frame.loc[(frame["variant"] == winner) & (frame["metric"] == metric), "best"] = True
+    if reference in metrics:
+        ref = metrics[reference]
+        deltas = {}
+        for v, m in metrics.items():
+            if v != reference:
+                shared = sorted(set(m.seeds()) & set(ref.seeds()))
+                if shared:
+                    deltas[v] = delta_m_values(m, ref, shared)
+        winner = significantly_best(deltas, True)
+        if winner is not None:
+            frame.loc[(frame["variant"] == winner) & (frame["metric"] == "delta_m_pct"), "best"] = True
+
+
+def _diff_row(variant: str, metric: str, d: Difference, reference: str) -> dict:
+    return _row(variant, metric, d.mean, lo=d.low, hi=d.high, p=d.p, n=d.n, reference=reference)
 
 
 def _row(variant: str, metric: str, value: float, n: int, sd: float = float("nan"), lo: float = float("nan"),
          hi: float = float("nan"), p: float = float("nan"), reference: str | None = None) -> dict:
     return {"variant": variant, "metric": metric, "reference": reference, "value": float(value), "sd": float(sd),
-            "lo": float(lo), "hi": float(hi), "p": float(p), "n": int(n)}
-
-
-def _delta_m(protocol: Protocol, mine: pd.DataFrame, ref: pd.DataFrame) -> float:
-    if mine.empty or ref.empty:
-        return float("nan")
-
-    def per_task(run_ids: list[int]) -> dict[str, np.ndarray]:
-        rows = protocol.test[protocol.test["run_id"].isin(run_ids)].groupby("task")[["auroc", "loss"]].mean()
-        return {"auroc": rows["auroc"].to_numpy(), "loss": rows["loss"].to_numpy()}
-
-    return delta_m(per_task(mine["run_id"].tolist()), per_task(ref["run_id"].tolist()), {"loss"})
-
-
-def _bootstrap(protocol: Protocol, runs: list[int], reference: list[int], resamples: int) -> Difference:
-    pairs = [(protocol.predictions.get((a, "test")), protocol.predictions.get((b, "test"))) for a, b in zip(runs, reference)]
-    if not pairs or any(a is None or b is None or a[0] != b[0] for a, b in pairs):
-        return Difference.missing()  # predictions missing, or not on the same test images
-    labels = pairs[0][0][1]
-    return paired_bootstrap(labels, [a[2] for a, _ in pairs], [b[2] for _, b in pairs], resamples)
+            "lo": float(lo), "hi": float(hi), "p": float(p), "p_holm": float("nan"), "n": int(n), "best": False}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from mtlbench.config import LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
+from mtlbench.tasks import TASK_NAMES
 from mtlbench.results import readers
 from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
@@ -46,6 +47,11 @@ class Protocol:
     def complete(self) -> pd.DataFrame:
         """Runs with status complete."""
         return self.runs[self.runs["status"] == "complete"]
+
+    def tasks(self) -> list[str]:
+        """The task names in the dataset's order (the columns of the stored predictions)."""
+        stored = list(dict.fromkeys(self.test["task"])) if not self.test.empty else []
+        return list(TASK_NAMES) if set(stored) == set(TASK_NAMES) else stored
 
     def variants(self) -> list[str]:
         """Variant names in a stable order: EW first, then as first run."""

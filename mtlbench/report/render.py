@@ -15,10 +15,10 @@ from typing import Callable
 import pandas as pd
 
 from mtlbench.report.figures import FIGURES, caption, render_all
-from mtlbench.report.leaderboard import DEFAULT_REFERENCE, Leaderboard, leaderboard
+from mtlbench.report.leaderboard import DEFAULT_MIN_POSITIVES, DEFAULT_REFERENCE, Leaderboard, leaderboard
 from mtlbench.report.load import Protocol, load_protocols
 from mtlbench.report.paper_check import check_claims
-from mtlbench.report.table import column_legend, display_table
+from mtlbench.report.table import column_legend, display_table, per_task_table, table_notes
 
 
 @dataclass(frozen=True)
@@ -33,10 +33,10 @@ class Block:
 def write_report(
     results: Path, out: Path, dataset: str | None = None, methods: list[str] | None = None,
     progress: Callable[[str, int], Callable[[int], None]] | None = None, resamples: int = 1000,
-    reference: str = DEFAULT_REFERENCE,
+    reference: str = DEFAULT_REFERENCE, min_positives: int = DEFAULT_MIN_POSITIVES,
 ) -> list[Path]:
     """Render the report of the database at `results` into `out`, comparing against the method
-    `reference`; returns the files written."""
+    `reference`, averaging over tasks with at least `min_positives` test positives; returns the files written."""
     protocols = load_protocols(results, dataset, methods, reference)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     advance = progress("rendering report", len(protocols) * (len(FIGURES) + 1)) if progress else (lambda n=1: None)
@@ -48,13 +48,13 @@ def write_report(
     written: list[Path] = []
     for index, protocol in enumerate(protocols):
         name = f"{protocol.dataset}-{protocol.key}"
-        board = leaderboard(protocol, reference, resamples)
+        board = leaderboard(protocol, reference, resamples, min_positives)
         table = display_table(board)
         advance(1)
         written += _tables(board, table, out / "tables" / f"leaderboard_{name}")
         figures = render_all(protocol, board, out / "figures" / name, advance)
         written += [f for files in figures.values() for f in files]
-        blocks += _protocol_blocks(index, protocol, table, figures, out, check_claims(board), resamples, reference)
+        blocks += _protocol_blocks(index, protocol, board, table, figures, out, check_claims(board))
     md = out / "report.md"
     md.write_text(to_markdown(blocks))
     page = out / "report.html"
@@ -62,8 +62,8 @@ def write_report(
     return [md, page, *written]
 
 
-def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figures: dict[str, list[Path]],
-                     out: Path, claims: list[str], resamples: int, reference: str) -> list[Block]:
+def _protocol_blocks(index: int, protocol: Protocol, board: Leaderboard, table: pd.DataFrame,
+                     figures: dict[str, list[Path]], out: Path, claims: list[str]) -> list[Block]:
     c = protocol.config
     blocks = [
         Block("heading", f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
@@ -72,8 +72,13 @@ def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figure
                                                if k not in ("data_fingerprint",) and not isinstance(v, dict)) + "."),
         Block("heading", "Leaderboard", 3),
         Block("table", table),
-        Block("text", "Best value per column in bold. Columns:"),
-        Block("list", [f"**{k}**: {v}" for k, v in column_legend(resamples, reference).items()]),
+        Block("list", table_notes(board)),
+        Block("text", "Columns:"),
+        Block("list", [f"**{k}**: {v}" for k, v in column_legend(board).items()]),
+        Block("heading", "Per-task test AUROC", 3),
+        Block("table", per_task_table(board)),
+        Block("text", "Seed mean [95% interval over patients and seeds]; the header gives each task's test positives, "
+                      f"marked † where fewer than {board.min_positives} (left out of every mean)."),
     ]
     bad = protocol.runs[protocol.runs["status"] != "complete"]
     if len(bad):
@@ -85,7 +90,7 @@ def _protocol_blocks(index: int, protocol: Protocol, table: pd.DataFrame, figure
                Block("list", claims),
                Block("heading", "Figures", 3)]
     for name, files in figures.items():
-        blocks.append(Block("figure", files[0].relative_to(out), caption(name, reference)))
+        blocks.append(Block("figure", files[0].relative_to(out), caption(name, board.reference)))
     return blocks
 
 
@@ -93,12 +98,14 @@ def _tables(board: Leaderboard, table: pd.DataFrame, stem: Path) -> list[Path]:
     """The numeric frame as CSV (numbers at full precision), the shown table as LaTeX."""
     csv, tex = stem.with_suffix(".csv"), stem.with_suffix(".tex")
     board.frame.to_csv(csv, index=False)
+    per_task = stem.with_name(stem.name.replace("leaderboard_", "per_task_", 1) + ".csv")
+    board.per_task.to_csv(per_task, index=False)
     bold = table.replace(r"\*\*(.*)\*\*", r"\\textbf{\1}", regex=True)
     escaped = bold.map(lambda s: str(s).replace("%", r"\%").replace("±", r"$\pm$").replace("×", r"$\times$")
                        .replace("_", r"\_"))
     escaped.columns = [str(c).replace("%", r"\%").replace("×", r"$\times$") for c in table.columns]
     tex.write_text(escaped.to_latex(index=False, escape=False))
-    return [csv, tex]
+    return [csv, per_task, tex]
 
 
 def to_markdown(blocks: list[Block]) -> str:

@@ -1,4 +1,4 @@
-"""The leaderboard as the report shows it: the numeric frame formatted, best values in bold.
+"""The leaderboard as the report shows it: the numeric frame formatted, significantly best values in bold.
 
 Formatting happens here and only here; nothing reads these strings back.
 """
@@ -6,114 +6,159 @@ Formatting happens here and only here; nothing reads these strings back.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.leaderboard import RELATIVE, Leaderboard, peak_memory, reference_label
+from mtlbench.report.leaderboard import ALPHA, Leaderboard, peak_memory, reference_label
 
 NAN = float("nan")
 
 
 @dataclass(frozen=True)
 class Column:
-    """One column of the shown table: its header ({ref}: the reference's label), the metric whose value
-    is marked best (None: never), whether higher is better, and its legend entry."""
+    """One column of the shown table: its header ({ref}: the reference's label), the metric it shows
+    (None: composed), and its legend entry."""
 
     header: str
     metric: str | None
-    higher: bool
     legend: str
 
 
+MEAN = "mean over the tasks with ≥ {min_pos} test positives; [95% interval over patients and seeds]"
 COLUMNS = [
-    Column("runs", None, True, "complete runs / runs (failed, diverged or out-of-memory runs are listed by status)"),
-    Column("AUROC", "auroc", True, "test AUROC, mean over the 14 tasks; mean ± sd over seeds"),
-    Column("accuracy@0.5", "accuracy", True,
-           "test accuracy at p > 0.5, mean over tasks (the DeepChest paper's 'overall accuracy')"),
-    Column("macro-F1", "macro_f1", True,
-           "test F1 per task at the threshold that maximizes F1 on validation, mean over tasks"),
-    Column("balanced acc.", "balanced_accuracy", True,
-           "test balanced accuracy per task at the threshold that maximizes Youden's J on validation"),
-    Column("test loss", "test_loss", False, "test loss (the training loss function), mean over tasks"),
-    Column("Δm% vs {ref}", "delta_m_pct", True,
-           "mean relative change vs {ref} over tasks of AUROC (higher better) and test loss (lower better), %"),
-    Column("ΔAUROC vs {ref} (seeds)", None, True,
-           "paired over seeds: mean difference, 95% t-interval, p (paired t-test)"),
-    Column("ΔAUROC vs {ref} (images)", None, True,
-           "paired bootstrap over test images ({resamples:,} resamples, seed-averaged): difference, "
-           "95% percentile interval, p"),
-    Column("s/epoch", "s_per_epoch", False, "training time per epoch (s), mean over seeds"),
-    Column("step × {ref}", "step_ratio", False, "median training-step time ÷ {ref}'s, same protocol"),
-    Column("images/s", "images_per_s", True, "training images per second"),
-    Column("memory", "memory", False, "peak CUDA memory (MiB) on a GPU; on a CPU peak process RSS (MiB), labeled RSS"),
+    Column("runs", None, "complete runs / runs (failed, diverged or out-of-memory runs are listed by status)"),
+    Column("AUROC", "auroc", "test AUROC, " + MEAN),
+    Column("AP", "ap", "test average precision (area under the precision-recall curve), " + MEAN),
+    Column("accuracy@0.5", "accuracy", "test accuracy at p > 0.5 (the DeepChest paper's 'overall accuracy'), " + MEAN),
+    Column("macro-F1", "macro_f1", "test F1 per task at the threshold that maximizes F1 on validation, " + MEAN),
+    Column("balanced acc.", "balanced_accuracy",
+           "test balanced accuracy per task at the threshold that maximizes Youden's J on validation, " + MEAN),
+    Column("ECE", "ece", "expected calibration error of each task's probability (10 equal-width bins; lower is "
+                         "better), " + MEAN),
+    Column("test loss", "test_loss", "test loss (the training loss function), mean over all tasks and seeds"),
+    Column("Δm% vs {ref}", "delta_m_pct",
+           "mean relative change vs {ref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
+           "[95% interval], Holm-adjusted p over this protocol's methods"),
+    Column("ΔAUROC vs {ref}", "delta_auroc",
+           "mean-AUROC difference vs {ref}, paired by patient and seed ({resamples:,} resamples); [95% interval], "
+           "Holm-adjusted p"),
+    Column("ΔAUROC vs {ref} (seeds)", "delta_auroc_seeds",
+           "paired over seeds: mean difference, [95% t-interval], p (paired t-test; — with fewer than 2 seeds or "
+           "no spread)"),
+    Column("s/epoch", "s_per_epoch", "training time per epoch (s), mean over seeds"),
+    Column("step × {ref}", "step_ratio",
+           "median training-step time ÷ {ref}'s, geometric mean over paired seeds [95% interval]"),
+    Column("images/s", "images_per_s", "training images per second"),
+    Column("memory", None, "peak CUDA memory (MiB) on a GPU; on a CPU peak process RSS (MiB), labeled RSS"),
 ]
+DIGITS = {"auroc": 3, "ap": 3, "accuracy": 3, "macro_f1": 3, "balanced_accuracy": 3, "ece": 3, "test_loss": 4,
+          "delta_m_pct": 2, "delta_auroc": 3, "delta_auroc_seeds": 3, "s_per_epoch": 2, "step_ratio": 2,
+          "images_per_s": 0}
+SIGNED = ("delta_m_pct", "delta_auroc", "delta_auroc_seeds")
 
 
-def column_legend(resamples: int, reference: str) -> dict[str, str]:
-    """Header → legend entry, with the reference and the number of bootstrap resamples filled in."""
-    ref = reference_label(reference)
-    return {c.header.format(ref=ref): c.legend.format(ref=ref, resamples=resamples) for c in COLUMNS}
+def column_legend(board: Leaderboard) -> dict[str, str]:
+    """Header → legend entry, with the reference, the task threshold and the resamples filled in."""
+    ref = reference_label(board.reference)
+    return {c.header.format(ref=ref): c.legend.format(ref=ref, resamples=board.resamples, min_pos=board.min_positives)
+            for c in COLUMNS}
+
+
+def format_p(p: float, n: int, bootstrap: bool) -> str:
+    """`p=0.031`; a bootstrap p at its resolution limit (no resample on the far side) as `p≤…`; — when untested."""
+    if not np.isfinite(p):
+        return ""
+    at_floor = bootstrap and n > 0 and p <= 2 / (n + 1) * (1 + 1e-9)
+    return f" p≤{p:.2g}" if at_floor else f" p={p:.2g}"
 
 
 def display_table(board: Leaderboard) -> pd.DataFrame:
-    """The leaderboard's display strings (`**best**` in Markdown bold), one row per variant."""
+    """The leaderboard's display strings (`**…**` Markdown bold where significantly best), one row per variant."""
     ref = reference_label(board.reference)
     values = board.values()
     frame = board.frame.set_index(["variant", "metric"])
-    rows, numbers = [], []
+    rows = []
     for variant in board.variants():
-        def get(metric: str, field: str = "value") -> float:
+        def get(metric: str, column: str = "value") -> float:
             key = (variant, metric)
-            return float(frame.at[key, field]) if key in frame.index else NAN
+            return float(frame.at[key, column]) if key in frame.index else NAN
 
-        def diff(metric: str) -> str:
-            mean, low, high, p = (get(metric, f) for f in ("value", "lo", "hi", "p"))
-            return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}] p={p:.2g}" if np.isfinite(mean) else "—"
+        def cell(metric: str) -> str:
+            value = get(metric)
+            if not np.isfinite(value):
+                return "—"
+            digits, signed = DIGITS[metric], metric in SIGNED
+            text = _f(value, digits, signed)
+            low, high = get(metric, "lo"), get(metric, "hi")
+            if np.isfinite(low) and np.isfinite(high):
+                text += f" [{_f(low, digits, signed)}, {_f(high, digits, signed)}]"
+            if metric in ("delta_m_pct", "delta_auroc"):
+                p_holm = get(metric, "p_holm")
+                text += format_p(p_holm if np.isfinite(p_holm) else get(metric, "p"), int(get(metric, "n")), True)
+            elif metric == "delta_auroc_seeds":
+                text += format_p(get(metric, "p"), 0, False)
+            key = (variant, metric)
+            return f"**{text}**" if key in frame.index and bool(frame.at[key, "best"]) else text
 
         memory, kind = peak_memory(values, variant)
-        complete, n = int(get("runs_complete")), int(get("auroc", "n"))
+        complete = int(get("runs_complete")) if np.isfinite(get("runs_complete")) else 0
         others = [(m.removeprefix("runs_"), int(c)) for (v, m), c in frame["value"].items()
                   if v == variant and m.startswith("runs_") and m != "runs_complete"]
-        shown: dict[str, str] = {
-            "runs": f"{complete}/{complete + sum(c for _, c in others)}"
-                    + (f" ({', '.join(f'{c} {s}' for s, c in others)})" if others else ""),
-            "AUROC": f"{get('auroc'):.3f} ± {get('auroc', 'sd'):.3f} (n={n})" if n > 1 else _f(get("auroc"), 3),
-            "accuracy@0.5": _f(get("accuracy"), 3),
-            "macro-F1": _f(get("macro_f1"), 3),
-            "balanced acc.": _f(get("balanced_accuracy"), 3),
-            "test loss": _f(get("test_loss"), 4),
-            "Δm% vs {ref}": _f(get("delta_m_pct"), 2, signed=True),
-            "ΔAUROC vs {ref} (seeds)": diff("delta_auroc_seeds"),
-            "ΔAUROC vs {ref} (images)": diff("delta_auroc_images"),
-            "s/epoch": _f(get("s_per_epoch"), 2),
-            "step × {ref}": _f(get("step_ratio"), 2),
-            "images/s": _f(get("images_per_s"), 0),
-            "memory": f"{memory:.0f} {kind}" if np.isfinite(memory) else "—",
-        }
-        rows.append({"method": variant, **{c.header.format(ref=ref): shown[c.header] for c in COLUMNS}})
-        numbers.append({c.metric: memory if c.metric == "memory" else get(c.metric) for c in COLUMNS if c.metric})
-    table = pd.DataFrame(rows)
-    is_reference = np.array([v == board.reference for v in board.variants()], dtype=bool)
-    mark_best(table, pd.DataFrame(numbers), is_reference, ref)
-    return table
+        shown = {"runs": f"{complete}/{complete + sum(c for _, c in others)}"
+                         + (f" ({', '.join(f'{c} {s}' for s, c in others)})" if others else ""),
+                 "memory": f"{memory:.0f} {kind}" if np.isfinite(memory) else "—"}
+        rows.append({"method": variant, **{c.header.format(ref=ref): shown[c.header] if c.metric is None
+                                           else cell(c.metric) for c in COLUMNS}})
+    return pd.DataFrame(rows)
 
 
-def mark_best(table: pd.DataFrame, numbers: pd.DataFrame, is_reference: np.ndarray, ref: str = "EW") -> None:
-    """Bold (`**…**`) the best finite value of each column in `numbers` (metric → value per row of
-    `table`); ties are all bold, the reference's own relative values (0 and 1 by definition) never."""
-    for column in COLUMNS:
-        if column.metric is None or column.metric not in numbers:
-            continue
-        values = numbers[column.metric].to_numpy(dtype=float, copy=True)
-        if column.metric in RELATIVE:
-            values[is_reference] = np.nan
-        values[~np.isfinite(values)] = np.nan  # an infinity is no best value (the table shows it as —)
-        if not np.isfinite(values).any():
-            continue
-        best = np.nanmax(values) if column.higher else np.nanmin(values)
-        header = column.header.format(ref=ref)
-        for i in np.flatnonzero(np.isclose(values, best, rtol=1e-9, atol=0)):  # ties: all of them
-            table.loc[i, header] = f"**{table.loc[i, header]}**"
+def per_task_table(board: Leaderboard, metric: str = "auroc") -> pd.DataFrame:
+    """Variant × task: the metric's seed mean and [95% interval]; ineligible tasks' headers marked †."""
+    chosen = board.per_task[board.per_task["metric"] == metric] if not board.per_task.empty else board.per_task
+    headers = {t: f"{t} ({int(n)}{'' if ok else ' †'})" for t, n, ok in zip(board.tasks, board.positives, board.eligible)}
+    rows = []
+    for variant in board.variants():
+        mine = chosen[chosen["variant"] == variant].set_index("task") if not chosen.empty else chosen
+        row = {"method": variant}
+        for task in board.tasks:
+            if task in getattr(mine, "index", []):
+                r = mine.loc[task]
+                row[headers[task]] = (f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]" if np.isfinite(r["lo"])
+                                      else _f(r["value"], 3))
+            else:
+                row[headers[task]] = "—"
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def table_notes(board: Leaderboard) -> list[str]:
+    """What every reader of the table must know: tasks left out, the resampling design, the bold rule,
+    and the protocol's noise floor (the reference's own interval)."""
+    ref = reference_label(board.reference)
+    notes = []
+    left = board.left_out()
+    if left:
+        notes.append(f"Means leave out {len(left)} task(s) with fewer than {board.min_positives} test positives "
+                     f"(--min-positives): " + ", ".join(f"{t} ({n})" for t, n in left) + ".")
+    else:
+        notes.append(f"Every task has at least {board.min_positives} test positives; means cover all of them.")
+    seeds = len(board.seeds)
+    notes.append(
+        f"Intervals: {board.resamples:,} bootstrap resamples of the {board.patients:,} test patients"
+        + (f" and the {seeds} seeds jointly" if seeds > 1 else
+           " (one seed: the intervals show test-set sampling only; variation over seeds is not measured)")
+        + f". Holm adjustment over this protocol's methods, per column. Bold: better than every other method "
+          f"with Holm-adjusted p < {ALPHA} on the same resamples; no bold where no value is.")
+    frame = board.frame.set_index(["variant", "metric"])
+    key = (board.reference, "auroc")
+    if key in frame.index and np.isfinite(frame.at[key, "lo"]):
+        half = (frame.at[key, "hi"] - frame.at[key, "lo"]) / 2
+        sd = frame.at[key, "sd"]
+        notes.append(f"Noise floor: {ref}'s own mean AUROC is uncertain by ±{half:.3f} (95% interval half-width)"
+                     + (f", sd over seeds {sd:.3f}" if np.isfinite(sd) else "")
+                     + "; a difference between methods smaller than that is not evidence of a better method.")
+    return notes
 
 
 def _f(value: float, digits: int, signed: bool = False) -> str:
