@@ -7,8 +7,11 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
+from mtlbench.report.sweep_summary import compare_sweep
 from mtlbench.results import readers
 from mtlbench.results.store import ResultsStore
 from mtlbench.training import RunResult
@@ -23,16 +26,19 @@ def _mean_sd(values: list[float], fmt: str) -> str:
     return f"{format(np.mean(vals), fmt)} ± {format(np.std(vals, ddof=1), fmt)}"
 
 
-def summary_table(results: Path, outcomes: Sequence[RunResult]) -> Table:
-    """Per method over the sweep's seeds: runs, test mean AUROC and accuracy, time, peak memory."""
+def summary_table(results: Path, outcomes: Sequence[RunResult], reference: str = "ew") -> Group:
+    """Per method over the sweep's seeds: runs, test mean AUROC [95% interval] and its difference from
+    `reference` (the report's statistics), time, peak memory; then what the sweep can and cannot show."""
     ids = [o.run_id for o in outcomes if o.run_id is not None]
-    table = Table(title="test set, mean over the 14 tasks (± sd over seeds)", title_justify="left")
-    for col in ("method", "runs", "AUROC", "accuracy", "time/run", "step", "peak memory"):
+    table = Table(title="test set (means over tasks with enough positives; [95% interval over patients and seeds])",
+                  title_justify="left")
+    for col in ("method", "runs", "AUROC", f"ΔAUROC vs {reference}", "time/run", "step", "peak memory"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     if not ids:
-        return table
+        return Group(table)
     with ResultsStore(results) as store:
         rows = readers.run_summaries(store, ids).to_dict("records")
+    comparison = compare_sweep(results, ids, reference)
     by_method: dict[str, list] = {}
     for row in rows:
         by_method.setdefault(row["method"], []).append(row)
@@ -46,10 +52,18 @@ def summary_table(results: Path, outcomes: Sequence[RunResult]) -> Table:
         table.add_row(
             method,
             status,
-            _mean_sd([r["auroc"] for r in done], ".3f"),
-            _mean_sd([r["accuracy"] for r in done], ".3f"),
+            _variant_cell(comparison.auroc, method),
+            "reference" if method == reference else _variant_cell(comparison.delta, method),
             _mean_sd([r["wall_s"] for r in done], ".0f") + " s" if done else "—",
             _mean_sd([1000 * r["median_step_s"] for r in done], ".0f") + " ms" if done else "—",
             memory,
         )
-    return table
+    return Group(table, *(Text(f"• {note}") for note in comparison.notes))
+
+
+def _variant_cell(cells: dict[str, str], method: str) -> str:
+    """The cell of the method's variant (its name, or its name with hyperparameters in brackets)."""
+    for variant, text in cells.items():
+        if variant == method or variant.startswith(method + "["):
+            return text
+    return "—"

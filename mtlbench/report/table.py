@@ -13,6 +13,8 @@ import pandas as pd
 from mtlbench.report.leaderboard import ALPHA, Leaderboard, peak_memory, reference_label
 
 NAN = float("nan")
+BOLD_RULE = ("Bold: better than every other method with Holm-adjusted p < {alpha} on the same resamples; "
+             "no bold where no value is.")
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,11 @@ def table_notes(board: Leaderboard) -> list[str]:
     ref = reference_label(board.reference)
     notes = []
     left = board.left_out()
-    if left:
+    if left and len(left) == len(board.tasks):
+        notes.append(f"No task has {board.min_positives} test positives (--min-positives), so no mean over tasks is "
+                     "shown and methods cannot be compared on this test split: "
+                     + ", ".join(f"{t} ({n})" for t, n in left) + ".")
+    elif left:
         notes.append(f"Means leave out {len(left)} task(s) with fewer than {board.min_positives} test positives "
                      f"(--min-positives): " + ", ".join(f"{t} ({n})" for t, n in left) + ".")
     else:
@@ -148,8 +154,8 @@ def table_notes(board: Leaderboard) -> list[str]:
         f"Intervals: {board.resamples:,} bootstrap resamples of the {board.patients:,} test patients"
         + (f" and the {seeds} seeds jointly" if seeds > 1 else
            " (one seed: the intervals show test-set sampling only; variation over seeds is not measured)")
-        + f". Holm adjustment over this protocol's methods, per column. Bold: better than every other method "
-          f"with Holm-adjusted p < {ALPHA} on the same resamples; no bold where no value is.")
+        + ". Holm adjustment over this protocol's methods, per column.")
+    notes.append(BOLD_RULE.format(alpha=ALPHA))
     frame = board.frame.set_index(["variant", "metric"])
     key = (board.reference, "auroc")
     if key in frame.index and np.isfinite(frame.at[key, "lo"]):

@@ -18,7 +18,7 @@ from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
 from mtlbench.feed import steps_per_epoch
 from mtlbench.results.store import ClaimLost, ResultsStore, RunKey
-from mtlbench.training.factories import ModelFactory, build_method, build_model, resolve_runtime
+from mtlbench.training.factories import ModelFactory, build_method, resolve_runtime
 from mtlbench.training.loop import RunLoop, RunReporter, device_name
 from mtlbench.training.sink import StoreSink
 from mtlbench.training.state import start_or_resume
@@ -72,7 +72,7 @@ def train_run(
     reporter: RunReporter | None = None,
     force: bool = False,
     owner: Owner | None = None,
-    model_factory: ModelFactory = build_model,
+    model_factory: ModelFactory | None = None,
 ) -> RunResult:
     """Train and evaluate one cell, writing everything to `store`; never raises for a run's failure.
 
@@ -81,7 +81,7 @@ def train_run(
     resumes from its checkpoint. Out of memory, a non-finite loss or any other exception end the
     run with status oom, diverged or failed; Ctrl-C marks it interrupted and is re-raised. Only a
     results database or checkpoint that cannot be written stops the sweep (a UserError).
-    `model_factory` builds the model (default: the harness ResNet18); tests pass a tiny one.
+    `model_factory` builds the model (None: `build_model`, the harness ResNet18); tests pass a tiny one.
     """
     reporter = reporter or SilentReporter()
     owner = owner or this_process()
@@ -169,7 +169,7 @@ def _train(
     ckpt_path: Path,
     taken_over: bool,
     claim_note: str = "",
-    model_factory: ModelFactory = build_model,
+    model_factory: ModelFactory | None = None,
 ) -> RunResult:
     """Start (or resume) the claimed run, train it, test it, store it."""
     rss_scope = measure.reset_peaks(device)

@@ -84,11 +84,11 @@ def restore(parts: RunParts, payload: dict[str, Any]) -> LoopState:
 
 def fresh_parts(
     config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
-    model_factory: ModelFactory = build_model,
+    model_factory: ModelFactory | None = None,
 ) -> RunParts:
     """Model, optimizer, schedule and method as every run of this seed starts them."""
     torch.manual_seed(config.seed)  # identical initial weights for every method of a seed
-    model = model_factory(config, len(tasks), device)
+    model = (model_factory or build_model)(config, len(tasks), device)
     method = build_method(config, tasks).to(device)  # its randomness is its own generator's
     optimizer = build_optimizer(config, model, method)
     schedule = build_schedule(config, optimizer, n_steps * config.epochs)
@@ -98,7 +98,7 @@ def fresh_parts(
 def start_or_resume(
     config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
     store: ResultsStore, run_id: int, ckpt_path: Path, taken_over: bool,
-    model_factory: ModelFactory = build_model,
+    model_factory: ModelFactory | None = None,
 ) -> tuple[RunParts, LoopState, str]:
     """Fresh parts, or, for a taken-over run with a usable checkpoint, the parts and loop state it saved.
 
