@@ -96,9 +96,9 @@ def test_predictions_round_trip_and_cascade(tmp_path):
         rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
         probs = np.array([[0.1, 0.9], [0.7, 0.2], [0.5, 0.5]], dtype=np.float32)
         labels = np.array([[0, 1], [1, 0], [0, 0]], dtype=np.uint8)
-        s.add_predictions(rid, "test", 2, ["x.png", "y.png", "z.png"], labels, probs)
+        s.add_predictions(rid, "test", 2, ["x.png", "y.png", "z.png"], labels, probs, ["p1", "p1", "p2"])
         ids, got_labels, got_probs = s.predictions(rid, "test")
-        assert ids == ["x.png", "y.png", "z.png"]
+        assert ids == ["x.png", "y.png", "z.png"] and s.patient_ids(rid, "test") == ["p1", "p1", "p2"]
         assert np.array_equal(got_labels, labels) and np.array_equal(got_probs, probs)
         assert s.predictions(rid, "val") is None
         s.finish_run(rid, "complete")
@@ -113,8 +113,23 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 5
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 6
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
+
+
+def test_version_5_predictions_gain_an_empty_patient_column(tmp_path):
+    path = tmp_path / "v5.sqlite"
+    with ResultsStore(path) as s:
+        rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
+        s.add_predictions(rid, "test", 0, ["a.png"], np.zeros((1, 2)), np.zeros((1, 2)), ["p"])
+    con = sqlite3.connect(path)  # as schema 5 stored it: no patient column
+    con.execute("ALTER TABLE predictions DROP COLUMN patient_ids")
+    con.execute("UPDATE schema_version SET version = 5")
+    con.commit()
+    con.close()
+    with ResultsStore(path) as s:
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == 6
+        assert s.predictions(rid, "test")[0] == ["a.png"] and s.patient_ids(rid, "test") is None
 
 
 def test_version_2_database_gains_claim_columns_and_keeps_its_runs(tmp_path):

@@ -147,6 +147,12 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
     assert cost["peak_cuda_mb"] is None and cost["peak_rss_mb"] > 0 and cost["median_step_s"] > 0
     run = store.query("SELECT * FROM runs WHERE run_id=?", (out.run_id,))[0]
     assert run["weight_normalization"] == "none" and run["selected_epoch"] in (0, 1)
+    # predictions carry each image's patient, for the report's patient-clustered bootstrap
+    for split in ("val", "test"):
+        ids = store.predictions(out.run_id, split)[0]
+        part = getattr(toy_bundle, split)
+        assert ids == list(map(str, part.image_ids))
+        assert store.patient_ids(out.run_id, split) == list(map(str, part.patient_ids))
 
 
 def test_frozen_trunk_trains_only_the_heads(store, toy_bundle, monkeypatch):

@@ -129,7 +129,7 @@ def per_task_frame(metrics: dict[str, VariantMetrics], tasks: tuple[str, ...], p
 
 def patient_of(image_id: str) -> str:
     """The patient of an NIH-style image name (`00000013_005.png` → `00000013`); otherwise the image itself
-    (each image its own cluster)."""
+    (each image its own cluster). For predictions stored before schema 6, which hold no patient ids."""
     head, sep, tail = image_id.partition("_")
     return head if sep and head.isdigit() and tail[:3].isdigit() else image_id
 
@@ -151,10 +151,12 @@ def test_metrics(protocol: Protocol, resamples: int, min_positives: int, rng_see
     tests = {rid: pred for (rid, split), pred in sorted(protocol.predictions.items()) if split == "test"}
     if not tests:
         return {}
-    ids, labels, _ = next(iter(tests.values()))
+    first = next(iter(tests))
+    ids, labels, _ = tests[first]
     complete = protocol.complete()
     seeds = tuple(sorted(set(int(s) for s in complete["seed"])))
-    design = Resampling.of(np.array([patient_of(i) for i in ids]), seeds, resamples, rng_seed)
+    patients = protocol.patients.get((first, "test")) or [patient_of(i) for i in ids]  # stored, else from the name
+    design = Resampling.of(np.array(patients), seeds, resamples, rng_seed)
     eligible = eligible_tasks(labels, min_positives)
     out: dict[str, VariantMetrics] = {}
     for run in complete.itertuples():

@@ -38,6 +38,7 @@ class Protocol:
     costs: pd.DataFrame  # run_id, device, wall_s, train_s, median_step_s, images_per_s, peak_cuda_mb, peak_rss_mb
     predictions: dict[tuple[int, str], tuple[list[str], np.ndarray, np.ndarray]] = field(repr=False)
     epochs: int = 0
+    patients: dict[tuple[int, str], list[str]] = field(default_factory=dict, repr=False)  # stored since schema 6
 
     @property
     def dataset(self) -> str:
@@ -139,12 +140,15 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
     weights = readers.epoch_weights(store, ids)
     costs = readers.run_costs(store, ids)
     complete = runs[runs["status"] == "complete"]["run_id"].astype(int).tolist()
-    predictions = {}
+    predictions, patients = {}, {}
     for run_id in complete:
         for split in ("val", "test"):
             stored = store.predictions(run_id, split)
             if stored is not None:
                 predictions[(run_id, split)] = stored
+                ids = store.patient_ids(run_id, split)
+                if ids is not None:
+                    patients[(run_id, split)] = ids
     shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
     return Protocol(key, shared, runs.drop(columns=["config_json"]).reset_index(drop=True), test, curves,
-                    weights, costs, predictions, int(config.get("epochs", 0)))
+                    weights, costs, predictions, int(config.get("epochs", 0)), patients)

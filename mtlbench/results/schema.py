@@ -12,8 +12,9 @@ from mtlbench.errors import UserError
 
 # 2: predictions table; 3: run claims (owner, heartbeat) and resume counts; 4: a run's identity
 # (config_hash) and stored config hold its method's resolved hyperparameters and version;
-# 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`
-SCHEMA_VERSION = 5
+# 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`;
+# 6: predictions hold each image's patient id (NULL in rows stored before)
+SCHEMA_VERSION = 6
 # Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
 RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
@@ -85,6 +86,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     image_ids BLOB NOT NULL,  -- zlib of the newline-joined image ids, in row order
     labels BLOB NOT NULL,  -- .npy bytes, (N, T) uint8
     probs BLOB NOT NULL,  -- .npy bytes, (N, T) float32, P(finding present)
+    patient_ids BLOB,  -- zlib of the newline-joined patient ids, in row order (NULL before schema 6)
     PRIMARY KEY (run_id, split)
 );
 CREATE TABLE IF NOT EXISTS costs (
@@ -107,6 +109,9 @@ RUN_COLUMNS_V3 = (
     ("heartbeat_at", "REAL"),
     ("resumes", "INTEGER NOT NULL DEFAULT 0"),
 )
+# Columns added to a table after it was created: (table, column, declaration). A migration adds
+# each one an older database lacks (CREATE TABLE IF NOT EXISTS leaves existing tables alone).
+ADDED_COLUMNS = (*(("runs", name, decl) for name, decl in RUN_COLUMNS_V3), ("predictions", "patient_ids", "BLOB"))
 
 
 
@@ -138,10 +143,9 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
             for statement in SCHEMA.split(";"):  # one by one: executescript would commit first
                 if statement.strip():
                     conn.execute(statement)
-            present = {r[1] for r in conn.execute("PRAGMA table_info(runs)")}
-            for name, decl in RUN_COLUMNS_V3:
-                if name not in present:
-                    conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {decl}")
+            for table, name, decl in ADDED_COLUMNS:
+                if name not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {decl}")
             if version is not None and version < SCHEMA_VERSION:
                 renamed = rename_methods(conn, version)
                 # Before schema 4 every run needs its identity recomputed; after it, only the

@@ -300,15 +300,31 @@ class ResultsStore:
             c.executemany("INSERT OR REPLACE INTO weights VALUES (?,?,?,?,?)", rows)
 
     def add_predictions(
-        self, run_id: int, split: str, epoch: int, image_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray
+        self, run_id: int, split: str, epoch: int, image_ids: Sequence[str], labels: np.ndarray, probs: np.ndarray,
+        patient_ids: Sequence[str] | None = None,
     ) -> None:
-        """Per-image probabilities of one split at the selected epoch (for thresholds and paired tests)."""
+        """Per-image probabilities of one split at the selected epoch (for thresholds, paired tests and the
+        patient-clustered bootstrap: `patient_ids`, one per image, in the same order)."""
+        patients = None if patient_ids is None else zlib.compress("\n".join(map(str, patient_ids)).encode())
         with self.transaction() as c:
             c.execute(
-                "INSERT OR REPLACE INTO predictions VALUES (?,?,?,?,?,?)",
+                "INSERT OR REPLACE INTO predictions (run_id, split, epoch, image_ids, labels, probs, patient_ids) "
+                "VALUES (?,?,?,?,?,?,?)",
                 (run_id, split, epoch, zlib.compress("\n".join(map(str, image_ids)).encode()),
-                 _npy(np.asarray(labels, dtype=np.uint8)), _npy(np.asarray(probs, dtype=np.float32))),
+                 _npy(np.asarray(labels, dtype=np.uint8)), _npy(np.asarray(probs, dtype=np.float32)), patients),
             )
+
+    def patient_ids(self, run_id: int, split: str) -> list[str] | None:
+        """The patient of each stored prediction's image, in row order; None when not stored (before schema 6)."""
+        row = self.conn.execute("SELECT patient_ids FROM predictions WHERE run_id=? AND split=?",
+                                (run_id, split)).fetchone()
+        if row is None or row[0] is None:
+            return None
+        try:
+            return zlib.decompress(row[0]).decode().split("\n")
+        except (TypeError, ValueError, zlib.error) as exc:
+            what = f"patient ids do not decode ({type(exc).__name__})"
+            raise UserError(self._damaged_predictions(run_id, split, what)) from None
 
     def predictions(self, run_id: int, split: str) -> tuple[list[str], np.ndarray, np.ndarray] | None:
         """(image ids, labels (N, T), probs (N, T)) stored for a run's split, or None."""

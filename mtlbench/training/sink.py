@@ -77,8 +77,10 @@ class StoreSink:
         with s.transaction(immediate=True):
             s.assert_owner(rid, self.owner)
             s.add_metrics(rid, "test", selected_epoch, self.tasks, test)
-            s.add_predictions(rid, "val", selected_epoch, val_split.image_ids, val_split.labels, val_probs)
-            s.add_predictions(rid, "test", selected_epoch, test_split.image_ids, test_split.labels, test_probs)
+            s.add_predictions(rid, "val", selected_epoch, val_split.image_ids, val_split.labels, val_probs,
+                              val_split.patient_ids)
+            s.add_predictions(rid, "test", selected_epoch, test_split.image_ids, test_split.labels, test_probs,
+                              test_split.patient_ids)
             s.set_costs(rid, costs)
             s.set_diagnostics(rid, diagnostics)
             s.finish_run(rid, "complete", selected_epoch=selected_epoch)
