@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 
 from mtlbench.cli import main
-from mtlbench.config import PRESETS, build_config, load_config_file
+from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError
 
 
@@ -16,6 +16,15 @@ def test_presets_apply():
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.image_size, paper.epochs, paper.head, paper.augment) == (
         "rmsprop", 1e-3, 128, 128, 15, "ce2", "paper")
     assert set(PRESETS) == {"smoke", "quick", "paper"}
+
+
+def test_synthetic_split_sizes_per_preset():
+    # synth_images is train + val, synth_test_images the test split: train and val keep the sizes
+    # they had when synth_images counted all three (a fifth of the patients for test), so only the
+    # test split grew; smoke stays CI-sized (its test has too few positives to compare methods)
+    sizes = {name: (build_config(name).synth_images, build_config(name).synth_test_images) for name in PRESETS}
+    assert sizes == {"smoke": (320, 80), "quick": (1600, 12_000), "paper": (8000, 15_000)}
+    assert (RunConfig().synth_images, RunConfig().synth_test_images) == sizes["quick"]  # `mtlbench run`'s default
 
 
 def test_layers_apply_in_order():
@@ -72,7 +81,7 @@ def test_synth_test_images_from_a_config_file_and_the_command_line(tmp_path):
     f.write_text(json.dumps({"synth_test_images": 500}))
     assert build_config("quick", [(load_config_file(f), "file")]).synth_test_images == 500
     cfg = build_config("quick", [(load_config_file(f), "file"), ({"synth_test_images": 700}, "command line")])
-    assert (cfg.synth_test_images, cfg.synth_images) == (700, 2000)
+    assert (cfg.synth_test_images, cfg.synth_images) == (700, 1600)
 
 
 def test_bad_synth_test_images_on_the_command_line_is_one_line(capsys):

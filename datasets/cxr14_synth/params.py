@@ -39,7 +39,8 @@ FINDING_STRENGTH: Mapping[str, float] = MappingProxyType(
 """Signature strength per finding, 1.0 = textbook-obvious; the difficulty knob of the dataset.
 
 Calibrated (version 2: version 1's values ×1.6, capped at 1) so that equal weighting in the
-`quick` preset (32 px, 2,000 images, 3 epochs, sized so that all methods run in minutes on a
+`quick` preset (32 px, 3 epochs, 2,000 images of which about 1,600 train/val, as
+`synth_images=1600` gives now; sized so that all methods run in minutes on a
 2-core CPU) lands clearly above chance, with the confusable opacities and small findings the
 hardest; at 64 px and more epochs the easy findings approach, but do not reach, perfect AUROC.
 """
