@@ -82,7 +82,8 @@ class DataRequest:
     image_size: int
     data_seed: int = 0
     val_fraction: float = 0.1
-    synth_images: int = 3000
+    synth_images: int = 3000  # cxr14-synth: train/val images
+    synth_test_images: int = 200  # cxr14-synth: test images (RunConfig's presets set both)
     views: str = "all"
     allow_missing: bool = False  # train on the images present; counts go into the run's info
     cache_dir: Path | None = None  # where image caches live; None = under the data root

@@ -69,7 +69,11 @@ DATA_OPTIONS: dict[str, tuple[str, type, str]] = {
     "--data-dir": ("data_dir", str, "root of the dataset: the NIH download folder, the folder of chestmnist*.npz, "
                                     "or where cxr14-synth is generated (default data)"),
     "--cache-dir": ("cache_dir", str, "where preprocessed image caches go (default <data-dir>/mtlbench-cache)"),
-    "--synth-images": ("synth_images", int, "number of synthetic images (cxr14-synth)"),
+    "--synth-images": ("synth_images", int, "number of synthetic train + val images (cxr14-synth)"),
+    "--synth-test-images": ("synth_test_images", int, "number of synthetic test images, drawn from other patients "
+                                                      "than train + val; independent of --synth-images (cxr14-synth; "
+                                                      + ", ".join(f"{name} {p['synth_test_images']:,}"
+                                                                  for name, p in PRESETS.items()) + ")"),
     "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)"),
     "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)"),
     "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)"),

@@ -44,6 +44,7 @@ def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: A
         data_seed=config.data_seed,
         val_fraction=config.val_fraction,
         synth_images=config.synth_images,
+        synth_test_images=config.synth_test_images,
         views=config.views,
         allow_missing=config.allow_missing,
         cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,

@@ -77,3 +77,33 @@ def test_run_on_chestmnist(tmp_path: Path, capsys) -> None:
     assert code == 0, capsys.readouterr().err
     status, data = sqlite3.connect(results).execute("SELECT status, data_json FROM runs").fetchone()
     assert status == "complete" and json.loads(data)["file"] == "chestmnist_64.npz"
+
+
+def synth_args(data_dir: Path, *extra: str) -> list[str]:
+    return ["--preset", "smoke", "--synth-images", "60", "--data-dir", str(data_dir), "--quiet", *extra]
+
+
+def test_synthetic_test_size_through_prepare_and_verify(tmp_path: Path, capsys) -> None:
+    assert main(["data", "prepare", *synth_args(tmp_path, "--synth-test-images", "70")]) == 0
+    out = capsys.readouterr().out
+    assert "cxr14-synth: train" in out and "test 70 images" in out
+    assert main(["data", "verify", *synth_args(tmp_path, "--synth-test-images", "70")]) == 0
+    out = capsys.readouterr().out
+    assert "test (n=70)" in out and "OK: fingerprint" in out
+    # another test size is another dataset: verify does not pass it off as the one prepared
+    code = main(["data", "verify", *synth_args(tmp_path, "--synth-test-images", "90")])
+    err = capsys.readouterr().err
+    assert code == 2 and "no generated cxr14-synth" in err and "n60-test90-px32-seed0" in err
+    assert "run `mtlbench data prepare` with the same options" in err and err.count("\n") == 1
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"synth_test_images": 70}))
+    assert main(["data", "verify", *synth_args(tmp_path, "--config", str(config))]) == 0
+    assert "test (n=70)" in capsys.readouterr().out
+
+
+def test_a_test_size_beyond_its_patients_is_one_line(tmp_path: Path, capsys) -> None:
+    code = main(["data", "prepare", *synth_args(tmp_path, "--synth-test-images", "40000")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert "--synth-test-images must be at most 22,443 with --data-seed 0, got 40,000" in err
+    assert not (tmp_path / "cxr14-synth").exists()

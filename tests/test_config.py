@@ -5,7 +5,8 @@ from dataclasses import replace
 
 import pytest
 
-from mtlbench.config import PRESETS, build_config, load_config_file
+from mtlbench.cli import main
+from mtlbench.config import PRESETS, RunConfig, build_config, load_config_file
 from mtlbench.errors import UserError
 
 
@@ -15,6 +16,15 @@ def test_presets_apply():
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.image_size, paper.epochs, paper.head, paper.augment) == (
         "rmsprop", 1e-3, 128, 128, 15, "ce2", "paper")
     assert set(PRESETS) == {"smoke", "quick", "paper"}
+
+
+def test_synthetic_split_sizes_per_preset():
+    # synth_images is train + val, synth_test_images the test split: train and val keep the sizes
+    # they had when synth_images counted all three (a fifth of the patients for test), so only the
+    # test split grew; smoke stays CI-sized (its test has too few positives to compare methods)
+    sizes = {name: (build_config(name).synth_images, build_config(name).synth_test_images) for name in PRESETS}
+    assert sizes == {"smoke": (320, 80), "quick": (1600, 12_000), "paper": (8000, 15_000)}
+    assert (RunConfig().synth_images, RunConfig().synth_test_images) == sizes["quick"]  # `mtlbench run`'s default
 
 
 def test_layers_apply_in_order():
@@ -33,6 +43,10 @@ def test_layers_apply_in_order():
         ({"lr": 0.0}, "--lr must be > 0"),
         ({"nonsense": 1}, "unknown setting"),
         ({"epochs": "many"}, "epochs must be int"),
+        ({"synth_test_images": 10}, "--synth-test-images must be between 50 and 112120, got 10"),
+        ({"synth_test_images": 200_000}, "--synth-test-images must be between 50 and 112120"),
+        ({"synth_test_images": "many"}, "synth_test_images must be int"),
+        ({"synth_test_images": 1.5}, "synth_test_images must be int"),
     ],
 )
 def test_bad_settings_are_user_errors(overrides, message):
@@ -45,6 +59,37 @@ def test_hash_ignores_paths_but_not_protocol():
     assert cfg.config_hash() == replace(cfg, data_dir="/elsewhere").config_hash()
     assert cfg.config_hash() != replace(cfg, lr=2e-3).config_hash()
     assert cfg.config_hash() != replace(cfg, method_params={"signal": "train-loss"}).config_hash()
+
+
+def test_synth_test_images_is_part_of_a_cell_only_on_cxr14_synth():
+    from mtlbench.report.load import protocol_key
+
+    synth = build_config("quick")
+    assert synth.hashed_fields()["synth_test_images"] == 12_000
+    assert synth.config_hash() != replace(synth, synth_test_images=13_000).config_hash()
+    assert protocol_key(synth.resolved()) != protocol_key(replace(synth, synth_test_images=13_000).resolved())
+    for dataset in ("nih-cxr14", "chestmnist"):  # it cannot change their results: their runs keep their identity
+        other = replace(synth, dataset=dataset)
+        assert "synth_test_images" not in other.hashed_fields()
+        assert other.config_hash() == replace(other, synth_test_images=13_000).config_hash()
+        stored_before = {k: v for k, v in other.resolved().items() if k != "synth_test_images"}  # an older run
+        assert protocol_key(other.resolved()) == protocol_key(stored_before)
+
+
+def test_synth_test_images_from_a_config_file_and_the_command_line(tmp_path):
+    f = tmp_path / "c.json"
+    f.write_text(json.dumps({"synth_test_images": 500}))
+    assert build_config("quick", [(load_config_file(f), "file")]).synth_test_images == 500
+    cfg = build_config("quick", [(load_config_file(f), "file"), ({"synth_test_images": 700}, "command line")])
+    assert (cfg.synth_test_images, cfg.synth_images) == (700, 1600)
+
+
+def test_bad_synth_test_images_on_the_command_line_is_one_line(capsys):
+    assert main(["data", "prepare", "--synth-test-images", "10", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == "mtlbench: error: --synth-test-images must be between 50 and 112120, got 10\n"
+    assert main(["run", "--synth-test-images", "ten"]) == 2
+    assert "argument --synth-test-images: invalid int value: 'ten'" in capsys.readouterr().err
 
 
 def test_config_file_errors(tmp_path):

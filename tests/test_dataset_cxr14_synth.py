@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtlbench.config import build_config
 from mtlbench.datasets.base import DataRequest, no_progress
 from mtlbench.datasets.cxr14_synth import loader, nih_sample, noise, params, render, writer
 from mtlbench.datasets.nih_layout import parse_finding_labels, read_image_list
@@ -17,17 +18,23 @@ from mtlbench.errors import UserError
 from mtlbench.registry import DATASETS
 from mtlbench.tasks import TASK_NAMES
 
-COUNT, SIZE = 200, 32
+COUNT, TEST_COUNT, SIZE = 200, 60, 32  # train/val images, test images, px
 NEVER_A_PID = 2**22 + 1  # above the largest pid_max Linux allows
 
 
 def request(data_dir: Path, seed: int = 0, **kw) -> DataRequest:
-    return DataRequest(data_dir=data_dir, image_size=SIZE, synth_images=COUNT, data_seed=seed, **kw)
+    return DataRequest(data_dir=data_dir, image_size=SIZE, **{"synth_images": COUNT, "synth_test_images": TEST_COUNT,
+                                                              "data_seed": seed, **kw})
 
 
 def generate(data_dir: Path, seed: int = 0) -> Path:
     root = loader.dataset_root(request(data_dir, seed))
-    return writer.ensure_generated(root, COUNT, SIZE, seed, no_progress)
+    return writer.ensure_generated(root, COUNT, TEST_COUNT, SIZE, seed, no_progress)
+
+
+def split_labels(table, names: list[str]) -> np.ndarray:
+    """(N, 14) labels of the NIH table rows named `names`."""
+    return parse_finding_labels(table.set_index("Image Index").loc[names, "Finding Labels"], "table")
 
 
 @pytest.fixture(scope="module")
@@ -46,18 +53,34 @@ def test_registered() -> None:
 
 def test_sampled_label_prevalence_matches_nih_table(nih_table) -> None:
     full = parse_finding_labels(nih_table["Finding Labels"], "table").mean(axis=0)
-    rows = nih_sample.sample_nih_rows(3000, 7, nih_table)
-    sample = parse_finding_labels(rows["Finding Labels"], "sample").mean(axis=0)
-    tolerance = np.maximum(4 * np.sqrt(full * (1 - full) / 3000), 0.004)
-    assert np.all(np.abs(sample - full) <= tolerance), dict(zip(TASK_NAMES, sample - full))
-    assert 0.15 < sample[TASK_NAMES.index("Infiltration")] < 0.21
+    drawn = nih_sample.sample_split(3000, 3000, 7, nih_table)
+    for names in (drawn.train_val, drawn.test):
+        sample = split_labels(nih_table, names).mean(axis=0)
+        tolerance = np.maximum(4 * np.sqrt(full * (1 - full) / 3000), 0.004)
+        assert np.all(np.abs(sample - full) <= tolerance), dict(zip(TASK_NAMES, sample - full))
+        assert 0.15 < sample[TASK_NAMES.index("Infiltration")] < 0.21
+
+
+def test_test_split_holds_the_natural_prevalence(nih_table) -> None:
+    # Test patients are a label-blind share of the NIH patients, so over data seeds the test split's
+    # prevalence is the table's. (Drawing test images from the patients a train/val sample left
+    # over would not be: it under-represents patients with many images, who are sicker; at the
+    # quick preset's sizes Effusion would fall to 0.88 and Infiltration to 0.90 of the table's.)
+    full = parse_finding_labels(nih_table["Finding Labels"], "table").mean(axis=0)
+    quick = build_config("quick")
+    ratios = np.mean([
+        split_labels(nih_table, nih_sample.sample_split(quick.synth_images, quick.synth_test_images, seed,
+                                                        nih_table).test).mean(axis=0) / full
+        for seed in range(5)], axis=0)
+    common = np.argsort(full)[-5:]  # Infiltration, Effusion, Atelectasis, Nodule, Mass
+    assert np.all(np.abs(ratios[common] - 1) < 0.06), dict(zip(np.array(TASK_NAMES)[common], ratios[common]))
 
 
 def test_csv_keeps_real_rows_exactly(generated: Path, nih_table) -> None:
     import pandas as pd
 
     written = pd.read_csv(generated / "Data_Entry_2017_v2020.csv", dtype={"Image Index": str, "Finding Labels": str})
-    assert list(written.columns) == list(nih_table.columns) and len(written) == COUNT
+    assert list(written.columns) == list(nih_table.columns) and len(written) == COUNT + TEST_COUNT
     real = nih_table.set_index("Image Index").loc[written["Image Index"]]
     assert (real["Finding Labels"].to_numpy() == written["Finding Labels"].to_numpy()).all()
     assert (real["Patient ID"].to_numpy() == written["Patient ID"].to_numpy()).all()
@@ -99,21 +122,72 @@ def test_rendering_is_deterministic_and_independent_of_blocks_chunks_and_prefix(
     assert np.array_equal(first[:10], prefix)
 
 
-def test_test_split_is_by_patient_and_about_a_fifth(generated: Path) -> None:
+def test_split_lists_have_the_asked_sizes_and_no_shared_patient(generated: Path) -> None:
     import pandas as pd
 
     table = pd.read_csv(generated / "Data_Entry_2017_v2020.csv").set_index("Image Index")
-    train_val = set(table.loc[read_image_list(generated / "train_val_list.txt"), "Patient ID"])
-    test = set(table.loc[read_image_list(generated / "test_list.txt"), "Patient ID"])
-    assert not train_val & test
-    assert abs(len(test) / (len(test) + len(train_val)) - params.TEST_PATIENT_FRACTION) < 0.01
+    train_val_names, test_names = (read_image_list(generated / f) for f in ("train_val_list.txt", "test_list.txt"))
+    assert (len(train_val_names), len(test_names)) == (COUNT, TEST_COUNT)
+    assert not set(table.loc[train_val_names, "Patient ID"]) & set(table.loc[test_names, "Patient ID"])
+    stats = json.loads((generated / "synth.json").read_text())
+    assert stats["count"] == COUNT and stats["test_count"] == TEST_COUNT
+    assert stats["stats"]["test_label_positives"] == dict(zip(TASK_NAMES, split_labels(
+        table.reset_index(), test_names).sum(axis=0).tolist()))
+
+
+@pytest.mark.parametrize("test_count", [80, 12_000])
+def test_test_size_is_synth_test_images_whatever_synth_images(nih_table, test_count: int) -> None:
+    patients = nih_table.set_index("Image Index")["Patient ID"]
+    drawn = {count: nih_sample.sample_split(count, test_count, 0, nih_table) for count in (50, 1600, 8000, 60_000)}
+    for count, sample in drawn.items():
+        assert (len(sample.train_val), len(sample.test)) == (count, test_count)
+        assert not set(patients[sample.train_val]) & set(patients[sample.test])
+        assert len(sample.rows) == count + test_count and sample.rows["Image Index"].is_unique
+    assert len({tuple(s.test) for s in drawn.values()}) == 1  # the same test images whatever the training size
+    assert set(drawn[50].train_val) <= set(drawn[1600].train_val) <= set(drawn[8000].train_val)
+
+
+def test_train_val_does_not_depend_on_the_test_size(nih_table) -> None:
+    small, large = (nih_sample.sample_split(1600, n, 3, nih_table) for n in (80, 12_000))
+    assert small.train_val == large.train_val and set(small.test) < set(large.test)
+
+
+def test_quick_preset_has_at_least_20_test_positives_per_task(nih_table) -> None:
+    quick = build_config("quick")
+    test = nih_sample.sample_split(quick.synth_images, quick.synth_test_images, quick.data_seed, nih_table).test
+    positives = dict(zip(TASK_NAMES, split_labels(nih_table, test).sum(axis=0).tolist()))
+    assert len(test) == quick.synth_test_images == 12_000
+    assert positives == {  # the draw is deterministic: these are its counts (generator version 4)
+        "Atelectasis": 1236, "Cardiomegaly": 344, "Effusion": 1416, "Infiltration": 2097, "Mass": 640,
+        "Nodule": 705, "Pneumonia": 143, "Pneumothorax": 615, "Consolidation": 477, "Edema": 247,
+        "Emphysema": 238, "Fibrosis": 147, "Pleural_Thickening": 373, "Hernia": 21,
+    }
+    assert min(positives.values()) >= 20
+
+
+def test_changing_the_test_size_keeps_train_val_files_and_changes_the_data_identity(
+    generated: Path, tmp_path: Path
+) -> None:
+    other = dataclasses.replace(request(tmp_path), synth_test_images=TEST_COUNT + 40)
+    bundle = loader.load_cxr14_synth(other, no_progress)
+    root = loader.dataset_root(other)
+    assert root.name == f"n{COUNT}-test{TEST_COUNT + 40}-px{SIZE}-seed0" != generated.name
+    assert len(bundle.test) == TEST_COUNT + 40 and len(bundle.train) + len(bundle.val) == COUNT
+    names = read_image_list(generated / "train_val_list.txt")
+    assert read_image_list(root / "train_val_list.txt") == names
+    for name in names:  # the train/val images are the same files, byte for byte
+        assert (root / "images" / name).read_bytes() == (generated / "images" / name).read_bytes(), name
+    assert set(read_image_list(generated / "test_list.txt")) < set(read_image_list(root / "test_list.txt"))
+    first = loader.load_cxr14_synth(request(generated.parent.parent), no_progress)
+    assert first.info["fingerprint"] != bundle.info["fingerprint"]  # a run's data identity
+    assert first.info["cache_fingerprint"] != bundle.info["cache_fingerprint"]  # the image cache's key
 
 
 def test_loader_returns_disjoint_patient_splits(tmp_path: Path) -> None:
     bundle = loader.load_cxr14_synth(request(tmp_path, seed=2), no_progress)
     patients = [set(s.patient_ids) for s in (bundle.train, bundle.val, bundle.test)]
     assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
-    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == COUNT
+    assert len(bundle.train) + len(bundle.val) == COUNT and len(bundle.test) == TEST_COUNT
     assert bundle.train.image_shape == (SIZE, SIZE) and bundle.train.take(slice(None)).dtype == np.uint8
     generator = bundle.info["generator"]
     assert generator["seed"] == 2 and generator["strength"] == dict(params.FINDING_STRENGTH)
@@ -139,20 +213,27 @@ def test_interrupted_generation_is_not_trusted(tmp_path: Path) -> None:
     (partial / writer.PARTIAL_MARKER).write_text("written first by a generator that was then killed\n")
     (partial / "Data_Entry_2017_v2020.csv").write_text("junk\n")
     (root / "images").mkdir(parents=True)  # a final folder without its completion marker
-    (root / "synth.json").write_text(json.dumps(params.generator_params(COUNT, SIZE, 0)))
+    (root / "synth.json").write_text(json.dumps(params.generator_params(COUNT, TEST_COUNT, SIZE, 0)))
     bundle = loader.load_cxr14_synth(request(tmp_path), no_progress)
     assert not partial.exists()
     assert (root / writer.COMPLETE_MARKER).is_file()
-    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == COUNT
+    assert len(bundle.train) + len(bundle.val) + len(bundle.test) == COUNT + TEST_COUNT
     assert [p.name for p in root.parent.iterdir()] == [root.name]
 
 
-def test_changed_generator_parameters_regenerate(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stale", ["older version", "version 3 (no test_count)"])
+def test_changed_generator_parameters_regenerate(tmp_path: Path, stale: str) -> None:
     root = generate(tmp_path)
     stored = json.loads((root / "synth.json").read_text())
-    (root / "synth.json").write_text(json.dumps({**stored, "version": -1}))
+    if stale == "older version":
+        stored["version"] = -1
+    else:  # what version 3 wrote: `count` images in all, a fifth of their patients for test
+        stored = {**{k: v for k, v in stored.items() if k != "test_count"}, "version": 3}
+    (root / "synth.json").write_text(json.dumps(stored))
+    (root / "test_list.txt").write_text("stale\n")
     generate(tmp_path)
-    assert json.loads((root / "synth.json").read_text())["version"] == params.GENERATOR_VERSION
+    assert json.loads((root / "synth.json").read_text())["version"] == params.GENERATOR_VERSION == 4
+    assert len(read_image_list(root / "test_list.txt")) == TEST_COUNT
 
 
 @pytest.mark.parametrize("task", TASK_NAMES)
@@ -193,12 +274,23 @@ def test_label_noise_rates(nih_table) -> None:
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("synth_images", 10, "--synth-images"), ("synth_images", 200_000, "112120"), ("image_size", 8, "--image-size")],
+    [
+        ("synth_images", 10, "--synth-images must be between 50 and 112120"),
+        ("synth_images", 200_000, "112120"),
+        ("synth_images", 100_000, r"--synth-images must be at most 89,677 with --data-seed 0, got 100,000 "
+                                  r"\(train/val images are drawn from the NIH table's patients outside the 20%"),
+        ("synth_test_images", 10, r"--synth-test-images must be between 50 and 112120 \(the NIH table's rows\), got 10"),
+        ("synth_test_images", 200_000, "--synth-test-images must be between 50 and 112120"),
+        ("synth_test_images", 30_000, "--synth-test-images must be at most 22,443 with --data-seed 0, got 30,000 "
+                                      r"\(test images are drawn from a seeded 20% of the NIH table's patients"),
+        ("image_size", 8, "--image-size"),
+    ],
 )
 def test_bad_requests_are_user_errors(tmp_path: Path, field: str, value: int, message: str) -> None:
     bad = dataclasses.replace(request(tmp_path), **{field: value})
-    with pytest.raises(UserError, match=message):
+    with pytest.raises(UserError, match=message) as caught:
         loader.load_cxr14_synth(bad, no_progress)
+    assert "\n" not in str(caught.value)
     assert not (tmp_path / "cxr14-synth").exists()
 
 

@@ -312,7 +312,8 @@ def test_image_cache_rebuild_deletes_only_its_own_files(tmp_path: Path) -> None:
 
 
 def synth_request(data_dir: Path) -> DataRequest:
-    return DataRequest(data_dir=data_dir, image_size=32, synth_images=params.MIN_IMAGES, data_seed=0)
+    return DataRequest(data_dir=data_dir, image_size=32, synth_images=params.MIN_IMAGES,
+                       synth_test_images=params.MIN_IMAGES, data_seed=0)
 
 
 @pytest.mark.parametrize("case", ["users-file-in-outdated-dataset", "users-folder-in-the-way"])
@@ -321,7 +322,7 @@ def test_synthetic_dataset_is_regenerated_only_when_it_holds_nothing_else(tmp_pa
     (root / "images").mkdir(parents=True)
     thesis = user_file(root)
     if case == "users-file-in-outdated-dataset":  # written by an older generator: would be generated again
-        current = params.generator_params(params.MIN_IMAGES, 32, 0)
+        current = params.generator_params(params.MIN_IMAGES, params.MIN_IMAGES, 32, 0)
         (root / writer.SYNTH_JSON).write_text(json.dumps({**current, "version": -1}))
         (root / writer.COMPLETE_MARKER).write_text("ok\n")
         message = "must be generated again, but holds 1 file(s) the generator did not write (thesis.txt)"

@@ -2,7 +2,8 @@
 
 Labels, patient IDs, age, sex and view are real rows of the NIH metadata table that ships
 with torchxrayvision, so prevalence (Hernia 0.2% ... Infiltration 17.7%) and co-occurrence
-are those of the real dataset. Images are rendered procedurally: a radiograph-like chest
+are those of the real dataset. The train/val images (`synth_images`) and the test images
+(`synth_test_images`) are drawn from two label-blind shares of its patients (nih_sample). Images are rendered procedurally: a radiograph-like chest
 (body, lungs, heart, mediastinum, spine, ribs, clavicles, diaphragm, vessel markings) that
 varies per patient and per exposure, plus one visual signature per finding. The eight
 findings with NIH bounding boxes are placed at a sampled real box.
@@ -26,7 +27,8 @@ Modules, each importing only those listed before it (and numpy, pandas, PIL, thr
     params      the generator's constants and the parameters stored as synth.json;
                 may import mtlbench.datasets.nih_tables
     rng         counter-based random numbers: a hash of (seed, image or patient key, stream name)
-    nih_sample  real rows of the NIH table, the patient split and the real finding boxes;
+    nih_sample  real rows of the NIH table: train/val and test drawn from separate patients
+                (each split its own size, at NIH's prevalence), and the real finding boxes;
                 may import mtlbench.datasets.nih_tables, mtlbench.errors, mtlbench.tasks
     noise       the noisy copy of the labels that images are rendered from; may import mtlbench.tasks
     ops         float32 in-place array primitives (steps, exp, broadcasting columns)

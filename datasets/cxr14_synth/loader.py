@@ -21,12 +21,11 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
     """Generate (once, cached under data_dir) and load the synthetic NIH-layout dataset."""
     check_request(request)
     root = dataset_root(request)
-    if not request.build_cache and not is_complete(
-        root, generator_params(request.synth_images, request.image_size, request.data_seed)
-    ):
+    spec = (request.synth_images, request.synth_test_images, request.image_size, request.data_seed)
+    if not request.build_cache and not is_complete(root, generator_params(*spec)):
         raise UserError(f"no generated {DATASET_NAME} at {root}; run `mtlbench data prepare` with the same options")
     try:
-        ensure_generated(root, request.synth_images, request.image_size, request.data_seed, progress)
+        ensure_generated(root, *spec, progress)
     except OSError as exc:  # read-only folder, disk full, ...: nothing half-written is kept
         raise UserError(
             f"cannot write the synthetic dataset under {request.data_dir} ({exc.strerror or exc}); "
@@ -39,11 +38,9 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
 
 def check_request(request: DataRequest) -> None:
     """UserError with a one-line fix unless the request is one cxr14-synth can serve."""
-    if not MIN_IMAGES <= request.synth_images <= TABLE_ROWS:
-        raise UserError(
-            f"--synth-images must be between {MIN_IMAGES} and {TABLE_ROWS} "
-            f"(the NIH table's rows), got {request.synth_images}"
-        )
+    for flag, count in (("--synth-images", request.synth_images), ("--synth-test-images", request.synth_test_images)):
+        if not MIN_IMAGES <= count <= TABLE_ROWS:
+            raise UserError(f"{flag} must be between {MIN_IMAGES} and {TABLE_ROWS} (the NIH table's rows), got {count}")
     if not MIN_SIZE <= request.image_size <= MAX_SIZE:
         raise UserError(
             f"--image-size must be between {MIN_SIZE} and {MAX_SIZE} for cxr14-synth, "
@@ -54,6 +51,6 @@ def check_request(request: DataRequest) -> None:
 
 
 def dataset_root(request: DataRequest) -> Path:
-    """Where the dataset for this request lives: data_dir/cxr14-synth/n{count}-px{size}-seed{seed}."""
-    name = f"n{request.synth_images}-px{request.image_size}-seed{request.data_seed}"
+    """Where the dataset for this request lives: data_dir/cxr14-synth/n{count}-test{test_count}-px{size}-seed{seed}."""
+    name = f"n{request.synth_images}-test{request.synth_test_images}-px{request.image_size}-seed{request.data_seed}"
     return Path(request.data_dir) / DATASET_NAME / name

@@ -16,7 +16,7 @@ from PIL import Image
 
 from mtlbench.datasets import image_cache
 from mtlbench.datasets.base import ProgressFactory
-from mtlbench.datasets.cxr14_synth.nih_sample import read_nih_boxes, sample_nih_rows, split_test_patients
+from mtlbench.datasets.cxr14_synth.nih_sample import SynthSample, read_nih_boxes, sample_split
 from mtlbench.datasets.cxr14_synth.noise import prevalence, render_labels
 from mtlbench.datasets.cxr14_synth.params import DATASET_NAME, FINDING_STRENGTH, generator_params
 from mtlbench.datasets.cxr14_synth.render import render_stream
@@ -39,20 +39,25 @@ SYNTH_JSON = "synth.json"
 WRITE_THREADS = 4
 
 
-def ensure_generated(root: Path, count: int, size: int, seed: int, progress: ProgressFactory) -> Path:
-    """Generate the dataset at `root` unless a complete one with the same parameters is there.
+def ensure_generated(
+    root: Path, count: int, test_count: int, size: int, seed: int, progress: ProgressFactory
+) -> Path:
+    """Generate the dataset of `count` train/val and `test_count` test images at `root`, unless a
+    complete one with the same parameters is there.
 
     Generation writes into a sibling `<root>.partial-<pid>` and renames it into place, so an
     interrupted run never leaves a folder that looks complete; partial folders of dead processes
     are removed. An existing `root` is replaced only if this generator wrote it and it holds
     nothing else (see `check_replaceable`).
     """
-    params = generator_params(count, size, seed)
+    params = generator_params(count, test_count, size, seed)
     if is_complete(root, params):
         return root
+    table = read_nih_table(TABLE_FILE)
+    sample = sample_split(count, test_count, seed, table)  # a size its patients cannot give: refused before any folder
     check_replaceable(root)
     remove_stale_partials(root.parent, f"{root.name}.partial-*", _is_marked_partial)
-    partial = _generate_partial(root, count, size, seed, progress)
+    partial = _generate_partial(root, sample, table, size, seed, params, progress)
     return _move_into_place(partial, root, params)
 
 
@@ -60,7 +65,15 @@ def _is_marked_partial(folder: Path) -> bool:
     return (folder / PARTIAL_MARKER).is_file()
 
 
-def _generate_partial(root: Path, count: int, size: int, seed: int, progress: ProgressFactory) -> Path:
+def _generate_partial(
+    root: Path,
+    sample: SynthSample,
+    table: pd.DataFrame,
+    size: int,
+    seed: int,
+    params: dict[str, Any],
+    progress: ProgressFactory,
+) -> Path:
     """A complete dataset in this process's scratch folder `<root>.partial-<pid>`, marked as the
     generator's from its first moment; on any failure the scratch folder is deleted."""
     partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
@@ -71,7 +84,7 @@ def _generate_partial(root: Path, count: int, size: int, seed: int, progress: Pr
                         "move it away, or pass --data-dir elsewhere") from None
     try:
         (partial / PARTIAL_MARKER).write_text("a cxr14-synth generation in progress; deleted once it is done\n")
-        write_layout(partial, count, size, seed, progress)
+        write_layout(partial, sample, table, size, seed, params, progress)
         (partial / PARTIAL_MARKER).unlink()
         (partial / COMPLETE_MARKER).write_text("ok\n")
     except BaseException:
@@ -102,19 +115,26 @@ def _move_into_place(partial: Path, root: Path, params: dict[str, Any]) -> Path:
     return root
 
 
-def write_layout(target: Path, count: int, size: int, seed: int, progress: ProgressFactory) -> None:
-    """Write a complete NIH layout (images, CSV, split lists, synth.json) into `target`."""
-    table = read_nih_table(TABLE_FILE)
-    rows = sample_nih_rows(count, seed, table)
+def write_layout(
+    target: Path,
+    sample: SynthSample,
+    table: pd.DataFrame,
+    size: int,
+    seed: int,
+    params: dict[str, Any],
+    progress: ProgressFactory,
+) -> None:
+    """Write a complete NIH layout (images, CSV, split lists, synth.json) of `sample`, rows of the
+    NIH `table`, into `target`."""
+    rows = sample.rows
     full_prevalence = prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
     labels = parse_finding_labels(rows["Finding Labels"], TABLE_FILE)
     rendered = render_labels(labels, rows["Image Index"], seed, full_prevalence)
-    train_val, test = split_test_patients(rows, seed)
     _write_images(target / IMAGES_DIR, rows, rendered, size, seed, progress)
     rows.to_csv(target / CSV_NAMES[0], index=False)
-    (target / TRAIN_VAL_LIST).write_text("".join(f"{n}\n" for n in train_val))
-    (target / TEST_LIST).write_text("".join(f"{n}\n" for n in test))
-    _write_synth_json(target, generator_params(count, size, seed), rows, labels, rendered)
+    (target / TRAIN_VAL_LIST).write_text("".join(f"{n}\n" for n in sample.train_val))
+    (target / TEST_LIST).write_text("".join(f"{n}\n" for n in sample.test))
+    _write_synth_json(target, params, sample, labels, rendered)
 
 
 def _write_images(
@@ -133,13 +153,17 @@ def _write_images(
 
 
 def _write_synth_json(
-    target: Path, params: dict[str, Any], rows: pd.DataFrame, labels: np.ndarray, rendered: np.ndarray
+    target: Path, params: dict[str, Any], sample: SynthSample, labels: np.ndarray, rendered: np.ndarray
 ) -> None:
     """synth.json: the generator's parameters and the label and patient counts of what it wrote."""
+    rows = sample.rows
+    in_test = rows["Image Index"].astype(str).isin(sample.test).to_numpy()
     stats = {
         "label_positives": dict(zip(TASK_NAMES, labels.sum(axis=0).tolist())),
+        "test_label_positives": dict(zip(TASK_NAMES, labels[in_test].sum(axis=0).tolist())),
         "rendered_positives": dict(zip(TASK_NAMES, rendered.sum(axis=0).tolist())),
         "patients": int(rows["Patient ID"].nunique()),
+        "test_patients": int(rows["Patient ID"][in_test].nunique()),
     }
     (target / SYNTH_JSON).write_text(json.dumps({**params, "stats": stats}, indent=2) + "\n")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mtlbench.config import LEGACY_VALUES, UNHASHED_FIELDS
+from mtlbench.config import DATASET_FIELDS, LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.results import readers
@@ -61,8 +61,11 @@ class Protocol:
 
 
 def protocol_key(config: dict) -> str:
-    """Short hash of a config without the per-run fields (and without paths)."""
-    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
+    """Short hash of a config without the per-run fields (and without paths, and without the fields
+    its dataset does not read that older runs lack: see config.DATASET_FIELDS)."""
+    unread = {k for k, datasets in DATASET_FIELDS.items() if config.get("dataset") not in datasets}
+    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS
+              and k not in unread}
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
