@@ -37,10 +37,10 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> tuple[float, flo
 
 def _per_task(labels: np.ndarray, probs: np.ndarray, f1_at: np.ndarray, youden_at: np.ndarray,
               weights: np.ndarray) -> dict[str, np.ndarray]:
-    t = labels.shape[1]
+    groups = [wm.tie_groups(probs[:, i], labels[:, i], weights) for i in range(labels.shape[1])]
     out = {
-        "auroc": np.stack([wm.weighted_auroc(labels[:, i], probs[:, i], weights) for i in range(t)], axis=1),
-        "ap": np.stack([wm.weighted_average_precision(labels[:, i], probs[:, i], weights) for i in range(t)], axis=1),
+        "auroc": np.stack([wm.auroc_from_groups(*g) for g in groups], axis=1),
+        "ap": np.stack([wm.ap_from_groups(*g) for g in groups], axis=1),
         "accuracy": wm.accuracy(wm.confusion(labels, probs > 0.5, weights)),
         "macro_f1": wm.f1(wm.confusion(labels, probs >= f1_at, weights)),
         "balanced_accuracy": wm.balanced_accuracy(wm.confusion(labels, probs >= youden_at, weights)),

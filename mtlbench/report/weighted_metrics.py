@@ -10,22 +10,42 @@ forms are tested. A resample without both classes of a task gives NaN for the me
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 
 ECE_BINS = 10
 
 
-def _tie_groups(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, descending: bool
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """(positive weight, negative weight) per group of tied scores, groups in score order: (B, G) each."""
-    order = np.argsort(-scores if descending else scores, kind="mergesort")
-    s, y, w = scores[order], labels[order].astype(bool), np.atleast_2d(weights)[:, order]
-    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-    return np.add.reduceat(w * y, starts, axis=1), np.add.reduceat(w * ~y, starts, axis=1)
+def tie_groups(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(positive weight, negative weight) per group of tied scores, groups in ascending score order: (B, G) each.
+
+    Runs of consecutive groups without a positive are merged into one group: neither AUROC nor AP
+    can tell them apart (every positive is above or below all of them), and with rare findings this
+    leaves ~2 groups per positive instead of one per image. The sums are one sparse (N × G)
+    indicator per class and a matrix product, not a gather of the (B, N) weights.
+    """
+    n = len(scores)
+    y = np.asarray(labels).astype(bool)
+    order = np.argsort(scores, kind="mergesort")
+    ordered = scores[order]
+    tie = np.cumsum(np.r_[True, ordered[1:] != ordered[:-1]]) - 1  # tie group of each image, in score order
+    has_pos = np.zeros(int(tie[-1]) + 1 if n else 0, bool)
+    np.logical_or.at(has_pos, tie, y[order])
+    breaks = has_pos | np.r_[True, has_pos[:-1]] if len(has_pos) else has_pos  # a new group at, and after, a positive
+    merged = np.cumsum(breaks) - 1
+    group = np.empty(n, np.int64)
+    group[order] = merged[tie]
+    size = int(merged[-1]) + 1 if n else 0
+    w = np.atleast_2d(weights)
+    rows = np.arange(n)
+    out = []
+    for member in (y, ~y):
+        indicator = sp.csr_matrix((member.astype(np.float64), (rows, group)), shape=(n, size))
+        out.append(np.asarray((indicator.T @ w.T).T))
+    return out[0], out[1]
 
 
-def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUROC of one task per row of `weights` (the Mann–Whitney statistic, ties counted one half)."""
-    pos, neg = _tie_groups(scores, labels, weights, descending=False)
+def auroc_from_groups(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """AUROC per row from ascending tie groups (the Mann–Whitney statistic, ties counted one half)."""
     below = np.cumsum(neg, axis=1) - neg  # negatives strictly below each group
     num = (pos * (below + 0.5 * neg)).sum(axis=1)
     den = pos.sum(axis=1) * neg.sum(axis=1)
@@ -33,15 +53,25 @@ def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) 
         return np.where(den > 0, num / den, np.nan)
 
 
-def weighted_average_precision(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Average precision of one task per row of `weights`: Σ_k (R_k − R_{k−1}) P_k over the distinct
-    scores in descending order (sklearn's definition, no interpolation); NaN without positives."""
-    pos, neg = _tie_groups(scores, labels, weights, descending=True)
+def ap_from_groups(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Average precision per row from ascending tie groups: Σ_k (R_k − R_{k−1}) P_k over the distinct scores
+    in descending order (sklearn's definition, no interpolation); NaN without positives."""
+    pos, neg = pos[:, ::-1], neg[:, ::-1]
     tp, fp = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
     total = pos.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
         return np.where(total > 0, (pos * precision).sum(axis=1) / total, np.nan)
+
+
+def weighted_auroc(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """AUROC of one task per row of `weights`."""
+    return auroc_from_groups(*tie_groups(scores, labels, weights))
+
+
+def weighted_average_precision(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Average precision of one task per row of `weights`."""
+    return ap_from_groups(*tie_groups(scores, labels, weights))
 
 
 def confusion(labels: np.ndarray, predicted: np.ndarray, weights: np.ndarray) -> dict[str, np.ndarray]:
