@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Iterator, Sequence
 from rich.console import Console
 
 from mtlbench import __version__
-from mtlbench.config import CHOICE_FIELDS, COMMAND_LINE, PRESETS, RunConfig, build_config, choices, load_config_file
+from mtlbench.config import (CHOICE_FIELDS, COMMAND_LINE, PRESET_SWEEPS, PRESETS, RunConfig, build_config, choices, load_config_file,
+                             preset_sweep)
 from mtlbench.errors import UserError, interrupted_means, interrupted_message
 from mtlbench.paths import results_path
 
@@ -108,8 +109,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="train methods × seeds and store the results",
                          description="Train each method × seed on one dataset and store results in SQLite. "
                                      "With no options: all methods, cxr14-synth, the quick preset, seed 0.")
-    run.add_argument("--methods", default="all", help="'all' or a comma list, e.g. ew,deepchest")
-    run.add_argument("--seeds", default="0", help="e.g. 0 or 0,1,2 or 0-4")
+    run.add_argument("--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's "
+                                       "own list)")
+    run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
     run.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (default quick)")
     run.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
     _add_options(run, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
@@ -192,6 +194,7 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
     from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_methods, parse_seeds
 
     base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
+    args.methods, args.seeds = preset_sweep(args.preset, args.methods, args.seeds)
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
     check_cell_count(methods, seeds)
@@ -314,7 +317,9 @@ def cmd_list(console: Console) -> int:
     console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
     console.print("[bold]presets[/bold]")
     for n, p in PRESETS.items():
-        console.print(f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items()), soft_wrap=True, highlight=False)
+        sweep = PRESET_SWEEPS.get(n, {})
+        console.print(f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items())
+                      + "".join(f"; {k} {v}" for k, v in sweep.items()), soft_wrap=True, highlight=False)
     return 0
 
 

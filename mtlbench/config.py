@@ -136,6 +136,10 @@ PRESETS: dict[str, dict[str, Any]] = {
     # ≥ 20 positives at NIH's prevalence (Hernia is 0.2%; docs/synth_test_split.md). Smoke keeps
     # its old 80 test images: CI time, not statistics.
     "quick": dict(image_size=32, synth_images=1600, synth_test_images=12000, epochs=3, batch_size=64),
+    # the smallest real comparison on 2 CPU cores (about 45 minutes, README): 48 px, 6,000
+    # train+val images (84 steps per epoch at batch 64, 672 steps), 3 seeds, and the methods whose
+    # step costs about what EW's does (PRESET_SWEEPS)
+    "lite": dict(image_size=48, synth_images=6000, synth_test_images=12000, epochs=8, batch_size=64),
     # the DeepChest authors' released chest X-ray training command
     "paper": dict(
         image_size=128,
@@ -153,6 +157,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         normalize_std=0.5,
     ),
 }
+
+
+# The sweep a preset runs when --methods / --seeds are not given (otherwise: every method, seed 0).
+PRESET_SWEEPS: dict[str, dict[str, str]] = {
+    "lite": {"methods": "ew,deepchest,uncertainty,dwa,famo", "seeds": "0,1,2"},
+}
+
+
+def preset_sweep(preset: str, methods: str | None, seeds: str | None) -> tuple[str, str]:
+    """(methods, seeds) of a sweep: the options given, else the preset's own, else all methods and seed 0."""
+    own = PRESET_SWEEPS.get(preset, {})
+    return (own.get("methods", "all") if methods is None else methods,
+            own.get("seeds", "0") if seeds is None else seeds)
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:

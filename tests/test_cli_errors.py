@@ -21,7 +21,7 @@ from mtlbench.cli import main
         (["run", "--epochs", "two"], "argument --epochs: invalid int value"),
         (["run", "--batch-size", "1"], "--batch-size must be between 2"),
         (["run", "--image-size", "4"], "--image-size must be between 16"),
-        (["run", "--preset", "huge"], "unknown --preset 'huge'; valid: smoke, quick, paper"),
+        (["run", "--preset", "huge"], "unknown --preset 'huge'; valid: smoke, quick, lite, paper"),
         (["run", "--param", "deepchest.bogus=1"], "--param deepchest.bogus=1: unknown hyperparameter bogus for deepchest"),
         (["run", "--param", "nonsense"], "expected METHOD.NAME=VALUE"),
         (["run", "--config", "/nonexistent/c.json"], "config file not found"),

@@ -15,7 +15,7 @@ def test_presets_apply():
     paper = build_config("paper")
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.image_size, paper.epochs, paper.head, paper.augment) == (
         "rmsprop", 1e-3, 128, 128, 15, "ce2", "paper")
-    assert set(PRESETS) == {"smoke", "quick", "paper"}
+    assert set(PRESETS) == {"smoke", "quick", "lite", "paper"}
 
 
 def test_synthetic_split_sizes_per_preset():
@@ -23,7 +23,7 @@ def test_synthetic_split_sizes_per_preset():
     # they had when synth_images counted all three (a fifth of the patients for test), so only the
     # test split grew; smoke stays CI-sized (its test has too few positives to compare methods)
     sizes = {name: (build_config(name).synth_images, build_config(name).synth_test_images) for name in PRESETS}
-    assert sizes == {"smoke": (320, 80), "quick": (1600, 12_000), "paper": (8000, 15_000)}
+    assert sizes == {"smoke": (320, 80), "quick": (1600, 12_000), "lite": (6000, 12_000), "paper": (8000, 15_000)}
     assert (RunConfig().synth_images, RunConfig().synth_test_images) == sizes["quick"]  # `mtlbench run`'s default
 
 
@@ -125,3 +125,23 @@ def test_config_file_cannot_set_what_the_sweep_sets(key, tmp_path):
 def test_float_settings_must_be_finite(key, value):
     with pytest.raises(UserError, match=f"test: {key} must be a finite number"):
         build_config("smoke", [({key: value}, "test")])
+
+
+def test_a_preset_sweep_applies_only_where_options_are_not_given() -> None:
+    from mtlbench.config import preset_sweep
+
+    assert preset_sweep("lite", None, None) == ("ew,deepchest,uncertainty,dwa,famo", "0,1,2")
+    assert preset_sweep("lite", "ew,pcgrad", "4") == ("ew,pcgrad", "4")
+    assert preset_sweep("quick", None, None) == ("all", "0")
+
+
+def test_lite_preset_is_a_real_comparison() -> None:
+    """The issue's floor for `lite`: ≥ 6,000 images, ≥ 600 optimizer steps, 3 seeds, every task ≥ 20 test positives
+    (the quick preset's 12,000 test images, checked in tests/test_dataset_cxr14_synth.py)."""
+    from mtlbench.config import build_config, preset_sweep
+
+    lite = build_config("lite")
+    train = round(lite.synth_images * (1 - lite.val_fraction))
+    assert lite.synth_images >= 6000 and (train // lite.batch_size) * lite.epochs >= 600
+    assert len(preset_sweep("lite", None, None)[1].split(",")) == 3
+    assert lite.synth_test_images >= build_config("quick").synth_test_images
