@@ -119,6 +119,9 @@ def test_the_report_shows_only_the_selected_configurations(tuned, tmp_path) -> N
         for m, j in zip(selected["method"], selected["values_json"]))
     complete = frame[frame["metric"] == "runs_complete"].set_index("variant")["value"]
     assert (complete == 2).all()  # the two final seeds; no trial's run feeds a row
+    ratio = frame[frame["metric"] == "step_ratio"]  # compared against EW's selected configuration
+    assert ratio["variant"].str.startswith("deepchest[").all() and ratio["reference"].str.startswith("ew[").all()
+    assert len(ratio) == 1
     report = (out / "report.md").read_text()
     assert "## Tuning" in report and "lr=tuned" in report and "4 trials per method, trial seed 1000" in report
     trials = pd.read_csv(out / "tables" / "tuning.csv")
@@ -213,6 +216,7 @@ def test_selection_takes_the_best_validation_auroc_even_when_its_test_auroc_is_w
     assert shown == {*final_ids, untuned}  # no trial, not even the selected one (its seed is not a final seed)
     (tuned,) = [p for p in protocols if p.config.get("lr") == "tuned"]
     assert set(tuned.runs["variant"]) == {f"ew[{point.label('ew').replace(', ', ',')}]"}
+    assert tuned.reference_variant("ew") == f"ew[{point.label('ew').replace(', ', ',')}]"  # what Δ columns compare to
     assert tuned.config["tuning"] == "3 trials per method, trial seed 1000"
     assert set(tuned.test["run_id"]) == set(final_ids)
     trials = tuning_frame(path)

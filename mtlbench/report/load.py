@@ -65,7 +65,16 @@ class Protocol:
     def variants(self) -> list[str]:
         """Variant names in a stable order: EW first, then as first run."""
         names = list(dict.fromkeys(self.runs.sort_values("run_id")["variant"]))
-        return sorted(names, key=lambda v: (v != "ew", names.index(v)))
+        return sorted(names, key=lambda v: (v.split("[")[0] != "ew", names.index(v)))
+
+    def reference_variant(self, reference: str) -> str:
+        """The variant that comparisons against the method `reference` use: `reference` itself, or the
+        method's one variant here (a tuned method's variant is named by its selected configuration)."""
+        variants = self.variants()
+        if reference in variants:
+            return reference
+        named = [v for v in variants if v.split("[")[0] == reference]
+        return named[0] if len(named) == 1 else reference
 
 
 def protocol_key(config: dict) -> str:

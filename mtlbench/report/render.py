@@ -49,7 +49,7 @@ def write_report(
     written: list[Path] = []
     for index, protocol in enumerate(protocols):
         name = f"{protocol.dataset}-{protocol.key}"
-        board = leaderboard(protocol, reference, resamples, min_positives)
+        board = leaderboard(protocol, protocol.reference_variant(reference), resamples, min_positives)
         table = display_table(board)
         advance(1)
         written += _tables(board, table, out / "tables" / f"leaderboard_{name}")
