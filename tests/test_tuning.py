@@ -8,7 +8,7 @@ from typing import ClassVar
 
 import pytest
 
-from mtlbench.config import build_config
+from mtlbench.config import PRESETS, build_config
 from mtlbench.errors import UserError
 from mtlbench.hyperparams import check_params, make_params
 from mtlbench.methods.params import METHOD_SPECS
@@ -33,7 +33,7 @@ def test_every_declared_space_names_real_hyperparameters_with_values_the_method_
 @pytest.mark.parametrize("method", list(METHOD_SPECS))
 def test_the_defaults_are_a_point_of_every_space(method):
     """Trial 0 is what a plain `mtlbench run` trains, so tuning can only match or beat it on validation."""
-    for preset in ("smoke", "quick", "paper"):
+    for preset in PRESETS:
         space = search_space(method)
         default = default_point(space, build_config(preset))
         assert space.index_of(default) is not None, (method, preset)
