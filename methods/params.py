@@ -9,6 +9,14 @@ gradient need), so the two cannot drift apart.
 Each Params class has `check(method, task_names)`, the method's own rules (ranges, choices,
 readable files), raising a one-line UserError; field types and finiteness are checked for every
 field generically (mtlbench.hyperparams.check_fields).
+
+Each Params class also declares `search_space`, what `mtlbench tune` searches for the method:
+{field: the values tried}, a ClassVar, so it is no field of the dataclass and no part of a run's
+identity. It sits next to the defaults it must contain and the check its values must pass
+(tests/test_tuning.py checks both for every method), and a plugin declares its own the same way.
+The settings every method shares (learning rate, weight decay) are searched too, from one grid
+for all methods: mtlbench.tuning.SHARED_SPACE. Where a value's source is the authors' own
+configuration it is cited; "ours" marks a grid around the default that no author gives.
 """
 
 from __future__ import annotations
@@ -18,7 +26,7 @@ import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NamedTuple, Sequence
+from typing import ClassVar, Literal, NamedTuple, Sequence
 
 from mtlbench.errors import UserError
 
@@ -38,6 +46,8 @@ Signal = Literal["train-accuracy", "val-accuracy", "train-loss"]
 class NoHyperparameters:
     """Hyperparameters of a method that has none."""
 
+    search_space: ClassVar[dict[str, tuple]] = {}  # only the shared settings are searched
+
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """Nothing to check."""
 
@@ -53,6 +63,14 @@ class DeepChestParams:
     initial_weight: float = 1.0
     init_weights_file: str | None = None  # JSON {task: weight} or a list of T weights
     init_accuracies_file: str | None = None  # JSON {task: single-task accuracy}: w = 1 + (1-acc)/2
+
+    # Ours, around the released constants (1.1, 1.05, 1.5; DeepChest-MTL weighting/dwbstl.py): the
+    # paper gives no range. The signal and initialisation stay as released (variants, not tuning).
+    search_space: ClassVar[dict[str, tuple]] = {
+        "increase_factor": (1.05, 1.1, 1.2),
+        "decay_factor": (1.025, 1.05, 1.1),
+        "max_weight": (1.25, 1.5, 2.0),
+    }
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """Known signal, factors ≥ 1, max_weight > 0, at most one readable initialisation file."""
@@ -106,6 +124,10 @@ class UncertaintyParams:
     regularizer: float = 1.0  # ρ; 0.5 = the paper's classification-likelihood form
     init_log_var: float = 0.0
 
+    # ρ = 1 (the authors' example code) and ρ = ½ (the paper's classification likelihood); see
+    # methods/uncertainty.py
+    search_space: ClassVar[dict[str, tuple]] = {"regularizer": (1.0, 0.5)}
+
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """ρ > 0 and finite, s₀ finite."""
         if not (self.regularizer > 0 and math.isfinite(self.regularizer)) or not math.isfinite(self.init_log_var):
@@ -117,6 +139,10 @@ class DWAParams:
     """DWA's temperature T (the paper's default 2)."""
 
     temperature: float = 2.0
+
+    # T = 2 is the paper's (Liu et al., CVPR 2019, eq. 3; FAMO's experiments/utils.py --dwa-temp
+    # "Default to 2 like in the original paper"); the grid around it is ours
+    search_space: ClassVar[dict[str, tuple]] = {"temperature": (1.0, 2.0, 4.0)}
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """T finite and > 0."""
@@ -130,6 +156,9 @@ class RLWParams:
     """The standard deviation of the normal prior λ̃ ~ N(0, std²·I) (paper default 1)."""
 
     std: float = 1.0
+
+    # the paper's standard normal prior (std 1); the grid around it is ours
+    search_space: ClassVar[dict[str, tuple]] = {"std": (0.5, 1.0, 2.0)}
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """std finite and ≥ 0 (0 is equal weighting)."""
@@ -147,6 +176,11 @@ class FAMOParams:
     eps: float = 1e-8
     logit_optimizer: Literal["adam", "sgd"] = "adam"
 
+    # γ: the authors' scripts use 1e-3 (experiments/quantum_chemistry/run.sh; celeba/run.sh at
+    # 0a6ad06) and 1e-2 (celeba/run.sh at 5b92c20, the default of famo.py and experiments/utils.py);
+    # 1e-4 (one decade below) is ours. β = 0.025 in every script of theirs: not searched.
+    search_space: ClassVar[dict[str, tuple]] = {"gamma": (1e-4, 1e-3, 1e-2)}
+
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """β, ε finite and > 0; γ finite and ≥ 0; a known logit optimizer."""
         if not (_positive(self.beta) and _positive(self.eps) and (self.gamma == 0 or _positive(self.gamma))):
@@ -161,6 +195,9 @@ class GradDropParams:
 
     leak: float = 0.0
 
+    # ours: the paper's multitask experiments and LibMTL use leak 0
+    search_space: ClassVar[dict[str, tuple]] = {"leak": (0.0, 0.25, 0.5)}
+
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """0 ≤ leak ≤ 1."""
         if not (_is_number(self.leak) and 0 <= self.leak <= 1):
@@ -172,6 +209,10 @@ class MGDAParams:
     """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+)."""
 
     normalization: str = "none"
+
+    # every normalization of the authors' code (MultiObjectiveOptimization, min_norm_solvers.py);
+    # their CelebA config (sample.json, 40 binary tasks, the closest to ours) uses loss+
+    search_space: ClassVar[dict[str, tuple]] = {"normalization": MGDA_NORMALIZATIONS}
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """A known normalization."""
@@ -187,6 +228,9 @@ class CAGradParams:
 
     c: float = 0.4
     rescale: str = "1+c^2"
+
+    # c from 0.1 to 0.9: the authors' scripts use 0.4 (nyuv2/run.sh), 0.5 (mtrl MT50) and 0.9 (MT10)
+    search_space: ClassVar[dict[str, tuple]] = {"c": (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)}
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """A known rescale; c finite and ≥ 0."""
@@ -204,6 +248,10 @@ class GradNormParams:
     lr: float = 0.025
     optimizer: str = "adam"
     min_weight: float = 1e-3
+
+    # α: ours, around the paper's 1.5 (Chen et al. tune α per dataset and use one value per
+    # experiment); lr of the weights: 0.025 is FAMO/Nash-MTL's --method-params-lr, the grid around it ours
+    search_space: ClassVar[dict[str, tuple]] = {"alpha": (0.5, 1.0, 1.5, 2.0, 3.0), "lr": (0.005, 0.025, 0.1)}
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """A known optimizer; lr > 0, α finite, 0 < min_weight < 1."""

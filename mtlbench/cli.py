@@ -1,4 +1,4 @@
-"""The `mtlbench` command: run | report | data | list | export.
+"""The `mtlbench` command: run | tune | report | data | list | export.
 
 Torch-heavy modules are imported inside the commands, after every check that needs no torch
 (arguments, settings, methods, seeds, hyperparameters): a wrong input is one line at once.
@@ -24,6 +24,7 @@ from mtlbench.paths import results_path
 
 if TYPE_CHECKING:
     from mtlbench.plan import SweepPlan
+    from mtlbench.tuning import TunePlan
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit code 1
@@ -31,6 +32,8 @@ FAILED_STATUSES = ("failed", "diverged", "oom")  # any of these in a sweep: exit
 INTERRUPTED = {
     "run": "the current run is stored as interrupted and resumes from its last checkpoint when you rerun the "
            "same command",
+    "tune": "the current run is stored as interrupted; rerun the same command: finished trials and runs are kept, "
+            "the interrupted one resumes from its last checkpoint",
     "report": "the report was not written (an earlier report in --out is left as it was); rerun the same command",
     "export": "the export was not written (an earlier export in --out is left as it was); rerun the same command",
     "prepare": "the data generation was not finished; rerun the same command to finish it (a partly built image "
@@ -121,6 +124,33 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--force", action="store_true",
                      help="rerun cells that already have a result (complete, diverged or out of memory)")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    tune = sub.add_parser(
+        "tune", help="tune every method with the same budget, select on validation, run the selection × seeds",
+        description="Equal-budget tuning. Per method: --trials configurations from its declared search space "
+                    "(the learning rate and weight decay, the same grid for every method, and the method's own "
+                    "hyperparameters; the whole grid when it has no more points, else the defaults and seeded "
+                    "random draws), each trained with --trial-seed; the trial with the best validation mean AUROC "
+                    "(at its selected epoch; the test split is never read) is selected and run with every seed of "
+                    "--seeds. Every trial and run is an ordinary cell of the results database: rerun the same "
+                    "command to resume, several processes may share it. A setting given on the command line "
+                    "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched.")
+    tune.add_argument("--methods", default="all", help="'all' or a comma list, e.g. ew,deepchest")
+    tune.add_argument("--trials", type=int, required=True, metavar="N",
+                      help="configurations tried per method (the same budget for every method)")
+    tune.add_argument("--seeds", default="0,1,2", help="seeds of the selected configuration's runs (default 0,1,2)")
+    tune.add_argument("--trial-seed", type=int, default=None, metavar="SEED",
+                      help="seed of every trial and of the random draw of configurations (default 1000: apart from "
+                           "--seeds, so that no reported test number comes from the run that won the selection)")
+    tune.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} (default quick)")
+    tune.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
+    _add_options(tune, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
+    tune.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                      help="fix a method hyperparameter (it is then not searched), e.g. deepchest.signal=val-accuracy")
+    tune.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
+    tune.add_argument("--dry-run", action="store_true",
+                      help="print each method's search space and trials, train nothing")
+    tune.add_argument("--quiet", action="store_true", help="no progress bars")
 
     report = sub.add_parser("report", help="tables, figures and statistics from the results database",
                             description="Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
@@ -238,6 +268,114 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 1 if bad else 0
 
 
+def tune_plan_from(args: argparse.Namespace) -> "TunePlan":
+    """The tuning `tune` asks for, every setting, method, seed, hyperparameter and space checked (no torch)."""
+    from mtlbench.hyperparams import parse_method_params
+    from mtlbench.plan import MAX_CELLS, check_methods_fit, parse_methods, parse_seeds
+    from mtlbench.tuning import SHARED_SPACE, TRIAL_SEED, plan_tune
+
+    if not 1 <= args.trials <= MAX_CELLS:
+        raise UserError(f"--trials must be between 1 and {MAX_CELLS:,}, got {args.trials}")
+    base = _config_from(args, {**DATA_OPTIONS, **RUN_OPTIONS}, {**DATA_SWITCHES, **RUN_SWITCHES})
+    methods = parse_methods(args.methods)
+    seeds = parse_seeds(args.seeds)
+    params = parse_method_params(args.param, methods)
+    check_methods_fit(base, methods)
+    in_file = load_config_file(args.config) if args.config else {}
+    fixed = [name for name in SHARED_SPACE if getattr(args, name, None) is not None or name in in_file]
+    trial_seed = TRIAL_SEED if args.trial_seed is None else args.trial_seed
+    plan = plan_tune(base, methods, seeds, args.trials, trial_seed, params, fixed)
+    if plan.total_runs() > MAX_CELLS:
+        raise UserError(f"this tuning is {plan.total_runs():,} runs (trials and seeds × methods); one command runs at "
+                        f"most {MAX_CELLS:,}: tune fewer methods per command with the same --results")
+    return plan
+
+
+def _search_lines(plan: "TunePlan") -> list[str]:
+    """Per method: its space, and how its trials are chosen."""
+    lines = []
+    for m in plan.methods:
+        space, n = plan.spaces[m], len(plan.points[m])
+        how = (f"the whole grid ({n} trial{'s' if n != 1 else ''})" if n == space.size else
+               f"{n} drawn at random (trial seed {plan.trial_seed})")
+        default = "" if plan.points[m][0] != _default(plan, m) else ", the defaults first"
+        lines.append(f"  {m}: {space.describe()}; {how}{default}")
+    return lines
+
+
+def _default(plan: "TunePlan", method: str):
+    from mtlbench.tuning import default_point
+
+    return default_point(plan.spaces[method], plan.base, plan.method_params.get(method))
+
+
+def cmd_tune(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench tune`."""
+    plan = tune_plan_from(args)
+    results = results_path(args.results, must_exist=False)
+    head = (f"mtlbench tune: {', '.join(plan.methods)}: {plan.trials} trial(s) each on seed {plan.trial_seed}, "
+            f"selected on validation mean AUROC, then × seeds {args.seeds}")
+    if args.dry_run:
+        console.print(head + f" on {plan.base.dataset} (preset {args.preset}); {plan.total_runs()} run(s) at most",
+                      soft_wrap=True, highlight=False, markup=False)
+        for line, m in zip(_search_lines(plan), plan.methods):
+            console.print(line, soft_wrap=True, highlight=False, markup=False)
+            default = _default(plan, m)
+            for i, p in enumerate(plan.points[m]):
+                console.print(f"    trial {i + 1}: {p.label(m)}{' (the defaults)' if p == default else ''}",
+                              soft_wrap=True, highlight=False, markup=False)
+        console.print("dry run: nothing was trained", highlight=False)
+        return 0
+    # torch from here on
+    from mtlbench.progress import SweepDisplay
+    from mtlbench.summary import summary_table
+    from mtlbench.training import resolve_runtime
+    from mtlbench.tune import run_tune
+
+    base = plan.base
+    resolved = resolve_runtime(base)
+    console.print(f"{head} on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
+                  f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}): "
+                  f"{plan.total_runs()} run(s) → {results}", soft_wrap=True, highlight=False, markup=False)
+    for line in _search_lines(plan):
+        console.print(line, soft_wrap=True, highlight=False, markup=False)
+    with _sigterm_as_interrupt(), interrupted_means(INTERRUPTED["tune"]):
+        with SweepDisplay(console, plan.total_runs(), enabled=not args.quiet) as display:
+            outcome = run_tune(plan, results, display)
+    for m in plan.methods:
+        if m in outcome.selections:
+            sel = outcome.selections[m]
+            console.print(f"{m}: selected trial {sel.trial + 1}/{len(plan.points[m])} ({sel.point.label(m)}), "
+                          f"validation mean AUROC {sel.val_auroc:.4f}, the best of {sel.scored} scored trial(s)",
+                          soft_wrap=True, highlight=False, markup=False)
+        else:
+            colour = "yellow" if m in outcome.waiting else "red"
+            console.print(f"[{colour}]{m}: {outcome.unselected[m]}[/{colour}]", soft_wrap=True, highlight=False)
+    if outcome.finals:
+        console.print(summary_table(results, outcome.finals))
+    everything = outcome.trials + outcome.finals
+    skipped = sum(o.status == "skipped" for o in everything)
+    if skipped:
+        console.print(f"{skipped} run(s) were already complete in {results} and were not rerun.", highlight=False)
+    for o in everything:
+        if o.note:
+            console.print(f"[yellow]{o.method} seed {o.seed}: {o.note}[/yellow]", highlight=False)
+        if o.status == "busy":
+            console.print(f"[yellow]{o.method} seed {o.seed}: left to the process that is running it[/yellow]",
+                          highlight=False)
+    trial_ids = {o.run_id for o in outcome.trials}
+    for o in everything:
+        if o.status in FAILED_STATUSES:
+            what = "trial" if o.run_id in trial_ids else "run"
+            colour = "red" if o.status == "failed" or what == "run" else "yellow"
+            console.print(f"[{colour}]{o.method} seed {o.seed} ({what}): {o.status}[/{colour}] — {o.detail}",
+                          highlight=False)
+    console.print("`mtlbench report` shows each method at its selected configuration; the trials appear in its "
+                  "Tuning section with their validation AUROC only.", highlight=False)
+    bad_finals = any(o.status in FAILED_STATUSES for o in outcome.finals)
+    return 1 if bad_finals or set(outcome.unselected) - outcome.waiting else 0
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler preempting the job): handled like Ctrl-C, the run is marked interrupted."""
 
@@ -352,6 +490,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         if args.command == "run":
             return cmd_run(args, console)
+        if args.command == "tune":
+            return cmd_tune(args, console)
         if args.command == "report":
             return cmd_report(args, console)
         if args.command == "data":

@@ -82,7 +82,7 @@ class SweepDisplay(DataDisplay):
                             description=f"epochs ({label})", info="")
         if self.plain and first_epoch:
             restored = "epoch 1" if first_epoch == 1 else f"epochs 1–{first_epoch}"
-            self.console.print(f"{label}: {restored} restored from the checkpoint", highlight=False)
+            self.console.print(f"{label}: {restored} restored from the checkpoint", highlight=False, soft_wrap=True)
         self.progress.reset(self.step, total=steps, visible=True, description="steps", info="")
 
     def advance_step(self) -> None:
@@ -96,7 +96,7 @@ class SweepDisplay(DataDisplay):
         if self.plain:
             task = self.progress.tasks[self.epoch]
             self.console.print(f"{self.label}: epoch {epoch + 1}/{task.total:.0f}, val AUROC {val_auroc:.3f}, "
-                               f"{task.elapsed or 0:.0f} s", highlight=False)
+                               f"{task.elapsed or 0:.0f} s", highlight=False, soft_wrap=True)
         self.progress.reset(self.step)
 
     def end_run(self) -> None:

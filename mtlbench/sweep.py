@@ -5,9 +5,9 @@ What to run (SweepPlan) is parsed and checked in mtlbench/plan.py, without torch
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -20,7 +20,7 @@ from mtlbench.plan import SweepPlan, check_methods_fit
 from mtlbench.registry import DATASETS
 from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
-from mtlbench.results.leases import this_process
+from mtlbench.results.leases import Owner, this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
 DATA_INTERRUPTED = ("the data generation was not finished and no run was started; rerun the same command to "
@@ -53,18 +53,25 @@ def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: A
     )
 
 
-def run_sweep(
-    plan: SweepPlan,
-    results: Path,
-    display: Any,
-    force: bool = False,
-) -> list[RunResult]:
-    """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
+@dataclass(frozen=True)
+class SweepSession:
+    """What every cell of a sweep shares: the resolved base config (with the data's fingerprint), the
+    loaded data, the environment, the device and this process's identity as a claimant."""
+
+    base: RunConfig
+    data: DatasetBundle
+    env: dict[str, Any]
+    device: torch.device
+    owner: Owner
+
+
+def open_session(base: RunConfig, methods: Sequence[str], results: Path, display: Any) -> SweepSession:
+    """Check what can fail before any training (settings, database, pretrained weights), load the data
+    once and warm up: everything a sweep does before its first cell."""
     # The gradient engine stays as asked: "auto" resolves per method (its gradient space), in train_run.
-    base = replace(resolve_runtime(plan.base), grad_engine=plan.base.grad_engine)
+    base = replace(resolve_runtime(base), grad_engine=base.grad_engine)
     device = torch.device(base.device)
-    plan = replace(plan, base=base)
-    check_methods_fit(base, plan.methods)  # the CLI checked it already; kept for other callers
+    check_methods_fit(base, methods)  # the CLI checked it already; kept for other callers
     ResultsStore.check_writable(results)  # before minutes of data work
     if Path(results).is_file():
         with ResultsStore(results) as store:
@@ -76,14 +83,60 @@ def run_sweep(
         data = load_dataset(base, display)
     for line in data.info.get("warnings", []):  # said before any training (stored with each run, too)
         getattr(display, "warn", lambda text: print(f"warning: {text}"))(line)
-    plan = replace(plan, base=replace(base, data_fingerprint=data.info.get("fingerprint", "")))
+    base = replace(base, data_fingerprint=data.info.get("fingerprint", ""))
     if len(data.train) >= 2:
-        warm_up(plan.base, data, device)
-    owner = this_process()
+        warm_up(base, data, device)
+    return SweepSession(base, data, env, device, this_process())
+
+
+def run_cells(session: SweepSession, cells: Sequence[RunConfig], store: ResultsStore, display: Any,
+              force: bool = False, labels: Sequence[str] | None = None) -> list[RunResult]:
+    """Train each cell in turn into `store` (claimed, resumed or skipped as `train_run` decides);
+    `labels`, one per cell, are added to what the display calls each run."""
+    outcomes = []
+    for i, cell in enumerate(cells):
+        reporter: RunReporter = display if not labels else Relabelled(display, labels[i])
+        outcomes.append(train_run(cell, session.data, store, session.env, reporter, force=force, owner=session.owner))
+        release_memory(session.device)  # a failed run's model and optimizer go before the next one starts
+    return outcomes
+
+
+@dataclass(frozen=True)
+class Relabelled:
+    """A RunReporter that shows each run's label with `suffix` added (e.g. which trial it is)."""
+
+    inner: Any
+    suffix: str
+
+    def start_run(self, label: str, epochs: int, steps: int, first_epoch: int = 0) -> None:
+        """The inner reporter's, with the longer label."""
+        if self.inner is not None:
+            self.inner.start_run(f"{label} {self.suffix}", epochs, steps, first_epoch)
+
+    def advance_step(self) -> None:
+        """The inner reporter's."""
+        if self.inner is not None:
+            self.inner.advance_step()
+
+    def end_epoch(self, epoch: int, val_auroc: float) -> None:
+        """The inner reporter's."""
+        if self.inner is not None:
+            self.inner.end_epoch(epoch, val_auroc)
+
+    def end_run(self) -> None:
+        """The inner reporter's."""
+        if self.inner is not None:
+            self.inner.end_run()
+
+
+def run_sweep(
+    plan: SweepPlan,
+    results: Path,
+    display: Any,
+    force: bool = False,
+) -> list[RunResult]:
+    """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
+    session = open_session(plan.base, plan.methods, results, display)
+    plan = replace(plan, base=session.base)
     with ResultsStore(results) as store:
-        outcomes = []
-        for cell in plan.cells():
-            reporter: RunReporter = display
-            outcomes.append(train_run(cell, data, store, env, reporter, force=force, owner=owner))
-            release_memory(device)  # a failed run's model and optimizer go before the next one starts
-        return outcomes
+        return run_cells(session, plan.cells(), store, display, force=force)

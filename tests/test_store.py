@@ -113,7 +113,7 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 6
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 7
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
@@ -128,8 +128,23 @@ def test_version_5_predictions_gain_an_empty_patient_column(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == 6
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
         assert s.predictions(rid, "test")[0] == ["a.png"] and s.patient_ids(rid, "test") is None
+
+
+def test_version_6_database_gains_an_empty_tuning_table_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "v6.sqlite"
+    with ResultsStore(path) as s:
+        rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
+    con = sqlite3.connect(path)  # as schema 6 stored it: no tuning table
+    con.execute("DROP TABLE tuning")
+    con.execute("UPDATE schema_version SET version = 6")
+    con.commit()
+    con.close()
+    with ResultsStore(path) as s:
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
+        assert s.query("SELECT COUNT(*) AS n FROM tuning")[0]["n"] == 0
+        assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [rid]
 
 
 def test_version_2_database_gains_claim_columns_and_keeps_its_runs(tmp_path):

@@ -3,6 +3,12 @@
 A *protocol* is everything in a run's config but the method, its hyperparameters and the seed:
 runs of one protocol are comparable. Within a protocol a *variant* is a method with one set of
 hyperparameters (`deepchest` or `deepchest[signal=val-accuracy]`); its runs differ only by seed.
+
+Tuned runs (`mtlbench tune`, the tuning table) are shown by `tuned_view`: a trial is never shown
+(only the Tuning section lists it, with its validation AUROC); the final runs of a selected
+configuration form a protocol of their own, in which the searched settings read "tuned" and the
+budget is part of the protocol (methods tuned with different budgets are never compared), and
+their variant is named by the selected configuration (`ew[lr=0.003,weight_decay=0.0001]`).
 """
 
 from __future__ import annotations
@@ -21,8 +27,10 @@ from mtlbench.tasks import TASK_NAMES
 from mtlbench.results import readers
 from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
+from mtlbench.tuning import Point
 
 PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed")
+TUNED = "tuned"  # what a searched setting reads in a tuned protocol's config
 
 
 @dataclass
@@ -57,7 +65,16 @@ class Protocol:
     def variants(self) -> list[str]:
         """Variant names in a stable order: EW first, then as first run."""
         names = list(dict.fromkeys(self.runs.sort_values("run_id")["variant"]))
-        return sorted(names, key=lambda v: (v != "ew", names.index(v)))
+        return sorted(names, key=lambda v: (v.split("[")[0] != "ew", names.index(v)))
+
+    def reference_variant(self, reference: str) -> str:
+        """The variant that comparisons against the method `reference` use: `reference` itself, or the
+        method's one variant here (a tuned method's variant is named by its selected configuration)."""
+        variants = self.variants()
+        if reference in variants:
+            return reference
+        named = [v for v in variants if v.split("[")[0] == reference]
+        return named[0] if len(named) == 1 else reference
 
 
 def protocol_key(config: dict) -> str:
@@ -103,16 +120,57 @@ def load_protocols(
         runs = readers.finished_runs(store)
         if runs.empty:
             raise UserError(f"{path} holds no finished runs; run `mtlbench run` first")
+        runs = tuned_view(runs, readers.tuning_rows(store))
+        if runs.empty:
+            raise UserError(f"{path} holds only tuning trials, whose test metrics are never shown; rerun the same "
+                            "`mtlbench tune` command to run the selected configurations")
         runs = select_runs(path, runs, dataset, methods, reference)
-        configs = [{**LEGACY_VALUES, **json.loads(c)} for c in runs["config_json"]]  # older runs lack newer fields
+        configs = [protocol_config(r.config_json, r.tuned) for r in runs.itertuples()]
+        plain = [not isinstance(t, str) for t in runs["tuned"]]
+        names = iter(variant_names([c for c, p in zip(configs, plain) if p]))
         runs = runs.assign(
             protocol=[protocol_key(c) for c in configs],
-            variant=variant_names(configs),
+            variant=[next(names) if p else tuned_variant(m, t) for m, t, p in zip(runs["method"], runs["tuned"], plain)],
         )
         protocols = []
         for key, group in runs.groupby("protocol", sort=False):
             protocols.append(_read_protocol(store, key, group, configs[runs.index.get_loc(group.index[0])]))
     return sorted(protocols, key=lambda p: -len(p.runs))
+
+
+def tuned_view(runs: pd.DataFrame, tuning: pd.DataFrame) -> pd.DataFrame:
+    """The runs the report shows, with a `tuned` column: for the final run of a tuned method's
+    selected configuration, a JSON text {values, budget, trial_seed} (once per budget and trial seed
+    it was selected with), else NaN. A tuning trial that is not also such a final run is left out:
+    its test metrics are never shown."""
+    runs = runs.assign(tuned=np.nan)
+    if tuning.empty:
+        return runs.reset_index(drop=True)
+    finals = tuning[tuning["role"] == "final"].drop_duplicates(["config_hash", "budget", "trial_seed"])
+    trials = set(tuning.loc[tuning["role"] == "trial", "config_hash"])
+    described = finals.assign(tuned=[json.dumps({"values": json.loads(v), "budget": int(b), "trial_seed": int(s)},
+                                                sort_keys=True)
+                                     for v, b, s in zip(finals["values_json"], finals["budget"], finals["trial_seed"])])
+    tuned = runs.drop(columns="tuned").merge(described[["config_hash", "tuned"]], on="config_hash")
+    plain = runs[~runs["config_hash"].isin(trials | set(finals["config_hash"]))]
+    return pd.concat([plain, tuned]).sort_values(["run_id", "tuned"], na_position="first").reset_index(drop=True)
+
+
+def protocol_config(config_json: str, tuned: object) -> dict:
+    """A run's stored config (older runs lack newer fields: their legacy values fill them in); for a
+    tuned run (`tuned_view`), the searched settings read TUNED and `tuning` names the budget."""
+    config = {**LEGACY_VALUES, **json.loads(config_json)}
+    if isinstance(tuned, str):
+        info = json.loads(tuned)
+        config.update({k: TUNED for k in info["values"].get("config", {})})
+        config["tuning"] = f"{info['budget']} trials per method, trial seed {info['trial_seed']}"
+    return config
+
+
+def tuned_variant(method: str, tuned: str) -> str:
+    """`method[lr=0.003,weight_decay=0.0001,…]`: the variant name of a tuned run, its selected configuration."""
+    point = Point.from_json(json.dumps(json.loads(tuned)["values"]))
+    return f"{method}[{point.label(method).replace(', ', ',')}]"
 
 
 def select_runs(
@@ -153,5 +211,5 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
                 if ids is not None:
                     patients[(run_id, split)] = ids
     shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
-    return Protocol(key, shared, runs.drop(columns=["config_json"]).reset_index(drop=True), test, curves,
+    return Protocol(key, shared, runs.drop(columns=["config_json", "tuned"]).reset_index(drop=True), test, curves,
                     weights, costs, predictions, int(config.get("epochs", 0)), patients)

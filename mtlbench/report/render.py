@@ -19,6 +19,7 @@ from mtlbench.report.leaderboard import DEFAULT_MIN_POSITIVES, DEFAULT_REFERENCE
 from mtlbench.report.load import Protocol, load_protocols
 from mtlbench.report.paper_check import check_claims
 from mtlbench.report.table import column_legend, display_table, per_task_table, table_notes
+from mtlbench.report.tuning import EXPLANATION as TUNING_EXPLANATION, tuning_frame, tuning_table
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,19 @@ def write_report(
     written: list[Path] = []
     for index, protocol in enumerate(protocols):
         name = f"{protocol.dataset}-{protocol.key}"
-        board = leaderboard(protocol, reference, resamples, min_positives)
+        board = leaderboard(protocol, protocol.reference_variant(reference), resamples, min_positives)
         table = display_table(board)
         advance(1)
         written += _tables(board, table, out / "tables" / f"leaderboard_{name}")
         figures = render_all(protocol, board, out / "figures" / name, advance)
         written += [f for files in figures.values() for f in files]
         blocks += _protocol_blocks(index, protocol, board, table, figures, out, check_claims(board))
+    trials = tuning_frame(results, dataset, methods)
+    if not trials.empty:
+        trials.to_csv(out / "tables" / "tuning.csv", index=False)
+        written.append(out / "tables" / "tuning.csv")
+        blocks += [Block("heading", "Tuning", 2), Block("text", TUNING_EXPLANATION),
+                   Block("table", tuning_table(trials))]
     md = out / "report.md"
     md.write_text(to_markdown(blocks))
     page = out / "report.html"

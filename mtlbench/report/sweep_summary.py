@@ -37,7 +37,7 @@ def compare_sweep(results: Path, run_ids: Sequence[int], reference: str = DEFAUL
         return SweepComparison({}, {}, [])
     protocol = max(protocols, key=lambda p: len(ids & set(p.runs["run_id"].astype(int))))
     protocol.runs = protocol.runs[protocol.runs["run_id"].astype(int).isin(ids)]
-    board = leaderboard(protocol, reference, resamples, min_positives)
+    board = leaderboard(protocol, protocol.reference_variant(reference), resamples, min_positives)
     return SweepComparison(_cells(board, "auroc", 3), _cells(board, "delta_auroc", 3, signed=True),
                            sweep_notes(board))
 

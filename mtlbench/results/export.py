@@ -9,7 +9,7 @@ from mtlbench.results.store import ResultsStore
 
 
 def export_csv(store: ResultsStore, folder: Path) -> list[Path]:
-    """Write one CSV per table (runs, metrics, weights, costs, diagnostics) into `folder`; returns the paths.
+    """Write one CSV per table (runs, metrics, weights, costs, diagnostics, tuning) into `folder`; returns the paths.
 
     `folder` is the scratch folder of `owned.write_whole_folder`, swapped into place only once every
     table is written, so an export that fails half-way never mixes with an earlier one.

@@ -77,6 +77,34 @@ def run_summaries(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
     return _frame(store, sql, ids, columns)
 
 
+TUNING_COLUMNS = ("study", "method", "budget", "trial_seed", "role", "idx", "config_hash", "values_json", "selected")
+
+
+def tuning_rows(store: ResultsStore) -> pd.DataFrame:
+    """Every row of the tuning table: per study, its trials and the selected configuration's final runs."""
+    sql = f"SELECT {', '.join(TUNING_COLUMNS)} FROM tuning ORDER BY study, role DESC, idx"
+    return _frame(store, sql, (), TUNING_COLUMNS)
+
+
+def cell_outcomes(store: ResultsStore, config_hashes: Sequence[str]) -> pd.DataFrame:
+    """Per cell (config_hash) that has a run: its run, dataset, status and the validation mean AUROC
+    over tasks at its selected epoch (NULL unless complete; a task without an AUROC is left out of the
+    mean). Of several rows of one cell, the final result (complete, diverged, oom) or else the latest."""
+    columns = ("config_hash", "run_id", "dataset", "status", "val_auroc")
+    hashes = tuple(dict.fromkeys(str(h) for h in config_hashes))
+    if not hashes:
+        return pd.DataFrame(columns=list(columns))
+    marks = ",".join("?" * len(hashes))
+    sql = f"""
+        SELECT r.config_hash, r.run_id, r.dataset, r.status,
+               (SELECT AVG(m.auroc) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'val'
+                AND m.epoch = r.selected_epoch) AS val_auroc
+        FROM runs r WHERE r.config_hash IN ({marks})
+        ORDER BY r.config_hash, r.status IN ('complete', 'diverged', 'oom'), r.run_id"""
+    frame = _frame(store, sql, hashes, columns)
+    return frame.drop_duplicates("config_hash", keep="last").reset_index(drop=True)
+
+
 def whole_table(store: ResultsStore, table: str) -> pd.DataFrame:
     """Every row of one of the database's tables (`ResultsStore.table_names`), as stored."""
     if table not in store.table_names():

@@ -13,8 +13,10 @@ from mtlbench.errors import UserError
 # 2: predictions table; 3: run claims (owner, heartbeat) and resume counts; 4: a run's identity
 # (config_hash) and stored config hold its method's resolved hyperparameters and version;
 # 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`;
-# 6: predictions hold each image's patient id (NULL in rows stored before)
-SCHEMA_VERSION = 6
+# 6: predictions hold each image's patient id (NULL in rows stored before); 7: the tuning table
+# (`mtlbench tune`: which cells are trials, the configuration selected per method, its final runs;
+# older databases gain it empty)
+SCHEMA_VERSION = 7
 # Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
 RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
@@ -98,6 +100,19 @@ CREATE TABLE IF NOT EXISTS costs (
     peak_rss_mb REAL,
     rss_scope TEXT  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
 );
+CREATE TABLE IF NOT EXISTS tuning (
+    study TEXT NOT NULL,  -- one method's search: protocol, method and version, space, budget, trial seed (a hash)
+    method TEXT NOT NULL,
+    budget INTEGER NOT NULL,  -- --trials: the trials every method of the study's protocol is given
+    trial_seed INTEGER NOT NULL,  -- the seed every trial trains with (and draws the trials' order)
+    role TEXT NOT NULL CHECK (role IN ('trial','final')),
+    idx INTEGER NOT NULL,  -- a trial's number (role trial) or a final run's seed (role final)
+    config_hash TEXT NOT NULL,  -- the cell (runs.config_hash): linked by identity, not run_id
+    values_json TEXT NOT NULL,  -- the searched settings: {"config": {...}, "method_params": {...}}
+    selected INTEGER NOT NULL DEFAULT 0 CHECK (selected IN (0, 1)),  -- 1: the trial chosen on validation
+    PRIMARY KEY (study, role, idx)
+);
+CREATE INDEX IF NOT EXISTS tuning_by_hash ON tuning (config_hash);
 """
 
 

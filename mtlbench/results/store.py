@@ -361,6 +361,34 @@ class ResultsStore:
             c.executemany("INSERT OR REPLACE INTO diagnostics VALUES (?,?,?)",
                           [(run_id, k, _num(v)) for k, v in values.items()])
 
+    # --- tuning (mtlbench tune) ---------------------------------------------------------------
+    def record_trials(self, study: str, method: str, budget: int, trial_seed: int,
+                      trials: Sequence[tuple[int, str, str]]) -> None:
+        """The trials of `study`: (trial number, config_hash, values_json) each; kept if already recorded."""
+        with self.transaction() as c:
+            c.executemany(
+                "INSERT OR IGNORE INTO tuning (study, method, budget, trial_seed, role, idx, config_hash, values_json)"
+                " VALUES (?,?,?,?,'trial',?,?,?)",
+                [(study, method, budget, trial_seed, i, h, v) for i, h, v in trials])
+
+    def record_selection(self, study: str, trial: int, finals: Sequence[tuple[int, str]], values_json: str) -> None:
+        """Mark `trial` as the one `study` selected and record its final runs, (seed, config_hash) each.
+
+        Final runs recorded for another configuration (a selection that changed) stop being final runs;
+        those of this configuration with other seeds (an earlier command's --seeds) are kept.
+        """
+        with self.transaction(immediate=True) as c:
+            row = c.execute("SELECT method, budget, trial_seed FROM tuning WHERE study=? AND role='trial' AND idx=?",
+                            (study, trial)).fetchone()
+            if row is None:
+                raise ValueError(f"study {study} has no trial {trial}")
+            c.execute("UPDATE tuning SET selected = (idx = ?) WHERE study=? AND role='trial'", (trial, study))
+            c.execute("DELETE FROM tuning WHERE study=? AND role='final' AND values_json != ?", (study, values_json))
+            c.executemany(
+                "INSERT OR REPLACE INTO tuning (study, method, budget, trial_seed, role, idx, config_hash, values_json,"
+                " selected) VALUES (?,?,?,?,'final',?,?,?,1)",
+                [(study, *row, seed, h, values_json) for seed, h in finals])
+
     # --- reading ----------------------------------------------------------------------------
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
         """Run a read query; rows support access by column name."""
@@ -372,4 +400,4 @@ class ResultsStore:
 
     def table_names(self) -> list[str]:
         """The data tables, in export order."""
-        return ["runs", "metrics", "weights", "costs", "diagnostics"]  # predictions are blobs: not exported
+        return ["runs", "metrics", "weights", "costs", "diagnostics", "tuning"]  # predictions are blobs: not exported
