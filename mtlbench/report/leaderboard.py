@@ -81,8 +81,10 @@ def peak_memory(values: pd.DataFrame, variant: str) -> tuple[float, str]:
 
 
 def reference_label(reference: str) -> str:
-    """How the report names the reference: EW in capitals as the papers write it, others as stored."""
-    return "EW" if reference == "ew" else reference
+    """How the report names the reference in headers: its method, EW in capitals as the papers write it (a tuned
+    variant's configuration is in its row)."""
+    method = reference.split("[", 1)[0]
+    return "EW" if method == "ew" else method
 
 
 def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resamples: int = 1000,
