@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, NamedTuple, Sequence
 
@@ -103,7 +103,9 @@ def read_task_values(path: str, task_names: Sequence[str], what: str) -> list[fl
 class UncertaintyParams:
     """Uncertainty weighting's constants: ρ in Σ exp(−s)L + ρ·s, and the initial s."""
 
-    regularizer: float = 1.0  # ρ; 0.5 = the paper's classification-likelihood form
+    regularizer: float = field(  # ρ
+        default=1.0, metadata={"note": "ρ in Σ exp(−s)L + ρ·s; 0.5 (--param uncertainty.regularizer=0.5) is "
+                                      "the paper's classification likelihood"})
     init_log_var: float = 0.0
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
