@@ -171,9 +171,16 @@ class GradDropParams:
 
 @dataclass
 class MGDAParams:
-    """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+)."""
+    """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+).
 
-    normalization: str = "none"
+    Default "loss+", from the authors' configs: intel-isl/MultiObjectiveOptimization/sample.json
+    @5d8e8343c56cf3184081f71cc4a661af64e7cf7e (line 8, `"normalization_type": "loss+"`), their one
+    released experiment: CelebA's 40 binary attributes with MGDA-UB (`"use_approximation": true`).
+    Until issue 17 the default was "none" (the paper's algorithm): `--param mgda.normalization=none`.
+    """
+
+    normalization: str = field(
+        default="loss+", metadata={"note": "none | l2 | loss | loss+; loss+ as in the authors' CelebA config"})
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """A known normalization."""
@@ -222,8 +229,11 @@ class MethodSpec(NamedTuple):
 
     needs: str  # the name of its gradient space (mtlbench/spaces.py)
     Params: type
-    # Part of every run's identity: bump it when the method's math or a default changes, so that
-    # results of the old code are never reused for the new (a new version is a new cell).
+    # Part of every run's identity: bump it when the method's math changes, so that results of the
+    # old code are never reused for the new (a new version is a new cell). A changed default needs
+    # no bump: the resolved hyperparameters are part of the identity too (RunConfig.hashed_fields),
+    # and runs stored before they were (schema < 4) are migrated with the defaults of their time
+    # (results/schema.py, DEFAULTS_BEFORE_SCHEMA_4).
     version: int = 1
 
 
