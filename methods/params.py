@@ -210,7 +210,8 @@ class GradNormParams:
     """GradNorm's asymmetry α (paper's default 1.5) and the task-weight optimizer."""
 
     alpha: float = 1.5
-    lr: float = 0.025
+    lr: float = field(  # the weights' own Adam lr: see methods/gradnorm.py for its source
+        default=0.025, metadata={"note": "the task weights' own learning rate (AuxiLearn's GradNorm baseline)"})
     optimizer: str = "adam"
     min_weight: float = 1e-3
 
