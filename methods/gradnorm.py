@@ -19,6 +19,21 @@ its own optimizer — Adam with lr 0.025 by default (scale-free: ∂L_grad/∂w_
 whose magnitude depends on the layer), or plain SGD — so `optimizer_groups()` is empty and the
 run's optimizer never sees w (an `nn.Parameter` of the module, so it moves and checkpoints with it).
 
+Where lr 0.025 comes from. The GradNorm authors released no code, and the value could not be
+checked against the paper's text here. The source is AuxiLearn's GradNorm baseline (Navon et
+al., ICLR 2021; AvivNavon/AuxiLearn @17495d6c064718606ccf3a97d9c244eea084633f,
+experiments/nyuv2/trainer_baseline.py, lines 68–70: `weights_lr = 0.025` with the log line "For
+GradNorm the default lr for weights is 0.025, like in the GradNorm paper"; lines 166–172: an
+Adam parameter group of its own for w beside the model's lr 1e-4, NYUv2, α = 1.5, w renormalized
+to sum to T in experiments/weight_methods.py, lines 139–142). Unlike here, a StepLR schedule there
+halves it with the model's lr after 100 of 200 epochs. LibMTL (median-research-group/LibMTL
+@4336804847eaa5e0b924b743d76beec7ac3fdc97, LibMTL/weighting/GradNorm.py) has no such value: it
+learns logits of T·softmax(·) with the model's own optimizer (LibMTL/trainer.py line 144; `--lr`
+1e-4 by default, LibMTL/config.py line 26), a different parametrization whose step size does not
+carry over. The value is an exposed hyperparameter (`--param gradnorm.lr=…`, shown by
+`mtlbench list`); it was set for NYUv2's 3 dense tasks, not 14 binary findings, so tune it for a
+protocol before drawing conclusions about GradNorm.
+
 Guards (deviations): weights are floored at `min_weight` before renormalizing (the paper has no
 floor; a negative weight would flip a task's loss); a step whose gradient norms or losses are
 not finite leaves w unchanged (counted in `diagnostics()`).

@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import math
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar, Literal, NamedTuple, Sequence
 
@@ -121,7 +121,9 @@ def read_task_values(path: str, task_names: Sequence[str], what: str) -> list[fl
 class UncertaintyParams:
     """Uncertainty weighting's constants: ρ in Σ exp(−s)L + ρ·s, and the initial s."""
 
-    regularizer: float = 1.0  # ρ; 0.5 = the paper's classification-likelihood form
+    regularizer: float = field(  # ρ
+        default=1.0, metadata={"note": "ρ in Σ exp(−s)L + ρ·s; 0.5 (--param uncertainty.regularizer=0.5) is "
+                                      "the paper's classification likelihood"})
     init_log_var: float = 0.0
 
     # ρ = 1 (the authors' example code) and ρ = ½ (the paper's classification likelihood); see
@@ -206,9 +208,16 @@ class GradDropParams:
 
 @dataclass
 class MGDAParams:
-    """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+)."""
+    """MGDA's gradient normalization (the authors' code offers none | l2 | loss | loss+).
 
-    normalization: str = "none"
+    Default "loss+", from the authors' configs: intel-isl/MultiObjectiveOptimization/sample.json
+    @5d8e8343c56cf3184081f71cc4a661af64e7cf7e (line 8, `"normalization_type": "loss+"`), their one
+    released experiment: CelebA's 40 binary attributes with MGDA-UB (`"use_approximation": true`).
+    Until issue 17 the default was "none" (the paper's algorithm): `--param mgda.normalization=none`.
+    """
+
+    normalization: str = field(
+        default="loss+", metadata={"note": "none | l2 | loss | loss+; loss+ as in the authors' CelebA config"})
 
     # every normalization of the authors' code (MultiObjectiveOptimization, min_norm_solvers.py);
     # their CelebA config (sample.json, 40 binary tasks, the closest to ours) uses loss+
@@ -245,7 +254,8 @@ class GradNormParams:
     """GradNorm's asymmetry α (paper's default 1.5) and the task-weight optimizer."""
 
     alpha: float = 1.5
-    lr: float = 0.025
+    lr: float = field(  # the weights' own Adam lr: see methods/gradnorm.py for its source
+        default=0.025, metadata={"note": "the task weights' own learning rate (AuxiLearn's GradNorm baseline)"})
     optimizer: str = "adam"
     min_weight: float = 1e-3
 
@@ -268,8 +278,11 @@ class MethodSpec(NamedTuple):
 
     needs: str  # the name of its gradient space (mtlbench/spaces.py)
     Params: type
-    # Part of every run's identity: bump it when the method's math or a default changes, so that
-    # results of the old code are never reused for the new (a new version is a new cell).
+    # Part of every run's identity: bump it when the method's math changes, so that results of the
+    # old code are never reused for the new (a new version is a new cell). A changed default needs
+    # no bump: the resolved hyperparameters are part of the identity too (RunConfig.hashed_fields),
+    # and runs stored before they were (schema < 4) are migrated with the defaults of their time
+    # (results/schema.py, DEFAULTS_BEFORE_SCHEMA_4).
     version: int = 1
 
 

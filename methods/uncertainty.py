@@ -20,7 +20,8 @@ it equals the common ½(exp(−s)L + s) up to a global factor 2 (same optimum s*
 same relative weights 1/L_t at the optimum), and the weights start at exp(0) = 1 with the
 gradient scale of equal weighting, like every other sum-to-T method of the benchmark.
 ρ = ½ gives the paper's classification-likelihood form (optimum s*_t = log 2L_t, weights half
-as large). ∂objective/∂s_t = −exp(−s_t)·L_t + ρ.
+as large): `--param uncertainty.regularizer=0.5` (a cell of its own; `mtlbench list` shows ρ with
+this note). ∂objective/∂s_t = −exp(−s_t)·L_t + ρ.
 
 The method returns the objective and, as weights, exp(−s_t) (detached): the factor on ∇L_t.
 Guard: a non-finite task loss is left out of the objective for that step (no gradient to the
@@ -50,7 +51,7 @@ def uncertainty_objective(losses: torch.Tensor, log_var: torch.Tensor, regulariz
 class UncertaintyWeighting(Method):
     """Learnable log-variances s_t; objective Σ exp(−s_t)L_t + ρ·s_t; weights exp(−s_t)."""
 
-    description = "Uncertainty weighting (Kendall et al., CVPR 2018): learned log-variances, Σ exp(−s)L + s."
+    description = "Uncertainty weighting (Kendall et al., CVPR 2018): learned log-variances, Σ exp(−s)L + ρ·s, ρ = 1."
     weight_scale = "learned"
     syncs_host = False
     Params = UncertaintyParams

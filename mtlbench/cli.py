@@ -443,8 +443,9 @@ def cmd_list(console: Console) -> int:
         console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.weight_scale})  {cls.description}",
                       soft_wrap=True, highlight=False)
         params = fields(cls.Params)
-        for f in params:
-            console.print(f"      {f.name} = {f.default!r}", soft_wrap=True, highlight=False, markup=False)
+        for f in params:  # a field's metadata "note" (methods/params.py) follows its default
+            note = f"  # {f.metadata['note']}" if f.metadata.get("note") else ""
+            console.print(f"      {f.name} = {f.default!r}{note}", soft_wrap=True, highlight=False, markup=False)
         if not params:
             console.print("      (no hyperparameters)")
     from mtlbench.plugins import scan_plugins

@@ -94,6 +94,28 @@ def test_sgd_option_and_bad_params():
         GradNorm(TASKS, GradNormParams(lr=0.0))
 
 
+def test_weight_lr_is_an_exposed_hyperparameter_with_its_source_named(capsys):
+    """The weights' own lr: 0.025 by default (AuxiLearn's GradNorm baseline, cited in the module
+    docstring), settable with `--param gradnorm.lr=…`, part of the run's identity, used by w's optimizer."""
+    from dataclasses import replace
+
+    from mtlbench.cli import main
+    from mtlbench.config import build_config
+    from mtlbench.hyperparams import make_params, parse_method_params
+    from mtlbench.methods import gradnorm
+
+    assert GradNormParams().lr == 0.025 and GradNorm(TASKS).optimizer_.param_groups[0]["lr"] == 0.025
+    assert "AvivNavon/AuxiLearn" in gradnorm.__doc__ and "trainer_baseline.py" in gradnorm.__doc__
+    given = parse_method_params(["gradnorm.lr=0.01"], ["gradnorm"])
+    m = GradNorm(TASKS, make_params(GradNormParams, given["gradnorm"], "gradnorm"))
+    assert m.optimizer_.param_groups[0]["lr"] == 0.01 and isinstance(m.optimizer_, torch.optim.Adam)
+    cfg = replace(build_config("smoke"), method="gradnorm")
+    assert cfg.hashed_fields()["method_params"]["lr"] == 0.025
+    assert replace(cfg, method_params=given["gradnorm"]).config_hash() != cfg.config_hash()
+    assert main(["list"]) == 0
+    assert "lr = 0.025  # the task weights' own learning rate" in capsys.readouterr().out
+
+
 def test_nan_and_zero_gradients_never_reach_the_weights():
     j = unit_rows()
     m = GradNorm(TASKS)

@@ -6,10 +6,16 @@ import pytest
 import torch
 from scipy.optimize import minimize
 
+from dataclasses import replace
+
+from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.mgda import MGDA, MGDAUB, MGDAParams, gradient_normalizers, mgda_weights, min_norm_weights
 from mtlbench.registry import METHODS
+from mtlbench.results.store import ResultsStore
+from mtlbench.training import train_run
+from tests.tiny_model import tiny_model
 
 
 def scipy_min_norm(gram: np.ndarray) -> np.ndarray:
@@ -129,9 +135,52 @@ def test_step_applies_T_alpha_to_the_raw_gradients():
     assert MGDA.weight_scale == "sum-to-T"
 
 
-def test_identical_gradients_give_ew():
+@pytest.mark.parametrize("cls", [MGDA, MGDAUB])
+def test_default_normalization_is_the_authors_loss_plus(cls):
+    """The authors' CelebA config (sample.json: normalization_type "loss+") is the default of both."""
+    assert MGDAParams().normalization == "loss+"
+    rng = np.random.default_rng(2)
+    j = torch.from_numpy(rng.normal(size=(4, 30)) * np.array([[10.0], [1.0], [0.1], [3.0]]))
+    losses = torch.tensor([0.2, 1.5, 0.7, 3.0], dtype=torch.float64)
+    out = cls(list("abcd")).step(StepContext(losses, 0, 0, grads=j))
+    assert torch.allclose(out.weights, 4 * mgda_weights(j @ j.T, losses, "loss+")[0])
+    unnormalized = 4 * mgda_weights(j @ j.T, losses, "none")[0]
+    assert not torch.allclose(out.weights, unnormalized)  # the old default is a different method
+    explicit = cls(list("abcd"), MGDAParams(normalization="none")).step(StepContext(losses, 0, 0, grads=j))
+    assert torch.allclose(explicit.weights, unnormalized)
+
+
+@pytest.mark.parametrize("method", ["mgda", "mgda-ub"])
+def test_the_changed_default_is_a_new_cell(method):
+    """The run identity holds the resolved hyperparameters: the default is the explicit "loss+",
+    and the old default "none" is another cell (no version bump needed)."""
+    cfg = replace(build_config("smoke"), method=method)
+    assert cfg.hashed_fields()["method_params"] == {"normalization": "loss+"}
+    assert cfg.config_hash() == replace(cfg, method_params={"normalization": "loss+"}).config_hash()
+    assert cfg.config_hash() != replace(cfg, method_params={"normalization": "none"}).config_hash()
+
+
+def test_a_stored_run_of_the_old_default_is_not_reused(tmp_path, toy_bundle):
+    """A run stored with normalization "none" (the default before) is skipped on a rerun of
+    "none", but a run with today's default trains its own cell."""
+    cfg = replace(build_config("smoke"), method="mgda-ub", device="cpu", epochs=1, batch_size=32,
+                  grad_engine="loop", precision="fp32")
+    old = replace(cfg, method_params={"normalization": "none"})
+    with ResultsStore(tmp_path / "r.sqlite") as s:
+        first = train_run(old, toy_bundle, s, {}, model_factory=tiny_model)
+        assert first.status == "complete"
+        assert train_run(old, toy_bundle, s, {}, model_factory=tiny_model).status == "skipped"
+        new = train_run(cfg, toy_bundle, s, {}, model_factory=tiny_model)
+        assert new.status == "complete" and new.run_id != first.run_id
+        explicit = train_run(replace(cfg, method_params={"normalization": "loss+"}), toy_bundle, s, {},
+                             model_factory=tiny_model)
+        assert explicit.status == "skipped" and explicit.run_id == new.run_id
+
+
+@pytest.mark.parametrize("normalization", ["none", "loss+"])
+def test_identical_gradients_give_ew(normalization):
     j = torch.randn(1, 30, dtype=torch.float64).repeat(4, 1)
-    out = MGDA(list("abcd")).step(StepContext(torch.ones(4, dtype=torch.float64), 0, 0, grads=j))
+    out = MGDA(list("abcd"), MGDAParams(normalization=normalization)).step(StepContext(torch.ones(4, dtype=torch.float64), 0, 0, grads=j))
     assert torch.allclose(out.weights, torch.ones(4, dtype=torch.float64))
     assert torch.allclose(out.shared_grad, j.sum(0))
 

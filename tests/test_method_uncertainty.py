@@ -52,6 +52,33 @@ def test_classification_likelihood_form_has_its_optimum_at_log_2L():
     assert s.grad.abs().max().item() < 1e-6  # −exp(−s)L + ½ = 0 at s = log 2L
 
 
+def test_rho_half_from_the_command_line_reaches_the_method(capsys):
+    """`--param uncertainty.regularizer=0.5` (the paper's classification likelihood) is parsed,
+    is a cell of its own, and is the ρ the method's objective uses; the default stays 1, and
+    `mtlbench list` says what ρ = 0.5 means."""
+    from dataclasses import replace
+
+    from mtlbench.cli import main
+    from mtlbench.config import build_config
+    from mtlbench.hyperparams import make_params, parse_method_params
+
+    assert UncertaintyParams().regularizer == 1.0
+    given = parse_method_params(["uncertainty.regularizer=0.5"], ["uncertainty"])
+    assert given == {"uncertainty": {"regularizer": 0.5}}
+    params = make_params(UncertaintyParams, given["uncertainty"], "uncertainty")
+    m = UncertaintyWeighting(TASKS, params)
+    with torch.no_grad():
+        m.log_var_.copy_(torch.tensor(LOG_VARS))
+    m.step(StepContext(torch.tensor(LOSSES), 0, 0)).objective.backward()
+    assert m.log_var_.grad.tolist() == pytest.approx([-math.exp(-s) * L + 0.5 for L, s in zip(LOSSES, LOG_VARS)])
+    cfg = replace(build_config("smoke"), method="uncertainty")
+    assert cfg.hashed_fields()["method_params"]["regularizer"] == 1.0
+    assert replace(cfg, method_params=given["uncertainty"]).config_hash() != cfg.config_hash()
+    assert main(["list"]) == 0
+    (line,) = [x for x in capsys.readouterr().out.splitlines() if "regularizer = " in x]
+    assert "regularizer = 1.0" in line and "0.5" in line and "classification likelihood" in line
+
+
 def test_training_s_alone_reaches_log_of_the_loss():
     m = UncertaintyWeighting(TASKS)
     opt = torch.optim.SGD(m.parameters(), lr=0.1)

@@ -204,6 +204,26 @@ def test_schema_3_runs_are_reidentified_with_resolved_hyperparameters(tmp_path):
         assert complete_run(s, RunKey("cagrad", base.dataset, base.seed, base.config_hash())) == rows[0]["run_id"]
 
 
+@pytest.mark.parametrize("method", ["mgda", "mgda-ub"])
+def test_schema_3_runs_keep_the_defaults_of_their_time(tmp_path, method):
+    """An mgda run stored before schema 4 with no --param ran with normalization "none", the
+    default then: it becomes that cell, never the cell of today's default "loss+" (issue 17)."""
+    base = replace(build_config("smoke"), method=method, device="cpu", precision="fp32", grad_engine="loop")
+    old = {**dataclasses.asdict(base), "method_params": {}}
+    l2 = {**old, "method_params": {"normalization": "l2"}}
+    path = tmp_path / "v3.sqlite"
+    _schema_3_database(path, [("complete", old), ("complete", l2)])
+    none = replace(base, method_params={"normalization": "none"})
+    with ResultsStore(path) as s:
+        rows = s.query("SELECT run_id, status, config_hash, config_json FROM runs ORDER BY run_id")
+        assert [r["status"] for r in rows] == ["complete", "complete"]
+        assert rows[0]["config_hash"] == none.config_hash() != base.config_hash()
+        assert json.loads(rows[0]["config_json"])["method_params"] == {"normalization": "none"}
+        assert rows[1]["config_hash"] == replace(base, method_params={"normalization": "l2"}).config_hash()
+        assert complete_run(s, RunKey(method, base.dataset, base.seed, base.config_hash())) is None
+        assert complete_run(s, RunKey(method, base.dataset, base.seed, none.config_hash())) == rows[0]["run_id"]
+
+
 @pytest.mark.parametrize("old_schema", [3, 4])
 def test_famo_runs_stored_before_schema_5_become_famo_nextbatch(tmp_path, old_schema):
     """Before schema 5 `famo` meant the next-batch approximation, which `famo-nextbatch` now computes

@@ -19,6 +19,14 @@ from mtlbench.errors import UserError
 SCHEMA_VERSION = 7
 # Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
 RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
+# Hyperparameter defaults changed after schema 4, at the value they had up to schema 4: a run
+# stored before schema 4 holds only its --param overrides, so a field it lacks ran with this
+# value, not today's default. {method: {name: default before schema 4}}. Add the old value of
+# every default that changes, once (a second change of the same default keeps the first value).
+DEFAULTS_BEFORE_SCHEMA_4: dict[str, dict[str, object]] = {
+    "mgda": {"normalization": "none"},  # "loss+" since issue 17 (the authors' CelebA config)
+    "mgda-ub": {"normalization": "none"},
+}
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
 # A run in one of these statuses is a result: a rerun skips it (--force reruns it). The others
 # (failed, interrupted, or running in a process that died) are taken over and resumed.
@@ -196,12 +204,15 @@ def rename_methods(conn: sqlite3.Connection, version: int) -> set[int]:
 
 def reidentify_runs(conn: sqlite3.Connection, run_ids: set[int] | None = None) -> None:
     """Migration to schema 4: each stored run's identity (or only those of `run_ids`)
-    recomputed from its stored settings, its method's hyperparameters resolved with today's
-    defaults and version. Right for runs stored before schema 4: no default or version changed
-    before it (checked in the git history) except famo's, whose old runs are renamed to
-    famo-nextbatch first. So a run stored with the defaults is the cell a rerun with the
-    defaults asks for, and an explicit default and an implicit one become one cell. A stored
-    config that cannot be read is left for the damage check (mtlbench.results.check) to report."""
+    recomputed from its stored settings, its method's hyperparameters resolved with the defaults
+    of schema 4 (today's, but those changed since: DEFAULTS_BEFORE_SCHEMA_4) and today's version.
+    Right for runs stored before schema 4: no default or version changed before it (checked in
+    the git history) except famo's, whose old runs are renamed to famo-nextbatch first. So a run
+    stored with the defaults of its time is the cell a rerun with those values asks for, an
+    explicit default and an implicit one become one cell, and a default changed later is a new
+    cell. A run stored at schema 4 or later holds its resolved hyperparameters, which the old
+    defaults leave alone. A stored config that cannot be read is left for the damage check
+    (mtlbench.results.check) to report."""
     known = {f.name for f in fields(RunConfig)}
     complete: dict[str, int] = {}  # new identity → the complete run that holds it
     rows = conn.execute("SELECT run_id, config_json, status FROM runs ORDER BY run_id").fetchall()
@@ -210,6 +221,8 @@ def reidentify_runs(conn: sqlite3.Connection, run_ids: set[int] | None = None) -
             continue
         try:
             stored = json.loads(text)
+            old_defaults = DEFAULTS_BEFORE_SCHEMA_4.get(stored.get("method"), {})
+            stored = {**stored, "method_params": {**old_defaults, **(stored.get("method_params") or {})}}
             config = RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k in known}})
             config_hash, config_json = config.config_hash(), config.to_json()
         except (TypeError, ValueError, AttributeError):
