@@ -61,7 +61,7 @@ def write_download(root: Path, files: int, source_size: int, distinct: int, seed
 
 def loader_rate(split: DeviceSplit, batch_size: int, device: torch.device, augment: str, min_seconds: float) -> float:
     """Images/s of the training loader over whole epochs (at least `min_seconds` of them)."""
-    for x, _ in train_batches(split, batch_size, 1, 0, device, 0.5, 0.5, augment):  # warm-up epoch
+    for _batch in train_batches(split, batch_size, 1, 0, device, 0.5, 0.5, augment):  # warm-up epoch
         pass
     images, epoch = 0, 0
     start = measure.now(device)

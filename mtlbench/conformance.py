@@ -278,7 +278,7 @@ def _check_hyperparameters(cls: type, label: str) -> None:
 
 
 def _arms(hint: Any) -> list[Any]:
-    if typing.get_origin(hint) in (typing.Union, getattr(__import__("types"), "UnionType")):
+    if typing.get_origin(hint) in (typing.Union, __import__("types").UnionType):
         return [a for a in typing.get_args(hint) if a is not type(None)]
     return [hint]
 

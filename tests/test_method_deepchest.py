@@ -36,7 +36,7 @@ def test_epoch_sequence_from_ones():
     m = DeepChest(TASKS)
     assert m.step(StepContext(torch.ones(4), 0, 0)).weights.tolist() == [1.0] * 4
     acc = (0.9, 0.6, 0.8, 0.9)  # mean 0.8: task b lags
-    for epoch in range(6):
+    for _epoch in range(6):
         m.end_epoch(stats(train_acc=acc))
     expected_b = min(1.1**6, 1.5)  # 1.1^5 = 1.61 > 1.5: capped
     assert m.weights_[1].item() == pytest.approx(expected_b)

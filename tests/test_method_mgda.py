@@ -38,7 +38,7 @@ def jacobians():
     """Random and degenerate (T, P) Jacobians."""
     rng = np.random.default_rng(0)
     cases = {}
-    for k, (t, p) in enumerate([(3, 20), (8, 50), (14, 100), (14, 10), (6, 3)]):
+    for t, p in ((3, 20), (8, 50), (14, 100), (14, 10), (6, 3)):
         cases[f"random-{t}x{p}"] = rng.normal(size=(t, p))
         cases[f"correlated-{t}x{p}"] = rng.normal(size=p) + 0.2 * rng.normal(size=(t, p))
         cases[f"scaled-{t}x{p}"] = rng.normal(size=(t, p)) * rng.lognormal(0, 1.5, size=(t, 1))

@@ -137,7 +137,7 @@ def patient_of(image_id: str) -> str:
 
 
 def _test_labels(protocol: Protocol) -> np.ndarray | None:
-    for (run_id, split), (_, labels, _) in sorted(protocol.predictions.items()):
+    for (_run_id, split), (_, labels, _) in sorted(protocol.predictions.items()):
         if split == "test":
             return labels
     return None

@@ -82,7 +82,7 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
     frame = board.frame.set_index(["variant", "metric"])
     rows = []
     for variant in board.variants():
-        def get(metric: str, column: str = "value") -> float:
+        def get(metric: str, column: str = "value", variant: str = variant) -> float:
             key = (variant, metric)
             return float(frame.at[key, column]) if key in frame.index else NAN
 
@@ -100,7 +100,7 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
                 text += format_p(p_holm if np.isfinite(p_holm) else get(metric, "p"), int(get(metric, "n")), True)
             elif metric == "delta_auroc_seeds":
                 text += format_p(get(metric, "p"), 0, False)
-            key = (variant, metric)
+            key = (variant, metric)  # noqa: B023 (called within this iteration)
             return f"**{text}**" if key in frame.index and bool(frame.at[key, "best"]) else text
 
         memory, kind = peak_memory(values, variant)
