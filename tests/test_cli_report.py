@@ -13,6 +13,7 @@ import json
 import re
 import shutil
 import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
-from tests.results_fixture import (METHODS, TEST_POSITIVES, Failure, ProtocolSpec, jitter, write_protocol)
+from tests.results_fixture import METHODS, TEST_POSITIVES, Failure, ProtocolSpec, write_protocol
 
 RESAMPLES = 200
 MIN_POSITIVES = 20  # the report's default
@@ -227,7 +228,7 @@ def test_per_task_csv_matches_the_stored_predictions(report, expected) -> None:
 def test_costs_and_counts_match_the_store(report) -> None:
     path, record, out = report
     frame = _frame(out).set_index(["variant", "metric"])
-    with sqlite3.connect(path) as con:
+    with closing(sqlite3.connect(path)) as con:
         losses = pd.read_sql("SELECT r.method, r.seed, m.task, m.loss FROM metrics m JOIN runs r USING (run_id) "
                              "WHERE m.split='test'", con)
     for method in METHODS:

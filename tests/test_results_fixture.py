@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from contextlib import closing
 from dataclasses import replace
 
 import numpy as np
@@ -59,7 +60,7 @@ def test_labels_have_the_stated_positives_and_patients_parse_from_the_image_ids(
 
 def test_stored_metrics_are_those_of_the_stored_predictions(results_db) -> None:
     path, record = results_db
-    with sqlite3.connect(path) as con:
+    with closing(sqlite3.connect(path)) as con:
         for (method, seed), rid in record.run_ids.items():
             if record.status[(method, seed)] != "complete":
                 continue
@@ -89,7 +90,7 @@ def test_scores_are_of_their_kind(results_db) -> None:
 
 def test_weights_are_logged_as_the_trainer_logs_them(results_db) -> None:
     path, record = results_db
-    with sqlite3.connect(path) as con:
+    with closing(sqlite3.connect(path)) as con:
         def rows(method: str, seed: int = 0) -> list[tuple]:
             return con.execute("SELECT epoch, step, weight FROM weights WHERE run_id=? ORDER BY epoch, step",
                                (record.run_ids[(method, seed)],)).fetchall()
