@@ -8,6 +8,7 @@ import torch
 
 import mtlbench.training.factories as factories_mod
 import mtlbench.training.loop as train_mod
+from mtlbench import measure
 from mtlbench.config import build_config
 from mtlbench.methods.base import Method, StepContext, StepOutput
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
@@ -78,7 +79,8 @@ def test_same_seed_same_init_and_batches_for_every_method(monkeypatch, store, to
     # afterwards the weighting differs, so the losses do
     assert not torch.equal(a.seen[-1][1], b.seen[-1][1])
     # every batch identical, in order, for both methods
-    assert len(batches["spy-a"]) == len(batches["spy-b"]) > 2
+    steps = CFG.epochs * (len(toy_bundle.train.labels) // CFG.batch_size)
+    assert len(batches["spy-a"]) == len(batches["spy-b"]) == steps
     for (xa, ya), (xb, yb) in zip(batches["spy-a"], batches["spy-b"]):
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
 
@@ -144,7 +146,11 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
     assert counts["weights"] == 14 * CFG.epochs
     assert counts["costs"] == 1
     cost = store.query("SELECT * FROM costs WHERE run_id=?", (out.run_id,))[0]
-    assert cost["peak_cuda_mb"] is None and cost["peak_rss_mb"] > 0 and cost["median_step_s"] > 0
+    assert cost["peak_cuda_mb"] is None and cost["device"] == "cpu"
+    steps = CFG.epochs * (len(toy_bundle.train.labels) // CFG.batch_size)  # every step of every epoch, timed
+    assert cost["images_per_s"] == pytest.approx(steps * CFG.batch_size / cost["train_s"], rel=1e-12)
+    assert cost["wall_s"] >= cost["train_s"] + cost["eval_s"] and 0 < cost["median_step_s"] <= cost["train_s"]
+    assert 0 < cost["peak_rss_mb"] <= measure.peak_rss_mb()  # the process's peak RSS now bounds the run's
     run = store.query("SELECT * FROM runs WHERE run_id=?", (out.run_id,))[0]
     assert run["weight_normalization"] == "none" and run["selected_epoch"] in (0, 1)
     # predictions carry each image's patient, for the report's patient-clustered bootstrap
