@@ -17,10 +17,11 @@ Some facts hold by construction, so tests can assert values rather than ranges:
 * stored metrics are what the trainer would compute from the stored probabilities (mtlbench.metrics),
   the losses the mean binary cross-entropy of those probabilities.
 
-Test images are NIH-style names `PPPPPPPP_KKK.png` with several images per patient. Predictions store
-image ids only, no patient ids: the report derives the patient from the name
-(mtlbench.report.leaderboard.patient_of), so `ProtocolRecord.test_patients` is the ground truth a
-patient-level bootstrap must recover.
+Test images are NIH-style names `PPPPPPPP_KKK.png` with several images per patient, and predictions
+store each image's patient id (schema 6), as the trainer does; `ProtocolRecord.test_patients` is the
+ground truth a patient-level bootstrap must recover. `store_patients=False` writes rows as before
+schema 6 (no patient ids: the report falls back to the patient an NIH name encodes), and
+`nih_names=False` names images `image_NNNNN.png`, which encode no patient.
 
 To extend: add a field to ProtocolSpec (with a default, so existing tests are unchanged), or write a
 second protocol into the same database (`write_protocol(store, replace(spec, device="cuda"))`).
@@ -107,6 +108,8 @@ class ProtocolSpec:
     failures: dict[tuple[str, int], Failure] = field(default_factory=lambda: dict(FAILURES))
     config: dict[str, Any] = field(default_factory=dict)  # RunConfig overrides (a new protocol)
     data_seed: int = 0  # the labels' and ids' RNG
+    store_patients: bool = True  # False: predictions without patient ids (databases before schema 6)
+    nih_names: bool = True  # False: image names that encode no patient
 
 
 @dataclass
@@ -132,12 +135,13 @@ class ProtocolRecord:
         return sorted(s for (m, s), st in self.status.items() if m == method and st == "complete")
 
 
-def _ids_and_patients(n_patients: int, first_patient: int, rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+def _ids_and_patients(n_patients: int, first_patient: int, rng: np.random.Generator, nih_names: bool = True
+                      ) -> tuple[list[str], np.ndarray]:
     counts = rng.integers(1, 6, size=n_patients)
     patients = np.repeat(np.arange(first_patient, first_patient + n_patients), counts)
     ids = [f"{p:08d}_{k:03d}.png" for p, c in zip(range(first_patient, first_patient + n_patients), counts)
            for k in range(c)]
-    return ids, patients
+    return (ids if nih_names else [f"image_{first_patient + i:05d}.png" for i in range(len(ids))]), patients
 
 
 def _labels(n: int, positives: dict[str, int], rng: np.random.Generator) -> np.ndarray:
@@ -241,8 +245,10 @@ def write_protocol(store: ResultsStore, spec: ProtocolSpec = ProtocolSpec()) -> 
 def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
     rng = np.random.default_rng([spec.data_seed, 1])
     first = 10_000 * (spec.data_seed + 1)
-    test_ids, test_patients = _ids_and_patients(spec.test_patients, first, rng)
-    val_ids, _ = _ids_and_patients(spec.val_patients, first + 5_000, rng)
+    test_ids, test_patients = _ids_and_patients(spec.test_patients, first, rng, spec.nih_names)
+    val_ids, val_patients = _ids_and_patients(spec.val_patients, first + 5_000, rng, spec.nih_names)
+    stored_patients = {"val": [str(p) for p in val_patients] if spec.store_patients else None,
+                       "test": [str(p) for p in test_patients] if spec.store_patients else None}
     test_labels = _labels(len(test_ids), spec.test_positives, rng)
     record = ProtocolRecord(spec, test_ids, test_patients, test_labels, val_ids,
                             _labels(len(val_ids), spec.val_positives, rng))
@@ -299,8 +305,9 @@ def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
             test_p = _probs(kind, record.test_labels, run_rng)
             test = task_metrics(record.test_labels, test_p, bce(record.test_labels, test_p))
             store.add_metrics(rid, "test", best, tasks, test)
-            store.add_predictions(rid, "val", best, val_ids, record.val_labels, val_by_epoch[best])
-            store.add_predictions(rid, "test", best, test_ids, record.test_labels, test_p)
+            store.add_predictions(rid, "val", best, val_ids, record.val_labels, val_by_epoch[best],
+                                  stored_patients["val"])
+            store.add_predictions(rid, "test", best, test_ids, record.test_labels, test_p, stored_patients["test"])
             costs = _costs(spec, method, seed)
             store.set_costs(rid, costs)
             store.set_diagnostics(rid, built.diagnostics())

@@ -18,7 +18,7 @@ def test_export_csv_is_the_database_table_by_table(results_db, tmp_path: Path) -
     before = path.read_bytes()
     assert main(["export", "--format", "csv", "--results", str(path), "--out", str(out)]) == 0
     assert path.read_bytes() == before
-    tables = ("runs", "metrics", "weights", "costs", "diagnostics")  # predictions are blobs: not exported
+    tables = ("runs", "metrics", "weights", "costs", "diagnostics", "tuning")  # predictions are blobs: not exported
     assert sorted(p.name for p in out.iterdir()) == sorted([".mtlbench-export", *(f"{t}.csv" for t in tables)])
     with closing(sqlite3.connect(path)) as con:
         for table in tables:

@@ -55,7 +55,25 @@ def test_labels_have_the_stated_positives_and_patients_parse_from_the_image_ids(
     assert len(np.unique(patients)) == record.spec.test_patients < len(record.test_ids)  # several images each
     with ResultsStore(path) as store:
         ids, labels, _ = store.predictions(record.run_ids[("ew", 0)], "test")
+        stored = store.patient_ids(record.run_ids[("ew", 0)], "test")
     assert ids == record.test_ids and np.array_equal(labels, record.test_labels)
+    assert stored == [str(p) for p in record.test_patients]  # stored with the predictions (schema 6)
+
+
+@pytest.mark.parametrize("store_patients, nih_names, patients", [
+    (True, False, 120),  # stored ids cluster images whose names say nothing
+    (False, True, 120),  # no stored ids: the patient an NIH name encodes
+    (False, False, 359),  # neither: each image its own cluster
+])
+def test_the_bootstrap_clusters_on_the_patients_it_can_know(tmp_path, store_patients, nih_names, patients) -> None:
+    from mtlbench.report.leaderboard import leaderboard
+
+    spec = replace(ProtocolSpec(), methods=("ew",), seeds=(0,), failures={}, store_patients=store_patients,
+                   nih_names=nih_names)
+    [record] = build_results(tmp_path / "r.sqlite", spec)
+    assert len(record.test_ids) == 359 and len(set(record.test_patients)) == 120
+    [protocol] = load_protocols(tmp_path / "r.sqlite")
+    assert leaderboard(protocol, resamples=100).patients == patients
 
 
 def test_stored_metrics_are_those_of_the_stored_predictions(results_db) -> None:
