@@ -38,8 +38,11 @@ def test_run_stores_a_complete_run_per_method_and_seed(sweep, capsys):
                                                                    platform.python_version())
         assert env["git_commit"] == git_commit() and (env["device"], env["cuda"]) == ("cpu", None)
         assert data["fingerprint"] == config["data_fingerprint"] != ""  # the data the run's identity names
-        assert (data["generator"]["generator"], data["generator"]["count"]) == ("cxr14-synth", 120)
-        assert sum(data["images"].values()) == 120 and data["missing"] == {"train": 0, "val": 0, "test": 0}
+        generator, images = data["generator"], data["images"]
+        assert (generator["generator"], generator["count"], generator["test_count"]) == (
+            "cxr14-synth", 120, config["synth_test_images"])  # --synth-images counts train + val
+        assert (images["train"] + images["val"], images["test"]) == (120, config["synth_test_images"])
+        assert data["missing"] == {"train": 0, "val": 0, "test": 0}
 
 
 def test_rerun_skips_complete_cells(sweep, capsys):
