@@ -8,7 +8,6 @@ import torch
 
 import mtlbench.training.factories as factories_mod
 import mtlbench.training.loop as train_mod
-from mtlbench import measure
 from mtlbench.config import build_config
 from mtlbench.methods.base import Method, StepContext, StepOutput
 from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
@@ -150,7 +149,9 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
     steps = CFG.epochs * (len(toy_bundle.train.labels) // CFG.batch_size)  # every step of every epoch, timed
     assert cost["images_per_s"] == pytest.approx(steps * CFG.batch_size / cost["train_s"], rel=1e-12)
     assert cost["wall_s"] >= cost["train_s"] + cost["eval_s"] and 0 < cost["median_step_s"] <= cost["train_s"]
-    assert 0 < cost["peak_rss_mb"] <= measure.peak_rss_mb()  # the process's peak RSS now bounds the run's
+    # no bound from the process's VmHWM read afterwards: the kernel updates its high-water mark lazily, so a
+    # later read can be below an earlier one (seen: 825.191 after 825.195 MiB)
+    assert cost["peak_rss_mb"] > 0
     run = store.query("SELECT * FROM runs WHERE run_id=?", (out.run_id,))[0]
     assert run["weight_normalization"] == "none" and run["selected_epoch"] in (0, 1)
     # predictions carry each image's patient, for the report's patient-clustered bootstrap
