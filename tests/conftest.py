@@ -99,3 +99,15 @@ def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:
         return TinyRun(out, losses, weights, {r["name"]: r["value"] for r in diag})
 
     return run
+
+
+@pytest.fixture(scope="session")
+def results_db(tmp_path_factory):
+    """(path, ProtocolRecord) of a results database written by tests/results_fixture.py without training:
+    5 methods × 3 seeds of one CPU protocol, one failed and one diverged run. Shared by the session:
+    copy it before changing it."""
+    from tests.results_fixture import build_results
+
+    path = tmp_path_factory.mktemp("results") / "r.sqlite"
+    [record] = build_results(path)
+    return path, record

@@ -66,7 +66,10 @@ def test_run_on_nih_download_with_missing_archive(tmp_path: Path, nih_root: Path
     rows = sqlite3.connect(results).execute("SELECT method, status, data_json FROM runs").fetchall()
     assert sorted((m, s) for m, s, _ in rows) == [("deepchest", "complete"), ("ew", "complete")]
     info = json.loads(rows[0][2])
-    assert sum(info["missing"].values()) > 0 and info["allow_missing"] is True
+    absent = {p.name for p in (nih_root / "images_012" / "images").iterdir()}  # the archive left out
+    test_list = set((nih_root / "test_list.txt").read_text().split())
+    assert sum(info["missing"].values()) == len(absent) > 0 and info["missing"]["test"] == len(absent & test_list)
+    assert info["allow_missing"] is True
 
 
 def test_run_on_chestmnist(tmp_path: Path, capsys) -> None:

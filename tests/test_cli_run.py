@@ -1,11 +1,15 @@
-"""`mtlbench run` and `mtlbench export` end to end on a tiny synthetic dataset."""
+"""`mtlbench run` end to end on a tiny synthetic dataset (export: tests/test_cli_export.py)."""
 
+import json
+import platform
 import sqlite3
 
-import pandas as pd
 import pytest
+import torch
 
+import mtlbench
 from mtlbench.cli import main
+from mtlbench.environment import git_commit
 from mtlbench.registry import METHODS
 
 
@@ -24,11 +28,21 @@ def test_run_stores_a_complete_run_per_method_and_seed(sweep, capsys):
     root, _, code = sweep
     assert code == 0
     con = sqlite3.connect(root / "r.sqlite")
-    rows = con.execute("SELECT method, seed, status, env_json, data_json FROM runs ORDER BY method, seed").fetchall()
-    assert [(m, s, st) for m, s, st, _, _ in rows] == [
+    rows = con.execute("SELECT method, seed, status, env_json, data_json, config_json FROM runs "
+                       "ORDER BY method, seed").fetchall()
+    assert [(m, s, st) for m, s, st, *_ in rows] == [
         (m, s, "complete") for m in sorted(METHODS.names()) for s in (0, 1)]
-    assert all('"torch"' in env and '"git_commit"' in env for _, _, _, env, _ in rows)
-    assert all("cxr14-synth" in data for *_, data in rows)
+    for *_, env_json, data_json, config_json in rows:
+        env, data, config = json.loads(env_json), json.loads(data_json), json.loads(config_json)
+        assert (env["torch"], env["mtlbench"], env["python"]) == (torch.__version__, mtlbench.__version__,
+                                                                   platform.python_version())
+        assert env["git_commit"] == git_commit() and (env["device"], env["cuda"]) == ("cpu", None)
+        assert data["fingerprint"] == config["data_fingerprint"] != ""  # the data the run's identity names
+        generator, images = data["generator"], data["images"]
+        assert (generator["generator"], generator["count"], generator["test_count"]) == (
+            "cxr14-synth", 120, config["synth_test_images"])  # --synth-images counts train + val
+        assert (images["train"] + images["val"], images["test"]) == (120, config["synth_test_images"])
+        assert data["missing"] == {"train": 0, "val": 0, "test": 0}
 
 
 def test_rerun_skips_complete_cells(sweep, capsys):
@@ -38,14 +52,3 @@ def test_rerun_skips_complete_cells(sweep, capsys):
     after = sqlite3.connect(root / "r.sqlite").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     assert before == after == 2 * len(METHODS.names())
     assert "ew" in capsys.readouterr().out  # the summary table still lists the skipped cells
-
-
-def test_export_csv_matches_the_database(sweep, capsys):
-    root, _, _ = sweep
-    out = root / "export"
-    assert main(["export", "--format", "csv", "--results", str(root / "r.sqlite"), "--out", str(out)]) == 0
-    con = sqlite3.connect(root / "r.sqlite")
-    for table in ("runs", "metrics", "weights", "costs"):
-        frame = pd.read_csv(out / f"{table}.csv")
-        assert len(frame) == con.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0] > 0
-    assert not list(out.glob("*.tmp"))

@@ -1,5 +1,7 @@
 """Equal weighting: all weights 1, so the trainer's objective is Σ_t L_t."""
 
+import numpy as np
+import pytest
 import torch
 
 from mtlbench.methods.base import StepContext
@@ -29,6 +31,12 @@ def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
         out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
         assert out.status == "complete", out.detail
         weights = store.query("SELECT weight FROM weights WHERE run_id=?", (out.run_id,))
-        losses = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
+        losses = {r["task"]: r["loss"] for r in store.query("SELECT task, loss FROM metrics WHERE run_id=? AND "
+                                                             "split='test'", (out.run_id,))}
+        _, labels, probs = store.predictions(out.run_id, "test")
     assert [r["weight"] for r in weights] == [1.0] * 14
-    assert len(losses) == 14 and all(0 < r["loss"] < 10 for r in losses)
+    # the stored test loss is the binary cross-entropy of the stored test probabilities, per task
+    assert labels.tolist() == toy_bundle.test.labels.tolist()
+    p, y = probs.astype(np.float64), labels.astype(np.float64)
+    bce = -(y * np.log(p) + (1 - y) * np.log(1 - p)).mean(axis=0)
+    assert [losses[t] for t in TASK_NAMES] == pytest.approx(bce.tolist(), rel=1e-5)

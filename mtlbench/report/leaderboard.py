@@ -24,7 +24,7 @@ import pandas as pd
 from mtlbench.report.load import Protocol
 from mtlbench.report.resampled import DELTA_M_METRICS, METRICS, VariantMetrics, run_metrics
 from mtlbench.report.stats import (Difference, Resampling, bootstrap_difference, bootstrap_interval, delta_m,
-                                   eligible_tasks, holm, log_ratio_interval, paired_t)
+                                   eligible_tasks, holm, log_ratio_interval, paired_t, task_mean)
 
 DEFAULT_REFERENCE = "ew"
 DEFAULT_MIN_POSITIVES = 20
@@ -93,6 +93,11 @@ def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resample
     per_run = per_run_numbers(protocol)
     variants = protocol.variants()
     metrics = test_metrics(protocol, resamples, min_positives, rng_seed)
+    for metric in ("auroc", "accuracy"):  # per run, the mean over the eligible tasks (what the leaderboard averages)
+        per_run[f"{metric}_eligible"] = [
+            float(task_mean(metrics[v].by_seed[s].observed[metric], metrics[v].eligible))
+            if v in metrics and s in metrics[v].by_seed else float("nan")
+            for v, s in zip(per_run["variant"], per_run["seed"])]
     rows: list[dict] = []
     for v in variants:
         rows += _count_rows(protocol, per_run, v)

@@ -29,7 +29,10 @@ from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.tuning import Point
 
-PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed")
+# Fields that differ between runs of one protocol: the method and its settings, the seed, and the
+# per-task gradient engine, which `auto` resolves per method (batched or loop give the same
+# numbers; the choice is a cost, and costs are compared per method anyway).
+PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed", "grad_engine")
 TUNED = "tuned"  # what a searched setting reads in a tuned protocol's config
 
 

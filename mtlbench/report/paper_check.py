@@ -32,7 +32,7 @@ def _accuracy(values: pd.DataFrame, runs: pd.DataFrame) -> str:
     best = max(others.index, key=lambda v: others.loc[v, "accuracy"])
     dc, theirs = values.loc[DEEPCHEST], values.loc[best]
     diff_pp = 100 * (dc["accuracy"] - theirs["accuracy"])
-    test = _paired(runs, DEEPCHEST, best, "accuracy")
+    test = _paired(runs, DEEPCHEST, best, "accuracy_eligible")  # the same task means as the difference
     uncertainty = (f"95% CI over {test.n} paired seeds [{100 * test.low:+.2f}, {100 * test.high:+.2f}] points, "
                    f"p = {test.p:.2g}" if np.isfinite(test.low) else
                    f"{test.n} paired seed(s), too few for an interval")

@@ -91,7 +91,8 @@ def _protocol_blocks(index: int, protocol: Protocol, board: Leaderboard, table: 
     if len(bad):
         blocks += [Block("heading", "Runs that did not complete", 3),
                    Block("list", [f"{r.variant} seed {r.seed}: {r.status}"
-                                  + (f" ({r.error})" if isinstance(r.error, str) and r.error else "")
+                                  + (f" ({r.error.strip().splitlines()[0]})" if isinstance(r.error, str)
+                                     and r.error.strip() else "")  # the first line: the traceback stays in the database
                                   for r in bad.itertuples()])]
     blocks += [Block("heading", "The DeepChest paper's claims, checked against this data", 3),
                Block("list", claims),
