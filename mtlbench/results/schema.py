@@ -13,8 +13,10 @@ from mtlbench.errors import UserError
 # 2: predictions table; 3: run claims (owner, heartbeat) and resume counts; 4: a run's identity
 # (config_hash) and stored config hold its method's resolved hyperparameters and version;
 # 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`;
-# 6: predictions hold each image's patient id (NULL in rows stored before)
-SCHEMA_VERSION = 6
+# 6: predictions hold each image's patient id (NULL in rows stored before); 7: costs hold the median
+# step's process CPU time, the other processes' load while the run trained, and whether that load
+# makes its timings unreliable (NULL in rows stored before: unknown)
+SCHEMA_VERSION = 7
 # Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
 RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
 STATUSES = ("running", "complete", "diverged", "failed", "interrupted", "oom")
@@ -96,7 +98,12 @@ CREATE TABLE IF NOT EXISTS costs (
     median_step_s REAL, median_method_s REAL, images_per_s REAL,
     peak_cuda_mb REAL,
     peak_rss_mb REAL,
-    rss_scope TEXT  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
+    rss_scope TEXT,  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
+    median_step_cpu_s REAL,  -- process CPU time (user + system, all threads) of the median step
+    other_load REAL,  -- share of the run's CPUs other processes used while it trained (/proc/stat)
+    unreliable INTEGER,  -- 1: the time columns are not compared (other load ≥ machine_load.LOADED_SHARE),
+                         -- 0: they are, NULL: unknown (not measurable, or stored before schema 7)
+    unreliable_reason TEXT  -- why unreliable or unknown, in words
 );
 """
 
@@ -111,7 +118,14 @@ RUN_COLUMNS_V3 = (
 )
 # Columns added to a table after it was created: (table, column, declaration). A migration adds
 # each one an older database lacks (CREATE TABLE IF NOT EXISTS leaves existing tables alone).
-ADDED_COLUMNS = (*(("runs", name, decl) for name, decl in RUN_COLUMNS_V3), ("predictions", "patient_ids", "BLOB"))
+COST_COLUMNS_V7 = (
+    ("median_step_cpu_s", "REAL"),
+    ("other_load", "REAL"),
+    ("unreliable", "INTEGER"),
+    ("unreliable_reason", "TEXT"),
+)
+ADDED_COLUMNS = (*(("runs", name, decl) for name, decl in RUN_COLUMNS_V3), ("predictions", "patient_ids", "BLOB"),
+                 *(("costs", name, decl) for name, decl in COST_COLUMNS_V7))
 
 
 
