@@ -13,7 +13,7 @@ paired seeds with a log-scale t interval). `best` marks the value that is signif
 column: better than every other variant with Holm-adjusted bootstrap p < ALPHA.
 
 Timings of a run whose costs are marked unreliable (other processes loaded the machine while it
-trained, measure.LOADED_SHARE) are left out of every time metric (`s_per_epoch`, `images_per_s`,
+trained, machine_load.LOADED_SHARE) are left out of every time metric (`s_per_epoch`, `images_per_s`,
 `step_ratio`); `timing_excluded` counts them per variant and `timing_unknown` the runs stored without a
 load measurement (before schema 7), whose timings are used as before. Accuracy and memory keep every run.
 """
@@ -214,9 +214,9 @@ def timing_notes(per_run: pd.DataFrame) -> list[str]:
             + ". Their accuracy and peak memory (which other processes' CPU use does not change) are kept.")
     unknown = per_run[per_run["timing"] == UNKNOWN]
     if len(unknown):
-        notes.append(f"{len(unknown)} run(s) carry no measurement of the machine's load (stored before schema 7, or "
-                     "trained too briefly to measure it): their timings are compared as before, but whether other "
-                     "processes slowed them is unknown.")
+        notes.append(f"{len(unknown)} run(s) carry no measurement of the machine's load (stored before schema 7, "
+                     "trained too briefly to measure it, or not on Linux): their timings are compared as before, but "
+                     "whether other processes slowed them is unknown.")
     return notes
 
 
