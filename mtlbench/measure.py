@@ -1,4 +1,6 @@
-"""Cost measurement: device-synchronized timing, peak CUDA memory, peak process RSS."""
+"""Cost measurement: device-synchronized timing, process CPU time, peak CUDA memory, peak process RSS.
+
+Whether other processes disturbed the timings: mtlbench.machine_load."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import resource
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -56,13 +59,25 @@ def peak_cuda_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20
 
 
+class StepTimes(NamedTuple):
+    """What `StepTimer.collect` returns, one entry per step: the step's time (device time on CUDA,
+    wall time on the CPU), the method's own part of it, and the process CPU time (user + system,
+    every thread) the step took on the host."""
+
+    steps: list[float]
+    method: list[float]
+    cpu: list[float]
+
+
 class StepTimer:
-    """Per-step times of the whole step and of the method's own part, without a host sync per step.
+    """Per-step times of the whole step and of the method's own part, without a host sync per step,
+    and the process CPU time of each step.
 
     On CUDA each mark records an event on the current stream; the times are read once, in
     `collect` (one synchronization per epoch). On the CPU, work is synchronous and marks read
-    `time.perf_counter` directly. Call `start`, optionally `method_start`/`method_end`, then `end`
-    once per step.
+    `time.perf_counter` directly. `start` and `end` also read `time.process_time` (the host's CPU
+    time; on CUDA it is the host's share of the step, not the device's). Call `start`, optionally
+    `method_start`/`method_end`, then `end` once per step.
     """
 
     def __init__(self, device: torch.device):
@@ -79,7 +94,7 @@ class StepTimer:
 
     def start(self) -> None:
         """The step begins."""
-        self._current = {"start": self._mark()}
+        self._current = {"cpu_start": time.process_time(), "start": self._mark()}
 
     def method_start(self) -> None:
         """The method's own work (per-task gradients, its computation, a re-evaluation) begins.
@@ -94,6 +109,7 @@ class StepTimer:
     def end(self) -> None:
         """The step ends."""
         self._current["end"] = self._mark()
+        self._current["cpu_end"] = time.process_time()
         self._marks.append(self._current)
         self._current = {}
 
@@ -102,11 +118,12 @@ class StepTimer:
             return a.elapsed_time(b) / 1000.0  # type: ignore[attr-defined]
         return float(b) - float(a)  # type: ignore[arg-type]
 
-    def collect(self) -> tuple[list[float], list[float]]:
-        """(step seconds, method seconds) of the steps since the last collect; syncs once on CUDA."""
+    def collect(self) -> StepTimes:
+        """(step seconds, method seconds, CPU seconds) of the steps since the last collect; syncs once on CUDA."""
         if self.cuda and self._marks:
             self._marks[-1]["end"].synchronize()  # type: ignore[attr-defined]
         steps = [self._seconds(m["start"], m["end"]) for m in self._marks]
         method = [sum(self._seconds(a, b) for a, b in m.get("method", [])) for m in self._marks]  # type: ignore[attr-defined]
+        cpu = [float(m["cpu_end"]) - float(m["cpu_start"]) for m in self._marks]  # type: ignore[arg-type]
         self._marks = []
-        return steps, method
+        return StepTimes(steps, method, cpu)

@@ -216,7 +216,7 @@ def _costs(spec: ProtocolSpec, method: str, seed: int) -> dict[str, Any]:
     return dict(device=CUDA_NAME if cuda else "cpu", wall_s=train_s + eval_s + 1.5, train_s=train_s, eval_s=eval_s,
                 median_step_s=step, median_method_s=step * 0.25, images_per_s=steps * spec.batch_size / train_s,
                 peak_cuda_mb=peak if cuda else None, peak_rss_mb=peak * (1.8 if cuda else 1.0),
-                rss_scope="run")
+                rss_scope="run", median_step_cpu_s=2 * step, other_load=0.01, unreliable=False)  # a quiet machine
 
 
 def _epoch_weights(method: str, weight_scale: str, epoch: int, steps: list[int], rng: np.random.Generator

@@ -113,7 +113,7 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 7
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 8
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
@@ -145,6 +145,31 @@ def test_version_6_database_gains_an_empty_tuning_table_and_keeps_its_runs(tmp_p
         assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
         assert s.query("SELECT COUNT(*) AS n FROM tuning")[0]["n"] == 0
         assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [rid]
+
+
+def test_version_7_costs_gain_load_columns_that_say_unknown(tmp_path):
+    """Schema 8 adds the median step's CPU time, the other load and the reliability flag to `costs`;
+    a run stored before keeps its costs, its new columns NULL: reliability unknown."""
+    path = tmp_path / "v7.sqlite"
+    with ResultsStore(path) as s:
+        rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
+        s.set_costs(rid, {"device": "cpu", "wall_s": 3.0, "median_step_s": 0.12, "peak_rss_mb": 10.0,
+                          "rss_scope": "run"})
+        s.finish_run(rid, "complete")
+    con = sqlite3.connect(path)  # as schema 7 stored it: no load columns
+    for column in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason"):
+        con.execute(f"ALTER TABLE costs DROP COLUMN {column}")
+    con.execute("UPDATE schema_version SET version = 7")
+    con.commit()
+    con.close()
+    with ResultsStore(path) as s:
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 8
+        row = dict(s.query("SELECT * FROM costs WHERE run_id=?", (rid,))[0])
+        assert (row["wall_s"], row["median_step_s"], row["peak_rss_mb"]) == (3.0, 0.12, 10.0)
+        assert [row[c] for c in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason")] == [None] * 4
+        s.set_costs(rid, {"device": "cpu", "median_step_s": 0.1, "other_load": 0.4, "unreliable": True,
+                          "unreliable_reason": "loaded"})  # and the new columns take values
+        assert s.query("SELECT unreliable FROM costs")[0]["unreliable"] == 1
 
 
 def test_version_2_database_gains_claim_columns_and_keeps_its_runs(tmp_path):

@@ -152,6 +152,14 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
     # no bound from the process's VmHWM read afterwards: the kernel updates its high-water mark lazily, so a
     # later read can be below an earlier one (seen: 825.191 after 825.195 MiB)
     assert cost["peak_rss_mb"] > 0
+    assert cost["median_step_cpu_s"] > 0 and 0 <= cost["other_load"] <= 1  # process CPU time; others' share
+    # unreliable follows the other load (1 from LOADED_SHARE on); a run this short may be unknown, and says so
+    from mtlbench.machine_load import LOADED_SHARE
+    if cost["unreliable"] is None:
+        assert cost["unreliable_reason"].startswith("unknown: training too short")
+    else:
+        assert cost["unreliable"] == (cost["other_load"] >= LOADED_SHARE)
+        assert (cost["unreliable_reason"] is None) == (not cost["unreliable"])
     run = store.query("SELECT * FROM runs WHERE run_id=?", (out.run_id,))[0]
     assert run["weight_normalization"] == "none" and run["selected_epoch"] in (0, 1)
     # predictions carry each image's patient, for the report's patient-clustered bootstrap
@@ -257,6 +265,7 @@ def test_step_timer_times_steps_and_the_method_part_on_cpu():
             timer.method_end()
         time.sleep(0.01)
         timer.end()
-    steps, method = timer.collect()
+    steps, method, cpu = timer.collect()
     assert steps[0] >= 0.03 and steps[1] >= 0.01 and steps[0] > method[0] >= 0.02 and method[1] == 0.0
-    assert timer.collect() == ([], [])
+    assert len(cpu) == 2 and all(0 <= c < 0.01 for c in cpu)  # asleep: wall time passes, CPU time hardly
+    assert timer.collect() == ([], [], [])

@@ -26,7 +26,8 @@ from mtlbench.tasks import TASK_NAMES  # noqa: E402
 
 FIGURES: dict[str, str] = {
     "auroc_heatmap": "Test AUROC per task (rows: methods; mean over seeds).",
-    "auroc_vs_cost": "Mean test AUROC against cost (time per epoch; peak memory); the line is the Pareto front.",
+    "auroc_vs_cost": "Mean test AUROC against cost (time per epoch, without runs timed on a loaded machine; peak "
+                     "memory); the line is the Pareto front.",
     "weights": "Task weights per epoch (epoch means), one panel per method, one line per task.",
     "loss_curves": "Training and validation loss (mean over tasks) per epoch; mean over seeds.",
     "loss_change": "Per-task change in test loss against {ref}, % (negative = lower loss than {ref}).",

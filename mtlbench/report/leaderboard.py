@@ -11,6 +11,11 @@ value, lo, hi, bootstrap p, Holm-adjusted p over the protocol's variants), `delt
 `peak_cuda_mb` or `peak_rss_mb` (largest over seeds), `step_ratio` (÷ reference, geometric mean over
 paired seeds with a log-scale t interval). `best` marks the value that is significantly best in its
 column: better than every other variant with Holm-adjusted bootstrap p < ALPHA.
+
+Timings of a run whose costs are marked unreliable (other processes loaded the machine while it
+trained, machine_load.LOADED_SHARE) are left out of every time metric (`s_per_epoch`, `images_per_s`,
+`step_ratio`); `timing_excluded` counts them per variant and `timing_unknown` the runs stored without a
+load measurement (before schema 8), whose timings are used as before. Accuracy and memory keep every run.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from mtlbench.machine_load import LOADED_SHARE
 from mtlbench.report.load import Protocol
 from mtlbench.report.resampled import DELTA_M_METRICS, METRICS, VariantMetrics, run_metrics
 from mtlbench.report.stats import (Difference, Resampling, bootstrap_difference, bootstrap_interval, delta_m,
@@ -36,7 +42,11 @@ DELTAS = tuple(f"delta_{m}" for m in METRICS)
 RELATIVE = ("delta_m_pct", *DELTAS, "delta_auroc_seeds", "step_ratio")  # against the reference
 # per-run column → metric, aggregated as mean and sd over seeds
 PER_SEED = {"loss": "test_loss", "s_per_epoch": "s_per_epoch", "images_per_s": "images_per_s"}
+TIME_COLUMNS = ("s_per_epoch", "step_s", "step_cpu_s", "images_per_s")  # per-run columns that other load distorts
 MEMORY_KINDS = {"cuda": "CUDA", "rss": "RSS"}  # preferred first
+# a run's timing, from its stored costs: compared, left out (other load), or compared without a load measurement
+RELIABLE, UNRELIABLE, UNKNOWN = "reliable", "unreliable", "unknown"
+TIMING_MARK = "‡"
 
 
 @dataclass(frozen=True)
@@ -176,8 +186,50 @@ def test_metrics(protocol: Protocol, resamples: int, min_positives: int, rng_see
     return out
 
 
+PER_RUN_COLUMNS = ["run_id", "variant", "seed", "auroc", "accuracy", "loss", "s_per_epoch", "step_s", "step_cpu_s",
+                   "images_per_s", "memory_mb", "memory_kind", "other_load", "timing", "timing_reason"]
+
+
+def timing_state(cost: pd.Series | None) -> tuple[str, str]:
+    """(RELIABLE | UNRELIABLE | UNKNOWN, why) of a run's stored timings."""
+    if cost is None:
+        return UNKNOWN, "no costs stored"
+    flag, reason = cost.get("unreliable"), cost.get("unreliable_reason")
+    reason = reason if isinstance(reason, str) else ""
+    if flag is None or pd.isna(flag):
+        return UNKNOWN, reason or "stored before schema 8, without a load measurement"
+    return (UNRELIABLE if int(flag) else RELIABLE), reason
+
+
+def timed_runs(per_run: pd.DataFrame) -> pd.DataFrame:
+    """The runs whose timings may be compared: all but those marked unreliable (unknown ones count, as before)."""
+    return per_run[per_run["timing"] != UNRELIABLE]
+
+
+def timing_notes(per_run: pd.DataFrame) -> list[str]:
+    """What a reader of any time column must know: which runs' timings it leaves out (marked TIMING_MARK)
+    and how many it uses without knowing whether other processes disturbed them."""
+    notes = []
+    bad = per_run[per_run["timing"] == UNRELIABLE]
+    if len(bad):
+        low, high = (f"{100 * x:.0f}" for x in (bad["other_load"].min(), bad["other_load"].max()))
+        span = "an unknown share" if low == "nan" else f"{low}%" if low == high else f"{low}–{high}%"
+        notes.append(
+            f"{TIMING_MARK} Time columns leave out {len(bad)} of {len(per_run)} run(s), timed on a loaded machine: "
+            f"other processes used {span} of the CPUs during their training steps (a run is left out from "
+            f"{100 * LOADED_SHARE:.0f}% on): " + ", ".join(f"{r.variant} seed {r.seed}" for r in bad.itertuples())
+            + ". Their accuracy and peak memory (which other processes' CPU use does not change) are kept.")
+    unknown = per_run[per_run["timing"] == UNKNOWN]
+    if len(unknown):
+        notes.append(f"{len(unknown)} run(s) carry no measurement of the machine's load (stored before schema 8, "
+                     "trained too briefly to measure it, or not on Linux): their timings are compared as before, but "
+                     "whether other processes slowed them is unknown.")
+    return notes
+
+
 def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
-    """One row per complete run: its stored test means over all tasks (what the paper check reads) and costs."""
+    """One row per complete run: its stored test means over all tasks (what the paper check reads), costs, and
+    whether its timings may be compared (`timing`: RELIABLE, UNRELIABLE or UNKNOWN; see `timed_runs`)."""
     rows = []
     epochs = max(protocol.epochs, 1)
     costs = protocol.costs.set_index("run_id") if not protocol.costs.empty else pd.DataFrame()
@@ -188,16 +240,23 @@ def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
         if cost is not None:
             cuda = cost.get("peak_cuda_mb")
             memory, memory_kind = (float(cuda), "cuda") if pd.notna(cuda) else (float(cost["peak_rss_mb"]), "rss")
+        timing, reason = timing_state(cost)
         rows.append({
             "run_id": int(run.run_id), "variant": run.variant, "seed": int(run.seed),
             "auroc": test["auroc"].mean(), "accuracy": test["accuracy"].mean(), "loss": test["loss"].mean(),
             "s_per_epoch": float(cost["train_s"]) / epochs if cost is not None else float("nan"),
             "step_s": float(cost["median_step_s"]) if cost is not None else float("nan"),
+            "step_cpu_s": _number(cost, "median_step_cpu_s"),
             "images_per_s": float(cost["images_per_s"]) if cost is not None else float("nan"),
             "memory_mb": memory, "memory_kind": memory_kind,
+            "other_load": _number(cost, "other_load"), "timing": timing, "timing_reason": reason,
         })
-    return pd.DataFrame(rows, columns=["run_id", "variant", "seed", "auroc", "accuracy", "loss", "s_per_epoch",
-                                       "step_s", "images_per_s", "memory_mb", "memory_kind"])
+    return pd.DataFrame(rows, columns=PER_RUN_COLUMNS)
+
+
+def _number(cost: pd.Series | None, column: str) -> float:
+    value = None if cost is None else cost.get(column)
+    return float(value) if value is not None and pd.notna(value) else float("nan")
 
 
 def _count_rows(protocol: Protocol, per_run: pd.DataFrame, variant: str) -> list[dict]:
@@ -222,15 +281,20 @@ def _metric_rows(metrics: VariantMetrics | None, variant: str) -> list[dict]:
 
 def _cost_rows(per_run: pd.DataFrame, variant: str) -> list[dict]:
     mine = per_run[per_run["variant"] == variant]
+    timed = timed_runs(mine)
     rows = []
     for column, metric in PER_SEED.items():
-        values = mine[column]
+        values = (timed if column in TIME_COLUMNS else mine)[column]
         if values.count():
             rows.append(_row(variant, metric, values.mean(), sd=values.std(ddof=1), n=values.count()))
     for kind in MEMORY_KINDS:
         peaks = mine.loc[mine["memory_kind"] == kind, "memory_mb"]
         if peaks.count():
             rows.append(_row(variant, f"peak_{kind}_mb", peaks.max(), n=peaks.count()))
+    for state, metric in ((UNRELIABLE, "timing_excluded"), (UNKNOWN, "timing_unknown")):
+        count = int((mine["timing"] == state).sum())
+        if count:
+            rows.append(_row(variant, metric, count, n=count))
     return rows
 
 
@@ -246,8 +310,9 @@ def _relative_rows(mine: VariantMetrics | None, ref: VariantMetrics | None, per_
             a = np.array([mine.seed_values("auroc")[mine.seeds().index(s)] for s in shared])
             b = np.array([ref.seed_values("auroc")[ref.seeds().index(s)] for s in shared])
             rows.append(_diff_row(variant, "delta_auroc_seeds", paired_t(a, b), reference))
-    a_runs = per_run[per_run["variant"] == variant].set_index("seed")["step_s"]
-    b_runs = per_run[per_run["variant"] == reference].set_index("seed")["step_s"]
+    timed = timed_runs(per_run)  # a pair with a run timed on a loaded machine is no ratio
+    a_runs = timed[timed["variant"] == variant].set_index("seed")["step_s"]
+    b_runs = timed[timed["variant"] == reference].set_index("seed")["step_s"]
     paired = sorted(set(a_runs.index) & set(b_runs.index))
     if paired:
         ratio = log_ratio_interval(a_runs.loc[paired].to_numpy(), b_runs.loc[paired].to_numpy())

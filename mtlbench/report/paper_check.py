@@ -10,7 +10,7 @@ import pandas as pd
 
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
-from mtlbench.report.leaderboard import Leaderboard, peak_memory
+from mtlbench.report.leaderboard import UNKNOWN, UNRELIABLE, Leaderboard, peak_memory, timed_runs
 from mtlbench.report.stats import Difference, paired_t
 
 DEEPCHEST = "deepchest"
@@ -54,20 +54,42 @@ def _uses_task_gradients(variant: str) -> bool:
 
 
 def _time(values: pd.DataFrame, runs: pd.DataFrame) -> str:
+    """The speed claim, from the timings that may be compared: a run timed on a loaded machine (its costs
+    marked unreliable) is never used; a method left without such a run is "not measurable"."""
     gradient = [v for v in values.index if _uses_task_gradients(v)]
     if not gradient:
         return "Time: no gradient-based method has a complete run, so the paper's 3× speed claim cannot be checked."
-    dc = runs[runs["variant"] == DEEPCHEST]["s_per_epoch"]
+    claim = "Time per epoch (the paper claims DeepChest trains 3× faster than gradient-based methods): "
+    timed = timed_runs(runs)
+    dc = timed[timed["variant"] == DEEPCHEST]["s_per_epoch"].dropna()
+    if dc.empty:
+        return claim + _unmeasurable(runs, DEEPCHEST, "DeepChest") + "."
     parts = []
     for v in gradient:
-        theirs = runs[runs["variant"] == v]["s_per_epoch"]
+        theirs = timed[timed["variant"] == v]["s_per_epoch"].dropna()
+        if theirs.empty:
+            parts.append(f"{v} {_unmeasurable(runs, v)}")
+            continue
         ratio = theirs.mean() / dc.mean()
         spread = (theirs.min() / dc.max(), theirs.max() / dc.min())
         parts.append(f"{v} {ratio:.2f}× (range over seeds {spread[0]:.2f}–{spread[1]:.2f})")
+    involved = runs[runs["variant"].isin([DEEPCHEST, *gradient])]
+    left_out, unknown = int((involved["timing"] == UNRELIABLE).sum()), int((involved["timing"] == UNKNOWN).sum())
+    notes = (f" {left_out} run(s) timed on a loaded machine are left out." if left_out else "") + (
+        f" {unknown} run(s) carry no load measurement (stored before schema 8): used as before, undisturbed or not."
+        if unknown else "")
     return (
-        f"Time per epoch (the paper claims DeepChest trains 3× faster than gradient-based methods): DeepChest takes "
-        f"{dc.mean():.2f} s per epoch; each gradient-based method takes, relative to it: {'; '.join(parts)}."
+        claim + f"DeepChest takes {dc.mean():.2f} s per epoch; each gradient-based method takes, relative to it: "
+        f"{'; '.join(parts)}.{notes}"
     )
+
+
+def _unmeasurable(runs: pd.DataFrame, variant: str, name: str = "") -> str:
+    """Why a variant has no usable timing: its runs timed on a loaded machine, or none stored."""
+    loaded = int(((runs["variant"] == variant) & (runs["timing"] == UNRELIABLE)).sum())
+    if loaded:
+        return f"not measurable: {loaded} {name + ' ' if name else ''}run(s) timed on a loaded machine"
+    return f"not measurable: {name + ' ' if name else ''}no timing stored"
 
 
 def _memory(values: pd.DataFrame) -> str:

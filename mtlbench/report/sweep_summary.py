@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mtlbench.report.leaderboard import ALPHA, DEFAULT_MIN_POSITIVES, DEFAULT_REFERENCE, Leaderboard, leaderboard
+from mtlbench.report.leaderboard import (ALPHA, DEFAULT_MIN_POSITIVES, DEFAULT_REFERENCE, Leaderboard, leaderboard,
+                                         timing_notes)
 from mtlbench.report.load import load_protocols
 from mtlbench.report.table import BOLD_RULE, format_p, table_notes
 
@@ -60,7 +61,8 @@ def _cells(board: Leaderboard, metric: str, digits: int, signed: bool = False) -
 
 
 def sweep_notes(board: Leaderboard) -> list[str]:
-    """The table's notes plus what a reader may conclude from this sweep."""
+    """The table's notes plus what a reader may conclude from this sweep (the notes on timings are the
+    summary table's own: mtlbench.summary)."""
     delta = board.frame[(board.frame["metric"] == "delta_auroc") & board.frame["p_holm"].notna()]
     significant = delta[delta["p_holm"] < ALPHA]
     verdict = (f"* = differs from {board.reference} with Holm-adjusted p < {ALPHA}: "
@@ -68,7 +70,8 @@ def sweep_notes(board: Leaderboard) -> list[str]:
                if len(significant) else
                f"No method differs from {board.reference} beyond this sweep's noise (Holm-adjusted p < {ALPHA}): "
                "the table is not a ranking.")
-    notes = [n for n in table_notes(board) if n != BOLD_RULE.format(alpha=ALPHA)]
+    skip = {BOLD_RULE.format(alpha=ALPHA), *timing_notes(board.per_run)}
+    notes = [n for n in table_notes(board) if n not in skip]
     if not board.eligible.any():
         return notes
     return [*notes, verdict, "`mtlbench report` gives every metric with its interval."]

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.leaderboard import ALPHA, Leaderboard, peak_memory, reference_label
+from mtlbench.report.leaderboard import (ALPHA, TIMING_MARK, Leaderboard, peak_memory, reference_label,
+                                         timing_notes)
 
 NAN = float("nan")
 BOLD_RULE = ("Bold: better than every other method with Holm-adjusted p < {alpha} on the same resamples; "
@@ -50,7 +51,8 @@ COLUMNS = [
            "no spread)"),
     Column("s/epoch", "s_per_epoch", "training time per epoch (s), mean over seeds"),
     Column("step × {ref}", "step_ratio",
-           "median training-step time ÷ {ref}'s, geometric mean over paired seeds [95% interval]"),
+           "median training-step time ÷ {ref}'s, geometric mean over paired seeds [95% interval]; a pair with a "
+           "run timed on a loaded machine is left out (" + TIMING_MARK + ")"),
     Column("images/s", "images_per_s", "training images per second"),
     Column("memory", None, "peak CUDA memory (MiB) on a GPU; on a CPU peak process RSS (MiB), labeled RSS"),
 ]
@@ -58,6 +60,7 @@ DIGITS = {"auroc": 3, "ap": 3, "accuracy": 3, "macro_f1": 3, "balanced_accuracy"
           "delta_m_pct": 2, "delta_auroc": 3, "delta_auroc_seeds": 3, "s_per_epoch": 2, "step_ratio": 2,
           "images_per_s": 0}
 SIGNED = ("delta_m_pct", "delta_auroc", "delta_auroc_seeds")
+TIMED = ("s_per_epoch", "step_ratio", "images_per_s")  # cells marked TIMING_MARK where runs were left out
 
 
 def column_legend(board: Leaderboard) -> dict[str, str]:
@@ -80,6 +83,7 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
     ref = reference_label(board.reference)
     values = board.values()
     frame = board.frame.set_index(["variant", "metric"])
+    reference_excluded = (board.reference, "timing_excluded") in frame.index
     rows = []
     for variant in board.variants():
         def get(metric: str, column: str = "value", variant: str = variant) -> float:
@@ -87,6 +91,11 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
             return float(frame.at[key, column]) if key in frame.index else NAN
 
         def cell(metric: str) -> str:
+            text = number(metric)
+            excluded = get("timing_excluded") > 0 or (metric == "step_ratio" and reference_excluded)
+            return f"{text} {TIMING_MARK}" if metric in TIMED and excluded else text
+
+        def number(metric: str) -> str:
             value = get(metric)
             if not np.isfinite(value):
                 return "—"
@@ -156,6 +165,7 @@ def table_notes(board: Leaderboard) -> list[str]:
            " (one seed: the intervals show test-set sampling only; variation over seeds is not measured)")
         + ". Holm adjustment over this protocol's methods, per column.")
     notes.append(BOLD_RULE.format(alpha=ALPHA))
+    notes += timing_notes(board.per_run)
     frame = board.frame.set_index(["variant", "metric"])
     key = (board.reference, "auroc")
     if key in frame.index and np.isfinite(frame.at[key, "lo"]):

@@ -63,15 +63,18 @@ def run_costs(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
 
 
 def run_summaries(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
-    """Per run: method, seed, status, test mean AUROC and accuracy over tasks, and its costs."""
+    """Per run: method, seed, status, test mean AUROC and accuracy over tasks, and its costs (with `unreliable`:
+    1 where other processes loaded the machine while it trained, 0 where not, None where unknown)."""
     marks, ids = _in(run_ids)
     columns = ("run_id", "method", "seed", "status", "auroc", "accuracy", "wall_s", "median_step_s",
-               "peak_cuda_mb", "peak_rss_mb", "rss_scope")
+               "median_step_cpu_s", "peak_cuda_mb", "peak_rss_mb", "rss_scope", "other_load", "unreliable",
+               "unreliable_reason")
     sql = f"""
         SELECT r.run_id, r.method, r.seed, r.status,
                (SELECT AVG(auroc) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS auroc,
                (SELECT AVG(accuracy) FROM metrics m WHERE m.run_id = r.run_id AND m.split = 'test') AS accuracy,
-               c.wall_s, c.median_step_s, c.peak_cuda_mb, c.peak_rss_mb, c.rss_scope
+               c.wall_s, c.median_step_s, c.median_step_cpu_s, c.peak_cuda_mb, c.peak_rss_mb, c.rss_scope,
+               c.other_load, c.unreliable, c.unreliable_reason
         FROM runs r LEFT JOIN costs c ON c.run_id = r.run_id
         WHERE r.run_id IN ({marks}) ORDER BY r.run_id"""
     return _frame(store, sql, ids, columns)

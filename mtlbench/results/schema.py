@@ -15,8 +15,10 @@ from mtlbench.errors import UserError
 # 5: runs stored as `famo` before it ran the authors' same-batch update are `famo-nextbatch`;
 # 6: predictions hold each image's patient id (NULL in rows stored before); 7: the tuning table
 # (`mtlbench tune`: which cells are trials, the configuration selected per method, its final runs;
-# older databases gain it empty)
-SCHEMA_VERSION = 7
+# older databases gain it empty); 8: costs hold the median step's process CPU time, the other
+# processes' load while the run trained, and whether that load makes its timings unreliable (NULL
+# in rows stored before: unknown)
+SCHEMA_VERSION = 8
 # Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
 RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
 # Hyperparameter defaults changed after schema 4, at the value they had up to schema 4: a run
@@ -106,7 +108,12 @@ CREATE TABLE IF NOT EXISTS costs (
     median_step_s REAL, median_method_s REAL, images_per_s REAL,
     peak_cuda_mb REAL,
     peak_rss_mb REAL,
-    rss_scope TEXT  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
+    rss_scope TEXT,  -- 'run' (peak reset at run start) or 'process' (high-water mark so far)
+    median_step_cpu_s REAL,  -- process CPU time (user + system, all threads) of the median step
+    other_load REAL,  -- share of the run's CPUs other processes used while it trained (/proc/stat)
+    unreliable INTEGER,  -- 1: the time columns are not compared (other load ≥ machine_load.LOADED_SHARE),
+                         -- 0: they are, NULL: unknown (not measurable, or stored before schema 8)
+    unreliable_reason TEXT  -- why unreliable or unknown, in words
 );
 CREATE TABLE IF NOT EXISTS tuning (
     study TEXT NOT NULL,  -- one method's search: protocol, method and version, space, budget, trial seed (a hash)
@@ -134,7 +141,14 @@ RUN_COLUMNS_V3 = (
 )
 # Columns added to a table after it was created: (table, column, declaration). A migration adds
 # each one an older database lacks (CREATE TABLE IF NOT EXISTS leaves existing tables alone).
-ADDED_COLUMNS = (*(("runs", name, decl) for name, decl in RUN_COLUMNS_V3), ("predictions", "patient_ids", "BLOB"))
+COST_COLUMNS_V7 = (
+    ("median_step_cpu_s", "REAL"),
+    ("other_load", "REAL"),
+    ("unreliable", "INTEGER"),
+    ("unreliable_reason", "TEXT"),
+)
+ADDED_COLUMNS = (*(("runs", name, decl) for name, decl in RUN_COLUMNS_V3), ("predictions", "patient_ids", "BLOB"),
+                 *(("costs", name, decl) for name, decl in COST_COLUMNS_V7))
 
 
 

@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from mtlbench import checkpoint, measure
+from mtlbench import checkpoint, machine_load, measure
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.feed import DeviceSplit, train_batches
@@ -95,6 +95,7 @@ class RunLoop:
         self.val_split = DeviceSplit.from_split(self.data.val, device)
         self.test_split = DeviceSplit.from_split(self.data.test, device)
         self.timer = measure.StepTimer(device)
+        self.load = machine_load.LoadMeter()
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
         self.per_step_weights = self.parts.method.weights_changed_per_step()
 
@@ -115,6 +116,7 @@ class RunLoop:
         parts.model.train()
         meter = EpochMeter(len(self.data.task_names), device)
         t_epoch = measure.now(device)
+        self.load.start()
         for x, y in train_batches(self.train_split, config.batch_size, config.seed, epoch, device,
                                   config.normalize_mean, config.normalize_std, config.augment, config.hflip):
             self.timer.start()
@@ -131,9 +133,13 @@ class RunLoop:
             if state.global_step % DIVERGENCE_CHECK_EVERY == 0 and first_bad_step(self.bad_step) is not None:
                 break
         state.train_s += measure.now(device) - t_epoch
-        epoch_steps, epoch_methods = self.timer.collect()
-        state.step_times += epoch_steps
-        state.method_times += epoch_methods
+        others_s, capacity_s = self.load.stop()
+        state.other_cpu_s += others_s
+        state.capacity_s += capacity_s
+        times = self.timer.collect()
+        state.step_times += times.steps
+        state.method_times += times.method
+        state.step_cpu_times += times.cpu
         return meter
 
     def close_epoch(self, epoch: int, meter: EpochMeter) -> None:
@@ -191,15 +197,17 @@ class RunLoop:
         test, test_probs = evaluate(parts.model, self.test_split, config, device)
         state.eval_s += measure.now(device) - t_eval
         wall_s = self.wall_s()
-        warm = state.step_times[min(len(state.step_times) - 1, 5):] if state.step_times else [float("nan")]
-        warm_m = state.method_times[min(len(state.method_times) - 1, 5):] if state.method_times else [float("nan")]
         cuda_mb, rss_mb = self.peak_cuda_mb(), self.peak_rss_mb()
+        unreliable, reason = machine_load.timing_reliability(state.other_cpu_s, state.capacity_s, self.load.measurable)
         costs = dict(
             device=device_name(device),
             wall_s=wall_s, train_s=state.train_s, eval_s=state.eval_s,
-            median_step_s=statistics.median(warm), median_method_s=statistics.median(warm_m),
+            median_step_s=warm_median(state.step_times), median_method_s=warm_median(state.method_times),
+            median_step_cpu_s=warm_median(state.step_cpu_times),
             images_per_s=state.global_step * config.batch_size / state.train_s if state.train_s > 0 else None,
             peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
+            other_load=machine_load.other_load(state.other_cpu_s, state.capacity_s),
+            unreliable=unreliable, unreliable_reason=reason,
         )
         self.sink.complete(state.best_epoch, test, self.data.val, state.best_val_probs.numpy(), self.data.test,
                            test_probs, costs, parts.method.diagnostics())
@@ -216,6 +224,12 @@ class RunLoop:
     def peak_rss_mb(self) -> float | None:
         """Peak resident memory over this and earlier attempts."""
         return larger(self.state.peak_rss_mb, measure.peak_rss_mb())
+
+
+def warm_median(times: list[float], warm_up: int = 5) -> float:
+    """Median of the steps after the first `warm_up` (only the last step when there are no more than
+    `warm_up`); NaN without steps."""
+    return statistics.median(times[min(len(times) - 1, warm_up):]) if times else float("nan")
 
 
 def first_bad_step(bad: torch.Tensor) -> int | None:

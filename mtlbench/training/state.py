@@ -23,13 +23,17 @@ class LoopState:
     """What the training loop carries from one epoch to the next (saved in each checkpoint).
 
     `wall_s` and the peaks are those of earlier attempts, up to their last checkpoint: a resumed
-    run's cost is the cost of the work that produced it, not of the work a kill threw away.
+    run's cost is the cost of the work that produced it, not of the work a kill threw away. So are
+    the step times and the other load measured while they trained.
     """
 
     epoch: int = 0  # the next epoch to train
     global_step: int = 0
     step_times: list[float] = field(default_factory=list)
     method_times: list[float] = field(default_factory=list)
+    step_cpu_times: list[float] = field(default_factory=list)  # process CPU seconds per step
+    other_cpu_s: float = 0.0  # CPU seconds other processes used on this run's CPUs while it trained
+    capacity_s: float = 0.0  # CPU seconds those CPUs offered meanwhile (wall × CPUs)
     train_s: float = 0.0
     eval_s: float = 0.0
     wall_s: float = 0.0
