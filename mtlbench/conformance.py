@@ -37,6 +37,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from mtlbench import hyperparams
+from mtlbench.model import HarnessModel
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, Method, StepOutput
@@ -86,7 +87,7 @@ def _from_optimizer() -> bool:
     return False
 
 
-class TinyMultiTaskModel(nn.Module):
+class TinyMultiTaskModel(HarnessModel):
     """A two-layer trunk with BatchNorm and one logit per task: the harness model's interface
     (shared/last-shared/head parameters, forward → (features, logits)) at a size that runs in ms."""
 

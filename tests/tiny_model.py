@@ -11,14 +11,15 @@ import torch
 from torch import nn
 
 from mtlbench.config import RunConfig
-from mtlbench.model import HarnessModel
+from mtlbench.conformance import TinyMultiTaskModel
 
 
-class TinyConvNet(HarnessModel):
-    """conv(1→8, stride 2) → BN → ReLU → conv(8→16, stride 2) → ReLU → global mean → 16-d features → heads."""
+class TinyConvNet(TinyMultiTaskModel):
+    """conv(1→8, stride 2) → BN → ReLU → conv(8→16, stride 2) → ReLU → global mean → 16-d features → heads;
+    shared, last-shared (the second convolution) and head parameters as the conformance check's model has them."""
 
     def __init__(self, num_tasks: int, outputs_per_task: int = 1, freeze_trunk: bool = False):
-        super().__init__()
+        nn.Module.__init__(self)
         self.num_tasks, self.outputs_per_task = num_tasks, outputs_per_task
         self.trunk = nn.Sequential(
             nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
@@ -35,18 +36,6 @@ class TinyConvNet(HarnessModel):
         if self.outputs_per_task > 1:
             logits = logits.view(images.shape[0], self.num_tasks, self.outputs_per_task)
         return features, logits
-
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """The trunk's parameters."""
-        return list(self.trunk.parameters())
-
-    def last_shared_layer(self) -> list[nn.Parameter]:
-        """The second convolution's weight."""
-        return [self.trunk[3].weight]
-
-    def head_parameters(self) -> list[nn.Parameter]:
-        """The task heads."""
-        return list(self.heads.parameters())
 
 
 def tiny_model(config: RunConfig, num_tasks: int, device: torch.device) -> TinyConvNet:
