@@ -9,6 +9,7 @@ import time
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from rich.console import Console
 
@@ -222,3 +223,16 @@ def test_the_run_summary_leaves_out_unreliable_timings(tmp_path):
     assert TIMING_MARK not in lines["ew"] and "105 ± 7 ms" in lines["ew"]
     assert "Time columns leave out 3 of 8 run(s)" in " ".join(text.split())
     assert sum(f"{TIMING_MARK} Time columns" in line for line in text.splitlines()) == 1  # said once, not twice
+
+
+def test_a_report_whose_every_timing_is_unreliable_renders_and_says_so(tmp_path):
+    from mtlbench.report.render import write_report
+
+    _database(tmp_path / "r.sqlite", {k: (v[0], 1, 0.8) for k, v in COSTS.items()})
+    write_report(tmp_path / "r.sqlite", tmp_path / "out", resamples=100)
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "not measurable: 2 DeepChest run(s) timed on a loaded machine." in md
+    assert "Time columns leave out 8 of 8 run(s), timed on a loaded machine: other processes used 80%" in md
+    frame = pd.read_csv(next((tmp_path / "out" / "tables").glob("leaderboard_*.csv")))
+    assert not frame["metric"].isin(["s_per_epoch", "images_per_s", "step_ratio"]).any()
+    assert (frame[frame["metric"] == "timing_excluded"]["value"] == 2).all()

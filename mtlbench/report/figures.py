@@ -148,13 +148,18 @@ def _heatmap(ax: plt.Axes, table: pd.DataFrame, order: list[str]) -> None:
 def _cost(axes, board: Leaderboard, colours: dict) -> None:
     values = board.values()
     done = values[np.isfinite(values["auroc"])]
-    costs = {"s/epoch": done["s_per_epoch"], "memory": {v: peak_memory(values, v)[0] for v in done.index}}
+    # no s/epoch column where every run was timed on a loaded machine (its timings are left out)
+    times = done["s_per_epoch"] if "s_per_epoch" in done.columns else pd.Series(np.nan, index=done.index)
+    costs = {"s/epoch": times, "memory": {v: peak_memory(values, v)[0] for v in done.index}}
     for ax, column, label in ((axes[0], "s/epoch", "training time per epoch (s)"),
                               (axes[1], "memory", "peak memory (MiB)")):
         points = [(costs[column][v], done.loc[v, "auroc"], v) for v in done.index if np.isfinite(costs[column][v])]
         for x, y, v in points:
             ax.scatter(x, y, color=colours[v], s=60, label=v, zorder=3)
             ax.annotate(v, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        if not points:
+            empty = "no usable timing (runs timed on a loaded\nmachine are left out)" if column == "s/epoch" else "none"
+            ax.text(0.5, 0.5, empty, ha="center", va="center", transform=ax.transAxes, color="0.4")
         front = pareto_front([(x, y) for x, y, _ in points])
         if len(front) > 1:
             ax.plot(*zip(*front), color="0.4", linestyle="--", linewidth=1, zorder=2, label="Pareto front")
