@@ -604,5 +604,10 @@ def test_the_report_of_a_real_sweep_matches_what_it_stored(tmp_path: Path) -> No
         assert frame.loc[(method, "auroc"), "value"] == pytest.approx(np.mean(per_seed), rel=1e-9)
         assert frame.loc[(method, "runs_complete"), "value"] == 2
         assert frame.loc[(method, "peak_rss_mb"), "value"] == max(costs[(method, s)]["peak_rss_mb"] for s in (0, 1))
-        assert frame.loc[(method, "s_per_epoch"), "value"] == pytest.approx(
-            np.mean([costs[(method, s)]["train_s"] / 2 for s in (0, 1)]), rel=1e-12)
+        # time per epoch over the runs not timed on a loaded machine (the stored flag decides; on a busy
+        # machine every run may be left out, and then the metric is absent)
+        timed = [costs[(method, s)]["train_s"] / 2 for s in (0, 1) if not costs[(method, s)]["unreliable"]]
+        if timed:
+            assert frame.loc[(method, "s_per_epoch"), "value"] == pytest.approx(np.mean(timed), rel=1e-12)
+        else:
+            assert (method, "s_per_epoch") not in frame.index
