@@ -25,7 +25,7 @@ from bench_common import emit
 
 from mtlbench.config import build_config
 from mtlbench.datasets.base import no_progress
-from mtlbench.feed import DeviceSplit, train_batches
+from mtlbench.batches import DeviceSplit, train_batches
 from mtlbench.sweep import load_dataset
 from mtlbench.training import build_method, build_model, build_optimizer, resolve_runtime, training_step
 

@@ -39,7 +39,7 @@ from mtlbench.datasets.cxr14_synth import nih_sample, render
 from mtlbench.datasets.image_cache import worker_count
 from mtlbench.datasets.nih_cxr14 import load_nih_cxr14
 from mtlbench.datasets.nih_layout import parse_finding_labels
-from mtlbench.feed import DeviceSplit, train_batches
+from mtlbench.batches import DeviceSplit, train_batches
 from mtlbench.training import resolve_device
 
 

@@ -34,7 +34,7 @@ from mtlbench.datasets.base import DataRequest, Split, no_progress
 from mtlbench.datasets.cxr14_synth import loader, nih_sample, writer
 from mtlbench.datasets.nih_layout import parse_finding_labels
 from mtlbench.datasets.nih_tables import read_nih_table
-from mtlbench.feed import DeviceSplit
+from mtlbench.batches import DeviceSplit
 from mtlbench.report.stats import paired_bootstrap
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training.evaluation import evaluate

@@ -54,7 +54,7 @@ class Split:
 
     def take(self, positions: np.ndarray | slice | list[int]) -> np.ndarray:
         """Images at `positions` of this split as a new (k, H, W) uint8 array (the loader reads
-        batches through mtlbench.feed; this is for inspecting a split)."""
+        batches through mtlbench.batches; this is for inspecting a split)."""
         return np.ascontiguousarray(self.pixels[self.rows[positions]])
 
 

@@ -14,7 +14,7 @@ Some facts hold by construction, so tests can assert values rather than ranges:
   labels), a float (logistic separation: higher is better), or another method's name (the very same
   probabilities as that method's run of the same seed: every difference to it is exactly 0);
 * costs are set per method (STEP_S, PEAK_MB) and seed, so time and memory figures are known;
-* stored metrics are what the trainer would compute from the stored probabilities (mtlbench.metrics),
+* stored metrics are what the trainer would compute from the stored probabilities (mtlbench.task_metrics),
   the losses the mean binary cross-entropy of those probabilities.
 
 Test images are NIH-style names `PPPPPPPP_KKK.png` with several images per patient, and predictions
@@ -38,7 +38,7 @@ import numpy as np
 import sklearn
 
 from mtlbench.config import build_config
-from mtlbench.metrics import task_metrics
+from mtlbench.task_metrics import task_metrics
 from mtlbench.results.leases import Owner
 from mtlbench.results.store import ResultsStore, RunKey
 from mtlbench.tasks import TASK_NAMES
@@ -237,7 +237,7 @@ def _epoch_weights(method: str, weight_scale: str, epoch: int, steps: list[int],
 
 def write_protocol(store: ResultsStore, spec: ProtocolSpec = ProtocolSpec()) -> ProtocolRecord:
     """Write the runs of one protocol into `store` (methods outermost, as a sweep runs them), in one
-    transaction; the metrics are mtlbench.metrics' (scikit-learn, its argument checks skipped for speed)."""
+    transaction; the metrics are mtlbench.task_metrics' (scikit-learn, its argument checks skipped for speed)."""
     with store.transaction(immediate=True), sklearn.config_context(skip_parameter_validation=True):
         return _write(store, spec)
 

@@ -24,7 +24,7 @@ import mtlbench.training.state as state_mod
 import mtlbench.training.step as step_mod
 from mtlbench.cli import main
 from mtlbench.config import build_config
-from mtlbench.metrics import TaskMetrics
+from mtlbench.task_metrics import TaskMetrics
 from mtlbench.report.load import load_protocols
 from mtlbench.report.tuning import tuning_frame
 from mtlbench.results.leases import Owner

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtlbench.cli import DATA_OPTIONS, RUN_OPTIONS, main
+from mtlbench.cli import main
+from mtlbench.commands.options import DATA_OPTIONS, RUN_OPTIONS
 from mtlbench.config import NOT_FROM_FILE, RunConfig
 from mtlbench.hyperparams import field_types
 from mtlbench.methods.params import METHOD_SPECS

@@ -76,8 +76,8 @@ def test_training_loop_syncs_once_per_logging_interval_not_per_step(method: str,
 @pytest.mark.parametrize("method", ["ew", "deepchest", "uncertainty", "famo", "rlw", "dwa"])
 def test_cuda_training_steps_never_synchronize(method: str) -> None:
     """On a GPU, torch's sync debug mode turns any synchronizing call inside the steps into an error."""
-    from mtlbench.feed import DeviceSplit, train_batches
-    from mtlbench.measure import StepTimer
+    from mtlbench.batches import DeviceSplit, train_batches
+    from mtlbench.costs import StepTimer
     from mtlbench.training import build_model, build_optimizer, resolve_runtime, training_step
 
     device = torch.device("cuda")

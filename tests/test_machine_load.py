@@ -17,7 +17,7 @@ from mtlbench import machine_load
 from mtlbench.config import build_config
 from mtlbench.machine_load import (LOADED_SHARE, MIN_LOAD_WINDOW_S, CpuSample, LoadMeter, busy_ticks, other_cpu_seconds,
                                    other_load, own_ticks, timing_reliability)
-from mtlbench.metrics import TaskMetrics
+from mtlbench.task_metrics import TaskMetrics
 from mtlbench.report.leaderboard import TIMING_MARK, leaderboard, timed_runs
 from mtlbench.report.load import load_protocols
 from mtlbench.report.paper_check import check_claims
@@ -209,7 +209,7 @@ def test_claims_without_a_reliable_deepchest_timing_say_not_measurable(tmp_path)
 
 
 def test_the_run_summary_leaves_out_unreliable_timings(tmp_path):
-    from mtlbench.summary import summary_table
+    from mtlbench.sweep_table import summary_table
     from mtlbench.training import RunResult
 
     ids = _database(tmp_path / "r.sqlite")

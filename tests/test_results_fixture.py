@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mtlbench.config import RunConfig
-from mtlbench.metrics import task_metrics
+from mtlbench.task_metrics import task_metrics
 from mtlbench.report.leaderboard import patient_of
 from mtlbench.report.load import load_protocols
 from mtlbench.results.check import check_intact

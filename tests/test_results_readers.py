@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mtlbench.metrics import TaskMetrics
+from mtlbench.task_metrics import TaskMetrics
 from mtlbench.results import readers
 from mtlbench.results.leases import Owner
 from mtlbench.results.store import ResultsStore, RunKey

@@ -11,7 +11,7 @@ import pytest
 from mtlbench.results.leases import Owner
 from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
-from mtlbench.metrics import TaskMetrics
+from mtlbench.task_metrics import TaskMetrics
 from mtlbench.methods.params import FAMOParams
 from mtlbench.results.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
 from mtlbench.training import train_run

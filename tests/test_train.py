@@ -254,7 +254,7 @@ def test_jacobian_is_freed_before_the_update_and_old_gradients_before_the_jacobi
 def test_step_timer_times_steps_and_the_method_part_on_cpu():
     import time
 
-    from mtlbench.measure import StepTimer
+    from mtlbench.costs import StepTimer
 
     timer = StepTimer(torch.device("cpu"))
     for with_method in (True, False):

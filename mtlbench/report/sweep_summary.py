@@ -62,7 +62,7 @@ def _cells(board: Leaderboard, metric: str, digits: int, signed: bool = False) -
 
 def sweep_notes(board: Leaderboard) -> list[str]:
     """The table's notes plus what a reader may conclude from this sweep (the notes on timings are the
-    summary table's own: mtlbench.summary)."""
+    summary table's own: mtlbench.sweep_table)."""
     delta = board.frame[(board.frame["metric"] == "delta_auroc") & board.frame["p_holm"].notna()]
     significant = delta[delta["p_holm"] < ALPHA]
     verdict = (f"* = differs from {board.reference} with Holm-adjusted p < {ALPHA}: "

@@ -11,8 +11,8 @@ Rooms, in the order a run passes through them:
 * sink — where results go (the results database, in owner-checked transactions);
 * run — claim, train, classify failures (out of memory, divergence, anything else).
 
-May import: torch, mtlbench's harness modules (config, model, feed, grads, spaces, measure,
-backend, checkpoint, metrics, results) and the method contract. Nothing here branches on a
+May import: torch, mtlbench's harness modules (config, model, batches, grads, spaces, costs,
+backend, checkpoint, task_metrics, results) and the method contract. Nothing here branches on a
 method's name.
 """
 

@@ -7,8 +7,8 @@ import torch
 
 from mtlbench import backend
 from mtlbench.config import RunConfig
-from mtlbench.feed import DeviceSplit, eval_batches
-from mtlbench.metrics import TaskMetrics, task_metrics
+from mtlbench.batches import DeviceSplit, eval_batches
+from mtlbench.task_metrics import TaskMetrics, task_metrics
 from mtlbench.model import HarnessModel, per_task_losses, positive_probability
 
 

@@ -15,12 +15,12 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from mtlbench import checkpoint, machine_load, measure
+from mtlbench import checkpoint, costs, machine_load
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
-from mtlbench.feed import DeviceSplit, train_batches
+from mtlbench.batches import DeviceSplit, train_batches
 from mtlbench.methods.base import EpochStats
-from mtlbench.metrics import THRESHOLD, TaskMetrics
+from mtlbench.task_metrics import THRESHOLD, TaskMetrics
 from mtlbench.model import positive_probability
 from mtlbench.training.evaluation import evaluate
 from mtlbench.training.sink import EpochRecord, RunSink
@@ -94,7 +94,7 @@ class RunLoop:
         self.train_split = DeviceSplit.from_split(self.data.train, device)
         self.val_split = DeviceSplit.from_split(self.data.val, device)
         self.test_split = DeviceSplit.from_split(self.data.test, device)
-        self.timer = measure.StepTimer(device)
+        self.timer = costs.StepTimer(device)
         self.load = machine_load.LoadMeter()
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
         self.per_step_weights = self.parts.method.weights_changed_per_step()
@@ -115,7 +115,7 @@ class RunLoop:
         config, parts, state, device = self.config, self.parts, self.state, self.parts.device
         parts.model.train()
         meter = EpochMeter(len(self.data.task_names), device)
-        t_epoch = measure.now(device)
+        t_epoch = costs.now(device)
         self.load.start()
         for x, y in train_batches(self.train_split, config.batch_size, config.seed, epoch, device,
                                   config.normalize_mean, config.normalize_std, config.augment, config.hflip):
@@ -132,7 +132,7 @@ class RunLoop:
             self.reporter.advance_step()
             if state.global_step % DIVERGENCE_CHECK_EVERY == 0 and first_bad_step(self.bad_step) is not None:
                 break
-        state.train_s += measure.now(device) - t_epoch
+        state.train_s += costs.now(device) - t_epoch
         others_s, capacity_s = self.load.stop()
         state.other_cpu_s += others_s
         state.capacity_s += capacity_s
@@ -147,9 +147,9 @@ class RunLoop:
         config, parts, state, device = self.config, self.parts, self.state, self.parts.device
         train_loss = (meter.loss_sum / meter.seen).cpu().numpy()
         train_acc = (meter.correct / meter.seen).cpu().numpy()
-        t_eval = measure.now(device)
+        t_eval = costs.now(device)
         val, val_probs = evaluate(parts.model, self.val_split, config, device)
-        state.eval_s += measure.now(device) - t_eval
+        state.eval_s += costs.now(device) - t_eval
         self.sink.epoch(EpochRecord(epoch, train_loss, train_acc, *self.weights_of(meter), val))
         val_auroc = val.mean()["auroc"]
         self.reporter.end_epoch(epoch, val_auroc)
@@ -193,13 +193,13 @@ class RunLoop:
         Returns the test metrics, the wall time and the peak CUDA and RSS memory."""
         config, parts, state, device = self.config, self.parts, self.state, self.parts.device
         parts.model.load_state_dict(state.best_state)
-        t_eval = measure.now(device)
+        t_eval = costs.now(device)
         test, test_probs = evaluate(parts.model, self.test_split, config, device)
-        state.eval_s += measure.now(device) - t_eval
+        state.eval_s += costs.now(device) - t_eval
         wall_s = self.wall_s()
         cuda_mb, rss_mb = self.peak_cuda_mb(), self.peak_rss_mb()
         unreliable, reason = machine_load.timing_reliability(state.other_cpu_s, state.capacity_s, self.load.measurable)
-        costs = dict(
+        run_costs = dict(
             device=device_name(device),
             wall_s=wall_s, train_s=state.train_s, eval_s=state.eval_s,
             median_step_s=warm_median(state.step_times), median_method_s=warm_median(state.method_times),
@@ -210,7 +210,7 @@ class RunLoop:
             unreliable=unreliable, unreliable_reason=reason,
         )
         self.sink.complete(state.best_epoch, test, self.data.val, state.best_val_probs.numpy(), self.data.test,
-                           test_probs, costs, parts.method.diagnostics())
+                           test_probs, run_costs, parts.method.diagnostics())
         return test, wall_s, cuda_mb, rss_mb
 
     def wall_s(self) -> float:
@@ -219,11 +219,11 @@ class RunLoop:
 
     def peak_cuda_mb(self) -> float | None:
         """Peak CUDA memory over this and earlier attempts."""
-        return larger(self.state.peak_cuda_mb, measure.peak_cuda_mb(self.parts.device))
+        return larger(self.state.peak_cuda_mb, costs.peak_cuda_mb(self.parts.device))
 
     def peak_rss_mb(self) -> float | None:
         """Peak resident memory over this and earlier attempts."""
-        return larger(self.state.peak_rss_mb, measure.peak_rss_mb())
+        return larger(self.state.peak_rss_mb, costs.peak_rss_mb())
 
 
 def warm_median(times: list[float], warm_up: int = 5) -> float:

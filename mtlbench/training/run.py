@@ -11,12 +11,12 @@ from typing import Any
 
 import torch
 
-from mtlbench import backend, checkpoint, measure
+from mtlbench import backend, checkpoint, costs
 from mtlbench.results.leases import Heartbeat, Owner, this_process
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
-from mtlbench.feed import steps_per_epoch
+from mtlbench.batches import steps_per_epoch
 from mtlbench.results.store import ClaimLost, ResultsStore, RunKey
 from mtlbench.training.factories import ModelFactory, build_method, resolve_runtime
 from mtlbench.training.loop import RunLoop, RunReporter, device_name
@@ -130,8 +130,8 @@ def train_run(
             return RunResult(run_id, config.method, config.seed, "failed", detail=f"{type(exc).__name__}: {exc}")
         memory = _peak_memory_text(device)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        store.set_costs(run_id, dict(device=device_name(device), peak_cuda_mb=measure.peak_cuda_mb(device),
-                                     peak_rss_mb=measure.peak_rss_mb(), rss_scope="run"))
+        store.set_costs(run_id, dict(device=device_name(device), peak_cuda_mb=costs.peak_cuda_mb(device),
+                                     peak_rss_mb=costs.peak_rss_mb(), rss_scope="run"))
         store.finish_run(run_id, "oom", error=f"out of memory after reaching {memory}: {message}")
         checkpoint.remove_checkpoint(ckpt_path)
         return RunResult(run_id, config.method, config.seed, "oom", peak_memory=memory,
@@ -152,8 +152,8 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 def _peak_memory_text(device: torch.device) -> str:
-    cuda_mb = measure.peak_cuda_mb(device)
-    return f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{measure.peak_rss_mb():.0f} MiB RSS"
+    cuda_mb = costs.peak_cuda_mb(device)
+    return f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{costs.peak_rss_mb():.0f} MiB RSS"
 
 
 
@@ -172,7 +172,7 @@ def _train(
     model_factory: ModelFactory | None = None,
 ) -> RunResult:
     """Start (or resume) the claimed run, train it, test it, store it."""
-    rss_scope = measure.reset_peaks(device)
+    rss_scope = costs.reset_peaks(device)
     n_steps = steps_per_epoch(len(data.train), config.batch_size)
     parts, state, note = start_or_resume(config, data.task_names, device, n_steps, store, run_id, ckpt_path,
                                          taken_over, model_factory)

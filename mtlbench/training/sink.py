@@ -13,7 +13,7 @@ import numpy as np
 
 from mtlbench.results.leases import Owner
 from mtlbench.datasets.base import Split
-from mtlbench.metrics import TaskMetrics
+from mtlbench.task_metrics import TaskMetrics
 from mtlbench.results.store import ResultsStore
 
 

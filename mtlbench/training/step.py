@@ -6,10 +6,10 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from mtlbench import backend, measure
+from mtlbench import backend, costs
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
-from mtlbench.feed import DeviceSplit, eval_batches, train_batches
+from mtlbench.batches import DeviceSplit, eval_batches, train_batches
 from mtlbench.methods.base import Method, StepContext
 from mtlbench.model import HarnessModel, per_task_losses
 from mtlbench.training.factories import build_method, build_model, build_optimizer, resolve_runtime
@@ -35,7 +35,7 @@ def training_step(
     step: int,
     epoch: int,
     device: torch.device,
-    timer: measure.StepTimer | None = None,
+    timer: costs.StepTimer | None = None,
 ) -> StepRecord:
     """One optimizer step: forward, per-task losses, the method's decision, backward, update, and the
     method's re-evaluation of the batch if it asks for one.
@@ -112,4 +112,4 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
         eval_batch = next(eval_batches(split, config.eval_batch_size, device, config.normalize_mean,
                                        config.normalize_std))
         model(eval_batch[0])
-    measure.now(device)
+    costs.now(device)

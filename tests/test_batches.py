@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mtlbench.datasets.base import Split
-from mtlbench.feed import DeviceSplit, augment_batch, eval_batches, prefetched, to_model_input, train_batches
+from mtlbench.batches import DeviceSplit, augment_batch, eval_batches, prefetched, to_model_input, train_batches
 
 CPU = torch.device("cpu")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mtlbench.metrics import task_metrics
+from mtlbench.task_metrics import task_metrics
 
 
 def test_metrics_per_task():

@@ -1,4 +1,5 @@
-"""`mtlbench data prepare` and `mtlbench data verify`: build and check a dataset's image cache."""
+"""What `mtlbench data prepare` and `mtlbench data verify` do: build and check a dataset's image cache
+(imports torch and the datasets; the command's flags are in mtlbench.commands.data)."""
 
 from __future__ import annotations
 

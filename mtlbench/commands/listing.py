@@ -1,0 +1,44 @@
+"""`mtlbench list`: methods (kind, description, hyperparameter defaults), datasets and presets."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import fields
+
+from rich.console import Console
+
+from mtlbench.config import PRESET_SWEEPS, PRESETS
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The `list` subcommand (no flags)."""
+    sub.add_parser("list", help="methods (with hyperparameters), datasets and presets")
+
+
+def execute(args: argparse.Namespace, console: Console) -> int:
+    """Print every registered method with its hyperparameters, unusable plugins, datasets and presets."""
+    from mtlbench.plugins import scan_plugins
+    from mtlbench.registry import DATASETS, METHODS
+
+    console.print("[bold]methods[/bold]")
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        kind = cls.space().description
+        console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.weight_scale})  {cls.description}",
+                      soft_wrap=True, highlight=False)
+        params = fields(cls.Params)
+        for f in params:  # a field's metadata "note" (methods/params.py) follows its default
+            note = f"  # {f.metadata['note']}" if f.metadata.get("note") else ""
+            console.print(f"      {f.name} = {f.default!r}{note}", soft_wrap=True, highlight=False, markup=False)
+        if not params:
+            console.print("      (no hyperparameters)")
+    for name, problem in scan_plugins().problems.items():
+        console.print(f"  [bold]{name}[/bold]  (installed plugin, not usable) {problem}", soft_wrap=True,
+                      highlight=False, markup=False)
+    console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
+    console.print("[bold]presets[/bold]")
+    for n, p in PRESETS.items():
+        sweep = PRESET_SWEEPS.get(n, {})
+        console.print(f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items())
+                      + "".join(f"; {k} {v}" for k, v in sweep.items()), soft_wrap=True, highlight=False)
+    return 0

@@ -1,0 +1,108 @@
+"""Flags shared by several commands: those that map to RunConfig fields, and how a command's
+settings are layered (preset ← --config file ← flags given on the command line)."""
+
+from __future__ import annotations
+
+import argparse
+
+from mtlbench.config import CHOICE_FIELDS, COMMAND_LINE, PRESETS, RunConfig, build_config, choices, load_config_file
+from mtlbench.errors import UserError
+
+DEFAULT_RESULTS = "results/mtlbench.sqlite"
+
+# command-line flag → RunConfig field, for the options `run` and `tune` expose directly
+RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "--epochs": ("epochs", int, "training epochs"),
+    "--batch-size": ("batch_size", int, "training batch size"),
+    "--lr": ("lr", float, "learning rate"),
+    "--optimizer": ("optimizer", str, "optimizer of the model"),
+    "--weight-decay": ("weight_decay", float, "weight decay"),
+    "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)"),
+    "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task"),
+    "--augment": ("augment", str, "light = rotation ±10°, scale, shift on the device; paper = rotation 30°, resized crop, "
+                                  "flip"),
+    "--pretrained": ("pretrained", str, "trunk initialisation"),
+    "--select": ("select", str, "model selection on validation"),
+    "--grad-engine": ("grad_engine", str, "per-task gradients: auto = the measured faster one (batched on CUDA for "
+                                          "feature/last-layer methods, loop otherwise), batched = one vectorized "
+                                          "backward, loop = T backwards"),
+    "--device": ("device", str, "where to train (auto = cuda when there is one)"),
+    "--precision": ("precision", str, "auto = bf16 on CUDA, fp32 on CPU; tf32 on CUDA only; bf16 = autocast; "
+                                      "recorded: runs of different precision are never merged"),
+}
+
+# options that say which data to use: shared by `run`, `tune` and `data prepare|verify`
+DATA_OPTIONS: dict[str, tuple[str, type, str]] = {
+    "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)"),
+    "--image-size": ("image_size", int, "square image size in pixels"),
+    "--data-dir": ("data_dir", str, "root of the dataset: the NIH download folder, the folder of chestmnist*.npz, "
+                                    "or where cxr14-synth is generated (default data)"),
+    "--cache-dir": ("cache_dir", str, "where preprocessed image caches go (default <data-dir>/mtlbench-cache)"),
+    "--synth-images": ("synth_images", int, "number of synthetic train + val images (cxr14-synth)"),
+    "--synth-test-images": ("synth_test_images", int, "number of synthetic test images, drawn from other patients "
+                                                      "than train + val; independent of --synth-images (cxr14-synth; "
+                                                      + ", ".join(f"{name} {p['synth_test_images']:,}"
+                                                                  for name, p in PRESETS.items()) + ")"),
+    "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)"),
+    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)"),
+    "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)"),
+}
+DATA_SWITCHES: dict[str, tuple[str, str]] = {
+    "--allow-missing": ("allow_missing", "train on the images present when listed images are missing or unreadable "
+                                         "(counts are stored with each run)"),
+    "--download": ("download", "let medmnist download the ChestMNIST file into --data-dir"),
+}
+RUN_SWITCHES: dict[str, tuple[str, str]] = {
+    "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
+    "--compile": ("compile", "torch.compile the model (loss-weighting methods only; the first steps of each run "
+                             "pay the compilation)"),
+    "--deterministic": ("deterministic", "deterministic kernels on CUDA where PyTorch has them, cuDNN autotuning "
+                                         "off (slower; recorded with each run; see README, Determinism)"),
+    "--freeze-trunk": ("freeze_trunk", "linear probe: keep the ResNet18 trunk fixed and train only the task heads "
+                                       "(loss-weighting methods only; usually with --pretrained imagenet)"),
+}
+TRAINING_OPTIONS = {**DATA_OPTIONS, **RUN_OPTIONS}
+TRAINING_SWITCHES = {**DATA_SWITCHES, **RUN_SWITCHES}
+
+
+class CommandParser(argparse.ArgumentParser):
+    """An argument parser whose errors are one line and exit code 2, like every other user error."""
+
+    def error(self, message: str) -> None:
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+def add_settings(
+    parser: argparse.ArgumentParser, options: dict[str, tuple[str, type, str]], switches: dict[str, tuple[str, str]],
+    preset_help: str = "",
+) -> None:
+    """--preset, --config and one flag per RunConfig field in `options` and `switches` (default None:
+    not given, the preset or the config file decides)."""
+    parser.add_argument("--preset", default="quick", help=f"{' | '.join(PRESETS)} ({preset_help}default quick)")
+    parser.add_argument("--config", help="JSON file of settings (RunConfig fields), applied after the preset")
+    for flag, (field_name, typ, helptext) in options.items():
+        if field_name in CHOICE_FIELDS:  # the valid values from the config's type, not written out here
+            helptext = f"{helptext}; one of: {' | '.join(choices(field_name))}"
+        parser.add_argument(flag, type=typ, default=None, help=helptext)
+    for flag, (_, helptext) in switches.items():
+        parser.add_argument(flag, action="store_const", const=True, default=None, help=helptext)
+
+
+def add_results(parser: argparse.ArgumentParser) -> None:
+    """--results, the SQLite results file."""
+    parser.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """--quiet: no progress bars."""
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def config_from(
+    args: argparse.Namespace, options: dict[str, tuple] = TRAINING_OPTIONS, switches: dict[str, tuple] = TRAINING_SWITCHES
+) -> RunConfig:
+    """Preset ← config file ← the options given on the command line."""
+    layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []
+    given = {spec[0]: getattr(args, flag[2:].replace("-", "_")) for flag, spec in {**options, **switches}.items()}
+    layers.append(({k: v for k, v in given.items() if v is not None}, COMMAND_LINE))
+    return build_config(args.preset, layers)

@@ -1,0 +1,82 @@
+"""`mtlbench run`: train each method × seed on one dataset and store the results."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+from rich.console import Console
+
+from mtlbench.commands.options import TRAINING_OPTIONS, TRAINING_SWITCHES, add_quiet, add_results, add_settings, config_from
+from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
+from mtlbench.config import preset_sweep
+from mtlbench.errors import interrupted_means
+from mtlbench.paths import results_path
+
+if TYPE_CHECKING:
+    from mtlbench.plan import SweepPlan
+
+INTERRUPTED = ("the current run is stored as interrupted and resumes from its last checkpoint when you rerun the "
+               "same command")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    """The `run` subcommand's flags."""
+    run = sub.add_parser("run", help="train methods × seeds and store the results",
+                         description="Train each method × seed on one dataset and store results in SQLite. "
+                                     "With no options: all methods, cxr14-synth, the quick preset, seed 0.")
+    run.add_argument("--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's "
+                                       "own list)")
+    run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
+    add_settings(run, TRAINING_OPTIONS, TRAINING_SWITCHES)
+    run.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
+                     help="a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
+    add_results(run)
+    run.add_argument("--force", action="store_true",
+                     help="rerun cells that already have a result (complete, diverged or out of memory)")
+    add_quiet(run)
+
+
+def plan_from(args: argparse.Namespace) -> "SweepPlan":
+    """The sweep `run` asks for, every setting, method, seed and hyperparameter checked (no torch)."""
+    from mtlbench.hyperparams import parse_method_params
+    from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_methods, parse_seeds
+
+    base = config_from(args)
+    args.methods, args.seeds = preset_sweep(args.preset, args.methods, args.seeds)
+    methods = parse_methods(args.methods)
+    seeds = parse_seeds(args.seeds)
+    check_cell_count(methods, seeds)
+    params = parse_method_params(args.param, methods)
+    check_methods_fit(base, methods)
+    return SweepPlan(base, methods, seeds, params)
+
+
+def execute(args: argparse.Namespace, console: Console) -> int:
+    """`mtlbench run`; exit code 1 when a run failed, diverged or ran out of memory."""
+    plan = plan_from(args)
+    results = results_path(args.results, must_exist=False)
+    # torch from here on
+    from mtlbench.progress import SweepDisplay
+    from mtlbench.sweep import run_sweep
+    from mtlbench.sweep_table import summary_table
+    from mtlbench.training import resolve_runtime
+
+    base, methods = plan.base, plan.methods
+    resolved = resolve_runtime(base)
+    console.print(f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
+                  f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
+                  f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
+                  f"→ {results}", soft_wrap=True, highlight=False)
+    with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
+        with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
+            outcomes = run_sweep(plan, results, display, force=args.force)
+    console.print(summary_table(results, outcomes))
+    skipped = sum(o.status == "skipped" for o in outcomes)
+    if skipped:
+        console.print(f"{skipped} run(s) were already complete in {results} and were not rerun (--force reruns them).")
+    print_notes(outcomes, console)
+    bad = [o for o in outcomes if o.status in FAILED_STATUSES]
+    for o in bad:
+        console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}", highlight=False)
+    return 1 if bad else 0
