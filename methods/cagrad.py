@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -136,11 +135,6 @@ class CAGrad(GramianMethod):
     weight_scale = "none"
     Params = CAGradParams
     event_names = ("pareto_stationary_steps", "solver_not_converged_steps")
-
-    def __init__(
-        self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
-    ):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """k·α/rescale for the k usable tasks (k = T unless some gradients were left out)."""

@@ -40,7 +40,7 @@ harness contract), not α_t times it.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -107,11 +107,6 @@ class MGDA(GramianMethod):
     weight_scale = "sum-to-T"
     Params = MGDAParams
     event_names = ("invalid_normalizer_rows", "solver_not_converged_steps")
-
-    def __init__(
-        self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
-    ):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
 
     def usable_tasks(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """Finite non-zero gradients whose normalizer n_t is finite and positive."""

@@ -42,9 +42,6 @@ class RandomLossWeighting(Method):
     syncs_host = False
     Params = RLWParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
-
     def step(self, ctx: StepContext) -> StepOutput:
         """A fresh weight vector; the trainer backpropagates Σ_t w_t L_t."""
         w = rlw_weights(draw_logits(self.generator_, self.num_tasks, float(self.params.std)))

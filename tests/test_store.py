@@ -117,16 +117,21 @@ def test_version_1_database_is_migrated(tmp_path):
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
+def _as_older_schema(path, version: int, *statements: str) -> None:
+    """Rewrite the database at `path` as schema `version` stored it: run `statements`, set the version."""
+    with sqlite3.connect(path) as con:
+        for statement in statements:
+            con.execute(statement)
+        con.execute("UPDATE schema_version SET version = ?", (version,))
+    con.close()
+
+
 def test_version_5_predictions_gain_an_empty_patient_column(tmp_path):
     path = tmp_path / "v5.sqlite"
     with ResultsStore(path) as s:
         rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
         s.add_predictions(rid, "test", 0, ["a.png"], np.zeros((1, 2)), np.zeros((1, 2)), ["p"])
-    con = sqlite3.connect(path)  # as schema 5 stored it: no patient column
-    con.execute("ALTER TABLE predictions DROP COLUMN patient_ids")
-    con.execute("UPDATE schema_version SET version = 5")
-    con.commit()
-    con.close()
+    _as_older_schema(path, 5, "ALTER TABLE predictions DROP COLUMN patient_ids")  # no patient column
     with ResultsStore(path) as s:
         assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
         assert s.predictions(rid, "test")[0] == ["a.png"] and s.patient_ids(rid, "test") is None
@@ -136,11 +141,7 @@ def test_version_6_database_gains_an_empty_tuning_table_and_keeps_its_runs(tmp_p
     path = tmp_path / "v6.sqlite"
     with ResultsStore(path) as s:
         rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
-    con = sqlite3.connect(path)  # as schema 6 stored it: no tuning table
-    con.execute("DROP TABLE tuning")
-    con.execute("UPDATE schema_version SET version = 6")
-    con.commit()
-    con.close()
+    _as_older_schema(path, 6, "DROP TABLE tuning")  # no tuning table
     with ResultsStore(path) as s:
         assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
         assert s.query("SELECT COUNT(*) AS n FROM tuning")[0]["n"] == 0
@@ -156,12 +157,8 @@ def test_version_7_costs_gain_load_columns_that_say_unknown(tmp_path):
         s.set_costs(rid, {"device": "cpu", "wall_s": 3.0, "median_step_s": 0.12, "peak_rss_mb": 10.0,
                           "rss_scope": "run"})
         s.finish_run(rid, "complete")
-    con = sqlite3.connect(path)  # as schema 7 stored it: no load columns
-    for column in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason"):
-        con.execute(f"ALTER TABLE costs DROP COLUMN {column}")
-    con.execute("UPDATE schema_version SET version = 7")
-    con.commit()
-    con.close()
+    _as_older_schema(path, 7, *(f"ALTER TABLE costs DROP COLUMN {column}"  # no load columns
+                                for column in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason")))
     with ResultsStore(path) as s:
         assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 8
         row = dict(s.query("SELECT * FROM costs WHERE run_id=?", (rid,))[0])

@@ -10,43 +10,43 @@ from mtlbench.errors import UserError
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
 
-# command-line flag → RunConfig field, for the options `run` and `tune` expose directly
-RUN_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "--epochs": ("epochs", int, "training epochs"),
-    "--batch-size": ("batch_size", int, "training batch size"),
-    "--lr": ("lr", float, "learning rate"),
-    "--optimizer": ("optimizer", str, "optimizer of the model"),
-    "--weight-decay": ("weight_decay", float, "weight decay"),
-    "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)"),
-    "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task"),
-    "--augment": ("augment", str, "light = rotation ±10°, scale, shift on the device; paper = rotation 30°, resized crop, "
-                                  "flip"),
-    "--pretrained": ("pretrained", str, "trunk initialisation"),
-    "--select": ("select", str, "model selection on validation"),
-    "--grad-engine": ("grad_engine", str, "per-task gradients: auto = the measured faster one (batched on CUDA for "
-                                          "feature/last-layer methods, loop otherwise), batched = one vectorized "
-                                          "backward, loop = T backwards"),
-    "--device": ("device", str, "where to train (auto = cuda when there is one)"),
-    "--precision": ("precision", str, "auto = bf16 on CUDA, fp32 on CPU; tf32 on CUDA only; bf16 = autocast; "
-                                      "recorded: runs of different precision are never merged"),
-}
-
-# options that say which data to use: shared by `run`, `tune` and `data prepare|verify`
-DATA_OPTIONS: dict[str, tuple[str, type, str]] = {
-    "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)"),
-    "--image-size": ("image_size", int, "square image size in pixels"),
+# command-line flag → (RunConfig field, type, help, group): data options say which data to use (`run`,
+# `tune`, `data prepare|verify`); run options say how to train (`run`, `tune`)
+OPTIONS: dict[str, tuple[str, type, str, str]] = {
+    "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)", "data"),
+    "--image-size": ("image_size", int, "square image size in pixels", "data"),
     "--data-dir": ("data_dir", str, "root of the dataset: the NIH download folder, the folder of chestmnist*.npz, "
-                                    "or where cxr14-synth is generated (default data)"),
-    "--cache-dir": ("cache_dir", str, "where preprocessed image caches go (default <data-dir>/mtlbench-cache)"),
-    "--synth-images": ("synth_images", int, "number of synthetic train + val images (cxr14-synth)"),
+                                    "or where cxr14-synth is generated (default data)", "data"),
+    "--cache-dir": ("cache_dir", str, "where preprocessed image caches go (default <data-dir>/mtlbench-cache)", "data"),
+    "--synth-images": ("synth_images", int, "number of synthetic train + val images (cxr14-synth)", "data"),
     "--synth-test-images": ("synth_test_images", int, "number of synthetic test images, drawn from other patients "
                                                       "than train + val; independent of --synth-images (cxr14-synth; "
                                                       + ", ".join(f"{name} {p['synth_test_images']:,}"
-                                                                  for name, p in PRESETS.items()) + ")"),
-    "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)"),
-    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)"),
-    "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)"),
+                                                                  for name, p in PRESETS.items()) + ")", "data"),
+    "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)", "data"),
+    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, "
+                                              "cxr14-synth)", "data"),
+    "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)", "data"),
+    "--epochs": ("epochs", int, "training epochs", "run"),
+    "--batch-size": ("batch_size", int, "training batch size", "run"),
+    "--lr": ("lr", float, "learning rate", "run"),
+    "--optimizer": ("optimizer", str, "optimizer of the model", "run"),
+    "--weight-decay": ("weight_decay", float, "weight decay", "run"),
+    "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)", "run"),
+    "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task", "run"),
+    "--augment": ("augment", str, "light = rotation ±10°, scale, shift on the device; paper = rotation 30°, resized crop, "
+                                  "flip", "run"),
+    "--pretrained": ("pretrained", str, "trunk initialisation", "run"),
+    "--select": ("select", str, "model selection on validation", "run"),
+    "--grad-engine": ("grad_engine", str, "per-task gradients: auto = the measured faster one (batched on CUDA for "
+                                          "feature/last-layer methods, loop otherwise), batched = one vectorized "
+                                          "backward, loop = T backwards", "run"),
+    "--device": ("device", str, "where to train (auto = cuda when there is one)", "run"),
+    "--precision": ("precision", str, "auto = bf16 on CUDA, fp32 on CPU; tf32 on CUDA only; bf16 = autocast; "
+                                      "recorded: runs of different precision are never merged", "run"),
 }
+DATA_OPTIONS = {flag: spec[:3] for flag, spec in OPTIONS.items() if spec[3] == "data"}
+RUN_OPTIONS = {flag: spec[:3] for flag, spec in OPTIONS.items() if spec[3] == "run"}
 DATA_SWITCHES: dict[str, tuple[str, str]] = {
     "--allow-missing": ("allow_missing", "train on the images present when listed images are missing or unreadable "
                                          "(counts are stored with each run)"),
@@ -86,6 +86,13 @@ def add_settings(
         parser.add_argument(flag, type=typ, default=None, help=helptext)
     for flag, (_, helptext) in switches.items():
         parser.add_argument(flag, action="store_const", const=True, default=None, help=helptext)
+
+
+def add_training_settings(parser: argparse.ArgumentParser, param_help: str) -> None:
+    """What `run` and `tune` share: --preset, --config, every data and run flag, --param, --results."""
+    add_settings(parser, TRAINING_OPTIONS, TRAINING_SWITCHES)
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
+    add_results(parser)
 
 
 def add_results(parser: argparse.ArgumentParser) -> None:

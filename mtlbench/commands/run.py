@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import TRAINING_OPTIONS, TRAINING_SWITCHES, add_quiet, add_results, add_settings, config_from
+from mtlbench.commands.options import add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import preset_sweep
 from mtlbench.errors import interrupted_means
@@ -28,10 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     run.add_argument("--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's "
                                        "own list)")
     run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
-    add_settings(run, TRAINING_OPTIONS, TRAINING_SWITCHES)
-    run.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                     help="a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
-    add_results(run)
+    add_training_settings(run, "a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
     run.add_argument("--force", action="store_true",
                      help="rerun cells that already have a result (complete, diverged or out of memory)")
     add_quiet(run)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import TRAINING_OPTIONS, TRAINING_SWITCHES, add_quiet, add_results, add_settings, config_from
+from mtlbench.commands.options import add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import load_config_file
 from mtlbench.errors import UserError, interrupted_means
@@ -39,10 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     tune.add_argument("--trial-seed", type=int, default=None, metavar="SEED",
                       help="seed of every trial and of the random draw of configurations (default 1000: apart from "
                            "--seeds, so that no reported test number comes from the run that won the selection)")
-    add_settings(tune, TRAINING_OPTIONS, TRAINING_SWITCHES)
-    tune.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE",
-                      help="fix a method hyperparameter (it is then not searched), e.g. deepchest.signal=val-accuracy")
-    add_results(tune)
+    add_training_settings(tune, "fix a method hyperparameter (it is then not searched), e.g. deepchest.signal=val-accuracy")
     tune.add_argument("--dry-run", action="store_true",
                       help="print each method's search space and trials, train nothing")
     add_quiet(tune)
