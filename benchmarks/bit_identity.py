@@ -24,7 +24,7 @@ from pathlib import Path
 
 QUERIES = {
     "metrics": "SELECT split, epoch, task, loss, accuracy, auroc, ap FROM metrics WHERE run_id=? "
-               "ORDER BY split, epoch, task",
+    "ORDER BY split, epoch, task",
     "weights": "SELECT epoch, step, task, weight FROM weights WHERE run_id=? ORDER BY epoch, step, task",
     "predictions": "SELECT split, epoch, image_ids, labels, probs FROM predictions WHERE run_id=?",
     "diagnostics": "SELECT name, value FROM diagnostics WHERE run_id=? ORDER BY name",
@@ -34,9 +34,29 @@ QUERIES = {
 def sweep_digests(methods: str, workdir: Path, results: Path | None = None) -> dict[str, str]:
     """Run the sweep in `workdir` (database `results`) and return {method: digest of its stored results}."""
     results = results or workdir / "bit.sqlite"
-    command = [sys.executable, "-m", "mtlbench.cli", "run", "--methods", methods, "--preset", "smoke",
-               "--synth-images", "120", "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--quiet",
-               "--results", str(results), "--data-dir", str(workdir / "data")]
+    command = [
+        sys.executable,
+        "-m",
+        "mtlbench.cli",
+        "run",
+        "--methods",
+        methods,
+        "--preset",
+        "smoke",
+        "--synth-images",
+        "120",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(workdir / "data"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the sweep failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")

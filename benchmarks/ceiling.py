@@ -36,7 +36,15 @@ from mtlbench.results.store import ResultsStore
 from mtlbench.sweep import load_dataset
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.datasets.base import no_progress
-from mtlbench.training import build_method, build_model, build_optimizer, resolve_runtime, train_run, training_step, warm_up
+from mtlbench.training import (
+    build_method,
+    build_model,
+    build_optimizer,
+    resolve_runtime,
+    train_run,
+    training_step,
+    warm_up,
+)
 
 
 def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: float = 2.0) -> float:
@@ -100,13 +108,22 @@ def main() -> None:
     args = ap.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ceiling-bench-") as tmp:
-        config = resolve_runtime(replace(
-            build_config("quick"), device=args.device, precision=args.precision, method="ew",
-            image_size=args.image_size, batch_size=args.batch_size, epochs=args.epochs,
-            # --images in all, a fifth of them test, as the pipeline rows measured before test sizes were separate
-            synth_images=args.images - args.images // 5, synth_test_images=args.images // 5,
-            compile=args.compile, data_dir=args.data_dir or str(Path(tmp) / "data"),
-        ))
+        config = resolve_runtime(
+            replace(
+                build_config("quick"),
+                device=args.device,
+                precision=args.precision,
+                method="ew",
+                image_size=args.image_size,
+                batch_size=args.batch_size,
+                epochs=args.epochs,
+                # --images in all, a fifth of them test, as the pipeline rows measured before test sizes were separate
+                synth_images=args.images - args.images // 5,
+                synth_test_images=args.images // 5,
+                compile=args.compile,
+                data_dir=args.data_dir or str(Path(tmp) / "data"),
+            )
+        )
         device = torch.device(config.device)
         backend.configure(device, config.precision)
         compute_dtype = torch.bfloat16 if config.precision == "bf16" else torch.float32
@@ -126,8 +143,11 @@ def main() -> None:
 
     efficiency = train_rate / ceiling
     target_case = device.type == "cuda" and args.image_size == 224 and args.batch_size == 128
-    memory = (f"peak CUDA {costs['peak_cuda_mb']:.0f} MiB" if costs.get("peak_cuda_mb") is not None
-              else f"peak RSS {costs['peak_rss_mb']:.0f} MiB")
+    memory = (
+        f"peak CUDA {costs['peak_cuda_mb']:.0f} MiB"
+        if costs.get("peak_cuda_mb") is not None
+        else f"peak RSS {costs['peak_rss_mb']:.0f} MiB"
+    )
     lines = [
         f"Compute ceiling and pipeline on {device_label(device)}, torch {torch.__version__}, precision "
         f"{config.precision}{', compiled' if config.compile else ''}, ResNet18 with 14 heads, {args.image_size} px, "
@@ -144,9 +164,12 @@ def main() -> None:
         f"wall {costs['wall_s']:.1f} s of which evaluation {costs['eval_s']:.1f} s |",
         "",
         f"Pipeline efficiency (training images/s ÷ ceiling) = {efficiency:.3f}. The issue's target is ≥ 0.90 on a GPU "
-        f"at 224 px, batch 128" + (f": {'met' if efficiency >= 0.9 else 'NOT met'}." if target_case else
-                                   f"; this run ({device.type}, {args.image_size} px, batch {args.batch_size}) "
-                                   "is not that case."),
+        f"at 224 px, batch 128"
+        + (
+            f": {'met' if efficiency >= 0.9 else 'NOT met'}."
+            if target_case
+            else f"; this run ({device.type}, {args.image_size} px, batch {args.batch_size}) is not that case."
+        ),
         "",
         f"Settings: {json.dumps({k: getattr(config, k) for k in ('precision', 'grad_engine', 'compile', 'optimizer', 'augment')})}",
     ]

@@ -37,13 +37,23 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None, help="default: the preset's")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="also write the table here")
-    parser.add_argument("--data-dir", default=str(Path(__file__).resolve().parents[1] / "data"),
-                        help="where cxr14-synth is generated (default: the repository's data/, as `mtlbench run`)")
+    parser.add_argument(
+        "--data-dir",
+        default=str(Path(__file__).resolve().parents[1] / "data"),
+        help="where cxr14-synth is generated (default: the repository's data/, as `mtlbench run`)",
+    )
     args = parser.parse_args()
 
-    config = resolve_runtime(replace(build_config(args.preset), method="famo", device="cpu", seed=args.seed,
-                                     data_dir=args.data_dir,
-                                     **({"epochs": args.epochs} if args.epochs else {})))
+    config = resolve_runtime(
+        replace(
+            build_config(args.preset),
+            method="famo",
+            device="cpu",
+            seed=args.seed,
+            data_dir=args.data_dir,
+            **({"epochs": args.epochs} if args.epochs else {}),
+        )
+    )
     device = torch.device("cpu")
     data = load_dataset(config, no_progress)
     torch.manual_seed(config.seed)
@@ -63,14 +73,24 @@ def main() -> None:
             losses = reevaluate()
             after.append(losses.detach().double().clone())
             return losses
+
         real_after(ctx, recorded)
 
     method.step, method.after_update = step, after_update
     split = DeviceSplit.from_split(data.train, device)
     k = 0
     for epoch in range(config.epochs):
-        for x, y in train_batches(split, config.batch_size, config.seed, epoch, device, config.normalize_mean,
-                                  config.normalize_std, config.augment, config.hflip):
+        for x, y in train_batches(
+            split,
+            config.batch_size,
+            config.seed,
+            epoch,
+            device,
+            config.normalize_mean,
+            config.normalize_std,
+            config.augment,
+            config.hflip,
+        ):
             training_step(model, method, optimizer, x, y, config, k, epoch, device)
             k += 1
     log_before = torch.stack(before).clamp_min(1e-8).log().numpy()
@@ -92,8 +112,10 @@ def main() -> None:
         lines.append(f"| {name} | {same[:, t].std():.4f} | {nxt[:, t].std():.4f} | {ratio[t]:.1f} | {corr[t]:+.2f} |")
     lines.append(f"| **median over tasks** | | | **{np.median(ratio):.1f}** | **{np.median(corr):+.2f}** |")
     lines.append("")
-    lines.append(f"Range over tasks: sd ratio {ratio.min():.1f}–{ratio.max():.1f}, correlation "
-                 f"{corr.min():+.2f} to {corr.max():+.2f}.")
+    lines.append(
+        f"Range over tasks: sd ratio {ratio.min():.1f}–{ratio.max():.1f}, correlation "
+        f"{corr.min():+.2f} to {corr.max():+.2f}."
+    )
     emit(lines, args.out)
 
 

@@ -27,12 +27,18 @@ from pathlib import Path
 
 from bench_common import emit
 
-METRICS = ("SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
-           "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task")
-WEIGHTS = ("SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
-           "ORDER BY r.method, w.epoch, w.step, w.task")
-PREDICTIONS = ("SELECT r.method, p.split, p.epoch, p.probs FROM predictions p JOIN runs r USING (run_id) "
-               "ORDER BY r.method, p.split")
+METRICS = (
+    "SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
+    "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task"
+)
+WEIGHTS = (
+    "SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
+    "ORDER BY r.method, w.epoch, w.step, w.task"
+)
+PREDICTIONS = (
+    "SELECT r.method, p.split, p.epoch, p.probs FROM predictions p JOIN runs r USING (run_id) "
+    "ORDER BY r.method, p.split"
+)
 
 
 def rows(path: Path, sql: str) -> list[tuple]:
@@ -56,7 +62,7 @@ def run(cmd: list[str], log: list[str], timeout: float = 900) -> subprocess.Comp
     tail = (done.stdout + done.stderr).strip().splitlines()[-6:]
     log.append(f"$ {' '.join(cmd[2:])}  # exit {done.returncode}, {time.monotonic() - t0:.1f} s")
     log += [f"    {line}" for line in tail]
-    print("\n".join(log[-len(tail) - 1:]), flush=True)
+    print("\n".join(log[-len(tail) - 1 :]), flush=True)
     return done
 
 
@@ -64,38 +70,85 @@ def sweep(args, work: Path, log: list[str]) -> list[str]:
     """Check 1: every method, smoke preset, on the device; a table of the stored runs."""
     results = work / "sweep.sqlite"
     t0 = time.monotonic()
-    done = run(cli("run", "--methods", "all", "--preset", "smoke", "--device", args.device,
-                   "--synth-images", str(args.synth_images), "--results", str(results),
-                   "--data-dir", str(work / "data")), log)
+    done = run(
+        cli(
+            "run",
+            "--methods",
+            "all",
+            "--preset",
+            "smoke",
+            "--device",
+            args.device,
+            "--synth-images",
+            str(args.synth_images),
+            "--results",
+            str(results),
+            "--data-dir",
+            str(work / "data"),
+        ),
+        log,
+    )
     wall = time.monotonic() - t0
-    lines = [f"### 1. `mtlbench run --methods all --preset smoke --device {args.device}`", "",
-             f"Exit status {done.returncode}, {wall:.1f} s for the whole command (data generation included).", ""]
+    lines = [
+        f"### 1. `mtlbench run --methods all --preset smoke --device {args.device}`",
+        "",
+        f"Exit status {done.returncode}, {wall:.1f} s for the whole command (data generation included).",
+        "",
+    ]
     if not results.exists():
         return lines + ["No results database was written.", ""]
-    lines += ["| method | status | grad engine | wall s | training images/s | median step ms | peak CUDA MiB | error |",
-              "|---|---|---|---:|---:|---:|---:|---|"]
-    query = ("SELECT r.method, r.status, json_extract(r.config_json, '$.grad_engine'), c.wall_s, c.images_per_s, "
-             "1000 * c.median_step_s, c.peak_cuda_mb, coalesce(r.error, '') "
-             "FROM runs r LEFT JOIN costs c USING (run_id) ORDER BY r.run_id")
+    lines += [
+        "| method | status | grad engine | wall s | training images/s | median step ms | peak CUDA MiB | error |",
+        "|---|---|---|---:|---:|---:|---:|---|",
+    ]
+    query = (
+        "SELECT r.method, r.status, json_extract(r.config_json, '$.grad_engine'), c.wall_s, c.images_per_s, "
+        "1000 * c.median_step_s, c.peak_cuda_mb, coalesce(r.error, '') "
+        "FROM runs r LEFT JOIN costs c USING (run_id) ORDER BY r.run_id"
+    )
     for method, status, engine, wall_s, ips, step_ms, peak, error in rows(results, query):
+
         def fmt(v, spec):
             return "" if v is None else format(v, spec)
-        lines.append(f"| {method} | {status} | {engine} | {fmt(wall_s, '.1f')} | {fmt(ips, '.0f')} | "
-                     f"{fmt(step_ms, '.1f')} | {fmt(peak, '.0f')} | {error.splitlines()[0][:80] if error else ''} |")
+
+        lines.append(
+            f"| {method} | {status} | {engine} | {fmt(wall_s, '.1f')} | {fmt(ips, '.0f')} | "
+            f"{fmt(step_ms, '.1f')} | {fmt(peak, '.0f')} | {error.splitlines()[0][:80] if error else ''} |"
+        )
     return lines + [""]
 
 
 def gradient_command(args, results: Path, work: Path) -> list[str]:
     """The deterministic fp32 run of one gradient method that checks 2 and 3 share."""
-    return cli("run", "--methods", args.method, "--preset", "smoke", "--device", args.device,
-               "--deterministic", "--precision", "fp32", "--epochs", "3",
-               "--synth-images", str(args.synth_images), "--results", str(results), "--data-dir", str(work / "data"))
+    return cli(
+        "run",
+        "--methods",
+        args.method,
+        "--preset",
+        "smoke",
+        "--device",
+        args.device,
+        "--deterministic",
+        "--precision",
+        "fp32",
+        "--epochs",
+        "3",
+        "--synth-images",
+        str(args.synth_images),
+        "--results",
+        str(results),
+        "--data-dir",
+        str(work / "data"),
+    )
 
 
 def same_numbers(a: Path, b: Path) -> str:
     """'identical' or which stored tables differ between two results databases."""
-    differ = [name for name, sql in (("metrics", METRICS), ("weights", WEIGHTS), ("predictions", PREDICTIONS))
-              if rows(a, sql) != rows(b, sql)]
+    differ = [
+        name
+        for name, sql in (("metrics", METRICS), ("weights", WEIGHTS), ("predictions", PREDICTIONS))
+        if rows(a, sql) != rows(b, sql)
+    ]
     return "identical (metrics, weights, predictions)" if not differ else "DIFFER in " + ", ".join(differ)
 
 
@@ -104,8 +157,12 @@ def determinism(args, work: Path, log: list[str]) -> tuple[list[str], Path | Non
     first, second = work / "det1.sqlite", work / "det2.sqlite"
     codes = [run(gradient_command(args, db, work), log).returncode for db in (first, second)]
     verdict = same_numbers(first, second) if codes == [0, 0] else f"not comparable: exit statuses {codes}"
-    return [f"### 2. `--methods {args.method} --deterministic --precision fp32 --epochs 3`, twice", "",
-            f"Stored numbers of the two runs: **{verdict}**.", ""], (first if codes[0] == 0 else None)
+    return [
+        f"### 2. `--methods {args.method} --deterministic --precision fp32 --epochs 3`, twice",
+        "",
+        f"Stored numbers of the two runs: **{verdict}**.",
+        "",
+    ], (first if codes[0] == 0 else None)
 
 
 def kill_and_resume(args, work: Path, log: list[str], reference: Path | None) -> list[str]:
@@ -133,7 +190,9 @@ def kill_and_resume(args, work: Path, log: list[str], reference: Path | None) ->
         f"Killed: yes. Rerun exit status {again.returncode}; resumed from the checkpoint: "
         f"**{'yes' if resumed else 'NO'}**; run row {status}; checkpoints left behind: "
         f"{'yes' if checkpoints.exists() and any(checkpoints.iterdir()) else 'none'}.",
-        f"Stored numbers against the uninterrupted run of check 2: **{verdict}**.", ""]
+        f"Stored numbers against the uninterrupted run of check 2: **{verdict}**.",
+        "",
+    ]
 
 
 def main() -> None:

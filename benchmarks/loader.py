@@ -96,8 +96,11 @@ def main() -> None:
     try:
         started = time.perf_counter()
         kib = write_download(root, args.files, args.source_size, args.distinct)
-        print(f"wrote {args.files} PNGs of {args.source_size} px ({kib:.0f} KiB each) in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+        print(
+            f"wrote {args.files} PNGs of {args.source_size} px ({kib:.0f} KiB each) in "
+            f"{time.perf_counter() - started:.0f} s",
+            flush=True,
+        )
         request = DataRequest(data_dir=root, image_size=args.image_size)
         started = time.perf_counter()
         bundle = load_nih_cxr14(request, no_progress)
@@ -109,8 +112,13 @@ def main() -> None:
         load = loader_rate(split, args.batch_size, device, args.augment, args.loader_seconds)
         print(f"loader: {load:.0f} images/s", flush=True)
 
-        config = replace(build_config("quick"), device=device.type, image_size=args.image_size,
-                         batch_size=args.batch_size, method="ew")
+        config = replace(
+            build_config("quick"),
+            device=device.type,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+            method="ew",
+        )
         x, y = next(train_batches(split, args.batch_size, 0, 0, device, 0.5, 0.5, args.augment))
         step_s = time_method(config, device, x, y, args.steps, 2)["step_s"]
         train = args.batch_size / step_s

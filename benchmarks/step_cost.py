@@ -133,8 +133,15 @@ def main() -> None:
     ap.add_argument("--out", help="also write the markdown table here")
     args = ap.parse_args()
 
-    base = resolve_runtime(replace(build_config("quick"), device=args.device, precision=args.precision,
-                                   image_size=args.image_size, batch_size=args.batch_size))
+    base = resolve_runtime(
+        replace(
+            build_config("quick"),
+            device=args.device,
+            precision=args.precision,
+            image_size=args.image_size,
+            batch_size=args.batch_size,
+        )
+    )
     device = torch.device(base.device)
     backend.configure(device, base.precision)
     if args.max_batch and device.type != "cuda":
@@ -163,8 +170,11 @@ def main() -> None:
                 ew_memory.append(res["memory_mb"])
             else:
                 timed[(name, engine)] = res
-            print(f"round {r + 1}/{args.rounds} {name:12s} {engine:8s} step {1000 * res['step_s']:8.1f} ms  "
-                  f"method {1000 * res['method_s']:8.1f} ms", flush=True)
+            print(
+                f"round {r + 1}/{args.rounds} {name:12s} {engine:8s} step {1000 * res['step_s']:8.1f} ms  "
+                f"method {1000 * res['method_s']:8.1f} ms",
+                flush=True,
+            )
         ew = statistics.fmean(ew_times)
         for res in timed.values():
             res["ratio"] = res["step_s"] / ew
@@ -176,8 +186,9 @@ def main() -> None:
         emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)  # kept if the search dies
         for name in dict.fromkeys(["ew", *names]):  # with the engine that `--grad-engine auto` picks
             cfg = resolve_runtime(replace(base, method=name, grad_engine="auto"))
-            found, bound = largest_batch(cfg, device, args.image_size, args.batch_size,
-                                         args.batch_limit, args.search_seconds)
+            found, bound = largest_batch(
+                cfg, device, args.image_size, args.batch_size, args.batch_limit, args.search_seconds
+            )
             engine = cfg.grad_engine if METHODS.get(name).space().per_task else "-"
             largest[(name, engine)] = f"{bound} {found}".strip()
     emit(table(per_round, cells, engines, names, largest, base, device, args), args.out)
@@ -214,10 +225,14 @@ def table(per_round, cells, engines, names, largest, base, device, args) -> list
         )
     loss_ratios = [median_of(k, "ratio") for k in cells[1:-1] if k[1] == "-"]
     ub = [median_of(k, "ratio") for k in cells[1:-1] if k[0] == "mgda-ub"]
-    lines += ["", "Targets: loss-weighting methods ≤ 1.05× EW: worst "
-              + (f"{max(loss_ratios):.2f}×" if loss_ratios else "n/a")
-              + "; mgda-ub ≤ 1.20×: " + (f"{min(ub):.2f}× (best engine)" if ub else "n/a")
-              + "; batched ≥ 2× faster than loop (GPU): see the loop ÷ batched column."]
+    lines += [
+        "",
+        "Targets: loss-weighting methods ≤ 1.05× EW: worst "
+        + (f"{max(loss_ratios):.2f}×" if loss_ratios else "n/a")
+        + "; mgda-ub ≤ 1.20×: "
+        + (f"{min(ub):.2f}× (best engine)" if ub else "n/a")
+        + "; batched ≥ 2× faster than loop (GPU): see the loop ÷ batched column.",
+    ]
     return lines
 
 

@@ -39,8 +39,9 @@ HEADER = (
 def time_generation(count: int, test_count: int, size: int, seed: int, data_dir: Path) -> float:
     """Seconds to generate a fresh cxr14-synth dataset of `count` train/val and `test_count` test
     images at `size` px."""
-    request = DataRequest(data_dir=data_dir, image_size=size, synth_images=count, synth_test_images=test_count,
-                          data_seed=seed)
+    request = DataRequest(
+        data_dir=data_dir, image_size=size, synth_images=count, synth_test_images=test_count, data_seed=seed
+    )
     loader.check_request(request)
     root = loader.dataset_root(request)
     start = time.perf_counter()
@@ -58,9 +59,7 @@ def time_render(count: int, test_count: int, size: int, seed: int) -> tuple[floa
     boxes = nih_sample.read_nih_boxes()
     images = np.empty((len(rows), size, size), dtype=np.uint8)
     start = time.perf_counter()
-    for first, stop, chunk in render.render_stream(
-        rows, rendered, size, seed, params.FINDING_STRENGTH, boxes
-    ):
+    for first, stop, chunk in render.render_stream(rows, rendered, size, seed, params.FINDING_STRENGTH, boxes):
         images[first:stop] = chunk
     return time.perf_counter() - start, images
 
@@ -113,10 +112,7 @@ def main() -> None:
         print(f"render only images/s per run: {', '.join(f'{total / s:.0f}' for s in rendering)}", file=sys.stderr)
         print(f"PNG writes only images/s per run: {', '.join(f'{total / s:.0f}' for s in write)}", file=sys.stderr)
     machine = f"{platform.machine()} {platform.processor() or platform.system()}".strip()
-    split = (
-        f"{median_rate(total, rendering):.0f} | {median_rate(total, write):.0f}"
-        if args.split else "– | –"
-    )
+    split = f"{median_rate(total, rendering):.0f} | {median_rate(total, write):.0f}" if args.split else "– | –"
     row = (
         f"| {total} | {args.size} | {statistics.median(generation):.1f} | "
         f"{median_rate(total, generation):.0f} | {split} | {usable_cores()} | {machine} |"

@@ -105,18 +105,24 @@ def main() -> None:
             cells += ["–"] * 4
         else:
             with tempfile.TemporaryDirectory(prefix="synth-test-bench-") as tmp:
-                request = DataRequest(data_dir=Path(tmp), image_size=args.image_size, synth_images=args.train,
-                                      synth_test_images=size)
+                request = DataRequest(
+                    data_dir=Path(tmp), image_size=args.image_size, synth_images=args.train, synth_test_images=size
+                )
                 root = loader.dataset_root(request)
-                _, gen_wall, gen_cpu = timed(writer.ensure_generated, root, args.train, size, args.image_size, 0,
-                                             no_progress)
+                _, gen_wall, gen_cpu = timed(
+                    writer.ensure_generated, root, args.train, size, args.image_size, 0, no_progress
+                )
                 bundle, cache_wall, cache_cpu = timed(loader.load_cxr14_synth, request, no_progress)
                 ev_wall, ev_cpu, evaluated = eval_seconds(bundle.test, args.image_size, args.eval_limit)
                 scale = len(bundle.test) / evaluated
                 boot = bootstrap_seconds(bundle.test.labels)
             scaled = f" (first {evaluated:,}, ×{scale:.1f})" if scale != 1 else ""
-            cells += [f"{gen_wall:.1f} ({gen_cpu:.1f})", f"{cache_wall:.1f} ({cache_cpu:.1f})",
-                      f"{ev_wall * scale:.1f} ({ev_cpu * scale:.1f}){scaled}", f"{boot:.1f}"]
+            cells += [
+                f"{gen_wall:.1f} ({gen_cpu:.1f})",
+                f"{cache_wall:.1f} ({cache_cpu:.1f})",
+                f"{ev_wall * scale:.1f} ({ev_cpu * scale:.1f}){scaled}",
+                f"{boot:.1f}",
+            ]
         lines.append("| " + " | ".join(cells) + " |")
         print(lines[-1], file=sys.stderr)
     emit(lines, args.out)

@@ -101,5 +101,3 @@ class ProgressFactory(Protocol):
 def no_progress(description: str, total: int) -> Callable[[int], None]:
     """A ProgressFactory that shows nothing."""
     return lambda n=1: None
-
-

@@ -79,7 +79,9 @@ def load_chestmnist(request: DataRequest, progress: ProgressFactory) -> DatasetB
     if request.download and not path.is_file():
         _download(data_dir, native)
     if not path.is_file():
-        used_for = f" (used for --image-size {request.image_size}, area-resized)" if native != request.image_size else ""
+        used_for = (
+            f" (used for --image-size {request.image_size}, area-resized)" if native != request.image_size else ""
+        )
         raise UserError(
             f"chestmnist: {path} not found{used_for}; put {npz_name(native)} there, "
             "pass --data-dir to the folder that holds it, or add --download"
@@ -93,12 +95,17 @@ def load_chestmnist(request: DataRequest, progress: ProgressFactory) -> DatasetB
     for split in SPLIT_NAMES:
         n = len(labels[split])
         ids = np.array(source.names[start : start + n])
-        splits[split] = Split(cache.pixels, np.arange(start, start + n, dtype=np.int64), labels[split][:, order], ids, ids)
+        splits[split] = Split(
+            cache.pixels, np.arange(start, start + n, dtype=np.int64), labels[split][:, order], ids, ids
+        )
         start += n
     info = _describe(path, native, request, splits, cache)
     info["warnings"] = label_warnings(DATASET_NAME, splits)
     if request.spot_check:
-        info["spot_check"] = {"checked": request.spot_check, "mismatched": spot_check(cache, source, request.spot_check)}
+        info["spot_check"] = {
+            "checked": request.spot_check,
+            "mismatched": spot_check(cache, source, request.spot_check),
+        }
     return DatasetBundle(DATASET_NAME, splits["train"], splits["val"], splits["test"], info)
 
 
@@ -248,7 +255,6 @@ def _labels(path: Path, split: str) -> np.ndarray:
             "is it a ChestMNIST file?"
         )
     return labels.astype(np.uint8)
-
 
 
 def _download(data_dir: Path, native: int) -> None:

@@ -100,8 +100,11 @@ def foreign_entries(cache_root: Path) -> list[str]:
         elif entry.is_file() and entry.name.endswith(".lock"):
             continue
         elif entry.is_dir() and _CACHE_FOLDER.match(entry.name):
-            foreign += [f"{entry.name}/{e.name}" for e in sorted(entry.iterdir())
-                        if e.is_symlink() or not e.is_file() or not is_cache_file(e.name)]
+            foreign += [
+                f"{entry.name}/{e.name}"
+                for e in sorted(entry.iterdir())
+                if e.is_symlink() or not e.is_file() or not is_cache_file(e.name)
+            ]
         else:
             foreign.append(entry.name)
     return foreign

@@ -119,10 +119,16 @@ def read_nih_layout(
     info = _describe(root, csv_label, splits, request, cache, listed, missing, unreadable)
     info["skipped_links"] = len(found.broken_links)
     info["repeated_in_lists"] = {lst.path.name: len(lst.repeats) for lst in lists}
-    info["warnings"] = ([w for w in (lst.warning(name) for lst in lists) if w]
-                        + scan_warnings(name, found, source.names) + label_warnings(name, splits))
+    info["warnings"] = (
+        [w for w in (lst.warning(name) for lst in lists) if w]
+        + scan_warnings(name, found, source.names)
+        + label_warnings(name, splits)
+    )
     if request.spot_check:
-        info["spot_check"] = {"checked": request.spot_check, "mismatched": spot_check(cache, source, request.spot_check)}
+        info["spot_check"] = {
+            "checked": request.spot_check,
+            "mismatched": spot_check(cache, source, request.spot_check),
+        }
     return DatasetBundle(name=name, train=splits["train"], val=splits["val"], test=splits["test"], info=info)
 
 
@@ -287,7 +293,6 @@ def _first_non_utf8(path: Path) -> str:
     except OSError:
         pass
     return "it does not decode as UTF-8"
-
 
 
 def _index_rows(table: pd.DataFrame, csv_label: str) -> dict[str, int]:

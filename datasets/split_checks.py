@@ -25,8 +25,7 @@ CONSEQUENCE = {
 def one_class_tasks(labels: np.ndarray, tasks: tuple[str, ...] = TASK_NAMES) -> tuple[list[str], list[str]]:
     """(tasks with no positive, tasks with no negative) among the rows of `labels` (N, T)."""
     positives = labels.sum(axis=0)
-    return ([t for t, n in zip(tasks, positives) if n == 0],
-            [t for t, n in zip(tasks, positives) if n == len(labels)])
+    return ([t for t, n in zip(tasks, positives) if n == 0], [t for t, n in zip(tasks, positives) if n == len(labels)])
 
 
 def label_warnings(dataset: str, splits: dict[str, Split], tasks: tuple[str, ...] = TASK_NAMES) -> list[str]:
@@ -37,8 +36,11 @@ def label_warnings(dataset: str, splits: dict[str, Split], tasks: tuple[str, ...
             continue
         no_positive, no_negative = one_class_tasks(split.labels, tasks)
         parts = ([f"no positive {', '.join(no_positive)}"] if no_positive else []) + (
-            [f"no negative {', '.join(no_negative)}"] if no_negative else [])
+            [f"no negative {', '.join(no_negative)}"] if no_negative else []
+        )
         if parts:
-            lines.append(f"{dataset}: the {name} split ({len(split):,} images) has {' and '.join(parts)}; "
-                         f"{CONSEQUENCE.get(name, 'their AUROC is undefined there')}")
+            lines.append(
+                f"{dataset}: the {name} split ({len(split):,} images) has {' and '.join(parts)}; "
+                f"{CONSEQUENCE.get(name, 'their AUROC is undefined there')}"
+            )
     return lines

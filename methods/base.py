@@ -46,8 +46,7 @@ import torch
 from mtlbench import hyperparams, spaces
 from mtlbench.methods.params import GradientNeed, NoHyperparameters, WeightScale
 
-__all__ = ["EpochStats", "GradientNeed", "Method", "NoHyperparameters", "StepContext", "StepOutput",
-           "WeightScale"]
+__all__ = ["EpochStats", "GradientNeed", "Method", "NoHyperparameters", "StepContext", "StepOutput", "WeightScale"]
 
 
 @dataclass(frozen=True)
@@ -180,8 +179,10 @@ class Method(torch.nn.Module):
             if not name.endswith("_"):
                 continue
             if isinstance(value, torch.Tensor):
-                raise TypeError(f"{type(self).__name__}.{name} is a tensor but not a registered buffer or "
-                                "parameter: register it (self.register_buffer) so that to() and checkpoints see it")
+                raise TypeError(
+                    f"{type(self).__name__}.{name} is a tensor but not a registered buffer or "
+                    "parameter: register it (self.register_buffer) so that to() and checkpoints see it"
+                )
             if isinstance(value, torch.Generator):
                 state[name] = value.get_state()
             elif isinstance(value, torch.optim.Optimizer):
@@ -194,8 +195,9 @@ class Method(torch.nn.Module):
         """Restore what `get_extra_state` saved (a generator and an optimizer in place)."""
         expected = {name for name in vars(self) if name.endswith("_")}
         if set(state) != expected:
-            raise ValueError(f"{type(self).__name__} extra state does not match: "
-                             f"{', '.join(sorted(set(state) ^ expected))}")
+            raise ValueError(
+                f"{type(self).__name__} extra state does not match: {', '.join(sorted(set(state) ^ expected))}"
+            )
         for name, saved in state.items():
             current = getattr(self, name)
             if isinstance(current, torch.Generator):

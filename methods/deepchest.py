@@ -46,11 +46,13 @@ def initial_weights(params: DeepChestParams, task_names: Sequence[str]) -> torch
     The files were checked with the hyperparameters (DeepChestParams.check).
     """
     if params.init_weights_file:
-        return torch.tensor(read_task_values(params.init_weights_file, task_names, "initial weights"),
-                            dtype=torch.float64)
+        return torch.tensor(
+            read_task_values(params.init_weights_file, task_names, "initial weights"), dtype=torch.float64
+        )
     if params.init_accuracies_file:
-        acc = torch.tensor(read_task_values(params.init_accuracies_file, task_names, "single-task accuracies"),
-                           dtype=torch.float64)
+        acc = torch.tensor(
+            read_task_values(params.init_accuracies_file, task_names, "single-task accuracies"), dtype=torch.float64
+        )
         return 1.0 + (1.0 - acc) / 2.0
     return torch.full((len(task_names),), float(params.initial_weight), dtype=torch.float64)
 

@@ -160,8 +160,9 @@ class _FAMOLogits(Method):
         """FAMO's task weights z = softmax(ξ) (on the simplex)."""
         return torch.softmax(self.xi_, dim=0)
 
-    def logit_update(self, log_before: torch.Tensor, log_after: torch.Tensor, ok: torch.Tensor,
-                     counts: torch.Tensor | bool = True) -> None:
+    def logit_update(
+        self, log_before: torch.Tensor, log_after: torch.Tensor, ok: torch.Tensor, counts: torch.Tensor | bool = True
+    ) -> None:
         """ξ ← one logit step on δ = log_before − log_after where the 0-dim bool `ok` holds;
         a refused step (where `counts`) is counted as skipped. No host sync."""
         state = self.logit_state()
@@ -207,8 +208,9 @@ class FAMO(_FAMOLogits):
     def after_update(self, ctx: StepContext, reevaluate) -> None:
         """δ = log ℓ(θ_k) − log ℓ(θ_{k+1}) on the same batch (one extra forward), then one logit step."""
         after = reevaluate().detach().double()
-        self.logit_update(self.before_log_, torch.log(safe_losses(after, self.params.eps)),
-                          self.before_ok_ & usable(after))
+        self.logit_update(
+            self.before_log_, torch.log(safe_losses(after, self.params.eps)), self.before_ok_ & usable(after)
+        )
 
 
 @register_method("famo-nextbatch")

@@ -45,7 +45,9 @@ def graddrop_masks(signed: torch.Tensor, purity: torch.Tensor, uniform: torch.Te
     return ((purity > uniform) & (signed > 0)) | ((purity < uniform) & (signed < 0))
 
 
-def graddrop_gradient(grads: torch.Tensor, activations: torch.Tensor, uniform: torch.Tensor, leak: float) -> torch.Tensor:
+def graddrop_gradient(
+    grads: torch.Tensor, activations: torch.Tensor, uniform: torch.Tensor, leak: float
+) -> torch.Tensor:
     """The aggregated activation gradient (B, D) from per-task gradients (T, B, D) and activations (B, D)."""
     signed = (grads * activations.sign()).sum(1)
     masks = graddrop_masks(signed, sign_purity(signed), uniform).to(grads.dtype)

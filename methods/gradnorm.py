@@ -78,9 +78,7 @@ class GradNorm(Method):
     weight_scale = "sum-to-T"
     Params = GradNormParams
 
-    def __init__(
-        self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None
-    ):
+    def __init__(self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         p = self.params
         self.weights_ = torch.nn.Parameter(torch.ones(self.num_tasks, dtype=torch.float64))

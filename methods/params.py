@@ -122,8 +122,12 @@ class UncertaintyParams:
     """Uncertainty weighting's constants: ρ in Σ exp(−s)L + ρ·s, and the initial s."""
 
     regularizer: float = field(  # ρ
-        default=1.0, metadata={"note": "ρ in Σ exp(−s)L + ρ·s; 0.5 (--param uncertainty.regularizer=0.5) is "
-                                      "the paper's classification likelihood"})
+        default=1.0,
+        metadata={
+            "note": "ρ in Σ exp(−s)L + ρ·s; 0.5 (--param uncertainty.regularizer=0.5) is "
+            "the paper's classification likelihood"
+        },
+    )
     init_log_var: float = 0.0
 
     # ρ = 1 (the authors' example code) and ρ = ½ (the paper's classification likelihood); see
@@ -217,7 +221,8 @@ class MGDAParams:
     """
 
     normalization: str = field(
-        default="loss+", metadata={"note": "none | l2 | loss | loss+; loss+ as in the authors' CelebA config"})
+        default="loss+", metadata={"note": "none | l2 | loss | loss+; loss+ as in the authors' CelebA config"}
+    )
 
     # every normalization of the authors' code (MultiObjectiveOptimization, min_norm_solvers.py);
     # their CelebA config (sample.json, 40 binary tasks, the closest to ours) uses loss+
@@ -255,7 +260,8 @@ class GradNormParams:
 
     alpha: float = 1.5
     lr: float = field(  # the weights' own Adam lr: see methods/gradnorm.py for its source
-        default=0.025, metadata={"note": "the task weights' own learning rate (AuxiLearn's GradNorm baseline)"})
+        default=0.025, metadata={"note": "the task weights' own learning rate (AuxiLearn's GradNorm baseline)"}
+    )
     optimizer: str = "adam"
     min_weight: float = 1e-3
 
@@ -266,9 +272,7 @@ class GradNormParams:
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """A known optimizer; lr > 0, α finite, 0 < min_weight < 1."""
         if self.optimizer not in GRADNORM_OPTIMIZERS:
-            raise UserError(
-                f"{method}: unknown optimizer {self.optimizer!r}; valid: {', '.join(GRADNORM_OPTIMIZERS)}"
-            )
+            raise UserError(f"{method}: unknown optimizer {self.optimizer!r}; valid: {', '.join(GRADNORM_OPTIMIZERS)}")
         if not (self.lr > 0 and math.isfinite(self.alpha) and 0 < self.min_weight < 1):
             raise UserError(f"{method}: lr must be > 0, alpha finite, and 0 < min_weight < 1")
 

@@ -59,7 +59,9 @@ class UncertaintyWeighting(Method):
     def __init__(self, task_names, params=None, *, generator=None):
         super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
         p = self.params
-        self.log_var_ = torch.nn.Parameter(torch.full((self.num_tasks,), float(p.init_log_var)))  # the run's optimizer trains it
+        self.log_var_ = torch.nn.Parameter(
+            torch.full((self.num_tasks,), float(p.init_log_var))
+        )  # the run's optimizer trains it
         self.register_buffer("skipped_", torch.zeros((), dtype=torch.long))
 
     def step(self, ctx: StepContext) -> StepOutput:

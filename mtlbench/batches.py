@@ -171,9 +171,7 @@ def paper_augmentation(x: torch.Tensor, rng: np.random.Generator) -> torch.Tenso
     cy = rng.uniform(-(1 - h), 1 - h)
     flip = np.where(rng.random(b) < 0.5, -1.0, 1.0)
     cos, sin = np.cos(angle), np.sin(angle)
-    theta = np.stack(
-        [np.stack([cos * w * flip, -sin * h, cx], 1), np.stack([sin * w * flip, cos * h, cy], 1)], 1
-    )
+    theta = np.stack([np.stack([cos * w * flip, -sin * h, cx], 1), np.stack([sin * w * flip, cos * h, cy], 1)], 1)
     return _resample(x, theta)
 
 

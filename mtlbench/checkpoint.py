@@ -51,6 +51,7 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 
     A crash at any moment leaves either the previous checkpoint or the new one, never a part.
     """
+
     def save(tmp: Path) -> None:
         with open(tmp, "wb") as f:
             torch.save({"format": FORMAT, **payload}, f)
@@ -65,7 +66,9 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
         ) from None
 
 
-def load_checkpoint(path: Path, run_id: int, config_hash: str, device: torch.device) -> tuple[dict[str, Any] | None, str]:
+def load_checkpoint(
+    path: Path, run_id: int, config_hash: str, device: torch.device
+) -> tuple[dict[str, Any] | None, str]:
     """The checkpoint of run `run_id` at `path`, or (None, why not) when there is none usable.
 
     Tensors that were on a CUDA device come back on `device`; CPU tensors (RNG states) stay.

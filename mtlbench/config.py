@@ -168,8 +168,10 @@ PRESET_SWEEPS: dict[str, dict[str, str]] = {
 def preset_sweep(preset: str, methods: str | None, seeds: str | None) -> tuple[str, str]:
     """(methods, seeds) of a sweep: the options given, else the preset's own, else all methods and seed 0."""
     own = PRESET_SWEEPS.get(preset, {})
-    return (own.get("methods", "all") if methods is None else methods,
-            own.get("seeds", "0") if seeds is None else seeds)
+    return (
+        own.get("methods", "all") if methods is None else methods,
+        own.get("seeds", "0") if seeds is None else seeds,
+    )
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
@@ -246,8 +248,14 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-_JSON_TYPE_NAMES = {list: "a list", str: "a string", int: "a number", float: "a number", bool: "true/false",
-                    type(None): "null"}
+_JSON_TYPE_NAMES = {
+    list: "a list",
+    str: "a string",
+    int: "a number",
+    float: "a number",
+    bool: "true/false",
+    type(None): "null",
+}
 
 
 def choices(field_name: str) -> tuple[str, ...]:
@@ -255,8 +263,9 @@ def choices(field_name: str) -> tuple[str, ...]:
     return typing.get_args(typing.get_type_hints(RunConfig)[field_name])
 
 
-CHOICE_FIELDS = tuple(name for name, hint in typing.get_type_hints(RunConfig).items()
-                      if typing.get_origin(hint) is Literal)
+CHOICE_FIELDS = tuple(
+    name for name, hint in typing.get_type_hints(RunConfig).items() if typing.get_origin(hint) is Literal
+)
 
 
 def validate(config: RunConfig) -> None:

@@ -43,8 +43,22 @@ from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, Method, StepOutput
 from mtlbench.methods.params import WEIGHT_SCALES
 
-SYNCING = {"item", "__bool__", "__float__", "__int__", "__index__", "tolist", "numpy", "__array__", "cpu",
-           "nonzero", "equal", "masked_select", "unique", "argwhere"}  # the last: output size from the data
+SYNCING = {
+    "item",
+    "__bool__",
+    "__float__",
+    "__int__",
+    "__index__",
+    "tolist",
+    "numpy",
+    "__array__",
+    "cpu",
+    "nonzero",
+    "equal",
+    "masked_select",
+    "unique",
+    "argwhere",
+}  # the last: output size from the data
 
 
 class ConformanceError(AssertionError):
@@ -64,8 +78,9 @@ class SyncCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        boolean_index = name == "__getitem__" and any(isinstance(a, torch.Tensor) and a.dtype == torch.bool
-                                                     for a in _flat(args[1:]))
+        boolean_index = name == "__getitem__" and any(
+            isinstance(a, torch.Tensor) and a.dtype == torch.bool for a in _flat(args[1:])
+        )
         if (name in SYNCING or boolean_index) and not _from_optimizer():
             self.calls["boolean indexing" if boolean_index else name] += 1
         return func(*args, **(kwargs or {}))
@@ -93,8 +108,9 @@ class TinyMultiTaskModel(HarnessModel):
 
     def __init__(self, num_tasks: int, inputs: int = 12, width: int = 8):
         super().__init__()
-        self.trunk = nn.Sequential(nn.Linear(inputs, width), nn.BatchNorm1d(width), nn.ReLU(),
-                                   nn.Linear(width, width), nn.ReLU())
+        self.trunk = nn.Sequential(
+            nn.Linear(inputs, width), nn.BatchNorm1d(width), nn.ReLU(), nn.Linear(width, width), nn.ReLU()
+        )
         self.heads = nn.Linear(width, num_tasks)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -163,11 +179,13 @@ class Harness:
     def epoch_stats(self, epoch: int) -> EpochStats:
         """Per-task statistics that differ between tasks and epochs."""
         t = torch.arange(self.num_tasks, dtype=torch.float64)
-        return EpochStats(epoch, 0.6 - 0.03 * t * (epoch + 1), 0.7 + 0.04 * t, 0.65 - 0.02 * t,
-                          0.72 + 0.03 * t, 0.7 + 0.02 * t)
+        return EpochStats(
+            epoch, 0.6 - 0.03 * t * (epoch + 1), 0.7 + 0.04 * t, 0.65 - 0.02 * t, 0.72 + 0.03 * t, 0.7 + 0.02 * t
+        )
 
-    def run(self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, first: int, last: int,
-            trace: Trace) -> None:
+    def run(
+        self, model: nn.Module, method: Method, optimizer: torch.optim.Optimizer, first: int, last: int, trace: Trace
+    ) -> None:
         """Steps first … last−1 through the trainer's training step, recording the method's outputs."""
         from mtlbench.training import training_step
 
@@ -194,8 +212,7 @@ class Harness:
         try:
             data = self.batches()
             for k in range(first, last):
-                training_step(model, method, optimizer, *data[k], config, k, k // self.epoch_every,
-                              torch.device("cpu"))
+                training_step(model, method, optimizer, *data[k], config, k, k // self.epoch_every, torch.device("cpu"))
                 if (k + 1) % self.epoch_every == 0:
                     method.end_epoch(self.epoch_stats(k // self.epoch_every))
         finally:
@@ -203,8 +220,11 @@ class Harness:
 
 
 def _global_rng_states() -> dict[str, Any]:
-    states: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                              "numpy": np.random.get_state()}
+    states: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+    }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["CUDA"] = torch.cuda.get_rng_state_all()
     return states
@@ -213,8 +233,13 @@ def _global_rng_states() -> dict[str, Any]:
 def _equal(a: Any, b: Any) -> bool:
     """Exact equality of nested states (tensors, arrays, dicts, sequences, scalars)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
-        return isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.dtype == b.dtype \
-            and a.shape == b.shape and torch.equal(a, b)
+        return (
+            isinstance(a, torch.Tensor)
+            and isinstance(b, torch.Tensor)
+            and a.dtype == b.dtype
+            and a.shape == b.shape
+            and torch.equal(a, b)
+        )
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.array_equal(a, b)
     if isinstance(a, dict) and isinstance(b, dict):
@@ -291,8 +316,12 @@ def _check_output(cls: type, out: Any, ctx: Any, num_tasks: int) -> dict[str, to
     if out.weights is None and out.objective is None and out.shared_grad is None:
         _fail(label, "step returned neither weights, an objective nor a shared gradient")
     if (out.weights is None) != (cls.weight_scale == "no-weights"):
-        _fail(label, "returns no weights but does not declare weight_scale 'no-weights'" if out.weights is None
-              else "declares weight_scale 'no-weights' but returns weights")
+        _fail(
+            label,
+            "returns no weights but does not declare weight_scale 'no-weights'"
+            if out.weights is None
+            else "declares weight_scale 'no-weights' but returns weights",
+        )
     losses = ctx.losses
     if out.weights is not None:
         w = out.weights
@@ -311,12 +340,17 @@ def _check_output(cls: type, out: Any, ctx: Any, num_tasks: int) -> dict[str, to
         if ctx.grads is None:
             _fail(label, f"returned a shared gradient in the {cls.needs!r} space, which has none")
         if out.shared_grad.shape != (ctx.grads.shape[1],):
-            _fail(label, f"shared_grad has shape {tuple(out.shared_grad.shape)}; its space's gradients have "
-                         f"({ctx.grads.shape[1]},)")
+            _fail(
+                label,
+                f"shared_grad has shape {tuple(out.shared_grad.shape)}; its space's gradients have "
+                f"({ctx.grads.shape[1]},)",
+            )
         if not bool(torch.isfinite(out.shared_grad).all()):
             _fail(label, "shared_grad is not finite")
-    return {k: None if v is None else v.detach().clone() for k, v in
-            (("weights", out.weights), ("objective", out.objective), ("shared_grad", out.shared_grad))}
+    return {
+        k: None if v is None else v.detach().clone()
+        for k, v in (("weights", out.weights), ("objective", out.objective), ("shared_grad", out.shared_grad))
+    }
 
 
 def _check_training(cls: type, label: str) -> None:
@@ -331,8 +365,10 @@ def _check_training(cls: type, label: str) -> None:
     registered = {id(t) for t in method.state_dict(keep_vars=True).values() if isinstance(t, torch.Tensor)}
     stray = [n for n, v in vars(method).items() if isinstance(v, torch.Tensor) and id(v) not in registered]
     if stray:
-        _fail(label, f"tensor state {', '.join(stray)} is not a registered buffer or parameter: to() and checkpoints "
-                     "miss it")
+        _fail(
+            label,
+            f"tensor state {', '.join(stray)} is not a registered buffer or parameter: to() and checkpoints miss it",
+        )
 
     again = Trace()
     model2, method2, optimizer2 = harness.fresh()
@@ -346,8 +382,9 @@ def _check_training(cls: type, label: str) -> None:
     model, method, optimizer = harness.fresh()
     harness.run(model, method, optimizer, 0, cut, Trace())
     buffer = io.BytesIO()
-    torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "method": method.state_dict()}, buffer)
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "method": method.state_dict()}, buffer
+    )
     buffer.seek(0)
     saved = torch.load(buffer, weights_only=True)
     straight = Trace()

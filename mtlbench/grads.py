@@ -72,8 +72,11 @@ def per_task_gradients(
 def _batched(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
     t = losses.shape[0]
     basis = torch.eye(t, dtype=losses.dtype, device=losses.device)
-    blocks = list(torch.autograd.grad(losses, space, grad_outputs=basis, retain_graph=True, is_grads_batched=True,
-                                      allow_unused=True))
+    blocks = list(
+        torch.autograd.grad(
+            losses, space, grad_outputs=basis, retain_graph=True, is_grads_batched=True, allow_unused=True
+        )
+    )
     jacobian = _new_jacobian(losses, space)
     _copy_blocks(jacobian, blocks, space)
     return jacobian
@@ -82,8 +85,9 @@ def _batched(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
 def _loop(losses: torch.Tensor, space: list[torch.Tensor]) -> torch.Tensor:
     jacobian = _new_jacobian(losses, space)
     for t in range(losses.shape[0]):  # only one task's gradient exists outside the Jacobian at a time
-        _copy_blocks(jacobian[t], list(torch.autograd.grad(losses[t], space, retain_graph=True, allow_unused=True)),
-                     space)
+        _copy_blocks(
+            jacobian[t], list(torch.autograd.grad(losses[t], space, retain_graph=True, allow_unused=True)), space
+        )
     return jacobian
 
 

@@ -87,7 +87,9 @@ def _arms(hint: Any) -> tuple[list[Any], bool]:
 
 
 def _is_text(hint: Any) -> bool:
-    return hint is str or (typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint)))
+    return hint is str or (
+        typing.get_origin(hint) is Literal and all(isinstance(a, str) for a in typing.get_args(hint))
+    )
 
 
 def parse_value(text: str, hint: Any) -> Any:
@@ -150,7 +152,9 @@ def check_fields(params: Any, method: str) -> None:
         value = getattr(params, f.name)
         problem = _type_problem(value, hints[f.name])
         if problem:
-            example = "" if f.default is MISSING else f"; e.g. --param {method}.{f.name}={_as_text(f.default)} (the default)"
+            example = (
+                "" if f.default is MISSING else f"; e.g. --param {method}.{f.name}={_as_text(f.default)} (the default)"
+            )
             raise UserError(f"{method}.{f.name} {problem}, got {_shown(value)}{example}")
 
 
@@ -176,8 +180,10 @@ def make_params(params_class: type, overrides: dict[str, Any] | None, method: st
     unknown = sorted(set(overrides) - set(known))
     if unknown:
         hint = did_you_mean(unknown[0], known) if len(unknown) == 1 else ""
-        raise UserError(f"unknown hyperparameter(s) {', '.join(unknown)} for {method}{hint}; "
-                        f"valid: {', '.join(sorted(known)) or 'none'}")
+        raise UserError(
+            f"unknown hyperparameter(s) {', '.join(unknown)} for {method}{hint}; "
+            f"valid: {', '.join(sorted(known)) or 'none'}"
+        )
     params = params_class(**overrides)
     check_fields(params, method)
     return params
@@ -209,12 +215,16 @@ def parse_method_params(items: Sequence[str], methods: Sequence[str]) -> dict[st
         except UserError as exc:
             raise UserError(f"--param {item}: {exc}") from None
         if method not in methods:
-            raise UserError(f"--param {item}: {method} is not in --methods ({', '.join(methods)}); "
-                            f"add it to --methods or drop this --param")
+            raise UserError(
+                f"--param {item}: {method} is not in --methods ({', '.join(methods)}); "
+                f"add it to --methods or drop this --param"
+            )
         types_ = field_types(spec.Params)
         if name not in types_:
-            raise UserError(f"--param {item}: unknown hyperparameter {name} for {method}"
-                            f"{did_you_mean(name, types_)}; valid: {', '.join(types_) or 'none'}")
+            raise UserError(
+                f"--param {item}: unknown hyperparameter {name} for {method}"
+                f"{did_you_mean(name, types_)}; valid: {', '.join(types_) or 'none'}"
+            )
         out.setdefault(method, {})[name] = parse_value(text, types_[name])
     for method in methods:
         check_params(make_params(method_spec(method).Params, out.get(method), method), method)

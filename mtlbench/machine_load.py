@@ -51,7 +51,7 @@ def busy_ticks(proc_stat: str, cpus: Iterable[int]) -> int:
 def own_ticks(self_stat: str) -> int:
     """utime + stime (clock ticks, every thread) of a process, from the text of /proc/<pid>/stat
     (fields 14 and 15; the command name in parentheses may hold spaces)."""
-    fields = self_stat[self_stat.rindex(")") + 2:].split()
+    fields = self_stat[self_stat.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
 
 
@@ -78,8 +78,7 @@ def other_load(others_s: float, capacity_s: float) -> float | None:
     return min(1.0, others_s / capacity_s) if capacity_s > 0 else None
 
 
-def timing_reliability(others_s: float, capacity_s: float, measurable: bool = True
-                       ) -> tuple[bool | None, str | None]:
+def timing_reliability(others_s: float, capacity_s: float, measurable: bool = True) -> tuple[bool | None, str | None]:
     """(unreliable, reason) of a run's timings from the other load during its training phases.
 
     True when other processes took at least LOADED_SHARE of its CPUs; None (unknown) where the load
@@ -88,13 +87,17 @@ def timing_reliability(others_s: float, capacity_s: float, measurable: bool = Tr
     if not measurable:
         return None, "unknown: the machine's load cannot be read here (no /proc/stat)"
     if capacity_s < MIN_LOAD_WINDOW_S:
-        return None, (f"unknown: training too short to measure the machine's load "
-                      f"({capacity_s:.2f} CPU-s < {MIN_LOAD_WINDOW_S:g})")
+        return None, (
+            f"unknown: training too short to measure the machine's load "
+            f"({capacity_s:.2f} CPU-s < {MIN_LOAD_WINDOW_S:g})"
+        )
     share = other_load(others_s, capacity_s)
     assert share is not None
     if share >= LOADED_SHARE:
-        return True, (f"other processes used {100 * share:.0f}% of the CPUs during its training steps "
-                      f"(threshold {100 * LOADED_SHARE:.0f}%)")
+        return True, (
+            f"other processes used {100 * share:.0f}% of the CPUs during its training steps "
+            f"(threshold {100 * LOADED_SHARE:.0f}%)"
+        )
     return False, None
 
 
@@ -106,8 +109,9 @@ def listed_cpus(proc_stat: str | None = None, allowed: Iterable[int] | None = No
         text = _PROC_STAT.read_text() if proc_stat is None else proc_stat
     except OSError:
         return []
-    present = sorted(int(line[3:].split(" ", 1)[0]) for line in text.splitlines()
-                     if line.startswith("cpu") and line[3:4].isdigit())
+    present = sorted(
+        int(line[3:].split(" ", 1)[0]) for line in text.splitlines() if line.startswith("cpu") and line[3:4].isdigit()
+    )
     if allowed is None:
         try:
             allowed = os.sched_getaffinity(0)
@@ -134,8 +138,9 @@ class LoadMeter:
     def sample(self) -> CpuSample | None:
         """A reading now; None where /proc cannot be read."""
         try:
-            return CpuSample(time.perf_counter(), busy_ticks(_PROC_STAT.read_text(), self.cpus),
-                             own_ticks(_SELF_STAT.read_text()))
+            return CpuSample(
+                time.perf_counter(), busy_ticks(_PROC_STAT.read_text(), self.cpus), own_ticks(_SELF_STAT.read_text())
+            )
         except (OSError, ValueError, IndexError):
             return None
 

@@ -78,8 +78,10 @@ def write_whole_folder(out: Path, kind: str, reads: Sequence[Path], write: Calla
         check_output_folder(out, kind, reads)  # again: the folder may have changed while writing
         _swap(scratch, target, out, kind)
     except OSError as exc:
-        raise UserError(f"cannot write the {kind} to {out}: {exc.strerror or exc}; "
-                        "pass --out a folder in a writable place with free space") from None
+        raise UserError(
+            f"cannot write the {kind} to {out}: {exc.strerror or exc}; "
+            "pass --out a folder in a writable place with free space"
+        ) from None
     finally:
         if created and scratch.is_dir() and not scratch.is_symlink():
             shutil.rmtree(scratch, ignore_errors=True)
@@ -108,14 +110,18 @@ def check_output_folder(out: Path, kind: str, reads: Sequence[Path]) -> Path:
         return target
     listed = _listed_entries(target, kind)
     if listed is None:
-        raise UserError(f"--out {out} is not empty and was not written by `mtlbench {kind}` (it has no "
-                        f"{marker_name(kind)}), and mtlbench replaces only a folder it wrote; {pick}, "
-                        "or move its files elsewhere")
+        raise UserError(
+            f"--out {out} is not empty and was not written by `mtlbench {kind}` (it has no "
+            f"{marker_name(kind)}), and mtlbench replaces only a folder it wrote; {pick}, "
+            "or move its files elsewhere"
+        )
     foreign = sorted(set(_entries(target, kind)) - listed)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
-        raise UserError(f"--out {out} holds {len(foreign)} file(s) that `mtlbench {kind}` did not write "
-                        f"({shown}); move them out of it, or {pick}")
+        raise UserError(
+            f"--out {out} holds {len(foreign)} file(s) that `mtlbench {kind}` did not write "
+            f"({shown}); move them out of it, or {pick}"
+        )
     return target
 
 
@@ -142,6 +148,7 @@ def _swap(scratch: Path, target: Path, out: Path, kind: str) -> None:
 
 def _remove_stale_outputs(parent: Path) -> None:
     """Scratch and replaced folders of report/export processes that died, in `parent`."""
+
     def owned(folder: Path) -> bool:
         return any((folder / marker_name(kind)).is_file() for kind in KINDS)
 
@@ -171,7 +178,13 @@ def _listed_entries(folder: Path, kind: str) -> set[str] | None:
 
 
 def _write_marker(folder: Path, kind: str, entries: Iterable[str]) -> None:
-    text = json.dumps({"written_by": f"mtlbench {kind}", "version": __version__,
-                       "note": f"this folder is replaced whole by the next `mtlbench {kind}` into it",
-                       "entries": list(entries)}, indent=1)
+    text = json.dumps(
+        {
+            "written_by": f"mtlbench {kind}",
+            "version": __version__,
+            "note": f"this folder is replaced whole by the next `mtlbench {kind}` into it",
+            "entries": list(entries),
+        },
+        indent=1,
+    )
     (folder / marker_name(kind)).write_text(text + "\n")

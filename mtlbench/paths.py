@@ -53,7 +53,9 @@ def results_path(value: str, must_exist: bool, option: str = "--results") -> Pat
         if stat.S_ISDIR(mode):
             raise UserError(f"{option} {path} is a folder; pass a file in it, e.g. {path / 'mtlbench.sqlite'}")
         if not stat.S_ISREG(mode):
-            raise UserError(f"{option} {path} is not a regular file (a device, pipe or socket); pass a .sqlite file path")
+            raise UserError(
+                f"{option} {path} is not a regular file (a device, pipe or socket); pass a .sqlite file path"
+            )
         return path
     ancestor = _first_existing_ancestor(path)
     if not ancestor.is_dir():

@@ -72,8 +72,10 @@ def parse_seeds(text: str, limit: int = MAX_CELLS) -> tuple[int, ...]:
                 raise UserError(f"--seeds: {s} is out of range (0 … {MAX_SEED})")
     count = sum(hi - lo + 1 for lo, hi in spans)
     if count > limit:
-        raise UserError(f"--seeds {text!r} names {count:,} seeds; one command runs at most {limit:,} runs "
-                        "(methods × seeds): split the seeds over several commands with the same --results")
+        raise UserError(
+            f"--seeds {text!r} names {count:,} seeds; one command runs at most {limit:,} runs "
+            "(methods × seeds): split the seeds over several commands with the same --results"
+        )
     return tuple(dict.fromkeys(s for lo, hi in spans for s in range(lo, hi + 1)))
 
 
@@ -81,8 +83,10 @@ def check_cell_count(methods: Sequence[str], seeds: Sequence[int], limit: int = 
     """Refuse a sweep of more than `limit` runs (methods × seeds)."""
     cells = len(methods) * len(seeds)
     if cells > limit:
-        raise UserError(f"--methods × --seeds is {len(methods)} × {len(seeds):,} = {cells:,} runs; one command runs "
-                        f"at most {limit:,}: split the seeds over several commands with the same --results")
+        raise UserError(
+            f"--methods × --seeds is {len(methods)} × {len(seeds):,} = {cells:,} runs; one command runs "
+            f"at most {limit:,}: split the seeds over several commands with the same --results"
+        )
 
 
 def check_methods_fit(config: RunConfig, methods: Sequence[str]) -> None:

@@ -51,16 +51,20 @@ def scan_plugins() -> PluginScan:
             continue  # the same distribution seen twice on sys.path
         try:
             if ep.name in METHOD_SPECS:
-                raise UserError(f"plugin method {ep.name!r} ({ep.value}) has the name of a built-in method; "
-                                "rename its entry point")
+                raise UserError(
+                    f"plugin method {ep.name!r} ({ep.value}) has the name of a built-in method; rename its entry point"
+                )
             if not NAME_PATTERN.fullmatch(ep.name):
-                raise UserError(f"plugin method {ep.name!r} ({ep.value}): a name must be lower-case letters, digits, "
-                                "'.', '_' or '-'")
+                raise UserError(
+                    f"plugin method {ep.name!r} ({ep.value}): a name must be lower-case letters, digits, "
+                    "'.', '_' or '-'"
+                )
             try:
                 cls = ep.load()
             except Exception as exc:  # noqa: BLE001  (a plugin's own bug: named, not a traceback)
-                raise UserError(f"plugin method {ep.name!r} ({ep.value}) failed to load: "
-                                f"{type(exc).__name__}: {exc}") from None
+                raise UserError(
+                    f"plugin method {ep.name!r} ({ep.value}) failed to load: {type(exc).__name__}: {exc}"
+                ) from None
             check_method_class(ep.name, ep.value, cls)
         except UserError as exc:
             problems[ep.name] = str(exc)
@@ -89,12 +93,18 @@ def check_method_class(name: str, where: str, cls: Any) -> None:
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise UserError(f"plugin method {name!r} ({where}) is not a subclass of mtlbench.methods.base.Method")
     if cls.needs not in SPACES:
-        raise UserError(f"plugin method {name!r} ({where}) needs the unknown gradient space {cls.needs!r}; "
-                        f"valid: {', '.join(SPACES)}")
+        raise UserError(
+            f"plugin method {name!r} ({where}) needs the unknown gradient space {cls.needs!r}; "
+            f"valid: {', '.join(SPACES)}"
+        )
     if cls.weight_scale not in WEIGHT_SCALES:
-        raise UserError(f"plugin method {name!r} ({where}) declares weight_scale {cls.weight_scale!r}; "
-                        f"valid: {', '.join(WEIGHT_SCALES)}")
+        raise UserError(
+            f"plugin method {name!r} ({where}) declares weight_scale {cls.weight_scale!r}; "
+            f"valid: {', '.join(WEIGHT_SCALES)}"
+        )
     if not (is_dataclass(cls.Params) and callable(getattr(cls.Params, "check", None))):
-        raise UserError(f"plugin method {name!r} ({where}): Params must be a dataclass with a check(method, task_names)")
+        raise UserError(
+            f"plugin method {name!r} ({where}): Params must be a dataclass with a check(method, task_names)"
+        )
     if not (isinstance(cls.version, int) and cls.version >= 1):
         raise UserError(f"plugin method {name!r} ({where}): version must be an integer ≥ 1")

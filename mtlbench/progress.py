@@ -22,7 +22,9 @@ def _bars(console: Console, enabled: bool) -> Progress:
     )
 
 
-def _progress_factory(progress: Progress, console: Console, plain: bool, description: str, total: int) -> Callable[[int], None]:
+def _progress_factory(
+    progress: Progress, console: Console, plain: bool, description: str, total: int
+) -> Callable[[int], None]:
     """A ProgressFactory callback: a bar on a terminal, one plain line otherwise."""
     task = progress.add_task(description, total=total, info="")
     if plain:
@@ -78,8 +80,9 @@ class SweepDisplay(DataDisplay):
         """Reset the epoch and step bars for a new run (`first_epoch` > 0: resumed from a checkpoint)."""
         self.label = label
         self.progress.update(self.sweep, info=label)
-        self.progress.reset(self.epoch, total=epochs, completed=first_epoch, visible=True,
-                            description=f"epochs ({label})", info="")
+        self.progress.reset(
+            self.epoch, total=epochs, completed=first_epoch, visible=True, description=f"epochs ({label})", info=""
+        )
         if self.plain and first_epoch:
             restored = "epoch 1" if first_epoch == 1 else f"epochs 1–{first_epoch}"
             self.console.print(f"{label}: {restored} restored from the checkpoint", highlight=False, soft_wrap=True)
@@ -95,8 +98,12 @@ class SweepDisplay(DataDisplay):
         self.progress.update(self.epoch, info=f"val AUROC {val_auroc:.3f}")
         if self.plain:
             task = self.progress.tasks[self.epoch]
-            self.console.print(f"{self.label}: epoch {epoch + 1}/{task.total:.0f}, val AUROC {val_auroc:.3f}, "
-                               f"{task.elapsed or 0:.0f} s", highlight=False, soft_wrap=True)
+            self.console.print(
+                f"{self.label}: epoch {epoch + 1}/{task.total:.0f}, val AUROC {val_auroc:.3f}, "
+                f"{task.elapsed or 0:.0f} s",
+                highlight=False,
+                soft_wrap=True,
+            )
         self.progress.reset(self.step)
 
     def end_run(self) -> None:

@@ -59,7 +59,9 @@ class Registry(Generic[T]):
             raise UserError(self.explain(name))
         if name not in self.entries:
             valid = ", ".join(self.names())
-            raise UserError(f"unknown {self.kind} {name!r}{did_you_mean(name, self.entries)}; valid {self.kind}s: {valid}")
+            raise UserError(
+                f"unknown {self.kind} {name!r}{did_you_mean(name, self.entries)}; valid {self.kind}s: {valid}"
+            )
         return self.entries[name]
 
 
@@ -75,10 +77,13 @@ def _plugin_problem(name: str) -> str | None:
     return plugin_problem(name)
 
 
-METHODS: Registry[Any] = Registry("method", "mtlbench.methods.catalog", {}, tuple(METHOD_SPECS), _plugin_methods,
-                                  _plugin_problem)
+METHODS: Registry[Any] = Registry(
+    "method", "mtlbench.methods.catalog", {}, tuple(METHOD_SPECS), _plugin_methods, _plugin_problem
+)
 # The catalog's order (the default dataset first), whatever order a process imported the loaders in.
-DATASETS: Registry[Any] = Registry("dataset", "mtlbench.datasets.catalog", {}, ("cxr14-synth", "nih-cxr14", "chestmnist"))
+DATASETS: Registry[Any] = Registry(
+    "dataset", "mtlbench.datasets.catalog", {}, ("cxr14-synth", "nih-cxr14", "chestmnist")
+)
 
 
 def register_method(name: str) -> Callable[[T], T]:
@@ -91,8 +96,10 @@ def register_method(name: str) -> Callable[[T], T]:
 
     def decorate(cls: Any) -> Any:
         if METHOD_SPECS.get(name) != MethodSpec(cls.needs, cls.Params, cls.version):
-            raise ValueError(f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}, "
-                             f"version={cls.version}) in METHOD_SPECS (methods/params.py)")
+            raise ValueError(
+                f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}, "
+                f"version={cls.version}) in METHOD_SPECS (methods/params.py)"
+            )
         cls.name = name
         return METHODS.register(name)(cls)
 

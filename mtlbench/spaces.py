@@ -54,8 +54,9 @@ class GradientSpace:
 
     def apply_shared_grad(self, shared_grad: "torch.Tensor", model: "nn.Module", features: "torch.Tensor") -> None:
         """Put an aggregated gradient (P,) of this space into the shared parameters' `.grad`."""
-        raise ValueError(f"a method in the {self.name!r} space must return weights or an objective, "
-                         "not a shared gradient")
+        raise ValueError(
+            f"a method in the {self.name!r} space must return weights or an objective, not a shared gradient"
+        )
 
     def backward(self, out: Any, losses: "torch.Tensor", model: "nn.Module", features: "torch.Tensor") -> None:
         """Fill every trainable parameter's `.grad` from the method's StepOutput `out`.
@@ -164,6 +165,5 @@ for _space in (LossSpace, SharedParamsSpace, SharedFeaturesSpace, LastSharedLaye
 def space(name: str) -> GradientSpace:
     """The registered space `name`; a UserError naming the valid ones otherwise."""
     if name not in SPACES:
-        raise UserError(f"unknown gradient space {name!r}{did_you_mean(name, SPACES)}; "
-                        f"valid: {', '.join(SPACES)}")
+        raise UserError(f"unknown gradient space {name!r}{did_you_mean(name, SPACES)}; valid: {', '.join(SPACES)}")
     return SPACES[name]

@@ -23,8 +23,10 @@ from mtlbench.results.check import check_intact
 from mtlbench.results.leases import Owner, this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
 
-DATA_INTERRUPTED = ("the data generation was not finished and no run was started; rerun the same command to "
-                    "finish it (a partly built image cache resumes where it stopped)")
+DATA_INTERRUPTED = (
+    "the data generation was not finished and no run was started; rerun the same command to "
+    "finish it (a partly built image cache resumes where it stopped)"
+)
 
 
 def load_dataset(config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
@@ -89,8 +91,14 @@ def open_session(base: RunConfig, methods: Sequence[str], results: Path, display
     return SweepSession(base, data, env, device, this_process())
 
 
-def run_cells(session: SweepSession, cells: Sequence[RunConfig], store: ResultsStore, display: Any,
-              force: bool = False, labels: Sequence[str] | None = None) -> list[RunResult]:
+def run_cells(
+    session: SweepSession,
+    cells: Sequence[RunConfig],
+    store: ResultsStore,
+    display: Any,
+    force: bool = False,
+    labels: Sequence[str] | None = None,
+) -> list[RunResult]:
     """Train each cell in turn into `store` (claimed, resumed or skipped as `train_run` decides);
     `labels`, one per cell, are added to what the display calls each run."""
     outcomes = []

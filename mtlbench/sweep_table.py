@@ -34,8 +34,10 @@ def summary_table(results: Path, outcomes: Sequence[RunResult], reference: str =
     The time columns leave out runs timed on a loaded machine (their costs marked unreliable): such a
     cell is marked TIMING_MARK, and a note under the table names the runs and the load."""
     ids = [o.run_id for o in outcomes if o.run_id is not None]
-    table = Table(title="test set (means over tasks with enough positives; [95% interval over patients and seeds])",
-                  title_justify="left")
+    table = Table(
+        title="test set (means over tasks with enough positives; [95% interval over patients and seeds])",
+        title_justify="left",
+    )
     for col in ("method", "runs", "AUROC", f"ΔAUROC vs {reference}", "time/run", "step", "peak memory"):
         table.add_column(col, justify="left" if col == "method" else "right", no_wrap=True)
     if not ids:
@@ -56,8 +58,13 @@ def summary_table(results: Path, outcomes: Sequence[RunResult], reference: str =
         mark = f" {TIMING_MARK}" if len(timed) < len(done) else ""
         status = f"{len(done)}/{len(runs)}" + ("" if len(done) == len(runs) else " ⚠")
         cuda = [r["peak_cuda_mb"] for r in done if pd.notna(r["peak_cuda_mb"])]
-        memory = (f"{_mean_sd(cuda, '.0f')} MiB CUDA" if cuda
-                  else f"{_mean_sd([r['peak_rss_mb'] for r in done], '.0f')} MiB RSS" if done else "—")
+        memory = (
+            f"{_mean_sd(cuda, '.0f')} MiB CUDA"
+            if cuda
+            else f"{_mean_sd([r['peak_rss_mb'] for r in done], '.0f')} MiB RSS"
+            if done
+            else "—"
+        )
         table.add_row(
             method,
             status,
@@ -65,10 +72,14 @@ def summary_table(results: Path, outcomes: Sequence[RunResult], reference: str =
             "reference" if method == reference else _variant_cell(comparison.delta, method),
             (_mean_sd([r["wall_s"] for r in timed], ".0f") + " s" if timed else "—") + mark if done else "—",
             (_mean_sd([1000 * r["median_step_s"] for r in timed], ".0f") + " ms" if timed else "—") + mark
-            if done else "—",
+            if done
+            else "—",
             memory,
         )
-    notes = [*comparison.notes, *timing_notes(pd.DataFrame(timings, columns=["variant", "seed", "timing", "other_load"]))]
+    notes = [
+        *comparison.notes,
+        *timing_notes(pd.DataFrame(timings, columns=["variant", "seed", "timing", "other_load"])),
+    ]
     return Group(table, *(Text(f"• {note}") for note in notes))
 
 

@@ -58,7 +58,9 @@ def trial_outcomes(store: ResultsStore, hashes: list[str]) -> list[TrialOutcome]
             continue
         row = found.loc[h]
         score = row["val_auroc"]
-        out.append(TrialOutcome(i, str(row["status"]), float(score) if score is not None and score == score else math.nan))
+        out.append(
+            TrialOutcome(i, str(row["status"]), float(score) if score is not None and score == score else math.nan)
+        )
     return out
 
 
@@ -73,8 +75,13 @@ def run_tune(plan: TunePlan, results: Path, display: Any) -> TuneResult:
             cells = plan.trial_cells(method)
             points = plan.points[method]
             hashes = [cell_hash(c) for c in cells]
-            store.record_trials(study, method, plan.trials, plan.trial_seed,
-                                [(i, h, p.to_json()) for i, (h, p) in enumerate(zip(hashes, points))])
+            store.record_trials(
+                study,
+                method,
+                plan.trials,
+                plan.trial_seed,
+                [(i, h, p.to_json()) for i, (h, p) in enumerate(zip(hashes, points))],
+            )
             labels = [f"· trial {i + 1}/{len(cells)} ({p.label(method)})" for i, p in enumerate(points)]
             result.trials += run_cells(session, cells, store, display, labels=labels)
             outcomes = trial_outcomes(store, hashes)
@@ -83,8 +90,10 @@ def run_tune(plan: TunePlan, results: Path, display: Any) -> TuneResult:
             if chosen is None:
                 if blocker and not any(o.status in ("failed", "interrupted") for o in outcomes):
                     result.waiting.add(method)
-                result.unselected[method] = blocker or ("no trial completed with a validation AUROC (every one "
-                                                        "diverged or ran out of memory): nothing to select")
+                result.unselected[method] = blocker or (
+                    "no trial completed with a validation AUROC (every one "
+                    "diverged or ran out of memory): nothing to select"
+                )
                 for _ in plan.seeds:  # the final runs that will not run: the sweep bar still completes
                     getattr(display, "end_run", lambda: None)()
                 continue

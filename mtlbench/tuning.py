@@ -88,8 +88,9 @@ class Point:
 def point_label(method: str, config: dict[str, Any], method_params: dict[str, Any]) -> str:
     """The settings of a configuration as `name=value`, shared ones first."""
     parts = [f"{k}={_shown(v)}" for k, v in config.items()]
-    parts += [f"{method + '.' if k in config or k in SHARED_SPACE else ''}{k}={_shown(v)}"
-              for k, v in method_params.items()]
+    parts += [
+        f"{method + '.' if k in config or k in SHARED_SPACE else ''}{k}={_shown(v)}" for k, v in method_params.items()
+    ]
     return ", ".join(parts)
 
 
@@ -131,13 +132,21 @@ class SearchSpace:
 
     def describe(self) -> str:
         """'lr ∈ {0.0001, 0.0003, …} × alpha ∈ {…}: 60 points'."""
-        dims = " × ".join(f"{d.name if d.shared or d.name not in SHARED_SPACE else self.method + '.' + d.name} ∈ "
-                          f"{{{', '.join(_shown(v) for v in d.values)}}}" for d in self.dimensions)
+        dims = " × ".join(
+            f"{d.name if d.shared or d.name not in SHARED_SPACE else self.method + '.' + d.name} ∈ "
+            f"{{{', '.join(_shown(v) for v in d.values)}}}"
+            for d in self.dimensions
+        )
         return f"{dims}: {self.size:,} point{'s' if self.size != 1 else ''}"
 
 
 def _same(a: Any, b: Any) -> bool:
-    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool) and not isinstance(b, bool):
+    if (
+        isinstance(a, (int, float))
+        and isinstance(b, (int, float))
+        and not isinstance(a, bool)
+        and not isinstance(b, bool)
+    ):
         return float(a) == float(b)
     return a == b
 
@@ -161,18 +170,24 @@ def search_space(method: str, fixed_config: Iterable[str] = (), fixed_params: It
             dims.append(Dimension(name, tuple(values), False))
     for d in dims:
         if not d.values:
-            raise UserError(f"{method}: the search space of {d.name} is empty; give it at least one value in "
-                            f"{'mtlbench.tuning.SHARED_SPACE' if d.shared else where}")
+            raise UserError(
+                f"{method}: the search space of {d.name} is empty; give it at least one value in "
+                f"{'mtlbench.tuning.SHARED_SPACE' if d.shared else where}"
+            )
         if len({json.dumps(v, sort_keys=True, default=str) for v in d.values}) != len(d.values):
             raise UserError(f"{method}: the search space of {d.name} repeats a value: {d.values!r}")
         if not d.shared:
             for value in d.values:  # types and the method's own rules (unknown names are refused here too)
                 check_params(make_params(spec.Params, {d.name: value}, method), method)
     if not dims:
-        fixed = ", ".join([f"--{n.replace('_', '-')}" for n in sorted(fixed_config & set(SHARED_SPACE))]
-                          + [f"--param {method}.{n}" for n in sorted(fixed_params & set(own))])
-        raise UserError(f"{method}: nothing to tune: its search space is empty"
-                        + (f" once {fixed} are fixed; drop one of them" if fixed else ""))
+        fixed = ", ".join(
+            [f"--{n.replace('_', '-')}" for n in sorted(fixed_config & set(SHARED_SPACE))]
+            + [f"--param {method}.{n}" for n in sorted(fixed_params & set(own))]
+        )
+        raise UserError(
+            f"{method}: nothing to tune: its search space is empty"
+            + (f" once {fixed} are fixed; drop one of them" if fixed else "")
+        )
     return SearchSpace(method, tuple(dims))
 
 
@@ -180,8 +195,10 @@ def default_point(space: SearchSpace, base: RunConfig, fixed_params: dict[str, A
     """The configuration a plain `mtlbench run` would train: the base config's shared settings and
     the method's resolved defaults (with the fixed hyperparameters), restricted to the space."""
     params = resolved_params(space.method, fixed_params)
-    return Point({d.name: getattr(base, d.name) for d in space.dimensions if d.shared},
-                 {d.name: params.get(d.name) for d in space.dimensions if not d.shared})
+    return Point(
+        {d.name: getattr(base, d.name) for d in space.dimensions if d.shared},
+        {d.name: params.get(d.name) for d in space.dimensions if not d.shared},
+    )
 
 
 def draw_order(size: int, seed: int, method: str, first: int | None = None) -> Iterator[int]:
@@ -236,11 +253,15 @@ def selection_blocker(outcomes: Sequence[TrialOutcome]) -> str | None:
     failed = [o.trial for o in outcomes if o.status in ("failed", "interrupted")]
     unfinished = [o.trial for o in outcomes if o.status in (None, "running")]
     if failed:
-        return (f"trial(s) {', '.join(map(str, failed))} failed: nothing selected; rerun the same command to "
-                "retry them (the finished trials are kept)")
+        return (
+            f"trial(s) {', '.join(map(str, failed))} failed: nothing selected; rerun the same command to "
+            "retry them (the finished trials are kept)"
+        )
     if unfinished:
-        return (f"trial(s) {', '.join(map(str, unfinished))} are not finished (another process is running them): "
-                "nothing selected yet; rerun the same command once they are")
+        return (
+            f"trial(s) {', '.join(map(str, unfinished))} are not finished (another process is running them): "
+            "nothing selected yet; rerun the same command once they are"
+        )
     return None
 
 
@@ -280,13 +301,21 @@ class TunePlan:
         hyperparameters, resolved, and the trial seed), its space and the budget."""
         cell = replace(self.base, method=method, method_params=self.method_params.get(method, {}), seed=self.trial_seed)
         space = [(d.name, d.shared, list(d.values)) for d in self.spaces[method].dimensions]
-        blob = json.dumps({"cell": cell.hashed_fields(), "space": space, "budget": self.trials},
-                          sort_keys=True, default=str)
+        blob = json.dumps(
+            {"cell": cell.hashed_fields(), "space": space, "budget": self.trials}, sort_keys=True, default=str
+        )
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def plan_tune(base: RunConfig, methods: Sequence[str], seeds: Sequence[int], trials: int, trial_seed: int,
-              method_params: dict[str, dict[str, Any]], fixed_config: Iterable[str] = ()) -> TunePlan:
+def plan_tune(
+    base: RunConfig,
+    methods: Sequence[str],
+    seeds: Sequence[int],
+    trials: int,
+    trial_seed: int,
+    method_params: dict[str, dict[str, Any]],
+    fixed_config: Iterable[str] = (),
+) -> TunePlan:
     """Every method's space and trials, each point's hyperparameters checked (no torch)."""
     if trials < 1:
         raise UserError(f"--trials must be at least 1, got {trials}")

@@ -93,8 +93,12 @@ def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:
         with ResultsStore(tmp_path / f"{method}.sqlite") as store:
             out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
             run_id = (out.run_id,)
-            losses = [r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run_id)]
-            weights = [dict(r) for r in store.query("SELECT epoch, step, task, weight FROM weights WHERE run_id=?", run_id)]
+            losses = [
+                r["loss"] for r in store.query("SELECT loss FROM metrics WHERE split='test' AND run_id=?", run_id)
+            ]
+            weights = [
+                dict(r) for r in store.query("SELECT epoch, step, task, weight FROM weights WHERE run_id=?", run_id)
+            ]
             diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run_id)
         return TinyRun(out, losses, weights, {r["name"]: r["value"] for r in diag})
 

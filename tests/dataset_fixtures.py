@@ -107,8 +107,14 @@ def write_npz(folder: Path, size: int = 28, counts=CHESTMNIST_COUNTS, seed: int 
 
 
 DATA_ENTRY_FAULTS: tuple[str, ...] = (
-    "unknown-label", "blank-finding-labels", "no-finding-labels-column", "no-patient-id-column", "ragged-row",
-    "header-only", "empty", "binary",
+    "unknown-label",
+    "blank-finding-labels",
+    "no-finding-labels-column",
+    "no-patient-id-column",
+    "ragged-row",
+    "header-only",
+    "empty",
+    "binary",
 )
 
 

@@ -46,15 +46,37 @@ from mtlbench.tasks import TASK_NAMES
 # test positives per task: ≥ 20 (the report's default --min-positives) is averaged; Consolidation sits
 # exactly at 20, Edema one below; Hernia has one test positive, as in the default synthetic run
 TEST_POSITIVES: dict[str, int] = {
-    "Atelectasis": 45, "Cardiomegaly": 24, "Effusion": 52, "Infiltration": 70, "Mass": 28, "Nodule": 31,
-    "Pneumonia": 12, "Pneumothorax": 26, "Consolidation": 20, "Edema": 19, "Emphysema": 22, "Fibrosis": 15,
-    "Pleural_Thickening": 29, "Hernia": 1,
+    "Atelectasis": 45,
+    "Cardiomegaly": 24,
+    "Effusion": 52,
+    "Infiltration": 70,
+    "Mass": 28,
+    "Nodule": 31,
+    "Pneumonia": 12,
+    "Pneumothorax": 26,
+    "Consolidation": 20,
+    "Edema": 19,
+    "Emphysema": 22,
+    "Fibrosis": 15,
+    "Pleural_Thickening": 29,
+    "Hernia": 1,
 }
 # validation positives: Hernia has none (its thresholds fall back to 0.5)
 VAL_POSITIVES: dict[str, int] = {
-    "Atelectasis": 20, "Cardiomegaly": 10, "Effusion": 24, "Infiltration": 30, "Mass": 12, "Nodule": 13,
-    "Pneumonia": 6, "Pneumothorax": 11, "Consolidation": 9, "Edema": 8, "Emphysema": 10, "Fibrosis": 7,
-    "Pleural_Thickening": 12, "Hernia": 0,
+    "Atelectasis": 20,
+    "Cardiomegaly": 10,
+    "Effusion": 24,
+    "Infiltration": 30,
+    "Mass": 12,
+    "Nodule": 13,
+    "Pneumonia": 6,
+    "Pneumothorax": 11,
+    "Consolidation": 9,
+    "Edema": 8,
+    "Emphysema": 10,
+    "Fibrosis": 7,
+    "Pleural_Thickening": 12,
+    "Hernia": 0,
 }
 METHODS = ("ew", "deepchest", "pcgrad", "mgda", "graddrop")
 SCORES: dict[str, float | str] = {"ew": "noise", "deepchest": 0.8, "pcgrad": "perfect", "mgda": 0.4, "graddrop": "ew"}
@@ -63,11 +85,13 @@ STEP_S = {"ew": 0.050, "deepchest": 0.052, "pcgrad": 0.610, "mgda": 0.550, "grad
 PEAK_MB = {"ew": 900.0, "deepchest": 905.0, "pcgrad": 1400.0, "mgda": 1350.0, "graddrop": 1380.0}
 DEFAULT_SCORE, DEFAULT_STEP_S, DEFAULT_PEAK_MB = 0.5, 0.3, 1000.0  # a method the tables above lack
 CUDA_NAME = "NVIDIA H100 80GB HBM3"
-TRACEBACK = ("RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR\n"
-             "Traceback (most recent call last):\n"
-             '  File "mtlbench/training/run.py", line 113, in train_run\n'
-             "    result = _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over,\n"
-             "RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR\n")
+TRACEBACK = (
+    "RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR\n"
+    "Traceback (most recent call last):\n"
+    '  File "mtlbench/training/run.py", line 113, in train_run\n'
+    "    result = _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over,\n"
+    "RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR\n"
+)
 
 
 @dataclass(frozen=True)
@@ -135,12 +159,16 @@ class ProtocolRecord:
         return sorted(s for (m, s), st in self.status.items() if m == method and st == "complete")
 
 
-def _ids_and_patients(n_patients: int, first_patient: int, rng: np.random.Generator, nih_names: bool = True
-                      ) -> tuple[list[str], np.ndarray]:
+def _ids_and_patients(
+    n_patients: int, first_patient: int, rng: np.random.Generator, nih_names: bool = True
+) -> tuple[list[str], np.ndarray]:
     counts = rng.integers(1, 6, size=n_patients)
     patients = np.repeat(np.arange(first_patient, first_patient + n_patients), counts)
-    ids = [f"{p:08d}_{k:03d}.png" for p, c in zip(range(first_patient, first_patient + n_patients), counts)
-           for k in range(c)]
+    ids = [
+        f"{p:08d}_{k:03d}.png"
+        for p, c in zip(range(first_patient, first_patient + n_patients), counts)
+        for k in range(c)
+    ]
     return (ids if nih_names else [f"image_{first_patient + i:05d}.png" for i in range(len(ids))]), patients
 
 
@@ -179,14 +207,22 @@ def _config(spec: ProtocolSpec, method: str, seed: int):
 
     import torch
 
-    config = build_config("smoke", [({"epochs": spec.epochs, "batch_size": spec.batch_size,
-                                      "synth_images": 1200, **spec.config}, "fixture")])
+    config = build_config(
+        "smoke",
+        [({"epochs": spec.epochs, "batch_size": spec.batch_size, "synth_images": 1200, **spec.config}, "fixture")],
+    )
     device = torch.device(spec.device)
     # resolved as mtlbench.training.factories.resolve_runtime does (without asking for the device)
-    return replace(config, method=method, seed=seed, dataset=spec.dataset, device=spec.device,
-                   data_fingerprint=f"fixture-{spec.dataset}-{spec.data_seed}",
-                   grad_engine=grads.resolve_engine(config.grad_engine, device, REGISTRY.get(method).space().small),
-                   precision=resolve_precision(config.precision, device))
+    return replace(
+        config,
+        method=method,
+        seed=seed,
+        dataset=spec.dataset,
+        device=spec.device,
+        data_fingerprint=f"fixture-{spec.dataset}-{spec.data_seed}",
+        grad_engine=grads.resolve_engine(config.grad_engine, device, REGISTRY.get(method).space().small),
+        precision=resolve_precision(config.precision, device),
+    )
 
 
 def _method(config):
@@ -213,14 +249,26 @@ def _costs(spec: ProtocolSpec, method: str, seed: int) -> dict[str, Any]:
     eval_s = 0.4 + 0.01 * seed
     peak = spec.peak_mb.get(method, DEFAULT_PEAK_MB) + 10 * seed
     cuda = spec.device == "cuda"
-    return dict(device=CUDA_NAME if cuda else "cpu", wall_s=train_s + eval_s + 1.5, train_s=train_s, eval_s=eval_s,
-                median_step_s=step, median_method_s=step * 0.25, images_per_s=steps * spec.batch_size / train_s,
-                peak_cuda_mb=peak if cuda else None, peak_rss_mb=peak * (1.8 if cuda else 1.0),
-                rss_scope="run", median_step_cpu_s=2 * step, other_load=0.01, unreliable=False)  # a quiet machine
+    return dict(
+        device=CUDA_NAME if cuda else "cpu",
+        wall_s=train_s + eval_s + 1.5,
+        train_s=train_s,
+        eval_s=eval_s,
+        median_step_s=step,
+        median_method_s=step * 0.25,
+        images_per_s=steps * spec.batch_size / train_s,
+        peak_cuda_mb=peak if cuda else None,
+        peak_rss_mb=peak * (1.8 if cuda else 1.0),
+        rss_scope="run",
+        median_step_cpu_s=2 * step,
+        other_load=0.01,
+        unreliable=False,
+    )  # a quiet machine
 
 
-def _epoch_weights(method: str, weight_scale: str, epoch: int, steps: list[int], rng: np.random.Generator
-                   ) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _epoch_weights(
+    method: str, weight_scale: str, epoch: int, steps: list[int], rng: np.random.Generator
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(epoch mean (T,), per-step (S, T) or None) as the trainer logs them; (None, None) without weights."""
     t = len(TASK_NAMES)
     if weight_scale == "no-weights":
@@ -247,11 +295,14 @@ def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
     first = 10_000 * (spec.data_seed + 1)
     test_ids, test_patients = _ids_and_patients(spec.test_patients, first, rng, spec.nih_names)
     val_ids, val_patients = _ids_and_patients(spec.val_patients, first + 5_000, rng, spec.nih_names)
-    stored_patients = {"val": [str(p) for p in val_patients] if spec.store_patients else None,
-                       "test": [str(p) for p in test_patients] if spec.store_patients else None}
+    stored_patients = {
+        "val": [str(p) for p in val_patients] if spec.store_patients else None,
+        "test": [str(p) for p in test_patients] if spec.store_patients else None,
+    }
     test_labels = _labels(len(test_ids), spec.test_positives, rng)
-    record = ProtocolRecord(spec, test_ids, test_patients, test_labels, val_ids,
-                            _labels(len(val_ids), spec.val_positives, rng))
+    record = ProtocolRecord(
+        spec, test_ids, test_patients, test_labels, val_ids, _labels(len(val_ids), spec.val_positives, rng)
+    )
     tasks = TASK_NAMES
     owner = Owner(host="fixture-host", pid=1, token="fixture")
     for mi, method in enumerate(spec.methods):
@@ -259,10 +310,13 @@ def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
             config = _config(spec, method, seed)
             built = _method(config)
             stored = dict(json.loads(config.to_json()), method_params=built.hyperparameters())
-            claim = store.claim_run(RunKey(method, spec.dataset, seed, config.config_hash()),
-                                    json.dumps(stored, sort_keys=True),
-                                    {"mtlbench": "fixture", "git_commit": "fixture", "torch": "fixture",
-                                     "device": spec.device}, built.weight_scale, owner)
+            claim = store.claim_run(
+                RunKey(method, spec.dataset, seed, config.config_hash()),
+                json.dumps(stored, sort_keys=True),
+                {"mtlbench": "fixture", "git_commit": "fixture", "torch": "fixture", "device": spec.device},
+                built.weight_scale,
+                owner,
+            )
             rid = claim.run_id
             store.set_data_info(rid, {"name": spec.dataset, "fingerprint": config.data_fingerprint})
             key = (method, seed)
@@ -297,16 +351,23 @@ def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
                 if failure.status == "diverged":
                     store.set_diagnostics(rid, built.diagnostics())
                 if failure.status == "oom":
-                    store.set_costs(rid, {k: v for k, v in _costs(spec, method, seed).items()
-                                          if k in ("device", "peak_cuda_mb", "peak_rss_mb", "rss_scope")})
+                    store.set_costs(
+                        rid,
+                        {
+                            k: v
+                            for k, v in _costs(spec, method, seed).items()
+                            if k in ("device", "peak_cuda_mb", "peak_rss_mb", "rss_scope")
+                        },
+                    )
                 store.finish_run(rid, failure.status, diverged_step=failure.diverged_step, error=failure.error)
                 record.status[key] = failure.status
                 continue
             test_p = _probs(kind, record.test_labels, run_rng)
             test = task_metrics(record.test_labels, test_p, bce(record.test_labels, test_p))
             store.add_metrics(rid, "test", best, tasks, test)
-            store.add_predictions(rid, "val", best, val_ids, record.val_labels, val_by_epoch[best],
-                                  stored_patients["val"])
+            store.add_predictions(
+                rid, "val", best, val_ids, record.val_labels, val_by_epoch[best], stored_patients["val"]
+            )
             store.add_predictions(rid, "test", best, test_ids, record.test_labels, test_p, stored_patients["test"])
             costs = _costs(spec, method, seed)
             store.set_costs(rid, costs)

@@ -74,10 +74,20 @@ def test_precision_and_compile_are_in_the_hash_and_legacy_values_keep_old_hashes
     assert base.config_hash() == "180ad753955ce07f"
     # a run stored before precision and compile existed is re-identified with their legacy values
     stored = {k: v for k, v in json.loads(base.to_json()).items() if k not in ("precision", "compile")}
-    assert RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k != "method_version"}}).config_hash() \
+    assert (
+        RunConfig(**{**LEGACY_VALUES, **{k: v for k, v in stored.items() if k != "method_version"}}).config_hash()
         == base.config_hash()
-    assert len({base.config_hash(), replace(base, precision="bf16").config_hash(),
-                replace(base, compile=True).config_hash()}) == 3
+    )
+    assert (
+        len(
+            {
+                base.config_hash(),
+                replace(base, precision="bf16").config_hash(),
+                replace(base, compile=True).config_hash(),
+            }
+        )
+        == 3
+    )
     assert "precision" in json.loads(base.to_json())
 
 
@@ -101,13 +111,15 @@ def test_runs_stored_before_precision_existed_count_as_fp32(tmp_path, toy_bundle
     with ResultsStore(path) as store:
         train_run(replace(config, precision="fp32"), toy_bundle, store, {})
         train_run(replace(config, precision="fp32", method="deepchest"), toy_bundle, store, {})
-        old = {k: v for k, v in json.loads(store.query("SELECT config_json FROM runs")[0][0]).items()
-               if k not in ("precision", "compile")}
+        old = {
+            k: v
+            for k, v in json.loads(store.query("SELECT config_json FROM runs")[0][0]).items()
+            if k not in ("precision", "compile")
+        }
         store.conn.execute("UPDATE runs SET config_json=? WHERE run_id=1", (json.dumps(old),))
         store.conn.commit()
     (protocol,) = load_protocols(path)
     assert protocol.config["precision"] == "fp32" and len(protocol.runs) == 2
-
 
 
 def test_compiled_run_completes_and_records_compile(tmp_path, toy_bundle) -> None:

@@ -72,6 +72,7 @@ def test_to_model_input_keeps_the_device_and_normalizes() -> None:
     images = torch.tensor([[[0, 255]]], dtype=torch.uint8)
     assert to_model_input(images, 0.5, 0.5).tolist() == [[[[-1.0, 1.0]]]]
 
+
 def test_prefetched_keeps_order_and_runs_ahead_of_the_consumer() -> None:
     produced: list[int] = []
 

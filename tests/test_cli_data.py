@@ -75,8 +75,22 @@ def test_run_on_nih_download_with_missing_archive(tmp_path: Path, nih_root: Path
 def test_run_on_chestmnist(tmp_path: Path, capsys) -> None:
     write_npz(tmp_path / "medmnist", size=64, counts={"train": 96, "val": 32, "test": 32})
     results = tmp_path / "r.sqlite"
-    code = main(["run", "--methods", "ew", "--preset", "smoke", "--dataset", "chestmnist", "--quiet",
-                 "--data-dir", str(tmp_path / "medmnist"), "--results", str(results)])
+    code = main(
+        [
+            "run",
+            "--methods",
+            "ew",
+            "--preset",
+            "smoke",
+            "--dataset",
+            "chestmnist",
+            "--quiet",
+            "--data-dir",
+            str(tmp_path / "medmnist"),
+            "--results",
+            str(results),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     status, data = sqlite3.connect(results).execute("SELECT status, data_json FROM runs").fetchone()
     assert status == "complete" and json.loads(data)["file"] == "chestmnist_64.npz"

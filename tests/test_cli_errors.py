@@ -22,13 +22,20 @@ from mtlbench.cli import main
         (["run", "--batch-size", "1"], "--batch-size must be between 2"),
         (["run", "--image-size", "4"], "--image-size must be between 16"),
         (["run", "--preset", "huge"], "unknown --preset 'huge'; valid: smoke, quick, lite, paper"),
-        (["run", "--param", "deepchest.bogus=1"], "--param deepchest.bogus=1: unknown hyperparameter bogus for deepchest"),
+        (
+            ["run", "--param", "deepchest.bogus=1"],
+            "--param deepchest.bogus=1: unknown hyperparameter bogus for deepchest",
+        ),
         (["run", "--param", "nonsense"], "expected METHOD.NAME=VALUE"),
         (["run", "--config", "/nonexistent/c.json"], "config file not found"),
-        (["run", "--freeze-trunk", "--methods", "ew,pcgrad,mgda-ub"],
-         "--freeze-trunk leaves no shared gradient for the gradient method(s) pcgrad, mgda-ub"),
-        (["run", "--compile", "--methods", "ew,mgda"], "--compile supports loss-weighting methods only: the gradient "
-                                                        "method(s) mgda"),
+        (
+            ["run", "--freeze-trunk", "--methods", "ew,pcgrad,mgda-ub"],
+            "--freeze-trunk leaves no shared gradient for the gradient method(s) pcgrad, mgda-ub",
+        ),
+        (
+            ["run", "--compile", "--methods", "ew,mgda"],
+            "--compile supports loss-weighting methods only: the gradient method(s) mgda",
+        ),
         (["run", "--precision", "tf32", "--device", "cpu"], "--precision tf32 is a CUDA tensor-core mode"),
         (["run", "--precision", "fp16"], "unknown --precision 'fp16'; valid: auto, fp32, tf32, bf16"),
         (["run", "--grad-engine", "fast"], "unknown --grad-engine 'fast'; valid: auto, batched, loop"),
@@ -45,14 +52,29 @@ def test_user_errors(argv, message, capsys, tmp_path):
     assert not (tmp_path / "r.sqlite").exists()
 
 
-@pytest.mark.parametrize("dataset, message", [
-    ("nope", "unknown dataset 'nope'; valid datasets: cxr14-synth, "),
-    ("nih-cxr14", "does not exist; pass --data-dir pointing to the NIH ChestX-ray14 download"),
-    ("chestmnist", "chestmnist_64.npz not found (used for --image-size 32, area-resized)"),
-])
+@pytest.mark.parametrize(
+    "dataset, message",
+    [
+        ("nope", "unknown dataset 'nope'; valid datasets: cxr14-synth, "),
+        ("nih-cxr14", "does not exist; pass --data-dir pointing to the NIH ChestX-ray14 download"),
+        ("chestmnist", "chestmnist_64.npz not found (used for --image-size 32, area-resized)"),
+    ],
+)
 def test_dataset_errors(dataset, message, capsys, tmp_path):
-    code = main(["run", "--dataset", dataset, "--preset", "smoke", "--quiet",
-                 "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")])
+    code = main(
+        [
+            "run",
+            "--dataset",
+            dataset,
+            "--preset",
+            "smoke",
+            "--quiet",
+            "--results",
+            str(tmp_path / "r.sqlite"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
 
@@ -76,7 +98,8 @@ def test_device_cuda_without_gpu(capsys, tmp_path):
 def test_console_script_exit_code_and_no_traceback(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "mtlbench.cli", "run", "--methods", "nope", "--results", str(tmp_path / "r.sqlite")],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and proc.stderr.strip().startswith("mtlbench: error: unknown method")
@@ -85,8 +108,18 @@ def test_console_script_exit_code_and_no_traceback(tmp_path):
 def test_list_shows_methods_hyperparameters_and_datasets(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for text in ("ew", "deepchest", "increase_factor = 1.1", "max_weight = 1.5", "decay_factor = 1.05",
-                 "signal = 'train-accuracy'", "cxr14-synth", "smoke", "quick", "paper"):
+    for text in (
+        "ew",
+        "deepchest",
+        "increase_factor = 1.1",
+        "max_weight = 1.5",
+        "decay_factor = 1.05",
+        "signal = 'train-accuracy'",
+        "cxr14-synth",
+        "smoke",
+        "quick",
+        "paper",
+    ):
         assert text in out, text
 
 
@@ -100,8 +133,20 @@ def test_pretrained_weights_unavailable(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty cache
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # and no network
-    code = main(["run", "--pretrained", "imagenet", "--preset", "smoke", "--quiet",
-                 "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")])
+    code = main(
+        [
+            "run",
+            "--pretrained",
+            "imagenet",
+            "--preset",
+            "smoke",
+            "--quiet",
+            "--results",
+            str(tmp_path / "r.sqlite"),
+            "--data-dir",
+            str(tmp_path / "data"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "could not load the ImageNet ResNet18 weights" in err and "hub/checkpoints" in err
     assert not (tmp_path / "r.sqlite").exists()
@@ -182,8 +227,10 @@ def test_registries_list_in_catalog_order_whatever_was_imported_first() -> None:
     import subprocess
     import sys
 
-    code = ("import mtlbench.datasets.chestmnist, mtlbench.methods.graddrop; from mtlbench.registry import DATASETS, "
-            "METHODS; print(DATASETS.names()[0], METHODS.names()[0], METHODS.names()[-1])\n"
-            "try:\n    DATASETS.get('nope')\nexcept Exception as exc:\n    print(str(exc).split('valid datasets: ')[1])")
+    code = (
+        "import mtlbench.datasets.chestmnist, mtlbench.methods.graddrop; from mtlbench.registry import DATASETS, "
+        "METHODS; print(DATASETS.names()[0], METHODS.names()[0], METHODS.names()[-1])\n"
+        "try:\n    DATASETS.get('nope')\nexcept Exception as exc:\n    print(str(exc).split('valid datasets: ')[1])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == ["cxr14-synth ew graddrop", "cxr14-synth, nih-cxr14, chestmnist"]

@@ -30,4 +30,3 @@ def test_export_csv_is_the_database_table_by_table(results_db, tmp_path: Path) -
     runs = pd.read_csv(out / "runs.csv")
     assert dict(zip(zip(runs["method"], runs["seed"]), runs["status"])) == record.status
     assert runs.loc[runs["status"] == "failed", "error"].item().count("\n") == 5  # the stored traceback, whole
-

@@ -41,8 +41,11 @@ def test_bad_results_paths_are_one_line_and_write_nothing(command, case, tmp_pat
     value, message = bad_paths(tmp_path)[case]
     before = sorted(p.name for p in tmp_path.iterdir())
     journal_before = os.path.exists("/dev/null-journal")  # another process may have left one
-    code = main([*COMMANDS[command], "--results", value, "--out", str(tmp_path / "out")]
-                if command != "run" else [*COMMANDS[command], "--results", value, "--data-dir", str(tmp_path / "d")])
+    code = main(
+        [*COMMANDS[command], "--results", value, "--out", str(tmp_path / "out")]
+        if command != "run"
+        else [*COMMANDS[command], "--results", value, "--data-dir", str(tmp_path / "d")]
+    )
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("mtlbench: error: ") and err.count("\n") == 1 and message in err, err

@@ -143,8 +143,9 @@ def _holm(p: np.ndarray) -> np.ndarray:
 def _step_ratio(record, method: str, reference: str) -> tuple[float, float, float]:
     """Geometric mean of per-seed median-step ratios with its log-scale t interval."""
     seeds = sorted(set(record.complete(method)) & set(record.complete(reference)))
-    logs = np.log([record.costs[(method, s)]["median_step_s"] / record.costs[(reference, s)]["median_step_s"]
-                   for s in seeds])
+    logs = np.log(
+        [record.costs[(method, s)]["median_step_s"] / record.costs[(reference, s)]["median_step_s"] for s in seeds]
+    )
     half = stats.t.ppf(0.975, len(logs) - 1) * logs.std(ddof=1) / np.sqrt(len(logs))
     return float(np.exp(logs.mean())), float(np.exp(logs.mean() - half)), float(np.exp(logs.mean() + half))
 
@@ -156,13 +157,21 @@ def test_every_file_is_written(report) -> None:
     _, _, out = report
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(FIGURES) and 'src="http' not in html
-    assert sorted(p.name.split("_cxr14")[0] for p in (out / "tables").iterdir()) == ["leaderboard", "leaderboard",
-                                                                                    "per_task"]
+    assert sorted(p.name.split("_cxr14")[0] for p in (out / "tables").iterdir()) == [
+        "leaderboard",
+        "leaderboard",
+        "per_task",
+    ]
     for name in FIGURES:
         assert len(list(out.glob(f"figures/*/{name}.png"))) == 1 and len(list(out.glob(f"figures/*/{name}.svg"))) == 1
     md = (out / "report.md").read_text()
-    for heading in ("Leaderboard", "Per-task test AUROC", "Runs that did not complete",
-                    "The DeepChest paper's claims, checked against this data", "Figures"):
+    for heading in (
+        "Leaderboard",
+        "Per-task test AUROC",
+        "Runs that did not complete",
+        "The DeepChest paper's claims, checked against this data",
+        "Figures",
+    ):
         assert md.count(f"### {heading}\n") == 1, heading
     assert "15 finished run(s) in 1 protocol(s)" in md
     assert list(_md_table(md, "Leaderboard").index) == list(METHODS)
@@ -176,8 +185,19 @@ def test_every_file_is_written(report) -> None:
 def test_the_csv_is_the_numeric_frame(report) -> None:
     _, record, out = report
     frame = _frame(out)
-    assert list(frame.columns) == ["variant", "metric", "reference", "value", "sd", "lo", "hi", "p", "p_holm", "n",
-                                   "best"]
+    assert list(frame.columns) == [
+        "variant",
+        "metric",
+        "reference",
+        "value",
+        "sd",
+        "lo",
+        "hi",
+        "p",
+        "p_holm",
+        "n",
+        "best",
+    ]
     assert all(pd.api.types.is_float_dtype(frame[c]) for c in ("value", "sd", "lo", "hi", "p", "p_holm"))
     assert pd.api.types.is_integer_dtype(frame["n"]) and pd.api.types.is_bool_dtype(frame["best"])
     assert list(dict.fromkeys(frame["variant"])) == list(METHODS) and not frame.duplicated(["variant", "metric"]).any()
@@ -188,8 +208,11 @@ def test_the_csv_is_the_numeric_frame(report) -> None:
     relative = frame[frame["reference"].notna()]
     assert set(relative["reference"]) == {"ew"} and set(relative["metric"]) == set(RELATIVE)
     counts = frame[frame["metric"].str.startswith("runs_")].set_index(["variant", "metric"])["value"].to_dict()
-    assert counts == {**{(m, "runs_complete"): float(len(record.complete(m))) for m in METHODS},
-                      ("mgda", "runs_diverged"): 1.0, ("graddrop", "runs_failed"): 1.0}
+    assert counts == {
+        **{(m, "runs_complete"): float(len(record.complete(m))) for m in METHODS},
+        ("mgda", "runs_diverged"): 1.0,
+        ("graddrop", "runs_failed"): 1.0,
+    }
 
 
 def test_quality_metrics_match_the_stored_predictions(report, expected) -> None:
@@ -218,8 +241,9 @@ def test_per_task_csv_matches_the_stored_predictions(report, expected) -> None:
     for row in per_task.itertuples():
         t = TASK_NAMES.index(row.task)
         seeds = record.complete(row.variant)
-        assert row.value == pytest.approx(np.mean([expected[(row.variant, s)][row.metric][t] for s in seeds]),
-                                          rel=1e-9, abs=1e-12), row
+        assert row.value == pytest.approx(
+            np.mean([expected[(row.variant, s)][row.metric][t] for s in seeds]), rel=1e-9, abs=1e-12
+        ), row
         assert (row.positives, row.eligible) == (TEST_POSITIVES[row.task], bool(ELIGIBLE[t]))
     hernia = per_task[(per_task["task"] == "Hernia") & (per_task["metric"] == "auroc")].set_index("variant")
     assert hernia.loc["pcgrad", "value"] == 1.0  # one positive, ranked above every negative
@@ -229,13 +253,24 @@ def test_costs_and_counts_match_the_store(report) -> None:
     path, record, out = report
     frame = _frame(out).set_index(["variant", "metric"])
     with closing(sqlite3.connect(path)) as con:
-        losses = pd.read_sql("SELECT r.method, r.seed, m.task, m.loss FROM metrics m JOIN runs r USING (run_id) "
-                             "WHERE m.split='test'", con)
+        losses = pd.read_sql(
+            "SELECT r.method, r.seed, m.task, m.loss FROM metrics m JOIN runs r USING (run_id) WHERE m.split='test'",
+            con,
+        )
     for method in METHODS:
         seeds = record.complete(method)
         costs = pd.DataFrame([record.costs[(method, s)] for s in seeds])
-        loss = [np.mean([log_loss(record.test_labels[:, t], record.test_probs[(method, s)][:, t].astype(np.float64),
-                                  labels=[0, 1]) for t in range(len(TASK_NAMES))]) for s in seeds]
+        loss = [
+            np.mean(
+                [
+                    log_loss(
+                        record.test_labels[:, t], record.test_probs[(method, s)][:, t].astype(np.float64), labels=[0, 1]
+                    )
+                    for t in range(len(TASK_NAMES))
+                ]
+            )
+            for s in seeds
+        ]
         stored = losses[losses["method"] == method].groupby("seed")["loss"].mean()
         assert stored.to_numpy() == pytest.approx(loss, rel=1e-6)  # the stored loss is the BCE of the predictions
         assert frame.loc[(method, "test_loss"), "value"] == pytest.approx(stored.mean(), rel=1e-12)
@@ -257,8 +292,9 @@ def test_relative_metrics_match_the_stored_predictions(report, expected) -> None
         for metric in QUALITY:
             value = (_seed_means(expected, method, metric, seeds) - _seed_means(expected, "ew", metric, seeds)).mean()
             assert indexed.loc[(method, f"delta_{metric}"), "value"] == pytest.approx(value, rel=1e-9, abs=1e-12)
-        assert indexed.loc[(method, "delta_m_pct"), "value"] == pytest.approx(_delta_m(expected, method, "ew", seeds),
-                                                                              rel=1e-9, abs=1e-12)
+        assert indexed.loc[(method, "delta_m_pct"), "value"] == pytest.approx(
+            _delta_m(expected, method, "ew", seeds), rel=1e-9, abs=1e-12
+        )
         mine, ew = _seed_means(expected, method, "auroc", seeds), _seed_means(expected, "ew", "auroc", seeds)
         row = indexed.loc[(method, "delta_auroc_seeds")]
         assert row["value"] == pytest.approx((mine - ew).mean(), rel=1e-9, abs=1e-12) and row["n"] == len(seeds)
@@ -300,15 +336,35 @@ def test_the_shown_table_formats_the_frame(report) -> None:
             text += f" p={row[p]:.2g}"
         return f"**{text}**" if row["best"] else text
 
-    assert list(table.columns) == ["runs", "AUROC", "AP", "accuracy@0.5", "macro-F1", "balanced acc.", "ECE",
-                                   "test loss", "Δm% vs EW", "ΔAUROC vs EW", "ΔAUROC vs EW (seeds)", "s/epoch",
-                                   "step × EW", "images/s", "memory"]
+    assert list(table.columns) == [
+        "runs",
+        "AUROC",
+        "AP",
+        "accuracy@0.5",
+        "macro-F1",
+        "balanced acc.",
+        "ECE",
+        "test loss",
+        "Δm% vs EW",
+        "ΔAUROC vs EW",
+        "ΔAUROC vs EW (seeds)",
+        "s/epoch",
+        "step × EW",
+        "images/s",
+        "memory",
+    ]
     runs = {"ew": "3/3", "deepchest": "3/3", "pcgrad": "3/3", "mgda": "2/3 (1 diverged)", "graddrop": "2/3 (1 failed)"}
     for method in METHODS:
         row = table.loc[method]
         assert row["runs"] == runs[method]
-        for header, metric in (("AUROC", "auroc"), ("AP", "ap"), ("accuracy@0.5", "accuracy"), ("macro-F1", "macro_f1"),
-                               ("balanced acc.", "balanced_accuracy"), ("ECE", "ece")):
+        for header, metric in (
+            ("AUROC", "auroc"),
+            ("AP", "ap"),
+            ("accuracy@0.5", "accuracy"),
+            ("macro-F1", "macro_f1"),
+            ("balanced acc.", "balanced_accuracy"),
+            ("ECE", "ece"),
+        ):
             assert row[header] == shown(method, metric, 3), (method, header)
         assert row["test loss"] == f"{frame.loc[(method, 'test_loss'), 'value']:.4f}"
         assert row["s/epoch"] == f"{frame.loc[(method, 's_per_epoch'), 'value']:.2f}"
@@ -329,11 +385,15 @@ def test_notes_name_the_left_out_tasks_and_the_resampling(report) -> None:
     _, record, out = report
     md = (out / "report.md").read_text()
     assert (f"- Means leave out 4 task(s) with fewer than 20 test positives (--min-positives): {LEFT_OUT}.\n") in md
-    assert (f"- Intervals: {RESAMPLES} bootstrap resamples of the {record.spec.test_patients} test patients and the "
-            "3 seeds jointly. Holm adjustment over this protocol's methods, per column.\n") in md
+    assert (
+        f"- Intervals: {RESAMPLES} bootstrap resamples of the {record.spec.test_patients} test patients and the "
+        "3 seeds jointly. Holm adjustment over this protocol's methods, per column.\n"
+    ) in md
     ew = _frame(out).set_index(["variant", "metric"]).loc[("ew", "auroc")]
-    assert (f"- Noise floor: EW's own mean AUROC is uncertain by ±{(ew['hi'] - ew['lo']) / 2:.3f} (95% interval "
-            f"half-width), sd over seeds {ew['sd']:.3f};") in md
+    assert (
+        f"- Noise floor: EW's own mean AUROC is uncertain by ±{(ew['hi'] - ew['lo']) / 2:.3f} (95% interval "
+        f"half-width), sd over seeds {ew['sd']:.3f};"
+    ) in md
     headers = list(_md_table(md, "Per-task test AUROC").columns)
     assert headers == [f"{t} ({n}{'' if n >= 20 else ' †'})" for t, n in TEST_POSITIVES.items()]
 
@@ -342,8 +402,10 @@ def test_runs_that_did_not_complete_are_listed(report) -> None:
     _, _, out = report
     md = (out / "report.md").read_text()
     section = md.split("### Runs that did not complete\n\n", 1)[1].split("\n\n### ", 1)[0]
-    assert section.startswith("- mgda seed 2: diverged (non-finite loss)\n"
-                              "- graddrop seed 2: failed (RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR")
+    assert section.startswith(
+        "- mgda seed 2: diverged (non-finite loss)\n"
+        "- graddrop seed 2: failed (RuntimeError: cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"
+    )
 
 
 def test_a_failed_runs_traceback_stays_out_of_the_report(report) -> None:
@@ -357,23 +419,31 @@ def test_the_paper_check_states_the_frames_numbers(report) -> None:
     md = (out / "report.md").read_text()
     value = lambda v, m: frame.loc[(v, m), "value"]  # noqa: E731
     # pcgrad's accuracy is 1 by construction: the best other method
-    assert (f"DeepChest's test accuracy at 0.5 is {100 * value('deepchest', 'accuracy'):.2f}% and the best other "
-            f"method's (pcgrad) is 100.00%, a difference of "
-            f"{100 * (value('deepchest', 'accuracy') - 1):+.2f} percentage points (95% CI over 3 paired seeds") in md
+    assert (
+        f"DeepChest's test accuracy at 0.5 is {100 * value('deepchest', 'accuracy'):.2f}% and the best other "
+        f"method's (pcgrad) is 100.00%, a difference of "
+        f"{100 * (value('deepchest', 'accuracy') - 1):+.2f} percentage points (95% CI over 3 paired seeds"
+    ) in md
     assert f"On mean AUROC the difference to pcgrad is {value('deepchest', 'auroc') - 1:+.3f}." in md
     dc = pd.Series([record.costs[("deepchest", s)]["train_s"] / 3 for s in (0, 1, 2)])
     ratios = []
     for method in ("pcgrad", "mgda", "graddrop"):
         theirs = pd.Series([record.costs[(method, s)]["train_s"] / 3 for s in record.complete(method)])
-        ratios.append(f"{method} {theirs.mean() / dc.mean():.2f}× (range over seeds "
-                      f"{theirs.min() / dc.max():.2f}–{theirs.max() / dc.min():.2f})")
-    assert (f"DeepChest takes {dc.mean():.2f} s per epoch; each gradient-based method takes, relative to it: "
-            f"{'; '.join(ratios)}.") in md
+        ratios.append(
+            f"{method} {theirs.mean() / dc.mean():.2f}× (range over seeds "
+            f"{theirs.min() / dc.max():.2f}–{theirs.max() / dc.min():.2f})"
+        )
+    assert (
+        f"DeepChest takes {dc.mean():.2f} s per epoch; each gradient-based method takes, relative to it: "
+        f"{'; '.join(ratios)}."
+    ) in md
     peak = value("deepchest", "peak_rss_mb")
     assert peak == 905 + 20  # PEAK_MB + 10 per seed, the largest over seeds 0–2
     relative = "; ".join(f"{m} {value(m, 'peak_rss_mb') / peak:.2f}×" for m in ("pcgrad", "mgda", "graddrop"))
-    assert (f"DeepChest's peak is 925 MiB RSS (peak process RSS on a CPU, which includes the data and the Python "
-            f"process); gradient-based methods relative to it: {relative}.") in md
+    assert (
+        f"DeepChest's peak is 925 MiB RSS (peak process RSS on a CPU, which includes the data and the Python "
+        f"process); gradient-based methods relative to it: {relative}."
+    ) in md
 
 
 def test_the_paper_checks_accuracy_interval_is_about_its_difference(report, expected) -> None:
@@ -418,10 +488,12 @@ def test_failed_runs_are_listed_and_other_protocols_not_merged(results_db, tmp_p
     shutil.copyfile(path, db)
     oom = "out of memory after reaching 1234 MiB CUDA: CUDA out of memory. Tried to allocate 2.00 GiB"
     with ResultsStore(db) as store:
-        write_protocol(store, ProtocolSpec(methods=("pcgrad",), seeds=(7,),
-                                           failures={("pcgrad", 7): Failure("oom", oom)}))
-        cuda = write_protocol(store, ProtocolSpec(methods=("ew", "deepchest", "pcgrad"), seeds=(0,), device="cuda",
-                                                  failures={}))
+        write_protocol(
+            store, ProtocolSpec(methods=("pcgrad",), seeds=(7,), failures={("pcgrad", 7): Failure("oom", oom)})
+        )
+        cuda = write_protocol(
+            store, ProtocolSpec(methods=("ew", "deepchest", "pcgrad"), seeds=(0,), device="cuda", failures={})
+        )
     out = tmp_path / "out"
     assert main(["report", "--results", str(db), "--out", str(out), "--quiet", "--resamples", "100"]) == 0
     md = (out / "report.md").read_text()
@@ -436,11 +508,15 @@ def test_failed_runs_are_listed_and_other_protocols_not_merged(results_db, tmp_p
     for method in ("ew", "deepchest", "pcgrad"):
         assert gpu.loc[(method, "peak_cuda_mb"), "value"] == cuda.costs[(method, 0)]["peak_cuda_mb"]
         assert (method, "peak_rss_mb") not in gpu.index  # one kind of peak per column, CUDA preferred
-        assert _md_table(cuda_md, "Leaderboard").loc[method, "memory"] == \
-            f"{cuda.costs[(method, 0)]['peak_cuda_mb']:.0f} CUDA"
+        assert (
+            _md_table(cuda_md, "Leaderboard").loc[method, "memory"]
+            == f"{cuda.costs[(method, 0)]['peak_cuda_mb']:.0f} CUDA"
+        )
     dc, pc = (cuda.costs[(m, 0)]["peak_cuda_mb"] for m in ("deepchest", "pcgrad"))
-    assert f"DeepChest's peak is {dc:.0f} MiB CUDA; gradient-based methods relative to it: pcgrad {pc / dc:.2f}×." \
+    assert (
+        f"DeepChest's peak is {dc:.0f} MiB CUDA; gradient-based methods relative to it: pcgrad {pc / dc:.2f}×."
         in cuda_md
+    )
     assert "(one seed: the intervals show test-set sampling only; variation over seeds is not measured)" in cuda_md
 
 
@@ -453,8 +529,23 @@ def test_report_never_trains_and_its_own_old_report_is_replaced_whole(report, tm
     (out / "stale.txt").write_text("from an older report")  # a file an older report wrote, this one does not
     (out / ".mtlbench-report").write_text(json.dumps({**marker, "entries": [*marker["entries"], "stale.txt"]}))
     before = path.read_bytes()
-    assert main(["report", "--results", str(path), "--out", str(out), "--quiet",
-                 "--methods", "ew,deepchest", "--resamples", "100"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(path),
+                "--out",
+                str(out),
+                "--quiet",
+                "--methods",
+                "ew,deepchest",
+                "--resamples",
+                "100",
+            ]
+        )
+        == 0
+    )
     assert path.read_bytes() == before
     assert not (out / "stale.txt").exists()
     assert list(dict.fromkeys(_frame(out)["variant"])) == ["ew", "deepchest"]
@@ -471,8 +562,10 @@ def test_report_refuses_a_users_folder_and_the_folder_of_its_database(results_db
     res.mkdir()
     db = res / "r.sqlite"
     shutil.copyfile(path, db)
-    for results, out, message in ((path, mydocs, "was not written by `mtlbench report`"),
-                                  (db, res, "which this command reads")):
+    for results, out, message in (
+        (path, mydocs, "was not written by `mtlbench report`"),
+        (db, res, "which this command reads"),
+    ):
         capsys.readouterr()
         code = main(["report", "--results", str(results), "--out", str(out), "--quiet", "--resamples", "100"])
         err = capsys.readouterr().err
@@ -481,11 +574,14 @@ def test_report_refuses_a_users_folder_and_the_folder_of_its_database(results_db
     assert db.read_bytes() == path.read_bytes() and [p.name for p in res.iterdir()] == ["r.sqlite"]
 
 
-@pytest.mark.parametrize("setup, message", [
-    ("absent", "no results database at"),
-    ("empty", "holds no finished runs"),
-    ("garbage", "is not a usable mtlbench results database"),
-])
+@pytest.mark.parametrize(
+    "setup, message",
+    [
+        ("absent", "no results database at"),
+        ("empty", "holds no finished runs"),
+        ("garbage", "is not a usable mtlbench results database"),
+    ],
+)
 def test_bad_databases_are_one_line_errors(tmp_path: Path, capsys, setup: str, message: str) -> None:
     db = tmp_path / "r.sqlite"
     if setup == "empty":
@@ -500,8 +596,18 @@ def test_bad_databases_are_one_line_errors(tmp_path: Path, capsys, setup: str, m
 
 @pytest.mark.parametrize("resamples", ["5", "99", "10001", "1000000000"])
 def test_resamples_out_of_range_is_one_line_saying_the_range(tmp_path: Path, capsys, resamples: str) -> None:
-    code = main(["report", "--results", str(tmp_path / "r.sqlite"), "--out", str(tmp_path / "out"), "--quiet",
-                 "--resamples", resamples])
+    code = main(
+        [
+            "report",
+            "--results",
+            str(tmp_path / "r.sqlite"),
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+            "--resamples",
+            resamples,
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("mtlbench: error: ")
     assert f"--resamples must be between 100 and 10,000, got {int(resamples):,}" in err
@@ -511,17 +617,27 @@ def test_resamples_out_of_range_is_one_line_saying_the_range(tmp_path: Path, cap
 HOLDS = "it holds finished runs of ew (3), deepchest (3), pcgrad (3), mgda (3), graddrop (3) on cxr14-synth"
 
 
-@pytest.mark.parametrize("options, wanted", [
-    (["--methods", "deepchets"], "holds no finished runs of method(s) 'deepchets'"),
-    (["--methods", "ew,nosuch,pcgrad"], "holds no finished runs of method(s) 'nosuch'"),
-    (["--dataset", "nih-cxr14"], "holds no finished runs on dataset 'nih-cxr14'"),
-    (["--dataset", "nih-cxr14", "--methods", "ew"], "holds no finished runs of method(s) 'ew' on dataset 'nih-cxr14'"),
-    (["--reference", "cagrad"], "holds no finished runs of the reference method 'cagrad' (--reference);"),
-    (["--reference", "cagrad", "--methods", "ew"],
-     "holds no finished runs of the reference method 'cagrad' (--reference);"),
-    (["--methods", "nosuch", "--reference", "EW"],
-     "holds no finished runs of method(s) 'nosuch' or of the reference method 'EW' (--reference);"),
-])
+@pytest.mark.parametrize(
+    "options, wanted",
+    [
+        (["--methods", "deepchets"], "holds no finished runs of method(s) 'deepchets'"),
+        (["--methods", "ew,nosuch,pcgrad"], "holds no finished runs of method(s) 'nosuch'"),
+        (["--dataset", "nih-cxr14"], "holds no finished runs on dataset 'nih-cxr14'"),
+        (
+            ["--dataset", "nih-cxr14", "--methods", "ew"],
+            "holds no finished runs of method(s) 'ew' on dataset 'nih-cxr14'",
+        ),
+        (["--reference", "cagrad"], "holds no finished runs of the reference method 'cagrad' (--reference);"),
+        (
+            ["--reference", "cagrad", "--methods", "ew"],
+            "holds no finished runs of the reference method 'cagrad' (--reference);",
+        ),
+        (
+            ["--methods", "nosuch", "--reference", "EW"],
+            "holds no finished runs of method(s) 'nosuch' or of the reference method 'EW' (--reference);",
+        ),
+    ],
+)
 def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
     results_db, tmp_path: Path, capsys, options: list[str], wanted: str
 ) -> None:
@@ -537,8 +653,25 @@ def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
 def test_reference_option_compares_against_another_method(report, expected, tmp_path: Path) -> None:
     path, record, _ = report
     out = tmp_path / "out"
-    assert main(["report", "--results", str(path), "--out", str(out), "--quiet", "--resamples", "100",
-                 "--reference", "deepchest", "--methods", "pcgrad"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(path),
+                "--out",
+                str(out),
+                "--quiet",
+                "--resamples",
+                "100",
+                "--reference",
+                "deepchest",
+                "--methods",
+                "pcgrad",
+            ]
+        )
+        == 0
+    )
     frame = _frame(out)
     assert list(dict.fromkeys(frame["variant"])) == ["deepchest", "pcgrad"]  # the reference's runs always load
     assert set(frame["reference"].dropna()) == {"deepchest"}
@@ -550,9 +683,11 @@ def test_reference_option_compares_against_another_method(report, expected, tmp_
     row = frame.loc[("pcgrad", "delta_auroc_seeds")]
     assert (row["value"], row["p"]) == pytest.approx(((mine - ref).mean(), t.pvalue), rel=1e-9)
     assert tuple(frame.loc[("pcgrad", "step_ratio"), ["value", "lo", "hi"]]) == pytest.approx(
-        _step_ratio(record, "pcgrad", "deepchest"), rel=1e-9)
+        _step_ratio(record, "pcgrad", "deepchest"), rel=1e-9
+    )
     assert frame.loc[("pcgrad", "delta_m_pct"), "value"] == pytest.approx(
-        _delta_m(expected, "pcgrad", "deepchest", seeds), rel=1e-9)
+        _delta_m(expected, "pcgrad", "deepchest", seeds), rel=1e-9
+    )
     md = (out / "report.md").read_text()
     assert "| Δm% vs deepchest | ΔAUROC vs deepchest | ΔAUROC vs deepchest (seeds) |" in md
     assert "Per-task change in test loss against deepchest" in md and "EW" not in md
@@ -581,12 +716,49 @@ def test_variants_are_labelled_by_the_stored_settings_not_todays_defaults() -> N
 def test_the_report_of_a_real_sweep_matches_what_it_stored(tmp_path: Path) -> None:
     """The trainer's database, not the fixture's: the report renders and its numbers are the stored ones."""
     methods = ("ew", "deepchest", "graddrop")  # graddrop: a method without weights
-    assert main(["run", "--methods", ",".join(methods), "--preset", "smoke", "--seeds", "0,1", "--synth-images",
-                 "120", "--epochs", "2", "--batch-size", "16", "--quiet", "--results", str(tmp_path / "r.sqlite"),
-                 "--data-dir", str(tmp_path / "data")]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "--methods",
+                ",".join(methods),
+                "--preset",
+                "smoke",
+                "--seeds",
+                "0,1",
+                "--synth-images",
+                "120",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "16",
+                "--quiet",
+                "--results",
+                str(tmp_path / "r.sqlite"),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "out"
-    assert main(["report", "--results", str(tmp_path / "r.sqlite"), "--out", str(out), "--quiet", "--resamples", "100",
-                 "--min-positives", "1"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(tmp_path / "r.sqlite"),
+                "--out",
+                str(out),
+                "--quiet",
+                "--resamples",
+                "100",
+                "--min-positives",
+                "1",
+            ]
+        )
+        == 0
+    )
     md = (out / "report.md").read_text()
     assert "6 finished run(s) in 1 protocol(s)" in md and md.count("![") == len(FIGURES)
     assert list(_md_table(md, "Leaderboard").index) == list(methods)
@@ -599,8 +771,10 @@ def test_the_report_of_a_real_sweep_matches_what_it_stored(tmp_path: Path) -> No
     eligible = (labels.sum(axis=0) >= 1) & (labels.sum(axis=0) < len(labels))
     assert eligible.any()
     for method in methods:
-        per_seed = [np.mean([roc_auc_score(labels[:, t], predictions[(method, s)][2][:, t])
-                             for t in np.flatnonzero(eligible)]) for s in (0, 1)]
+        per_seed = [
+            np.mean([roc_auc_score(labels[:, t], predictions[(method, s)][2][:, t]) for t in np.flatnonzero(eligible)])
+            for s in (0, 1)
+        ]
         assert frame.loc[(method, "auroc"), "value"] == pytest.approx(np.mean(per_seed), rel=1e-9)
         assert frame.loc[(method, "runs_complete"), "value"] == 2
         assert frame.loc[(method, "peak_rss_mb"), "value"] == max(costs[(method, s)]["peak_rss_mb"] for s in (0, 1))

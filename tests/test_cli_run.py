@@ -15,12 +15,32 @@ from mtlbench.registry import METHODS
 
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 
+
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    argv = ["run", "--methods", "all", "--preset", "smoke", "--seeds", "0,1", "--synth-images", "120",
-            "--image-size", "32", "--epochs", "1", "--batch-size", "16", "--quiet",
-            "--results", str(root / "r.sqlite"), "--data-dir", str(root / "data")]
+    argv = [
+        "run",
+        "--methods",
+        "all",
+        "--preset",
+        "smoke",
+        "--seeds",
+        "0,1",
+        "--synth-images",
+        "120",
+        "--image-size",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--results",
+        str(root / "r.sqlite"),
+        "--data-dir",
+        str(root / "data"),
+    ]
     return root, argv, main(argv)
 
 
@@ -28,19 +48,27 @@ def test_run_stores_a_complete_run_per_method_and_seed(sweep, capsys):
     root, _, code = sweep
     assert code == 0
     con = sqlite3.connect(root / "r.sqlite")
-    rows = con.execute("SELECT method, seed, status, env_json, data_json, config_json FROM runs "
-                       "ORDER BY method, seed").fetchall()
+    rows = con.execute(
+        "SELECT method, seed, status, env_json, data_json, config_json FROM runs ORDER BY method, seed"
+    ).fetchall()
     assert [(m, s, st) for m, s, st, *_ in rows] == [
-        (m, s, "complete") for m in sorted(METHODS.names()) for s in (0, 1)]
+        (m, s, "complete") for m in sorted(METHODS.names()) for s in (0, 1)
+    ]
     for *_, env_json, data_json, config_json in rows:
         env, data, config = json.loads(env_json), json.loads(data_json), json.loads(config_json)
-        assert (env["torch"], env["mtlbench"], env["python"]) == (torch.__version__, mtlbench.__version__,
-                                                                   platform.python_version())
+        assert (env["torch"], env["mtlbench"], env["python"]) == (
+            torch.__version__,
+            mtlbench.__version__,
+            platform.python_version(),
+        )
         assert env["git_commit"] == git_commit() and (env["device"], env["cuda"]) == ("cpu", None)
         assert data["fingerprint"] == config["data_fingerprint"] != ""  # the data the run's identity names
         generator, images = data["generator"], data["images"]
         assert (generator["generator"], generator["count"], generator["test_count"]) == (
-            "cxr14-synth", 120, config["synth_test_images"])  # --synth-images counts train + val
+            "cxr14-synth",
+            120,
+            config["synth_test_images"],
+        )  # --synth-images counts train + val
         assert (images["train"] + images["val"], images["test"]) == (120, config["synth_test_images"])
         assert data["missing"] == {"train": 0, "val": 0, "test": 0}
 

@@ -38,8 +38,17 @@ ACCEPTANCE = ["tune", "--methods", "ew,deepchest", "--trials", "4", "--seeds", "
 
 def _tune(root: Path, *extra: str) -> tuple[int, str]:
     out = io.StringIO()
-    argv = [*ACCEPTANCE, "--synth-images", "120", "--quiet", "--results", str(root / "r.sqlite"),
-            "--data-dir", str(root / "data"), *extra]
+    argv = [
+        *ACCEPTANCE,
+        "--synth-images",
+        "120",
+        "--quiet",
+        "--results",
+        str(root / "r.sqlite"),
+        "--data-dir",
+        str(root / "data"),
+        *extra,
+    ]
     with contextlib.redirect_stdout(out):
         code = main(argv)
     return code, out.getvalue()
@@ -70,10 +79,15 @@ def test_tune_runs_the_trials_selects_on_validation_and_runs_the_selection_with_
     runs = _sql(root, "SELECT run_id, method, seed, status, config_hash, config_json FROM runs")
     assert (runs["status"] == "complete").all()
     assert sorted(map(tuple, runs[["method", "seed"]].values.tolist())) == sorted(
-        [(m, 1000) for m in ("ew", "deepchest") for _ in range(4)] + [(m, s) for m in ("ew", "deepchest") for s in (0, 1)])
+        [(m, 1000) for m in ("ew", "deepchest") for _ in range(4)]
+        + [(m, s) for m in ("ew", "deepchest") for s in (0, 1)]
+    )
     tuning = _sql(root, "SELECT * FROM tuning")
-    val = _sql(root, "SELECT r.config_hash, AVG(m.auroc) AS val_auroc FROM runs r JOIN metrics m ON m.run_id = r.run_id"
-                     " AND m.split = 'val' AND m.epoch = r.selected_epoch GROUP BY r.config_hash").set_index("config_hash")
+    val = _sql(
+        root,
+        "SELECT r.config_hash, AVG(m.auroc) AS val_auroc FROM runs r JOIN metrics m ON m.run_id = r.run_id"
+        " AND m.split = 'val' AND m.epoch = r.selected_epoch GROUP BY r.config_hash",
+    ).set_index("config_hash")
     for method in ("ew", "deepchest"):
         trials = tuning[(tuning["method"] == method) & (tuning["role"] == "trial")].sort_values("idx")
         assert trials["idx"].tolist() == [0, 1, 2, 3] and trials["budget"].eq(4).all()
@@ -109,14 +123,17 @@ def test_the_report_shows_only_the_selected_configurations(tuned, tmp_path) -> N
     root, *_ = tuned
     out = tmp_path / "report"
     with contextlib.redirect_stdout(io.StringIO()):
-        assert main(["report", "--results", str(root / "r.sqlite"), "--out", str(out), "--quiet",
-                     "--resamples", "100"]) == 0
+        assert (
+            main(["report", "--results", str(root / "r.sqlite"), "--out", str(out), "--quiet", "--resamples", "100"])
+            == 0
+        )
     (csv,) = (out / "tables").glob("leaderboard_*.csv")
     frame = pd.read_csv(csv)
     selected = _sql(root, "SELECT method, values_json FROM tuning WHERE role='trial' AND selected=1")
     assert sorted(frame["variant"].unique()) == sorted(
         f"{m}[{','.join(f'{k}={v:g}' if isinstance(v, float) else f'{k}={v}' for k, v in {**json.loads(j)['config'], **json.loads(j)['method_params']}.items())}]"
-        for m, j in zip(selected["method"], selected["values_json"]))
+        for m, j in zip(selected["method"], selected["values_json"])
+    )
     complete = frame[frame["metric"] == "runs_complete"].set_index("variant")["value"]
     assert (complete == 2).all()  # the two final seeds; no trial's run feeds a row
     ratio = frame[frame["metric"] == "step_ratio"]  # compared against EW's selected configuration
@@ -138,19 +155,26 @@ def test_dry_run_prints_each_space_and_trial_and_trains_nothing(tmp_path, capsys
     assert not (tmp_path / "r.sqlite").exists()
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--methods", "ew,nope", "--trials", "2"], "unknown method 'nope'; valid methods: "),
-    (["--methods", "ew", "--trials", "0"], "--trials must be between 1 and 10,000, got 0"),
-    (["--methods", "ew", "--trials", "-3"], "--trials must be between 1 and 10,000, got -3"),
-    (["--methods", "ew"], "the following arguments are required: --trials"),
-    (["--methods", "ew", "--trials", "two"], "argument --trials: invalid int value"),
-    (["--methods", "ew,pcgrad", "--trials", "2", "--lr", "0.001", "--weight-decay", "0"],
-     "ew: nothing to tune: its search space is empty once --lr, --weight-decay are fixed"),
-    (["--methods", "ew", "--trials", "2", "--param", "deepchest.signal=val-accuracy"],
-     "--param deepchest.signal=val-accuracy: deepchest is not in --methods"),
-    (["--methods", "ew", "--trials", "2", "--trial-seed", "-1"], "--trial-seed must be between 0 and"),
-    (["--methods", "ew", "--trials", "2", "--seeds", "x"], "--seeds 'x': expected integers"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--methods", "ew,nope", "--trials", "2"], "unknown method 'nope'; valid methods: "),
+        (["--methods", "ew", "--trials", "0"], "--trials must be between 1 and 10,000, got 0"),
+        (["--methods", "ew", "--trials", "-3"], "--trials must be between 1 and 10,000, got -3"),
+        (["--methods", "ew"], "the following arguments are required: --trials"),
+        (["--methods", "ew", "--trials", "two"], "argument --trials: invalid int value"),
+        (
+            ["--methods", "ew,pcgrad", "--trials", "2", "--lr", "0.001", "--weight-decay", "0"],
+            "ew: nothing to tune: its search space is empty once --lr, --weight-decay are fixed",
+        ),
+        (
+            ["--methods", "ew", "--trials", "2", "--param", "deepchest.signal=val-accuracy"],
+            "--param deepchest.signal=val-accuracy: deepchest is not in --methods",
+        ),
+        (["--methods", "ew", "--trials", "2", "--trial-seed", "-1"], "--trial-seed must be between 0 and"),
+        (["--methods", "ew", "--trials", "2", "--seeds", "x"], "--seeds 'x': expected integers"),
+    ],
+)
 def test_user_errors_are_one_line(argv, message, capsys, tmp_path) -> None:
     code = main(["tune", *argv, "--results", str(tmp_path / "r.sqlite")])
     err = capsys.readouterr().err
@@ -160,8 +184,10 @@ def test_user_errors_are_one_line(argv, message, capsys, tmp_path) -> None:
 
 
 def test_a_setting_fixed_on_the_command_line_is_not_searched(capsys, tmp_path) -> None:
-    assert main(["tune", "--methods", "cagrad", "--trials", "3", "--lr", "0.0003", "--param", "cagrad.c=0.7",
-                 "--dry-run"]) == 0
+    assert (
+        main(["tune", "--methods", "cagrad", "--trials", "3", "--lr", "0.0003", "--param", "cagrad.c=0.7", "--dry-run"])
+        == 0
+    )
     out = capsys.readouterr().out
     assert "cagrad: weight_decay ∈ {0, 0.0001, 0.001, 0.01}: 4 points" in out
     assert "lr=" not in out.split("cagrad: ")[1] and "c=" not in out.split("cagrad: ")[1].replace("0.0", "")
@@ -174,13 +200,19 @@ TASKS = ("a", "b")
 
 def _store_run(store: ResultsStore, config, val_auroc: float, test_auroc: float) -> int:
     """A complete run of `config` whose selected epoch 1 has the given validation and test AUROC."""
-    run_id = store.claim_run(RunKey(config.method, config.dataset, config.seed, config.config_hash()),
-                             config.to_json(), {}, "sum-to-T", Owner()).run_id
+    run_id = store.claim_run(
+        RunKey(config.method, config.dataset, config.seed, config.config_hash()),
+        config.to_json(),
+        {},
+        "sum-to-T",
+        Owner(),
+    ).run_id
     for epoch, auroc in ((0, 0.5), (1, val_auroc)):
         store.add_metrics(run_id, "val", epoch, TASKS, TaskMetrics(*(np.full(2, x) for x in (0.3, 0.8, auroc, 0.4))))
     store.add_metrics(run_id, "test", 1, TASKS, TaskMetrics(*(np.full(2, x) for x in (0.3, 0.8, test_auroc, 0.4))))
-    store.set_costs(run_id, {"device": "cpu", "wall_s": 1.0, "median_step_s": 0.1, "peak_rss_mb": 10.0,
-                             "rss_scope": "run"})
+    store.set_costs(
+        run_id, {"device": "cpu", "wall_s": 1.0, "median_step_s": 0.1, "peak_rss_mb": 10.0, "rss_scope": "run"}
+    )
     store.finish_run(run_id, "complete", selected_epoch=1)
     return run_id
 
@@ -194,8 +226,13 @@ def test_selection_takes_the_best_validation_auroc_even_when_its_test_auroc_is_w
     scores = [(0.60, 0.70), (0.75, 0.55), (0.65, 0.95)]
     path = tmp_path / "r.sqlite"
     with ResultsStore(path) as store:
-        store.record_trials(plan.study("ew"), "ew", 3, 1000, [(i, h, p.to_json()) for i, (h, p) in
-                                                             enumerate(zip(hashes, plan.points["ew"]))])
+        store.record_trials(
+            plan.study("ew"),
+            "ew",
+            3,
+            1000,
+            [(i, h, p.to_json()) for i, (h, p) in enumerate(zip(hashes, plan.points["ew"]))],
+        )
         for cell, (val, test) in zip(cells, scores):
             _store_run(store, cell, val, test)
         outcomes = trial_outcomes(store, hashes)
@@ -206,8 +243,9 @@ def test_selection_takes_the_best_validation_auroc_even_when_its_test_auroc_is_w
             load_protocols(path)  # nothing selected has run yet: no trial's test number is shown
         point = plan.points["ew"][chosen.trial]
         finals = plan.final_cells("ew", point)
-        store.record_selection(plan.study("ew"), chosen.trial, [(c.seed, c.config_hash()) for c in finals],
-                               point.to_json())
+        store.record_selection(
+            plan.study("ew"), chosen.trial, [(c.seed, c.config_hash()) for c in finals], point.to_json()
+        )
         final_ids = [_store_run(store, c, 0.7, 0.6) for c in finals]
         untuned = _store_run(store, replace(base, method="deepchest", seed=0), 0.6, 0.6)  # a plain run
 
@@ -227,14 +265,19 @@ def test_selection_takes_the_best_validation_auroc_even_when_its_test_auroc_is_w
 
 # --- the issue's acceptance command, as typed -----------------------------------------------------
 
+
 @pytest.mark.slow  # twelve ResNet18 runs on the smoke preset
 def test_acceptance_command_with_the_real_model(tmp_path) -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main([*ACCEPTANCE, "--quiet", "--results", str(tmp_path / "r.sqlite"),
-                     "--data-dir", str(tmp_path / "data")])
+        code = main(
+            [*ACCEPTANCE, "--quiet", "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
+        )
     assert code == 0, out.getvalue()
     tuning = _sql(tmp_path, "SELECT role, selected, COUNT(*) AS n FROM tuning GROUP BY role, selected")
     assert dict(zip(zip(tuning["role"], tuning["selected"]), tuning["n"])) == {
-        ("trial", 0): 6, ("trial", 1): 2, ("final", 1): 4}
+        ("trial", 0): 6,
+        ("trial", 1): 2,
+        ("final", 1): 4,
+    }
     assert _sql(tmp_path, "SELECT COUNT(*) AS n FROM runs WHERE status='complete'")["n"].item() == 12

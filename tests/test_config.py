@@ -14,7 +14,14 @@ def test_presets_apply():
     assert build_config("smoke").image_size == 32
     paper = build_config("paper")
     assert (paper.optimizer, paper.lr, paper.batch_size, paper.image_size, paper.epochs, paper.head, paper.augment) == (
-        "rmsprop", 1e-3, 128, 128, 15, "ce2", "paper")
+        "rmsprop",
+        1e-3,
+        128,
+        128,
+        15,
+        "ce2",
+        "paper",
+    )
     assert set(PRESETS) == {"smoke", "quick", "lite", "paper"}
 
 

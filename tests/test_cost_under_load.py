@@ -35,9 +35,29 @@ MAIN = "import sys; from mtlbench.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _sweep_argv(root: Path, db: Path) -> list[str]:
-    return [sys.executable, "-c", MAIN, "run", "--methods", ",".join(METHODS), "--preset", "smoke",
-            "--seeds", ",".join(map(str, SEEDS)), "--synth-images", "200", "--epochs", str(EPOCHS),
-            "--batch-size", "16", "--quiet", "--results", str(db), "--data-dir", str(root / "data")]
+    return [
+        sys.executable,
+        "-c",
+        MAIN,
+        "run",
+        "--methods",
+        ",".join(METHODS),
+        "--preset",
+        "smoke",
+        "--seeds",
+        ",".join(map(str, SEEDS)),
+        "--synth-images",
+        "200",
+        "--epochs",
+        str(EPOCHS),
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--results",
+        str(db),
+        "--data-dir",
+        str(root / "data"),
+    ]
 
 
 def _complete(db: Path) -> list[int]:
@@ -50,9 +70,12 @@ def _complete(db: Path) -> list[int]:
 
 def _costs(db: Path) -> pd.DataFrame:
     with sqlite3.connect(db) as con:
-        return pd.read_sql("SELECT r.run_id, r.method, r.seed, c.median_step_s, c.median_step_cpu_s, c.train_s, "
-                           "c.other_load, c.unreliable, c.unreliable_reason FROM runs r JOIN costs c USING (run_id) "
-                           "WHERE r.status='complete'", con).set_index(["method", "seed"])
+        return pd.read_sql(
+            "SELECT r.run_id, r.method, r.seed, c.median_step_s, c.median_step_cpu_s, c.train_s, "
+            "c.other_load, c.unreliable, c.unreliable_reason FROM runs r JOIN costs c USING (run_id) "
+            "WHERE r.status='complete'",
+            con,
+        ).set_index(["method", "seed"])
 
 
 def _spin(n: int) -> list[subprocess.Popen]:
@@ -106,10 +129,12 @@ def test_every_ratio_stays_within_15_percent_or_its_runs_are_marked(sweeps):
             ratio_a = runs[0]["median_step_s"] / runs[1]["median_step_s"]
             ratio_b = runs[2]["median_step_s"] / runs[3]["median_step_s"]
             marked = [r["unreliable"] == 1 for r in runs]
-            lines.append(f"{method} seed {seed}: quiet {ratio_a:.2f}× (loads {runs[0]['other_load']:.2f}/"
-                         f"{runs[1]['other_load']:.2f}), loaded sweep {ratio_b:.2f}× (loads {runs[2]['other_load']:.2f}/"
-                         f"{runs[3]['other_load']:.2f}), {ratio_b / ratio_a - 1:+.0%}; marked "
-                         f"{'quiet ' if any(marked[:2]) else ''}{'loaded' if any(marked[2:]) else ''}")
+            lines.append(
+                f"{method} seed {seed}: quiet {ratio_a:.2f}× (loads {runs[0]['other_load']:.2f}/"
+                f"{runs[1]['other_load']:.2f}), loaded sweep {ratio_b:.2f}× (loads {runs[2]['other_load']:.2f}/"
+                f"{runs[3]['other_load']:.2f}), {ratio_b / ratio_a - 1:+.0%}; marked "
+                f"{'quiet ' if any(marked[:2]) else ''}{'loaded' if any(marked[2:]) else ''}"
+            )
             if not any(marked):  # nothing vouches against these four timings: the ratio must hold
                 compared += 1
                 assert abs(ratio_b / ratio_a - 1) <= TOLERANCE, lines[-1]
@@ -122,16 +147,36 @@ def test_the_report_ratios_and_claims_use_no_unreliable_timing(sweeps):
     root, _, loaded, _, sweep_output = sweeps
     costs = _costs(loaded)
     out = root / "report"
-    assert main(["report", "--results", str(loaded), "--out", str(out), "--quiet", "--resamples", "100",
-                 "--min-positives", "5"]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "--results",
+                str(loaded),
+                "--out",
+                str(out),
+                "--quiet",
+                "--resamples",
+                "100",
+                "--min-positives",
+                "5",
+            ]
+        )
+        == 0
+    )
     (csv,) = (out / "tables").glob("leaderboard_*.csv")
     frame = pd.read_csv(csv).set_index(["variant", "metric"])
     reliable = costs[costs["unreliable"] != 1]
     for method in (m for m in METHODS if m != "ew"):  # step ratio: geometric mean over seeds where both runs count
         pairs = [s for s in SEEDS if (method, s) in reliable.index and ("ew", s) in reliable.index]
         if pairs:
-            expected = math.exp(sum(math.log(reliable.loc[(method, s), "median_step_s"]
-                                             / reliable.loc[("ew", s), "median_step_s"]) for s in pairs) / len(pairs))
+            expected = math.exp(
+                sum(
+                    math.log(reliable.loc[(method, s), "median_step_s"] / reliable.loc[("ew", s), "median_step_s"])
+                    for s in pairs
+                )
+                / len(pairs)
+            )
             assert frame.loc[(method, "step_ratio"), "value"] == pytest.approx(expected, rel=1e-9)
         else:
             assert (method, "step_ratio") not in frame.index

@@ -17,7 +17,6 @@ from tests.dataset_fixtures import CHESTMNIST_COUNTS as COUNTS
 from tests.dataset_fixtures import write_npz
 
 
-
 def request(folder: Path, size: int = 28, **kw) -> DataRequest:
     return DataRequest(data_dir=folder, image_size=size, **kw)
 
@@ -57,7 +56,9 @@ def test_other_sizes_are_area_resized_from_the_next_larger_file(tmp_path: Path) 
     assert bundle.info["native_size"] == 64 and bundle.info["file"] == "chestmnist_64.npz"
 
 
-@pytest.mark.parametrize("size, expected", [(28, "chestmnist.npz"), (64, "chestmnist_64.npz"), (100, "chestmnist_128.npz")])
+@pytest.mark.parametrize(
+    "size, expected", [(28, "chestmnist.npz"), (64, "chestmnist_64.npz"), (100, "chestmnist_128.npz")]
+)
 def test_missing_file_names_the_exact_file_and_folder(tmp_path: Path, size: int, expected: str) -> None:
     with pytest.raises(UserError, match=rf"chestmnist: {tmp_path}/{expected} not found.*--download"):
         chestmnist.load_chestmnist(request(tmp_path, size=size), no_progress)
@@ -128,8 +129,11 @@ def test_second_load_reads_only_the_cache_and_a_new_file_gets_a_new_one(tmp_path
 def test_an_empty_split_is_refused_at_load_before_any_cache(tmp_path: Path, split: str) -> None:
     counts = {**COUNTS, split: 0}
     write_npz(tmp_path, counts=counts)
-    with pytest.raises(UserError, match=rf"chestmnist: .*chestmnist.npz holds no {split} images \(.*0 {split}.*\); "
-                                        r"training needs all three splits .*download it again"):
+    with pytest.raises(
+        UserError,
+        match=rf"chestmnist: .*chestmnist.npz holds no {split} images \(.*0 {split}.*\); "
+        r"training needs all three splits .*download it again",
+    ):
         chestmnist.load_chestmnist(request(tmp_path), no_progress)
     assert not (tmp_path / "mtlbench-cache").exists()
 

@@ -23,8 +23,11 @@ NEVER_A_PID = 2**22 + 1  # above the largest pid_max Linux allows
 
 
 def request(data_dir: Path, seed: int = 0, **kw) -> DataRequest:
-    return DataRequest(data_dir=data_dir, image_size=SIZE, **{"synth_images": COUNT, "synth_test_images": TEST_COUNT,
-                                                              "data_seed": seed, **kw})
+    return DataRequest(
+        data_dir=data_dir,
+        image_size=SIZE,
+        **{"synth_images": COUNT, "synth_test_images": TEST_COUNT, "data_seed": seed, **kw},
+    )
 
 
 def generate(data_dir: Path, seed: int = 0) -> Path:
@@ -68,10 +71,16 @@ def test_test_split_holds_the_natural_prevalence(nih_table) -> None:
     # quick preset's sizes Effusion would fall to 0.88 and Infiltration to 0.90 of the table's.)
     full = parse_finding_labels(nih_table["Finding Labels"], "table").mean(axis=0)
     quick = build_config("quick")
-    ratios = np.mean([
-        split_labels(nih_table, nih_sample.sample_split(quick.synth_images, quick.synth_test_images, seed,
-                                                        nih_table).test).mean(axis=0) / full
-        for seed in range(5)], axis=0)
+    ratios = np.mean(
+        [
+            split_labels(
+                nih_table, nih_sample.sample_split(quick.synth_images, quick.synth_test_images, seed, nih_table).test
+            ).mean(axis=0)
+            / full
+            for seed in range(5)
+        ],
+        axis=0,
+    )
     common = np.argsort(full)[-5:]  # Infiltration, Effusion, Atelectasis, Nodule, Mass
     assert np.all(np.abs(ratios[common] - 1) < 0.06), dict(zip(np.array(TASK_NAMES)[common], ratios[common]))
 
@@ -131,8 +140,9 @@ def test_split_lists_have_the_asked_sizes_and_no_shared_patient(generated: Path)
     assert not set(table.loc[train_val_names, "Patient ID"]) & set(table.loc[test_names, "Patient ID"])
     stats = json.loads((generated / "synth.json").read_text())
     assert stats["count"] == COUNT and stats["test_count"] == TEST_COUNT
-    assert stats["stats"]["test_label_positives"] == dict(zip(TASK_NAMES, split_labels(
-        table.reset_index(), test_names).sum(axis=0).tolist()))
+    assert stats["stats"]["test_label_positives"] == dict(
+        zip(TASK_NAMES, split_labels(table.reset_index(), test_names).sum(axis=0).tolist())
+    )
 
 
 @pytest.mark.parametrize("test_count", [80, 12_000])
@@ -158,9 +168,20 @@ def test_quick_preset_has_at_least_20_test_positives_per_task(nih_table) -> None
     positives = dict(zip(TASK_NAMES, split_labels(nih_table, test).sum(axis=0).tolist()))
     assert len(test) == quick.synth_test_images == 12_000
     assert positives == {  # the draw is deterministic: these are its counts (generator version 4)
-        "Atelectasis": 1236, "Cardiomegaly": 344, "Effusion": 1416, "Infiltration": 2097, "Mass": 640,
-        "Nodule": 705, "Pneumonia": 143, "Pneumothorax": 615, "Consolidation": 477, "Edema": 247,
-        "Emphysema": 238, "Fibrosis": 147, "Pleural_Thickening": 373, "Hernia": 21,
+        "Atelectasis": 1236,
+        "Cardiomegaly": 344,
+        "Effusion": 1416,
+        "Infiltration": 2097,
+        "Mass": 640,
+        "Nodule": 705,
+        "Pneumonia": 143,
+        "Pneumothorax": 615,
+        "Consolidation": 477,
+        "Edema": 247,
+        "Emphysema": 238,
+        "Fibrosis": 147,
+        "Pleural_Thickening": 373,
+        "Hernia": 21,
     }
     assert min(positives.values()) >= 20
 
@@ -277,12 +298,24 @@ def test_label_noise_rates(nih_table) -> None:
     [
         ("synth_images", 10, "--synth-images must be between 50 and 112120"),
         ("synth_images", 200_000, "112120"),
-        ("synth_images", 100_000, r"--synth-images must be at most 89,677 with --data-seed 0, got 100,000 "
-                                  r"\(train/val images are drawn from the NIH table's patients outside the 20%"),
-        ("synth_test_images", 10, r"--synth-test-images must be between 50 and 112120 \(the NIH table's rows\), got 10"),
+        (
+            "synth_images",
+            100_000,
+            r"--synth-images must be at most 89,677 with --data-seed 0, got 100,000 "
+            r"\(train/val images are drawn from the NIH table's patients outside the 20%",
+        ),
+        (
+            "synth_test_images",
+            10,
+            r"--synth-test-images must be between 50 and 112120 \(the NIH table's rows\), got 10",
+        ),
         ("synth_test_images", 200_000, "--synth-test-images must be between 50 and 112120"),
-        ("synth_test_images", 30_000, "--synth-test-images must be at most 22,443 with --data-seed 0, got 30,000 "
-                                      r"\(test images are drawn from a seeded 20% of the NIH table's patients"),
+        (
+            "synth_test_images",
+            30_000,
+            "--synth-test-images must be at most 22,443 with --data-seed 0, got 30,000 "
+            r"\(test images are drawn from a seeded 20% of the NIH table's patients",
+        ),
         ("image_size", 8, "--image-size"),
     ],
 )

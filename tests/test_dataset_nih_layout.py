@@ -57,7 +57,9 @@ def test_reads_splits_labels_and_images(tmp_path: Path) -> None:
     assert (len(bundle.train), len(bundle.val), len(bundle.test)) == (24, 6, 10)
     by_name = table.set_index("Image Index")
     for split in (bundle.train, bundle.val, bundle.test):
-        for name, labels, image, patient in zip(split.image_ids, split.labels, split.take(slice(None)), split.patient_ids):
+        for name, labels, image, patient in zip(
+            split.image_ids, split.labels, split.take(slice(None)), split.patient_ids
+        ):
             row = by_name.loc[name]
             expected = {t for t in row["Finding Labels"].split("|") if t != "No Finding"}
             assert {TASK_NAMES[i] for i in np.flatnonzero(labels)} == expected
@@ -183,7 +185,8 @@ def test_link_loops_are_skipped_counted_and_said(tmp_path: Path) -> None:
     assert (len(bundle.train) + len(bundle.val), len(bundle.test)) == (30, 10)
     assert bundle.info["skipped_links"] == 5
     assert [w for w in bundle.info["warnings"] if "link" in w] == [
-        f"nih: skipped 5 link(s) under {root} that loop or lead nowhere, e.g. a"]
+        f"nih: skipped 5 link(s) under {root} that loop or lead nowhere, e.g. a"
+    ]
 
 
 def test_an_image_listed_twice_is_used_once_and_said(tmp_path: Path) -> None:
@@ -201,7 +204,8 @@ def test_an_image_listed_twice_is_used_once_and_said(tmp_path: Path) -> None:
     assert bundle.info["repeated_in_lists"] == {"train_val_list.txt": 1, "test_list.txt": 0}
     assert [w for w in bundle.info["warnings"] if "more than once" in w] == [
         f"nih: {root / 'train_val_list.txt'} lists 1 image(s) more than once, e.g. {names[3]!r} on lines 4, 31, 32; "
-        "each is used once"]
+        "each is used once"
+    ]
     assert table["Image Index"].iloc[3] == names[3]
 
 
@@ -234,8 +238,10 @@ def test_one_name_in_two_archive_folders(tmp_path: Path, same_bytes: bool) -> No
     if same_bytes:
         assert said == []
     else:
-        assert said == [f"nih: {used.name} is in two folders with different bytes: {used} is used, {copy} is not; "
-                        "delete the wrong copy"]
+        assert said == [
+            f"nih: {used.name} is in two folders with different bytes: {used} is used, {copy} is not; "
+            "delete the wrong copy"
+        ]
 
 
 def test_tasks_with_one_class_in_a_split_are_said_at_load(tmp_path: Path) -> None:

@@ -11,17 +11,39 @@ import pytest
 
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 
-METRICS = ("SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
-           "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task")
-WEIGHTS = ("SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
-           "ORDER BY r.method, w.epoch, w.step, w.task")
+METRICS = (
+    "SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
+    "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task"
+)
+WEIGHTS = (
+    "SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
+    "ORDER BY r.method, w.epoch, w.step, w.task"
+)
 
 
 def _run(tmp_path: Path, name: str) -> Path:
     results = tmp_path / f"{name}.sqlite"
-    command = [sys.executable, "-m", "mtlbench.cli", "run", "--methods", "ew,deepchest,rlw,mgda-ub,pcgrad",
-               "--preset", "smoke", "--synth-images", "120", "--epochs", "2", "--batch-size", "16", "--quiet",
-               "--results", str(results), "--data-dir", str(tmp_path / "data")]
+    command = [
+        sys.executable,
+        "-m",
+        "mtlbench.cli",
+        "run",
+        "--methods",
+        "ew,deepchest,rlw,mgda-ub,pcgrad",
+        "--preset",
+        "smoke",
+        "--synth-images",
+        "120",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(tmp_path / "data"),
+    ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
     return results

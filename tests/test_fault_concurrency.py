@@ -79,10 +79,31 @@ def test_heartbeat_refreshes_the_claim_until_the_run_ends(tmp_path) -> None:
 
 def _sweep(results: Path, data: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "mtlbench.cli", "run", "--methods", "ew,deepchest,dwa,rlw", "--seeds", "0,1",
-         "--preset", "smoke", "--synth-images", "120", "--epochs", "2", "--batch-size", "16",
-         "--results", str(results), "--data-dir", str(data)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "mtlbench.cli",
+            "run",
+            "--methods",
+            "ew,deepchest,dwa,rlw",
+            "--seeds",
+            "0,1",
+            "--preset",
+            "smoke",
+            "--synth-images",
+            "120",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "16",
+            "--results",
+            str(results),
+            "--data-dir",
+            str(data),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         env={**os.environ, "OMP_NUM_THREADS": "1"},  # two processes on a 2-core machine: no oversubscription
     )
 

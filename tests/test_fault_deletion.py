@@ -50,8 +50,13 @@ def one_line(capsys, code: int, *needles: str, exit_code: int = 2, prefix: str =
 def database(path: Path, seed: int = 0) -> Path:
     """A results database holding one (running) run of ew with `seed`: enough to export."""
     with ResultsStore(path) as store:
-        store.claim_run(RunKey("ew", "cxr14-synth", seed, f"hash{seed}"),
-                        json.dumps({"method": "ew", "dataset": "cxr14-synth", "seed": seed}), {}, "", Owner())
+        store.claim_run(
+            RunKey("ew", "cxr14-synth", seed, f"hash{seed}"),
+            json.dumps({"method": "ew", "dataset": "cxr14-synth", "seed": seed}),
+            {},
+            "",
+            Owner(),
+        )
     return path
 
 
@@ -98,15 +103,20 @@ def export(results: Path, out: Path | str) -> int:
 
 def test_report_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys, fake_render) -> None:
     thesis = user_file(tmp_path / "mydocs")
-    one_line(capsys, report(tmp_path, tmp_path / "mydocs"), "was not written by `mtlbench report`",
-             "pick a new or empty folder")
+    one_line(
+        capsys,
+        report(tmp_path, tmp_path / "mydocs"),
+        "was not written by `mtlbench report`",
+        "pick a new or empty folder",
+    )
     assert thesis.read_text() == THESIS and sorted(os.listdir(tmp_path / "mydocs")) == ["thesis.txt"]
     assert fake_render == [] and leftovers(tmp_path) == []
 
 
 @pytest.mark.parametrize("marked", [False, True], ids=["plain-folder", "earlier-report-folder"])
-def test_report_never_replaces_a_folder_holding_the_results_database(tmp_path: Path, capsys, fake_render,
-                                                                      marked: bool) -> None:
+def test_report_never_replaces_a_folder_holding_the_results_database(
+    tmp_path: Path, capsys, fake_render, marked: bool
+) -> None:
     res = tmp_path / "res"
     if marked:  # a report folder the user then moved the database into
         assert report(tmp_path, res) == 0
@@ -117,15 +127,20 @@ def test_report_never_replaces_a_folder_holding_the_results_database(tmp_path: P
 
 
 @pytest.mark.parametrize("out", [".", "..", "file", "link"])
-def test_report_out_that_is_no_folder_to_replace_is_one_line(tmp_path: Path, capsys, monkeypatch, fake_render,
-                                                              out: str) -> None:
+def test_report_out_that_is_no_folder_to_replace_is_one_line(
+    tmp_path: Path, capsys, monkeypatch, fake_render, out: str
+) -> None:
     work = tmp_path / "work"
     thesis = user_file(work)
     monkeypatch.chdir(work)
     if out == "link":
         (work / "link").symlink_to(work, target_is_directory=True)
-    needle = {".": "is the current folder", "..": "is the current folder", "file": "is an existing file",
-              "link": "is a symbolic link"}[out]
+    needle = {
+        ".": "is the current folder",
+        "..": "is the current folder",
+        "file": "is an existing file",
+        "link": "is a symbolic link",
+    }[out]
     one_line(capsys, report(tmp_path, "thesis.txt" if out == "file" else out), needle, "pick a new or empty folder")
     assert thesis.read_text() == THESIS and leftovers(work) == [] and leftovers(tmp_path) == []
 
@@ -140,8 +155,7 @@ def test_report_uses_an_empty_folder_and_replaces_only_its_own(tmp_path: Path, c
     assert report(tmp_path, out) == 0 and (out / "report.md").read_text() == "# report 2\n"  # its own: replaced
     thesis = user_file(out / "tables", "notes.txt")  # the user's file inside a report folder
     capsys.readouterr()
-    one_line(capsys, report(tmp_path, out), "holds 1 file(s) that `mtlbench report` did not write",
-             "tables/notes.txt")
+    one_line(capsys, report(tmp_path, out), "holds 1 file(s) that `mtlbench report` did not write", "tables/notes.txt")
     assert thesis.read_text() == THESIS and (out / "report.md").read_text() == "# report 2\n"
     assert leftovers(tmp_path) == []
 
@@ -164,8 +178,12 @@ def test_export_that_fails_half_way_leaves_the_earlier_export_whole(tmp_path: Pa
 
     monkeypatch.setattr(pd.DataFrame, "to_csv", failing_to_csv)
     capsys.readouterr()
-    one_line(capsys, export(database(tmp_path / "b.sqlite", seed=2), out), "cannot write the export to",
-             "No space left on device")
+    one_line(
+        capsys,
+        export(database(tmp_path / "b.sqlite", seed=2), out),
+        "cannot write the export to",
+        "No space left on device",
+    )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # not a mix of a and b, no weights.csv.tmp
     assert leftovers(tmp_path) == []
     monkeypatch.setattr(pd.DataFrame, "to_csv", to_csv)
@@ -175,8 +193,9 @@ def test_export_that_fails_half_way_leaves_the_earlier_export_whole(tmp_path: Pa
 
 def test_export_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys) -> None:
     thesis = user_file(tmp_path / "mydocs")
-    one_line(capsys, export(database(tmp_path / "r.sqlite"), tmp_path / "mydocs"),
-             "was not written by `mtlbench export`")
+    one_line(
+        capsys, export(database(tmp_path / "r.sqlite"), tmp_path / "mydocs"), "was not written by `mtlbench export`"
+    )
     assert sorted(os.listdir(tmp_path / "mydocs")) == ["thesis.txt"] and thesis.read_text() == THESIS
 
 
@@ -196,8 +215,11 @@ def test_export_out_that_cannot_be_a_folder_is_one_line(tmp_path: Path, capsys, 
     db = database(tmp_path / "r.sqlite")
     before = db.read_bytes()
     out = {"file": user_file(tmp_path), "proc": Path("/proc/x"), "database": db}[where]
-    needle = {"file": "is an existing file", "proc": "cannot write the export to /proc/x",
-              "database": "which this command reads"}[where]
+    needle = {
+        "file": "is an existing file",
+        "proc": "cannot write the export to /proc/x",
+        "database": "which this command reads",
+    }[where]
     one_line(capsys, export(db, out), needle)
     assert db.read_bytes() == before and (tmp_path / "thesis.txt").read_text() == THESIS
     assert leftovers(tmp_path) == []
@@ -207,9 +229,11 @@ def test_export_out_that_cannot_be_a_folder_is_one_line(tmp_path: Path, capsys, 
 
 
 @pytest.mark.parametrize("command", ["report", "export"])
-def test_scratch_folders_of_dead_processes_are_removed_and_nothing_else(tmp_path: Path, capsys, fake_render,
-                                                                        command: str) -> None:
+def test_scratch_folders_of_dead_processes_are_removed_and_nothing_else(
+    tmp_path: Path, capsys, fake_render, command: str
+) -> None:
     """What `kill -9` of a report or export leaves next to --out, cleaned by the next one."""
+
     def scratch(name: str, marked: bool = True) -> Path:
         folder = tmp_path / name
         folder.mkdir()
@@ -218,22 +242,32 @@ def test_scratch_folders_of_dead_processes_are_removed_and_nothing_else(tmp_path
             (folder / marker_name(command)).write_text("{}")
         return folder
 
-    dead = [scratch(f".out.partial-{NEVER_A_PID}"), scratch(f".out.old-{NEVER_A_PID}"),
-            scratch(f".other.partial-{NEVER_A_PID}")]
-    kept = [scratch(f".out.partial-{os.getppid()}"),  # a live process's (pytest's parent)
-            scratch(f".out.partial-{NEVER_A_PID + 1}", marked=False),  # not marked: not known to be ours
-            scratch(".out.partial-mine", marked=False), scratch(".out.partial-mine2")]  # not a pid
+    dead = [
+        scratch(f".out.partial-{NEVER_A_PID}"),
+        scratch(f".out.old-{NEVER_A_PID}"),
+        scratch(f".other.partial-{NEVER_A_PID}"),
+    ]
+    kept = [
+        scratch(f".out.partial-{os.getppid()}"),  # a live process's (pytest's parent)
+        scratch(f".out.partial-{NEVER_A_PID + 1}", marked=False),  # not marked: not known to be ours
+        scratch(".out.partial-mine", marked=False),
+        scratch(".out.partial-mine2"),
+    ]  # not a pid
     thesis = user_file(tmp_path)
-    code = report(tmp_path, tmp_path / "out") if command == "report" else export(database(tmp_path / "r.sqlite"),
-                                                                                  tmp_path / "out")
+    code = (
+        report(tmp_path, tmp_path / "out")
+        if command == "report"
+        else export(database(tmp_path / "r.sqlite"), tmp_path / "out")
+    )
     assert code == 0, capsys.readouterr().err
     assert not any(p.exists() for p in dead)
     assert all((p / "report.md").read_text() == "half\n" for p in kept) and thesis.read_text() == THESIS
 
 
 @pytest.mark.parametrize("how, code", [("ctrl-c", 130), ("sigterm", 143)])
-def test_report_interrupted_says_the_report_was_not_written(tmp_path: Path, capsys, monkeypatch, how: str,
-                                                            code: int) -> None:
+def test_report_interrupted_says_the_report_was_not_written(
+    tmp_path: Path, capsys, monkeypatch, how: str, code: int
+) -> None:
     out = tmp_path / "out"
     monkeypatch.setattr(render, "write_report", lambda results, scratch, *a: _write_one(scratch))
     assert report(tmp_path, out) == 0
@@ -250,8 +284,13 @@ def test_report_interrupted_says_the_report_was_not_written(tmp_path: Path, caps
 
     monkeypatch.setattr(render, "write_report", interrupted)
     capsys.readouterr()
-    one_line(capsys, report(tmp_path, out), "the report was not written", exit_code=code,
-             prefix="mtlbench: interrupted; the report was not written")
+    one_line(
+        capsys,
+        report(tmp_path, out),
+        "the report was not written",
+        exit_code=code,
+        prefix="mtlbench: interrupted; the report was not written",
+    )
     assert (out / "report.md").read_text() == before and leftovers(tmp_path) == []
 
 
@@ -267,17 +306,27 @@ def test_ctrl_c_during_data_generation_says_so(tmp_path: Path, capsys, monkeypat
         raise KeyboardInterrupt
 
     monkeypatch.setattr(writer, "write_layout", interrupted)
-    argv = (["data", "prepare"] if command == "data" else
-            ["run", "--methods", "ew", "--results", str(tmp_path / "r.sqlite")])
+    argv = (
+        ["data", "prepare"]
+        if command == "data"
+        else ["run", "--methods", "ew", "--results", str(tmp_path / "r.sqlite")]
+    )
     code = main([*argv, "--preset", "smoke", "--synth-images", "50", "--data-dir", str(tmp_path / "data"), "--quiet"])
-    err = one_line(capsys, code, "the data generation was not finished", "rerun the same command", exit_code=130,
-                   prefix="mtlbench: interrupted; the data generation was not finished")
+    err = one_line(
+        capsys,
+        code,
+        "the data generation was not finished",
+        "rerun the same command",
+        exit_code=130,
+        prefix="mtlbench: interrupted; the data generation was not finished",
+    )
     assert ("no run was started" in err) == (command == "run") and "stored as interrupted" not in err
     assert [p.name for p in (tmp_path / "data" / "cxr14-synth").iterdir()] == []  # no partial folder left
 
 
-def test_ctrl_c_during_a_run_still_says_the_run_is_stored_as_interrupted(tmp_path: Path, capsys, monkeypatch,
-                                                                         toy_bundle) -> None:
+def test_ctrl_c_during_a_run_still_says_the_run_is_stored_as_interrupted(
+    tmp_path: Path, capsys, monkeypatch, toy_bundle
+) -> None:
     from mtlbench import sweep
 
     def interrupted(*args: object, **kwargs: object) -> None:
@@ -287,8 +336,13 @@ def test_ctrl_c_during_a_run_still_says_the_run_is_stored_as_interrupted(tmp_pat
     monkeypatch.setattr(sweep, "warm_up", lambda *args: None)
     monkeypatch.setattr(sweep, "train_run", interrupted)
     code = main(["run", "--methods", "ew", "--preset", "smoke", "--results", str(tmp_path / "r.sqlite"), "--quiet"])
-    one_line(capsys, code, "resumes from its last checkpoint", exit_code=130,
-             prefix="mtlbench: interrupted; the current run is stored as interrupted")
+    one_line(
+        capsys,
+        code,
+        "resumes from its last checkpoint",
+        exit_code=130,
+        prefix="mtlbench: interrupted; the current run is stored as interrupted",
+    )
 
 
 # ----------------------------------------------------------------------------- 4. every other place that deletes
@@ -306,14 +360,26 @@ def test_image_cache_rebuild_deletes_only_its_own_files(tmp_path: Path) -> None:
     assert np.array_equal(np.asarray(cache.pixels), source.images)
     assert thesis.read_text() == THESIS
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [image_cache.MANIFEST, image_cache.NAMES, image_cache.IMAGES, image_cache.STATUS, image_cache.ERRORS,
-         "thesis.txt"])
+        [
+            image_cache.MANIFEST,
+            image_cache.NAMES,
+            image_cache.IMAGES,
+            image_cache.STATUS,
+            image_cache.ERRORS,
+            "thesis.txt",
+        ]
+    )
     assert image_cache.foreign_entries(tmp_path) == [f"{folder.name}/thesis.txt"]
 
 
 def synth_request(data_dir: Path) -> DataRequest:
-    return DataRequest(data_dir=data_dir, image_size=32, synth_images=params.MIN_IMAGES,
-                       synth_test_images=params.MIN_IMAGES, data_seed=0)
+    return DataRequest(
+        data_dir=data_dir,
+        image_size=32,
+        synth_images=params.MIN_IMAGES,
+        synth_test_images=params.MIN_IMAGES,
+        data_seed=0,
+    )
 
 
 @pytest.mark.parametrize("case", ["users-file-in-outdated-dataset", "users-folder-in-the-way"])

@@ -26,8 +26,20 @@ FAULTS = {  # method → the fault injected at its 3rd training step
     "rlw": lambda: RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"),
     "dwa": "nan",
 }
-SWEEP = ["run", "--methods", "ew,deepchest,dwa,rlw,famo", "--preset", "smoke", "--synth-images", "120",
-         "--epochs", "2", "--batch-size", "16", "--quiet"]
+SWEEP = [
+    "run",
+    "--methods",
+    "ew,deepchest,dwa,rlw,famo",
+    "--preset",
+    "smoke",
+    "--synth-images",
+    "120",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--quiet",
+]
 
 
 @pytest.fixture
@@ -69,10 +81,18 @@ def test_each_failure_is_stored_with_its_status_and_the_sweep_goes_on(faulty, tm
         runs = {r["method"]: r for r in store.query("SELECT * FROM runs")}
         costs = {r["run_id"]: r for r in store.query("SELECT * FROM costs")}
     assert {m: r["status"] for m, r in runs.items()} == {
-        "ew": "complete", "deepchest": "oom", "dwa": "diverged", "rlw": "failed", "famo": "complete"}
+        "ew": "complete",
+        "deepchest": "oom",
+        "dwa": "diverged",
+        "rlw": "failed",
+        "famo": "complete",
+    }
     oom = runs["deepchest"]
-    reached = re.fullmatch(r"out of memory after reaching (\d+) MiB RSS: CUDA out of memory\. Tried to allocate "
-                           r"2\.00 GiB", oom["error"])
+    reached = re.fullmatch(
+        r"out of memory after reaching (\d+) MiB RSS: CUDA out of memory\. Tried to allocate "
+        r"2\.00 GiB",
+        oom["error"],
+    )
     assert reached, oom["error"]
     peak = costs[oom["run_id"]]
     assert peak["peak_cuda_mb"] is None and peak["rss_scope"] == "run" and peak["device"] == "cpu"
@@ -106,14 +126,17 @@ def test_a_rerun_keeps_oom_and_diverged_results_and_retries_failed_ones(faulty, 
         assert {r["method"]: r["status"] for r in store.query("SELECT method, status FROM runs")}["rlw"] == "complete"
 
 
-@pytest.mark.parametrize("exc, oom", [
-    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"), True),
-    (MemoryError(), True),
-    (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
-    (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
-    (RuntimeError("CUDA error: out of memory"), True),
-    (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), False),
-    (ValueError("out of memory"), False),
-])
+@pytest.mark.parametrize(
+    "exc, oom",
+    [
+        (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB"), True),
+        (MemoryError(), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"), True),
+        (RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"), True),
+        (RuntimeError("CUDA error: out of memory"), True),
+        (RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
 def test_what_counts_as_out_of_memory(exc, oom) -> None:
     assert training.is_out_of_memory(exc) is oom

@@ -70,8 +70,10 @@ def assert_nothing_trusted(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- --config files
 
 CONFIG_FAULTS = {
-    "config-invalid-json": ('{\n  "epochs": 1,\n  "lr": 0.01,,\n  "batch_size": 8\n}\n',
-                            ["is not valid JSON (line 3, column 14: "]),
+    "config-invalid-json": (
+        '{\n  "epochs": 1,\n  "lr": 0.01,,\n  "batch_size": 8\n}\n',
+        ["is not valid JSON (line 3, column 14: "],
+    ),
     "config-json-list": ('["epochs", 1]\n', ["must hold a JSON object of settings", "got a list"]),
     "config-unknown-setting": ('{"epoch": 1}\n', ["unknown setting(s) epoch", "did you mean epochs?"]),
     "config-wrong-type": ('{"epochs": "two"}\n', ["epochs must be int, got 'two'"]),
@@ -79,9 +81,14 @@ CONFIG_FAULTS = {
     # settings the sweep sets per run: silently ignored before (seed 7 stored as seed 0)
     "config-sets-seed": ('{"seed": 7}\n', ["seed cannot be set in a config file; use --seeds"]),
     "config-sets-method": ('{"method": "mgda"}\n', ["method cannot be set in a config file; use --methods"]),
-    "config-sets-method-params": ('{"method_params": {"std": 2}}\n',
-                                  ["method_params cannot be set in a config file; use --param METHOD.NAME=VALUE"]),
-    "config-sets-data-fingerprint": ('{"data_fingerprint": "x"}\n', ["data_fingerprint cannot be set in a config file"]),
+    "config-sets-method-params": (
+        '{"method_params": {"std": 2}}\n',
+        ["method_params cannot be set in a config file; use --param METHOD.NAME=VALUE"],
+    ),
+    "config-sets-data-fingerprint": (
+        '{"data_fingerprint": "x"}\n',
+        ["data_fingerprint cannot be set in a config file"],
+    ),
     # NaN passed every range check before (the run was stored as diverged)
     "config-nan": ('{"normalize_mean": NaN}\n', ["normalize_mean must be a finite number, got nan"]),
 }
@@ -93,8 +100,9 @@ def test_bad_config_file(case: str, command, tmp_path: Path, capsys) -> None:
     content, needles = CONFIG_FAULTS[case]
     config = tmp_path / "settings.json"
     config.write_bytes(content if isinstance(content, bytes) else content.encode())
-    code, err = run_cli(tmp_path, capsys, "--config", str(config), "--data-dir", str(tmp_path / "data"),
-                        command=command)
+    code, err = run_cli(
+        tmp_path, capsys, "--config", str(config), "--data-dir", str(tmp_path / "data"), command=command
+    )
     assert_one_line_error(code, err, f"config file {config}", *needles)
     assert_nothing_trusted(tmp_path)
     assert not (tmp_path / "data").exists(), "a bad config must fail before any data is generated"
@@ -117,10 +125,17 @@ def copy_of(download, tmp_path: Path) -> Path:
 
 RESTORE = "restore it from the NIH ChestX-ray14 download"
 CSV_NEEDLES = {  # row 3 of the data is line 5 of the file
-    "unknown-label": ["unknown finding label 'Covid-19'", "(line 5, 'Pneumonia|Covid-19')",
-                      "known: No Finding, Atelectasis", "correct or remove that row"],
-    "blank-finding-labels": ["has 1 row(s) with an empty 'Finding Labels', the first on line 5",
-                             "write 'No Finding' for an image without findings", RESTORE],
+    "unknown-label": [
+        "unknown finding label 'Covid-19'",
+        "(line 5, 'Pneumonia|Covid-19')",
+        "known: No Finding, Atelectasis",
+        "correct or remove that row",
+    ],
+    "blank-finding-labels": [
+        "has 1 row(s) with an empty 'Finding Labels', the first on line 5",
+        "write 'No Finding' for an image without findings",
+        RESTORE,
+    ],
     "no-finding-labels-column": ["lacks column(s) 'Finding Labels' (its header has 'Image Index', ", RESTORE],
     "no-patient-id-column": ["lacks column(s) 'Patient ID' (its header has 'Image Index', ", RESTORE],
     "ragged-row": ["cannot parse", "as CSV (", "in line 5", RESTORE],
@@ -156,8 +171,9 @@ def test_truncated_png_stops_naming_the_file(command, nih, tmp_path: Path, capsy
     broken = nih.train_val[7]
     truncate(root / "images" / broken)
     code, err = run_cli(tmp_path, capsys, "--dataset", "nih-cxr14", "--data-dir", str(root), command=command)
-    assert_one_line_error(code, err, "nih-cxr14: 1 image file(s) cannot be read: ", broken,
-                          "replace them or pass --allow-missing")
+    assert_one_line_error(
+        code, err, "nih-cxr14: 1 image file(s) cannot be read: ", broken, "replace them or pass --allow-missing"
+    )
     assert not (tmp_path / "r.sqlite").exists()
     [folder] = complete_caches(tmp_path)
     names = (folder / image_cache.NAMES).read_text().splitlines()
@@ -181,8 +197,11 @@ def npz_fault(folder: Path, fault: str) -> Path:
         "npz-missing-labels-key": dict(val_labels=None),
         "npz-missing-images-key": dict(train_images=None),
         # e.g. a Keras-style x_train / y_train file under the expected name
-        "npz-foreign-keys": {**{f"{s}_{k}": None for s in N for k in ("images", "labels")},
-                             "x_train": np.zeros((4, S, S), np.uint8), "y_train": np.zeros((4, 14), np.uint8)},
+        "npz-foreign-keys": {
+            **{f"{s}_{k}": None for s in N for k in ("images", "labels")},
+            "x_train": np.zeros((4, S, S), np.uint8),
+            "y_train": np.zeros((4, 14), np.uint8),
+        },
         "npz-rgb-images": dict(train_images=np.zeros((N["train"], S, S, 3), np.uint8)),
         "npz-wrong-image-size": dict(val_images=np.zeros((N["val"], 28, 28), np.uint8)),
         "npz-float-images": dict(test_images=np.zeros((N["test"], S, S), np.float32)),
@@ -225,8 +244,10 @@ NPZ_NEEDLES = {
     "npz-image-count-mismatch": ["holds 29 train_images but 30 train_labels", REDOWNLOAD],
     "npz-label-columns": ["test_labels has shape (12, 5); expected (N, 14) of 0/1"],
     "npz-labels-not-binary": ["train_labels holds the value 2 where only 0 and 1 belong"],
-    "npz-empty-val-split": ["holds no val images (30 train, 0 val, 12 test); training needs all three splits",
-                            REDOWNLOAD],
+    "npz-empty-val-split": [
+        "holds no val images (30 train, 0 val, 12 test); training needs all three splits",
+        REDOWNLOAD,
+    ],
     "npz-truncated-download": ["cannot read", "not a zip file", REDOWNLOAD],
     "npz-not-a-zip": ["cannot read", "not a zip file", REDOWNLOAD],
     "npz-corrupt-images-member": ["cannot read", "with medmnist", REDOWNLOAD],
@@ -263,8 +284,20 @@ def test_odd_nih_data_is_said_before_training_on_stdout(command, nih, tmp_path: 
     # `run` stops right after loading (a batch larger than the data): what it said before training is what counts
     extra = ("--batch-size", "60000") if command == ("run",) else ()
     capsys.readouterr()
-    code = main([*command, "--quiet", "--preset", "smoke", "--dataset", "nih-cxr14", "--data-dir", str(root), *extra,
-                 *(["--results", str(tmp_path / "r.sqlite"), "--methods", "ew"] if command == ("run",) else [])])
+    code = main(
+        [
+            *command,
+            "--quiet",
+            "--preset",
+            "smoke",
+            "--dataset",
+            "nih-cxr14",
+            "--data-dir",
+            str(root),
+            *extra,
+            *(["--results", str(tmp_path / "r.sqlite"), "--methods", "ew"] if command == ("run",) else []),
+        ]
+    )
     out, err = capsys.readouterr()
     if command == ("run",):
         assert_one_line_error(code, err, "--batch-size 60000 is larger than the")
@@ -278,8 +311,11 @@ def test_odd_nih_data_is_said_before_training_on_stdout(command, nih, tmp_path: 
 
 # ----------------------------------------------------------------------------- numbers must be finite
 
-NUMERIC_FIELDS = [f.name for f in fields(RunConfig)
-                  if type(getattr(RunConfig(), f.name)) in (int, float) and f.name not in NOT_FROM_FILE]
+NUMERIC_FIELDS = [
+    f.name
+    for f in fields(RunConfig)
+    if type(getattr(RunConfig(), f.name)) in (int, float) and f.name not in NOT_FROM_FILE
+]
 FLAG_OF = {spec[0]: flag for flag, spec in {**DATA_OPTIONS, **RUN_OPTIONS}.items()}
 NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}  # command-line text → JSON literal
 
@@ -310,23 +346,36 @@ def test_integer_too_large_for_a_float_is_refused(tmp_path: Path, capsys) -> Non
 
 PARAM_FAULTS = {
     # ew used to train completely before mgda's hyperparameters were looked at
-    "param-checked-only-when-its-run-starts": (["--methods", "ew,mgda", "--param", "mgda.normalization=banana"],
-                                               ["mgda: unknown normalization 'banana'; valid: none, l2, loss, loss+"]),
+    "param-checked-only-when-its-run-starts": (
+        ["--methods", "ew,mgda", "--param", "mgda.normalization=banana"],
+        ["mgda: unknown normalization 'banana'; valid: none, l2, loss, loss+"],
+    ),
     # these three ended in TypeError tracebacks (exit 1)
-    "param-word-for-a-number": (["--methods", "ew,gradnorm", "--param", "gradnorm.alpha=high"],
-                                ["gradnorm.alpha must be a number, got 'high'", "e.g. --param gradnorm.alpha=1.5"]),
-    "param-nan": (["--methods", "ew,gradnorm", "--param", "gradnorm.alpha=nan"],
-                  ["gradnorm.alpha must be a finite number", "got nan"]),
-    "param-list-for-a-number": (["--methods", "ew,cagrad", "--param", "cagrad.c=[1,2]"],
-                                ["cagrad.c must be a number, got [1, 2]"]),
+    "param-word-for-a-number": (
+        ["--methods", "ew,gradnorm", "--param", "gradnorm.alpha=high"],
+        ["gradnorm.alpha must be a number, got 'high'", "e.g. --param gradnorm.alpha=1.5"],
+    ),
+    "param-nan": (
+        ["--methods", "ew,gradnorm", "--param", "gradnorm.alpha=nan"],
+        ["gradnorm.alpha must be a finite number", "got nan"],
+    ),
+    "param-list-for-a-number": (
+        ["--methods", "ew,cagrad", "--param", "cagrad.c=[1,2]"],
+        ["cagrad.c must be a number, got [1, 2]"],
+    ),
     # silently ignored before
-    "param-for-a-method-not-in-the-sweep": (["--methods", "ew", "--param", "mgda.normalization=l2"],
-                                            ["--param mgda.normalization=l2: mgda is not in --methods (ew)",
-                                             "add it to --methods or drop this --param"]),
-    "param-mistyped-method": (["--param", "mgad.normalization=l2"],
-                              ["--param mgad.normalization=l2: unknown method 'mgad' (did you mean mgda?)"]),
-    "param-mistyped-name": (["--methods", "gradnorm", "--param", "gradnorm.alpah=1"],
-                            ["unknown hyperparameter alpah for gradnorm (did you mean alpha?)"]),
+    "param-for-a-method-not-in-the-sweep": (
+        ["--methods", "ew", "--param", "mgda.normalization=l2"],
+        ["--param mgda.normalization=l2: mgda is not in --methods (ew)", "add it to --methods or drop this --param"],
+    ),
+    "param-mistyped-method": (
+        ["--param", "mgad.normalization=l2"],
+        ["--param mgad.normalization=l2: unknown method 'mgad' (did you mean mgda?)"],
+    ),
+    "param-mistyped-name": (
+        ["--methods", "gradnorm", "--param", "gradnorm.alpah=1"],
+        ["unknown hyperparameter alpah for gradnorm (did you mean alpha?)"],
+    ),
     "methods-mistyped": (["--methods", "ew,mgad"], ["unknown method 'mgad' (did you mean mgda?)"]),
 }
 
@@ -340,16 +389,22 @@ def test_bad_method_hyperparameter(case: str, tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "data").exists(), "hyperparameters are checked before any data is generated"
 
 
-HYPERPARAMETERS = [(m, f.name, hint) for m, spec in METHOD_SPECS.items() if m != "mgda-ub"
-                   for f in fields(spec.Params) for hint in [field_types(spec.Params)[f.name]]]
+HYPERPARAMETERS = [
+    (m, f.name, hint)
+    for m, spec in METHOD_SPECS.items()
+    if m != "mgda-ub"
+    for f in fields(spec.Params)
+    for hint in [field_types(spec.Params)[f.name]]
+]
 NUMERIC = [(m, name) for m, name, hint in HYPERPARAMETERS if hint in (int, float)]
 OTHER = [(m, name) for m, name, hint in HYPERPARAMETERS if hint not in (int, float)]
 
 
 @pytest.mark.parametrize("value", ["nan", "inf", "-Infinity", "high", "[1,2]", "true"])
 @pytest.mark.parametrize("method, name", NUMERIC, ids=[f"{m}.{n}" for m, n in NUMERIC])
-def test_every_numeric_hyperparameter_is_typed_and_finite(method: str, name: str, value: str, tmp_path: Path,
-                                                          capsys) -> None:
+def test_every_numeric_hyperparameter_is_typed_and_finite(
+    method: str, name: str, value: str, tmp_path: Path, capsys
+) -> None:
     code, err = run_cli(tmp_path, capsys, "--methods", f"ew,{method}", "--param", f"{method}.{name}={value}")
     assert_one_line_error(code, err, f"{method}.{name} must be a ")
     assert_nothing_trusted(tmp_path)
@@ -367,10 +422,14 @@ def test_every_other_hyperparameter_is_checked_up_front(method: str, name: str, 
 
 SEED_FAULTS = {
     # built a list of 2^31 seeds and died with MemoryError
-    "seeds-huge-range": (["--seeds", "0-2147483647"],
-                         ["--seeds '0-2147483647' names 2,147,483,648 seeds", "at most 10,000 runs (methods × seeds)"]),
-    "seeds-too-many-runs": (["--methods", "all", "--seeds", "0-999"],
-                            ["--methods × --seeds is 13 × 1,000 = 13,000 runs", "at most 10,000"]),
+    "seeds-huge-range": (
+        ["--seeds", "0-2147483647"],
+        ["--seeds '0-2147483647' names 2,147,483,648 seeds", "at most 10,000 runs (methods × seeds)"],
+    ),
+    "seeds-too-many-runs": (
+        ["--methods", "all", "--seeds", "0-999"],
+        ["--methods × --seeds is 13 × 1,000 = 13,000 runs", "at most 10,000"],
+    ),
     # said "empty"
     "seeds-reversed-range": (["--seeds", "5-2"], ["--seeds '5-2': the range 5-2 is reversed; write 2-5"]),
 }

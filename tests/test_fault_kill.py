@@ -19,17 +19,38 @@ import pytest
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 
 METHODS = "ew,deepchest,famo"
-METRICS = ("SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
-           "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task")
-WEIGHTS = ("SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
-           "ORDER BY r.method, w.epoch, w.step, w.task")
+METRICS = (
+    "SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
+    "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task"
+)
+WEIGHTS = (
+    "SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
+    "ORDER BY r.method, w.epoch, w.step, w.task"
+)
 
 
 def command(results: Path, data: Path) -> list[str]:
     """The sweep every test here runs: three methods with state, 3 short epochs."""
-    return [sys.executable, "-m", "mtlbench.cli", "run", "--methods", METHODS, "--preset", "smoke",
-            "--synth-images", "120", "--epochs", "3", "--batch-size", "16",
-            "--results", str(results), "--data-dir", str(data)]
+    return [
+        sys.executable,
+        "-m",
+        "mtlbench.cli",
+        "run",
+        "--methods",
+        METHODS,
+        "--preset",
+        "smoke",
+        "--synth-images",
+        "120",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(data),
+    ]
 
 
 def rows(path: Path, sql: str) -> list[tuple]:

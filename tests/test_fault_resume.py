@@ -43,14 +43,16 @@ def _kill_at(monkeypatch, global_step: int) -> None:
 
 # the tiny model for every method with state; the harness ResNet18 (BatchNorm, channels-last) for two,
 # in the slow suite
-CASES = [pytest.param(m, tiny_model, id=f"{m}-tiny") for m in
-         ("ew", "deepchest", "dwa", "uncertainty", "famo", "gradnorm", "rlw", "graddrop")] + [
-    pytest.param(m, build_model, id=f"{m}-resnet18", marks=pytest.mark.slow) for m in ("deepchest", "gradnorm")]
+CASES = [
+    pytest.param(m, tiny_model, id=f"{m}-tiny")
+    for m in ("ew", "deepchest", "dwa", "uncertainty", "famo", "gradnorm", "rlw", "graddrop")
+] + [pytest.param(m, build_model, id=f"{m}-resnet18", marks=pytest.mark.slow) for m in ("deepchest", "gradnorm")]
 
 
 @pytest.mark.parametrize("method, model_factory", CASES)
-def test_killed_run_resumes_and_equals_an_uninterrupted_run(method, model_factory, toy_bundle, tmp_path,
-                                                             monkeypatch) -> None:
+def test_killed_run_resumes_and_equals_an_uninterrupted_run(
+    method, model_factory, toy_bundle, tmp_path, monkeypatch
+) -> None:
     cfg = replace(CFG, method=method)
     steps = len(toy_bundle.train) // cfg.batch_size  # per epoch
     with ResultsStore(tmp_path / "straight.sqlite") as store:

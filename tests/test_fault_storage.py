@@ -26,8 +26,20 @@ from mtlbench.training import SilentReporter, build_model, train_run
 from tests.patching import argument_reader
 from tests.tiny_model import tiny_model
 
-SWEEP = ["run", "--methods", "ew,deepchest,dwa", "--preset", "smoke", "--synth-images", "120",
-         "--epochs", "2", "--batch-size", "16", "--quiet"]
+SWEEP = [
+    "run",
+    "--methods",
+    "ew,deepchest,dwa",
+    "--preset",
+    "smoke",
+    "--synth-images",
+    "120",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "16",
+    "--quiet",
+]
 
 
 def _one_error_line(capsys) -> str:
@@ -66,7 +78,9 @@ def test_disk_full_in_the_database_stops_with_one_line_and_a_rerun_finishes(tmp_
 
 
 @pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
-def test_disk_full_while_checkpointing_leaves_no_partial_file_and_a_rerun_resumes(tmp_path, capsys, monkeypatch) -> None:
+def test_disk_full_while_checkpointing_leaves_no_partial_file_and_a_rerun_resumes(
+    tmp_path, capsys, monkeypatch
+) -> None:
     args = SWEEP + ["--epochs", "3", "--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
     real_save = checkpoint_mod.torch.save
     calls = []
@@ -91,7 +105,10 @@ def test_disk_full_while_checkpointing_leaves_no_partial_file_and_a_rerun_resume
     assert main(args[:-4] + ["--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]) == 0
     with ResultsStore(tmp_path / "r.sqlite") as store:
         assert [tuple(r) for r in store.query("SELECT method, status, resumes FROM runs ORDER BY run_id")] == [
-            ("ew", "complete", 1), ("deepchest", "complete", 0), ("dwa", "complete", 0)]
+            ("ew", "complete", 1),
+            ("deepchest", "complete", 0),
+            ("dwa", "complete", 0),
+        ]
 
 
 class Killed(BaseException):
@@ -125,8 +142,15 @@ def kill_in_second_epoch(cfg, bundle, store: ResultsStore, monkeypatch, model_fa
 
 
 def test_damaged_checkpoint_is_not_trusted_and_the_run_restarts(toy_bundle, tmp_path, monkeypatch) -> None:
-    cfg = replace(build_config("smoke"), device="cpu", method="deepchest", epochs=2, batch_size=16,
-                  grad_engine="loop", precision="fp32")
+    cfg = replace(
+        build_config("smoke"),
+        device="cpu",
+        method="deepchest",
+        epochs=2,
+        batch_size=16,
+        grad_engine="loop",
+        precision="fp32",
+    )
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         straight = train_run(cfg, toy_bundle, store, {})
     with ResultsStore(tmp_path / "r.sqlite") as store:
@@ -135,7 +159,9 @@ def test_damaged_checkpoint_is_not_trusted_and_the_run_restarts(toy_bundle, tmp_
         reporter = LabelReporter()
         again = train_run(cfg, toy_bundle, store, {}, reporter)
         assert again.status == "complete" and again.test_auroc == straight.test_auroc
-        assert reporter.labels == [(f"deepchest seed 0 (checkpoint {ckpt.name} unreadable (RuntimeError); restarting the run)", 0)]
+        assert reporter.labels == [
+            (f"deepchest seed 0 (checkpoint {ckpt.name} unreadable (RuntimeError); restarting the run)", 0)
+        ]
         assert store.query("SELECT resumes FROM runs")[0]["resumes"] == 0
 
 
@@ -169,14 +195,18 @@ def test_newer_schema_is_refused_and_older_is_migrated(tmp_path, capsys) -> None
     assert main(SWEEP + ["--results", str(newer), "--data-dir", str(tmp_path / "data")]) == 2
     assert "written by a newer mtlbench" in _one_error_line(capsys)
     assert not (tmp_path / "data").exists()
-    for command in (["report", "--results", str(newer), "--out", str(tmp_path / "rep")],
-                    ["export", "--results", str(newer), "--out", str(tmp_path / "exp")]):
+    for command in (
+        ["report", "--results", str(newer), "--out", str(tmp_path / "rep")],
+        ["export", "--results", str(newer), "--out", str(tmp_path / "exp")],
+    ):
         assert main(command) == 2 and "newer mtlbench" in _one_error_line(capsys)
     assert not (tmp_path / "rep").exists() and not (tmp_path / "exp").exists()
     # an older database (version 1) is brought up to date and used
     older = tmp_path / "older.sqlite"
     with sqlite3.connect(older) as con:
-        con.executescript("CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);")
+        con.executescript(
+            "CREATE TABLE schema_version (version INTEGER NOT NULL); INSERT INTO schema_version VALUES (1);"
+        )
     assert main(SWEEP + ["--methods", "ew", "--results", str(older), "--data-dir", str(tmp_path / "data")]) == 0
     assert _statuses(older) == [("ew", "complete")]
 
@@ -192,8 +222,9 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path, capsys) -> None:
 def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tmp_path, monkeypatch) -> None:
     import torch
 
-    cfg = replace(build_config("smoke"), device="cpu", method="dwa", epochs=2, batch_size=16,
-                  grad_engine="loop", precision="fp32")
+    cfg = replace(
+        build_config("smoke"), device="cpu", method="dwa", epochs=2, batch_size=16, grad_engine="loop", precision="fp32"
+    )
     with ResultsStore(tmp_path / "r.sqlite") as store:
         ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch)
         payload = torch.load(ckpt, weights_only=True)
@@ -202,15 +233,17 @@ def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tm
         reporter = LabelReporter()
         again = train_run(cfg, toy_bundle, store, {}, reporter, model_factory=tiny_model)
         assert again.status == "complete", again.detail
-        assert reporter.labels == [(f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (RuntimeError); "
-                           "restarting the run)", 0)]
+        assert reporter.labels == [
+            (f"dwa seed 0 (checkpoint {ckpt.name} does not fit this version (RuntimeError); restarting the run)", 0)
+        ]
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         assert train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model).test_auroc == again.test_auroc
 
 
 def test_a_checkpoint_left_from_another_database_is_deleted_before_a_new_run(toy_bundle, tmp_path, monkeypatch) -> None:
-    cfg = replace(build_config("smoke"), device="cpu", method="ew", epochs=1, batch_size=16,
-                  grad_engine="loop", precision="fp32")
+    cfg = replace(
+        build_config("smoke"), device="cpu", method="ew", epochs=1, batch_size=16, grad_engine="loop", precision="fp32"
+    )
     path = tmp_path / "r.sqlite"
     ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
     ckpt.parent.mkdir()
@@ -239,8 +272,19 @@ def test_torch_load_places_cuda_storages_on_the_run_device_and_keeps_cpu_ones() 
 
 # ----------------------------------------------------------------------------- a damaged database
 
-ONE_RUN = ["--methods", "ew", "--preset", "smoke", "--synth-images", "120", "--epochs", "1", "--batch-size", "16",
-           "--quiet"]
+ONE_RUN = [
+    "--methods",
+    "ew",
+    "--preset",
+    "smoke",
+    "--synth-images",
+    "120",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--quiet",
+]
 
 
 @pytest.fixture(scope="module")
@@ -254,24 +298,36 @@ def one_run_db(tmp_path_factory) -> tuple[Path, Path]:
 def _duplicate_the_complete_run(con: sqlite3.Connection) -> None:
     columns = [r[1] for r in con.execute("PRAGMA table_info(runs)") if r[1] != "run_id"]
     con.execute(f"INSERT INTO runs ({', '.join(columns)}) SELECT {', '.join(columns)} FROM runs WHERE run_id=1")
-    con.execute("INSERT INTO metrics SELECT 2, split, epoch, task, loss, accuracy, auroc, ap FROM metrics WHERE run_id=1")
+    con.execute(
+        "INSERT INTO metrics SELECT 2, split, epoch, task, loss, accuracy, auroc, ap FROM metrics WHERE run_id=1"
+    )
 
 
 # damage → (how it is done, what the line must say)
 DAMAGE = {
-    "text-in-real-column": ("UPDATE metrics SET auroc='n/a' WHERE split='test' AND task='Hernia'",
-                            "metrics.auroc holds text 'n/a' where a finite number belongs"),
-    "non-finite-metric": ("UPDATE metrics SET auroc=9e999 WHERE split='test' AND task='Hernia'",
-                          "metrics.auroc holds the value inf where a finite number belongs"),
-    "invalid-config-json": ("""UPDATE runs SET config_json='{"method": "ew", '""",
-                            "the config_json of run 1 (ew seed 0) is not valid JSON ("),
+    "text-in-real-column": (
+        "UPDATE metrics SET auroc='n/a' WHERE split='test' AND task='Hernia'",
+        "metrics.auroc holds text 'n/a' where a finite number belongs",
+    ),
+    "non-finite-metric": (
+        "UPDATE metrics SET auroc=9e999 WHERE split='test' AND task='Hernia'",
+        "metrics.auroc holds the value inf where a finite number belongs",
+    ),
+    "invalid-config-json": (
+        """UPDATE runs SET config_json='{"method": "ew", '""",
+        "the config_json of run 1 (ew seed 0) is not valid JSON (",
+    ),
     "duplicate-complete-row": (_duplicate_the_complete_run, "the cell ew seed 0 (config "),
-    "unparsable-schema-version": ("UPDATE schema_version SET version='three'",
-                                  "its schema_version holds 'three', not a version number"),
+    "unparsable-schema-version": (
+        "UPDATE schema_version SET version='three'",
+        "its schema_version holds 'three', not a version number",
+    ),
     "dropped-table": ("DROP TABLE weights", "its table 'weights' is missing"),
     "dropped-column": ("ALTER TABLE costs DROP COLUMN peak_rss_mb", "its table 'costs' lacks column(s) peak_rss_mb"),
-    "complete-run-without-metrics": ("DELETE FROM metrics WHERE run_id=1",
-                                     "run 1 (ew seed 0) is stored as complete but its metrics are missing"),
+    "complete-run-without-metrics": (
+        "DELETE FROM metrics WHERE run_id=1",
+        "run 1 (ew seed 0) is stored as complete but its metrics are missing",
+    ),
 }
 
 
@@ -297,9 +353,11 @@ def test_a_damaged_database_is_one_line_naming_it_and_the_damage(
 ) -> None:
     db = _damaged_copy(one_run_db, tmp_path, damage)
     before = _dump(db)
-    argv = {"run": ["run", *ONE_RUN, "--data-dir", str(one_run_db[1])],
-            "report": ["report", "--quiet", "--resamples", "100", "--out", str(tmp_path / "out")],
-            "export": ["export", "--out", str(tmp_path / "out")]}[command] + ["--results", str(db)]
+    argv = {
+        "run": ["run", *ONE_RUN, "--data-dir", str(one_run_db[1])],
+        "report": ["report", "--quiet", "--resamples", "100", "--out", str(tmp_path / "out")],
+        "export": ["export", "--out", str(tmp_path / "out")],
+    }[command] + ["--results", str(db)]
     capsys.readouterr()
     code = main(argv)
     if damage == "complete-run-without-metrics" and command == "run":  # not a result: trained again, and said
@@ -307,9 +365,13 @@ def test_a_damaged_database_is_one_line_naming_it_and_the_damage(
         assert code == 0 and "ew seed 0: stored as complete but its metrics are missing: trained again" in out
         with ResultsStore(db) as store:
             check_intact(store)  # whole again
-            assert [tuple(r) for r in store.query(
-                "SELECT status, (SELECT COUNT(*) FROM metrics m WHERE m.run_id=runs.run_id AND split='test')"
-                " FROM runs")] == [("complete", 14)]
+            assert [
+                tuple(r)
+                for r in store.query(
+                    "SELECT status, (SELECT COUNT(*) FROM metrics m WHERE m.run_id=runs.run_id AND split='test')"
+                    " FROM runs"
+                )
+            ] == [("complete", 14)]
         return
     assert code == 2
     line = _one_error_line(capsys)
@@ -323,8 +385,12 @@ def test_report_never_marks_a_non_finite_value_best() -> None:
 
     resampled = np.linspace(0.6, 0.8, 200)
     # an infinite or NaN value (a damaged database) is never best, even against a single finite one
-    assert significantly_best({"ew": (0.7, resampled), "dwa": (float("inf"), resampled),
-                               "famo": (float("nan"), resampled)}, True) is None
+    assert (
+        significantly_best(
+            {"ew": (0.7, resampled), "dwa": (float("inf"), resampled), "famo": (float("nan"), resampled)}, True
+        )
+        is None
+    )
     assert significantly_best({"ew": (0.7, resampled), "dwa": (float("-inf"), resampled)}, False) is None
 
 

@@ -60,7 +60,9 @@ def test_auto_engine_is_batched_only_on_cuda_for_small_spaces():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     for need in ("shared_params", "shared_features", "last_shared_layer", "losses"):
         assert resolve_engine("auto", cpu, space(need).small) == "loop"
-    assert resolve_engine("auto", cuda, space("shared_params").small) == "loop"  # whole trunk: loop faster, 3.5× less memory
+    assert (
+        resolve_engine("auto", cuda, space("shared_params").small) == "loop"
+    )  # whole trunk: loop faster, 3.5× less memory
     assert resolve_engine("auto", cuda, space("shared_features").small) == "batched"
     assert resolve_engine("auto", cuda, space("last_shared_layer").small) == "batched"
     assert resolve_engine("loop", cuda, space("shared_features").small) == "loop"  # an explicit choice is kept

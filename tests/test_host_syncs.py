@@ -31,8 +31,16 @@ def test_the_counter_sees_each_kind_of_sync() -> None:
     with SyncCounter() as counter:
         t.sum().item(), bool(t.sum() > 0), t.tolist(), t.numpy(), t.cpu(), float(t.sum())
         t.nonzero(), t[t > 0], t[torch.tensor([0, 2])]  # the last one does not sync: an index list
-    assert set(counter.calls) == {"item", "__bool__", "tolist", "numpy", "cpu", "__float__", "nonzero",
-                                  "boolean indexing"}
+    assert set(counter.calls) == {
+        "item",
+        "__bool__",
+        "tolist",
+        "numpy",
+        "cpu",
+        "__float__",
+        "nonzero",
+        "boolean indexing",
+    }
 
 
 @pytest.mark.parametrize("name", LOSS_METHODS)

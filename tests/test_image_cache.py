@@ -157,8 +157,10 @@ def test_two_builders_at_once_build_once(tmp_path: Path, monkeypatch) -> None:
 
     monkeypatch.setattr(image_cache, "_build", counting_build)
     results = []
-    threads = [threading.Thread(target=lambda: results.append(ensure_cache(source, 16, tmp_path, no_progress)))
-               for _ in range(3)]
+    threads = [
+        threading.Thread(target=lambda: results.append(ensure_cache(source, 16, tmp_path, no_progress)))
+        for _ in range(3)
+    ]
     for t in threads:
         t.start()
     for t in threads:

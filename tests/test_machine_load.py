@@ -15,8 +15,17 @@ from rich.console import Console
 
 from mtlbench import machine_load
 from mtlbench.config import build_config
-from mtlbench.machine_load import (LOADED_SHARE, MIN_LOAD_WINDOW_S, CpuSample, LoadMeter, busy_ticks, other_cpu_seconds,
-                                   other_load, own_ticks, timing_reliability)
+from mtlbench.machine_load import (
+    LOADED_SHARE,
+    MIN_LOAD_WINDOW_S,
+    CpuSample,
+    LoadMeter,
+    busy_ticks,
+    other_cpu_seconds,
+    other_load,
+    own_ticks,
+    timing_reliability,
+)
 from mtlbench.task_metrics import TaskMetrics
 from mtlbench.report.leaderboard import TIMING_MARK, leaderboard, timed_runs
 from mtlbench.report.load import load_protocols
@@ -109,10 +118,14 @@ def test_load_meter_without_proc_is_unknown(monkeypatch, tmp_path):
 EPOCHS = 2
 # (method, seed): (median step s, unreliable flag (None: stored before schema 8), other load)
 COSTS = {
-    ("ew", 0): (0.100, 0, 0.01), ("ew", 1): (0.110, 0, 0.02),
-    ("deepchest", 0): (0.105, 0, 0.01), ("deepchest", 1): (2.300, 1, 0.64),  # the loaded one: 21× EW
-    ("pcgrad", 0): (9.000, 1, 0.55), ("pcgrad", 1): (8.000, 1, 0.61),
-    ("dwa", 0): (0.100, None, None), ("dwa", 1): (0.120, None, None),
+    ("ew", 0): (0.100, 0, 0.01),
+    ("ew", 1): (0.110, 0, 0.02),
+    ("deepchest", 0): (0.105, 0, 0.01),
+    ("deepchest", 1): (2.300, 1, 0.64),  # the loaded one: 21× EW
+    ("pcgrad", 0): (9.000, 1, 0.55),
+    ("pcgrad", 1): (8.000, 1, 0.61),
+    ("dwa", 0): (0.100, None, None),
+    ("dwa", 1): (0.120, None, None),
 }
 
 
@@ -126,8 +139,9 @@ def _database(path, costs=COSTS) -> list[int]:
     with ResultsStore(path) as s:
         for (method, seed), (step_s, flag, load) in costs.items():
             config = replace(base, method=method, seed=seed)
-            rid = s.claim_run(RunKey(method, config.dataset, seed, config.config_hash()), config.to_json(), {},
-                              "sum-to-T", Owner()).run_id
+            rid = s.claim_run(
+                RunKey(method, config.dataset, seed, config.config_hash()), config.to_json(), {}, "sum-to-T", Owner()
+            ).run_id
             probs = np.clip(labels * 0.3 + rng.random(labels.shape) * 0.7, 0, 1).astype(np.float32)
             m = TaskMetrics(*(rng.random(len(tasks)) for _ in range(4)))
             s.add_metrics(rid, "val", 0, tasks, m)
@@ -135,12 +149,24 @@ def _database(path, costs=COSTS) -> list[int]:
             for split in ("val", "test"):
                 s.add_predictions(rid, split, 0, ids, labels, probs, [str(i) for i in range(n)])
             steps = 10 * EPOCHS
-            costs_row = dict(device="cpu", wall_s=steps * step_s + 1, train_s=steps * step_s, eval_s=1.0,
-                             median_step_s=step_s, median_method_s=0.0, images_per_s=16 / step_s,
-                             peak_rss_mb=1000.0 + seed, rss_scope="run")
+            costs_row = dict(
+                device="cpu",
+                wall_s=steps * step_s + 1,
+                train_s=steps * step_s,
+                eval_s=1.0,
+                median_step_s=step_s,
+                median_method_s=0.0,
+                images_per_s=16 / step_s,
+                peak_rss_mb=1000.0 + seed,
+                rss_scope="run",
+            )
             if flag is not None:  # a run of schema 8 (else: as a migrated run, the new columns NULL)
-                costs_row.update(median_step_cpu_s=2 * step_s, other_load=load, unreliable=flag,
-                                 unreliable_reason="other processes used …" if flag else None)
+                costs_row.update(
+                    median_step_cpu_s=2 * step_s,
+                    other_load=load,
+                    unreliable=flag,
+                    unreliable_reason="other processes used …" if flag else None,
+                )
             s.set_costs(rid, costs_row)
             s.finish_run(rid, "complete", selected_epoch=0)
             run_ids.append(rid)
@@ -161,7 +187,8 @@ def test_per_run_timing_states(board):
     assert runs.loc[("dwa", 0), "timing"] == "unknown" and "before schema 8" in runs.loc[("dwa", 0), "timing_reason"]
     assert runs.loc[("ew", 0), "step_cpu_s"] == pytest.approx(0.2) and np.isnan(runs.loc[("dwa", 0), "step_cpu_s"])
     assert set(timed_runs(board.per_run)["run_id"]) == set(board.per_run["run_id"]) - set(
-        board.per_run[board.per_run["timing"] == "unreliable"]["run_id"])
+        board.per_run[board.per_run["timing"] == "unreliable"]["run_id"]
+    )
 
 
 def test_time_metrics_leave_out_unreliable_runs_and_memory_keeps_them(board):
@@ -180,13 +207,17 @@ def test_time_metrics_leave_out_unreliable_runs_and_memory_keeps_them(board):
 
 def test_the_table_marks_cells_and_says_why(board):
     table = display_table(board).set_index("method")
-    assert table.loc["pcgrad", "s/epoch"] == f"— {TIMING_MARK}" and table.loc["pcgrad", "step × EW"] == f"— {TIMING_MARK}"
+    assert (
+        table.loc["pcgrad", "s/epoch"] == f"— {TIMING_MARK}" and table.loc["pcgrad", "step × EW"] == f"— {TIMING_MARK}"
+    )
     assert table.loc["deepchest", "s/epoch"] == f"1.05 {TIMING_MARK}"
     assert table.loc["deepchest", "step × EW"].endswith(TIMING_MARK)
     assert TIMING_MARK not in table.loc["ew", "s/epoch"] + table.loc["dwa", "s/epoch"]
     notes = " ".join(table_notes(board))
-    assert (f"{TIMING_MARK} Time columns leave out 3 of 8 run(s), timed on a loaded machine: other processes used "
-            f"55–64% of the CPUs") in notes
+    assert (
+        f"{TIMING_MARK} Time columns leave out 3 of 8 run(s), timed on a loaded machine: other processes used "
+        f"55–64% of the CPUs"
+    ) in notes
     assert "deepchest seed 1, pcgrad seed 0, pcgrad seed 1" in notes
     assert "2 run(s) carry no measurement of the machine's load" in notes
 

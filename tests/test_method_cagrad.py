@@ -1,6 +1,5 @@
 """CAGrad: the update solves its primal and dual problems (checked with scipy), and its scale."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -27,9 +26,14 @@ def scipy_dual(j: np.ndarray, c: float) -> np.ndarray:
     t = j.shape[0]
     best = None
     for start in [np.full(t, 1 / t)] + list(np.eye(t)):
-        res = minimize(lambda w: dual_objective(j, c, w), start, method="SLSQP", bounds=[(0, 1)] * t,
-                       constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}],
-                       options={"ftol": 1e-15, "maxiter": 2000})
+        res = minimize(
+            lambda w: dual_objective(j, c, w),
+            start,
+            method="SLSQP",
+            bounds=[(0, 1)] * t,
+            constraints=[{"type": "eq", "fun": lambda w: w.sum() - 1}],
+            options={"ftol": 1e-15, "maxiter": 2000},
+        )
         if best is None or dual_objective(j, c, res.x) < dual_objective(j, c, best):
             best = res.x
     return best
@@ -42,11 +46,20 @@ def scipy_primal_value(j: np.ndarray, c: float) -> float:
     rho = c * np.linalg.norm(g0)
     cons = [
         {"type": "ineq", "fun": lambda x: j @ x[:p] - x[p], "jac": lambda x: np.hstack([j, -np.ones((t, 1))])},
-        {"type": "ineq", "fun": lambda x: rho**2 - np.sum((x[:p] - g0) ** 2),
-         "jac": lambda x: np.append(-2 * (x[:p] - g0), 0)},
+        {
+            "type": "ineq",
+            "fun": lambda x: rho**2 - np.sum((x[:p] - g0) ** 2),
+            "jac": lambda x: np.append(-2 * (x[:p] - g0), 0),
+        },
     ]
-    res = minimize(lambda x: -x[p], np.append(g0, (j @ g0).min()), jac=lambda x: np.append(np.zeros(p), -1),
-                   constraints=cons, method="SLSQP", options={"ftol": 1e-15, "maxiter": 2000})
+    res = minimize(
+        lambda x: -x[p],
+        np.append(g0, (j @ g0).min()),
+        jac=lambda x: np.append(np.zeros(p), -1),
+        constraints=cons,
+        method="SLSQP",
+        options={"ftol": 1e-15, "maxiter": 2000},
+    )
     return float((j @ res.x[:p]).min())
 
 

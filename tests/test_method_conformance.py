@@ -117,21 +117,24 @@ class AlwaysFloat32(Good):
         return StepOutput(weights=torch.ones(len(ctx.losses)))  # float32 whatever the losses are
 
 
-@pytest.mark.parametrize("cls, rule", [
-    (WrongShape, "shape"),
-    (GlobalRandom, "changed the torch RNG"),
-    (NumpyRandom, "changed the numpy RNG"),
-    (PlainTensor, "not a registered buffer"),
-    (HookWithoutFlag, "does not set reevaluates"),
-    (ObjectiveOnly, "does not declare weight_scale 'no-weights'"),
-    (AlwaysFloat32, "weights are torch.float32"),
-    (StrayTensor, "not a registered buffer"),
-    (ReadsOnHost, "syncs_host = False"),
-    (ForgetsState, "after restoring state_dict"),
-    (NotSumToT, "sum-to-T"),
-    (UncheckedText, "mode="),
-    (NothingReturned, "neither weights"),
-])
+@pytest.mark.parametrize(
+    "cls, rule",
+    [
+        (WrongShape, "shape"),
+        (GlobalRandom, "changed the torch RNG"),
+        (NumpyRandom, "changed the numpy RNG"),
+        (PlainTensor, "not a registered buffer"),
+        (HookWithoutFlag, "does not set reevaluates"),
+        (ObjectiveOnly, "does not declare weight_scale 'no-weights'"),
+        (AlwaysFloat32, "weights are torch.float32"),
+        (StrayTensor, "not a registered buffer"),
+        (ReadsOnHost, "syncs_host = False"),
+        (ForgetsState, "after restoring state_dict"),
+        (NotSumToT, "sum-to-T"),
+        (UncheckedText, "mode="),
+        (NothingReturned, "neither weights"),
+    ],
+)
 def test_each_rule_catches_its_violation(cls: type, rule: str) -> None:
     with pytest.raises(ConformanceError, match=rule):
         check_method(cls)

@@ -83,7 +83,12 @@ def test_init_from_single_task_accuracies(tmp_path):
 
 @pytest.mark.parametrize(
     "content, message",
-    [("{", "not readable JSON"), ('{"a": 1}', "missing tasks"), ("[1, 2]", "lists 2 values"), ('"x"', "object or list")],
+    [
+        ("{", "not readable JSON"),
+        ('{"a": 1}', "missing tasks"),
+        ("[1, 2]", "lists 2 values"),
+        ('"x"', "object or list"),
+    ],
 )
 def test_bad_init_files_are_user_errors(tmp_path, content, message):
     f = tmp_path / "w.json"
@@ -120,6 +125,11 @@ def test_tiny_training_run_follows_the_rule_on_stored_accuracies(tmp_path, toy_b
     assert by(w, 0).tolist() == [1.0] * 14
     params = DeepChestParams()
     for e in (0, 1):
-        expected = deepchest_update(by(w, e), lagging_tasks(by(acc, e), higher_is_better=True),
-                                    params.increase_factor, params.max_weight, params.decay_factor)
+        expected = deepchest_update(
+            by(w, e),
+            lagging_tasks(by(acc, e), higher_is_better=True),
+            params.increase_factor,
+            params.max_weight,
+            params.decay_factor,
+        )
         assert torch.allclose(by(w, e + 1), expected, atol=1e-12)

@@ -107,14 +107,16 @@ def test_tiny_training_run(tmp_path, toy_bundle):
         assert out.status == "complete", out.detail
         test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
         assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
-        rows = store.query("SELECT epoch, step, task, weight FROM weights WHERE run_id=? ORDER BY epoch, task",
-                           (out.run_id,))
+        rows = store.query(
+            "SELECT epoch, step, task, weight FROM weights WHERE run_id=? ORDER BY epoch, task", (out.run_id,)
+        )
         assert {r["step"] for r in rows} == {-1}  # fixed within an epoch: epoch means only
         by_epoch = {e: [r["weight"] for r in rows if r["epoch"] == e] for e in range(3)}
         assert by_epoch[0] == by_epoch[1] == [1.0] * 14
         assert sum(by_epoch[2]) == pytest.approx(14.0) and by_epoch[2] != [1.0] * 14
-        train = store.query("SELECT epoch, task, loss FROM metrics WHERE run_id=? AND split='train' ORDER BY task",
-                            (out.run_id,))
+        train = store.query(
+            "SELECT epoch, task, loss FROM metrics WHERE run_id=? AND split='train' ORDER BY task", (out.run_id,)
+        )
         l0 = [r["loss"] for r in train if r["epoch"] == 0]
         l1 = [r["loss"] for r in train if r["epoch"] == 1]
         assert by_epoch[2] == pytest.approx(by_hand(l1, l0), rel=1e-5)

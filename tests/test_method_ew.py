@@ -31,8 +31,10 @@ def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
         out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
         assert out.status == "complete", out.detail
         weights = store.query("SELECT weight FROM weights WHERE run_id=?", (out.run_id,))
-        losses = {r["task"]: r["loss"] for r in store.query("SELECT task, loss FROM metrics WHERE run_id=? AND "
-                                                             "split='test'", (out.run_id,))}
+        losses = {
+            r["task"]: r["loss"]
+            for r in store.query("SELECT task, loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
+        }
         _, labels, probs = store.predictions(out.run_id, "test")
     assert [r["weight"] for r in weights] == [1.0] * 14
     # the stored test loss is the binary cross-entropy of the stored test probabilities, per task

@@ -205,11 +205,13 @@ def test_training_steps_equal_the_authors_loop() -> None:
     from mtlbench.tasks import TASK_NAMES
     from mtlbench.training import build_optimizer, training_step
 
-    config = replace(build_config("smoke"), device="cpu", method="famo", optimizer="adam", weight_decay=0.0,
-                     precision="fp32")
+    config = replace(
+        build_config("smoke"), device="cpu", method="famo", optimizer="adam", weight_decay=0.0, precision="fp32"
+    )
     gen = torch.Generator().manual_seed(0)
-    batches = [(torch.randn(8, 1, 32, 32, generator=gen), (torch.rand(8, 14, generator=gen) < 0.3).float())
-               for _ in range(3)]
+    batches = [
+        (torch.randn(8, 1, 32, 32, generator=gen), (torch.rand(8, 14, generator=gen) < 0.3).float()) for _ in range(3)
+    ]
 
     torch.manual_seed(0)
     ours = MultiTaskResNet(ModelSpec(14, "bce")).train()

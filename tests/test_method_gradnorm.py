@@ -1,6 +1,5 @@
 """GradNorm: the gradient-norm loss, its constant target, renormalization and convergence."""
 
-
 import pytest
 import torch
 

@@ -1,6 +1,5 @@
 """MGDA / MGDA-UB: the min-norm point of the gradients' hull, against an independent QP solver."""
 
-
 import numpy as np
 import pytest
 import torch
@@ -24,7 +23,10 @@ def scipy_min_norm(gram: np.ndarray) -> np.ndarray:
     best = None
     for start in [np.full(t, 1 / t)] + list(np.eye(t)):
         res = minimize(
-            lambda a: a @ gram @ a, start, jac=lambda a: 2 * gram @ a, method="SLSQP",
+            lambda a: a @ gram @ a,
+            start,
+            jac=lambda a: 2 * gram @ a,
+            method="SLSQP",
             bounds=[(0, 1)] * t,
             constraints=[{"type": "eq", "fun": lambda a: a.sum() - 1, "jac": lambda a: np.ones(t)}],
             options={"ftol": 1e-15, "maxiter": 1000},
@@ -163,8 +165,15 @@ def test_the_changed_default_is_a_new_cell(method):
 def test_a_stored_run_of_the_old_default_is_not_reused(tmp_path, toy_bundle):
     """A run stored with normalization "none" (the default before) is skipped on a rerun of
     "none", but a run with today's default trains its own cell."""
-    cfg = replace(build_config("smoke"), method="mgda-ub", device="cpu", epochs=1, batch_size=32,
-                  grad_engine="loop", precision="fp32")
+    cfg = replace(
+        build_config("smoke"),
+        method="mgda-ub",
+        device="cpu",
+        epochs=1,
+        batch_size=32,
+        grad_engine="loop",
+        precision="fp32",
+    )
     old = replace(cfg, method_params={"normalization": "none"})
     with ResultsStore(tmp_path / "r.sqlite") as s:
         first = train_run(old, toy_bundle, s, {}, model_factory=tiny_model)
@@ -172,15 +181,18 @@ def test_a_stored_run_of_the_old_default_is_not_reused(tmp_path, toy_bundle):
         assert train_run(old, toy_bundle, s, {}, model_factory=tiny_model).status == "skipped"
         new = train_run(cfg, toy_bundle, s, {}, model_factory=tiny_model)
         assert new.status == "complete" and new.run_id != first.run_id
-        explicit = train_run(replace(cfg, method_params={"normalization": "loss+"}), toy_bundle, s, {},
-                             model_factory=tiny_model)
+        explicit = train_run(
+            replace(cfg, method_params={"normalization": "loss+"}), toy_bundle, s, {}, model_factory=tiny_model
+        )
         assert explicit.status == "skipped" and explicit.run_id == new.run_id
 
 
 @pytest.mark.parametrize("normalization", ["none", "loss+"])
 def test_identical_gradients_give_ew(normalization):
     j = torch.randn(1, 30, dtype=torch.float64).repeat(4, 1)
-    out = MGDA(list("abcd"), MGDAParams(normalization=normalization)).step(StepContext(torch.ones(4, dtype=torch.float64), 0, 0, grads=j))
+    out = MGDA(list("abcd"), MGDAParams(normalization=normalization)).step(
+        StepContext(torch.ones(4, dtype=torch.float64), 0, 0, grads=j)
+    )
     assert torch.allclose(out.weights, torch.ones(4, dtype=torch.float64))
     assert torch.allclose(out.shared_grad, j.sum(0))
 

@@ -1,6 +1,5 @@
 """PCGrad: the Gramian form equals the sequential projections on the vectors themselves."""
 
-
 import pytest
 import torch
 

@@ -72,8 +72,9 @@ def site(tmp_path, monkeypatch) -> Path:
 
 
 def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtlbench.cli", *args], capture_output=True, text=True, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "mtlbench.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 @pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
@@ -86,15 +87,39 @@ def test_an_installed_plugin_is_listed_checked_and_runs(site: Path, tmp_path: Pa
     listed = cli("list", cwd=tmp_path)
     assert listed.returncode == 0 and "loss-power" in listed.stdout and "power = 1.0" in listed.stdout
 
-    bad = cli("run", "--methods", "loss-power", "--param", "loss-power.power=9", "--results", str(tmp_path / "x.sqlite"),
-              cwd=tmp_path)
+    bad = cli(
+        "run",
+        "--methods",
+        "loss-power",
+        "--param",
+        "loss-power.power=9",
+        "--results",
+        str(tmp_path / "x.sqlite"),
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "power must lie in [0, 4]" in bad.stderr, bad.stderr
     assert not (tmp_path / "x.sqlite").exists()
 
     results = tmp_path / "r.sqlite"
-    done = cli("run", "--methods", "ew,loss-power", "--preset", "smoke", "--synth-images", "120", "--epochs", "1",
-               "--batch-size", "16", "--quiet", "--results", str(results), "--data-dir", str(tmp_path / "data"),
-               cwd=tmp_path)
+    done = cli(
+        "run",
+        "--methods",
+        "ew,loss-power",
+        "--preset",
+        "smoke",
+        "--synth-images",
+        "120",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--quiet",
+        "--results",
+        str(results),
+        "--data-dir",
+        str(tmp_path / "data"),
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(results) as con:
         rows = con.execute("SELECT method, status FROM runs ORDER BY run_id").fetchall()
@@ -109,14 +134,18 @@ def test_all_includes_installed_plugins_after_the_built_ins(site: Path) -> None:
     assert names[-1] == "loss-power" and names[0] == "ew"
 
 
-@pytest.mark.parametrize("entry, module, wanted", [
-    ("broken = mtlbench_demo_plugin:LossPower", "import no_such_module\n", "failed to load: ModuleNotFoundError"),
-    ("broken = mtlbench_demo_plugin:Thing", "class Thing:\n    pass\n", "is not a subclass of"),
-    ("ew = mtlbench_demo_plugin:LossPower", PLUGIN, "has the name of a built-in method"),
-    ("Broken,Name = mtlbench_demo_plugin:LossPower", PLUGIN, "a name must be lower-case letters"),
-])
-def test_a_broken_plugin_is_one_line_where_it_is_named(site: Path, tmp_path: Path, entry: str, module: str,
-                                                       wanted: str) -> None:
+@pytest.mark.parametrize(
+    "entry, module, wanted",
+    [
+        ("broken = mtlbench_demo_plugin:LossPower", "import no_such_module\n", "failed to load: ModuleNotFoundError"),
+        ("broken = mtlbench_demo_plugin:Thing", "class Thing:\n    pass\n", "is not a subclass of"),
+        ("ew = mtlbench_demo_plugin:LossPower", PLUGIN, "has the name of a built-in method"),
+        ("Broken,Name = mtlbench_demo_plugin:LossPower", PLUGIN, "a name must be lower-case letters"),
+    ],
+)
+def test_a_broken_plugin_is_one_line_where_it_is_named(
+    site: Path, tmp_path: Path, entry: str, module: str, wanted: str
+) -> None:
     install(site, entry, module)
     name = entry.split(" = ")[0]
     assert wanted in plugins.plugin_problem(name) and name not in plugins.plugin_methods()

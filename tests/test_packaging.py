@@ -21,4 +21,6 @@ def test_every_package_folder_is_listed_in_setup_cfg():
         for init in (ROOT / folder).rglob("__init__.py"):
             relative = init.parent.relative_to(ROOT / folder).parts
             on_disk.add(".".join((name, *relative)))
-    assert on_disk == packages, f"not installed: {sorted(on_disk - packages)}; listed but absent: {sorted(packages - on_disk)}"
+    assert on_disk == packages, (
+        f"not installed: {sorted(on_disk - packages)}; listed but absent: {sorted(packages - on_disk)}"
+    )

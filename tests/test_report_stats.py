@@ -10,8 +10,17 @@ from sklearn.metrics import roc_auc_score
 from mtlbench.report.figures import pareto_front
 from mtlbench.report.leaderboard import patient_of, significantly_best
 from mtlbench.report.resampled import VariantMetrics, choose_thresholds, run_metrics
-from mtlbench.report.stats import (Resampling, bootstrap_difference, delta_m, eligible_tasks, holm,
-                                   log_ratio_interval, paired_t, seed_average, task_mean)
+from mtlbench.report.stats import (
+    Resampling,
+    bootstrap_difference,
+    delta_m,
+    eligible_tasks,
+    holm,
+    log_ratio_interval,
+    paired_t,
+    seed_average,
+    task_mean,
+)
 
 
 def test_paired_t_matches_scipy() -> None:
@@ -92,8 +101,7 @@ def test_log_ratio_interval() -> None:
 
 def _variant(labels, probs_by_seed, design):
     eligible = eligible_tasks(labels, 5)
-    return VariantMetrics({s: run_metrics(labels, p, None, design) for s, p in probs_by_seed.items()}, design,
-                          eligible)
+    return VariantMetrics({s: run_metrics(labels, p, None, design) for s, p in probs_by_seed.items()}, design, eligible)
 
 
 def test_a_better_method_is_significantly_best_and_identical_ones_are_not() -> None:

@@ -3,8 +3,7 @@ closed form (ECE)."""
 
 import numpy as np
 import pytest
-from sklearn.metrics import (accuracy_score, average_precision_score, balanced_accuracy_score, f1_score,
-                             roc_auc_score)
+from sklearn.metrics import accuracy_score, average_precision_score, balanced_accuracy_score, f1_score, roc_auc_score
 
 from mtlbench.report import weighted_metrics as wm
 
@@ -27,8 +26,9 @@ def test_auroc_and_ap_equal_sklearn_with_sample_weights(ties):
         ap = wm.weighted_average_precision(labels[:, t], probs[:, t], weights)
         for b, w in enumerate(weights):
             assert auroc[b] == pytest.approx(roc_auc_score(labels[:, t], probs[:, t], sample_weight=w), abs=1e-12)
-            assert ap[b] == pytest.approx(average_precision_score(labels[:, t], probs[:, t], sample_weight=w),
-                                          abs=1e-12)
+            assert ap[b] == pytest.approx(
+                average_precision_score(labels[:, t], probs[:, t], sample_weight=w), abs=1e-12
+            )
 
 
 def test_one_class_gives_nan():

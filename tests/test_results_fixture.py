@@ -26,8 +26,10 @@ def test_it_is_intact_and_one_protocol_of_the_expected_runs(results_db) -> None:
         check_intact(store)
         runs = [tuple(r) for r in store.query("SELECT method, seed, status FROM runs ORDER BY run_id")]
     assert runs == [(m, s, record.status[(m, s)]) for m in METHODS for s in (0, 1, 2)]
-    assert {k: v for k, v in record.status.items() if v != "complete"} == {("mgda", 2): "diverged",
-                                                                          ("graddrop", 2): "failed"}
+    assert {k: v for k, v in record.status.items() if v != "complete"} == {
+        ("mgda", 2): "diverged",
+        ("graddrop", 2): "failed",
+    }
     [protocol] = load_protocols(path)
     assert protocol.variants() == list(METHODS) and protocol.tasks() == list(TASK_NAMES)
     assert protocol.epochs == 3 and protocol.config["device"] == "cpu"
@@ -41,8 +43,10 @@ def test_stored_configs_are_real_run_configs_with_their_identity(results_db) -> 
     for row in rows:
         stored = json.loads(row["config_json"])
         config = RunConfig(**{k: v for k, v in stored.items() if k != "method_version"})
-        assert config.config_hash() == row["config_hash"] and (config.method, config.seed) == (row["method"],
-                                                                                                row["seed"])
+        assert config.config_hash() == row["config_hash"] and (config.method, config.seed) == (
+            row["method"],
+            row["seed"],
+        )
         assert stored == record.config_json[(row["method"], row["seed"])]
 
 
@@ -60,16 +64,20 @@ def test_labels_have_the_stated_positives_and_patients_parse_from_the_image_ids(
     assert stored == [str(p) for p in record.test_patients]  # stored with the predictions (schema 6)
 
 
-@pytest.mark.parametrize("store_patients, nih_names, patients", [
-    (True, False, 120),  # stored ids cluster images whose names say nothing
-    (False, True, 120),  # no stored ids: the patient an NIH name encodes
-    (False, False, 359),  # neither: each image its own cluster
-])
+@pytest.mark.parametrize(
+    "store_patients, nih_names, patients",
+    [
+        (True, False, 120),  # stored ids cluster images whose names say nothing
+        (False, True, 120),  # no stored ids: the patient an NIH name encodes
+        (False, False, 359),  # neither: each image its own cluster
+    ],
+)
 def test_the_bootstrap_clusters_on_the_patients_it_can_know(tmp_path, store_patients, nih_names, patients) -> None:
     from mtlbench.report.leaderboard import leaderboard
 
-    spec = replace(ProtocolSpec(), methods=("ew",), seeds=(0,), failures={}, store_patients=store_patients,
-                   nih_names=nih_names)
+    spec = replace(
+        ProtocolSpec(), methods=("ew",), seeds=(0,), failures={}, store_patients=store_patients, nih_names=nih_names
+    )
     [record] = build_results(tmp_path / "r.sqlite", spec)
     assert len(record.test_ids) == 359 and len(set(record.test_patients)) == 120
     [protocol] = load_protocols(tmp_path / "r.sqlite")
@@ -82,8 +90,9 @@ def test_stored_metrics_are_those_of_the_stored_predictions(results_db) -> None:
         for (method, seed), rid in record.run_ids.items():
             if record.status[(method, seed)] != "complete":
                 continue
-            rows = con.execute("SELECT task, epoch, loss, accuracy, auroc, ap FROM metrics WHERE run_id=? AND "
-                               "split='test'", (rid,)).fetchall()
+            rows = con.execute(
+                "SELECT task, epoch, loss, accuracy, auroc, ap FROM metrics WHERE run_id=? AND split='test'", (rid,)
+            ).fetchall()
             rows.sort(key=lambda r: TASK_NAMES.index(r[0]))
             probs = record.test_probs[(method, seed)]
             want = task_metrics(record.test_labels, probs, bce(record.test_labels, probs))
@@ -91,7 +100,6 @@ def test_stored_metrics_are_those_of_the_stored_predictions(results_db) -> None:
             assert {r[1] for r in rows} == {record.selected_epoch[(method, seed)]}
             got = np.array([r[2:] for r in rows], dtype=float)
             assert np.allclose(got, np.stack([want.loss, want.accuracy, want.auroc, want.ap], axis=1), rtol=1e-12)
-
 
 
 def test_scores_are_of_their_kind(results_db) -> None:
@@ -109,9 +117,12 @@ def test_scores_are_of_their_kind(results_db) -> None:
 def test_weights_are_logged_as_the_trainer_logs_them(results_db) -> None:
     path, record = results_db
     with closing(sqlite3.connect(path)) as con:
+
         def rows(method: str, seed: int = 0) -> list[tuple]:
-            return con.execute("SELECT epoch, step, weight FROM weights WHERE run_id=? ORDER BY epoch, step",
-                               (record.run_ids[(method, seed)],)).fetchall()
+            return con.execute(
+                "SELECT epoch, step, weight FROM weights WHERE run_id=? ORDER BY epoch, step",
+                (record.run_ids[(method, seed)],),
+            ).fetchall()
 
         assert rows("graddrop") == []  # no weights at all
         assert rows("ew") == [(e, -1, 1.0) for e in range(3) for _ in TASK_NAMES]
@@ -126,7 +137,13 @@ def test_weights_are_logged_as_the_trainer_logs_them(results_db) -> None:
 
 
 def test_one_cuda_sweep_is_one_protocol(tmp_path) -> None:
-    spec = replace(ProtocolSpec(), methods=("ew", "mgda-ub"), seeds=(0,), device="cuda", failures={},
-                   scores={"ew": "noise", "mgda-ub": 0.5})
+    spec = replace(
+        ProtocolSpec(),
+        methods=("ew", "mgda-ub"),
+        seeds=(0,),
+        device="cuda",
+        failures={},
+        scores={"ew": "noise", "mgda-ub": 0.5},
+    )
     build_results(tmp_path / "r.sqlite", spec)
     assert len(load_protocols(tmp_path / "r.sqlite")) == 1

@@ -15,12 +15,24 @@ TASKS = ("a", "b")
 def _store_two_runs(path) -> tuple[int, int]:
     with ResultsStore(path) as s:
         done = s.claim_run(RunKey("ew", "toy", 0, "h0"), '{"seed": 0}', {}, "sum-to-T", Owner()).run_id
-        s.add_metrics(done, "test", 2, TASKS,
-                      TaskMetrics(np.array([0.5, 0.25]), np.array([0.9, 0.8]), np.array([0.7, 0.6]), np.array([0.6, 0.4])))
-        s.add_metrics(done, "val", 1, TASKS,
-                      TaskMetrics(np.array([0.4, 0.3]), np.array([0.9, 0.8]), np.array([0.7, 0.6]), np.array([0.6, 0.4])))
+        s.add_metrics(
+            done,
+            "test",
+            2,
+            TASKS,
+            TaskMetrics(np.array([0.5, 0.25]), np.array([0.9, 0.8]), np.array([0.7, 0.6]), np.array([0.6, 0.4])),
+        )
+        s.add_metrics(
+            done,
+            "val",
+            1,
+            TASKS,
+            TaskMetrics(np.array([0.4, 0.3]), np.array([0.9, 0.8]), np.array([0.7, 0.6]), np.array([0.6, 0.4])),
+        )
         s.add_weights(done, 1, [-1, 0], TASKS, np.array([[1.5, 0.5], [9.0, 9.0]]))
-        s.set_costs(done, {"device": "cpu", "wall_s": 2.0, "median_step_s": 0.1, "peak_rss_mb": 10.0, "rss_scope": "run"})
+        s.set_costs(
+            done, {"device": "cpu", "wall_s": 2.0, "median_step_s": 0.1, "peak_rss_mb": 10.0, "rss_scope": "run"}
+        )
         s.finish_run(done, "complete", selected_epoch=2)
         running = s.claim_run(RunKey("dwa", "toy", 0, "h1"), "{}", {}, "sum-to-T", Owner()).run_id
     return done, running
@@ -35,7 +47,10 @@ def test_readers_return_the_stored_values(tmp_path):
         test = readers.metrics_on_test(s, [done, running])
         assert test.sort_values("task")[["task", "auroc", "ap"]].values.tolist() == [["a", 0.7, 0.6], ["b", 0.6, 0.4]]
         curves = readers.epoch_losses(s, [done])
-        assert curves[["split", "epoch", "task", "loss"]].values.tolist() == [["val", 1, "a", 0.4], ["val", 1, "b", 0.3]]
+        assert curves[["split", "epoch", "task", "loss"]].values.tolist() == [
+            ["val", 1, "a", 0.4],
+            ["val", 1, "b", 0.3],
+        ]
         weights = readers.epoch_weights(s, [done])  # the epoch means only (step −1), not step rows
         assert weights.sort_values("task")["weight"].tolist() == [1.5, 0.5]
         assert readers.run_costs(s, [done])["wall_s"].tolist() == [2.0]

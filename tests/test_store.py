@@ -18,10 +18,14 @@ from mtlbench.training import train_run
 from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b")
+
+
 def complete_run(store: ResultsStore, key: RunKey) -> int | None:
     """The id of the latest complete run of the cell `key`, if any."""
-    rows = store.query("SELECT run_id FROM runs WHERE config_hash=? AND status='complete' ORDER BY run_id DESC LIMIT 1",
-                       (key.config_hash,))
+    rows = store.query(
+        "SELECT run_id FROM runs WHERE config_hash=? AND status='complete' ORDER BY run_id DESC LIMIT 1",
+        (key.config_hash,),
+    )
     return rows[0][0] if rows else None
 
 
@@ -154,41 +158,64 @@ def test_version_7_costs_gain_load_columns_that_say_unknown(tmp_path):
     path = tmp_path / "v7.sqlite"
     with ResultsStore(path) as s:
         rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
-        s.set_costs(rid, {"device": "cpu", "wall_s": 3.0, "median_step_s": 0.12, "peak_rss_mb": 10.0,
-                          "rss_scope": "run"})
+        s.set_costs(
+            rid, {"device": "cpu", "wall_s": 3.0, "median_step_s": 0.12, "peak_rss_mb": 10.0, "rss_scope": "run"}
+        )
         s.finish_run(rid, "complete")
-    _as_older_schema(path, 7, *(f"ALTER TABLE costs DROP COLUMN {column}"  # no load columns
-                                for column in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason")))
+    _as_older_schema(
+        path,
+        7,
+        *(
+            f"ALTER TABLE costs DROP COLUMN {column}"  # no load columns
+            for column in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason")
+        ),
+    )
     with ResultsStore(path) as s:
         assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 8
         row = dict(s.query("SELECT * FROM costs WHERE run_id=?", (rid,))[0])
         assert (row["wall_s"], row["median_step_s"], row["peak_rss_mb"]) == (3.0, 0.12, 10.0)
         assert [row[c] for c in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason")] == [None] * 4
-        s.set_costs(rid, {"device": "cpu", "median_step_s": 0.1, "other_load": 0.4, "unreliable": True,
-                          "unreliable_reason": "loaded"})  # and the new columns take values
+        s.set_costs(
+            rid,
+            {
+                "device": "cpu",
+                "median_step_s": 0.1,
+                "other_load": 0.4,
+                "unreliable": True,
+                "unreliable_reason": "loaded",
+            },
+        )  # and the new columns take values
         assert s.query("SELECT unreliable FROM costs")[0]["unreliable"] == 1
 
 
 def test_version_2_database_gains_claim_columns_and_keeps_its_runs(tmp_path):
     path = tmp_path / "v2.sqlite"
     v2_schema = SCHEMA
-    for line in ("    owner_host TEXT,  -- the process running it now: host and pid (see claims.py)\n",
-                 "    owner_pid INTEGER,\n", "    heartbeat_at REAL,  -- unix time of the owner's last sign of life\n"):
+    for line in (
+        "    owner_host TEXT,  -- the process running it now: host and pid (see claims.py)\n",
+        "    owner_pid INTEGER,\n",
+        "    heartbeat_at REAL,  -- unix time of the owner's last sign of life\n",
+    ):
         assert line in v2_schema
         v2_schema = v2_schema.replace(line, "")
     v2_schema = v2_schema.replace(
         "    error TEXT,\n    resumes INTEGER NOT NULL DEFAULT 0  -- times it continued from a checkpoint after an interruption\n",
-        "    error TEXT\n")
+        "    error TEXT\n",
+    )
     con = sqlite3.connect(path)
-    con.executescript(v2_schema + "INSERT INTO schema_version VALUES (2);"
-                      "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at)"
-                      " VALUES ('ew', 'toy', 0, 'abc123', '{}', 'complete', 'then');")
+    con.executescript(
+        v2_schema + "INSERT INTO schema_version VALUES (2);"
+        "INSERT INTO runs (method, dataset, seed, config_hash, config_json, status, started_at)"
+        " VALUES ('ew', 'toy', 0, 'abc123', '{}', 'complete', 'then');"
+    )
     con.commit()
     assert "owner_pid" not in {r[1] for r in con.execute("PRAGMA table_info(runs)")}
     con.close()
     with ResultsStore(path) as s:
         assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION
-        assert {"owner_host", "owner_pid", "heartbeat_at", "resumes"} <= {r[1] for r in s.query("PRAGMA table_info(runs)")}
+        assert {"owner_host", "owner_pid", "heartbeat_at", "resumes"} <= {
+            r[1] for r in s.query("PRAGMA table_info(runs)")
+        }
         # the old run is re-identified from its stored settings (here: all defaults), not lost
         assert complete_run(s, replace(KEY, config_hash=RunConfig(**LEGACY_VALUES).config_hash())) == 1
         assert s.query("PRAGMA journal_mode")[0][0] == "wal"
@@ -199,8 +226,14 @@ def _schema_3_database(path, configs: list[tuple[str, dict]]) -> None:
     the config's method_params holding only the --param overrides, hashed by the old scheme."""
     with ResultsStore(path) as s:
         for i, (status, config) in enumerate(configs):
-            rid = s.claim_run(RunKey(config["method"], config["dataset"], config["seed"], f"old{i}"),
-                              json.dumps(config), {}, "none", Owner(), force=True).run_id
+            rid = s.claim_run(
+                RunKey(config["method"], config["dataset"], config["seed"], f"old{i}"),
+                json.dumps(config),
+                {},
+                "none",
+                Owner(),
+                force=True,
+            ).run_id
             s.finish_run(rid, status)
     with sqlite3.connect(path) as con:
         con.execute("UPDATE schema_version SET version=3")
@@ -266,7 +299,9 @@ def test_famo_runs_stored_before_schema_5_become_famo_nextbatch(tmp_path, old_sc
         assert row["config_hash"] == nextbatch.config_hash() != base.config_hash()
         stored = json.loads(row["config_json"])
         assert stored["method"] == "famo-nextbatch" and stored["method_version"] == 1
-        assert complete_run(s, RunKey("famo-nextbatch", base.dataset, base.seed, nextbatch.config_hash())) == row["run_id"]
+        assert (
+            complete_run(s, RunKey("famo-nextbatch", base.dataset, base.seed, nextbatch.config_hash())) == row["run_id"]
+        )
         assert complete_run(s, RunKey("famo", base.dataset, base.seed, base.config_hash())) is None
 
 

@@ -34,7 +34,9 @@ def spy_class(needs="losses", shared=False, weights_value=1.0):
         seen: list = []
 
         def step(self, ctx: StepContext) -> StepOutput:
-            type(self).seen.append((ctx.step, ctx.losses.detach().clone(), None if ctx.grads is None else ctx.grads.shape))
+            type(self).seen.append(
+                (ctx.step, ctx.losses.detach().clone(), None if ctx.grads is None else ctx.grads.shape)
+            )
             w = torch.full_like(ctx.losses.detach(), weights_value)
             if shared:
                 return StepOutput(weights=w, shared_grad=ctx.grads.sum(0))
@@ -132,14 +134,20 @@ def test_exception_in_a_method_is_recorded_as_failed(monkeypatch, store, toy_bun
     _register(monkeypatch, "broken", Broken)
     out = train_run(replace(CFG, method="broken"), toy_bundle, store, {}, model_factory=tiny_model)
     assert out.status == "failed" and "boom" in out.detail
-    assert store.query("SELECT error FROM runs WHERE run_id=?", (out.run_id,))[0]["error"].startswith("RuntimeError: boom")
+    assert store.query("SELECT error FROM runs WHERE run_id=?", (out.run_id,))[0]["error"].startswith(
+        "RuntimeError: boom"
+    )
 
 
 def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
-    out = train_run(replace(CFG, method="deepchest"), toy_bundle, store, {"torch": torch.__version__}, model_factory=tiny_model)
+    out = train_run(
+        replace(CFG, method="deepchest"), toy_bundle, store, {"torch": torch.__version__}, model_factory=tiny_model
+    )
     assert out.status == "complete"
-    counts = {t: store.query(f"SELECT COUNT(*) AS n FROM {t} WHERE run_id=?", (out.run_id,))[0]["n"]
-              for t in ("metrics", "weights", "costs")}
+    counts = {
+        t: store.query(f"SELECT COUNT(*) AS n FROM {t} WHERE run_id=?", (out.run_id,))[0]["n"]
+        for t in ("metrics", "weights", "costs")
+    }
     # train + val per epoch, test once; 14 tasks each
     assert counts["metrics"] == 14 * (2 * CFG.epochs + 1)
     assert counts["weights"] == 14 * CFG.epochs
@@ -155,6 +163,7 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
     assert cost["median_step_cpu_s"] > 0 and 0 <= cost["other_load"] <= 1  # process CPU time; others' share
     # unreliable follows the other load (1 from LOADED_SHARE on); a run this short may be unknown, and says so
     from mtlbench.machine_load import LOADED_SHARE
+
     if cost["unreliable"] is None:
         assert cost["unreliable_reason"].startswith("unknown: training too short")
     else:
@@ -209,8 +218,9 @@ def test_heads_get_their_own_loss_gradient_whatever_the_shared_aggregate(toy_bun
     model = MultiTaskResNet(ModelSpec(14, "bce")).double().train()
     x = torch.randn(8, 1, 32, 32, dtype=torch.float64)
     y = (torch.rand(8, 14) < 0.3).double()
-    training_step(model, ZeroShared(TASK_NAMES), NoStep(), x, y, replace(CFG, grad_engine="loop"), 0, 0,
-                  torch.device("cpu"))
+    training_step(
+        model, ZeroShared(TASK_NAMES), NoStep(), x, y, replace(CFG, grad_engine="loop"), 0, 0, torch.device("cpu")
+    )
     applied = [p.grad.clone() for p in model.head_parameters()]
     assert all(torch.count_nonzero(p.grad) == 0 for p in model.shared_parameters())
     _, logits = model(x)
@@ -245,8 +255,9 @@ def test_jacobian_is_freed_before_the_update_and_old_gradients_before_the_jacobi
     optimizer = CheckingSGD(model.parameters(), lr=0.01)
     x, y = torch.randn(4, 1, 32, 32), (torch.rand(4, 14) < 0.3).float()
     for step in range(2):
-        training_step(model, Holder(TASK_NAMES), optimizer, x, y, replace(CFG, grad_engine=engine), step, 0,
-                      torch.device("cpu"))
+        training_step(
+            model, Holder(TASK_NAMES), optimizer, x, y, replace(CFG, grad_engine=engine), step, 0, torch.device("cpu")
+        )
         assert seen["alive_at_update"] is False
         assert seen["old_grads"] == []  # the previous step's .grad were released before the Jacobian
 

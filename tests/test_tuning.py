@@ -12,8 +12,18 @@ from mtlbench.config import PRESETS, build_config
 from mtlbench.errors import UserError
 from mtlbench.hyperparams import check_params, make_params
 from mtlbench.methods.params import METHOD_SPECS
-from mtlbench.tuning import (SHARED_SPACE, Point, TrialOutcome, default_point, draw_order, plan_tune, search_space,
-                             select_trial, selection_blocker, trial_points)
+from mtlbench.tuning import (
+    SHARED_SPACE,
+    Point,
+    TrialOutcome,
+    default_point,
+    draw_order,
+    plan_tune,
+    search_space,
+    select_trial,
+    selection_blocker,
+    trial_points,
+)
 
 BASE = build_config("smoke")
 
@@ -43,7 +53,11 @@ def test_the_defaults_are_a_point_of_every_space(method):
 def test_space_is_the_shared_grid_then_the_methods_own():
     space = search_space("gradnorm")
     assert [(d.name, d.shared) for d in space.dimensions] == [
-        ("lr", True), ("weight_decay", True), ("alpha", False), ("lr", False)]
+        ("lr", True),
+        ("weight_decay", True),
+        ("alpha", False),
+        ("lr", False),
+    ]
     assert space.size == 4 * 4 * 5 * 3
     point = space.point(0)
     assert point.config == {"lr": 1e-4, "weight_decay": 0.0} and point.method_params == {"alpha": 0.5, "lr": 0.005}
@@ -86,8 +100,10 @@ def test_an_empty_search_space_is_a_one_line_error():
 
     from mtlbench.methods.params import MethodSpec
 
-    for params, message in ((EmptyParams, "the search space of power is empty"),
-                            (WrongParams, "unknown hyperparameter")):
+    for params, message in (
+        (EmptyParams, "the search space of power is empty"),
+        (WrongParams, "unknown hyperparameter"),
+    ):
         METHOD_SPECS["test-space"] = MethodSpec("losses", params)
         try:
             with pytest.raises(UserError, match=message) as info:
@@ -166,14 +182,20 @@ def test_study_identity_depends_on_budget_space_and_protocol():
 
 # --- the selection rule ------------------------------------------------------------------------
 
+
 def test_selection_takes_the_best_validation_auroc():
     outcomes = [TrialOutcome(0, "complete", 0.61), TrialOutcome(1, "complete", 0.66), TrialOutcome(2, "complete", 0.64)]
     assert select_trial(outcomes).trial == 1
 
 
 def test_selection_ties_go_to_the_lower_trial_and_unscored_trials_never_win():
-    outcomes = [TrialOutcome(0, "diverged"), TrialOutcome(1, "complete", 0.7), TrialOutcome(2, "complete", 0.7),
-                TrialOutcome(3, "oom"), TrialOutcome(4, "complete", math.nan)]
+    outcomes = [
+        TrialOutcome(0, "diverged"),
+        TrialOutcome(1, "complete", 0.7),
+        TrialOutcome(2, "complete", 0.7),
+        TrialOutcome(3, "oom"),
+        TrialOutcome(4, "complete", math.nan),
+    ]
     assert select_trial(outcomes).trial == 1
     assert select_trial([TrialOutcome(0, "diverged"), TrialOutcome(1, "complete", math.nan)]) is None
 

@@ -22,8 +22,13 @@ class TinyConvNet(TinyMultiTaskModel):
         nn.Module.__init__(self)
         self.num_tasks, self.outputs_per_task = num_tasks, outputs_per_task
         self.trunk = nn.Sequential(
-            nn.Conv2d(1, 8, 3, stride=2, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
-            nn.Conv2d(8, 16, 3, stride=2, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(1, 8, 3, stride=2, padding=1),
+            nn.BatchNorm2d(8),
+            nn.ReLU(),
+            nn.Conv2d(8, 16, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
         )
         self.heads = nn.Linear(16, num_tasks * outputs_per_task)
         if freeze_trunk:

@@ -227,9 +227,7 @@ def _body(aU: np.ndarray, U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarra
     return tissue
 
 
-def _bones(
-    aU: np.ndarray, U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarray], lateral: np.ndarray
-) -> np.ndarray:
+def _bones(aU: np.ndarray, U: np.ndarray, Y: np.ndarray, geo: dict[str, np.ndarray], lateral: np.ndarray) -> np.ndarray:
     """Spine, trachea (negative), ribs and clavicles, as added attenuation."""
     bones, scratch = _spine(U, Y)
     ribs = _ribs(aU, Y, geo, lateral, scratch)

@@ -19,8 +19,11 @@ Paint = Callable[[Scene, float, "np.ndarray | None"], "tuple[np.ndarray, np.ndar
 
 
 def apply_shape_findings(
-    geo: dict[str, np.ndarray], has: np.ndarray, draws: Draws,
-    strength: Mapping[str, float], boxes: Mapping[str, np.ndarray],
+    geo: dict[str, np.ndarray],
+    has: np.ndarray,
+    draws: Draws,
+    strength: Mapping[str, float],
+    boxes: Mapping[str, np.ndarray],
 ) -> None:
     """Findings that change anatomy rather than add an opacity: Cardiomegaly, Emphysema."""
     cardio = col(has[:, TASK_NAMES.index("Cardiomegaly")])
@@ -106,8 +109,13 @@ def _effusion(scene: Scene, s: float, boxes: np.ndarray | None) -> tuple[np.ndar
 
 
 def _patchy(
-    scene: Scene, s: float, centre: tuple[np.ndarray, np.ndarray], radii: tuple[np.ndarray, np.ndarray],
-    density: float, fill: float, edge: float,
+    scene: Scene,
+    s: float,
+    centre: tuple[np.ndarray, np.ndarray],
+    radii: tuple[np.ndarray, np.ndarray],
+    density: float,
+    fill: float,
+    edge: float,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Airspace opacity: a soft region × patchy texture; `fill` shifts it from patchy to solid."""
     r = _ellipse(scene, *centre, *radii)

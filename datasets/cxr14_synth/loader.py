@@ -43,8 +43,7 @@ def check_request(request: DataRequest) -> None:
             raise UserError(f"{flag} must be between {MIN_IMAGES} and {TABLE_ROWS} (the NIH table's rows), got {count}")
     if not MIN_SIZE <= request.image_size <= MAX_SIZE:
         raise UserError(
-            f"--image-size must be between {MIN_SIZE} and {MAX_SIZE} for cxr14-synth, "
-            f"got {request.image_size}"
+            f"--image-size must be between {MIN_SIZE} and {MAX_SIZE} for cxr14-synth, got {request.image_size}"
         )
     if request.data_seed < 0:
         raise UserError(f"--data-seed must be 0 or more, got {request.data_seed}")

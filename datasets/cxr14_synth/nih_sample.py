@@ -63,14 +63,26 @@ def sample_split(count: int, test_count: int, seed: int, table: pd.DataFrame | N
     table = read_nih_table(TABLE_FILE) if table is None else table
     train_val_pool, test_pool = patient_pools(table, seed)
     share = f"{100 * TEST_PATIENT_FRACTION:g}%"
-    limits = (("--synth-images", count, train_val_pool, f"train/val images are drawn from the NIH table's patients "
-                                                        f"outside the {share} kept for test"),
-              ("--synth-test-images", test_count, test_pool, f"test images are drawn from a seeded {share} of the "
-                                                             f"NIH table's patients"))
+    limits = (
+        (
+            "--synth-images",
+            count,
+            train_val_pool,
+            f"train/val images are drawn from the NIH table's patients outside the {share} kept for test",
+        ),
+        (
+            "--synth-test-images",
+            test_count,
+            test_pool,
+            f"test images are drawn from a seeded {share} of the NIH table's patients",
+        ),
+    )
     for flag, n, pool, where in limits:
         if not 0 < n <= len(pool):
-            raise UserError(f"{flag} must be at most {len(pool):,} with --data-seed {seed}, got {n:,} "
-                            f"({where}, who have {len(pool):,} images)")
+            raise UserError(
+                f"{flag} must be at most {len(pool):,} with --data-seed {seed}, got {n:,} "
+                f"({where}, who have {len(pool):,} images)"
+            )
     train_val = _first_of_permutation(train_val_pool, count, [seed, _TRAIN_VAL_STREAM])
     test = _first_of_permutation(test_pool, test_count, [seed, _TEST_STREAM])
     names = table["Image Index"].astype(str).to_numpy()

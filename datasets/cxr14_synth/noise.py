@@ -20,16 +20,12 @@ def prevalence(labels: np.ndarray) -> np.ndarray:
     return labels.mean(axis=0) if len(labels) else np.zeros(labels.shape[1])
 
 
-def render_labels(
-    labels: np.ndarray, image_names: Any, seed: int, finding_prevalence: np.ndarray
-) -> np.ndarray:
+def render_labels(labels: np.ndarray, image_names: Any, seed: int, finding_prevalence: np.ndarray) -> np.ndarray:
     """The noisy copy of `labels` that images are rendered from (see the module docstring)."""
     draws = Draws(seed, image_keys(image_names))
     rendered = np.zeros(labels.shape, dtype=bool)
     for t, task in enumerate(TASK_NAMES):
         u = draws.uniform(f"label.{task}")
         positive = labels[:, t].astype(bool)
-        rendered[:, t] = np.where(
-            positive, u >= SIGNATURE_DROP_RATE, u < SPURIOUS_RATE * finding_prevalence[t]
-        )
+        rendered[:, t] = np.where(positive, u >= SIGNATURE_DROP_RATE, u < SPURIOUS_RATE * finding_prevalence[t])
     return rendered

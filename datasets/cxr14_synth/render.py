@@ -47,8 +47,12 @@ def render_images(
 
 
 def render_stream(
-    rows: pd.DataFrame, rendered: np.ndarray, size: int, seed: int,
-    strength: Mapping[str, float], boxes: Mapping[str, np.ndarray],
+    rows: pd.DataFrame,
+    rendered: np.ndarray,
+    size: int,
+    seed: int,
+    strength: Mapping[str, float],
+    boxes: Mapping[str, np.ndarray],
 ) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, stop, images) per chunk, in order; chunks render on worker threads.
 
@@ -65,7 +69,9 @@ def render_stream(
         while True:
             while len(ahead) <= workers and (chunk := next(chunks, None)) is not None:
                 start, stop = chunk
-                job = pool.submit(_render_chunk, rows.iloc[start:stop], rendered[start:stop], size, seed, strength, boxes)
+                job = pool.submit(
+                    _render_chunk, rows.iloc[start:stop], rendered[start:stop], size, seed, strength, boxes
+                )
                 ahead.append((start, stop, job))
             if not ahead:
                 return
@@ -74,8 +80,12 @@ def render_stream(
 
 
 def _render_chunk(
-    rows: pd.DataFrame, has: np.ndarray, size: int, seed: int,
-    strength: Mapping[str, float], boxes: Mapping[str, np.ndarray],
+    rows: pd.DataFrame,
+    has: np.ndarray,
+    size: int,
+    seed: int,
+    strength: Mapping[str, float],
+    boxes: Mapping[str, np.ndarray],
 ) -> np.ndarray:
     """Images for a chunk: per-image draws for all rows at once, then pixels a block at a time.
 
@@ -95,8 +105,10 @@ def _render_chunk(
     for start in range(0, len(keys), per_block):
         block = slice(start, start + per_block)
         scene, base, markings = draw_anatomy(
-            {k: v[block] for k, v in geo.items()}, {k: v[block] for k, v in fields.items()},
-            draws.take(block), size,
+            {k: v[block] for k, v in geo.items()},
+            {k: v[block] for k, v in fields.items()},
+            draws.take(block),
+            size,
         )
         _paint_findings(scene, base, markings, has[block], strength, boxes)
         base += markings
@@ -107,8 +119,12 @@ def _render_chunk(
 
 
 def _paint_findings(
-    scene: Scene, base: np.ndarray, markings: np.ndarray, has: np.ndarray,
-    strength: Mapping[str, float], boxes: Mapping[str, np.ndarray],
+    scene: Scene,
+    base: np.ndarray,
+    markings: np.ndarray,
+    has: np.ndarray,
+    strength: Mapping[str, float],
+    boxes: Mapping[str, np.ndarray],
 ) -> None:
     """Add each finding's signature to `base` (and scale `markings`) in the images that have it."""
     for task, paint in LESIONS.items():

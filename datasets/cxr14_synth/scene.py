@@ -30,9 +30,14 @@ class Scene:
 
     def take(self, idx: np.ndarray) -> "Scene":
         return Scene(
-            U=self.U[idx], Y=self.Y[idx], geo={k: v[idx] for k, v in self.geo.items()},
-            lung=self.lung[idx], rim=self.rim[idx], fields={k: v[idx] for k, v in self.fields.items()},
-            draws=self.draws.take(idx), size=self.size,
+            U=self.U[idx],
+            Y=self.Y[idx],
+            geo={k: v[idx] for k, v in self.geo.items()},
+            lung=self.lung[idx],
+            rim=self.rim[idx],
+            fields={k: v[idx] for k, v in self.fields.items()},
+            draws=self.draws.take(idx),
+            size=self.size,
         )
 
     def field(self, name: str) -> np.ndarray:
@@ -60,7 +65,7 @@ def draw_noise(keys: np.ndarray, seed: int, size: int) -> tuple[np.ndarray, dict
         low[i] = rng.standard_normal(n_low, dtype=np.float32)
     fields, start = {}, 0
     for name, g in grids.items():
-        fields[name] = low[:, start:start + g * g].reshape(-1, g, g)
+        fields[name] = low[:, start : start + g * g].reshape(-1, g, g)
         start += g * g
     return pixel, fields
 

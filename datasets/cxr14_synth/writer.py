@@ -39,9 +39,7 @@ SYNTH_JSON = "synth.json"
 WRITE_THREADS = 4
 
 
-def ensure_generated(
-    root: Path, count: int, test_count: int, size: int, seed: int, progress: ProgressFactory
-) -> Path:
+def ensure_generated(root: Path, count: int, test_count: int, size: int, seed: int, progress: ProgressFactory) -> Path:
     """Generate the dataset of `count` train/val and `test_count` test images at `root`, unless a
     complete one with the same parameters is there.
 
@@ -80,8 +78,10 @@ def _generate_partial(
     try:
         partial.mkdir(parents=True)  # never an existing folder: one the generator did not mark is not ours
     except FileExistsError:
-        raise UserError(f"{partial} is in the way of the {DATASET_NAME} generator and was not written by it; "
-                        "move it away, or pass --data-dir elsewhere") from None
+        raise UserError(
+            f"{partial} is in the way of the {DATASET_NAME} generator and was not written by it; "
+            "move it away, or pass --data-dir elsewhere"
+        ) from None
     try:
         (partial / PARTIAL_MARKER).write_text("a cxr14-synth generation in progress; deleted once it is done\n")
         write_layout(partial, sample, table, size, seed, params, progress)
@@ -194,13 +194,17 @@ def check_replaceable(root: Path) -> None:
     except (OSError, ValueError, AttributeError):
         generator = None
     if root.is_symlink() or not root.is_dir() or generator != DATASET_NAME:
-        raise UserError(f"{root} is in the way of the {DATASET_NAME} dataset and was not written by its generator "
-                        f"(no {SYNTH_JSON} of it); move it away, or pass --data-dir elsewhere")
+        raise UserError(
+            f"{root} is in the way of the {DATASET_NAME} dataset and was not written by its generator "
+            f"(no {SYNTH_JSON} of it); move it away, or pass --data-dir elsewhere"
+        )
     foreign = foreign_entries(root)
     if foreign:
         shown = ", ".join(foreign[:3]) + (", …" if len(foreign) > 3 else "")
-        raise UserError(f"{root} must be generated again, but holds {len(foreign)} file(s) the generator did not "
-                        f"write ({shown}); move them out of it, or pass --data-dir elsewhere")
+        raise UserError(
+            f"{root} must be generated again, but holds {len(foreign)} file(s) the generator did not "
+            f"write ({shown}); move them out of it, or pass --data-dir elsewhere"
+        )
 
 
 def foreign_entries(root: Path) -> list[str]:
@@ -209,8 +213,11 @@ def foreign_entries(root: Path) -> list[str]:
     foreign = sorted(e.name for e in root.iterdir() if e.name not in known or e.is_symlink())
     images, cache = root / IMAGES_DIR, root / CACHE_DIR
     if images.is_dir() and not images.is_symlink():
-        foreign += sorted(f"{IMAGES_DIR}/{e.name}" for e in images.iterdir()
-                          if e.is_symlink() or not e.is_file() or not e.name.endswith(".png"))
+        foreign += sorted(
+            f"{IMAGES_DIR}/{e.name}"
+            for e in images.iterdir()
+            if e.is_symlink() or not e.is_file() or not e.name.endswith(".png")
+        )
     if cache.is_dir() and not cache.is_symlink():
         foreign += [f"{CACHE_DIR}/{name}" for name in image_cache.foreign_entries(cache)]
     return foreign

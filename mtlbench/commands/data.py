@@ -11,20 +11,25 @@ from mtlbench.errors import interrupted_means
 
 INTERRUPTED = {
     "prepare": "the data generation was not finished; rerun the same command to finish it (a partly built image "
-               "cache resumes where it stopped)",
+    "cache resumes where it stopped)",
     "verify": "the check of the data was not finished; rerun the same command",
 }
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The `data` subcommand and its two actions' flags."""
-    data = sub.add_parser("data", help="build or check a dataset's preprocessed image cache",
-                          description="`prepare` decodes every image once into the cache a run would build on "
-                                      "first use; `verify` checks a cache against the files and prints per-split "
-                                      "label prevalence. Options mean what they mean for `mtlbench run`.")
+    data = sub.add_parser(
+        "data",
+        help="build or check a dataset's preprocessed image cache",
+        description="`prepare` decodes every image once into the cache a run would build on "
+        "first use; `verify` checks a cache against the files and prints per-split "
+        "label prevalence. Options mean what they mean for `mtlbench run`.",
+    )
     data_sub = data.add_subparsers(dest="action", parser_class=CommandParser, required=True)
-    for action, helptext in (("prepare", "build (or finish) the image cache"),
-                             ("verify", "check the cache: counts, fingerprint, pixels of a sample; print prevalence")):
+    for action, helptext in (
+        ("prepare", "build (or finish) the image cache"),
+        ("verify", "check the cache: counts, fingerprint, pixels of a sample; print prevalence"),
+    ):
         p = data_sub.add_parser(action, help=helptext)
         add_settings(p, DATA_OPTIONS, DATA_SWITCHES, preset_help="its image size and data; ")
         add_quiet(p)

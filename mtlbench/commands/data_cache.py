@@ -24,8 +24,11 @@ def prepare(config: RunConfig, console: Console, quiet: bool = False) -> int:
         bundle = DATASETS.get(config.dataset)(data_request(config), display)
     seconds = time.perf_counter() - started
     _print_summary(bundle, console)
-    console.print(f"ready in {seconds:.1f} s; `mtlbench run` with the same data options reads this cache",
-                  highlight=False, soft_wrap=True)
+    console.print(
+        f"ready in {seconds:.1f} s; `mtlbench run` with the same data options reads this cache",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 
@@ -42,12 +45,19 @@ def verify(config: RunConfig, console: Console, sample: int = 64, quiet: bool = 
     check = bundle.info.get("spot_check", {"checked": 0, "mismatched": []})
     if check["mismatched"]:
         names = ", ".join(check["mismatched"][:5])
-        console.print(f"[red]FAILED[/red]: {len(check['mismatched'])} of {check['checked']} sampled images differ "
-                      f"from the cache ({names}); rebuild with `mtlbench data prepare` after deleting {bundle.info['cache']}",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"[red]FAILED[/red]: {len(check['mismatched'])} of {check['checked']} sampled images differ "
+            f"from the cache ({names}); rebuild with `mtlbench data prepare` after deleting {bundle.info['cache']}",
+            soft_wrap=True,
+            highlight=False,
+        )
         return 1
-    console.print(f"OK: fingerprint {bundle.info['cache_fingerprint']} matches the files; "
-                  f"{check['checked']} sampled images equal their cached pixels", highlight=False, soft_wrap=True)
+    console.print(
+        f"OK: fingerprint {bundle.info['cache_fingerprint']} matches the files; "
+        f"{check['checked']} sampled images equal their cached pixels",
+        highlight=False,
+        soft_wrap=True,
+    )
     return 0
 
 

@@ -20,9 +20,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     export = sub.add_parser("export", help="write the results database as flat tables")
     export.add_argument("--format", default="csv", choices=["csv"], help="output format (csv)")
     add_results(export)
-    export.add_argument("--out", default="results/export",
-                        help="output folder (default results/export): new, empty, or one an earlier export wrote "
-                             "(it is replaced whole); any other folder is refused, nothing is deleted")
+    export.add_argument(
+        "--out",
+        default="results/export",
+        help="output folder (default results/export): new, empty, or one an earlier export wrote "
+        "(it is replaced whole); any other folder is refused, nothing is deleted",
+    )
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:

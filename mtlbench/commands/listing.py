@@ -24,8 +24,11 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     for name in METHODS.names():
         cls = METHODS.get(name)
         kind = cls.space().description
-        console.print(f"  [bold]{name}[/bold]  ({kind}; weights: {cls.weight_scale})  {cls.description}",
-                      soft_wrap=True, highlight=False)
+        console.print(
+            f"  [bold]{name}[/bold]  ({kind}; weights: {cls.weight_scale})  {cls.description}",
+            soft_wrap=True,
+            highlight=False,
+        )
         params = fields(cls.Params)
         for f in params:  # a field's metadata "note" (methods/params.py) follows its default
             note = f"  # {f.metadata['note']}" if f.metadata.get("note") else ""
@@ -33,12 +36,19 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         if not params:
             console.print("      (no hyperparameters)")
     for name, problem in scan_plugins().problems.items():
-        console.print(f"  [bold]{name}[/bold]  (installed plugin, not usable) {problem}", soft_wrap=True,
-                      highlight=False, markup=False)
+        console.print(
+            f"  [bold]{name}[/bold]  (installed plugin, not usable) {problem}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
     console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
     console.print("[bold]presets[/bold]")
     for n, p in PRESETS.items():
         sweep = PRESET_SWEEPS.get(n, {})
-        console.print(f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items())
-                      + "".join(f"; {k} {v}" for k, v in sweep.items()), soft_wrap=True, highlight=False)
+        console.print(
+            f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items()) + "".join(f"; {k} {v}" for k, v in sweep.items()),
+            soft_wrap=True,
+            highlight=False,
+        )
     return 0

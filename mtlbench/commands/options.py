@@ -15,17 +15,31 @@ DEFAULT_RESULTS = "results/mtlbench.sqlite"
 OPTIONS: dict[str, tuple[str, type, str, str]] = {
     "--dataset": ("dataset", str, "dataset name (default cxr14-synth; see `mtlbench list`)", "data"),
     "--image-size": ("image_size", int, "square image size in pixels", "data"),
-    "--data-dir": ("data_dir", str, "root of the dataset: the NIH download folder, the folder of chestmnist*.npz, "
-                                    "or where cxr14-synth is generated (default data)", "data"),
+    "--data-dir": (
+        "data_dir",
+        str,
+        "root of the dataset: the NIH download folder, the folder of chestmnist*.npz, "
+        "or where cxr14-synth is generated (default data)",
+        "data",
+    ),
     "--cache-dir": ("cache_dir", str, "where preprocessed image caches go (default <data-dir>/mtlbench-cache)", "data"),
     "--synth-images": ("synth_images", int, "number of synthetic train + val images (cxr14-synth)", "data"),
-    "--synth-test-images": ("synth_test_images", int, "number of synthetic test images, drawn from other patients "
-                                                      "than train + val; independent of --synth-images (cxr14-synth; "
-                                                      + ", ".join(f"{name} {p['synth_test_images']:,}"
-                                                                  for name, p in PRESETS.items()) + ")", "data"),
+    "--synth-test-images": (
+        "synth_test_images",
+        int,
+        "number of synthetic test images, drawn from other patients "
+        "than train + val; independent of --synth-images (cxr14-synth; "
+        + ", ".join(f"{name} {p['synth_test_images']:,}" for name, p in PRESETS.items())
+        + ")",
+        "data",
+    ),
     "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)", "data"),
-    "--val-fraction": ("val_fraction", float, "fraction of train_val patients used for validation (nih-cxr14, "
-                                              "cxr14-synth)", "data"),
+    "--val-fraction": (
+        "val_fraction",
+        float,
+        "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)",
+        "data",
+    ),
     "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)", "data"),
     "--epochs": ("epochs", int, "training epochs", "run"),
     "--batch-size": ("batch_size", int, "training batch size", "run"),
@@ -34,32 +48,56 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
     "--weight-decay": ("weight_decay", float, "weight decay", "run"),
     "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)", "run"),
     "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task", "run"),
-    "--augment": ("augment", str, "light = rotation ±10°, scale, shift on the device; paper = rotation 30°, resized crop, "
-                                  "flip", "run"),
+    "--augment": (
+        "augment",
+        str,
+        "light = rotation ±10°, scale, shift on the device; paper = rotation 30°, resized crop, flip",
+        "run",
+    ),
     "--pretrained": ("pretrained", str, "trunk initialisation", "run"),
     "--select": ("select", str, "model selection on validation", "run"),
-    "--grad-engine": ("grad_engine", str, "per-task gradients: auto = the measured faster one (batched on CUDA for "
-                                          "feature/last-layer methods, loop otherwise), batched = one vectorized "
-                                          "backward, loop = T backwards", "run"),
+    "--grad-engine": (
+        "grad_engine",
+        str,
+        "per-task gradients: auto = the measured faster one (batched on CUDA for "
+        "feature/last-layer methods, loop otherwise), batched = one vectorized "
+        "backward, loop = T backwards",
+        "run",
+    ),
     "--device": ("device", str, "where to train (auto = cuda when there is one)", "run"),
-    "--precision": ("precision", str, "auto = bf16 on CUDA, fp32 on CPU; tf32 on CUDA only; bf16 = autocast; "
-                                      "recorded: runs of different precision are never merged", "run"),
+    "--precision": (
+        "precision",
+        str,
+        "auto = bf16 on CUDA, fp32 on CPU; tf32 on CUDA only; bf16 = autocast; "
+        "recorded: runs of different precision are never merged",
+        "run",
+    ),
 }
 DATA_OPTIONS = {flag: spec[:3] for flag, spec in OPTIONS.items() if spec[3] == "data"}
 RUN_OPTIONS = {flag: spec[:3] for flag, spec in OPTIONS.items() if spec[3] == "run"}
 DATA_SWITCHES: dict[str, tuple[str, str]] = {
-    "--allow-missing": ("allow_missing", "train on the images present when listed images are missing or unreadable "
-                                         "(counts are stored with each run)"),
+    "--allow-missing": (
+        "allow_missing",
+        "train on the images present when listed images are missing or unreadable (counts are stored with each run)",
+    ),
     "--download": ("download", "let medmnist download the ChestMNIST file into --data-dir"),
 }
 RUN_SWITCHES: dict[str, tuple[str, str]] = {
     "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
-    "--compile": ("compile", "torch.compile the model (loss-weighting methods only; the first steps of each run "
-                             "pay the compilation)"),
-    "--deterministic": ("deterministic", "deterministic kernels on CUDA where PyTorch has them, cuDNN autotuning "
-                                         "off (slower; recorded with each run; see README, Determinism)"),
-    "--freeze-trunk": ("freeze_trunk", "linear probe: keep the ResNet18 trunk fixed and train only the task heads "
-                                       "(loss-weighting methods only; usually with --pretrained imagenet)"),
+    "--compile": (
+        "compile",
+        "torch.compile the model (loss-weighting methods only; the first steps of each run pay the compilation)",
+    ),
+    "--deterministic": (
+        "deterministic",
+        "deterministic kernels on CUDA where PyTorch has them, cuDNN autotuning "
+        "off (slower; recorded with each run; see README, Determinism)",
+    ),
+    "--freeze-trunk": (
+        "freeze_trunk",
+        "linear probe: keep the ResNet18 trunk fixed and train only the task heads "
+        "(loss-weighting methods only; usually with --pretrained imagenet)",
+    ),
 }
 TRAINING_OPTIONS = {**DATA_OPTIONS, **RUN_OPTIONS}
 TRAINING_SWITCHES = {**DATA_SWITCHES, **RUN_SWITCHES}
@@ -73,7 +111,9 @@ class CommandParser(argparse.ArgumentParser):
 
 
 def add_settings(
-    parser: argparse.ArgumentParser, options: dict[str, tuple[str, type, str]], switches: dict[str, tuple[str, str]],
+    parser: argparse.ArgumentParser,
+    options: dict[str, tuple[str, type, str]],
+    switches: dict[str, tuple[str, str]],
     preset_help: str = "",
 ) -> None:
     """--preset, --config and one flag per RunConfig field in `options` and `switches` (default None:
@@ -106,7 +146,9 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(
-    args: argparse.Namespace, options: dict[str, tuple] = TRAINING_OPTIONS, switches: dict[str, tuple] = TRAINING_SWITCHES
+    args: argparse.Namespace,
+    options: dict[str, tuple] = TRAINING_OPTIONS,
+    switches: dict[str, tuple] = TRAINING_SWITCHES,
 ) -> RunConfig:
     """Preset ← config file ← the options given on the command line."""
     layers = [(load_config_file(args.config), f"config file {args.config}")] if args.config else []

@@ -17,8 +17,9 @@ def print_notes(outcomes: Sequence, console: Console) -> None:
         if o.note:
             console.print(f"[yellow]{o.method} seed {o.seed}: {o.note}[/yellow]", highlight=False)
         if o.status == "busy":
-            console.print(f"[yellow]{o.method} seed {o.seed}: left to the process that is running it[/yellow]",
-                          highlight=False)
+            console.print(
+                f"[yellow]{o.method} seed {o.seed}: left to the process that is running it[/yellow]", highlight=False
+            )
 
 
 class Terminated(KeyboardInterrupt):

@@ -21,24 +21,44 @@ RESAMPLES = (100, 10_000)
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The `report` subcommand's flags."""
-    report = sub.add_parser("report", help="tables, figures and statistics from the results database",
-                            description="Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
-                                        "from the results database alone (it never trains).")
+    report = sub.add_parser(
+        "report",
+        help="tables, figures and statistics from the results database",
+        description="Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
+        "from the results database alone (it never trains).",
+    )
     add_results(report)
-    report.add_argument("--out", default="reports/latest",
-                        help="output folder (default reports/latest): new, empty, or one an earlier report wrote "
-                             "(it is replaced whole); any other folder is refused, nothing is deleted")
+    report.add_argument(
+        "--out",
+        default="reports/latest",
+        help="output folder (default reports/latest): new, empty, or one an earlier report wrote "
+        "(it is replaced whole); any other folder is refused, nothing is deleted",
+    )
     report.add_argument("--dataset", help="only runs on this dataset")
-    report.add_argument("--methods", help="only these methods, e.g. ew,deepchest,pcgrad (the reference is always "
-                                           "included)")
-    report.add_argument("--reference", default="ew", metavar="METHOD",
-                        help="the method the paired ΔAUROC tests, Δm%% and the step-time ratio compare against "
-                             "(default ew); the database must hold finished runs of it")
-    report.add_argument("--resamples", type=int, default=1000,
-                        help=f"bootstrap resamples, {RESAMPLES[0]:,} to {RESAMPLES[1]:,} (default 1,000)")
-    report.add_argument("--min-positives", type=int, default=20, metavar="N",
-                        help="means over tasks leave out tasks with fewer than N positives in the test split "
-                             "(listed under every table; default 20)")
+    report.add_argument(
+        "--methods", help="only these methods, e.g. ew,deepchest,pcgrad (the reference is always included)"
+    )
+    report.add_argument(
+        "--reference",
+        default="ew",
+        metavar="METHOD",
+        help="the method the paired ΔAUROC tests, Δm%% and the step-time ratio compare against "
+        "(default ew); the database must hold finished runs of it",
+    )
+    report.add_argument(
+        "--resamples",
+        type=int,
+        default=1000,
+        help=f"bootstrap resamples, {RESAMPLES[0]:,} to {RESAMPLES[1]:,} (default 1,000)",
+    )
+    report.add_argument(
+        "--min-positives",
+        type=int,
+        default=20,
+        metavar="N",
+        help="means over tasks leave out tasks with fewer than N positives in the test split "
+        "(listed under every table; default 20)",
+    )
     add_quiet(report)
 
 
@@ -49,8 +69,10 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.report import render
 
     if not RESAMPLES[0] <= args.resamples <= RESAMPLES[1]:
-        raise UserError(f"--resamples must be between {RESAMPLES[0]:,} and {RESAMPLES[1]:,}, got {args.resamples:,} "
-                        "(the default 1,000 suits most reports)")
+        raise UserError(
+            f"--resamples must be between {RESAMPLES[0]:,} and {RESAMPLES[1]:,}, got {args.resamples:,} "
+            "(the default 1,000 suits most reports)"
+        )
     if args.min_positives < 1:
         raise UserError(f"--min-positives must be at least 1, got {args.min_positives}")
     out, results = Path(args.out), results_path(args.results, must_exist=True)
@@ -58,8 +80,9 @@ def execute(args: argparse.Namespace, console: Console) -> int:
 
     def write(scratch: Path) -> list[Path]:
         with DataDisplay(console, enabled=not args.quiet) as display:
-            files = render.write_report(results, scratch, args.dataset, methods, display, args.resamples,
-                                        args.reference, args.min_positives)
+            files = render.write_report(
+                results, scratch, args.dataset, methods, display, args.resamples, args.reference, args.min_positives
+            )
         return [f.relative_to(scratch) for f in files]
 
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):

@@ -16,21 +16,29 @@ from mtlbench.paths import results_path
 if TYPE_CHECKING:
     from mtlbench.plan import SweepPlan
 
-INTERRUPTED = ("the current run is stored as interrupted and resumes from its last checkpoint when you rerun the "
-               "same command")
+INTERRUPTED = (
+    "the current run is stored as interrupted and resumes from its last checkpoint when you rerun the same command"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The `run` subcommand's flags."""
-    run = sub.add_parser("run", help="train methods × seeds and store the results",
-                         description="Train each method × seed on one dataset and store results in SQLite. "
-                                     "With no options: all methods, cxr14-synth, the quick preset, seed 0.")
-    run.add_argument("--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's "
-                                       "own list)")
+    run = sub.add_parser(
+        "run",
+        help="train methods × seeds and store the results",
+        description="Train each method × seed on one dataset and store results in SQLite. "
+        "With no options: all methods, cxr14-synth, the quick preset, seed 0.",
+    )
+    run.add_argument(
+        "--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's own list)"
+    )
     run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
     add_training_settings(run, "a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
-    run.add_argument("--force", action="store_true",
-                     help="rerun cells that already have a result (complete, diverged or out of memory)")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="rerun cells that already have a result (complete, diverged or out of memory)",
+    )
     add_quiet(run)
 
 
@@ -61,10 +69,14 @@ def execute(args: argparse.Namespace, console: Console) -> int:
 
     base, methods = plan.base, plan.methods
     resolved = resolve_runtime(base)
-    console.print(f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
-                  f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
-                  f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
-                  f"→ {results}", soft_wrap=True, highlight=False)
+    console.print(
+        f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
+        f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
+        f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
+        f"→ {results}",
+        soft_wrap=True,
+        highlight=False,
+    )
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
         with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
             outcomes = run_sweep(plan, results, display, force=args.force)

@@ -16,32 +16,49 @@ from mtlbench.paths import results_path
 if TYPE_CHECKING:
     from mtlbench.tuning import Point, TunePlan
 
-INTERRUPTED = ("the current run is stored as interrupted; rerun the same command: finished trials and runs are kept, "
-               "the interrupted one resumes from its last checkpoint")
+INTERRUPTED = (
+    "the current run is stored as interrupted; rerun the same command: finished trials and runs are kept, "
+    "the interrupted one resumes from its last checkpoint"
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     """The `tune` subcommand's flags."""
     tune = sub.add_parser(
-        "tune", help="tune every method with the same budget, select on validation, run the selection × seeds",
+        "tune",
+        help="tune every method with the same budget, select on validation, run the selection × seeds",
         description="Equal-budget tuning. Per method: --trials configurations from its declared search space "
-                    "(the learning rate and weight decay, the same grid for every method, and the method's own "
-                    "hyperparameters; the whole grid when it has no more points, else the defaults and seeded "
-                    "random draws), each trained with --trial-seed; the trial with the best validation mean AUROC "
-                    "(at its selected epoch; the test split is never read) is selected and run with every seed of "
-                    "--seeds. Every trial and run is an ordinary cell of the results database: rerun the same "
-                    "command to resume, several processes may share it. A setting given on the command line "
-                    "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched.")
+        "(the learning rate and weight decay, the same grid for every method, and the method's own "
+        "hyperparameters; the whole grid when it has no more points, else the defaults and seeded "
+        "random draws), each trained with --trial-seed; the trial with the best validation mean AUROC "
+        "(at its selected epoch; the test split is never read) is selected and run with every seed of "
+        "--seeds. Every trial and run is an ordinary cell of the results database: rerun the same "
+        "command to resume, several processes may share it. A setting given on the command line "
+        "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched.",
+    )
     tune.add_argument("--methods", default="all", help="'all' or a comma list, e.g. ew,deepchest")
-    tune.add_argument("--trials", type=int, required=True, metavar="N",
-                      help="configurations tried per method (the same budget for every method)")
+    tune.add_argument(
+        "--trials",
+        type=int,
+        required=True,
+        metavar="N",
+        help="configurations tried per method (the same budget for every method)",
+    )
     tune.add_argument("--seeds", default="0,1,2", help="seeds of the selected configuration's runs (default 0,1,2)")
-    tune.add_argument("--trial-seed", type=int, default=None, metavar="SEED",
-                      help="seed of every trial and of the random draw of configurations (default 1000: apart from "
-                           "--seeds, so that no reported test number comes from the run that won the selection)")
-    add_training_settings(tune, "fix a method hyperparameter (it is then not searched), e.g. deepchest.signal=val-accuracy")
-    tune.add_argument("--dry-run", action="store_true",
-                      help="print each method's search space and trials, train nothing")
+    tune.add_argument(
+        "--trial-seed",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="seed of every trial and of the random draw of configurations (default 1000: apart from "
+        "--seeds, so that no reported test number comes from the run that won the selection)",
+    )
+    add_training_settings(
+        tune, "fix a method hyperparameter (it is then not searched), e.g. deepchest.signal=val-accuracy"
+    )
+    tune.add_argument(
+        "--dry-run", action="store_true", help="print each method's search space and trials, train nothing"
+    )
     add_quiet(tune)
 
 
@@ -63,8 +80,10 @@ def tune_plan_from(args: argparse.Namespace) -> "TunePlan":
     trial_seed = TRIAL_SEED if args.trial_seed is None else args.trial_seed
     plan = plan_tune(base, methods, seeds, args.trials, trial_seed, params, fixed)
     if plan.total_runs() > MAX_CELLS:
-        raise UserError(f"this tuning is {plan.total_runs():,} runs (trials and seeds × methods); one command runs at "
-                        f"most {MAX_CELLS:,}: tune fewer methods per command with the same --results")
+        raise UserError(
+            f"this tuning is {plan.total_runs():,} runs (trials and seeds × methods); one command runs at "
+            f"most {MAX_CELLS:,}: tune fewer methods per command with the same --results"
+        )
     return plan
 
 
@@ -73,8 +92,11 @@ def _search_lines(plan: "TunePlan") -> list[str]:
     lines = []
     for m in plan.methods:
         space, n = plan.spaces[m], len(plan.points[m])
-        how = (f"the whole grid ({n} trial{'s' if n != 1 else ''})" if n == space.size else
-               f"{n} drawn at random (trial seed {plan.trial_seed})")
+        how = (
+            f"the whole grid ({n} trial{'s' if n != 1 else ''})"
+            if n == space.size
+            else f"{n} drawn at random (trial seed {plan.trial_seed})"
+        )
         default = "" if plan.points[m][0] != _default(plan, m) else ", the defaults first"
         lines.append(f"  {m}: {space.describe()}; {how}{default}")
     return lines
@@ -105,8 +127,10 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench tune`; exit code 1 when a method has no selection or a final run failed."""
     plan = tune_plan_from(args)
     results = results_path(args.results, must_exist=False)
-    head = (f"mtlbench tune: {', '.join(plan.methods)}: {plan.trials} trial(s) each on seed {plan.trial_seed}, "
-            f"selected on validation mean AUROC, then × seeds {args.seeds}")
+    head = (
+        f"mtlbench tune: {', '.join(plan.methods)}: {plan.trials} trial(s) each on seed {plan.trial_seed}, "
+        f"selected on validation mean AUROC, then × seeds {args.seeds}"
+    )
     if args.dry_run:
         return _dry_run(plan, head, args, console)
     # torch from here on
@@ -117,9 +141,12 @@ def execute(args: argparse.Namespace, console: Console) -> int:
 
     base = plan.base
     resolved = resolve_runtime(base)
-    _print(console, f"{head} on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
-                    f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}): "
-                    f"{plan.total_runs()} run(s) → {results}")
+    _print(
+        console,
+        f"{head} on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
+        f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}): "
+        f"{plan.total_runs()} run(s) → {results}",
+    )
     for line in _search_lines(plan):
         _print(console, line)
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
@@ -128,8 +155,11 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     for m in plan.methods:
         if m in outcome.selections:
             sel = outcome.selections[m]
-            _print(console, f"{m}: selected trial {sel.trial + 1}/{len(plan.points[m])} ({sel.point.label(m)}), "
-                            f"validation mean AUROC {sel.val_auroc:.4f}, the best of {sel.scored} scored trial(s)")
+            _print(
+                console,
+                f"{m}: selected trial {sel.trial + 1}/{len(plan.points[m])} ({sel.point.label(m)}), "
+                f"validation mean AUROC {sel.val_auroc:.4f}, the best of {sel.scored} scored trial(s)",
+            )
         else:
             colour = "yellow" if m in outcome.waiting else "red"
             console.print(f"[{colour}]{m}: {outcome.unselected[m]}[/{colour}]", soft_wrap=True, highlight=False)
@@ -145,9 +175,13 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         if o.status in FAILED_STATUSES:
             what = "trial" if o.run_id in trial_ids else "run"
             colour = "red" if o.status == "failed" or what == "run" else "yellow"
-            console.print(f"[{colour}]{o.method} seed {o.seed} ({what}): {o.status}[/{colour}] — {o.detail}",
-                          highlight=False)
-    console.print("`mtlbench report` shows each method at its selected configuration; the trials appear in its "
-                  "Tuning section with their validation AUROC only.", highlight=False)
+            console.print(
+                f"[{colour}]{o.method} seed {o.seed} ({what}): {o.status}[/{colour}] — {o.detail}", highlight=False
+            )
+    console.print(
+        "`mtlbench report` shows each method at its selected configuration; the trials appear in its "
+        "Tuning section with their validation AUROC only.",
+        highlight=False,
+    )
     bad_finals = any(o.status in FAILED_STATUSES for o in outcome.finals)
     return 1 if bad_finals or set(outcome.unselected) - outcome.waiting else 0

@@ -27,14 +27,14 @@ from mtlbench.tasks import TASK_NAMES  # noqa: E402
 FIGURES: dict[str, str] = {
     "auroc_heatmap": "Test AUROC per task (rows: methods; mean over seeds).",
     "auroc_vs_cost": "Mean test AUROC against cost (time per epoch, without runs timed on a loaded machine; peak "
-                     "memory); the line is the Pareto front.",
+    "memory); the line is the Pareto front.",
     "weights": "Task weights per epoch (epoch means), one panel per method, one line per task.",
     "loss_curves": "Training and validation loss (mean over tasks) per epoch; mean over seeds.",
     "loss_change": "Per-task change in test loss against {ref}, % (negative = lower loss than {ref}).",
     "auroc_bars": "Per-task test AUROC; bars are means over seeds, error bars one sd over seeds.",
     "reliability": "Reliability diagram: observed frequency of the finding against the predicted probability "
-                   "(10 equal-width bins), pooled over the tasks every mean covers, the test images and the seeds; "
-                   "the diagonal is perfect calibration.",
+    "(10 equal-width bins), pooled over the tasks every mean covers, the test images and the seeds; "
+    "the diagonal is perfect calibration.",
 }
 
 
@@ -57,8 +57,9 @@ def caption(name: str, reference: str) -> str:
     return FIGURES[name].format(ref=reference_label(reference))
 
 
-def render_all(protocol: Protocol, board: Leaderboard, folder: Path,
-               advance: Callable[[int], None] = lambda n=1: None) -> dict[str, list[Path]]:
+def render_all(
+    protocol: Protocol, board: Leaderboard, folder: Path, advance: Callable[[int], None] = lambda n=1: None
+) -> dict[str, list[Path]]:
     """Draw every figure into `folder` as PNG and SVG; returns {name: [files]}."""
     folder.mkdir(parents=True, exist_ok=True)
     colours = palette(protocol.variants())
@@ -86,8 +87,13 @@ def _single(name: str, draw: Callable, n_variants: int) -> plt.Figure:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
         draw(axes)
         return fig
-    size = {"auroc_heatmap": (12, 0.45 * n_variants + 2.5), "loss_change": (12, 0.45 * n_variants + 2.5),
-            "auroc_bars": (13, 4.8), "loss_curves": (11, 4.2), "reliability": (5.5, 5.0)}[name]
+    size = {
+        "auroc_heatmap": (12, 0.45 * n_variants + 2.5),
+        "loss_change": (12, 0.45 * n_variants + 2.5),
+        "auroc_bars": (13, 4.8),
+        "loss_curves": (11, 4.2),
+        "reliability": (5.5, 5.0),
+    }[name]
     fig, ax = plt.subplots(figsize=size)
     draw(ax)
     return fig
@@ -138,8 +144,17 @@ def _heatmap(ax: plt.Axes, table: pd.DataFrame, order: list[str]) -> None:
     grid = table.pivot(index="variant", columns="task", values="auroc")
     grid = grid.reindex(index=order, columns=[t for t in TASK_NAMES if t in grid.columns])
     low = float(np.nanmin(grid.to_numpy())) if np.isfinite(grid.to_numpy()).any() else 0.5
-    sns.heatmap(grid, annot=True, fmt=".2f", cmap="viridis", vmin=min(0.5, low), vmax=1.0, ax=ax,
-                cbar_kws={"label": "test AUROC"}, annot_kws={"size": 7})
+    sns.heatmap(
+        grid,
+        annot=True,
+        fmt=".2f",
+        cmap="viridis",
+        vmin=min(0.5, low),
+        vmax=1.0,
+        ax=ax,
+        cbar_kws={"label": "test AUROC"},
+        annot_kws={"size": 7},
+    )
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.set_title("Test AUROC per task")
@@ -151,8 +166,10 @@ def _cost(axes, board: Leaderboard, colours: dict) -> None:
     # no s/epoch column where every run was timed on a loaded machine (its timings are left out)
     times = done["s_per_epoch"] if "s_per_epoch" in done.columns else pd.Series(np.nan, index=done.index)
     costs = {"s/epoch": times, "memory": {v: peak_memory(values, v)[0] for v in done.index}}
-    for ax, column, label in ((axes[0], "s/epoch", "training time per epoch (s)"),
-                              (axes[1], "memory", "peak memory (MiB)")):
+    for ax, column, label in (
+        (axes[0], "s/epoch", "training time per epoch (s)"),
+        (axes[1], "memory", "peak memory (MiB)"),
+    ):
         points = [(costs[column][v], done.loc[v, "auroc"], v) for v in done.index if np.isfinite(costs[column][v])]
         for x, y, v in points:
             ax.scatter(x, y, color=colours[v], s=60, label=v, zorder=3)
@@ -194,13 +211,12 @@ def _weights(protocol: Protocol) -> plt.Figure:
             for task, group in mean.groupby("task"):
                 ax.plot(group["epoch"] + 1, group["weight"], color=task_colours.get(task), linewidth=1, marker=".")
         else:
-            ax.text(0.5, 0.5, "no task weights logged", ha="center", va="center",
-                    transform=ax.transAxes, fontsize=8)
+            ax.text(0.5, 0.5, "no task weights logged", ha="center", va="center", transform=ax.transAxes, fontsize=8)
         ax.set_title(variant, fontsize=9)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     for ax in axes[-1]:
         ax.set_xlabel("epoch")
-    for ax in list(axes.flat)[len(variants):]:
+    for ax in list(axes.flat)[len(variants) :]:
         ax.set_visible(False)
     handles = [plt.Line2D([], [], color=c, label=t) for t, c in task_colours.items()]
     fig.suptitle("Task weights per epoch")
@@ -219,8 +235,15 @@ def _curves(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
         for split in ("train", "val"):
             group = mean[(mean["variant"] == variant) & (mean["split"] == split)]
             if len(group):
-                ax.plot(group["epoch"] + 1, group["loss"], color=colours[variant], marker="o", markersize=3,
-                        linestyle="-" if split == "train" else "--", label=f"{variant} ({split})")
+                ax.plot(
+                    group["epoch"] + 1,
+                    group["loss"],
+                    color=colours[variant],
+                    marker="o",
+                    markersize=3,
+                    linestyle="-" if split == "train" else "--",
+                    label=f"{variant} ({split})",
+                )
     ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss, mean over tasks")
@@ -237,10 +260,22 @@ def _loss_change(ax: plt.Axes, table: pd.DataFrame, order: list[str], reference:
         return
     others["change"] = 100 * (others["loss"] - others["task"].map(ref)) / others["task"].map(ref)
     grid = others.pivot(index="variant", columns="task", values="change")
-    grid = grid.reindex(index=[v for v in order if v in grid.index], columns=[t for t in TASK_NAMES if t in grid.columns])
+    grid = grid.reindex(
+        index=[v for v in order if v in grid.index], columns=[t for t in TASK_NAMES if t in grid.columns]
+    )
     limit = float(np.nanmax(np.abs(grid.to_numpy()))) if np.isfinite(grid.to_numpy()).any() else 1.0
-    sns.heatmap(grid, annot=True, fmt=".0f", cmap="vlag", center=0, vmin=-limit, vmax=limit, ax=ax,
-                cbar_kws={"label": f"test loss change vs {label} (%)"}, annot_kws={"size": 7})
+    sns.heatmap(
+        grid,
+        annot=True,
+        fmt=".0f",
+        cmap="vlag",
+        center=0,
+        vmin=-limit,
+        vmax=limit,
+        ax=ax,
+        cbar_kws={"label": f"test loss change vs {label} (%)"},
+        annot_kws={"size": 7},
+    )
     ax.set_xlabel("")
     ax.set_ylabel("")
     ax.set_title(f"Per-task test loss against {label}")
@@ -250,8 +285,18 @@ def _bars(ax: plt.Axes, protocol: Protocol, colours: dict) -> None:
     runs = protocol.complete()[["run_id", "variant"]]
     test = protocol.test.merge(runs, on="run_id")
     order = [v for v in protocol.variants() if v in set(test["variant"])]
-    sns.barplot(data=test, x="task", y="auroc", hue="variant", hue_order=order, order=list(TASK_NAMES),
-                palette=colours, errorbar="sd", ax=ax, err_kws={"linewidth": 0.8})
+    sns.barplot(
+        data=test,
+        x="task",
+        y="auroc",
+        hue="variant",
+        hue_order=order,
+        order=list(TASK_NAMES),
+        palette=colours,
+        errorbar="sd",
+        ax=ax,
+        err_kws={"linewidth": 0.8},
+    )
     ax.set_ylim(0.0, 1.0)
     ax.axhline(0.5, color="0.5", linewidth=0.7, linestyle=":")
     ax.tick_params(axis="x", rotation=35, labelsize=7)

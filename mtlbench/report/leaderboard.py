@@ -29,8 +29,18 @@ import pandas as pd
 from mtlbench.machine_load import LOADED_SHARE
 from mtlbench.report.load import Protocol
 from mtlbench.report.resampled import DELTA_M_METRICS, METRICS, VariantMetrics, run_metrics
-from mtlbench.report.stats import (Difference, Resampling, bootstrap_difference, bootstrap_interval, delta_m,
-                                   eligible_tasks, holm, log_ratio_interval, paired_t, task_mean)
+from mtlbench.report.stats import (
+    Difference,
+    Resampling,
+    bootstrap_difference,
+    bootstrap_interval,
+    delta_m,
+    eligible_tasks,
+    holm,
+    log_ratio_interval,
+    paired_t,
+    task_mean,
+)
 
 DEFAULT_REFERENCE = "ew"
 DEFAULT_MIN_POSITIVES = 20
@@ -97,8 +107,13 @@ def reference_label(reference: str) -> str:
     return "EW" if method == "ew" else method
 
 
-def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resamples: int = 1000,
-                min_positives: int = DEFAULT_MIN_POSITIVES, rng_seed: int = 0) -> Leaderboard:
+def leaderboard(
+    protocol: Protocol,
+    reference: str = DEFAULT_REFERENCE,
+    resamples: int = 1000,
+    min_positives: int = DEFAULT_MIN_POSITIVES,
+    rng_seed: int = 0,
+) -> Leaderboard:
     """The leaderboard numbers of one protocol, compared against the variant named `reference`."""
     per_run = per_run_numbers(protocol)
     variants = protocol.variants()
@@ -106,8 +121,10 @@ def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resample
     for metric in ("auroc", "accuracy"):  # per run, the mean over the eligible tasks (what the leaderboard averages)
         per_run[f"{metric}_eligible"] = [
             float(task_mean(metrics[v].by_seed[s].observed[metric], metrics[v].eligible))
-            if v in metrics and s in metrics[v].by_seed else float("nan")
-            for v, s in zip(per_run["variant"], per_run["seed"])]
+            if v in metrics and s in metrics[v].by_seed
+            else float("nan")
+            for v, s in zip(per_run["variant"], per_run["seed"])
+        ]
     rows: list[dict] = []
     for v in variants:
         rows += _count_rows(protocol, per_run, v)
@@ -117,20 +134,32 @@ def leaderboard(protocol: Protocol, reference: str = DEFAULT_REFERENCE, resample
             continue
         rows += _relative_rows(metrics.get(v), metrics.get(reference), per_run, v, reference)
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).astype(
-        {c: float for c in ("value", "sd", "lo", "hi", "p", "p_holm")} | {"n": int, "best": bool})
+        {c: float for c in ("value", "sd", "lo", "hi", "p", "p_holm")} | {"n": int, "best": bool}
+    )
     _adjust_and_mark(frame, metrics, reference)
     design = next(iter(metrics.values())).design if metrics else None
     labels = _test_labels(protocol)
     positives = labels.sum(axis=0) if labels is not None else np.zeros(len(protocol.tasks()))
     tasks = tuple(protocol.tasks())
     eligible = eligible_tasks(labels, min_positives) if labels is not None else np.zeros(len(positives), bool)
-    return Leaderboard(frame, per_run, reference, tasks, positives, eligible, min_positives,
-                       per_task_frame(metrics, tasks, positives, eligible), resamples,
-                       design.patients if design else 0, design.seeds if design else ())
+    return Leaderboard(
+        frame,
+        per_run,
+        reference,
+        tasks,
+        positives,
+        eligible,
+        min_positives,
+        per_task_frame(metrics, tasks, positives, eligible),
+        resamples,
+        design.patients if design else 0,
+        design.seeds if design else (),
+    )
 
 
-def per_task_frame(metrics: dict[str, VariantMetrics], tasks: tuple[str, ...], positives: np.ndarray,
-                   eligible: np.ndarray) -> pd.DataFrame:
+def per_task_frame(
+    metrics: dict[str, VariantMetrics], tasks: tuple[str, ...], positives: np.ndarray, eligible: np.ndarray
+) -> pd.DataFrame:
     """Per variant, task and metric (AUROC, AP, ECE): the seed mean with its 95% bootstrap interval."""
     rows = []
     for variant, m in metrics.items():
@@ -158,8 +187,9 @@ def _test_labels(protocol: Protocol) -> np.ndarray | None:
     return None
 
 
-def test_metrics(protocol: Protocol, resamples: int, min_positives: int, rng_seed: int = 0
-                 ) -> dict[str, VariantMetrics]:
+def test_metrics(
+    protocol: Protocol, resamples: int, min_positives: int, rng_seed: int = 0
+) -> dict[str, VariantMetrics]:
     """Per variant with test predictions, its runs' metrics on the protocol's one resampling design.
 
     Runs whose test predictions are on other images than the first run's are left out (they cannot
@@ -186,8 +216,23 @@ def test_metrics(protocol: Protocol, resamples: int, min_positives: int, rng_see
     return out
 
 
-PER_RUN_COLUMNS = ["run_id", "variant", "seed", "auroc", "accuracy", "loss", "s_per_epoch", "step_s", "step_cpu_s",
-                   "images_per_s", "memory_mb", "memory_kind", "other_load", "timing", "timing_reason"]
+PER_RUN_COLUMNS = [
+    "run_id",
+    "variant",
+    "seed",
+    "auroc",
+    "accuracy",
+    "loss",
+    "s_per_epoch",
+    "step_s",
+    "step_cpu_s",
+    "images_per_s",
+    "memory_mb",
+    "memory_kind",
+    "other_load",
+    "timing",
+    "timing_reason",
+]
 
 
 def timing_state(cost: pd.Series | None) -> tuple[str, str]:
@@ -217,13 +262,17 @@ def timing_notes(per_run: pd.DataFrame) -> list[str]:
         notes.append(
             f"{TIMING_MARK} Time columns leave out {len(bad)} of {len(per_run)} run(s), timed on a loaded machine: "
             f"other processes used {span} of the CPUs during their training steps (a run is left out from "
-            f"{100 * LOADED_SHARE:.0f}% on): " + ", ".join(f"{r.variant} seed {r.seed}" for r in bad.itertuples())
-            + ". Their accuracy and peak memory (which other processes' CPU use does not change) are kept.")
+            f"{100 * LOADED_SHARE:.0f}% on): "
+            + ", ".join(f"{r.variant} seed {r.seed}" for r in bad.itertuples())
+            + ". Their accuracy and peak memory (which other processes' CPU use does not change) are kept."
+        )
     unknown = per_run[per_run["timing"] == UNKNOWN]
     if len(unknown):
-        notes.append(f"{len(unknown)} run(s) carry no measurement of the machine's load (stored before schema 8, "
-                     "trained too briefly to measure it, or not on Linux): their timings are compared as before, but "
-                     "whether other processes slowed them is unknown.")
+        notes.append(
+            f"{len(unknown)} run(s) carry no measurement of the machine's load (stored before schema 8, "
+            "trained too briefly to measure it, or not on Linux): their timings are compared as before, but "
+            "whether other processes slowed them is unknown."
+        )
     return notes
 
 
@@ -241,16 +290,25 @@ def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
             cuda = cost.get("peak_cuda_mb")
             memory, memory_kind = (float(cuda), "cuda") if pd.notna(cuda) else (float(cost["peak_rss_mb"]), "rss")
         timing, reason = timing_state(cost)
-        rows.append({
-            "run_id": int(run.run_id), "variant": run.variant, "seed": int(run.seed),
-            "auroc": test["auroc"].mean(), "accuracy": test["accuracy"].mean(), "loss": test["loss"].mean(),
-            "s_per_epoch": float(cost["train_s"]) / epochs if cost is not None else float("nan"),
-            "step_s": float(cost["median_step_s"]) if cost is not None else float("nan"),
-            "step_cpu_s": _number(cost, "median_step_cpu_s"),
-            "images_per_s": float(cost["images_per_s"]) if cost is not None else float("nan"),
-            "memory_mb": memory, "memory_kind": memory_kind,
-            "other_load": _number(cost, "other_load"), "timing": timing, "timing_reason": reason,
-        })
+        rows.append(
+            {
+                "run_id": int(run.run_id),
+                "variant": run.variant,
+                "seed": int(run.seed),
+                "auroc": test["auroc"].mean(),
+                "accuracy": test["accuracy"].mean(),
+                "loss": test["loss"].mean(),
+                "s_per_epoch": float(cost["train_s"]) / epochs if cost is not None else float("nan"),
+                "step_s": float(cost["median_step_s"]) if cost is not None else float("nan"),
+                "step_cpu_s": _number(cost, "median_step_cpu_s"),
+                "images_per_s": float(cost["images_per_s"]) if cost is not None else float("nan"),
+                "memory_mb": memory,
+                "memory_kind": memory_kind,
+                "other_load": _number(cost, "other_load"),
+                "timing": timing,
+                "timing_reason": reason,
+            }
+        )
     return pd.DataFrame(rows, columns=PER_RUN_COLUMNS)
 
 
@@ -274,8 +332,17 @@ def _metric_rows(metrics: VariantMetrics | None, variant: str) -> list[dict]:
         observed, resampled = metrics.statistic(metric)
         interval = bootstrap_interval(observed, resampled)
         seeds = metrics.seed_values(metric)
-        rows.append(_row(variant, metric, observed, n=len(seeds), sd=np.std(seeds, ddof=1) if len(seeds) > 1 else
-                         float("nan"), lo=interval.low, hi=interval.high))
+        rows.append(
+            _row(
+                variant,
+                metric,
+                observed,
+                n=len(seeds),
+                sd=np.std(seeds, ddof=1) if len(seeds) > 1 else float("nan"),
+                lo=interval.low,
+                hi=interval.high,
+            )
+        )
     return rows
 
 
@@ -298,8 +365,9 @@ def _cost_rows(per_run: pd.DataFrame, variant: str) -> list[dict]:
     return rows
 
 
-def _relative_rows(mine: VariantMetrics | None, ref: VariantMetrics | None, per_run: pd.DataFrame, variant: str,
-                   reference: str) -> list[dict]:
+def _relative_rows(
+    mine: VariantMetrics | None, ref: VariantMetrics | None, per_run: pd.DataFrame, variant: str, reference: str
+) -> list[dict]:
     rows = []
     if mine is not None and ref is not None:
         shared = sorted(set(mine.seeds()) & set(ref.seeds()))
@@ -351,8 +419,11 @@ def significantly_best(candidates: dict[str, tuple[float, np.ndarray]], higher: 
     sign = 1.0 if higher else -1.0
     best = max(finite, key=lambda v: sign * finite[v][0])
     with np.errstate(invalid="ignore"):  # resamples where a value is undefined (NaN) are dropped
-        p = [bootstrap_difference(sign * (finite[best][0] - o), sign * (finite[best][1] - r)).p
-             for v, (o, r) in finite.items() if v != best]
+        p = [
+            bootstrap_difference(sign * (finite[best][0] - o), sign * (finite[best][1] - r)).p
+            for v, (o, r) in finite.items()
+            if v != best
+        ]
     adjusted = holm(np.array(p))
     return best if np.all(adjusted < ALPHA) and np.all(np.isfinite(adjusted)) else None
 
@@ -386,7 +457,27 @@ def _diff_row(variant: str, metric: str, d: Difference, reference: str) -> dict:
     return _row(variant, metric, d.mean, lo=d.low, hi=d.high, p=d.p, n=d.n, reference=reference)
 
 
-def _row(variant: str, metric: str, value: float, n: int, sd: float = float("nan"), lo: float = float("nan"),
-         hi: float = float("nan"), p: float = float("nan"), reference: str | None = None) -> dict:
-    return {"variant": variant, "metric": metric, "reference": reference, "value": float(value), "sd": float(sd),
-            "lo": float(lo), "hi": float(hi), "p": float(p), "p_holm": float("nan"), "n": int(n), "best": False}
+def _row(
+    variant: str,
+    metric: str,
+    value: float,
+    n: int,
+    sd: float = float("nan"),
+    lo: float = float("nan"),
+    hi: float = float("nan"),
+    p: float = float("nan"),
+    reference: str | None = None,
+) -> dict:
+    return {
+        "variant": variant,
+        "metric": metric,
+        "reference": reference,
+        "value": float(value),
+        "sd": float(sd),
+        "lo": float(lo),
+        "hi": float(hi),
+        "p": float(p),
+        "p_holm": float("nan"),
+        "n": int(n),
+        "best": False,
+    }

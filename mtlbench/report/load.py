@@ -84,8 +84,9 @@ def protocol_key(config: dict) -> str:
     """Short hash of a config without the per-run fields (and without paths, and without the fields
     its dataset does not read that older runs lack: see config.DATASET_FIELDS)."""
     unread = {k for k, datasets in DATASET_FIELDS.items() if config.get("dataset") not in datasets}
-    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS
-              and k not in unread}
+    shared = {
+        k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS and k not in unread
+    }
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
 
 
@@ -125,15 +126,19 @@ def load_protocols(
             raise UserError(f"{path} holds no finished runs; run `mtlbench run` first")
         runs = tuned_view(runs, readers.tuning_rows(store))
         if runs.empty:
-            raise UserError(f"{path} holds only tuning trials, whose test metrics are never shown; rerun the same "
-                            "`mtlbench tune` command to run the selected configurations")
+            raise UserError(
+                f"{path} holds only tuning trials, whose test metrics are never shown; rerun the same "
+                "`mtlbench tune` command to run the selected configurations"
+            )
         runs = select_runs(path, runs, dataset, methods, reference)
         configs = [protocol_config(r.config_json, r.tuned) for r in runs.itertuples()]
         plain = [not isinstance(t, str) for t in runs["tuned"]]
         names = iter(variant_names([c for c, p in zip(configs, plain) if p]))
         runs = runs.assign(
             protocol=[protocol_key(c) for c in configs],
-            variant=[next(names) if p else tuned_variant(m, t) for m, t, p in zip(runs["method"], runs["tuned"], plain)],
+            variant=[
+                next(names) if p else tuned_variant(m, t) for m, t, p in zip(runs["method"], runs["tuned"], plain)
+            ],
         )
         protocols = []
         for key, group in runs.groupby("protocol", sort=False):
@@ -151,9 +156,12 @@ def tuned_view(runs: pd.DataFrame, tuning: pd.DataFrame) -> pd.DataFrame:
         return runs.reset_index(drop=True)
     finals = tuning[tuning["role"] == "final"].drop_duplicates(["config_hash", "budget", "trial_seed"])
     trials = set(tuning.loc[tuning["role"] == "trial", "config_hash"])
-    described = finals.assign(tuned=[json.dumps({"values": json.loads(v), "budget": int(b), "trial_seed": int(s)},
-                                                sort_keys=True)
-                                     for v, b, s in zip(finals["values_json"], finals["budget"], finals["trial_seed"])])
+    described = finals.assign(
+        tuned=[
+            json.dumps({"values": json.loads(v), "budget": int(b), "trial_seed": int(s)}, sort_keys=True)
+            for v, b, s in zip(finals["values_json"], finals["budget"], finals["trial_seed"])
+        ]
+    )
     tuned = runs.drop(columns="tuned").merge(described[["config_hash", "tuned"]], on="config_hash")
     plain = runs[~runs["config_hash"].isin(trials | set(finals["config_hash"]))]
     return pd.concat([plain, tuned]).sort_values(["run_id", "tuned"], na_position="first").reset_index(drop=True)
@@ -192,7 +200,8 @@ def select_runs(
         ) + (f" on dataset {dataset!r}" if dataset is not None else "")
         holds = "; ".join(
             ", ".join(f"{m} ({n})" for m, n in group["method"].value_counts(sort=False).items()) + f" on {name}"
-            for name, group in runs.groupby("dataset", sort=True))
+            for name, group in runs.groupby("dataset", sort=True)
+        )
         raise UserError(f"{path} holds no finished runs{wanted}; it holds finished runs of {holds}")
     return chosen if not methods else chosen[chosen["method"].isin([*methods, *([reference] if reference else [])])]
 
@@ -214,5 +223,15 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
                 if ids is not None:
                     patients[(run_id, split)] = ids
     shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
-    return Protocol(key, shared, runs.drop(columns=["config_json", "tuned"]).reset_index(drop=True), test, curves,
-                    weights, costs, predictions, int(config.get("epochs", 0)), patients)
+    return Protocol(
+        key,
+        shared,
+        runs.drop(columns=["config_json", "tuned"]).reset_index(drop=True),
+        test,
+        curves,
+        weights,
+        costs,
+        predictions,
+        int(config.get("epochs", 0)),
+        patients,
+    )

@@ -33,9 +33,11 @@ def _accuracy(values: pd.DataFrame, runs: pd.DataFrame) -> str:
     dc, theirs = values.loc[DEEPCHEST], values.loc[best]
     diff_pp = 100 * (dc["accuracy"] - theirs["accuracy"])
     test = _paired(runs, DEEPCHEST, best, "accuracy_eligible")  # the same task means as the difference
-    uncertainty = (f"95% CI over {test.n} paired seeds [{100 * test.low:+.2f}, {100 * test.high:+.2f}] points, "
-                   f"p = {test.p:.2g}" if np.isfinite(test.low) else
-                   f"{test.n} paired seed(s), too few for an interval")
+    uncertainty = (
+        f"95% CI over {test.n} paired seeds [{100 * test.low:+.2f}, {100 * test.high:+.2f}] points, p = {test.p:.2g}"
+        if np.isfinite(test.low)
+        else f"{test.n} paired seed(s), too few for an interval"
+    )
     return (
         f"Overall accuracy (the paper claims +7% over the best other method): DeepChest's test accuracy at 0.5 is "
         f"{100 * dc['accuracy']:.2f}% and the best other method's ({best}) is {100 * theirs['accuracy']:.2f}%, "
@@ -77,7 +79,9 @@ def _time(values: pd.DataFrame, runs: pd.DataFrame) -> str:
     left_out, unknown = int((involved["timing"] == UNRELIABLE).sum()), int((involved["timing"] == UNKNOWN).sum())
     notes = (f" {left_out} run(s) timed on a loaded machine are left out." if left_out else "") + (
         f" {unknown} run(s) carry no load measurement (stored before schema 8): used as before, undisturbed or not."
-        if unknown else "")
+        if unknown
+        else ""
+    )
     return (
         claim + f"DeepChest takes {dc.mean():.2f} s per epoch; each gradient-based method takes, relative to it: "
         f"{'; '.join(parts)}.{notes}"
@@ -99,8 +103,10 @@ def _memory(values: pd.DataFrame) -> str:
         return "Memory: no comparison is possible from this database."
     parts = [f"{v} {peak_memory(values, v)[0] / dc:.2f}×" for v in gradient]
     note = " (peak process RSS on a CPU, which includes the data and the Python process)" if kind == "RSS" else ""
-    return (f"Memory (the paper claims DeepChest needs less): DeepChest's peak is {dc:.0f} MiB "
-            f"{kind}{note}; gradient-based methods relative to it: {'; '.join(parts)}.")
+    return (
+        f"Memory (the paper claims DeepChest needs less): DeepChest's peak is {dc:.0f} MiB "
+        f"{kind}{note}; gradient-based methods relative to it: {'; '.join(parts)}."
+    )
 
 
 def _paired(runs: pd.DataFrame, a: str, b: str, column: str) -> Difference:

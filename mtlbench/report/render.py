@@ -32,20 +32,30 @@ class Block:
 
 
 def write_report(
-    results: Path, out: Path, dataset: str | None = None, methods: list[str] | None = None,
-    progress: Callable[[str, int], Callable[[int], None]] | None = None, resamples: int = 1000,
-    reference: str = DEFAULT_REFERENCE, min_positives: int = DEFAULT_MIN_POSITIVES,
+    results: Path,
+    out: Path,
+    dataset: str | None = None,
+    methods: list[str] | None = None,
+    progress: Callable[[str, int], Callable[[int], None]] | None = None,
+    resamples: int = 1000,
+    reference: str = DEFAULT_REFERENCE,
+    min_positives: int = DEFAULT_MIN_POSITIVES,
 ) -> list[Path]:
     """Render the report of the database at `results` into `out`, comparing against the method
     `reference`, averaging over tasks with at least `min_positives` test positives; returns the files written."""
     protocols = load_protocols(results, dataset, methods, reference)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     advance = progress("rendering report", len(protocols) * (len(FIGURES) + 1)) if progress else (lambda n=1: None)
-    blocks = [Block("heading", "mtlbench report", 1),
-              Block("text", f"From `{results}`: {sum(len(p.runs) for p in protocols)} finished run(s) in "
-                            f"{len(protocols)} protocol(s). Runs are grouped by protocol (everything in the config "
-                            "but the method, its hyperparameters and the seed), so different protocols are never "
-                            "merged.")]
+    blocks = [
+        Block("heading", "mtlbench report", 1),
+        Block(
+            "text",
+            f"From `{results}`: {sum(len(p.runs) for p in protocols)} finished run(s) in "
+            f"{len(protocols)} protocol(s). Runs are grouped by protocol (everything in the config "
+            "but the method, its hyperparameters and the seed), so different protocols are never "
+            "merged.",
+        ),
+    ]
     written: list[Path] = []
     for index, protocol in enumerate(protocols):
         name = f"{protocol.dataset}-{protocol.key}"
@@ -60,8 +70,11 @@ def write_report(
     if not trials.empty:
         trials.to_csv(out / "tables" / "tuning.csv", index=False)
         written.append(out / "tables" / "tuning.csv")
-        blocks += [Block("heading", "Tuning", 2), Block("text", TUNING_EXPLANATION),
-                   Block("table", tuning_table(trials))]
+        blocks += [
+            Block("heading", "Tuning", 2),
+            Block("text", TUNING_EXPLANATION),
+            Block("table", tuning_table(trials)),
+        ]
     md = out / "report.md"
     md.write_text(to_markdown(blocks))
     page = out / "report.html"
@@ -69,14 +82,31 @@ def write_report(
     return [md, page, *written]
 
 
-def _protocol_blocks(index: int, protocol: Protocol, board: Leaderboard, table: pd.DataFrame,
-                     figures: dict[str, list[Path]], out: Path, claims: list[str]) -> list[Block]:
+def _protocol_blocks(
+    index: int,
+    protocol: Protocol,
+    board: Leaderboard,
+    table: pd.DataFrame,
+    figures: dict[str, list[Path]],
+    out: Path,
+    claims: list[str],
+) -> list[Block]:
     c = protocol.config
     blocks = [
-        Block("heading", f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
-                         f"{c.get('epochs')} epochs, {c.get('precision')} (key {protocol.key})", 2),
-        Block("text", "Settings: " + ", ".join(f"{k}={v}" for k, v in sorted(c.items())
-                                               if k not in ("data_fingerprint",) and not isinstance(v, dict)) + "."),
+        Block(
+            "heading",
+            f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
+            f"{c.get('epochs')} epochs, {c.get('precision')} (key {protocol.key})",
+            2,
+        ),
+        Block(
+            "text",
+            "Settings: "
+            + ", ".join(
+                f"{k}={v}" for k, v in sorted(c.items()) if k not in ("data_fingerprint",) and not isinstance(v, dict)
+            )
+            + ".",
+        ),
         Block("heading", "Leaderboard", 3),
         Block("table", table),
         Block("list", table_notes(board)),
@@ -84,19 +114,32 @@ def _protocol_blocks(index: int, protocol: Protocol, board: Leaderboard, table: 
         Block("list", [f"**{k}**: {v}" for k, v in column_legend(board).items()]),
         Block("heading", "Per-task test AUROC", 3),
         Block("table", per_task_table(board)),
-        Block("text", "Seed mean [95% interval over patients and seeds]; the header gives each task's test positives, "
-                      f"marked † where fewer than {board.min_positives} (left out of every mean)."),
+        Block(
+            "text",
+            "Seed mean [95% interval over patients and seeds]; the header gives each task's test positives, "
+            f"marked † where fewer than {board.min_positives} (left out of every mean).",
+        ),
     ]
     bad = protocol.runs[protocol.runs["status"] != "complete"]
     if len(bad):
-        blocks += [Block("heading", "Runs that did not complete", 3),
-                   Block("list", [f"{r.variant} seed {r.seed}: {r.status}"
-                                  + (f" ({r.error.strip().splitlines()[0]})" if isinstance(r.error, str)
-                                     and r.error.strip() else "")  # the first line: the traceback stays in the database
-                                  for r in bad.itertuples()])]
-    blocks += [Block("heading", "The DeepChest paper's claims, checked against this data", 3),
-               Block("list", claims),
-               Block("heading", "Figures", 3)]
+        blocks += [
+            Block("heading", "Runs that did not complete", 3),
+            Block(
+                "list",
+                [
+                    f"{r.variant} seed {r.seed}: {r.status}"
+                    + (
+                        f" ({r.error.strip().splitlines()[0]})" if isinstance(r.error, str) and r.error.strip() else ""
+                    )  # the first line: the traceback stays in the database
+                    for r in bad.itertuples()
+                ],
+            ),
+        ]
+    blocks += [
+        Block("heading", "The DeepChest paper's claims, checked against this data", 3),
+        Block("list", claims),
+        Block("heading", "Figures", 3),
+    ]
     for name, files in figures.items():
         blocks.append(Block("figure", files[0].relative_to(out), caption(name, board.reference)))
     return blocks
@@ -109,8 +152,9 @@ def _tables(board: Leaderboard, table: pd.DataFrame, stem: Path) -> list[Path]:
     per_task = stem.with_name(stem.name.replace("leaderboard_", "per_task_", 1) + ".csv")
     board.per_task.to_csv(per_task, index=False)
     bold = table.replace(r"\*\*(.*)\*\*", r"\\textbf{\1}", regex=True)
-    escaped = bold.map(lambda s: str(s).replace("%", r"\%").replace("±", r"$\pm$").replace("×", r"$\times$")
-                       .replace("_", r"\_"))
+    escaped = bold.map(
+        lambda s: str(s).replace("%", r"\%").replace("±", r"$\pm$").replace("×", r"$\times$").replace("_", r"\_")
+    )
     escaped.columns = [str(c).replace("%", r"\%").replace("×", r"$\times$") for c in table.columns]
     tex.write_text(escaped.to_latex(index=False, escape=False))
     return [csv, per_task, tex]
@@ -155,13 +199,19 @@ def to_html(blocks: list[Block], root: Path) -> str:
             body.append(cells.to_html(index=False, escape=False, border=0, classes="leaderboard"))
         elif b.kind == "figure":
             data = base64.b64encode((root / b.content).read_bytes()).decode()
-            body.append(f'<figure><img alt="{html.escape(str(b.extra))}" src="data:image/png;base64,{data}">'
-                        f"<figcaption>{html.escape(str(b.extra))}</figcaption></figure>")
-    style = ("body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
-             "table{border-collapse:collapse;font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}"
-             "img{max-width:100%}figcaption{font-style:italic;font-size:13px}")
-    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mtlbench report</title><style>{style}</style>"
-            f"</head><body>{''.join(body)}</body></html>\n")
+            body.append(
+                f'<figure><img alt="{html.escape(str(b.extra))}" src="data:image/png;base64,{data}">'
+                f"<figcaption>{html.escape(str(b.extra))}</figcaption></figure>"
+            )
+    style = (
+        "body{font-family:sans-serif;max-width:1200px;margin:auto;padding:1em}"
+        "table{border-collapse:collapse;font-size:12px}td,th{padding:3px 6px;border-bottom:1px solid #ddd}"
+        "img{max-width:100%}figcaption{font-style:italic;font-size:13px}"
+    )
+    return (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>mtlbench report</title><style>{style}</style>"
+        f"</head><body>{''.join(body)}</body></html>\n"
+    )
 
 
 def _inline(text: str) -> str:

@@ -35,8 +35,9 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> tuple[float, flo
     return float(thresholds[np.argmax(f1)]), float(roc_thresholds[np.argmax(j)])
 
 
-def _per_task(labels: np.ndarray, probs: np.ndarray, f1_at: np.ndarray, youden_at: np.ndarray,
-              weights: np.ndarray) -> dict[str, np.ndarray]:
+def _per_task(
+    labels: np.ndarray, probs: np.ndarray, f1_at: np.ndarray, youden_at: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
     groups = [wm.tie_groups(probs[:, i], labels[:, i], weights) for i in range(labels.shape[1])]
     out = {
         "auroc": np.stack([wm.auroc_from_groups(*g) for g in groups], axis=1),
@@ -57,8 +58,9 @@ class RunMetrics:
     resampled: dict[str, np.ndarray]
 
 
-def run_metrics(labels: np.ndarray, probs: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None,
-                design: Resampling) -> RunMetrics:
+def run_metrics(
+    labels: np.ndarray, probs: np.ndarray, val: tuple[np.ndarray, np.ndarray] | None, design: Resampling
+) -> RunMetrics:
     """Metrics of one run's test predictions; F1 and balanced-accuracy thresholds chosen on `val`
     (labels, probs) per task, or 0.5 without validation predictions."""
     t = labels.shape[1]
@@ -88,8 +90,9 @@ class VariantMetrics:
         """(observed (T,), resampled (B, T)) seed averages of a metric over `seeds` (default: all)."""
         chosen = self.seeds() if seeds is None else seeds
         observed = np.mean([self.by_seed[s].observed[metric] for s in chosen], axis=0)
-        resampled = seed_average({s: self.by_seed[s].resampled[metric] for s in chosen}, self.design.seeds,
-                                 self.design.seed_counts)
+        resampled = seed_average(
+            {s: self.by_seed[s].resampled[metric] for s in chosen}, self.design.seeds, self.design.seed_counts
+        )
         return observed, resampled
 
     def statistic(self, metric: str, seeds: list[int] | None = None) -> tuple[float, np.ndarray]:

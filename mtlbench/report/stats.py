@@ -118,7 +118,7 @@ class Resampling:
         """Image weights (b, N) of successive chunks of resamples: patient draw counts mapped to images."""
         rng = np.random.default_rng([self.rng_seed, 0])
         k = self.patients
-        for size in np.diff(np.r_[0:self.resamples:CHUNK, self.resamples]):
+        for size in np.diff(np.r_[0 : self.resamples : CHUNK, self.resamples]):
             counts = rng.multinomial(k, np.full(k, 1.0 / k), size=int(size)).astype(np.float64)
             yield counts[:, self.patient_index]
 
@@ -157,8 +157,9 @@ def bootstrap_difference(observed: float, resampled: np.ndarray) -> Difference:
     low, high = np.percentile(d, [2.5, 97.5])
     tail = min(np.sum(d <= 0), np.sum(d >= 0))
     b = d.size
-    return Difference(float(observed), float(low), float(high), float(min(1.0, 2 * (tail + 1) / (b + 1))), b,
-                      p_floor=2 / (b + 1))
+    return Difference(
+        float(observed), float(low), float(high), float(min(1.0, 2 * (tail + 1) / (b + 1))), b, p_floor=2 / (b + 1)
+    )
 
 
 def bootstrap_interval(observed: float, resampled: np.ndarray) -> Difference:

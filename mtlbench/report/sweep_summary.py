@@ -12,8 +12,14 @@ from typing import Sequence
 
 import numpy as np
 
-from mtlbench.report.leaderboard import (ALPHA, DEFAULT_MIN_POSITIVES, DEFAULT_REFERENCE, Leaderboard, leaderboard,
-                                         timing_notes)
+from mtlbench.report.leaderboard import (
+    ALPHA,
+    DEFAULT_MIN_POSITIVES,
+    DEFAULT_REFERENCE,
+    Leaderboard,
+    leaderboard,
+    timing_notes,
+)
 from mtlbench.report.load import load_protocols
 from mtlbench.report.table import BOLD_RULE, format_p, table_notes
 
@@ -29,8 +35,13 @@ class SweepComparison:
     notes: list[str]
 
 
-def compare_sweep(results: Path, run_ids: Sequence[int], reference: str = DEFAULT_REFERENCE,
-                  min_positives: int = DEFAULT_MIN_POSITIVES, resamples: int = SUMMARY_RESAMPLES) -> SweepComparison:
+def compare_sweep(
+    results: Path,
+    run_ids: Sequence[int],
+    reference: str = DEFAULT_REFERENCE,
+    min_positives: int = DEFAULT_MIN_POSITIVES,
+    resamples: int = SUMMARY_RESAMPLES,
+) -> SweepComparison:
     """The sweep's runs (`run_ids`) compared as the report compares them, on the protocol holding most of them."""
     ids = set(int(i) for i in run_ids)
     protocols = [p for p in load_protocols(results) if ids & set(p.runs["run_id"].astype(int))]
@@ -39,8 +50,7 @@ def compare_sweep(results: Path, run_ids: Sequence[int], reference: str = DEFAUL
     protocol = max(protocols, key=lambda p: len(ids & set(p.runs["run_id"].astype(int))))
     protocol.runs = protocol.runs[protocol.runs["run_id"].astype(int).isin(ids)]
     board = leaderboard(protocol, protocol.reference_variant(reference), resamples, min_positives)
-    return SweepComparison(_cells(board, "auroc", 3), _cells(board, "delta_auroc", 3, signed=True),
-                           sweep_notes(board))
+    return SweepComparison(_cells(board, "auroc", 3), _cells(board, "delta_auroc", 3, signed=True), sweep_notes(board))
 
 
 def _cells(board: Leaderboard, metric: str, digits: int, signed: bool = False) -> dict[str, str]:
@@ -65,11 +75,13 @@ def sweep_notes(board: Leaderboard) -> list[str]:
     summary table's own: mtlbench.sweep_table)."""
     delta = board.frame[(board.frame["metric"] == "delta_auroc") & board.frame["p_holm"].notna()]
     significant = delta[delta["p_holm"] < ALPHA]
-    verdict = (f"* = differs from {board.reference} with Holm-adjusted p < {ALPHA}: "
-               + ", ".join(f"{v} ({r:+.3f})" for v, r in zip(significant["variant"], significant["value"]))
-               if len(significant) else
-               f"No method differs from {board.reference} beyond this sweep's noise (Holm-adjusted p < {ALPHA}): "
-               "the table is not a ranking.")
+    verdict = (
+        f"* = differs from {board.reference} with Holm-adjusted p < {ALPHA}: "
+        + ", ".join(f"{v} ({r:+.3f})" for v, r in zip(significant["variant"], significant["value"]))
+        if len(significant)
+        else f"No method differs from {board.reference} beyond this sweep's noise (Holm-adjusted p < {ALPHA}): "
+        "the table is not a ranking."
+    )
     skip = {BOLD_RULE.format(alpha=ALPHA), *timing_notes(board.per_run)}
     notes = [n for n in table_notes(board) if n not in skip]
     if not board.eligible.any():

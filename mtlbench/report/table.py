@@ -10,12 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.leaderboard import (ALPHA, TIMING_MARK, Leaderboard, peak_memory, reference_label,
-                                         timing_notes)
+from mtlbench.report.leaderboard import ALPHA, TIMING_MARK, Leaderboard, peak_memory, reference_label, timing_notes
 
 NAN = float("nan")
-BOLD_RULE = ("Bold: better than every other method with Holm-adjusted p < {alpha} on the same resamples; "
-             "no bold where no value is.")
+BOLD_RULE = (
+    "Bold: better than every other method with Holm-adjusted p < {alpha} on the same resamples; "
+    "no bold where no value is."
+)
 
 
 @dataclass(frozen=True)
@@ -35,30 +36,60 @@ COLUMNS = [
     Column("AP", "ap", "test average precision (area under the precision-recall curve), " + MEAN),
     Column("accuracy@0.5", "accuracy", "test accuracy at p > 0.5 (the DeepChest paper's 'overall accuracy'), " + MEAN),
     Column("macro-F1", "macro_f1", "test F1 per task at the threshold that maximizes F1 on validation, " + MEAN),
-    Column("balanced acc.", "balanced_accuracy",
-           "test balanced accuracy per task at the threshold that maximizes Youden's J on validation, " + MEAN),
-    Column("ECE", "ece", "expected calibration error of each task's probability (10 equal-width bins; lower is "
-                         "better), " + MEAN),
+    Column(
+        "balanced acc.",
+        "balanced_accuracy",
+        "test balanced accuracy per task at the threshold that maximizes Youden's J on validation, " + MEAN,
+    ),
+    Column(
+        "ECE",
+        "ece",
+        "expected calibration error of each task's probability (10 equal-width bins; lower is better), " + MEAN,
+    ),
     Column("test loss", "test_loss", "test loss (the training loss function), mean over all tasks and seeds"),
-    Column("Δm% vs {ref}", "delta_m_pct",
-           "mean relative change vs {ref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
-           "[95% interval], Holm-adjusted p over this protocol's methods"),
-    Column("ΔAUROC vs {ref}", "delta_auroc",
-           "mean-AUROC difference vs {ref}, paired by patient and seed ({resamples:,} resamples); [95% interval], "
-           "Holm-adjusted p"),
-    Column("ΔAUROC vs {ref} (seeds)", "delta_auroc_seeds",
-           "paired over seeds: mean difference, [95% t-interval], p (paired t-test; — with fewer than 2 seeds or "
-           "no spread)"),
+    Column(
+        "Δm% vs {ref}",
+        "delta_m_pct",
+        "mean relative change vs {ref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
+        "[95% interval], Holm-adjusted p over this protocol's methods",
+    ),
+    Column(
+        "ΔAUROC vs {ref}",
+        "delta_auroc",
+        "mean-AUROC difference vs {ref}, paired by patient and seed ({resamples:,} resamples); [95% interval], "
+        "Holm-adjusted p",
+    ),
+    Column(
+        "ΔAUROC vs {ref} (seeds)",
+        "delta_auroc_seeds",
+        "paired over seeds: mean difference, [95% t-interval], p (paired t-test; — with fewer than 2 seeds or "
+        "no spread)",
+    ),
     Column("s/epoch", "s_per_epoch", "training time per epoch (s), mean over seeds"),
-    Column("step × {ref}", "step_ratio",
-           "median training-step time ÷ {ref}'s, geometric mean over paired seeds [95% interval]; a pair with a "
-           "run timed on a loaded machine is left out (" + TIMING_MARK + ")"),
+    Column(
+        "step × {ref}",
+        "step_ratio",
+        "median training-step time ÷ {ref}'s, geometric mean over paired seeds [95% interval]; a pair with a "
+        "run timed on a loaded machine is left out (" + TIMING_MARK + ")",
+    ),
     Column("images/s", "images_per_s", "training images per second"),
     Column("memory", None, "peak CUDA memory (MiB) on a GPU; on a CPU peak process RSS (MiB), labeled RSS"),
 ]
-DIGITS = {"auroc": 3, "ap": 3, "accuracy": 3, "macro_f1": 3, "balanced_accuracy": 3, "ece": 3, "test_loss": 4,
-          "delta_m_pct": 2, "delta_auroc": 3, "delta_auroc_seeds": 3, "s_per_epoch": 2, "step_ratio": 2,
-          "images_per_s": 0}
+DIGITS = {
+    "auroc": 3,
+    "ap": 3,
+    "accuracy": 3,
+    "macro_f1": 3,
+    "balanced_accuracy": 3,
+    "ece": 3,
+    "test_loss": 4,
+    "delta_m_pct": 2,
+    "delta_auroc": 3,
+    "delta_auroc_seeds": 3,
+    "s_per_epoch": 2,
+    "step_ratio": 2,
+    "images_per_s": 0,
+}
 SIGNED = ("delta_m_pct", "delta_auroc", "delta_auroc_seeds")
 TIMED = ("s_per_epoch", "step_ratio", "images_per_s")  # cells marked TIMING_MARK where runs were left out
 
@@ -66,8 +97,10 @@ TIMED = ("s_per_epoch", "step_ratio", "images_per_s")  # cells marked TIMING_MAR
 def column_legend(board: Leaderboard) -> dict[str, str]:
     """Header → legend entry, with the reference, the task threshold and the resamples filled in."""
     ref = reference_label(board.reference)
-    return {c.header.format(ref=ref): c.legend.format(ref=ref, resamples=board.resamples, min_pos=board.min_positives)
-            for c in COLUMNS}
+    return {
+        c.header.format(ref=ref): c.legend.format(ref=ref, resamples=board.resamples, min_pos=board.min_positives)
+        for c in COLUMNS
+    }
 
 
 def format_p(p: float, n: int, bootstrap: bool) -> str:
@@ -86,6 +119,7 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
     reference_excluded = (board.reference, "timing_excluded") in frame.index
     rows = []
     for variant in board.variants():
+
         def get(metric: str, column: str = "value", variant: str = variant) -> float:
             key = (variant, metric)
             return float(frame.at[key, column]) if key in frame.index else NAN
@@ -114,20 +148,31 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
 
         memory, kind = peak_memory(values, variant)
         complete = int(get("runs_complete")) if np.isfinite(get("runs_complete")) else 0
-        others = [(m.removeprefix("runs_"), int(c)) for (v, m), c in frame["value"].items()
-                  if v == variant and m.startswith("runs_") and m != "runs_complete"]
-        shown = {"runs": f"{complete}/{complete + sum(c for _, c in others)}"
-                         + (f" ({', '.join(f'{c} {s}' for s, c in others)})" if others else ""),
-                 "memory": f"{memory:.0f} {kind}" if np.isfinite(memory) else "—"}
-        rows.append({"method": variant, **{c.header.format(ref=ref): shown[c.header] if c.metric is None
-                                           else cell(c.metric) for c in COLUMNS}})
+        others = [
+            (m.removeprefix("runs_"), int(c))
+            for (v, m), c in frame["value"].items()
+            if v == variant and m.startswith("runs_") and m != "runs_complete"
+        ]
+        shown = {
+            "runs": f"{complete}/{complete + sum(c for _, c in others)}"
+            + (f" ({', '.join(f'{c} {s}' for s, c in others)})" if others else ""),
+            "memory": f"{memory:.0f} {kind}" if np.isfinite(memory) else "—",
+        }
+        rows.append(
+            {
+                "method": variant,
+                **{c.header.format(ref=ref): shown[c.header] if c.metric is None else cell(c.metric) for c in COLUMNS},
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def per_task_table(board: Leaderboard, metric: str = "auroc") -> pd.DataFrame:
     """Variant × task: the metric's seed mean and [95% interval]; ineligible tasks' headers marked †."""
     chosen = board.per_task[board.per_task["metric"] == metric] if not board.per_task.empty else board.per_task
-    headers = {t: f"{t} ({int(n)}{'' if ok else ' †'})" for t, n, ok in zip(board.tasks, board.positives, board.eligible)}
+    headers = {
+        t: f"{t} ({int(n)}{'' if ok else ' †'})" for t, n, ok in zip(board.tasks, board.positives, board.eligible)
+    }
     rows = []
     for variant in board.variants():
         mine = chosen[chosen["variant"] == variant].set_index("task") if not chosen.empty else chosen
@@ -135,8 +180,9 @@ def per_task_table(board: Leaderboard, metric: str = "auroc") -> pd.DataFrame:
         for task in board.tasks:
             if task in getattr(mine, "index", []):
                 r = mine.loc[task]
-                row[headers[task]] = (f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]" if np.isfinite(r["lo"])
-                                      else _f(r["value"], 3))
+                row[headers[task]] = (
+                    f"{r['value']:.3f} [{r['lo']:.3f}, {r['hi']:.3f}]" if np.isfinite(r["lo"]) else _f(r["value"], 3)
+                )
             else:
                 row[headers[task]] = "—"
         rows.append(row)
@@ -150,20 +196,27 @@ def table_notes(board: Leaderboard) -> list[str]:
     notes = []
     left = board.left_out()
     if left and len(left) == len(board.tasks):
-        notes.append(f"No task has {board.min_positives} test positives (--min-positives), so no mean over tasks is "
-                     "shown and methods cannot be compared on this test split: "
-                     + ", ".join(f"{t} ({n})" for t, n in left) + ".")
+        notes.append(
+            f"No task has {board.min_positives} test positives (--min-positives), so no mean over tasks is "
+            "shown and methods cannot be compared on this test split: " + ", ".join(f"{t} ({n})" for t, n in left) + "."
+        )
     elif left:
-        notes.append(f"Means leave out {len(left)} task(s) with fewer than {board.min_positives} test positives "
-                     f"(--min-positives): " + ", ".join(f"{t} ({n})" for t, n in left) + ".")
+        notes.append(
+            f"Means leave out {len(left)} task(s) with fewer than {board.min_positives} test positives "
+            f"(--min-positives): " + ", ".join(f"{t} ({n})" for t, n in left) + "."
+        )
     else:
         notes.append(f"Every task has at least {board.min_positives} test positives; means cover all of them.")
     seeds = len(board.seeds)
     notes.append(
         f"Intervals: {board.resamples:,} bootstrap resamples of the {board.patients:,} test patients"
-        + (f" and the {seeds} seeds jointly" if seeds > 1 else
-           " (one seed: the intervals show test-set sampling only; variation over seeds is not measured)")
-        + ". Holm adjustment over this protocol's methods, per column.")
+        + (
+            f" and the {seeds} seeds jointly"
+            if seeds > 1
+            else " (one seed: the intervals show test-set sampling only; variation over seeds is not measured)"
+        )
+        + ". Holm adjustment over this protocol's methods, per column."
+    )
     notes.append(BOLD_RULE.format(alpha=ALPHA))
     notes += timing_notes(board.per_run)
     frame = board.frame.set_index(["variant", "metric"])
@@ -171,9 +224,11 @@ def table_notes(board: Leaderboard) -> list[str]:
     if key in frame.index and np.isfinite(frame.at[key, "lo"]):
         half = (frame.at[key, "hi"] - frame.at[key, "lo"]) / 2
         sd = frame.at[key, "sd"]
-        notes.append(f"Noise floor: {ref}'s own mean AUROC is uncertain by ±{half:.3f} (95% interval half-width)"
-                     + (f", sd over seeds {sd:.3f}" if np.isfinite(sd) else "")
-                     + "; a difference between methods smaller than that is not evidence of a better method.")
+        notes.append(
+            f"Noise floor: {ref}'s own mean AUROC is uncertain by ±{half:.3f} (95% interval half-width)"
+            + (f", sd over seeds {sd:.3f}" if np.isfinite(sd) else "")
+            + "; a difference between methods smaller than that is not evidence of a better method."
+        )
     return notes
 
 

@@ -22,7 +22,8 @@ EXPLANATION = (
     "(learning rate and weight decay from one grid for every method, and the method's own hyperparameters; the "
     "whole grid when it is no larger, else the defaults and seeded random draws), each trained with the trial "
     "seed. The trial with the highest validation mean AUROC (at its selected epoch) was selected (✓) and run with "
-    "the leaderboard's seeds. Selection never read the test split, and no trial's test metrics are shown.")
+    "the leaderboard's seeds. Selection never read the test split, and no trial's test metrics are shown."
+)
 
 
 def tuning_frame(results: Path, dataset: str | None = None, methods: list[str] | None = None) -> pd.DataFrame:
@@ -40,32 +41,39 @@ def tuning_frame(results: Path, dataset: str | None = None, methods: list[str] |
         merged = merged[merged["dataset"] == dataset]
     if methods:
         merged = merged[merged["method"].isin(methods)]
-    frame = pd.DataFrame({
-        "method": merged["method"],
-        "budget": merged["budget"].astype(int),
-        "trial_seed": merged["trial_seed"].astype(int),
-        "trial": merged["idx"].astype(int) + 1,
-        "configuration": [Point.from_json(v).label(m) for v, m in zip(merged["values_json"], merged["method"])],
-        "status": merged["status"].fillna("not run"),
-        "val_auroc": pd.to_numeric(merged["val_auroc"], errors="coerce"),
-        "selected": merged["selected"].astype(bool),
-        "study": merged["study"],
-    })
+    frame = pd.DataFrame(
+        {
+            "method": merged["method"],
+            "budget": merged["budget"].astype(int),
+            "trial_seed": merged["trial_seed"].astype(int),
+            "trial": merged["idx"].astype(int) + 1,
+            "configuration": [Point.from_json(v).label(m) for v, m in zip(merged["values_json"], merged["method"])],
+            "status": merged["status"].fillna("not run"),
+            "val_auroc": pd.to_numeric(merged["val_auroc"], errors="coerce"),
+            "selected": merged["selected"].astype(bool),
+            "study": merged["study"],
+        }
+    )
     order = list(dict.fromkeys(frame["method"]))
     frame = frame.assign(_m=[order.index(m) for m in frame["method"]])
-    frame = frame.sort_values(["_m", "budget", "trial_seed", "study", "val_auroc", "trial"],
-                              ascending=[True, True, True, True, False, True], na_position="last")
+    frame = frame.sort_values(
+        ["_m", "budget", "trial_seed", "study", "val_auroc", "trial"],
+        ascending=[True, True, True, True, False, True],
+        na_position="last",
+    )
     return frame.drop(columns="_m").reset_index(drop=True)[COLUMNS]
 
 
 def tuning_table(frame: pd.DataFrame) -> pd.DataFrame:
     """`tuning_frame` formatted for the report."""
-    return pd.DataFrame({
-        "method": frame["method"],
-        "budget": [f"{b} (trial seed {s})" for b, s in zip(frame["budget"], frame["trial_seed"])],
-        "trial": frame["trial"],
-        "configuration": frame["configuration"],
-        "status": frame["status"],
-        "val AUROC": ["—" if not np.isfinite(v) else f"{v:.4f}" for v in frame["val_auroc"]],
-        "selected": ["✓" if s else "" for s in frame["selected"]],
-    })
+    return pd.DataFrame(
+        {
+            "method": frame["method"],
+            "budget": [f"{b} (trial seed {s})" for b, s in zip(frame["budget"], frame["trial_seed"])],
+            "trial": frame["trial"],
+            "configuration": frame["configuration"],
+            "status": frame["status"],
+            "val AUROC": ["—" if not np.isfinite(v) else f"{v:.4f}" for v in frame["val_auroc"]],
+            "selected": ["✓" if s else "" for s in frame["selected"]],
+        }
+    )

@@ -81,8 +81,10 @@ def confusion(labels: np.ndarray, predicted: np.ndarray, weights: np.ndarray) ->
     """
     y, p = np.asarray(labels, bool), np.asarray(predicted, bool)
     w = np.atleast_2d(weights)
-    return {name: w @ mask.astype(np.float64)
-            for name, mask in (("tp", y & p), ("fp", ~y & p), ("fn", y & ~p), ("tn", ~y & ~p))}
+    return {
+        name: w @ mask.astype(np.float64)
+        for name, mask in (("tp", y & p), ("fp", ~y & p), ("fn", y & ~p), ("tn", ~y & ~p))
+    }
 
 
 def accuracy(counts: dict[str, np.ndarray]) -> np.ndarray:
@@ -106,8 +108,9 @@ def balanced_accuracy(counts: dict[str, np.ndarray]) -> np.ndarray:
         return np.where((pos > 0) & (neg > 0), 0.5 * (counts["tp"] / pos + counts["tn"] / neg), np.nan)
 
 
-def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, weights: np.ndarray,
-                               bins: int = ECE_BINS) -> np.ndarray:
+def expected_calibration_error(
+    labels: np.ndarray, probs: np.ndarray, weights: np.ndarray, bins: int = ECE_BINS
+) -> np.ndarray:
     """ECE of each task's positive-class probability per row of `weights`, (B, T).
 
     Equal-width bins on [0, 1] (Naeini et al., AAAI 2015; Guo et al., ICML 2017, eq. 3 for one
@@ -124,8 +127,9 @@ def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, weights: n
         return out / w.sum(axis=1, keepdims=True)
 
 
-def reliability_curve(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def reliability_curve(
+    labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(mean probability, observed frequency, count) per equal-width bin of one task's probabilities;
     NaN where a bin is empty (the reliability diagram's points)."""
     y, p = np.asarray(labels, np.float64), np.asarray(probs, np.float64)

@@ -17,12 +17,37 @@ method's name.
 """
 
 from mtlbench.training.evaluation import evaluate
-from mtlbench.training.factories import (ModelFactory, build_method, build_model, build_optimizer, build_schedule, resolve_device,
-                                         resolve_runtime)
+from mtlbench.training.factories import (
+    ModelFactory,
+    build_method,
+    build_model,
+    build_optimizer,
+    build_schedule,
+    resolve_device,
+    resolve_runtime,
+)
 from mtlbench.training.loop import DIVERGENCE_CHECK_EVERY, RunReporter
 from mtlbench.training.run import RunResult, SilentReporter, is_out_of_memory, release_memory, train_run
 from mtlbench.training.step import StepRecord, batch_losses, training_step, warm_up
 
-__all__ = ["DIVERGENCE_CHECK_EVERY", "ModelFactory", "RunReporter", "RunResult", "SilentReporter", "StepRecord", "batch_losses",
-           "build_method", "build_model", "build_optimizer", "build_schedule", "evaluate", "is_out_of_memory",
-           "release_memory", "resolve_device", "resolve_runtime", "train_run", "training_step", "warm_up"]
+__all__ = [
+    "DIVERGENCE_CHECK_EVERY",
+    "ModelFactory",
+    "RunReporter",
+    "RunResult",
+    "SilentReporter",
+    "StepRecord",
+    "batch_losses",
+    "build_method",
+    "build_model",
+    "build_optimizer",
+    "build_schedule",
+    "evaluate",
+    "is_out_of_memory",
+    "release_memory",
+    "resolve_device",
+    "resolve_runtime",
+    "train_run",
+    "training_step",
+    "warm_up",
+]

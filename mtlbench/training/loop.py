@@ -57,8 +57,9 @@ class EpochMeter:
         z = lambda: torch.zeros(self.num_tasks, device=self.device, dtype=torch.float64)  # noqa: E731
         self.loss_sum, self.correct, self.weight_sum = z(), z(), z()
 
-    def add(self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None,
-            keep_step: bool) -> None:
+    def add(
+        self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, keep_step: bool
+    ) -> None:
         """Accumulate one step's per-task losses, correct predictions and weights (if the method gave any)."""
         b = y.shape[0]
         self.loss_sum += losses.detach().double() * b
@@ -71,8 +72,6 @@ class EpochMeter:
                 self.step_weights.append(w)
         self.seen += b
         self.steps += 1
-
-
 
 
 @dataclass
@@ -117,15 +116,26 @@ class RunLoop:
         meter = EpochMeter(len(self.data.task_names), device)
         t_epoch = costs.now(device)
         self.load.start()
-        for x, y in train_batches(self.train_split, config.batch_size, config.seed, epoch, device,
-                                  config.normalize_mean, config.normalize_std, config.augment, config.hflip):
+        for x, y in train_batches(
+            self.train_split,
+            config.batch_size,
+            config.seed,
+            epoch,
+            device,
+            config.normalize_mean,
+            config.normalize_std,
+            config.augment,
+            config.hflip,
+        ):
             self.timer.start()
-            rec = training_step(parts.model, parts.method, parts.optimizer, x, y, config, state.global_step, epoch,
-                                device, self.timer)
+            rec = training_step(
+                parts.model, parts.method, parts.optimizer, x, y, config, state.global_step, epoch, device, self.timer
+            )
             parts.schedule.step()
             bad = ~torch.isfinite(rec.losses).all()
-            self.bad_step = torch.where(bad & (self.bad_step < 0), torch.full_like(self.bad_step, state.global_step),
-                                        self.bad_step)
+            self.bad_step = torch.where(
+                bad & (self.bad_step < 0), torch.full_like(self.bad_step, state.global_step), self.bad_step
+            )
             meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.weights, self.per_step_weights)
             self.timer.end()
             state.global_step += 1
@@ -154,20 +164,29 @@ class RunLoop:
         val_auroc = val.mean()["auroc"]
         self.reporter.end_epoch(epoch, val_auroc)
         self.select(epoch, val, val_probs)
-        parts.method.end_epoch(EpochStats(
-            epoch=epoch,
-            train_loss=torch.from_numpy(train_loss),
-            train_accuracy=torch.from_numpy(train_acc),
-            val_loss=torch.from_numpy(val.loss),
-            val_accuracy=torch.from_numpy(val.accuracy),
-            val_auroc=torch.from_numpy(val.auroc),
-        ))
+        parts.method.end_epoch(
+            EpochStats(
+                epoch=epoch,
+                train_loss=torch.from_numpy(train_loss),
+                train_accuracy=torch.from_numpy(train_acc),
+                val_loss=torch.from_numpy(val.loss),
+                val_accuracy=torch.from_numpy(val.accuracy),
+                val_auroc=torch.from_numpy(val.auroc),
+            )
+        )
         state.epoch = epoch + 1
         if state.epoch < config.epochs:  # after the last epoch only the test remains: no checkpoint
-            checkpoint.save_checkpoint(self.ckpt_path, checkpoint_payload(
-                parts, replace(state, wall_s=self.wall_s(), peak_cuda_mb=self.peak_cuda_mb(),
-                               peak_rss_mb=self.peak_rss_mb()),
-                self.run_id, config.config_hash()))
+            checkpoint.save_checkpoint(
+                self.ckpt_path,
+                checkpoint_payload(
+                    parts,
+                    replace(
+                        state, wall_s=self.wall_s(), peak_cuda_mb=self.peak_cuda_mb(), peak_rss_mb=self.peak_rss_mb()
+                    ),
+                    self.run_id,
+                    config.config_hash(),
+                ),
+            )
 
     def weights_of(self, meter: EpochMeter) -> tuple[np.ndarray | None, tuple[list[int], np.ndarray] | None]:
         """The epoch's mean weights and, when logged per step, (global steps, weights)."""
@@ -201,16 +220,30 @@ class RunLoop:
         unreliable, reason = machine_load.timing_reliability(state.other_cpu_s, state.capacity_s, self.load.measurable)
         run_costs = dict(
             device=device_name(device),
-            wall_s=wall_s, train_s=state.train_s, eval_s=state.eval_s,
-            median_step_s=warm_median(state.step_times), median_method_s=warm_median(state.method_times),
+            wall_s=wall_s,
+            train_s=state.train_s,
+            eval_s=state.eval_s,
+            median_step_s=warm_median(state.step_times),
+            median_method_s=warm_median(state.method_times),
             median_step_cpu_s=warm_median(state.step_cpu_times),
             images_per_s=state.global_step * config.batch_size / state.train_s if state.train_s > 0 else None,
-            peak_cuda_mb=cuda_mb, peak_rss_mb=rss_mb, rss_scope=rss_scope,
+            peak_cuda_mb=cuda_mb,
+            peak_rss_mb=rss_mb,
+            rss_scope=rss_scope,
             other_load=machine_load.other_load(state.other_cpu_s, state.capacity_s),
-            unreliable=unreliable, unreliable_reason=reason,
+            unreliable=unreliable,
+            unreliable_reason=reason,
         )
-        self.sink.complete(state.best_epoch, test, self.data.val, state.best_val_probs.numpy(), self.data.test,
-                           test_probs, run_costs, parts.method.diagnostics())
+        self.sink.complete(
+            state.best_epoch,
+            test,
+            self.data.val,
+            state.best_val_probs.numpy(),
+            self.data.test,
+            test_probs,
+            run_costs,
+            parts.method.diagnostics(),
+        )
         return test, wall_s, cuda_mb, rss_mb
 
     def wall_s(self) -> float:
@@ -229,7 +262,7 @@ class RunLoop:
 def warm_median(times: list[float], warm_up: int = 5) -> float:
     """Median of the steps after the first `warm_up` (only the last step when there are no more than
     `warm_up`); NaN without steps."""
-    return statistics.median(times[min(len(times) - 1, warm_up):]) if times else float("nan")
+    return statistics.median(times[min(len(times) - 1, warm_up) :]) if times else float("nan")
 
 
 def first_bad_step(bad: torch.Tensor) -> int | None:

@@ -56,7 +56,6 @@ class RunResult:
     note: str = ""  # something the user should hear about this cell (e.g. a stored row not trusted)
 
 
-
 def release_memory(device: torch.device) -> None:
     """Return what a finished (or failed) run held: unreachable objects, cached CUDA blocks."""
     gc.collect()
@@ -94,24 +93,42 @@ def train_run(
         raise UserError(f"--batch-size {config.batch_size} is larger than the {len(data.train)} training images")
     run_config = dict(json.loads(config.to_json()), method_params=method.hyperparameters())
     fast_path = backend.configure(device, config.precision, config.deterministic)  # recorded with the environment
-    claim = store.claim_run(key, json.dumps(run_config, sort_keys=True), {**env, **fast_path},
-                            method.weight_scale, owner, force=force)
+    claim = store.claim_run(
+        key, json.dumps(run_config, sort_keys=True), {**env, **fast_path}, method.weight_scale, owner, force=force
+    )
     if claim.action != "run":
         reporter.end_run()
         if claim.action == "busy":
             return RunResult(claim.run_id, config.method, config.seed, "busy", detail="running in another process")
         if claim.status == "complete":
-            return RunResult(claim.run_id, config.method, config.seed, "skipped",
-                             detail="complete run with this config exists")
-        return RunResult(claim.run_id, config.method, config.seed, claim.status,
-                         detail="stored by an earlier sweep (--force reruns it)")
+            return RunResult(
+                claim.run_id, config.method, config.seed, "skipped", detail="complete run with this config exists"
+            )
+        return RunResult(
+            claim.run_id,
+            config.method,
+            config.seed,
+            claim.status,
+            detail="stored by an earlier sweep (--force reruns it)",
+        )
     run_id = claim.run_id
     ckpt_path = checkpoint.checkpoint_path(store.path, key.config_hash)
     store.set_data_info(run_id, data.info)
     try:
         with Heartbeat(store.path, run_id, owner):
-            result = _train(config, data, store, run_id, owner, device, reporter, ckpt_path, claim.taken_over,
-                            claim.note, model_factory)
+            result = _train(
+                config,
+                data,
+                store,
+                run_id,
+                owner,
+                device,
+                reporter,
+                ckpt_path,
+                claim.taken_over,
+                claim.note,
+                model_factory,
+            )
         return replace(result, note=claim.note) if claim.note else result
     except ClaimLost as exc:  # another process runs it now: write nothing more
         return RunResult(run_id, config.method, config.seed, "busy", detail=str(exc))
@@ -130,12 +147,25 @@ def train_run(
             return RunResult(run_id, config.method, config.seed, "failed", detail=f"{type(exc).__name__}: {exc}")
         memory = _peak_memory_text(device)
         message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        store.set_costs(run_id, dict(device=device_name(device), peak_cuda_mb=costs.peak_cuda_mb(device),
-                                     peak_rss_mb=costs.peak_rss_mb(), rss_scope="run"))
+        store.set_costs(
+            run_id,
+            dict(
+                device=device_name(device),
+                peak_cuda_mb=costs.peak_cuda_mb(device),
+                peak_rss_mb=costs.peak_rss_mb(),
+                rss_scope="run",
+            ),
+        )
         store.finish_run(run_id, "oom", error=f"out of memory after reaching {memory}: {message}")
         checkpoint.remove_checkpoint(ckpt_path)
-        return RunResult(run_id, config.method, config.seed, "oom", peak_memory=memory,
-                         detail=f"out of memory after reaching {memory}")
+        return RunResult(
+            run_id,
+            config.method,
+            config.seed,
+            "oom",
+            peak_memory=memory,
+            detail=f"out of memory after reaching {memory}",
+        )
     finally:
         reporter.end_run()
 
@@ -156,8 +186,6 @@ def _peak_memory_text(device: torch.device) -> str:
     return f"{cuda_mb:.0f} MiB CUDA" if cuda_mb is not None else f"{costs.peak_rss_mb():.0f} MiB RSS"
 
 
-
-
 def _train(
     config: RunConfig,
     data: DatasetBundle,
@@ -174,16 +202,20 @@ def _train(
     """Start (or resume) the claimed run, train it, test it, store it."""
     rss_scope = costs.reset_peaks(device)
     n_steps = steps_per_epoch(len(data.train), config.batch_size)
-    parts, state, note = start_or_resume(config, data.task_names, device, n_steps, store, run_id, ckpt_path,
-                                         taken_over, model_factory)
+    parts, state, note = start_or_resume(
+        config, data.task_names, device, n_steps, store, run_id, ckpt_path, taken_over, model_factory
+    )
     note = f" ({claim_note}){note}" if claim_note else note
-    loop = RunLoop(config, data, parts, state, StoreSink(store, run_id, owner, data.task_names), reporter, ckpt_path,
-                   run_id)
+    loop = RunLoop(
+        config, data, parts, state, StoreSink(store, run_id, owner, data.task_names), reporter, ckpt_path, run_id
+    )
     reporter.start_run(f"{config.method} seed {config.seed}{note}", config.epochs, n_steps, state.epoch)
     diverged_at = loop.run()
     if diverged_at is not None:
         checkpoint.remove_checkpoint(ckpt_path)
-        return RunResult(run_id, config.method, config.seed, "diverged", detail=f"non-finite loss at step {diverged_at}")
+        return RunResult(
+            run_id, config.method, config.seed, "diverged", detail=f"non-finite loss at step {diverged_at}"
+        )
     test, wall_s, cuda_mb, rss_mb = loop.test_and_store(rss_scope)
     checkpoint.remove_checkpoint(ckpt_path)
     means = test.mean()

@@ -34,9 +34,17 @@ class RunSink(Protocol):
 
     def epoch(self, record: EpochRecord) -> None: ...
     def diverged(self, step: int, diagnostics: dict[str, float]) -> None: ...
-    def complete(self, selected_epoch: int, test: TaskMetrics, val_split: Split, val_probs: np.ndarray,
-                 test_split: Split, test_probs: np.ndarray, costs: dict[str, Any],
-                 diagnostics: dict[str, float]) -> None: ...
+    def complete(
+        self,
+        selected_epoch: int,
+        test: TaskMetrics,
+        val_split: Split,
+        val_probs: np.ndarray,
+        test_split: Split,
+        test_probs: np.ndarray,
+        costs: dict[str, Any],
+        diagnostics: dict[str, float],
+    ) -> None: ...
 
 
 @dataclass
@@ -69,18 +77,28 @@ class StoreSink:
             s.set_diagnostics(rid, diagnostics)
             s.finish_run(rid, "diverged", diverged_step=step, error="non-finite loss")
 
-    def complete(self, selected_epoch: int, test: TaskMetrics, val_split: Split, val_probs: np.ndarray,
-                 test_split: Split, test_probs: np.ndarray, costs: dict[str, Any],
-                 diagnostics: dict[str, float]) -> None:
+    def complete(
+        self,
+        selected_epoch: int,
+        test: TaskMetrics,
+        val_split: Split,
+        val_probs: np.ndarray,
+        test_split: Split,
+        test_probs: np.ndarray,
+        costs: dict[str, Any],
+        diagnostics: dict[str, float],
+    ) -> None:
         """The result lands whole or not at all."""
         s, rid = self.store, self.run_id
         with s.transaction(immediate=True):
             s.assert_owner(rid, self.owner)
             s.add_metrics(rid, "test", selected_epoch, self.tasks, test)
-            s.add_predictions(rid, "val", selected_epoch, val_split.image_ids, val_split.labels, val_probs,
-                              val_split.patient_ids)
-            s.add_predictions(rid, "test", selected_epoch, test_split.image_ids, test_split.labels, test_probs,
-                              test_split.patient_ids)
+            s.add_predictions(
+                rid, "val", selected_epoch, val_split.image_ids, val_split.labels, val_probs, val_split.patient_ids
+            )
+            s.add_predictions(
+                rid, "test", selected_epoch, test_split.image_ids, test_split.labels, test_probs, test_split.patient_ids
+            )
             s.set_costs(rid, costs)
             s.set_diagnostics(rid, diagnostics)
             s.finish_run(rid, "complete", selected_epoch=selected_epoch)

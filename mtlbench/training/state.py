@@ -85,9 +85,11 @@ def restore(parts: RunParts, payload: dict[str, Any]) -> LoopState:
     return loop
 
 
-
 def fresh_parts(
-    config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
+    config: RunConfig,
+    tasks: tuple[str, ...],
+    device: torch.device,
+    n_steps: int,
     model_factory: ModelFactory | None = None,
 ) -> RunParts:
     """Model, optimizer, schedule and method as every run of this seed starts them."""
@@ -100,8 +102,14 @@ def fresh_parts(
 
 
 def start_or_resume(
-    config: RunConfig, tasks: tuple[str, ...], device: torch.device, n_steps: int,
-    store: ResultsStore, run_id: int, ckpt_path: Path, taken_over: bool,
+    config: RunConfig,
+    tasks: tuple[str, ...],
+    device: torch.device,
+    n_steps: int,
+    store: ResultsStore,
+    run_id: int,
+    ckpt_path: Path,
+    taken_over: bool,
     model_factory: ModelFactory | None = None,
 ) -> tuple[RunParts, LoopState, str]:
     """Fresh parts, or, for a taken-over run with a usable checkpoint, the parts and loop state it saved.

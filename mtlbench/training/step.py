@@ -75,8 +75,9 @@ def training_step(
 
 
 @torch.no_grad()
-def batch_losses(model: HarnessModel, x: torch.Tensor, y: torch.Tensor, config: RunConfig,
-                 device: torch.device) -> torch.Tensor:
+def batch_losses(
+    model: HarnessModel, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: torch.device
+) -> torch.Tensor:
     """The per-task losses (T,) of a batch at the model's current parameters, without a graph.
 
     The model stays in its mode: in training mode, as FAMO's authors re-evaluate (their CelebA
@@ -85,7 +86,6 @@ def batch_losses(model: HarnessModel, x: torch.Tensor, y: torch.Tensor, config: 
     with backend.autocast(config.precision, device):
         _, logits = model(x)
     return per_task_losses(backend.at_least_float32(logits), y, config.head)
-
 
 
 def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps: int = 10) -> None:
@@ -101,15 +101,27 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     method = build_method(ew, data.task_names).to(device)
     optimizer = build_optimizer(ew, model, method)
     split = DeviceSplit.from_split(data.train, device)
-    batch = next(train_batches(split, min(config.batch_size, len(split)), 0, 0, device,
-                               config.normalize_mean, config.normalize_std, config.augment, config.hflip))
+    batch = next(
+        train_batches(
+            split,
+            min(config.batch_size, len(split)),
+            0,
+            0,
+            device,
+            config.normalize_mean,
+            config.normalize_std,
+            config.augment,
+            config.hflip,
+        )
+    )
     model.train()
     for step in range(steps):
         training_step(model, method, optimizer, *batch, ew, step, 0, device)
     batch_losses(model, *batch, ew, device)  # a gradient-free training-mode forward, as a re-evaluating method makes
     with torch.no_grad(), backend.autocast(ew.precision, device):  # the evaluation batch shape too
         model.eval()
-        eval_batch = next(eval_batches(split, config.eval_batch_size, device, config.normalize_mean,
-                                       config.normalize_std))
+        eval_batch = next(
+            eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std)
+        )
         model(eval_batch[0])
     costs.now(device)
