@@ -11,7 +11,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from mtlbench.report.leaderboard import RELIABLE, TIMING_MARK, UNKNOWN, UNRELIABLE, timing_notes
+from mtlbench.report.per_run import RELIABLE, TIMING_MARK, UNKNOWN, UNRELIABLE, timing_notes
 from mtlbench.report.sweep_summary import compare_sweep
 from mtlbench.results import readers
 from mtlbench.results.store import ResultsStore

@@ -27,7 +27,8 @@ from mtlbench.machine_load import (
     timing_reliability,
 )
 from mtlbench.task_metrics import TaskMetrics
-from mtlbench.report.leaderboard import TIMING_MARK, leaderboard, timed_runs
+from mtlbench.report.leaderboard import leaderboard
+from mtlbench.report.per_run import TIMING_MARK, timed_runs
 from mtlbench.report.load import load_protocols
 from mtlbench.report.paper_check import check_claims
 from mtlbench.report.table import display_table, table_notes

@@ -19,7 +19,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from mtlbench.report.leaderboard import Leaderboard, peak_memory, reference_label  # noqa: E402
+from mtlbench.report.leaderboard import Leaderboard, reference_label  # noqa: E402
+from mtlbench.report.per_run import peak_memory  # noqa: E402
 from mtlbench.report.load import Protocol  # noqa: E402
 from mtlbench.report.weighted_metrics import reliability_curve  # noqa: E402
 from mtlbench.tasks import TASK_NAMES  # noqa: E402

@@ -10,7 +10,8 @@ import pandas as pd
 
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
-from mtlbench.report.leaderboard import UNKNOWN, UNRELIABLE, Leaderboard, peak_memory, timed_runs
+from mtlbench.report.leaderboard import Leaderboard
+from mtlbench.report.per_run import UNKNOWN, UNRELIABLE, peak_memory, timed_runs
 from mtlbench.report.stats import Difference, paired_t
 
 DEEPCHEST = "deepchest"

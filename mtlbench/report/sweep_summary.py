@@ -18,8 +18,8 @@ from mtlbench.report.leaderboard import (
     DEFAULT_REFERENCE,
     Leaderboard,
     leaderboard,
-    timing_notes,
 )
+from mtlbench.report.per_run import timing_notes
 from mtlbench.report.load import load_protocols
 from mtlbench.report.table import BOLD_RULE, format_p, table_notes
 

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.leaderboard import ALPHA, TIMING_MARK, Leaderboard, peak_memory, reference_label, timing_notes
+from mtlbench.report.leaderboard import ALPHA, Leaderboard, reference_label
+from mtlbench.report.per_run import TIMING_MARK, peak_memory, timing_notes
 
 NAN = float("nan")
 BOLD_RULE = (
