@@ -332,8 +332,9 @@ def test_the_shown_table_formats_the_frame(report) -> None:
         row = frame.loc[(method, metric)]
         f = (lambda x: f"{x:+.{digits}f}") if signed else (lambda x: f"{x:.{digits}f}")
         text = f(row["value"]) + (f" [{f(row['lo'])}, {f(row['hi'])}]" if np.isfinite(row["lo"]) else "")
-        if p and np.isfinite(row[p]):
-            text += f" p={row[p]:.2g}"
+        if p and np.isfinite(row[p]):  # the raw p at the bootstrap's limit (2 / (B + 1)): adjusted or not, a bound
+            bound = p == "p_holm" and row["p"] <= 2 / (row["n"] + 1) * (1 + 1e-9)  # "p": a paired t, exact
+            text += f" p{'≤' if bound else '='}{row[p]:.2g}"
         return f"**{text}**" if row["best"] else text
 
     assert list(table.columns) == [

@@ -65,7 +65,7 @@ def _cells(board: Leaderboard, metric: str, digits: int, signed: bool = False) -
             text += f" [{fmt.format(r['lo'])}, {fmt.format(r['hi'])}]"
         if signed:
             p = r["p_holm"] if np.isfinite(r["p_holm"]) else r["p"]
-            text += format_p(p, int(r["n"]), True) + (" *" if np.isfinite(p) and p < ALPHA else "")
+            text += format_p(p, int(r["n"]), True, r["p"]) + (" *" if np.isfinite(p) and p < ALPHA else "")
         out[str(variant)] = text
     return out
 

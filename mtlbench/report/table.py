@@ -104,11 +104,14 @@ def column_legend(board: Leaderboard) -> dict[str, str]:
     }
 
 
-def format_p(p: float, n: int, bootstrap: bool) -> str:
-    """`p=0.031`; a bootstrap p at its resolution limit (no resample on the far side) as `p≤…`; — when untested."""
+def format_p(p: float, n: int, bootstrap: bool, raw: float | None = None) -> str:
+    """`p=0.031`; — when untested. A bootstrap p whose raw (unadjusted) p `raw` (default: `p` itself) is at its
+    resolution limit, no resample on the far side, is an upper bound: `p≤…`. A Holm-adjusted p inherits that bound
+    (it is a maximum of multiples of raw p's no larger than `raw`, all then at the limit too)."""
     if not np.isfinite(p):
         return ""
-    at_floor = bootstrap and n > 0 and p <= 2 / (n + 1) * (1 + 1e-9)
+    decided_by = p if raw is None else raw
+    at_floor = bootstrap and n > 0 and decided_by <= 2 / (n + 1) * (1 + 1e-9)
     return f" p≤{p:.2g}" if at_floor else f" p={p:.2g}"
 
 
@@ -140,8 +143,8 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
             if np.isfinite(low) and np.isfinite(high):
                 text += f" [{_f(low, digits, signed)}, {_f(high, digits, signed)}]"
             if metric in ("delta_m_pct", "delta_auroc"):
-                p_holm = get(metric, "p_holm")
-                text += format_p(p_holm if np.isfinite(p_holm) else get(metric, "p"), int(get(metric, "n")), True)
+                p_holm, raw = get(metric, "p_holm"), get(metric, "p")
+                text += format_p(p_holm if np.isfinite(p_holm) else raw, int(get(metric, "n")), True, raw)
             elif metric == "delta_auroc_seeds":
                 text += format_p(get(metric, "p"), 0, False)
             key = (variant, metric)  # noqa: B023 (called within this iteration)
