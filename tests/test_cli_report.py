@@ -399,6 +399,19 @@ def test_notes_name_the_left_out_tasks_and_the_resampling(report) -> None:
     assert headers == [f"{t} ({n}{'' if n >= 20 else ' †'})" for t, n in TEST_POSITIVES.items()]
 
 
+def test_a_variant_with_a_failed_seed_says_which_seeds_it_averages(report) -> None:
+    """mgda's seed 2 diverged and graddrop's failed: their columns average seeds 0 and 1, their Δ the same seeds of EW."""
+    _, _, out = report
+    md = " ".join((out / "report.md").read_text().split())
+    for method in ("mgda", "graddrop"):
+        assert (
+            f"- {method}: its columns average seed(s) 0, 1, its complete runs of the protocol's 0, 1, 2; its Δ "
+            "columns and every test of significance involving it compare on the seeds both sides have (against "
+            "EW: 2 seed(s))."
+        ) in md
+    assert "- pcgrad: its columns" not in md
+
+
 def test_runs_that_did_not_complete_are_listed(report) -> None:
     _, _, out = report
     md = (out / "report.md").read_text()

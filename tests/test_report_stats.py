@@ -8,7 +8,7 @@ from scipy import stats
 from sklearn.metrics import roc_auc_score
 
 from mtlbench.report.figures import pareto_front
-from mtlbench.report.leaderboard import patient_of, significantly_best
+from mtlbench.report.leaderboard import patient_of, shared_seeds, significantly_best
 from mtlbench.report.resampled import VariantMetrics, choose_thresholds, run_metrics
 from mtlbench.report.stats import (
     Resampling,
@@ -118,6 +118,34 @@ def test_a_better_method_is_significantly_best_and_identical_ones_are_not() -> N
     assert significantly_best({"a": b.statistic("auroc"), "b": b.statistic("auroc")}, True) is None
     assert significantly_best({"a": a.statistic("ece"), "b": b.statistic("ece")}, False) in ("a", "b", None)
     assert task_mean(np.array([[0.5, np.nan, 0.7]]), np.array([True, True, False]))[0] == 0.5
+
+
+def test_significance_uses_the_pairing_it_is_given() -> None:
+    """The leaderboard pairs two variants on the seeds both have: significantly_best then tests best − other as the
+    pairing returns it, not the candidates' own values (which may average different seeds)."""
+    own = {"a": (0.9, np.full(200, 0.9)), "b": (0.7, np.full(200, 0.7)), "c": (0.6, np.full(200, 0.6))}
+    assert significantly_best(own, True) == "a"
+    asked = []
+
+    def level(best: str, other: str) -> tuple[float, np.ndarray]:  # on shared seeds: no difference at all
+        asked.append((best, other))
+        return 0.0, np.linspace(-0.05, 0.05, 200)
+
+    assert significantly_best(own, True, level) is None
+    assert asked == [("a", "b"), ("a", "c")]
+    assert significantly_best(own, True, lambda x, y: (0.1, np.full(200, 0.1))) == "a"
+    assert significantly_best(own, False, lambda x, y: (-0.1, np.full(200, -0.1))) == "c"  # lower is better
+
+
+def test_shared_seeds_are_those_every_variant_completed() -> None:
+    rng = np.random.default_rng(3)
+    labels = (rng.random((40, 2)) < 0.5).astype(np.uint8)
+    design = Resampling.of(np.arange(40), (0, 1, 2), resamples=10)
+    probs = rng.random((40, 2))
+    a = _variant(labels, {0: probs, 2: probs}, design)
+    b = _variant(labels, {0: probs, 1: probs, 2: probs}, design)
+    c = _variant(labels, {1: probs}, design)
+    assert shared_seeds(a, b) == [0, 2] and shared_seeds(a, b, c) == [] and shared_seeds(b) == [0, 1, 2]
 
 
 def test_patient_of_nih_names() -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -256,7 +257,7 @@ def _relative_rows(
 ) -> list[dict]:
     rows = []
     if mine is not None and ref is not None:
-        shared = sorted(set(mine.seeds()) & set(ref.seeds()))
+        shared = shared_seeds(mine, ref)
         if shared:
             rows.append(_diff_row(variant, "delta_m_pct", delta_m_difference(mine, ref, shared), reference))
             for metric in METRICS:
@@ -296,26 +297,40 @@ def delta_m_difference(a: VariantMetrics, ref: VariantMetrics, seeds: list[int])
     return bootstrap_difference(*delta_m_values(a, ref, seeds))
 
 
-def significantly_best(candidates: dict[str, tuple[float, np.ndarray]], higher: bool) -> str | None:
+def significantly_best(
+    candidates: dict[str, tuple[float, np.ndarray]],
+    higher: bool,
+    paired: Callable[[str, str], tuple[float, np.ndarray]] | None = None,
+) -> str | None:
     """The variant whose observed value is best, if it beats every other one with Holm-adjusted bootstrap
-    p < ALPHA (pairwise differences on the same resamples); None otherwise or with fewer than two."""
+    p < ALPHA; None otherwise or with fewer than two. The differences best − other are `paired(best, other)`
+    (observed, resampled) where given (e.g. on the seeds both have), else those of the candidates' own values
+    on the same resamples."""
     finite = {v: c for v, c in candidates.items() if np.isfinite(c[0])}
     if len(finite) < 2:
         return None
     sign = 1.0 if higher else -1.0
     best = max(finite, key=lambda v: sign * finite[v][0])
-    with np.errstate(invalid="ignore"):  # resamples where a value is undefined (NaN) are dropped
-        p = [
-            bootstrap_difference(sign * (finite[best][0] - o), sign * (finite[best][1] - r)).p
-            for v, (o, r) in finite.items()
-            if v != best
-        ]
+    p = []
+    for v, (o, r) in finite.items():
+        if v == best:
+            continue
+        observed, resampled = paired(best, v) if paired else (finite[best][0] - o, finite[best][1] - r)
+        with np.errstate(invalid="ignore"):  # resamples where a value is undefined (NaN) are dropped
+            p.append(bootstrap_difference(sign * observed, sign * np.asarray(resampled)).p)
     adjusted = holm(np.array(p))
     return best if np.all(adjusted < ALPHA) and np.all(np.isfinite(adjusted)) else None
 
 
+def shared_seeds(*variants: VariantMetrics) -> list[int]:
+    """The seeds every one of `variants` has a complete run of."""
+    return sorted(set.intersection(*(set(v.seeds()) for v in variants)))
+
+
 def _adjust_and_mark(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], reference: str) -> None:
-    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values."""
+    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values.
+    Every pairwise test behind a mark compares two variants on the seeds both have (a variant with a failed
+    seed is compared on its complete ones, against the same seeds of the other)."""
     for metric in frame["metric"].unique():
         rows = frame["metric"] == metric
         if frame.loc[rows, "p"].notna().any():
@@ -323,18 +338,31 @@ def _adjust_and_mark(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], re
     if len(metrics) < 2:
         return
     for metric, higher in METRICS.items():
-        winner = significantly_best({v: m.statistic(metric) for v, m in metrics.items()}, higher)
+
+        def on_shared_seeds(a: str, b: str, metric: str = metric) -> tuple[float, np.ndarray]:
+            seeds = shared_seeds(metrics[a], metrics[b])
+            (oa, ra), (ob, rb) = metrics[a].statistic(metric, seeds), metrics[b].statistic(metric, seeds)
+            return oa - ob, ra - rb
+
+        candidates = {v: m.statistic(metric) for v, m in metrics.items()}
+        winner = significantly_best(candidates, higher, on_shared_seeds)
         if winner is not None:
             frame.loc[(frame["variant"] == winner) & (frame["metric"] == metric), "best"] = True
     if reference in metrics:
         ref = metrics[reference]
         deltas = {}
         for v, m in metrics.items():
-            if v != reference:
-                shared = sorted(set(m.seeds()) & set(ref.seeds()))
-                if shared:
-                    deltas[v] = delta_m_values(m, ref, shared)
-        winner = significantly_best(deltas, True)
+            if v != reference and shared_seeds(m, ref):
+                deltas[v] = delta_m_values(m, ref, shared_seeds(m, ref))
+
+        def delta_m_on_shared_seeds(a: str, b: str) -> tuple[float, np.ndarray]:
+            seeds = shared_seeds(metrics[a], metrics[b], ref)
+            if not seeds:
+                return float("nan"), np.full(1, np.nan)
+            (oa, ra), (ob, rb) = delta_m_values(metrics[a], ref, seeds), delta_m_values(metrics[b], ref, seeds)
+            return oa - ob, ra - rb
+
+        winner = significantly_best(deltas, True, delta_m_on_shared_seeds)
         if winner is not None:
             frame.loc[(frame["variant"] == winner) & (frame["metric"] == "delta_m_pct"), "best"] = True
 

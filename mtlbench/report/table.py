@@ -222,6 +222,7 @@ def table_notes(board: Leaderboard) -> list[str]:
         + ". Holm adjustment over this protocol's methods, per column."
     )
     notes.append(BOLD_RULE.format(alpha=ALPHA))
+    notes += seed_notes(board)
     notes += timing_notes(board.per_run)
     frame = board.frame.set_index(["variant", "metric"])
     key = (board.reference, "auroc")
@@ -240,3 +241,26 @@ def _f(value: float, digits: int, signed: bool = False) -> str:
     if value is None or not np.isfinite(value):
         return "—"
     return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def seed_notes(board: Leaderboard) -> list[str]:
+    """For each variant with complete runs of fewer seeds than the protocol: which seeds its columns average, and
+    that each comparison with it uses only the seeds both sides have."""
+    ref = reference_label(board.reference)
+
+    def seeds_of(variant: str) -> list[int]:
+        return sorted(int(s) for s in board.per_run.loc[board.per_run["variant"] == variant, "seed"])
+
+    notes = []
+    for variant in board.variants():
+        seeds = seeds_of(variant)
+        if not seeds or len(board.seeds) < 2 or seeds == sorted(board.seeds):
+            continue
+        shared = len(set(seeds) & set(seeds_of(board.reference)))
+        notes.append(
+            f"{variant}: its columns average seed(s) {', '.join(map(str, seeds))}, its complete runs of the "
+            f"protocol's {', '.join(map(str, board.seeds))}; its Δ columns and every test of significance involving "
+            "it compare on the seeds both sides have"
+            + (f" (against {ref}: {shared} seed(s))." if variant != board.reference else ".")
+        )
+    return notes
