@@ -155,6 +155,16 @@ def test_dry_run_prints_each_space_and_trial_and_trains_nothing(tmp_path, capsys
     assert not (tmp_path / "r.sqlite").exists()
 
 
+def test_the_lite_preset_tunes_its_own_methods_unless_methods_are_given(tmp_path, capsys) -> None:
+    from mtlbench.config import PRESET_SWEEPS
+
+    assert main(["tune", "--preset", "lite", "--trials", "1", "--dry-run", "--results", str(tmp_path / "r")]) == 0
+    tuned = capsys.readouterr().out.splitlines()[0].split(": ")[1].split(", ")
+    assert tuned == PRESET_SWEEPS["lite"]["methods"].split(",")
+    assert main(["tune", "--preset", "lite", "--methods", "ew", "--trials", "1", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("mtlbench tune: ew: 1 trial(s)")
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

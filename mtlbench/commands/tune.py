@@ -9,7 +9,7 @@ from rich.console import Console
 
 from mtlbench.commands.options import add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
-from mtlbench.config import load_config_file
+from mtlbench.config import load_config_file, preset_sweep
 from mtlbench.errors import UserError, interrupted_means
 from mtlbench.paths import results_path
 
@@ -36,7 +36,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "command to resume, several processes may share it. A setting given on the command line "
         "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched.",
     )
-    tune.add_argument("--methods", default="all", help="'all' or a comma list, e.g. ew,deepchest")
+    tune.add_argument(
+        "--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's own list)"
+    )
     tune.add_argument(
         "--trials",
         type=int,
@@ -71,6 +73,7 @@ def tune_plan_from(args: argparse.Namespace) -> "TunePlan":
     if not 1 <= args.trials <= MAX_CELLS:
         raise UserError(f"--trials must be between 1 and {MAX_CELLS:,}, got {args.trials}")
     base = config_from(args)
+    args.methods = preset_sweep(args.preset, args.methods, args.seeds)[0]
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
     params = parse_method_params(args.param, methods)
