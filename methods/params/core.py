@@ -1,55 +1,22 @@
-"""Every method's hyperparameters and their checks, importable without torch.
-
-The CLI builds and checks the hyperparameters of every method of a sweep before it imports
-torch or touches data (see mtlbench/hyperparams.py), so they live here rather than next to each
-method's torch code. Each method module imports its Params class from here, and
-`register_method` checks that a registered class agrees with `METHOD_SPECS` (name, Params,
-gradient need), so the two cannot drift apart.
-
-Each Params class has `check(method, task_names)`, the method's own rules (ranges, choices,
-readable files), raising a one-line UserError; field types and finiteness are checked for every
-field generically (mtlbench.hyperparams.check_fields).
-
-Each Params class also declares `search_space`, what `mtlbench tune` searches for the method:
-{field: the values tried}, a ClassVar, so it is no field of the dataclass and no part of a run's
-identity. It sits next to the defaults it must contain and the check its values must pass
-(tests/test_tuning.py checks both for every method), and a plugin declares its own the same way.
-The settings every method shares (learning rate, weight decay) are searched too, from one grid
-for all methods: mtlbench.tuning.SHARED_SPACE. Where a value's source is the authors' own
-configuration it is cited; "ours" marks a grid around the default that no author gives.
-"""
+"""Hyperparameters of the first methods: DeepChest, uncertainty weighting, DWA, RLW, FAMO, GradDrop, MGDA,
+CAGrad, GradNorm (EW, PCGrad: none)."""
 
 from __future__ import annotations
 
 import json
 import math
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal, NamedTuple, Sequence
+from typing import ClassVar, Literal, Sequence
 
 from mtlbench.errors import UserError
-
-# The built-in gradient spaces (mtlbench/spaces.py); a plugin may register more, so a spec holds a str.
-GradientNeed = Literal["losses", "shared_params", "shared_features", "last_shared_layer"]
-WeightScale = Literal["sum-to-T", "none", "learned", "no-weights"]
-WEIGHT_SCALES = typing.get_args(WeightScale)
+from mtlbench.methods.params.common import MethodSpec, NoHyperparameters, is_number, positive_number
 
 MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 CAGRAD_RESCALES = ("1+c^2", "1+c", "none")
 GRADNORM_OPTIMIZERS = ("adam", "sgd")
 DEEPCHEST_SIGNALS = ("train-accuracy", "val-accuracy", "train-loss")
 Signal = Literal["train-accuracy", "val-accuracy", "train-loss"]
-
-
-@dataclass
-class NoHyperparameters:
-    """Hyperparameters of a method that has none."""
-
-    search_space: ClassVar[dict[str, tuple]] = {}  # only the shared settings are searched
-
-    def check(self, method: str, task_names: Sequence[str]) -> None:
-        """Nothing to check."""
 
 
 @dataclass
@@ -153,7 +120,7 @@ class DWAParams:
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """T finite and > 0."""
         t = self.temperature
-        if not (_is_number(t) and math.isfinite(t) and t > 0):
+        if not (is_number(t) and math.isfinite(t) and t > 0):
             raise UserError(f"{method}: temperature must be a finite number > 0, got {t!r}")
 
 
@@ -169,7 +136,7 @@ class RLWParams:
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """std finite and ≥ 0 (0 is equal weighting)."""
         s = self.std
-        if not (_is_number(s) and math.isfinite(s) and s >= 0):
+        if not (is_number(s) and math.isfinite(s) and s >= 0):
             raise UserError(f"{method}: std must be a finite number ≥ 0, got {s!r}")
 
 
@@ -189,7 +156,11 @@ class FAMOParams:
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """β, ε finite and > 0; γ finite and ≥ 0; a known logit optimizer."""
-        if not (_positive(self.beta) and _positive(self.eps) and (self.gamma == 0 or _positive(self.gamma))):
+        if not (
+            positive_number(self.beta)
+            and positive_number(self.eps)
+            and (self.gamma == 0 or positive_number(self.gamma))
+        ):
             raise UserError(f"{method}: beta and eps must be finite numbers > 0 and gamma a finite number ≥ 0")
         if self.logit_optimizer not in ("adam", "sgd"):
             raise UserError(f"{method}: unknown logit_optimizer {self.logit_optimizer!r}; valid: adam, sgd")
@@ -206,7 +177,7 @@ class GradDropParams:
 
     def check(self, method: str, task_names: Sequence[str]) -> None:
         """0 ≤ leak ≤ 1."""
-        if not (_is_number(self.leak) and 0 <= self.leak <= 1):
+        if not (is_number(self.leak) and 0 <= self.leak <= 1):
             raise UserError(f"{method}: leak must be a number in [0, 1], got {self.leak!r}")
 
 
@@ -250,7 +221,7 @@ class CAGradParams:
         """A known rescale; c finite and ≥ 0."""
         if self.rescale not in CAGRAD_RESCALES:
             raise UserError(f"{method}: unknown rescale {self.rescale!r}; valid: {', '.join(CAGRAD_RESCALES)}")
-        if not (_is_number(self.c) and math.isfinite(self.c) and self.c >= 0):
+        if not (is_number(self.c) and math.isfinite(self.c) and self.c >= 0):
             raise UserError(f"{method}: c must be a finite number ≥ 0, got {self.c!r}")
 
 
@@ -277,21 +248,7 @@ class GradNormParams:
             raise UserError(f"{method}: lr must be > 0, alpha finite, and 0 < min_weight < 1")
 
 
-class MethodSpec(NamedTuple):
-    """What the CLI needs to know of a method before torch is imported."""
-
-    needs: str  # the name of its gradient space (mtlbench/spaces.py)
-    Params: type
-    # Part of every run's identity: bump it when the method's math changes, so that results of the
-    # old code are never reused for the new (a new version is a new cell). A changed default needs
-    # no bump: the resolved hyperparameters are part of the identity too (RunConfig.hashed_fields),
-    # and runs stored before they were (schema < 4) are migrated with the defaults of their time
-    # (results/schema.py, DEFAULTS_BEFORE_SCHEMA_4).
-    version: int = 1
-
-
-# In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {
+CORE_SPECS: dict[str, MethodSpec] = {
     "ew": MethodSpec("losses", NoHyperparameters),
     "deepchest": MethodSpec("losses", DeepChestParams),
     "uncertainty": MethodSpec("losses", UncertaintyParams),
@@ -306,11 +263,3 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     "gradnorm": MethodSpec("last_shared_layer", GradNormParams),
     "graddrop": MethodSpec("shared_features", GradDropParams),
 }
-
-
-def _is_number(x: object) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def _positive(x: object) -> bool:
-    return _is_number(x) and math.isfinite(x) and x > 0  # type: ignore[arg-type]
