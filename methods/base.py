@@ -10,7 +10,7 @@ package; see the README's "Adding a method"). Its class attributes declare:
   `StepContext.grads`);
 * `Params`: a dataclass of its hyperparameters with their defaults (the authors' values) and a
   `check(method, task_names)` that refuses bad values with a one-line UserError; field types
-  and finiteness are checked for every field. Built-in Params live in methods/params.py so
+  and finiteness are checked for every field. Built-in Params live in methods/params/ so
   that the CLI checks them before it imports torch;
 * `version`: part of every run's identity; bump it when the method's math or a default changes;
 * `weight_scale`: how its weights are scaled ("sum-to-T", "none", "learned", "no-weights"), for the report;
