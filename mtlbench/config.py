@@ -23,6 +23,7 @@ from mtlbench.errors import UserError
 Optimizer = Literal["adamw", "adam", "sgd", "rmsprop"]
 Schedule = Literal["cosine", "none"]
 Head = Literal["bce", "ce2"]
+Loss = Literal["bce", "pos-weight", "focal", "asl"]  # see losses.py
 Augment = Literal["none", "light", "paper"]
 Selection = Literal["best-val-auroc", "last"]
 Device = Literal["auto", "cpu", "cuda"]
@@ -35,7 +36,7 @@ Views = Literal["all", "PA", "AP"]
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
-LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False}
+LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False, "loss": "bce"}
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
 DATASET_FIELDS: dict[str, tuple[str, ...]] = {"synth_test_images": ("cxr14-synth",)}
@@ -74,6 +75,7 @@ class RunConfig:
     weight_decay: float = 1e-4
     schedule: Schedule = "cosine"
     head: Head = "bce"
+    loss: Loss = "bce"  # the per-task training loss, the same for every method (losses.py)
     pretrained: Pretrained = "none"
     augment: Augment = "none"
     hflip: bool = False  # horizontal flips: off by default (the heart's side carries meaning)
@@ -298,6 +300,8 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"--weight-decay must be ≥ 0, got {config.weight_decay}")
     if not config.normalize_std > 0:
         raise UserError("normalize_std must be > 0")
+    if config.loss != "bce" and config.head != "bce":
+        raise UserError(f"--loss {config.loss} needs one logit per task: use --head bce (got --head {config.head})")
 
 
 def build_config(preset: str, layers: list[tuple[dict[str, Any], str]] = ()) -> RunConfig:

@@ -48,6 +48,13 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
     "--weight-decay": ("weight_decay", float, "weight decay", "run"),
     "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)", "run"),
     "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task", "run"),
+    "--loss": (
+        "loss",
+        str,
+        "per-task training loss: bce; pos-weight = class-balanced BCE (negatives/positives of the training split); "
+        "focal (γ 2, α 0.25); asl (asymmetric loss, γ− 4, γ+ 0, clip 0.05)",
+        "run",
+    ),
     "--augment": (
         "augment",
         str,

@@ -9,22 +9,24 @@ from mtlbench import backend
 from mtlbench.config import RunConfig
 from mtlbench.batches import DeviceSplit, eval_batches
 from mtlbench.task_metrics import TaskMetrics, task_metrics
-from mtlbench.model import HarnessModel, per_task_losses, positive_probability
+from mtlbench.losses import TaskLoss
+from mtlbench.model import HarnessModel, positive_probability
 
 
 @torch.no_grad()
 def evaluate(
-    model: HarnessModel, split: DeviceSplit, config: RunConfig, device: torch.device
+    model: HarnessModel, split: DeviceSplit, config: RunConfig, device: torch.device, task_loss: TaskLoss | None = None
 ) -> tuple[TaskMetrics, np.ndarray]:
     """Metrics of `model` on a whole split and its probabilities (N, T); logits and losses stay on the
-    device until the end."""
+    device until the end. The losses are the run's training loss `task_loss` (default BCE / 2-class CE)."""
+    task_loss = task_loss if task_loss is not None else TaskLoss("bce", config.head)
     model.eval()
     probs, loss_sum = [], torch.zeros(split.labels.shape[1], device=device, dtype=torch.float64)
     for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
         with backend.autocast(config.precision, device):
             _, logits = model(x)
         logits = backend.at_least_float32(logits)
-        loss_sum += per_task_losses(logits, y, config.head).double() * y.shape[0]
+        loss_sum += task_loss(logits, y).double() * y.shape[0]
         probs.append(positive_probability(logits, config.head))
     p = torch.cat(probs).cpu().numpy()
     return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy()), p

@@ -18,6 +18,7 @@ import torch
 from mtlbench import checkpoint, costs, machine_load
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
+from mtlbench.losses import build_task_loss
 from mtlbench.batches import DeviceSplit, train_batches
 from mtlbench.methods.base import EpochStats
 from mtlbench.task_metrics import THRESHOLD, TaskMetrics
@@ -97,6 +98,7 @@ class RunLoop:
         self.load = machine_load.LoadMeter()
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
         self.per_step_weights = self.parts.method.weights_changed_per_step()
+        self.task_loss = build_task_loss(self.config.loss, self.config.head, self.data.train.labels).to(device)
 
     def run(self) -> int | None:
         """Train the remaining epochs; the step of a non-finite loss (then the run is over), else None."""
@@ -129,7 +131,17 @@ class RunLoop:
         ):
             self.timer.start()
             rec = training_step(
-                parts.model, parts.method, parts.optimizer, x, y, config, state.global_step, epoch, device, self.timer
+                parts.model,
+                parts.method,
+                parts.optimizer,
+                x,
+                y,
+                config,
+                state.global_step,
+                epoch,
+                device,
+                self.timer,
+                self.task_loss,
             )
             parts.schedule.step()
             bad = ~torch.isfinite(rec.losses).all()
@@ -158,7 +170,7 @@ class RunLoop:
         train_loss = (meter.loss_sum / meter.seen).cpu().numpy()
         train_acc = (meter.correct / meter.seen).cpu().numpy()
         t_eval = costs.now(device)
-        val, val_probs = evaluate(parts.model, self.val_split, config, device)
+        val, val_probs = evaluate(parts.model, self.val_split, config, device, self.task_loss)
         state.eval_s += costs.now(device) - t_eval
         self.sink.epoch(EpochRecord(epoch, train_loss, train_acc, *self.weights_of(meter), val))
         val_auroc = val.mean()["auroc"]
@@ -213,7 +225,7 @@ class RunLoop:
         config, parts, state, device = self.config, self.parts, self.state, self.parts.device
         parts.model.load_state_dict(state.best_state)
         t_eval = costs.now(device)
-        test, test_probs = evaluate(parts.model, self.test_split, config, device)
+        test, test_probs = evaluate(parts.model, self.test_split, config, device, self.task_loss)
         state.eval_s += costs.now(device) - t_eval
         wall_s = self.wall_s()
         cuda_mb, rss_mb = self.peak_cuda_mb(), self.peak_rss_mb()

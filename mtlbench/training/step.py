@@ -11,7 +11,8 @@ from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.batches import DeviceSplit, eval_batches, train_batches
 from mtlbench.methods.base import Method, StepContext
-from mtlbench.model import HarnessModel, per_task_losses
+from mtlbench.losses import TaskLoss
+from mtlbench.model import HarnessModel
 from mtlbench.training.factories import build_method, build_model, build_optimizer, resolve_runtime
 
 
@@ -36,6 +37,7 @@ def training_step(
     epoch: int,
     device: torch.device,
     timer: costs.StepTimer | None = None,
+    task_loss: TaskLoss | None = None,
 ) -> StepRecord:
     """One optimizer step: forward, per-task losses, the method's decision, backward, update, and the
     method's re-evaluation of the batch if it asks for one.
@@ -44,13 +46,15 @@ def training_step(
     decision (mtlbench/spaces.py). `timer` (optional) marks what only the method adds (per-task
     gradients, its own computation, its re-evaluation); the forward/backward every method pays
     is outside it. The previous step's gradients are freed before the forward and the per-task
-    Jacobian before the update, so a gradient method never holds both.
+    Jacobian before the update, so a gradient method never holds both. `task_loss` is the run's
+    per-task loss (mtlbench.losses; default: BCE, or 2-class CE with `--head ce2`).
     """
+    task_loss = task_loss if task_loss is not None else TaskLoss("bce", config.head)
     optimizer.zero_grad(set_to_none=True)
     with backend.autocast(config.precision, device):
         features, logits = model(x)
     logits = backend.at_least_float32(logits)  # losses, metrics and methods never see bf16
-    losses = per_task_losses(logits, y, config.head)
+    losses = task_loss(logits, y)
 
     space = method.space()
     if timer is not None:
@@ -68,7 +72,7 @@ def training_step(
     if method.reevaluates:
         if timer is not None:
             timer.method_start()
-        method.after_update(ctx, lambda: batch_losses(model, x, y, config, device))
+        method.after_update(ctx, lambda: batch_losses(model, x, y, config, device, task_loss))
         if timer is not None:
             timer.method_end()
     return StepRecord(losses.detach(), logits.detach(), None if out.weights is None else out.weights.detach())
@@ -76,7 +80,12 @@ def training_step(
 
 @torch.no_grad()
 def batch_losses(
-    model: HarnessModel, x: torch.Tensor, y: torch.Tensor, config: RunConfig, device: torch.device
+    model: HarnessModel,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    config: RunConfig,
+    device: torch.device,
+    task_loss: TaskLoss | None = None,
 ) -> torch.Tensor:
     """The per-task losses (T,) of a batch at the model's current parameters, without a graph.
 
@@ -85,7 +94,8 @@ def batch_losses(
     """
     with backend.autocast(config.precision, device):
         _, logits = model(x)
-    return per_task_losses(backend.at_least_float32(logits), y, config.head)
+    task_loss = task_loss if task_loss is not None else TaskLoss("bce", config.head)
+    return task_loss(backend.at_least_float32(logits), y)
 
 
 def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps: int = 10) -> None:

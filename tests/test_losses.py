@@ -1,0 +1,84 @@
+"""`--loss`: each per-task loss against its paper's formula, written out here by hand."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from mtlbench.config import RunConfig, build_config, validate
+from mtlbench.errors import UserError
+from mtlbench.losses import TaskLoss, build_task_loss, positive_weights
+
+LOGITS = torch.tensor([[2.0, -1.0, 0.3], [-0.5, 0.2, -3.0], [1.5, 1.0, 0.0], [-2.0, -0.7, 4.0]], dtype=torch.float64)
+TARGETS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+
+
+def _bce_terms(logits: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    p = torch.sigmoid(logits)
+    return -y * torch.log(p), -(1 - y) * torch.log(1 - p)
+
+
+def test_bce_is_the_mean_binary_cross_entropy_per_task():
+    pos, neg = _bce_terms(LOGITS, TARGETS)
+    assert torch.allclose(TaskLoss("bce")(LOGITS, TARGETS), (pos + neg).mean(dim=0))
+
+
+def test_pos_weight_is_negatives_over_positives_of_the_training_split():
+    train = np.array([[1, 0], [0, 0], [0, 1], [0, 1], [1, 1]])
+    assert positive_weights(train).tolist() == pytest.approx([3 / 2, 2 / 3])
+    weight = torch.tensor([3.0, 0.5, 1.0], dtype=torch.float64)
+    pos, neg = _bce_terms(LOGITS, TARGETS)
+    assert torch.allclose(TaskLoss("pos-weight", pos_weight=weight)(LOGITS, TARGETS), (weight * pos + neg).mean(dim=0))
+    # balanced: with pos_weight = n/p, a task's positives and negatives carry equal total weight
+    y = torch.tensor([[1.0], [0.0], [0.0], [0.0]])
+    w = positive_weights(y.numpy())
+    assert float(w[0]) * float(y.sum()) == float((1 - y).sum())
+
+
+def test_a_task_without_training_positives_cannot_be_balanced():
+    with pytest.raises(UserError, match="no training positives for task index"):
+        build_task_loss("pos-weight", "bce", np.array([[1, 0], [0, 0]]))
+
+
+def test_focal_is_lin_et_al_eq_5_with_gamma_2_alpha_quarter():
+    p = torch.sigmoid(LOGITS)
+    p_t = TARGETS * p + (1 - TARGETS) * (1 - p)
+    alpha_t = TARGETS * 0.25 + (1 - TARGETS) * 0.75
+    expected = (-alpha_t * (1 - p_t) ** 2 * torch.log(p_t)).mean(dim=0)
+    assert torch.allclose(TaskLoss("focal")(LOGITS, TARGETS), expected)
+
+
+def test_asl_is_ridnik_et_al_eqs_3_and_4_with_the_authors_settings():
+    p = torch.sigmoid(LOGITS)
+    p_m = (p - 0.05).clamp(min=0)
+    positive = -TARGETS * torch.log(p)  # γ+ = 0: plain log-likelihood on positives
+    negative = -(1 - TARGETS) * p_m**4 * torch.log(1 - p_m)
+    assert torch.allclose(TaskLoss("asl")(LOGITS, TARGETS), (positive + negative).mean(dim=0))
+
+
+def test_asl_holds_its_focusing_factor_constant_in_the_backward_pass():
+    logits = LOGITS.clone().requires_grad_(True)
+    TaskLoss("asl")(logits, TARGETS).sum().backward()
+    p = torch.sigmoid(LOGITS)
+    p_m = (p - 0.05).clamp(min=0)
+    focus = torch.where(TARGETS > 0, torch.ones_like(p), p_m**4)
+    # d/dx of −log p is −(1 − p); of −log(1 − p_m) is p where p > m (p_m = p − m), 0 where clipped
+    d_log = torch.where(TARGETS > 0, -(1 - p), torch.where(p > 0.05, p * (1 - p) / (1 - p_m), torch.zeros_like(p)))
+    assert torch.allclose(logits.grad, focus * d_log / len(LOGITS))
+
+
+def test_losses_other_than_bce_need_one_logit_per_task():
+    with pytest.raises(UserError, match="--loss focal needs one logit per task: use --head bce"):
+        validate(replace(RunConfig(), loss="focal", head="ce2"))
+    with pytest.raises(UserError, match="unknown --loss 'l2'"):
+        validate(replace(RunConfig(), loss="l2"))
+
+
+def test_bce_keeps_the_identity_of_earlier_runs_and_another_loss_is_another_cell():
+    base = build_config("smoke")
+    assert "loss" not in base.hashed_fields()  # runs stored before --loss existed are the same cells
+    focal = replace(base, loss="focal")
+    assert focal.hashed_fields()["loss"] == "focal" and focal.config_hash() != base.config_hash()
