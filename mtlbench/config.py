@@ -168,10 +168,10 @@ PRESET_SWEEPS: dict[str, dict[str, str]] = {
 
 
 def preset_sweep(preset: str, methods: str | None, seeds: str | None) -> tuple[str, str]:
-    """(methods, seeds) of a sweep: the options given, else the preset's own, else all methods and seed 0."""
+    """(methods, seeds) of a sweep: the options given, else the preset's own, else the core methods and seed 0."""
     own = PRESET_SWEEPS.get(preset, {})
     return (
-        own.get("methods", "all") if methods is None else methods,
+        own.get("methods", "core") if methods is None else methods,
         own.get("seeds", "0") if seeds is None else seeds,
     )
 

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.hyperparams import all_method_specs, method_spec
+from mtlbench.methods.params import CORE_SPECS
 from mtlbench.spaces import space
 
 MAX_CELLS = 10_000  # runs (methods × seeds) one command may ask for
@@ -36,13 +37,41 @@ class SweepPlan:
         ]
 
 
+# named method sets, in the order `mtlbench list` shows them; `core` is the default of `run` and `tune`
+METHOD_SET_HELP = {
+    "core": "the 13 methods mtlbench started with (cheap enough for the default run on 2 CPU cores): the default",
+    "loss": "every loss-weighting method (no per-task gradients; costs about what EW costs)",
+    "gradient": "every method that needs per-task gradients (T backward passes per step)",
+    "all": "every registered method, installed plugins included",
+}
+
+
+def method_sets() -> dict[str, tuple[str, ...]]:
+    """Each named set's methods, in registration order (plugins count in `loss`, `gradient` and `all`)."""
+    specs = all_method_specs()
+    return {
+        "core": tuple(n for n in CORE_SPECS if n in specs),
+        "loss": tuple(n for n, spec in specs.items() if spec.needs == "losses"),
+        "gradient": tuple(n for n, spec in specs.items() if spec.needs != "losses"),
+        "all": tuple(specs),
+    }
+
+
 def parse_methods(text: str) -> tuple[str, ...]:
-    """'all' or a comma list of known names (validated, order kept, duplicates dropped)."""
-    names = list(all_method_specs()) if text.strip() == "all" else [t.strip() for t in text.split(",") if t.strip()]
+    """A comma list of method names and set names (core, loss, gradient, all), validated, order kept,
+    duplicates dropped: e.g. `core,imtl-g`."""
+    sets = method_sets()
+    names: list[str] = []
+    for part in (t.strip() for t in text.split(",")):
+        if part:
+            names.extend(sets.get(part, (part,)))
     if not names:
-        raise UserError("--methods is empty; give 'all' or names such as ew,deepchest")
+        raise UserError("--methods is empty; give a set (core, loss, gradient, all) or names such as ew,deepchest")
     for n in names:
-        method_spec(n)
+        try:
+            method_spec(n)
+        except UserError as exc:
+            raise UserError(f"{exc}; sets: {', '.join(sets)}") from None
     return tuple(dict.fromkeys(names))
 
 

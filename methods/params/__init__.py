@@ -54,6 +54,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS}
 
 __all__ = [
     "CAGRAD_RESCALES",
+    "CORE_SPECS",
     "DEEPCHEST_SIGNALS",
     "GRADNORM_OPTIMIZERS",
     "METHOD_SPECS",

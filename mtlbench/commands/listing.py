@@ -17,6 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def execute(args: argparse.Namespace, console: Console) -> int:
     """Print every registered method with its hyperparameters, unusable plugins, datasets and presets."""
+    from mtlbench.plan import METHOD_SET_HELP, method_sets
     from mtlbench.plugins import scan_plugins
     from mtlbench.registry import DATASETS, METHODS
 
@@ -41,6 +42,12 @@ def execute(args: argparse.Namespace, console: Console) -> int:
             soft_wrap=True,
             highlight=False,
             markup=False,
+        )
+    console.print("[bold]method sets[/bold] (--methods accepts them beside names, e.g. core,imtl-g)")
+    sets = method_sets()
+    for name, helptext in METHOD_SET_HELP.items():
+        console.print(
+            f"  {name} ({len(sets[name])}): {helptext}: {', '.join(sets[name])}", soft_wrap=True, highlight=False
         )
     console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
     console.print("[bold]presets[/bold]")

@@ -27,10 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "run",
         help="train methods × seeds and store the results",
         description="Train each method × seed on one dataset and store results in SQLite. "
-        "With no options: all methods, cxr14-synth, the quick preset, seed 0.",
+        "With no options: the core methods, cxr14-synth, the quick preset, seed 0.",
     )
     run.add_argument(
-        "--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's own list)"
+        "--methods",
+        help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, e.g. core,imtl-g (default: core; the lite preset's own list)",
     )
     run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
     add_training_settings(run, "a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")

@@ -37,7 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched.",
     )
     tune.add_argument(
-        "--methods", help="'all' or a comma list, e.g. ew,deepchest (default: all; the lite preset's own list)"
+        "--methods",
+        help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, e.g. core,imtl-g (default: core; the lite preset's own list)",
     )
     tune.add_argument(
         "--trials",

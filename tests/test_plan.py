@@ -1,0 +1,35 @@
+"""`--methods`: names and named sets (core, loss, gradient, all), checked before torch is imported."""
+
+from __future__ import annotations
+
+import pytest
+
+from mtlbench.errors import UserError
+from mtlbench.hyperparams import all_method_specs
+from mtlbench.methods.params import CORE_SPECS
+from mtlbench.plan import METHOD_SET_HELP, method_sets, parse_methods
+
+
+def test_the_sets_partition_all_methods_by_their_need_and_core_is_the_first_thirteen():
+    sets = method_sets()
+    specs = all_method_specs()
+    assert sets["all"] == tuple(specs)
+    assert set(sets["loss"]) | set(sets["gradient"]) == set(sets["all"])
+    assert not set(sets["loss"]) & set(sets["gradient"])
+    assert all(specs[m].needs == "losses" for m in sets["loss"])
+    assert sets["core"] == tuple(CORE_SPECS) and len(sets["core"]) == 13
+    assert list(METHOD_SET_HELP) == list(sets)
+
+
+def test_names_and_sets_mix_in_order_without_duplicates():
+    sets = method_sets()
+    assert parse_methods("core") == sets["core"]
+    assert parse_methods("pcgrad, loss") == ("pcgrad", *sets["loss"])
+    assert parse_methods("ew,ew,core")[:2] == ("ew", "deepchest")
+
+
+def test_an_unknown_name_lists_the_methods_and_the_sets():
+    with pytest.raises(UserError, match=r"unknown method 'nope'.*; sets: core, loss, gradient, all$"):
+        parse_methods("core,nope")
+    with pytest.raises(UserError, match="--methods is empty"):
+        parse_methods(" , ")
