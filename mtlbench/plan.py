@@ -42,18 +42,24 @@ METHOD_SET_HELP = {
     "core": "the 13 methods mtlbench started with (cheap enough for the default run on 2 CPU cores): the default",
     "loss": "every loss-weighting method (no per-task gradients; costs about what EW costs)",
     "gradient": "every method that needs per-task gradients (T backward passes per step)",
-    "all": "every registered method, installed plugins included",
+    "all": "every registered method, installed plugins included (not the torchjd adapters)",
+    "torchjd": "torchjd's weightings under this harness (jd-*; the torchjd extra: pip install -e '.[torchjd]')",
 }
+TORCHJD_PREFIX = "jd-"  # the adapters' names (methods/torchjd_adapter.py): a second implementation, not more methods
+TORCHJD_MISSING = "the jd-* methods need torchjd"  # what the adapter module raises without the extra
 
 
 def method_sets() -> dict[str, tuple[str, ...]]:
-    """Each named set's methods, in registration order (plugins count in `loss`, `gradient` and `all`)."""
-    specs = all_method_specs()
+    """Each named set's methods, in registration order (plugins count in `loss`, `gradient` and `all`; the
+    torchjd adapters only in `torchjd`)."""
+    every = all_method_specs()
+    specs = {n: spec for n, spec in every.items() if not n.startswith(TORCHJD_PREFIX)}
     return {
         "core": tuple(n for n in CORE_SPECS if n in specs),
         "loss": tuple(n for n, spec in specs.items() if spec.needs == "losses"),
         "gradient": tuple(n for n, spec in specs.items() if spec.needs != "losses"),
         "all": tuple(specs),
+        "torchjd": tuple(n for n in every if n.startswith(TORCHJD_PREFIX)),
     }
 
 

@@ -13,7 +13,8 @@ from mtlbench.plan import METHOD_SET_HELP, method_sets, parse_methods
 def test_the_sets_partition_all_methods_by_their_need_and_core_is_the_first_thirteen():
     sets = method_sets()
     specs = all_method_specs()
-    assert sets["all"] == tuple(specs)
+    assert sets["all"] == tuple(n for n in specs if not n.startswith("jd-"))
+    assert sets["torchjd"] == tuple(n for n in specs if n.startswith("jd-"))
     assert set(sets["loss"]) | set(sets["gradient"]) == set(sets["all"])
     assert not set(sets["loss"]) & set(sets["gradient"])
     assert all(specs[m].needs == "losses" for m in sets["loss"])
@@ -29,7 +30,7 @@ def test_names_and_sets_mix_in_order_without_duplicates():
 
 
 def test_an_unknown_name_lists_the_methods_and_the_sets():
-    with pytest.raises(UserError, match=r"unknown method 'nope'.*; sets: core, loss, gradient, all$"):
+    with pytest.raises(UserError, match=r"unknown method 'nope'.*; sets: core, loss, gradient, all, torchjd$"):
         parse_methods("core,nope")
     with pytest.raises(UserError, match="--methods is empty"):
         parse_methods(" , ")

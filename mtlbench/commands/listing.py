@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def execute(args: argparse.Namespace, console: Console) -> int:
     """Print every registered method with its hyperparameters, unusable plugins, datasets and presets."""
-    from mtlbench.plan import METHOD_SET_HELP, method_sets
+    from mtlbench.plan import METHOD_SET_HELP, TORCHJD_MISSING, TORCHJD_PREFIX, method_sets
     from mtlbench.plugins import scan_plugins
     from mtlbench.registry import DATASETS, METHODS
 
@@ -36,18 +36,32 @@ def execute(args: argparse.Namespace, console: Console) -> int:
             console.print(f"      {f.name} = {f.default!r}{note}", soft_wrap=True, highlight=False, markup=False)
         if not params:
             console.print("      (no hyperparameters)")
-    for name, problem in scan_plugins().problems.items():
+    problems = scan_plugins().problems
+    adapters = [n for n, problem in problems.items() if n.startswith(TORCHJD_PREFIX) and TORCHJD_MISSING in problem]
+    if adapters:
         console.print(
-            f"  [bold]{name}[/bold]  (installed plugin, not usable) {problem}",
+            f"  {', '.join(adapters)}: torchjd's weightings, usable once the torchjd extra is installed: "
+            "pip install -e '.[torchjd]'",
             soft_wrap=True,
             highlight=False,
             markup=False,
         )
+    for name, problem in problems.items():
+        if name not in adapters:
+            console.print(
+                f"  [bold]{name}[/bold]  (installed plugin, not usable) {problem}",
+                soft_wrap=True,
+                highlight=False,
+                markup=False,
+            )
     console.print("[bold]method sets[/bold] (--methods accepts them beside names, e.g. core,imtl-g)")
     sets = method_sets()
     for name, helptext in METHOD_SET_HELP.items():
         console.print(
-            f"  {name} ({len(sets[name])}): {helptext}: {', '.join(sets[name])}", soft_wrap=True, highlight=False
+            f"  {name} ({len(sets[name])}): {helptext}: {', '.join(sets[name])}",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
         )
     console.print("[bold]datasets[/bold]: " + ", ".join(DATASETS.names()), soft_wrap=True)
     console.print("[bold]presets[/bold]")
