@@ -160,6 +160,11 @@ class Method(torch.nn.Module):
     def end_epoch(self, stats: EpochStats) -> None:
         """Per-epoch update hook (no-op by default)."""
 
+    def bind_training_labels(self, labels: torch.Tensor) -> None:
+        """Called once before a run's first step, fresh or resumed, with the training split's labels (N, T) on
+        the CPU: for a method whose weights come from the data (e.g. `static`'s inverse prevalence). A method
+        must derive the same values from the same labels every time (no-op by default)."""
+
     def diagnostics(self) -> dict[str, float]:
         """Counters the method wants stored with the run (e.g. guarded NaN/zero-gradient events)."""
         return {}

@@ -13,6 +13,7 @@ from mtlbench.methods import uncertainty  # noqa: F401
 from mtlbench.methods import dwa  # noqa: F401
 from mtlbench.methods import rlw  # noqa: F401
 from mtlbench.methods import famo  # noqa: F401
+from mtlbench.methods import static  # noqa: F401  (static weights: the baseline)
 
 # gradient methods
 from mtlbench.methods import mgda  # noqa: F401  (registers mgda and mgda-ub)

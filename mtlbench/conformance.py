@@ -173,6 +173,7 @@ class Harness:
             torch.manual_seed(self.seed)
             model = TinyMultiTaskModel(self.num_tasks).to(self.dtype).train()
         method = self.cls(self.tasks(), generator=torch.Generator().manual_seed(self.seed + 1))
+        method.bind_training_labels(torch.cat([y for _, y in self.batches()]).to(torch.uint8))  # as the loop does
         groups = [{"params": list(model.parameters())}] + method.optimizer_groups()
         return model, method, torch.optim.SGD(groups, lr=0.05)
 

@@ -30,6 +30,7 @@ from mtlbench.methods.params.common import (
     is_number,
     positive_number,
 )
+from mtlbench.methods.params.static import STATIC_SOURCES, STATIC_SPECS, StaticParams
 from mtlbench.methods.params.core import (
     CAGRAD_RESCALES,
     CORE_SPECS,
@@ -50,7 +51,7 @@ from mtlbench.methods.params.core import (
 )
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS}
+METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **STATIC_SPECS}
 
 __all__ = [
     "CAGRAD_RESCALES",
@@ -71,6 +72,9 @@ __all__ = [
     "MethodSpec",
     "NoHyperparameters",
     "RLWParams",
+    "STATIC_SOURCES",
+    "STATIC_SPECS",
+    "StaticParams",
     "Signal",
     "UncertaintyParams",
     "WeightScale",

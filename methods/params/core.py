@@ -55,32 +55,32 @@ class DeepChestParams:
                 raise UserError(f"{method}: single-task accuracies must lie in [0, 1]")
 
 
-def read_task_values(path: str, task_names: Sequence[str], what: str) -> list[float]:
+def read_task_values(path: str, task_names: Sequence[str], what: str, method: str = "deepchest") -> list[float]:
     """One finite number per task, in task order, from a JSON list or {task: value} object."""
     try:
         data = json.loads(Path(path).read_text(encoding="utf-8-sig"))
     except FileNotFoundError:
-        raise UserError(f"deepchest {what} file not found: {path}") from None
+        raise UserError(f"{method} {what} file not found: {path}") from None
     except (OSError, ValueError) as exc:  # ValueError: undecodable text, bad JSON, a NUL in the path
-        raise UserError(f"deepchest {what} file {path!r} is not readable JSON: {exc}") from None
+        raise UserError(f"{method} {what} file {path!r} is not readable JSON: {exc}") from None
     if isinstance(data, list):
         if len(data) != len(task_names):
-            raise UserError(f"deepchest {what} file {path} lists {len(data)} values; expected {len(task_names)}")
+            raise UserError(f"{method} {what} file {path} lists {len(data)} values; expected {len(task_names)}")
         values = data
     elif isinstance(data, dict):
         missing = [t for t in task_names if t not in data]
         extra = sorted(set(data) - set(task_names))
         if missing or extra:
             raise UserError(
-                f"deepchest {what} file {path}: missing tasks {missing or 'none'}, unknown keys {extra or 'none'}"
+                f"{method} {what} file {path}: missing tasks {missing or 'none'}, unknown keys {extra or 'none'}"
             )
         values = [data[t] for t in task_names]
     else:
-        raise UserError(f"deepchest {what} file {path} must hold a JSON object or list")
+        raise UserError(f"{method} {what} file {path} must hold a JSON object or list")
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
-        raise UserError(f"deepchest {what} file {path} holds a non-numeric value")
+        raise UserError(f"{method} {what} file {path} holds a non-numeric value")
     if not all(math.isfinite(v) for v in values):
-        raise UserError(f"deepchest {what} file {path} holds NaN or infinity; every value must be a finite number")
+        raise UserError(f"{method} {what} file {path} holds NaN or infinity; every value must be a finite number")
     return [float(v) for v in values]
 
 

@@ -98,6 +98,7 @@ class RunLoop:
         self.load = machine_load.LoadMeter()
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
         self.per_step_weights = self.parts.method.weights_changed_per_step()
+        self.parts.method.bind_training_labels(torch.from_numpy(self.data.train.labels))
         self.task_loss = build_task_loss(self.config.loss, self.config.head, self.data.train.labels).to(device)
 
     def run(self) -> int | None:

@@ -1,0 +1,43 @@
+"""Hyperparameters of the static baseline: fixed task weights from a file, or from the training split's labels."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+from mtlbench.errors import UserError
+from mtlbench.methods.params.common import MethodSpec
+from mtlbench.methods.params.core import read_task_values
+
+STATIC_SOURCES = ("inverse-prevalence", "file")
+
+
+@dataclass
+class StaticParams:
+    """Where the fixed weights come from: torchxrayvision's task weights from the training labels (its
+    trainer's default), or a JSON file of one weight per task (an object by task name, or a list)."""
+
+    source: str = field(
+        default="inverse-prevalence",
+        metadata={"note": "inverse-prevalence (torchxrayvision's trainer default) | file (weights_file)"},
+    )
+    weights_file: str = ""
+
+    # nothing to search: the weights are fixed by the data or the file (the shared lr and weight decay are searched)
+    search_space: ClassVar[dict[str, tuple]] = {}
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """A known source; with `file`, a readable file of finite weights ≥ 0, not all 0."""
+        if self.source not in STATIC_SOURCES:
+            raise UserError(f"{method}: unknown source {self.source!r}; valid: {', '.join(STATIC_SOURCES)}")
+        if self.source == "file":
+            if not self.weights_file:
+                raise UserError(f"{method}: source=file needs --param {method}.weights_file=PATH (a JSON file)")
+            weights = read_task_values(self.weights_file, task_names, "weights", method)
+            if min(weights) < 0 or max(weights) == 0:
+                raise UserError(f"{method} weights file {self.weights_file}: weights must be ≥ 0 and not all 0")
+        elif self.weights_file:
+            raise UserError(f"{method}: weights_file is read only with --param {method}.source=file")
+
+
+STATIC_SPECS: dict[str, MethodSpec] = {"static": MethodSpec("losses", StaticParams)}
