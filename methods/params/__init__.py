@@ -48,9 +48,10 @@ from mtlbench.methods.params.core import (
     UncertaintyParams,
     read_task_values,
 )
+from mtlbench.methods.params.loss_level import LOSS_LEVEL_SPECS, DBMTLParams, ExcessMTLParams, STCHParams
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS}
+METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **LOSS_LEVEL_SPECS}
 
 __all__ = [
     "CAGRAD_RESCALES",
@@ -60,8 +61,10 @@ __all__ = [
     "MGDA_NORMALIZATIONS",
     "WEIGHT_SCALES",
     "CAGradParams",
+    "DBMTLParams",
     "DWAParams",
     "DeepChestParams",
+    "ExcessMTLParams",
     "FAMOParams",
     "GradDropParams",
     "GradNormParams",
@@ -70,6 +73,7 @@ __all__ = [
     "MethodSpec",
     "NoHyperparameters",
     "RLWParams",
+    "STCHParams",
     "Signal",
     "UncertaintyParams",
     "WeightScale",
