@@ -14,6 +14,7 @@ from mtlbench.methods import dwa  # noqa: F401
 from mtlbench.methods import rlw  # noqa: F401
 from mtlbench.methods import famo  # noqa: F401
 from mtlbench.methods import gls  # noqa: F401
+from mtlbench.methods import imtl_l  # noqa: F401
 
 # gradient methods
 from mtlbench.methods import mgda  # noqa: F401  (registers mgda and mgda-ub)
