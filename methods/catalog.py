@@ -15,6 +15,7 @@ from mtlbench.methods import rlw  # noqa: F401
 from mtlbench.methods import famo  # noqa: F401
 from mtlbench.methods import gls  # noqa: F401
 from mtlbench.methods import imtl_l  # noqa: F401
+from mtlbench.methods import stch  # noqa: F401
 
 # gradient methods
 from mtlbench.methods import mgda  # noqa: F401  (registers mgda and mgda-ub)
