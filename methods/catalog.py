@@ -24,3 +24,4 @@ from mtlbench.methods import cagrad  # noqa: F401
 from mtlbench.methods import gradnorm  # noqa: F401
 from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-consistent aggregate)
 from mtlbench.methods import db_mtl  # noqa: F401
+from mtlbench.methods import excess_mtl  # noqa: F401
