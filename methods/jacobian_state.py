@@ -32,7 +32,8 @@ class JacobianStateMethod(Method):
             if buffer.numel() != 0:
                 raise ValueError(
                     f"{type(self).__name__}.{name} holds a {tuple(buffer.shape)} {buffer.dtype} state on "
-                    f"{buffer.device}; this step's per-task gradients are {tuple(like.shape)} {like.dtype} on {like.device}"
+                    f"{buffer.device}; this step's per-task gradients are {tuple(like.shape)} {like.dtype} "
+                    f"on {like.device}"
                 )
             buffer = torch.zeros_like(like)
             setattr(self, name, buffer)

@@ -9,13 +9,14 @@ with smoothing μ > 0:
 which tends to max_t λ_t (f_t − z_t) as μ → 0 and, for large μ, to μ·log T + mean_t λ_t (f_t − z_t).
 
 As in the authors' multi-task code (Xi-L/STCH @a510c1e635a8db2697e2cc3671ec40fbe383d28e,
-STCH_MTL/LibMTL/weighting/STCH.py, lines 29-49), with epochs counted from 0 and W warm-up epochs:
+STCH_MTL/LibMTL/weighting/STCH.py, lines 29-50), with W warm-up epochs and epochs counted from 0
+(as their trainer counts them, STCH_MTL/LibMTL/trainer.py lines 213-214, and as StepContext.epoch):
 
 * epochs e < W: the objective is Σ_t log(L_t + 1e-20) (lines 29-32);
 * epoch e = W: the same objective, and the batch losses are averaged over the epoch into the
   nadir estimate n_t (lines 33-39);
 * epochs e > W: f_t − z_t = log(L_t / n_t + 1e-20), λ_t = 1, and the objective is
-  T · μ · log Σ_t exp((f_t − z_t) / μ) (lines 44-49): the log-losses with the nadir point as
+  T · μ · log Σ_t exp((f_t − z_t) / μ) (lines 40-50): the log-losses with the nadir point as
   the reference; the factor T is the authors'.
 
 Defaults μ = 1 and W = 4: STCH_MTL/LibMTL/config.py lines 66-67 (the same in LibMTL's own STCH,

@@ -130,8 +130,9 @@ def test_state_is_buffers_and_a_checkpoint_continues_identically():
 
 
 def test_matches_torchjd_with_one_warmup_step_up_to_its_simplex_scale():
-    """torchjd's ExcessMTLWeighting with n_warmup_steps=1 takes the first step's risks as the baseline without moving
-    the weights, as the authors' code does; its weights lie on the simplex (ours sum to T) and it divides by e⁽¹⁾ + 1e-7."""
+    """torchjd's ExcessMTLWeighting with n_warmup_steps=1 takes the first step's risks as the baseline without
+    moving the weights, as the authors' code does; its weights lie on the simplex (ours sum to T), and it divides
+    by e⁽¹⁾ + 1e-7."""
     aggregation = pytest.importorskip("torchjd.aggregation")
     theirs = aggregation.ExcessMTLWeighting(robust_step_size=0.4, n_warmup_steps=1)
     ours = ExcessMTL(TASKS, ExcessMTLParams(robust_step_size=0.4))
