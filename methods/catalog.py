@@ -14,6 +14,9 @@ from mtlbench.methods import dwa  # noqa: F401
 from mtlbench.methods import rlw  # noqa: F401
 from mtlbench.methods import famo  # noqa: F401
 from mtlbench.methods import static  # noqa: F401  (static weights: the baseline)
+from mtlbench.methods import gls  # noqa: F401
+from mtlbench.methods import imtl_l  # noqa: F401
+from mtlbench.methods import stch  # noqa: F401
 
 # gradient methods
 from mtlbench.methods import mgda  # noqa: F401  (registers mgda and mgda-ub)
@@ -21,3 +24,5 @@ from mtlbench.methods import pcgrad  # noqa: F401
 from mtlbench.methods import cagrad  # noqa: F401
 from mtlbench.methods import gradnorm  # noqa: F401
 from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-consistent aggregate)
+from mtlbench.methods import db_mtl  # noqa: F401
+from mtlbench.methods import excess_mtl  # noqa: F401

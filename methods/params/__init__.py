@@ -49,9 +49,10 @@ from mtlbench.methods.params.core import (
     UncertaintyParams,
     read_task_values,
 )
+from mtlbench.methods.params.loss_level import LOSS_LEVEL_SPECS, DBMTLParams, ExcessMTLParams, STCHParams
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **STATIC_SPECS}
+METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **STATIC_SPECS, **LOSS_LEVEL_SPECS}
 
 __all__ = [
     "CAGRAD_RESCALES",
@@ -62,8 +63,10 @@ __all__ = [
     "MGDA_NORMALIZATIONS",
     "WEIGHT_SCALES",
     "CAGradParams",
+    "DBMTLParams",
     "DWAParams",
     "DeepChestParams",
+    "ExcessMTLParams",
     "FAMOParams",
     "GradDropParams",
     "GradNormParams",
@@ -75,6 +78,7 @@ __all__ = [
     "STATIC_SOURCES",
     "STATIC_SPECS",
     "StaticParams",
+    "STCHParams",
     "Signal",
     "UncertaintyParams",
     "WeightScale",
