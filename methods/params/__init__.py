@@ -48,13 +48,15 @@ from mtlbench.methods.params.core import (
     UncertaintyParams,
     read_task_values,
 )
+from mtlbench.methods.params.gradient_balancing import GRADIENT_BALANCING_SPECS, FairGradParams, GradVacParams
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS}
+METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **GRADIENT_BALANCING_SPECS}
 
 __all__ = [
     "CAGRAD_RESCALES",
     "DEEPCHEST_SIGNALS",
+    "GRADIENT_BALANCING_SPECS",
     "GRADNORM_OPTIMIZERS",
     "METHOD_SPECS",
     "MGDA_NORMALIZATIONS",
@@ -63,8 +65,10 @@ __all__ = [
     "DWAParams",
     "DeepChestParams",
     "FAMOParams",
+    "FairGradParams",
     "GradDropParams",
     "GradNormParams",
+    "GradVacParams",
     "GradientNeed",
     "MGDAParams",
     "MethodSpec",
