@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from mtlbench.errors import UserError
-from mtlbench.methods.params.common import MethodSpec, is_number, positive_number
+from mtlbench.methods.params.common import MethodSpec, NoHyperparameters, is_number, positive_number
 
 
 @dataclass
@@ -52,4 +52,5 @@ class GradVacParams:
 
 GRADIENT_BALANCING_SPECS: dict[str, MethodSpec] = {
     "fairgrad": MethodSpec("shared_params", FairGradParams),
+    "config": MethodSpec("shared_params", NoHyperparameters),
 }
