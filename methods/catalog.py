@@ -22,3 +22,4 @@ from mtlbench.methods import gradnorm  # noqa: F401
 from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-consistent aggregate)
 from mtlbench.methods import fairgrad  # noqa: F401
 from mtlbench.methods import config  # noqa: F401
+from mtlbench.methods import gradvac  # noqa: F401

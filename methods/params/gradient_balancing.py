@@ -53,4 +53,5 @@ class GradVacParams:
 GRADIENT_BALANCING_SPECS: dict[str, MethodSpec] = {
     "fairgrad": MethodSpec("shared_params", FairGradParams),
     "config": MethodSpec("shared_params", NoHyperparameters),
+    "gradvac": MethodSpec("shared_params", GradVacParams),
 }
