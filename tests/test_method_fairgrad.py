@@ -114,7 +114,7 @@ def test_defaults_are_the_authors():
     assert FairGradParams() == FairGradParams(alpha=2.0, max_norm=1.0)
 
 
-def test_no_root_when_zero_is_in_the_cone():
+def test_no_root_when_zero_is_in_the_hull():
     """g and −g: (Gw)_1 = −(Gw)_2 cannot both be positive; the step leaves the trunk unchanged, counted."""
     g = torch.randn(10, dtype=torch.float64)
     j = torch.stack([g, -g])
