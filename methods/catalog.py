@@ -26,3 +26,6 @@ from mtlbench.methods import gradnorm  # noqa: F401
 from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-consistent aggregate)
 from mtlbench.methods import db_mtl  # noqa: F401
 from mtlbench.methods import excess_mtl  # noqa: F401
+from mtlbench.methods import fairgrad  # noqa: F401
+from mtlbench.methods import config  # noqa: F401
+from mtlbench.methods import gradvac  # noqa: F401

@@ -49,15 +49,22 @@ from mtlbench.methods.params.core import (
     UncertaintyParams,
     read_task_values,
 )
+from mtlbench.methods.params.gradient_balancing import GRADIENT_BALANCING_SPECS, FairGradParams, GradVacParams
 from mtlbench.methods.params.loss_level import LOSS_LEVEL_SPECS, DBMTLParams, ExcessMTLParams, STCHParams
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **STATIC_SPECS, **LOSS_LEVEL_SPECS}
+METHOD_SPECS: dict[str, MethodSpec] = {
+    **CORE_SPECS,
+    **STATIC_SPECS,
+    **LOSS_LEVEL_SPECS,
+    **GRADIENT_BALANCING_SPECS,
+}
 
 __all__ = [
     "CAGRAD_RESCALES",
     "CORE_SPECS",
     "DEEPCHEST_SIGNALS",
+    "GRADIENT_BALANCING_SPECS",
     "GRADNORM_OPTIMIZERS",
     "METHOD_SPECS",
     "MGDA_NORMALIZATIONS",
@@ -68,8 +75,10 @@ __all__ = [
     "DeepChestParams",
     "ExcessMTLParams",
     "FAMOParams",
+    "FairGradParams",
     "GradDropParams",
     "GradNormParams",
+    "GradVacParams",
     "GradientNeed",
     "MGDAParams",
     "MethodSpec",
