@@ -144,3 +144,20 @@ def check_methods_fit(config: RunConfig, methods: Sequence[str]) -> None:
             f"--freeze-trunk leaves no shared gradient for the gradient method(s) {', '.join(needing)}; "
             "drop them from --methods or train the trunk"
         )
+
+
+def protocol_warnings(config: RunConfig, methods: Sequence[str], method_params: dict[str, dict[str, Any]]) -> list[str]:
+    """Lines a sweep prints before it starts: a method whose defining phase this protocol never reaches (it runs,
+    but its results would not be the method's)."""
+    warnings = []
+    if "stch" in methods:
+        from mtlbench.hyperparams import resolved_params
+
+        warmup = int(resolved_params("stch", method_params.get("stch"))["warmup_epochs"])
+        if config.epochs < warmup + 2:  # epochs 0 … W are its warm-up (Σ log L); STCH itself starts at W + 1
+            warnings.append(
+                f"stch: with --epochs {config.epochs} and warmup_epochs={warmup}, STCH never leaves its warm-up "
+                f"(Σ log L_t, as GLS): its results here are not STCH's; give --epochs ≥ {warmup + 2} or "
+                f"--param stch.warmup_epochs={max(config.epochs - 2, 0)}"
+            )
+    return warnings

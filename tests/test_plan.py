@@ -34,3 +34,18 @@ def test_an_unknown_name_lists_the_methods_and_the_sets():
         parse_methods("core,nope")
     with pytest.raises(UserError, match="--methods is empty"):
         parse_methods(" , ")
+
+
+def test_stch_warns_when_the_protocol_never_leaves_its_warm_up():
+    from dataclasses import replace
+
+    from mtlbench.config import build_config
+    from mtlbench.plan import protocol_warnings
+
+    quick = build_config("quick")  # 3 epochs: STCH's default warm-up is epochs 0 … 4
+    (line,) = protocol_warnings(quick, ("ew", "stch"), {})
+    assert line.startswith("stch: with --epochs 3 and warmup_epochs=4, STCH never leaves its warm-up")
+    assert line.endswith("give --epochs ≥ 6 or --param stch.warmup_epochs=1")
+    assert protocol_warnings(quick, ("stch",), {"stch": {"warmup_epochs": 1}}) == []
+    assert protocol_warnings(replace(quick, epochs=6), ("stch",), {}) == []
+    assert protocol_warnings(quick, ("ew",), {}) == []

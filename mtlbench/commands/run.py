@@ -63,6 +63,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     plan = plan_from(args)
     results = results_path(args.results, must_exist=False)
     # torch from here on
+    from mtlbench.plan import protocol_warnings
     from mtlbench.progress import SweepDisplay
     from mtlbench.sweep import run_sweep
     from mtlbench.sweep_table import summary_table
@@ -78,6 +79,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         soft_wrap=True,
         highlight=False,
     )
+    for line in protocol_warnings(base, methods, plan.method_params):
+        console.print(f"[yellow]warning: {line}[/yellow]", soft_wrap=True, highlight=False)
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
         with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
             outcomes = run_sweep(plan, results, display, force=args.force)

@@ -138,6 +138,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     if args.dry_run:
         return _dry_run(plan, head, args, console)
     # torch from here on
+    from mtlbench.plan import protocol_warnings
     from mtlbench.progress import SweepDisplay
     from mtlbench.sweep_table import summary_table
     from mtlbench.training import resolve_runtime
@@ -153,6 +154,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     )
     for line in _search_lines(plan):
         _print(console, line)
+    for line in protocol_warnings(base, plan.methods, plan.method_params):
+        console.print(f"[yellow]warning: {line}[/yellow]", soft_wrap=True, highlight=False)
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
         with SweepDisplay(console, plan.total_runs(), enabled=not args.quiet) as display:
             outcome = run_tune(plan, results, display)
