@@ -30,7 +30,7 @@ from bench_common import device_label, emit
 from step_cost import fixed_batch, time_method
 from torch.utils.flop_counter import FlopCounterMode
 
-from mtlbench import backend, measure
+from mtlbench import backend, costs
 from mtlbench.config import build_config
 from mtlbench.results.store import ResultsStore
 from mtlbench.sweep import load_dataset
@@ -57,9 +57,9 @@ def matmul_tflops(device: torch.device, dtype: torch.dtype, n: int, seconds: flo
     times = []
     total = 0.0
     while total < seconds or len(times) < 5:
-        t0 = measure.now(device)
+        t0 = costs.now(device)
         a @ b
-        dt = measure.now(device) - t0
+        dt = costs.now(device) - t0
         times.append(dt)
         total += dt
     return 2 * n**3 / statistics.median(times) / 1e12
@@ -85,9 +85,9 @@ def pipeline_images_per_s(config, workdir: Path) -> tuple[float, float, dict]:
         out = train_run(config, data, store, {}, force=True)
         if out.status != "complete":
             raise SystemExit(f"pipeline run {out.status}: {out.detail}")
-        costs = dict(store.query("SELECT * FROM costs WHERE run_id=?", (out.run_id,))[0])
-    trained = costs["images_per_s"] * costs["train_s"]
-    return costs["images_per_s"], trained / costs["wall_s"], costs
+        run_costs = dict(store.query("SELECT * FROM costs WHERE run_id=?", (out.run_id,))[0])
+    trained = run_costs["images_per_s"] * run_costs["train_s"]
+    return run_costs["images_per_s"], trained / run_costs["wall_s"], run_costs
 
 
 def main() -> None:
@@ -138,15 +138,15 @@ def main() -> None:
         achieved = flops / step_s / 1e12
         print(f"ceiling: {ceiling:.1f} images/s, {achieved:.3f} TFLOP/s", flush=True)
 
-        train_rate, run_rate, costs = pipeline_images_per_s(config, Path(tmp))
+        train_rate, run_rate, run_costs = pipeline_images_per_s(config, Path(tmp))
         print(f"pipeline: {train_rate:.1f} images/s training, {run_rate:.1f} images/s whole run", flush=True)
 
     efficiency = train_rate / ceiling
     target_case = device.type == "cuda" and args.image_size == 224 and args.batch_size == 128
     memory = (
-        f"peak CUDA {costs['peak_cuda_mb']:.0f} MiB"
-        if costs.get("peak_cuda_mb") is not None
-        else f"peak RSS {costs['peak_rss_mb']:.0f} MiB"
+        f"peak CUDA {run_costs['peak_cuda_mb']:.0f} MiB"
+        if run_costs.get("peak_cuda_mb") is not None
+        else f"peak RSS {run_costs['peak_rss_mb']:.0f} MiB"
     )
     lines = [
         f"Compute ceiling and pipeline on {device_label(device)}, torch {torch.__version__}, precision "
@@ -161,7 +161,7 @@ def main() -> None:
         f"| pipeline: full EW run, training | {train_rate:.1f} | {flops / args.batch_size * train_rate / 1e12:.3f} | "
         f"{efficiency:.2f} | cxr14-synth {args.images} images, {args.epochs} epochs, loader + meters + logging; {memory} |",
         f"| pipeline: full EW run, incl. evaluation | {run_rate:.1f} | – | {run_rate / ceiling:.2f} | "
-        f"wall {costs['wall_s']:.1f} s of which evaluation {costs['eval_s']:.1f} s |",
+        f"wall {run_costs['wall_s']:.1f} s of which evaluation {run_costs['eval_s']:.1f} s |",
         "",
         f"Pipeline efficiency (training images/s ÷ ceiling) = {efficiency:.3f}. The issue's target is ≥ 0.90 on a GPU "
         f"at 224 px, batch 128"

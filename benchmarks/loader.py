@@ -32,7 +32,7 @@ from PIL import Image
 from bench_common import device_label, emit
 from step_cost import time_method
 
-from mtlbench import measure
+from mtlbench import costs
 from mtlbench.config import build_config
 from mtlbench.datasets.base import DataRequest, no_progress
 from mtlbench.datasets.cxr14_synth import nih_sample, render
@@ -64,12 +64,12 @@ def loader_rate(split: DeviceSplit, batch_size: int, device: torch.device, augme
     for _batch in train_batches(split, batch_size, 1, 0, device, 0.5, 0.5, augment):  # warm-up epoch
         pass
     images, epoch = 0, 0
-    start = measure.now(device)
+    start = costs.now(device)
     while True:
         for x, _ in train_batches(split, batch_size, 0, epoch, device, 0.5, 0.5, augment):
             images += x.shape[0]
         epoch += 1
-        elapsed = measure.now(device) - start
+        elapsed = costs.now(device) - start
         if elapsed >= min_seconds:
             return images / elapsed
 

@@ -30,7 +30,7 @@ from dataclasses import replace
 import torch
 from bench_common import device_label, emit
 
-from mtlbench import backend, measure
+from mtlbench import backend, costs
 from mtlbench.config import build_config
 from mtlbench.registry import METHODS
 from mtlbench.tasks import TASK_NAMES
@@ -55,23 +55,23 @@ def time_method(config, device, x, y, steps: int, warmup: int) -> dict[str, floa
     model = build_model(config, len(TASK_NAMES), device).train()
     method = build_method(config, TASK_NAMES).to(device)
     optimizer = build_optimizer(config, model, method)
-    measure.reset_peaks(device)
-    timer = measure.StepTimer(device)
+    costs.reset_peaks(device)
+    timer = costs.StepTimer(device)
     step_s = []
     for i in range(warmup + steps):
-        t0 = measure.now(device)
+        t0 = costs.now(device)
         timer.start()
         training_step(model, method, optimizer, x, y, config, i, 0, device, timer)
         timer.end()
-        t1 = measure.now(device)
+        t1 = costs.now(device)
         if i >= warmup:
             step_s.append(t1 - t0)
     method_s = timer.collect()[1][warmup:]
-    cuda = measure.peak_cuda_mb(device)
+    cuda = costs.peak_cuda_mb(device)
     return {
         "step_s": statistics.median(step_s),
         "method_s": statistics.median(method_s),
-        "memory_mb": cuda if cuda is not None else measure.peak_rss_mb(),
+        "memory_mb": cuda if cuda is not None else costs.peak_rss_mb(),
     }
 
 
@@ -91,7 +91,7 @@ def largest_batch(
 ) -> tuple[int, str]:
     """(largest batch that trains two steps on the device, how the search ended: "" when exact to 1/16,
     "≥" when `limit` or the time budget stopped it): doubling from `start`, then bisection."""
-    deadline = measure.now(device) + seconds
+    deadline = costs.now(device) + seconds
 
     def fits(b: int) -> bool:
         ok, why = _fits(config, device, b, image_size)
@@ -103,12 +103,12 @@ def largest_batch(
     low, high = 0, start
     while high <= limit and fits(high):
         low, high = high, high * 2
-        if measure.now(device) > deadline:
+        if costs.now(device) > deadline:
             return low, "≥"
     if high > limit:
         return low, "≥"
     while high - low > max(1, low // 16):
-        if measure.now(device) > deadline:
+        if costs.now(device) > deadline:
             return low, "≥"
         mid = (low + high) // 2
         low, high = (mid, high) if fits(mid) else (low, mid)
