@@ -48,9 +48,10 @@ from mtlbench.methods.params.core import (
     UncertaintyParams,
     read_task_values,
 )
+from mtlbench.methods.params.gramian_weighting import GRAMIAN_WEIGHTING_SPECS
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
-METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS}
+METHOD_SPECS: dict[str, MethodSpec] = {**CORE_SPECS, **GRAMIAN_WEIGHTING_SPECS}
 
 __all__ = [
     "CAGRAD_RESCALES",
