@@ -6,8 +6,48 @@ Defaults are the authors' (sources in each method's module docstring). UPGrad an
 
 from __future__ import annotations
 
-from mtlbench.methods.params.common import MethodSpec, NoHyperparameters
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Sequence
+
+from mtlbench.errors import UserError
+from mtlbench.methods.params.common import MethodSpec, NoHyperparameters, is_number
+
+
+def _non_negative(x: object) -> bool:
+    return is_number(x) and math.isfinite(x) and x >= 0  # type: ignore[arg-type]
+
+
+@dataclass
+class NashMTLParams:
+    """Nash-MTL's update-norm bound and how often the bargaining weights are solved for.
+
+    Defaults from AvivNavon/nash-mtl: max_norm 1.0 (methods/weight_methods.py, NashMTL.__init__),
+    update_weights_every 1 (experiments/utils.py, --update-weights-every).
+    """
+
+    max_norm: float = field(
+        default=1.0, metadata={"note": "bound on ‖Σ α_t g_t‖ (the authors' clip_grad_norm_ of the shared part); 0: off"}
+    )
+    update_weights_every: int = field(
+        default=1, metadata={"note": "solve for α every k steps, reuse it in between (authors' default 1)"}
+    )
+
+    # None searched: every released experiment of the authors uses max_norm 1 and update_weights_every 1;
+    # with ‖Σα_t g_t‖ = √T at the solution, max_norm only rescales the step, as the shared lr does.
+    search_space: ClassVar[dict[str, tuple]] = {}
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """max_norm finite and ≥ 0 (0 turns the bound off); update_weights_every a whole number ≥ 1."""
+        if not _non_negative(self.max_norm):
+            raise UserError(f"{method}: max_norm must be a finite number ≥ 0 (0 turns it off), got {self.max_norm!r}")
+        if not (isinstance(self.update_weights_every, int) and self.update_weights_every >= 1):
+            raise UserError(
+                f"{method}: update_weights_every must be a whole number ≥ 1, got {self.update_weights_every!r}"
+            )
+
 
 GRAMIAN_WEIGHTING_SPECS: dict[str, MethodSpec] = {
     "imtl-g": MethodSpec("shared_params", NoHyperparameters),
+    "nash-mtl": MethodSpec("shared_params", NashMTLParams),
 }
