@@ -22,3 +22,4 @@ from mtlbench.methods import gradnorm  # noqa: F401
 from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-consistent aggregate)
 from mtlbench.methods import imtl_g  # noqa: F401
 from mtlbench.methods import nash_mtl  # noqa: F401
+from mtlbench.methods import aligned_mtl  # noqa: F401

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import ClassVar, Sequence
+from typing import ClassVar, Literal, Sequence
 
 from mtlbench.errors import UserError
 from mtlbench.methods.params.common import MethodSpec, NoHyperparameters, is_number
+
+ALIGNED_MTL_SCALE_MODES = ("min", "median", "rmse")
+AlignedScaleMode = Literal["min", "median", "rmse"]
 
 
 def _non_negative(x: object) -> bool:
@@ -47,7 +50,31 @@ class NashMTLParams:
             )
 
 
+@dataclass
+class AlignedMTLParams:
+    """Aligned-MTL's scale of the aligned gradients: the smallest, median or mean eigenvalue of G.
+
+    Default "min", SamsungLabs/MTL code/optim/aligned/balancer.py (AlignedMTLBalancer.__init__),
+    never overridden by the authors' scripts.
+    """
+
+    scale_mode: AlignedScaleMode = field(
+        default="min", metadata={"note": "min | median | rmse: σ² of the aligned gradients (authors' default min)"}
+    )
+
+    # every scale mode of the authors' ProcrustesSolver (code/optim/aligned/solver.py)
+    search_space: ClassVar[dict[str, tuple]] = {"scale_mode": ALIGNED_MTL_SCALE_MODES}
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """A known scale mode."""
+        if self.scale_mode not in ALIGNED_MTL_SCALE_MODES:
+            raise UserError(
+                f"{method}: unknown scale_mode {self.scale_mode!r}; valid: {', '.join(ALIGNED_MTL_SCALE_MODES)}"
+            )
+
+
 GRAMIAN_WEIGHTING_SPECS: dict[str, MethodSpec] = {
     "imtl-g": MethodSpec("shared_params", NoHyperparameters),
     "nash-mtl": MethodSpec("shared_params", NashMTLParams),
+    "aligned-mtl": MethodSpec("shared_params", AlignedMTLParams),
 }
