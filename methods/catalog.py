@@ -23,3 +23,5 @@ from mtlbench.methods import graddrop  # noqa: F401  (no task weights: a sign-co
 from mtlbench.methods import imtl_g  # noqa: F401
 from mtlbench.methods import nash_mtl  # noqa: F401
 from mtlbench.methods import aligned_mtl  # noqa: F401
+from mtlbench.methods import upgrad  # noqa: F401
+from mtlbench.methods import dualproj  # noqa: F401

@@ -73,8 +73,33 @@ class AlignedMTLParams:
             )
 
 
+@dataclass
+class DualConeParams:
+    """The constants of the authors' projection onto the dual cone (UPGrad, DualProj).
+
+    The Gramian is divided by its trace (by nothing below `norm_eps`, where it is taken as 0) and
+    `reg_eps`·I is added before the projection: TorchJD's defaults 1e-4 and 1e-4 (UPGrad and
+    DualProj constructors). reg_eps 0 gives the paper's exact projection.
+    """
+
+    norm_eps: float = field(default=1e-4, metadata={"note": "trace(G) below this counts as G = 0 (TorchJD's)"})
+    reg_eps: float = field(
+        default=1e-4, metadata={"note": "added to the diagonal of G/trace(G) (TorchJD's); 0: the exact projection"}
+    )
+
+    # None searched: numerical constants of the authors' solver, not of the method.
+    search_space: ClassVar[dict[str, tuple]] = {}
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """norm_eps and reg_eps finite and ≥ 0."""
+        if not (_non_negative(self.norm_eps) and _non_negative(self.reg_eps)):
+            raise UserError(f"{method}: norm_eps and reg_eps must be finite numbers ≥ 0")
+
+
 GRAMIAN_WEIGHTING_SPECS: dict[str, MethodSpec] = {
     "imtl-g": MethodSpec("shared_params", NoHyperparameters),
     "nash-mtl": MethodSpec("shared_params", NashMTLParams),
     "aligned-mtl": MethodSpec("shared_params", AlignedMTLParams),
+    "upgrad": MethodSpec("shared_params", DualConeParams),
+    "dualproj": MethodSpec("shared_params", DualConeParams),
 }
