@@ -29,3 +29,8 @@ from mtlbench.methods import excess_mtl  # noqa: F401
 from mtlbench.methods import fairgrad  # noqa: F401
 from mtlbench.methods import config  # noqa: F401
 from mtlbench.methods import gradvac  # noqa: F401
+from mtlbench.methods import imtl_g  # noqa: F401
+from mtlbench.methods import nash_mtl  # noqa: F401
+from mtlbench.methods import aligned_mtl  # noqa: F401
+from mtlbench.methods import upgrad  # noqa: F401
+from mtlbench.methods import dualproj  # noqa: F401

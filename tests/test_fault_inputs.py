@@ -428,7 +428,7 @@ SEED_FAULTS = {
     ),
     "seeds-too-many-runs": (
         ["--methods", "all", "--seeds", "0-999"],
-        ["--methods × --seeds is 13 × 1,000 = 13,000 runs", "at most 10,000"],
+        [f"--methods × --seeds is {len(METHOD_SPECS)} × 1,000 = {len(METHOD_SPECS) * 1000:,} runs", "at most 10,000"],
     ),
     # said "empty"
     "seeds-reversed-range": (["--seeds", "5-2"], ["--seeds '5-2': the range 5-2 is reversed; write 2-5"]),

@@ -50,6 +50,7 @@ from mtlbench.methods.params.core import (
     read_task_values,
 )
 from mtlbench.methods.params.gradient_balancing import GRADIENT_BALANCING_SPECS, FairGradParams, GradVacParams
+from mtlbench.methods.params.gramian_weighting import GRAMIAN_WEIGHTING_SPECS
 from mtlbench.methods.params.loss_level import LOSS_LEVEL_SPECS, DBMTLParams, ExcessMTLParams, STCHParams
 
 # In registration order (methods/catalog.py): `--methods all` and `mtlbench list` follow it.
@@ -58,6 +59,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
     **STATIC_SPECS,
     **LOSS_LEVEL_SPECS,
     **GRADIENT_BALANCING_SPECS,
+    **GRAMIAN_WEIGHTING_SPECS,
 }
 
 __all__ = [
