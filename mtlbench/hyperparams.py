@@ -28,6 +28,8 @@ def method_spec(name: str) -> MethodSpec:
     from mtlbench.plugins import plugin_problem
 
     specs = all_method_specs()
+    if name in specs:
+        return specs[name]
     if plugin_problem(name):
         raise UserError(plugin_problem(name))
     if name not in specs:
@@ -37,10 +39,9 @@ def method_spec(name: str) -> MethodSpec:
 
 def all_method_specs() -> dict[str, MethodSpec]:
     """Every method's spec: the built-ins (METHOD_SPECS, in catalog order), then installed plugins."""
-    from mtlbench.plugins import plugin_methods
+    from mtlbench.plugins import plugin_specs
 
-    plugins = {name: MethodSpec(cls.needs, cls.Params, cls.version) for name, cls in plugin_methods().items()}
-    return {**METHOD_SPECS, **plugins}
+    return {**METHOD_SPECS, **plugin_specs()}
 
 
 def resolved_params(method: str, overrides: dict[str, Any] | None) -> dict[str, Any]:

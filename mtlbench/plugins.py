@@ -17,6 +17,7 @@ is refused, in one line, only where it is named; the others work.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 from dataclasses import dataclass, is_dataclass
 from importlib.metadata import entry_points
@@ -25,6 +26,7 @@ from typing import Any
 from mtlbench.errors import UserError
 
 ENTRY_POINT_GROUP = "mtlbench.methods"
+ADAPTER_MODULE = "mtlbench.methods.torchjd_adapter"  # its jd-* entry points are declared in setup.cfg
 
 
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9._-]*")  # what --methods and the report's variant labels can carry
@@ -80,8 +82,29 @@ def plugin_methods() -> dict[str, Any]:
 
 
 def plugin_problem(name: str) -> str | None:
-    """Why the installed plugin `name` cannot be used (one line), or None."""
+    """Why the installed plugin `name` cannot be used (one line), or None; loads the plugins only when `name` is
+    an installed plugin's (so that an unknown name is refused without importing torch)."""
+    if name not in {ep.name for ep in entry_points(group=ENTRY_POINT_GROUP)}:
+        return None
     return scan_plugins().problems.get(name)
+
+
+def plugin_specs() -> dict[str, Any]:
+    """{name: MethodSpec} of the installed plugins, for the checks that run before torch is imported.
+
+    mtlbench's own torchjd adapters (ADAPTER_MODULE) have a fixed spec and are listed without importing
+    them (they import torch), when torchjd is installed; any other plugin is loaded to read its spec."""
+    from mtlbench.methods.params import MethodSpec, NoHyperparameters
+
+    found = sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+    adapters = [ep.name for ep in found if ep.value.startswith(ADAPTER_MODULE + ":")]
+    specs: dict[str, Any] = {}
+    if adapters and importlib.util.find_spec("torchjd") is not None:
+        specs = {name: MethodSpec("shared_params", NoHyperparameters) for name in adapters}
+    if len(adapters) < len(found):
+        loaded = {n: MethodSpec(c.needs, c.Params, c.version) for n, c in plugin_methods().items() if n not in specs}
+        specs = dict(sorted({**specs, **loaded}.items()))
+    return specs
 
 
 def check_method_class(name: str, where: str, cls: Any) -> None:

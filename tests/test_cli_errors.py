@@ -211,14 +211,16 @@ def test_version(capsys):
 
 
 def test_torch_free_method_specs_match_the_registry():
-    """METHOD_SPECS (what the CLI checks before torch) lists every registered method, in order, as registered."""
-    from mtlbench.methods.params import METHOD_SPECS
+    """The specs the CLI checks before torch (METHOD_SPECS, then the plugins' — the torchjd adapters' without
+    importing them) list every registered method, in order, as registered."""
+    from mtlbench.hyperparams import all_method_specs
     from mtlbench.registry import METHODS
 
-    assert list(METHOD_SPECS) == METHODS.names()
-    for name, spec in METHOD_SPECS.items():
+    specs = all_method_specs()
+    assert list(specs) == METHODS.names()
+    for name, spec in specs.items():
         cls = METHODS.get(name)
-        assert (cls.needs, cls.Params, cls.name) == (spec.needs, spec.Params, name)
+        assert (cls.needs, cls.Params, cls.version, cls.name) == (spec.needs, spec.Params, spec.version, name)
 
 
 def test_registries_list_in_catalog_order_whatever_was_imported_first() -> None:

@@ -139,7 +139,7 @@ def test_a_preset_sweep_applies_only_where_options_are_not_given() -> None:
 
     assert preset_sweep("lite", None, None) == ("ew,deepchest,uncertainty,dwa,famo", "0,1,2")
     assert preset_sweep("lite", "ew,pcgrad", "4") == ("ew,pcgrad", "4")
-    assert preset_sweep("quick", None, None) == ("all", "0")
+    assert preset_sweep("quick", None, None) == ("core", "0")
 
 
 def test_lite_preset_is_a_real_comparison() -> None:

@@ -46,6 +46,7 @@ def test_the_counter_sees_each_kind_of_sync() -> None:
 @pytest.mark.parametrize("name", LOSS_METHODS)
 def test_loss_weighting_step_makes_no_host_sync(name: str) -> None:
     method = build_method(replace(build_config("smoke"), method=name), TASK_NAMES)
+    method.bind_training_labels(torch.eye(len(TASK_NAMES), dtype=torch.uint8))  # as the loop does, before step 0
     optimizer = torch.optim.SGD(list(method.parameters()) or [torch.zeros(1, requires_grad=True)], lr=0.01)
     gen = torch.Generator().manual_seed(0)
     ones = torch.ones(len(TASK_NAMES))

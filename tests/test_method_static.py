@@ -58,7 +58,7 @@ def test_weights_from_a_file_by_task_name(tmp_path):
     [
         (StaticParams(source="median"), "unknown source 'median'; valid: inverse-prevalence, file"),
         (StaticParams(source="file"), "source=file needs --param static.weights_file=PATH"),
-        (StaticParams(weights_file="w.json"), "weights_file is read only with --param static.source=file"),
+        (StaticParams(weights_file="w.json"), "weights_file 'w.json' is read only with --param static.source=file"),
         (StaticParams(source="file", weights_file="/nonexistent.json"), "static weights file not found"),
     ],
 )

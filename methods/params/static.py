@@ -37,7 +37,9 @@ class StaticParams:
             if min(weights) < 0 or max(weights) == 0:
                 raise UserError(f"{method} weights file {self.weights_file}: weights must be ≥ 0 and not all 0")
         elif self.weights_file:
-            raise UserError(f"{method}: weights_file is read only with --param {method}.source=file")
+            raise UserError(
+                f"{method}: weights_file {self.weights_file!r} is read only with --param {method}.source=file"
+            )
 
 
 STATIC_SPECS: dict[str, MethodSpec] = {"static": MethodSpec("losses", StaticParams)}
