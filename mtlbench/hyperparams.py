@@ -3,7 +3,7 @@
 Types come from the Params dataclass's field annotations: a float field takes a number (an
 integer is kept as written, so a cell's hash does not change), never a word, a list or a
 boolean, and it must be finite; a text field takes the text as written. Then the method's own
-`check` runs (ranges, choices, readable files; methods/params.py).
+`check` runs (ranges, choices, readable files; methods/params/).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ DATASETS: Registry[Any] = Registry(
 def register_method(name: str) -> Callable[[T], T]:
     """Register a weighting-method class under `name` (see methods/base.py for the contract).
 
-    The class must match its entry in methods/params.py's METHOD_SPECS (its Params, gradient
+    The class must match its entry in METHOD_SPECS (methods/params/) (its Params, gradient
     need and version), which the CLI checks hyperparameters with before it imports torch. A
     method outside mtlbench registers through an entry point instead (mtlbench/plugins.py).
     """
@@ -98,7 +98,7 @@ def register_method(name: str) -> Callable[[T], T]:
         if METHOD_SPECS.get(name) != MethodSpec(cls.needs, cls.Params, cls.version):
             raise ValueError(
                 f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}, "
-                f"version={cls.version}) in METHOD_SPECS (methods/params.py)"
+                f"version={cls.version}) in METHOD_SPECS (methods/params/)"
             )
         cls.name = name
         return METHODS.register(name)(cls)

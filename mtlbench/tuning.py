@@ -5,7 +5,7 @@ methods rarely beat equal weighting once every method, EW included, is tuned wit
 budget and selected on validation. `mtlbench tune` does that; this module decides what it runs.
 
 * **Space.** A method's search space is SHARED_SPACE (the run settings every method shares,
-  one grid for all) and its own `Params.search_space` (methods/params.py, next to the defaults).
+  one grid for all) and its own `Params.search_space` (methods/params/, next to the defaults).
   Every dimension is a finite tuple of values: the authors' configurations give grids, not
   distributions. A setting fixed on the command line (`--lr`, `--weight-decay`, in `--config`, or
   `--param METHOD.NAME=VALUE`) is not searched.

@@ -31,7 +31,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
             highlight=False,
         )
         params = fields(cls.Params)
-        for f in params:  # a field's metadata "note" (methods/params.py) follows its default
+        for f in params:  # a field's metadata "note" (methods/params/) follows its default
             note = f"  # {f.metadata['note']}" if f.metadata.get("note") else ""
             console.print(f"      {f.name} = {f.default!r}{note}", soft_wrap=True, highlight=False, markup=False)
         if not params:
