@@ -96,7 +96,7 @@ def _protocol_blocks(
         Block(
             "heading",
             f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
-            f"{c.get('epochs')} epochs, {c.get('precision')} (key {protocol.key})",
+            f"{c.get('epochs')} epochs, {c.get('precision')}, {c.get('loss', 'bce')} loss (key {protocol.key})",
             2,
         ),
         Block(
