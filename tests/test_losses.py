@@ -82,3 +82,16 @@ def test_bce_keeps_the_identity_of_earlier_runs_and_another_loss_is_another_cell
     assert "loss" not in base.hashed_fields()  # runs stored before --loss existed are the same cells
     focal = replace(base, loss="focal")
     assert focal.hashed_fields()["loss"] == "focal" and focal.config_hash() != base.config_hash()
+
+
+def test_each_loss_is_its_own_report_protocol_and_old_runs_count_as_bce():
+    import json
+
+    from mtlbench.report.load import protocol_config, protocol_key
+
+    stored = json.loads(build_config("smoke").to_json())
+    old = {k: v for k, v in stored.items() if k != "loss"}  # a run stored before --loss existed
+    key = protocol_key(protocol_config(json.dumps(stored), None))
+    assert protocol_key(protocol_config(json.dumps(old), None)) == key
+    for loss in ("pos-weight", "focal", "asl"):
+        assert protocol_key(protocol_config(json.dumps({**stored, "loss": loss}), None)) != key
