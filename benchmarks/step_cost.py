@@ -54,6 +54,7 @@ def time_method(config, device, x, y, steps: int, warmup: int) -> dict[str, floa
     torch.manual_seed(0)
     model = build_model(config, len(TASK_NAMES), device).train()
     method = build_method(config, TASK_NAMES).to(device)
+    method.bind_training_labels(y.detach().cpu().to(torch.uint8))  # as the trainer does before step 0
     optimizer = build_optimizer(config, model, method)
     costs.reset_peaks(device)
     timer = costs.StepTimer(device)
