@@ -10,7 +10,7 @@ import torch
 import mtlbench
 from mtlbench.cli import main
 from mtlbench.environment import git_commit
-from mtlbench.registry import METHODS
+from mtlbench.plan import method_sets
 
 
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
@@ -52,7 +52,7 @@ def test_run_stores_a_complete_run_per_method_and_seed(sweep, capsys):
         "SELECT method, seed, status, env_json, data_json, config_json FROM runs ORDER BY method, seed"
     ).fetchall()
     assert [(m, s, st) for m, s, st, *_ in rows] == [
-        (m, s, "complete") for m in sorted(METHODS.names()) for s in (0, 1)
+        (m, s, "complete") for m in sorted(method_sets()["all"]) for s in (0, 1)
     ]
     for *_, env_json, data_json, config_json in rows:
         env, data, config = json.loads(env_json), json.loads(data_json), json.loads(config_json)
@@ -78,5 +78,5 @@ def test_rerun_skips_complete_cells(sweep, capsys):
     before = sqlite3.connect(root / "r.sqlite").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
     assert main(argv) == 0
     after = sqlite3.connect(root / "r.sqlite").execute("SELECT COUNT(*) FROM runs").fetchone()[0]
-    assert before == after == 2 * len(METHODS.names())
+    assert before == after == 2 * len(method_sets()["all"])
     assert "ew" in capsys.readouterr().out  # the summary table still lists the skipped cells
