@@ -20,3 +20,5 @@ def test_the_script_imports(script, monkeypatch):
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)  # runs its imports and definitions, not its main()
+    if script != "bench_common.py":  # the shared helpers; every other script is a command with a main()
+        assert callable(getattr(module, "main", None)), f"{script} has no main()"
