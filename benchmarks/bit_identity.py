@@ -16,59 +16,29 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sqlite3
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-QUERIES = {
-    "metrics": "SELECT split, epoch, task, loss, accuracy, auroc, ap FROM metrics WHERE run_id=? "
-    "ORDER BY split, epoch, task",
-    "weights": "SELECT epoch, step, task, weight FROM weights WHERE run_id=? ORDER BY epoch, step, task",
-    "predictions": "SELECT split, epoch, image_ids, labels, probs FROM predictions WHERE run_id=?",
-    "diagnostics": "SELECT name, value FROM diagnostics WHERE run_id=? ORDER BY name",
-}
+from mtlbench.results.readers import computed_results
 
 
 def sweep_digests(methods: str, workdir: Path, results: Path | None = None) -> dict[str, str]:
     """Run the sweep in `workdir` (database `results`) and return {method: digest of its stored results}."""
     results = results or workdir / "bit.sqlite"
-    command = [
-        sys.executable,
-        "-m",
-        "mtlbench.cli",
-        "run",
-        "--methods",
-        methods,
-        "--preset",
-        "smoke",
-        "--synth-images",
-        "120",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "16",
-        "--device",
-        "cpu",
-        "--quiet",
-        "--results",
-        str(results),
-        "--data-dir",
-        str(workdir / "data"),
-    ]
+    flags = "--preset smoke --synth-images 120 --epochs 2 --batch-size 16 --device cpu --quiet".split()
+    command = [sys.executable, "-m", "mtlbench.cli", "run", "--methods", methods, *flags]
+    command += ["--results", str(results), "--data-dir", str(workdir / "data")]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         sys.exit(f"the sweep failed (exit {done.returncode}):\n{done.stdout}\n{done.stderr}")
-    digests = {}
-    with sqlite3.connect(results) as con:
-        for run_id, method, status in con.execute("SELECT run_id, method, status FROM runs ORDER BY run_id"):
-            h = hashlib.sha256(status.encode())
-            for name, sql in QUERIES.items():
-                rows = sorted(repr(r) for r in con.execute(sql, (run_id,)).fetchall())
-                h.update(name.encode() + "\n".join(rows).encode())
-            digests[method] = h.hexdigest()
-    return digests
+    digests: dict = {}
+    for table, table_rows in computed_results(results).items():
+        for method, seed, _config_hash, *values in table_rows:  # not the method's name nor its config's hash:
+            # a renamed method, or a new config field that leaves the numbers alone, keeps its digest
+            digests.setdefault(method, hashlib.sha256()).update(table.encode() + repr((seed, *values)).encode())
+    return {method: h.hexdigest() for method, h in digests.items()}
 
 
 def main() -> None:

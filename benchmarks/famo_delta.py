@@ -25,9 +25,9 @@ from bench_common import emit
 
 from mtlbench.config import build_config
 from mtlbench.datasets.base import no_progress
-from mtlbench.batches import DeviceSplit, train_batches
+from mtlbench.batches import DeviceSplit
 from mtlbench.sweep import load_dataset
-from mtlbench.training import build_method, build_model, build_optimizer, resolve_runtime, training_step
+from mtlbench.training import build_method, epoch_batches, build_model, build_optimizer, resolve_runtime, training_step
 
 
 def main() -> None:
@@ -80,17 +80,7 @@ def main() -> None:
     split = DeviceSplit.from_split(data.train, device)
     k = 0
     for epoch in range(config.epochs):
-        for x, y in train_batches(
-            split,
-            config.batch_size,
-            config.seed,
-            epoch,
-            device,
-            config.normalize_mean,
-            config.normalize_std,
-            config.augment,
-            config.hflip,
-        ):
+        for x, y in epoch_batches(split, config, epoch, device):
             training_step(model, method, optimizer, x, y, config, k, epoch, device)
             k += 1
     log_before = torch.stack(before).clamp_min(1e-8).log().numpy()

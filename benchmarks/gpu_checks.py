@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -27,27 +26,8 @@ from pathlib import Path
 
 from bench_common import emit
 
-METRICS = (
-    "SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
-    "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task"
-)
-WEIGHTS = (
-    "SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
-    "ORDER BY r.method, w.epoch, w.step, w.task"
-)
-PREDICTIONS = (
-    "SELECT r.method, p.split, p.epoch, p.probs FROM predictions p JOIN runs r USING (run_id) "
-    "ORDER BY r.method, p.split"
-)
-
-
-def rows(path: Path, sql: str) -> list[tuple]:
-    """All rows of a query on a results database, opened read-only."""
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
+from mtlbench.results.readers import computed_results
+from mtlbench.results.readers import rows_read_only as rows
 
 
 def cli(*args: str) -> list[str]:
@@ -70,24 +50,8 @@ def sweep(args, work: Path, log: list[str]) -> list[str]:
     """Check 1: every method, smoke preset, on the device; a table of the stored runs."""
     results = work / "sweep.sqlite"
     t0 = time.monotonic()
-    done = run(
-        cli(
-            "run",
-            "--methods",
-            "all",
-            "--preset",
-            "smoke",
-            "--device",
-            args.device,
-            "--synth-images",
-            str(args.synth_images),
-            "--results",
-            str(results),
-            "--data-dir",
-            str(work / "data"),
-        ),
-        log,
-    )
+    flags = f"--methods all --preset smoke --device {args.device} --synth-images {args.synth_images}".split()
+    done = run(cli("run", *flags, "--results", str(results), "--data-dir", str(work / "data")), log)
     wall = time.monotonic() - t0
     lines = [
         f"### 1. `mtlbench run --methods all --preset smoke --device {args.device}`",
@@ -120,36 +84,16 @@ def sweep(args, work: Path, log: list[str]) -> list[str]:
 
 def gradient_command(args, results: Path, work: Path) -> list[str]:
     """The deterministic fp32 run of one gradient method that checks 2 and 3 share."""
-    return cli(
-        "run",
-        "--methods",
-        args.method,
-        "--preset",
-        "smoke",
-        "--device",
-        args.device,
-        "--deterministic",
-        "--precision",
-        "fp32",
-        "--epochs",
-        "3",
-        "--synth-images",
-        str(args.synth_images),
-        "--results",
-        str(results),
-        "--data-dir",
-        str(work / "data"),
-    )
+    flags = f"--methods {args.method} --preset smoke --device {args.device} --deterministic --precision fp32"
+    flags += f" --epochs 3 --synth-images {args.synth_images}"
+    return cli("run", *flags.split(), "--results", str(results), "--data-dir", str(work / "data"))
 
 
 def same_numbers(a: Path, b: Path) -> str:
     """'identical' or which stored tables differ between two results databases."""
-    differ = [
-        name
-        for name, sql in (("metrics", METRICS), ("weights", WEIGHTS), ("predictions", PREDICTIONS))
-        if rows(a, sql) != rows(b, sql)
-    ]
-    return "identical (metrics, weights, predictions)" if not differ else "DIFFER in " + ", ".join(differ)
+    first, second = computed_results(a), computed_results(b)
+    differ = [name for name in first if first[name] != second[name]]
+    return f"identical ({', '.join(first)})" if not differ else "DIFFER in " + ", ".join(differ)
 
 
 def determinism(args, work: Path, log: list[str]) -> tuple[list[str], Path | None]:

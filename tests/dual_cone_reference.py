@@ -8,6 +8,8 @@ Moreau's decomposition: x = π_K(x) + π_K°(x) with K° = {−Jᵀλ : λ ≥ 0
 from __future__ import annotations
 
 import numpy as np
+import pytest
+import torch
 from scipy.optimize import minimize
 
 
@@ -28,3 +30,12 @@ def conflicting_jacobian(t: int, p: int, seed: int) -> np.ndarray:
     """Random gradients of different norms, many pairs in conflict."""
     rng = np.random.default_rng(seed)
     return rng.normal(size=(t, p)) * rng.lognormal(0, 1, size=(t, 1))
+
+
+def torchjd_weighting(weighting: str, j: np.ndarray) -> np.ndarray:
+    """TorchJD's weights (its `torchjd.aggregation.<weighting>` with defaults: the authors' code, quadprog)
+    for the Jacobian j; the test is skipped where torchjd's dual-cone extra is not installed."""
+    torchjd = pytest.importorskip("torchjd")
+    pytest.importorskip("qpsolvers")
+    pytest.importorskip("quadprog")
+    return getattr(torchjd.aggregation, weighting)()(torch.from_numpy(j @ j.T)).numpy()

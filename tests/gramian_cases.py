@@ -1,4 +1,4 @@
-"""Jacobians shared by the Gramian-weighting tests and their TorchJD cross-checks.
+"""Jacobians and checks shared by the Gramian-weighting tests and their TorchJD cross-checks.
 
 T = 3 and T = 14, several seeds: full-rank ones with task gradients of very different norms,
 and rank-deficient ones (fewer dimensions than tasks, a duplicated task, a task that is the sum of
@@ -8,7 +8,16 @@ non-negative combination of its rows vanishes: Nash-MTL's bargaining problem has
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
+import torch
+
+from mtlbench.datasets.base import DatasetBundle
+from mtlbench.methods.base import Method, StepContext, StepOutput
+
+if TYPE_CHECKING:
+    from tests.conftest import TinyRun
 
 
 def _half_space(j: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -47,3 +56,36 @@ def rank(j: np.ndarray) -> int:
 
 CASES = jacobians()
 NAMES = sorted(CASES)
+
+
+def ones(t: int) -> torch.Tensor:
+    """Task losses for steps whose losses do not matter."""
+    return torch.ones(t, dtype=torch.float64)
+
+
+def step_with_bad_rows(
+    method: Method, j: torch.Tensor, nonfinite: int, zero: int, bad: float = float("nan")
+) -> tuple[StepOutput, list[int]]:
+    """Put `bad` in one entry of row `nonfinite` of j and zero row `zero`, then step `method` on j.
+
+    Checks what every Gramian method promises for such rows: a finite update, weight 0 for both
+    rows, one count each in the diagnostics. Returns the step's output and the rows kept.
+    """
+    j[nonfinite, 0] = bad
+    j[zero] = 0.0
+    out = method.step(StepContext(ones(j.shape[0]), 0, 0, grads=j))
+    assert torch.isfinite(out.weights).all() and torch.isfinite(out.shared_grad).all()
+    assert out.weights[nonfinite] == 0 and out.weights[zero] == 0
+    diagnostics = method.diagnostics()
+    assert diagnostics["nonfinite_grad_rows"] == 1 and diagnostics["zero_grad_rows"] == 1
+    return out, [i for i in range(j.shape[0]) if i not in (nonfinite, zero)]
+
+
+def end_to_end_weights(run: TinyRun, bundle: DatasetBundle, *zero_counters: str) -> list[float]:
+    """The 14 epoch-mean weights of a complete tiny run that logged weights every step, after checking
+    that it never skipped an update for a non-finite result and that each of `zero_counters` is 0."""
+    run.assert_complete()
+    values = run.per_step_epoch_means(len(bundle.train.labels) // 16)
+    for counter in ("nonfinite_update_steps", *zero_counters):
+        assert run.diagnostics[counter] == 0, counter
+    return values

@@ -10,6 +10,11 @@ import mtlbench
 from mtlbench.cli import main
 
 
+def _paths(tmp_path) -> list[str]:
+    """Where a test's run writes: its results database and its data folder, both under tmp_path."""
+    return ["--results", str(tmp_path / "r.sqlite"), "--data-dir", str(tmp_path / "data")]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -61,20 +66,7 @@ def test_user_errors(argv, message, capsys, tmp_path):
     ],
 )
 def test_dataset_errors(dataset, message, capsys, tmp_path):
-    code = main(
-        [
-            "run",
-            "--dataset",
-            dataset,
-            "--preset",
-            "smoke",
-            "--quiet",
-            "--results",
-            str(tmp_path / "r.sqlite"),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ]
-    )
+    code = main(["run", *f"--dataset {dataset} --preset smoke --quiet".split(), *_paths(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
 
@@ -133,20 +125,7 @@ def test_pretrained_weights_unavailable(capsys, tmp_path, monkeypatch):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))  # empty cache
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # and no network
-    code = main(
-        [
-            "run",
-            "--pretrained",
-            "imagenet",
-            "--preset",
-            "smoke",
-            "--quiet",
-            "--results",
-            str(tmp_path / "r.sqlite"),
-            "--data-dir",
-            str(tmp_path / "data"),
-        ]
-    )
+    code = main(["run", *"--pretrained imagenet --preset smoke --quiet".split(), *_paths(tmp_path)])
     err = capsys.readouterr().err
     assert code == 2 and "could not load the ImageNet ResNet18 weights" in err and "hub/checkpoints" in err
     assert not (tmp_path / "r.sqlite").exists()

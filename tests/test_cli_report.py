@@ -27,6 +27,7 @@ from mtlbench.cli import main
 from mtlbench.report.figures import FIGURES
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
+from tests.sweeps import report_args, smoke_sweep
 from tests.results_fixture import METHODS, TEST_POSITIVES, Failure, ProtocolSpec, write_protocol
 
 RESAMPLES = 200
@@ -543,23 +544,7 @@ def test_report_never_trains_and_its_own_old_report_is_replaced_whole(report, tm
     (out / "stale.txt").write_text("from an older report")  # a file an older report wrote, this one does not
     (out / ".mtlbench-report").write_text(json.dumps({**marker, "entries": [*marker["entries"], "stale.txt"]}))
     before = path.read_bytes()
-    assert (
-        main(
-            [
-                "report",
-                "--results",
-                str(path),
-                "--out",
-                str(out),
-                "--quiet",
-                "--methods",
-                "ew,deepchest",
-                "--resamples",
-                "100",
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(path, out) + "--methods ew,deepchest".split()) == 0
     assert path.read_bytes() == before
     assert not (out / "stale.txt").exists()
     assert list(dict.fromkeys(_frame(out)["variant"])) == ["ew", "deepchest"]
@@ -667,25 +652,7 @@ def test_methods_or_dataset_matching_nothing_lists_what_the_database_holds(
 def test_reference_option_compares_against_another_method(report, expected, tmp_path: Path) -> None:
     path, record, _ = report
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "report",
-                "--results",
-                str(path),
-                "--out",
-                str(out),
-                "--quiet",
-                "--resamples",
-                "100",
-                "--reference",
-                "deepchest",
-                "--methods",
-                "pcgrad",
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(path, out) + "--reference deepchest --methods pcgrad".split()) == 0
     frame = _frame(out)
     assert list(dict.fromkeys(frame["variant"])) == ["deepchest", "pcgrad"]  # the reference's runs always load
     assert set(frame["reference"].dropna()) == {"deepchest"}
@@ -730,49 +697,10 @@ def test_variants_are_labelled_by_the_stored_settings_not_todays_defaults() -> N
 def test_the_report_of_a_real_sweep_matches_what_it_stored(tmp_path: Path) -> None:
     """The trainer's database, not the fixture's: the report renders and its numbers are the stored ones."""
     methods = ("ew", "deepchest", "graddrop")  # graddrop: a method without weights
-    assert (
-        main(
-            [
-                "run",
-                "--methods",
-                ",".join(methods),
-                "--preset",
-                "smoke",
-                "--seeds",
-                "0,1",
-                "--synth-images",
-                "120",
-                "--epochs",
-                "2",
-                "--batch-size",
-                "16",
-                "--quiet",
-                "--results",
-                str(tmp_path / "r.sqlite"),
-                "--data-dir",
-                str(tmp_path / "data"),
-            ]
-        )
-        == 0
-    )
+    results = tmp_path / "r.sqlite"
+    assert main(smoke_sweep(",".join(methods), results, tmp_path / "data", extra=["--seeds", "0,1"])) == 0
     out = tmp_path / "out"
-    assert (
-        main(
-            [
-                "report",
-                "--results",
-                str(tmp_path / "r.sqlite"),
-                "--out",
-                str(out),
-                "--quiet",
-                "--resamples",
-                "100",
-                "--min-positives",
-                "1",
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(results, out, min_positives=1)) == 0
     md = (out / "report.md").read_text()
     assert "6 finished run(s) in 1 protocol(s)" in md and md.count("![") == len(FIGURES)
     assert list(_md_table(md, "Leaderboard").index) == list(methods)

@@ -11,6 +11,7 @@ import mtlbench
 from mtlbench.cli import main
 from mtlbench.environment import git_commit
 from mtlbench.plan import method_sets
+from tests.sweeps import smoke_sweep
 
 
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
@@ -19,28 +20,8 @@ pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `pyt
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory):
     root = tmp_path_factory.mktemp("sweep")
-    argv = [
-        "run",
-        "--methods",
-        "all",
-        "--preset",
-        "smoke",
-        "--seeds",
-        "0,1",
-        "--synth-images",
-        "120",
-        "--image-size",
-        "32",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--results",
-        str(root / "r.sqlite"),
-        "--data-dir",
-        str(root / "data"),
-    ]
+    extra = ["--seeds", "0,1", "--image-size", "32"]
+    argv = smoke_sweep("all", root / "r.sqlite", root / "data", epochs=1, extra=extra)
     return root, argv, main(argv)
 
 

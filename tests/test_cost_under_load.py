@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 
 from mtlbench.machine_load import LOADED_SHARE
+from tests.sweeps import report_args, smoke_sweep
 
 pytestmark = pytest.mark.slow  # two real sweeps and a competing process: `python -m pytest -m slow`
 
@@ -35,29 +36,8 @@ MAIN = "import sys; from mtlbench.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _sweep_argv(root: Path, db: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-c",
-        MAIN,
-        "run",
-        "--methods",
-        ",".join(METHODS),
-        "--preset",
-        "smoke",
-        "--seeds",
-        ",".join(map(str, SEEDS)),
-        "--synth-images",
-        "200",
-        "--epochs",
-        str(EPOCHS),
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--results",
-        str(db),
-        "--data-dir",
-        str(root / "data"),
-    ]
+    extra = ["--seeds", ",".join(map(str, SEEDS)), "--synth-images", "200"]  # the later --synth-images wins
+    return [sys.executable, "-c", MAIN, *smoke_sweep(",".join(METHODS), db, root / "data", epochs=EPOCHS, extra=extra)]
 
 
 def _complete(db: Path) -> list[int]:
@@ -147,23 +127,7 @@ def test_the_report_ratios_and_claims_use_no_unreliable_timing(sweeps):
     root, _, loaded, _, sweep_output = sweeps
     costs = _costs(loaded)
     out = root / "report"
-    assert (
-        main(
-            [
-                "report",
-                "--results",
-                str(loaded),
-                "--out",
-                str(out),
-                "--quiet",
-                "--resamples",
-                "100",
-                "--min-positives",
-                "5",
-            ]
-        )
-        == 0
-    )
+    assert main(report_args(loaded, out, min_positives=5)) == 0
     (csv,) = (out / "tables").glob("leaderboard_*.csv")
     frame = pd.read_csv(csv).set_index(["variant", "metric"])
     reliable = costs[costs["unreliable"] != 1]

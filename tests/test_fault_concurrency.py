@@ -18,6 +18,7 @@ import pytest
 
 from mtlbench.results.leases import Heartbeat, Owner
 from mtlbench.results.store import ResultsStore, RunKey
+from tests.sweeps import cli_command, smoke_sweep
 from tests.patching import argument_reader
 from tests.tiny_model import tiny_model
 
@@ -79,28 +80,7 @@ def test_heartbeat_refreshes_the_claim_until_the_run_ends(tmp_path) -> None:
 
 def _sweep(results: Path, data: Path) -> subprocess.Popen:
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtlbench.cli",
-            "run",
-            "--methods",
-            "ew,deepchest,dwa,rlw",
-            "--seeds",
-            "0,1",
-            "--preset",
-            "smoke",
-            "--synth-images",
-            "120",
-            "--epochs",
-            "2",
-            "--batch-size",
-            "16",
-            "--results",
-            str(results),
-            "--data-dir",
-            str(data),
-        ],
+        cli_command(smoke_sweep("ew,deepchest,dwa,rlw", results, data, quiet=False, extra=["--seeds", "0,1"])),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -20,26 +20,14 @@ import mtlbench.training.state as state_mod
 import mtlbench.training.step as step_mod
 from mtlbench.cli import main
 from mtlbench.results.store import ResultsStore
+from tests.sweeps import smoke_sweep
 
 FAULTS = {  # method → the fault injected at its 3rd training step
     "deepchest": lambda: torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
     "rlw": lambda: RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR"),
     "dwa": "nan",
 }
-SWEEP = [
-    "run",
-    "--methods",
-    "ew,deepchest,dwa,rlw,famo",
-    "--preset",
-    "smoke",
-    "--synth-images",
-    "120",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "16",
-    "--quiet",
-]
+SWEEP = smoke_sweep("ew,deepchest,dwa,rlw,famo")
 
 
 @pytest.fixture

@@ -8,55 +8,24 @@ checkpoint, and every stored number equals that of a sweep that was never stoppe
 from __future__ import annotations
 
 import signal
-import sqlite3
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from mtlbench.results.readers import computed_results
+from mtlbench.results.readers import rows_read_only as rows
+from tests.sweeps import cli_command, smoke_sweep
+
 pytestmark = pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 
 METHODS = "ew,deepchest,famo"
-METRICS = (
-    "SELECT r.method, r.seed, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
-    "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, m.split, m.epoch, m.task"
-)
-WEIGHTS = (
-    "SELECT r.method, w.epoch, w.step, w.task, w.weight FROM weights w JOIN runs r USING (run_id) "
-    "ORDER BY r.method, w.epoch, w.step, w.task"
-)
 
 
 def command(results: Path, data: Path) -> list[str]:
     """The sweep every test here runs: three methods with state, 3 short epochs."""
-    return [
-        sys.executable,
-        "-m",
-        "mtlbench.cli",
-        "run",
-        "--methods",
-        METHODS,
-        "--preset",
-        "smoke",
-        "--synth-images",
-        "120",
-        "--epochs",
-        "3",
-        "--batch-size",
-        "16",
-        "--results",
-        str(results),
-        "--data-dir",
-        str(data),
-    ]
-
-
-def rows(path: Path, sql: str) -> list[tuple]:
-    """All rows of a query on a results database, opened read-only."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30) as con:
-        return con.execute(sql).fetchall()
+    return cli_command(smoke_sweep(METHODS, results, data, epochs=3, quiet=False))
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +61,7 @@ def assert_resumes_to_the_reference(results: Path, data: Path, reference: Path) 
     assert "1 run(s) were already complete" in again.stdout
     assert "resumed at epoch" in again.stdout, again.stdout
     assert rows(results, "SELECT COUNT(*), SUM(resumes) FROM runs WHERE status='complete'") == [(3, 1)]
-    assert rows(results, METRICS) == rows(reference, METRICS)  # exact, not approximate
-    assert rows(results, WEIGHTS) == rows(reference, WEIGHTS)
+    assert computed_results(results) == computed_results(reference)  # exact, not approximate
     assert not (results.parent / f"{results.stem}.checkpoints").exists()  # nothing left behind
     return again.stdout
 

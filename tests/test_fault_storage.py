@@ -24,22 +24,10 @@ from mtlbench.results.store import SCHEMA_VERSION, ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.training import SilentReporter, build_model, train_run
 from tests.patching import argument_reader
+from tests.sweeps import smoke_sweep
 from tests.tiny_model import tiny_model
 
-SWEEP = [
-    "run",
-    "--methods",
-    "ew,deepchest,dwa",
-    "--preset",
-    "smoke",
-    "--synth-images",
-    "120",
-    "--epochs",
-    "2",
-    "--batch-size",
-    "16",
-    "--quiet",
-]
+SWEEP = smoke_sweep("ew,deepchest,dwa")
 
 
 def _one_error_line(capsys) -> str:
@@ -272,19 +260,7 @@ def test_torch_load_places_cuda_storages_on_the_run_device_and_keeps_cpu_ones() 
 
 # ----------------------------------------------------------------------------- a damaged database
 
-ONE_RUN = [
-    "--methods",
-    "ew",
-    "--preset",
-    "smoke",
-    "--synth-images",
-    "120",
-    "--epochs",
-    "1",
-    "--batch-size",
-    "16",
-    "--quiet",
-]
+ONE_RUN = smoke_sweep("ew", epochs=1)[1:]  # without the leading "run"
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,7 @@ import torch
 
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.config import ConFIG, config_coefficients, config_weights
-
-
-def ones(t: int) -> torch.Tensor:
-    """Task losses for steps whose losses do not matter."""
-    return torch.ones(t, dtype=torch.float64)
+from tests.gramian_cases import end_to_end_weights, ones, step_with_bad_rows
 
 
 def jacobian(t: int, p: int, seed: int) -> torch.Tensor:
@@ -98,20 +94,13 @@ def test_opposite_gradients_give_no_update():
 def test_nan_and_zero_gradients_are_left_out_and_counted():
     """A zero row changes nothing (the authors' nan_to_num makes it a zero row of U, which U⁺1 ignores)."""
     j = jacobian(5, 16, 9)
-    j[0, 2] = float("nan")
-    j[3] = 0.0
-    m = ConFIG(list("abcde"))
-    out = m.step(StepContext(ones(5), 0, 0, grads=j))
-    assert torch.isfinite(out.weights).all() and torch.isfinite(out.shared_grad).all()
-    assert out.weights[0] == 0 and out.weights[3] == 0
+    out, _ = step_with_bad_rows(ConFIG(list("abcde")), j, nonfinite=0, zero=3)
     with_zero_row = j[[1, 2, 3, 4]]
     assert torch.allclose(out.shared_grad, config_on_vectors(j[[1, 2, 4]]), rtol=1e-9)
     units = torch.nan_to_num(with_zero_row / with_zero_row.norm(dim=1, keepdim=True), 0.0)
     direction = torch.linalg.pinv(units) @ torch.ones(4, dtype=torch.float64)
     unit = direction / direction.norm()
     assert torch.allclose(out.shared_grad, (with_zero_row @ unit).sum() * unit, rtol=1e-9)
-    d = m.diagnostics()
-    assert d["nonfinite_grad_rows"] == 1 and d["zero_grad_rows"] == 1
     assert ConFIG.weight_scale == "none" and ConFIG.needs == "shared_params"
 
 
@@ -127,8 +116,4 @@ def test_matches_torchjd(t, seed):
 
 
 def test_end_to_end_run(tiny_run, toy_bundle):
-    run = tiny_run("config")
-    run.assert_complete()
-    diag = run.diagnostics
-    run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
-    assert diag["nonfinite_update_steps"] == 0 and diag["zero_direction_steps"] == 0
+    end_to_end_weights(tiny_run("config"), toy_bundle, "zero_direction_steps")

@@ -8,12 +8,7 @@ from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.imtl_g import IMTLG, imtl_g_weights
 from mtlbench.registry import METHODS
-from tests.gramian_cases import CASES, NAMES
-
-
-def ones(t: int) -> torch.Tensor:
-    """Task losses for steps whose losses do not matter."""
-    return torch.ones(t, dtype=torch.float64)
+from tests.gramian_cases import CASES, NAMES, end_to_end_weights, ones, step_with_bad_rows
 
 
 def alpha_of(j: np.ndarray) -> np.ndarray:
@@ -134,18 +129,10 @@ def test_opposite_gradients_are_degenerate():
 
 def test_nan_and_zero_gradients_are_left_out_and_counted():
     j = torch.randn(5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
-    j[1, 4] = float("nan")
-    j[3] = 0.0
-    m = IMTLG(list("abcde"))
-    out = m.step(StepContext(ones(5), 0, 0, grads=j))
-    assert torch.isfinite(out.weights).all() and torch.isfinite(out.shared_grad).all()
-    assert out.weights[1] == 0 and out.weights[3] == 0
-    keep = [0, 2, 4]
+    out, keep = step_with_bad_rows(IMTLG(list("abcde")), j, nonfinite=1, zero=3)
     sub = j[keep]
     assert torch.allclose(out.weights[keep], 5 * imtl_g_weights(sub @ sub.T)[0])  # sum to T still
     assert torch.allclose(out.shared_grad, out.weights[keep] @ sub)
-    d = m.diagnostics()
-    assert d["nonfinite_grad_rows"] == 1 and d["zero_grad_rows"] == 1
 
 
 def test_registration_and_no_hyperparameters():
@@ -168,8 +155,6 @@ def test_matches_torchjd(name):
 
 def test_end_to_end_run(tiny_run, toy_bundle):
     run = tiny_run("imtl-g")
-    run.assert_complete()
-    run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
+    end_to_end_weights(run, toy_bundle)
     for step in run.steps():
         assert sum(r["weight"] for r in run.weights if r["step"] == step) == pytest.approx(14, rel=1e-5)
-    assert run.diagnostics["nonfinite_update_steps"] == 0

@@ -13,12 +13,7 @@ from mtlbench.methods.base import StepContext
 from mtlbench.methods.nash_mtl import NashMTL, clip_factor, nash_bargaining_weights
 from mtlbench.methods.params.gramian_weighting import NashMTLParams
 from mtlbench.registry import METHODS
-from tests.gramian_cases import CASES, NAMES
-
-
-def ones(t: int) -> torch.Tensor:
-    """Task losses for steps whose losses do not matter."""
-    return torch.ones(t, dtype=torch.float64)
+from tests.gramian_cases import CASES, NAMES, end_to_end_weights, ones, step_with_bad_rows
 
 
 def solve(j: np.ndarray) -> np.ndarray:
@@ -139,18 +134,11 @@ def test_pareto_stationary_gradients_fail_and_reuse_the_previous_alpha():
 
 def test_nan_and_zero_gradients_are_left_out_and_counted():
     j = torch.randn(5, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(7)) + 1.0
-    j[0, 2] = float("inf")
-    j[3] = 0.0
     m = NashMTL(list("abcde"), NashMTLParams(max_norm=0.0))
-    out = m.step(StepContext(ones(5), 0, 0, grads=j))
-    assert torch.isfinite(out.weights).all() and torch.isfinite(out.shared_grad).all()
-    keep = [1, 2, 4]
-    assert out.weights[0] == 0 and out.weights[3] == 0
+    out, keep = step_with_bad_rows(m, j, nonfinite=0, zero=3, bad=float("inf"))
     sub = j[keep]
     assert torch.allclose(out.weights[keep], nash_bargaining_weights(sub @ sub.T)[0])
     assert torch.allclose(m.alpha[keep], out.weights[keep]) and m.alpha[[0, 3]].abs().sum() == 0
-    d = m.diagnostics()
-    assert d["nonfinite_grad_rows"] == 1 and d["zero_grad_rows"] == 1
 
 
 def test_registration_and_bad_params():
@@ -187,8 +175,4 @@ def test_matches_torchjd(name):
 
 
 def test_end_to_end_run(tiny_run, toy_bundle):
-    run = tiny_run("nash-mtl")
-    run.assert_complete()
-    values = run.per_step_epoch_means(len(toy_bundle.train.labels) // 16)
-    assert min(values) > 0
-    assert run.diagnostics["nonfinite_update_steps"] == 0 and run.diagnostics["solver_failed_steps"] == 0
+    assert min(end_to_end_weights(tiny_run("nash-mtl"), toy_bundle, "solver_failed_steps")) > 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -16,6 +15,7 @@ from mtlbench import plugins
 from mtlbench.conformance import check_method
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
+from tests.sweeps import run_cli, smoke_sweep
 
 PLUGIN = '''
 """A user's method: weights ∝ L_t^power, scaled to sum to T."""
@@ -71,12 +71,6 @@ def site(tmp_path, monkeypatch) -> Path:
     sys.modules.pop("mtlbench_demo_plugin", None)
 
 
-def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "mtlbench.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=600
-    )
-
-
 @pytest.mark.slow  # a real sweep, several processes or a kill: `python -m pytest -m slow`
 def test_an_installed_plugin_is_listed_checked_and_runs(site: Path, tmp_path: Path) -> None:
     install(site, "loss-power = mtlbench_demo_plugin:LossPower")
@@ -84,42 +78,15 @@ def test_an_installed_plugin_is_listed_checked_and_runs(site: Path, tmp_path: Pa
     assert cls.name == "loss-power" and "loss-power" in METHODS.names()
     check_method(cls)  # the conformance check covers a plugin as it covers a built-in
 
-    listed = cli("list", cwd=tmp_path)
+    listed = run_cli(["list"], cwd=tmp_path)
     assert listed.returncode == 0 and "loss-power" in listed.stdout and "power = 1.0" in listed.stdout
 
-    bad = cli(
-        "run",
-        "--methods",
-        "loss-power",
-        "--param",
-        "loss-power.power=9",
-        "--results",
-        str(tmp_path / "x.sqlite"),
-        cwd=tmp_path,
-    )
+    bad = run_cli("run --methods loss-power --param loss-power.power=9 --results x.sqlite".split(), cwd=tmp_path)
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "power must lie in [0, 4]" in bad.stderr, bad.stderr
     assert not (tmp_path / "x.sqlite").exists()
 
     results = tmp_path / "r.sqlite"
-    done = cli(
-        "run",
-        "--methods",
-        "ew,loss-power",
-        "--preset",
-        "smoke",
-        "--synth-images",
-        "120",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "16",
-        "--quiet",
-        "--results",
-        str(results),
-        "--data-dir",
-        str(tmp_path / "data"),
-        cwd=tmp_path,
-    )
+    done = run_cli(smoke_sweep("ew,loss-power", results, tmp_path / "data", epochs=1), cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     with sqlite3.connect(results) as con:
         rows = con.execute("SELECT method, status FROM runs ORDER BY run_id").fetchall()
@@ -152,9 +119,9 @@ def test_a_broken_plugin_is_one_line_where_it_is_named(
     if name != "ew" and plugins.NAME_PATTERN.fullmatch(name):  # a name --methods can carry
         with pytest.raises(UserError, match=wanted):
             METHODS.get(name)
-        run = cli("run", "--methods", name, "--results", str(tmp_path / "x.sqlite"), cwd=tmp_path)
+        run = run_cli(["run", "--methods", name, "--results", str(tmp_path / "x.sqlite")], cwd=tmp_path)
         assert run.returncode == 2 and run.stderr.count("\n") == 1 and wanted in run.stderr, run.stderr
-    listed = cli("list", cwd=tmp_path)  # the other methods are still listed, and the problem is named
+    listed = run_cli(["list"], cwd=tmp_path)  # the other methods are still listed, and the problem is named
     assert listed.returncode == 0 and "gradnorm" in listed.stdout and wanted in listed.stdout, listed.stdout
 
 
@@ -171,5 +138,7 @@ def test_one_broken_plugin_leaves_the_others_working(site: Path) -> None:
 def test_built_in_names_never_load_plugins(site: Path, tmp_path: Path) -> None:
     """A broken plugin does not stop a sweep of built-in methods (plugins load only for other names)."""
     install(site, "broken = mtlbench_demo_plugin:X", "raise RuntimeError('boom')\n")
-    run = cli("run", "--methods", "ew", "--param", "ew.x=1", "--results", str(tmp_path / "x.sqlite"), cwd=tmp_path)
+    run = run_cli(
+        ["run", "--methods", "ew", "--param", "ew.x=1", "--results", str(tmp_path / "x.sqlite")], cwd=tmp_path
+    )
     assert run.returncode == 2 and "boom" not in run.stderr and "unknown hyperparameter x for ew" in run.stderr

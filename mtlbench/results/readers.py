@@ -6,6 +6,8 @@ schema has one home. An empty selection gives an empty frame with the named colu
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
@@ -113,3 +115,36 @@ def whole_table(store: ResultsStore, table: str) -> pd.DataFrame:
     if table not in store.table_names():
         raise ValueError(f"no table {table!r} in the results database")
     return pd.read_sql_query(f"SELECT * FROM {table}", store.conn)
+
+
+# What the runs computed, each row led by its run's method and seed, in a fixed order. Costs and
+# timings are left out: they are measurements of the machine, not results of the computation.
+COMPUTED_RESULTS = {
+    "runs": "SELECT method, seed, config_hash, status FROM runs ORDER BY method, seed, config_hash",
+    "metrics": "SELECT r.method, r.seed, r.config_hash, m.split, m.epoch, m.task, m.loss, m.accuracy, m.auroc, m.ap "
+    "FROM metrics m JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, m.split, m.epoch, m.task",
+    "weights": "SELECT r.method, r.seed, r.config_hash, w.epoch, w.step, w.task, w.weight "
+    "FROM weights w JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, w.epoch, w.step, w.task",
+    "predictions": "SELECT r.method, r.seed, r.config_hash, p.split, p.epoch, p.image_ids, p.labels, p.probs "
+    "FROM predictions p JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, p.split, p.epoch",
+    "diagnostics": "SELECT r.method, r.seed, r.config_hash, d.name, d.value "
+    "FROM diagnostics d JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, d.name",
+}
+
+
+def computed_results(path: Path) -> dict[str, list[tuple]]:
+    """Every number the runs of a database computed, by table (`COMPUTED_RESULTS`), read without writing.
+
+    Two databases hold the same results exactly when these are equal: the check behind the
+    determinism tests and `benchmarks/bit_identity.py`.
+    """
+    return {name: rows_read_only(path, sql) for name, sql in COMPUTED_RESULTS.items()}
+
+
+def rows_read_only(path: Path, sql: str) -> list[tuple]:
+    """All rows of one query on a results database opened read-only: safe beside a process writing it."""
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()

@@ -28,7 +28,7 @@ from mtlbench.training.factories import (
 )
 from mtlbench.training.loop import DIVERGENCE_CHECK_EVERY, RunReporter
 from mtlbench.training.run import RunResult, SilentReporter, is_out_of_memory, release_memory, train_run
-from mtlbench.training.step import StepRecord, batch_losses, training_step, warm_up
+from mtlbench.training.step import StepRecord, batch_losses, epoch_batches, training_step, warm_up
 
 __all__ = [
     "DIVERGENCE_CHECK_EVERY",
@@ -42,6 +42,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "build_schedule",
+    "epoch_batches",
     "evaluate",
     "is_out_of_memory",
     "release_memory",

@@ -19,14 +19,14 @@ from mtlbench import checkpoint, costs, machine_load
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.losses import build_task_loss
-from mtlbench.batches import DeviceSplit, train_batches
+from mtlbench.batches import DeviceSplit
 from mtlbench.methods.base import EpochStats
 from mtlbench.task_metrics import THRESHOLD, TaskMetrics
 from mtlbench.model import positive_probability
 from mtlbench.training.evaluation import evaluate
 from mtlbench.training.sink import EpochRecord, RunSink
 from mtlbench.training.state import LoopState, RunParts, checkpoint_payload
-from mtlbench.training.step import training_step
+from mtlbench.training.step import epoch_batches, training_step
 
 DIVERGENCE_CHECK_EVERY = 20  # steps between host syncs that look for a non-finite loss
 
@@ -119,17 +119,7 @@ class RunLoop:
         meter = EpochMeter(len(self.data.task_names), device)
         t_epoch = costs.now(device)
         self.load.start()
-        for x, y in train_batches(
-            self.train_split,
-            config.batch_size,
-            config.seed,
-            epoch,
-            device,
-            config.normalize_mean,
-            config.normalize_std,
-            config.augment,
-            config.hflip,
-        ):
+        for x, y in epoch_batches(self.train_split, config, epoch, device):
             self.timer.start()
             rec = training_step(
                 parts.model,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Iterator
 
 import torch
 
@@ -98,6 +99,24 @@ def batch_losses(
     return task_loss(backend.at_least_float32(logits), y)
 
 
+def epoch_batches(
+    split: DeviceSplit, config: RunConfig, epoch: int, device: torch.device, batch_size: int | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """One epoch's training batches as `config` makes them: its batch size (unless `batch_size`), data-order
+    seed, input normalization and augmentation."""
+    return train_batches(
+        split,
+        batch_size or config.batch_size,
+        config.seed,
+        epoch,
+        device,
+        config.normalize_mean,
+        config.normalize_std,
+        config.augment,
+        config.hflip,
+    )
+
+
 def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps: int = 10) -> None:
     """A few EW training steps of a throwaway model on the first training batch.
 
@@ -111,19 +130,7 @@ def warm_up(config: RunConfig, data: DatasetBundle, device: torch.device, steps:
     method = build_method(ew, data.task_names).to(device)
     optimizer = build_optimizer(ew, model, method)
     split = DeviceSplit.from_split(data.train, device)
-    batch = next(
-        train_batches(
-            split,
-            min(config.batch_size, len(split)),
-            0,
-            0,
-            device,
-            config.normalize_mean,
-            config.normalize_std,
-            config.augment,
-            config.hflip,
-        )
-    )
+    batch = next(epoch_batches(split, ew, 0, device, batch_size=min(config.batch_size, len(split))))
     model.train()
     for step in range(steps):
         training_step(model, method, optimizer, *batch, ew, step, 0, device)
