@@ -23,7 +23,8 @@ aggregator that has none), an objective to backpropagate (e.g. with a regularise
 shared gradient (P,) in its space. The trainer backpropagates the objective, else Σ_t w_t L_t;
 with a shared gradient the heads get their own losses' gradients and the trunk the aggregate.
 
-State is torch's: a Method is a `torch.nn.Module`. Tensors that are state are registered
+State is torch's, created in `setup()`: a Method is a `torch.nn.Module`. Tensors that are state
+are registered
 buffers (`register_buffer`), learnable tensors are `nn.Parameter`s, so `to(device)`,
 `state_dict()` and `load_state_dict()` are torch's own. Attributes whose names end in "_" and
 that are not tensors — a `torch.Generator`, a `torch.optim` optimizer the method runs itself,
@@ -119,6 +120,12 @@ class Method(torch.nn.Module):
         hyperparams.check_params(self.params, self.label(), self.task_names)  # types, finiteness, own rules
         # A method's own randomness (e.g. RLW, PCGrad) never touches the data-order RNG.
         self.generator_ = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.setup()
+
+    def setup(self) -> None:
+        """Create the method's state (buffers, parameters, counters): called once by `__init__`, after
+        `params` (checked), `task_names`, `num_tasks` and `generator_` are set. A method overrides this,
+        not `__init__`; one that extends another method's state calls `super().setup()` first."""
 
     @classmethod
     def label(cls) -> str:

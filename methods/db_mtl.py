@@ -66,8 +66,8 @@ class DBMTL(JacobianStateMethod):
     Params = DBMTLParams
     jacobian_buffers = ("ema_",)
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
+        super().setup()
         self.steps_ = 0  # k of the last step
         self.register_buffer("skipped_rows_", torch.zeros((), dtype=torch.long))
 

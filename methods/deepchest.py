@@ -66,8 +66,7 @@ class DeepChest(Method):
     syncs_host = False
     Params = DeepChestParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters and files
+    def setup(self) -> None:
         self.register_buffer("weights_", initial_weights(self.params, self.task_names))
 
     def step(self, ctx: StepContext) -> StepOutput:

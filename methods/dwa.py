@@ -43,8 +43,7 @@ class DynamicWeightAverage(Method):
     syncs_host = False
     Params = DWAParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
         self.register_buffer("weights_", torch.ones(self.num_tasks, dtype=torch.float64))
         self.history_: list[torch.Tensor] = []  # epoch-mean training losses on the host, the last two
         self.skipped_ = 0

@@ -75,8 +75,8 @@ class ExcessMTL(JacobianStateMethod):
     Params = ExcessMTLParams
     jacobian_buffers = ("sq_grad_sum_",)
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
+        super().setup()
         self.register_buffer("weights_", torch.ones(self.num_tasks, dtype=torch.float64))
         self.register_buffer("initial_risks_", torch.zeros(self.num_tasks, dtype=torch.float64))
         self.register_buffer("skipped_rows_", torch.zeros((), dtype=torch.long))

@@ -138,8 +138,7 @@ class _FAMOLogits(Method):
     weight_scale = "none"
     syncs_host = False
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
         # ξ and its hand-written Adam moments live on the losses' device: torch.optim.Adam cannot
         # skip a guarded update without reading the guard on the host (a sync every step).
         zeros = LogitState.zeros(self.num_tasks)
@@ -193,8 +192,8 @@ class FAMO(_FAMOLogits):
     version = 2
     reevaluates = True
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
+        super().setup()
         self.register_buffer("before_log_", torch.zeros(self.num_tasks, dtype=torch.float64))  # log max(ℓ, ε) before
         self.register_buffer("before_ok_", torch.zeros((), dtype=torch.bool))
 
@@ -220,8 +219,8 @@ class FAMONextBatch(_FAMOLogits):
     description = "FAMO, next-batch approximation: δ from consecutive steps' losses (no extra forward; noisier)."
     Params = FAMOParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
+        super().setup()
         self.register_buffer("prev_log_", torch.zeros(self.num_tasks, dtype=torch.float64))  # log max(ℓ, ε), last step
         self.register_buffer("prev_ok_", torch.zeros((), dtype=torch.bool))
         self.register_buffer("has_prev_", torch.zeros((), dtype=torch.bool))

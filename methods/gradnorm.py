@@ -41,7 +41,6 @@ not finite leaves w unchanged (counted in `diagnostics()`).
 
 from __future__ import annotations
 
-from typing import Any, Sequence
 
 import torch
 
@@ -78,8 +77,7 @@ class GradNorm(Method):
     weight_scale = "sum-to-T"
     Params = GradNormParams
 
-    def __init__(self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
         p = self.params
         self.weights_ = torch.nn.Parameter(torch.ones(self.num_tasks, dtype=torch.float64))
         opt = torch.optim.Adam if p.optimizer == "adam" else torch.optim.SGD

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -105,8 +104,8 @@ class GradVac(GramianMethod):
     Params = GradVacParams
     event_names = ("unreachable_target_pairs",)
 
-    def __init__(self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
+        super().setup()
         self.register_buffer("targets_", torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64))
         self._rows: list[int] = []  # the step's usable tasks, set by usable_tasks (not state)
 

@@ -18,7 +18,7 @@ w @ J = Σ_t w_t g_t. This module holds what they share:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -192,8 +192,7 @@ class GramianMethod(Method):
     needs: ClassVar[GradientNeed] = "shared_params"
     event_names: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
         base = ("nonfinite_grad_rows", "zero_grad_rows", "no_usable_task_steps", "nonfinite_update_steps")
         self.events_: dict[str, int] = {name: 0 for name in base + self.event_names}
 

@@ -46,8 +46,7 @@ class IMTLL(Method):
     syncs_host = False
     Params = NoHyperparameters
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
         self.scale_ = torch.nn.Parameter(torch.zeros(self.num_tasks))  # s, trained by the run's optimizer
 
     def step(self, ctx: StepContext) -> StepOutput:

@@ -20,8 +20,7 @@ class JacobianStateMethod(Method):
 
     jacobian_buffers: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def setup(self) -> None:
         for name in self.jacobian_buffers:
             self.register_buffer(name, torch.zeros(0))
 

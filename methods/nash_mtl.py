@@ -54,7 +54,6 @@ contract) where the authors backpropagate Σ α_t L_t into the heads too (unclip
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -110,8 +109,8 @@ class NashMTL(GramianMethod):
     Params = NashMTLParams
     event_names = ("solver_failed_steps",)
 
-    def __init__(self, task_names: Sequence[str], params: Any = None, *, generator: torch.Generator | None = None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
+        super().setup()
         self.register_buffer("alpha", torch.ones(self.num_tasks, dtype=torch.float64))  # the last α solved for
         self.steps_ = 0
         self.rows: list[int] = []  # the usable tasks of the current step

@@ -37,8 +37,7 @@ class StaticWeighting(Method):
     syncs_host = False
     Params = StaticParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters and the file
+    def setup(self) -> None:
         p = self.params
         initial = (
             torch.tensor(read_task_values(p.weights_file, self.task_names, "weights", "static"), dtype=torch.float64)

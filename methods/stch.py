@@ -72,8 +72,7 @@ class STCH(Method):
     syncs_host = False
     Params = STCHParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
         self.register_buffer("loss_sum_", torch.zeros(self.num_tasks, dtype=torch.float64))
         self.register_buffer("loss_count_", torch.zeros((), dtype=torch.float64))
         self.register_buffer("nadir_", torch.ones(self.num_tasks, dtype=torch.float64))

@@ -54,8 +54,8 @@ class TorchJDMethod(GramianMethod):
     factory: ClassVar[Any] = None  # () → the torchjd weighting
     times_tasks: ClassVar[bool] = True  # multiply torchjd's weights by T (see the module's docstring)
 
-    def __init__(self, task_names: Any, params: Any = None, *, generator: torch.Generator | None = None):
-        super().__init__(task_names, params, generator=generator)
+    def setup(self) -> None:
+        super().setup()
         self.jd_weighting = type(self).factory()  # stateless: nothing to checkpoint
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

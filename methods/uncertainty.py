@@ -56,8 +56,7 @@ class UncertaintyWeighting(Method):
     syncs_host = False
     Params = UncertaintyParams
 
-    def __init__(self, task_names, params=None, *, generator=None):
-        super().__init__(task_names, params, generator=generator)  # checks the hyperparameters
+    def setup(self) -> None:
         p = self.params
         self.log_var_ = torch.nn.Parameter(
             torch.full((self.num_tasks,), float(p.init_log_var))

@@ -27,8 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="mtlbench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--version", action="version", version=f"mtlbench {__version__}")
     sub = parser.add_subparsers(dest="command", parser_class=CommandParser)
-    for command in COMMANDS.values():
-        command.add_parser(sub)
+    for name, command in COMMANDS.items():
+        command.add_arguments(sub.add_parser(name, help=command.HELP, description=command.DESCRIPTION))
     return parser
 
 

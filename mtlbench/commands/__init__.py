@@ -1,6 +1,6 @@
 """The `mtlbench` subcommands, one module each: run, tune, report, export, data (prepare | verify),
-listing (`mtlbench list`). Each module has `add_parser(subparsers)` and `execute(args, console) -> int`;
-`mtlbench.cli` builds the parser from them and maps errors to exit codes.
+listing (`mtlbench list`). Each module has `HELP`, `DESCRIPTION`, `add_arguments(parser)` and
+`execute(args, console) -> int`; `mtlbench.cli` builds the parser from them and maps errors to exit codes.
 
 Shared here: options (the flags that map to RunConfig fields, the preset ← file ← flags layering),
 outcomes (what a finished sweep prints, SIGTERM handled like Ctrl-C).

@@ -16,15 +16,16 @@ INTERRUPTED = {
 }
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+HELP = "build or check a dataset's preprocessed image cache"
+DESCRIPTION = (
+    "`prepare` decodes every image once into the cache a run would build on "
+    "first use; `verify` checks a cache against the files and prints per-split "
+    "label prevalence. Options mean what they mean for `mtlbench run`."
+)
+
+
+def add_arguments(data: argparse.ArgumentParser) -> None:
     """The `data` subcommand and its two actions' flags."""
-    data = sub.add_parser(
-        "data",
-        help="build or check a dataset's preprocessed image cache",
-        description="`prepare` decodes every image once into the cache a run would build on "
-        "first use; `verify` checks a cache against the files and prints per-split "
-        "label prevalence. Options mean what they mean for `mtlbench run`.",
-    )
     data_sub = data.add_subparsers(dest="action", parser_class=CommandParser, required=True)
     for action, helptext in (
         ("prepare", "build (or finish) the image cache"),

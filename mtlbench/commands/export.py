@@ -15,9 +15,12 @@ from mtlbench.paths import results_path
 INTERRUPTED = "the export was not written (an earlier export in --out is left as it was); rerun the same command"
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+HELP = "write the results database as flat tables"
+DESCRIPTION = "Write every table of the results database as a CSV file (one per table) into a folder."
+
+
+def add_arguments(export: argparse.ArgumentParser) -> None:
     """The `export` subcommand's flags."""
-    export = sub.add_parser("export", help="write the results database as flat tables")
     export.add_argument("--format", default="csv", choices=["csv"], help="output format (csv)")
     add_results(export)
     export.add_argument(

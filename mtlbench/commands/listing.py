@@ -10,9 +10,12 @@ from rich.console import Console
 from mtlbench.config import PRESET_SWEEPS, PRESETS
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    """The `list` subcommand (no flags)."""
-    sub.add_parser("list", help="methods (with hyperparameters), datasets and presets")
+HELP = "methods (with hyperparameters), datasets and presets"
+DESCRIPTION = "Every registered method with its hyperparameters, unusable plugins, method sets, datasets and presets."
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `list` subcommand has no flags."""
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:

@@ -19,14 +19,15 @@ INTERRUPTED = "the report was not written (an earlier report in --out is left as
 RESAMPLES = (100, 10_000)
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+HELP = "tables, figures and statistics from the results database"
+DESCRIPTION = (
+    "Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
+    "from the results database alone (it never trains)."
+)
+
+
+def add_arguments(report: argparse.ArgumentParser) -> None:
     """The `report` subcommand's flags."""
-    report = sub.add_parser(
-        "report",
-        help="tables, figures and statistics from the results database",
-        description="Render report.md, report.html, tables/*.csv|tex and figures/*.png|svg "
-        "from the results database alone (it never trains).",
-    )
     add_results(report)
     report.add_argument(
         "--out",

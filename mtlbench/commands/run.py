@@ -21,14 +21,15 @@ INTERRUPTED = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+HELP = "train methods × seeds and store the results"
+DESCRIPTION = (
+    "Train each method × seed on one dataset and store results in SQLite. "
+    "With no options: the core methods, cxr14-synth, the quick preset, seed 0."
+)
+
+
+def add_arguments(run: argparse.ArgumentParser) -> None:
     """The `run` subcommand's flags."""
-    run = sub.add_parser(
-        "run",
-        help="train methods × seeds and store the results",
-        description="Train each method × seed on one dataset and store results in SQLite. "
-        "With no options: the core methods, cxr14-synth, the quick preset, seed 0.",
-    )
     run.add_argument(
         "--methods",
         help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, e.g. core,imtl-g (default: core; the lite preset's own list)",

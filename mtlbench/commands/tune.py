@@ -22,20 +22,21 @@ INTERRUPTED = (
 )
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+HELP = "tune every method with the same budget, select on validation, run the selection × seeds"
+DESCRIPTION = (
+    "Equal-budget tuning. Per method: --trials configurations from its declared search space "
+    "(the learning rate and weight decay, the same grid for every method, and the method's own "
+    "hyperparameters; the whole grid when it has no more points, else the defaults and seeded "
+    "random draws), each trained with --trial-seed; the trial with the best validation mean AUROC "
+    "(at its selected epoch; the test split is never read) is selected and run with every seed of "
+    "--seeds. Every trial and run is an ordinary cell of the results database: rerun the same "
+    "command to resume, several processes may share it. A setting given on the command line "
+    "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched."
+)
+
+
+def add_arguments(tune: argparse.ArgumentParser) -> None:
     """The `tune` subcommand's flags."""
-    tune = sub.add_parser(
-        "tune",
-        help="tune every method with the same budget, select on validation, run the selection × seeds",
-        description="Equal-budget tuning. Per method: --trials configurations from its declared search space "
-        "(the learning rate and weight decay, the same grid for every method, and the method's own "
-        "hyperparameters; the whole grid when it has no more points, else the defaults and seeded "
-        "random draws), each trained with --trial-seed; the trial with the best validation mean AUROC "
-        "(at its selected epoch; the test split is never read) is selected and run with every seed of "
-        "--seeds. Every trial and run is an ordinary cell of the results database: rerun the same "
-        "command to resume, several processes may share it. A setting given on the command line "
-        "(--lr, --weight-decay, --param METHOD.NAME=VALUE, or in --config) is fixed, not searched.",
-    )
     tune.add_argument(
         "--methods",
         help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, e.g. core,imtl-g (default: core; the lite preset's own list)",
