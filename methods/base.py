@@ -24,8 +24,7 @@ shared gradient (P,) in its space. The trainer backpropagates the objective, els
 with a shared gradient the heads get their own losses' gradients and the trunk the aggregate.
 
 State is torch's, created in `setup()`: a Method is a `torch.nn.Module`. Tensors that are state
-are registered
-buffers (`register_buffer`), learnable tensors are `nn.Parameter`s, so `to(device)`,
+are registered buffers (`register_buffer`), learnable tensors are `nn.Parameter`s, so `to(device)`,
 `state_dict()` and `load_state_dict()` are torch's own. Attributes whose names end in "_" and
 that are not tensors — a `torch.Generator`, a `torch.optim` optimizer the method runs itself,
 plain Python counters — are saved as the module's extra state (like any module's, `state_dict()`

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 
 from mtlbench.datasets.base import DatasetBundle, Split
+from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 
 
@@ -53,6 +55,11 @@ class TinyRun:
     test_losses: list[float]
     weights: list[dict]  # rows {epoch, step, task, weight}; step −1 is the epoch mean
     diagnostics: dict[str, float]
+    path: Path  # its results database, for what the fields above do not hold
+
+    def store(self) -> ResultsStore:
+        """The run's results database, opened (use as a context manager)."""
+        return ResultsStore(self.path)
 
     def steps(self) -> set[int]:
         """Training steps that have per-step weight rows."""
@@ -100,7 +107,7 @@ def tiny_run(tmp_path, toy_bundle) -> Callable[..., TinyRun]:
                 dict(r) for r in store.query("SELECT epoch, step, task, weight FROM weights WHERE run_id=?", run_id)
             ]
             diag = store.query("SELECT name, value FROM diagnostics WHERE run_id=?", run_id)
-        return TinyRun(out, losses, weights, {r["name"]: r["value"] for r in diag})
+        return TinyRun(out, losses, weights, {r["name"]: r["value"] for r in diag}, store.path)
 
     return run
 

@@ -1,18 +1,13 @@
 """DWA: weights from hand-made epoch losses, the first two epochs, the guard, one tiny run."""
 
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.methods.dwa import DWAParams, DynamicWeightAverage
-from mtlbench.results.store import ResultsStore
-from mtlbench.training import train_run
-from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b", "c", "d")
 
@@ -99,24 +94,18 @@ def test_bad_temperature_is_a_user_error(t):
         DynamicWeightAverage(TASKS, DWAParams(temperature=t))
 
 
-def test_tiny_training_run(tmp_path, toy_bundle):
-    # three epochs so that the weights of the third come from the first two
-    cfg = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, method="dwa")
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
-        assert out.status == "complete", out.detail
-        test = store.query("SELECT loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
-        assert len(test) == 14 and all(math.isfinite(r["loss"]) for r in test)
-        rows = store.query(
-            "SELECT epoch, step, task, weight FROM weights WHERE run_id=? ORDER BY epoch, task", (out.run_id,)
-        )
-        assert {r["step"] for r in rows} == {-1}  # fixed within an epoch: epoch means only
-        by_epoch = {e: [r["weight"] for r in rows if r["epoch"] == e] for e in range(3)}
-        assert by_epoch[0] == by_epoch[1] == [1.0] * 14
-        assert sum(by_epoch[2]) == pytest.approx(14.0) and by_epoch[2] != [1.0] * 14
+def test_tiny_training_run(tiny_run):
+    run = tiny_run("dwa", epochs=3)  # three epochs so that the weights of the third come from the first two
+    run.assert_complete()
+    assert {r["step"] for r in run.weights} == {-1}  # fixed within an epoch: epoch means only
+    rows = sorted(run.weights, key=lambda r: (r["epoch"], r["task"]))
+    by_epoch = {e: [r["weight"] for r in rows if r["epoch"] == e] for e in range(3)}
+    assert by_epoch[0] == by_epoch[1] == [1.0] * 14
+    assert sum(by_epoch[2]) == pytest.approx(14.0) and by_epoch[2] != [1.0] * 14
+    with run.store() as store:
         train = store.query(
-            "SELECT epoch, task, loss FROM metrics WHERE run_id=? AND split='train' ORDER BY task", (out.run_id,)
+            "SELECT epoch, task, loss FROM metrics WHERE run_id=? AND split='train' ORDER BY task", (run.out.run_id,)
         )
-        l0 = [r["loss"] for r in train if r["epoch"] == 0]
-        l1 = [r["loss"] for r in train if r["epoch"] == 1]
-        assert by_epoch[2] == pytest.approx(by_hand(l1, l0), rel=1e-5)
+    l0 = [r["loss"] for r in train if r["epoch"] == 0]
+    l1 = [r["loss"] for r in train if r["epoch"] == 1]
+    assert by_epoch[2] == pytest.approx(by_hand(l1, l0), rel=1e-5)

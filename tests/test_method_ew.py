@@ -7,7 +7,6 @@ import torch
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.ew import EqualWeighting
 from mtlbench.tasks import TASK_NAMES
-from tests.tiny_model import tiny_model
 
 
 def test_weights_are_ones_and_objective_is_the_sum():
@@ -19,24 +18,16 @@ def test_weights_are_ones_and_objective_is_the_sum():
     assert EqualWeighting.weight_scale == "sum-to-T"
 
 
-def test_tiny_training_run_logs_unit_weights(tmp_path, toy_bundle):
-    from dataclasses import replace
-
-    from mtlbench.config import build_config
-    from mtlbench.results.store import ResultsStore
-    from mtlbench.training import train_run
-
-    cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16, method="ew")
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
-        assert out.status == "complete", out.detail
-        weights = store.query("SELECT weight FROM weights WHERE run_id=?", (out.run_id,))
+def test_tiny_training_run_logs_unit_weights(tiny_run, toy_bundle):
+    run = tiny_run("ew")
+    run.assert_complete()
+    with run.store() as store:
         losses = {
             r["task"]: r["loss"]
-            for r in store.query("SELECT task, loss FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))
+            for r in store.query("SELECT task, loss FROM metrics WHERE run_id=? AND split='test'", (run.out.run_id,))
         }
-        _, labels, probs = store.predictions(out.run_id, "test")
-    assert [r["weight"] for r in weights] == [1.0] * 14
+        _, labels, probs = store.predictions(run.out.run_id, "test")
+    assert [r["weight"] for r in run.weights] == [1.0] * 14
     # the stored test loss is the binary cross-entropy of the stored test probabilities, per task
     assert labels.tolist() == toy_bundle.test.labels.tolist()
     p, y = probs.astype(np.float64), labels.astype(np.float64)
