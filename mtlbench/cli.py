@@ -7,6 +7,7 @@ errors into exit codes: a wrong input is one line and exit code 2, an interrupt 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 from typing import Sequence
@@ -19,6 +20,7 @@ from mtlbench.commands.options import CommandParser
 from mtlbench.commands.outcomes import Terminated
 from mtlbench.errors import UserError, interrupted_message
 
+LOG_WIDTH = 200  # columns of the tables printed when stdout is not a terminal
 COMMANDS = {"run": run, "tune": tune, "report": report, "data": data, "list": listing, "export": export}
 
 
@@ -34,7 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mtlbench` console script; returns the exit code."""
-    console = Console()
+    # Piped to a file or a CI log, rich would cut tables to 80 columns (names and numbers lost to "…")
+    piped = not sys.stdout.isatty() and "COLUMNS" not in os.environ
+    console = Console(width=LOG_WIDTH if piped else None)
     err = Console(stderr=True)
     try:
         parser = build_parser()

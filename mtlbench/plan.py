@@ -160,4 +160,14 @@ def protocol_warnings(config: RunConfig, methods: Sequence[str], method_params: 
                 f"(Σ log L_t, as GLS): its results here are not STCH's; give --epochs ≥ {warmup + 2} or "
                 f"--param stch.warmup_epochs={max(config.epochs - 2, 0)}"
             )
+    if "dwa" in methods and config.epochs <= 3:  # DWA's weights are 1 for the first two epochs (Liu et al., eq. 7)
+        warnings.append(
+            f"dwa: its first two epochs are equal weighting, so with --epochs {config.epochs} "
+            + (
+                "it is EW throughout"
+                if config.epochs <= 2
+                else "only the last epoch is DWA's, and a model selected on validation at an earlier epoch is EW's"
+            )
+            + ": give --epochs ≥ 4 to compare DWA with EW"
+        )
     return warnings

@@ -49,3 +49,19 @@ def test_stch_warns_when_the_protocol_never_leaves_its_warm_up():
     assert protocol_warnings(quick, ("stch",), {"stch": {"warmup_epochs": 1}}) == []
     assert protocol_warnings(replace(quick, epochs=6), ("stch",), {}) == []
     assert protocol_warnings(quick, ("ew",), {}) == []
+
+
+def test_dwa_warns_when_at_most_its_last_epoch_differs_from_ew():
+    """DWA's weights are 1 in its first two epochs: with 3 epochs a model selected at epoch 2 is EW's own."""
+    from dataclasses import replace
+
+    from mtlbench.config import build_config
+    from mtlbench.plan import protocol_warnings
+
+    quick = build_config("quick")
+    (line,) = protocol_warnings(quick, ("ew", "dwa"), {})
+    assert line.startswith("dwa: its first two epochs are equal weighting, so with --epochs 3 only the last epoch")
+    assert line.endswith("give --epochs ≥ 4 to compare DWA with EW")
+    (line,) = protocol_warnings(replace(quick, epochs=2), ("dwa",), {})
+    assert "with --epochs 2 it is EW throughout" in line
+    assert protocol_warnings(replace(quick, epochs=4), ("dwa",), {}) == []
