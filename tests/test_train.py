@@ -60,14 +60,14 @@ def _register(monkeypatch, name, cls):
 
 def test_same_seed_same_init_and_batches_for_every_method(monkeypatch, store, toy_bundle):
     batches = {}
-    real = train_mod.train_batches
+    real = train_mod.epoch_batches
 
     def recording(*args, **kwargs):
         for x, y in real(*args, **kwargs):
             batches.setdefault(current[0], []).append((x.clone(), y.clone()))
             yield x, y
 
-    monkeypatch.setattr(train_mod, "train_batches", recording)
+    monkeypatch.setattr(train_mod, "epoch_batches", recording)
     a, b = spy_class(weights_value=1.0), spy_class(weights_value=0.3)
     _register(monkeypatch, "spy-a", a)
     _register(monkeypatch, "spy-b", b)

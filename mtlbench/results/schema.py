@@ -62,7 +62,7 @@ CREATE TABLE IF NOT EXISTS runs (
     selected_epoch INTEGER,
     diverged_step INTEGER,
     error TEXT,
-    owner_host TEXT,  -- the process running it now: host and pid (see leases.py)
+    owner_host TEXT,  -- the process running it now: host and pid (see claims.py)
     owner_pid INTEGER,
     owner_token TEXT,  -- random per process: tells processes with the same host and pid apart
     heartbeat_at REAL,  -- unix time of the owner's last sign of life
