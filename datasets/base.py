@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
@@ -13,7 +13,7 @@ from mtlbench.tasks import TASK_NAMES
 
 @dataclass(frozen=True)
 class Split:
-    """One split: rows of a shared uint8 pixel store plus labels (N, T) uint8 in TASK_NAMES order.
+    """One split: rows of a shared uint8 pixel store plus labels (N, T) uint8 in its bundle's task order.
 
     `pixels` is (M, H, W) uint8 and is usually the memory-mapped image cache that all three
     splits of a dataset share; `rows` (N,) picks this split's images out of it, so a split of a
@@ -32,8 +32,8 @@ class Split:
             raise ValueError(f"pixels must be uint8 (M, H, W), got {self.pixels.dtype} {self.pixels.shape}")
         if self.rows.ndim != 1 or (n and (self.rows.min() < 0 or self.rows.max() >= len(self.pixels))):
             raise ValueError("rows must be a 1-d array of row numbers of pixels")
-        if self.labels.shape != (n, len(TASK_NAMES)):
-            raise ValueError(f"labels must be ({n}, {len(TASK_NAMES)}), got {self.labels.shape}")
+        if self.labels.ndim != 2 or self.labels.shape[0] != n or self.labels.shape[1] < 1:
+            raise ValueError(f"labels must be ({n}, T) with T ≥ 1 tasks, got {self.labels.shape}")
         if len(self.image_ids) != n or len(self.patient_ids) != n:
             raise ValueError("image_ids and patient_ids must have one entry per image")
 
@@ -69,9 +69,26 @@ class DatasetBundle:
     info: dict[str, Any] = field(default_factory=dict)
     task_names: tuple[str, ...] = TASK_NAMES
 
+    def __post_init__(self) -> None:
+        for name, split in self.splits().items():
+            if split.labels.shape[1] != len(self.task_names):
+                raise ValueError(f"{name} labels have {split.labels.shape[1]} columns for {len(self.task_names)} tasks")
+
     def splits(self) -> dict[str, Split]:
         """{"train": ..., "val": ..., "test": ...}."""
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    def restricted(self, tasks: tuple[str, ...]) -> DatasetBundle:
+        """The same images with only the label columns of `tasks` (in this bundle's task order): what a run
+        on a task subset, e.g. a single-task baseline, trains and is evaluated on."""
+        if tasks == self.task_names:
+            return self
+        missing = [t for t in tasks if t not in self.task_names]
+        if missing:
+            raise ValueError(f"tasks {missing} are not among this dataset's {self.task_names}")
+        columns = [self.task_names.index(t) for t in tasks]
+        splits = {name: replace(split, labels=split.labels[:, columns]) for name, split in self.splits().items()}
+        return replace(self, **splits, task_names=tuple(tasks))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import typing
 from typing import Any, Literal
 
 from mtlbench.errors import UserError
+from mtlbench.tasks import task_subset
 
 # The one list of each choice: the CLI's help, `--config` and preset validation and every module
 # that branches on one read them from these types (`choices(field)`).
@@ -36,7 +37,7 @@ Views = Literal["all", "PA", "AP"]
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
-LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False, "loss": "bce"}
+LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False, "loss": "bce", "tasks": ""}
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
 DATASET_FIELDS: dict[str, tuple[str, ...]] = {"synth_test_images": ("cxr14-synth",)}
@@ -76,6 +77,7 @@ class RunConfig:
     schedule: Schedule = "cosine"
     head: Head = "bce"
     loss: Loss = "bce"  # the per-task training loss, the same for every method (losses.py)
+    tasks: str = ""  # the tasks trained on: "" = all 14; one name = a single-task (STL) baseline run (`run --stl`)
     pretrained: Pretrained = "none"
     augment: Augment = "none"
     hflip: bool = False  # horizontal flips: off by default (the heart's side carries meaning)
@@ -300,6 +302,7 @@ def validate(config: RunConfig) -> None:
         raise UserError(f"--weight-decay must be ≥ 0, got {config.weight_decay}")
     if not config.normalize_std > 0:
         raise UserError("normalize_std must be > 0")
+    task_subset(config.tasks)
     if config.loss != "bce" and config.head != "bce":
         raise UserError(f"--loss {config.loss} needs one logit per task: use --head bce (got --head {config.head})")
 

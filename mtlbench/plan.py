@@ -14,6 +14,7 @@ from mtlbench.errors import UserError
 from mtlbench.hyperparams import all_method_specs, method_spec
 from mtlbench.methods.params import CORE_SPECS
 from mtlbench.spaces import space
+from mtlbench.tasks import TASK_NAMES
 
 MAX_CELLS = 10_000  # runs (methods × seeds) one command may ask for
 MAX_SEED = 2**31 - 1
@@ -27,14 +28,19 @@ class SweepPlan:
     methods: tuple[str, ...]
     seeds: tuple[int, ...]
     method_params: dict[str, dict[str, Any]]
+    stl: bool = False  # also the single-task baseline: one `stl` run per task and seed
 
     def cells(self) -> list[RunConfig]:
-        """One RunConfig per method × seed, methods outermost."""
-        return [
+        """One RunConfig per method × seed, methods outermost; then, with `stl`, one per seed × task."""
+        cells = [
             replace(self.base, method=m, seed=s, method_params=self.method_params.get(m, {}))
             for m in self.methods
             for s in self.seeds
         ]
+        single = [
+            replace(self.base, method=STL, seed=s, method_params={}, tasks=t) for s in self.seeds for t in TASK_NAMES
+        ]
+        return cells + (single if self.stl else [])
 
 
 # named method sets, in the order `mtlbench list` shows them; `core` is the default of `run` and `tune`
@@ -46,14 +52,15 @@ METHOD_SET_HELP = {
     "torchjd": "torchjd's weightings under this harness (jd-*; the torchjd extra: pip install -e '.[torchjd]')",
 }
 TORCHJD_PREFIX = "jd-"  # the adapters' names (methods/torchjd_adapter.py): a second implementation, not more methods
-TORCHJD_MISSING = "the jd-* methods need torchjd"  # what the adapter module raises without the extra
+TORCHJD_MISSING = "the jd-* methods need torchjd"
+STL = "stl"  # the single-task baseline: not a weighting method, so in no set; `run --stl` adds its runs  # what the adapter module raises without the extra
 
 
 def method_sets() -> dict[str, tuple[str, ...]]:
     """Each named set's methods, in registration order (plugins count in `loss`, `gradient` and `all`; the
     torchjd adapters only in `torchjd`)."""
     every = all_method_specs()
-    specs = {n: spec for n, spec in every.items() if not n.startswith(TORCHJD_PREFIX)}
+    specs = {n: spec for n, spec in every.items() if not n.startswith(TORCHJD_PREFIX) and n != STL}
     return {
         "core": tuple(n for n in CORE_SPECS if n in specs),
         "loss": tuple(n for n, spec in specs.items() if spec.needs == "losses"),
@@ -73,6 +80,8 @@ def parse_methods(text: str) -> tuple[str, ...]:
             names.extend(sets.get(part, (part,)))
     if not names:
         raise UserError("--methods is empty; give a set (core, loss, gradient, all) or names such as ew,deepchest")
+    if STL in names:
+        raise UserError("--methods stl: the single-task baseline is one run per task; add it with --stl")
     for n in names:
         try:
             method_spec(n)
@@ -114,9 +123,9 @@ def parse_seeds(text: str, limit: int = MAX_CELLS) -> tuple[int, ...]:
     return tuple(dict.fromkeys(s for lo, hi in spans for s in range(lo, hi + 1)))
 
 
-def check_cell_count(methods: Sequence[str], seeds: Sequence[int], limit: int = MAX_CELLS) -> None:
-    """Refuse a sweep of more than `limit` runs (methods × seeds)."""
-    cells = len(methods) * len(seeds)
+def check_cell_count(methods: Sequence[str], seeds: Sequence[int], limit: int = MAX_CELLS, stl: bool = False) -> None:
+    """Refuse a sweep of more than `limit` runs (methods × seeds, plus tasks × seeds with `stl`)."""
+    cells = (len(methods) + (len(TASK_NAMES) if stl else 0)) * len(seeds)
     if cells > limit:
         raise UserError(
             f"--methods × --seeds is {len(methods)} × {len(seeds):,} = {cells:,} runs; one command runs "

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Sequence
 
 from mtlbench.errors import UserError
-from mtlbench.methods.params.common import MethodSpec
+from mtlbench.methods.params.common import MethodSpec, NoHyperparameters
 from mtlbench.methods.params.core import read_task_values
 
 STATIC_SOURCES = ("inverse-prevalence", "file")
@@ -42,4 +42,8 @@ class StaticParams:
             )
 
 
-STATIC_SPECS: dict[str, MethodSpec] = {"static": MethodSpec("losses", StaticParams)}
+# the two baselines beside EW: fixed weights, and single-task learning (one run per task, `run --stl`)
+STATIC_SPECS: dict[str, MethodSpec] = {
+    "static": MethodSpec("losses", StaticParams),
+    "stl": MethodSpec("losses", NoHyperparameters),
+}

@@ -12,6 +12,7 @@ from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_
 from mtlbench.config import preset_sweep
 from mtlbench.errors import interrupted_means
 from mtlbench.paths import results_path
+from mtlbench.tasks import TASK_NAMES
 
 if TYPE_CHECKING:
     from mtlbench.plan import SweepPlan
@@ -37,6 +38,12 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
     run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
     add_training_settings(run, "a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
     run.add_argument(
+        "--stl",
+        action="store_true",
+        help="also train the single-task baseline: one run of `stl` per task and seed (14 × the cost of EW); "
+        "the report joins each seed's runs into one `stl` row and measures Δm%% against it",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="rerun cells that already have a result (complete, diverged or out of memory)",
@@ -53,10 +60,10 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
     args.methods, args.seeds = preset_sweep(args.preset, args.methods, args.seeds)
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
-    check_cell_count(methods, seeds)
+    check_cell_count(methods, seeds, stl=args.stl)
     params = parse_method_params(args.param, methods)
     check_methods_fit(base, methods)
-    return SweepPlan(base, methods, seeds, params)
+    return SweepPlan(base, methods, seeds, params, stl=args.stl)
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
@@ -73,7 +80,9 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     base, methods = plan.base, plan.methods
     resolved = resolve_runtime(base)
     console.print(
-        f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds} "
+        f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds}"
+        + (f" + stl × {len(TASK_NAMES)} tasks × seeds {args.seeds}" if plan.stl else "")
+        + " "
         f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
         f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "
         f"→ {results}",

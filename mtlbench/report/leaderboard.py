@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.load import Protocol
+from mtlbench.report.load import SINGLE_TASK, Protocol
 from mtlbench.report.per_run import MEMORY_KINDS, UNKNOWN, UNRELIABLE, per_run_numbers, timed_runs
 from mtlbench.report.resampled import DELTA_M_METRICS, METRICS, VariantMetrics, run_metrics
 from mtlbench.report.stats import (
@@ -73,6 +73,11 @@ class Leaderboard:
     resamples: int = 0
     patients: int = 0
     seeds: tuple[int, ...] = ()
+    delta_m_reference: str = ""  # Δm%'s reference: the single-task baseline where it ran, else `reference`
+
+    def delta_m_against(self) -> str:
+        """The variant Δm% is measured against."""
+        return self.delta_m_reference or self.reference
 
     def variants(self) -> list[str]:
         """The variants in leaderboard order."""
@@ -92,7 +97,7 @@ def reference_label(reference: str) -> str:
     """How the report names the reference in headers: its method, EW in capitals as the papers write it (a tuned
     variant's configuration is in its row)."""
     method = reference.split("[", 1)[0]
-    return "EW" if method == "ew" else method
+    return {"ew": "EW", SINGLE_TASK: "STL"}.get(method, method)
 
 
 def leaderboard(
@@ -113,6 +118,8 @@ def leaderboard(
             else float("nan")
             for v, s in zip(per_run["variant"], per_run["seed"])
         ]
+    # Δm% is defined against single-task models (Maninis et al.; Navon et al.): against `stl` where it ran
+    delta_m_ref = SINGLE_TASK if SINGLE_TASK in metrics and reference in variants else reference
     rows: list[dict] = []
     for v in variants:
         rows += _count_rows(protocol, per_run, v)
@@ -121,10 +128,19 @@ def leaderboard(
         if v == reference or reference not in variants:
             continue
         rows += _relative_rows(metrics.get(v), metrics.get(reference), per_run, v, reference)
+    if delta_m_ref != reference:
+        rows = [r for r in rows if r["metric"] != "delta_m_pct"]
+        rows += [
+            _diff_row(v, "delta_m_pct", delta_m_difference(metrics[v], metrics[delta_m_ref], seeds), delta_m_ref)
+            for v in variants
+            if v != delta_m_ref and v in metrics and (seeds := shared_seeds(metrics[v], metrics[delta_m_ref]))
+        ]
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).astype(
         {c: float for c in ("value", "sd", "lo", "hi", "p", "p_holm")} | {"n": int, "best": bool}
     )
-    _adjust_and_mark(frame, metrics, reference)
+    order = {v: i for i, v in enumerate(variants)}
+    frame = frame.iloc[np.argsort([order[v] for v in frame["variant"]], kind="stable")].reset_index(drop=True)
+    _adjust_and_mark(frame, metrics, delta_m_ref)
     design = next(iter(metrics.values())).design if metrics else None
     labels = _test_labels(protocol)
     positives = labels.sum(axis=0) if labels is not None else np.zeros(len(protocol.tasks()))
@@ -142,6 +158,7 @@ def leaderboard(
         resamples,
         design.patients if design else 0,
         design.seeds if design else (),
+        delta_m_ref,
     )
 
 
@@ -328,7 +345,8 @@ def shared_seeds(*variants: VariantMetrics) -> list[int]:
 
 
 def _adjust_and_mark(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], reference: str) -> None:
-    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values.
+    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values (Δm%
+    against `reference`, the variant it is measured against).
     Every pairwise test behind a mark compares two variants on the seeds both have (a variant with a failed
     seed is compared on its complete ones, against the same seeds of the other)."""
     for metric in frame["metric"].unique():

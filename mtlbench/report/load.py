@@ -34,6 +34,7 @@ from mtlbench.tuning import Point
 # numbers; the choice is a cost, and costs are compared per method anyway).
 PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed", "grad_engine")
 TUNED = "tuned"  # what a searched setting reads in a tuned protocol's config
+SINGLE_TASK = "stl"  # the single-task baseline's method: one run per task (report/single_task.py joins them)
 
 
 @dataclass
@@ -84,10 +85,17 @@ def protocol_key(config: dict) -> str:
     """Short hash of a config without the per-run fields (and without paths, and without the fields
     its dataset does not read that older runs lack: see config.DATASET_FIELDS)."""
     unread = {k for k, datasets in DATASET_FIELDS.items() if config.get("dataset") not in datasets}
-    shared = {
-        k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS and k not in unread
-    }
+    shared = {k: v for k, v in shared_fields(config).items() if k not in unread}
     return hashlib.sha256(json.dumps(shared, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def shared_fields(config: dict) -> dict:
+    """A run's config without its per-run fields and paths: what every run of its protocol shares. A single-task
+    run (method `stl`) trains one of the tasks of the multi-task runs it is compared with: it reads as theirs."""
+    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
+    if config.get("method") == SINGLE_TASK and "tasks" in shared:
+        shared["tasks"] = LEGACY_VALUES["tasks"]
+    return shared
 
 
 def variant_names(configs: list[dict]) -> list[str]:
@@ -115,7 +123,10 @@ def load_protocols(
     path: Path, dataset: str | None = None, methods: list[str] | None = None, reference: str | None = None
 ) -> list[Protocol]:
     """Every protocol in the database at `path` (optionally one dataset, some methods), largest first.
-    With a `reference` method, the database must hold finished runs of it, and they are always loaded."""
+    With a `reference` method, the database must hold finished runs of it, and they are always loaded.
+    Each seed's single-task runs are one run of variant `stl` (`single_task.join_single_task_runs`)."""
+    from mtlbench.report.single_task import join_single_task_runs  # it reads Protocol from here
+
     path = Path(path)
     if not path.is_file():
         raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
@@ -135,6 +146,7 @@ def load_protocols(
         plain = [not isinstance(t, str) for t in runs["tuned"]]
         names = iter(variant_names([c for c, p in zip(configs, plain) if p]))
         runs = runs.assign(
+            tasks=[str(c.get("tasks", "")) for c in configs],
             protocol=[protocol_key(c) for c in configs],
             variant=[
                 next(names) if p else tuned_variant(m, t) for m, t, p in zip(runs["method"], runs["tuned"], plain)
@@ -142,7 +154,8 @@ def load_protocols(
         )
         protocols = []
         for key, group in runs.groupby("protocol", sort=False):
-            protocols.append(_read_protocol(store, key, group, configs[runs.index.get_loc(group.index[0])]))
+            protocol = _read_protocol(store, key, group, configs[runs.index.get_loc(group.index[0])])
+            protocols.append(join_single_task_runs(protocol))
     return sorted(protocols, key=lambda p: -len(p.runs))
 
 
@@ -222,10 +235,9 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
                 ids = store.patient_ids(run_id, split)
                 if ids is not None:
                     patients[(run_id, split)] = ids
-    shared = {k: v for k, v in config.items() if k not in PER_RUN_FIELDS and k not in UNHASHED_FIELDS}
     return Protocol(
         key,
-        shared,
+        shared_fields(config),
         runs.drop(columns=["config_json", "tuned"]).reset_index(drop=True),
         test,
         curves,

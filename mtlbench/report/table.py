@@ -49,9 +49,9 @@ COLUMNS = [
     ),
     Column("test loss", "test_loss", "test loss (the training loss function), mean over all tasks and seeds"),
     Column(
-        "Δm% vs {ref}",
+        "Δm% vs {mref}",
         "delta_m_pct",
-        "mean relative change vs {ref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
+        "mean relative change vs {mref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
         "[95% interval], Holm-adjusted p over this protocol's methods",
     ),
     Column(
@@ -97,9 +97,11 @@ TIMED = ("s_per_epoch", "step_ratio", "images_per_s")  # cells marked TIMING_MAR
 
 def column_legend(board: Leaderboard) -> dict[str, str]:
     """Header → legend entry, with the reference, the task threshold and the resamples filled in."""
-    ref = reference_label(board.reference)
+    ref, mref = reference_label(board.reference), reference_label(board.delta_m_against())
     return {
-        c.header.format(ref=ref): c.legend.format(ref=ref, resamples=board.resamples, min_pos=board.min_positives)
+        c.header.format(ref=ref, mref=mref): c.legend.format(
+            ref=ref, mref=mref, resamples=board.resamples, min_pos=board.min_positives
+        )
         for c in COLUMNS
     }
 
@@ -117,7 +119,7 @@ def format_p(p: float, n: int, bootstrap: bool, raw: float | None = None) -> str
 
 def display_table(board: Leaderboard) -> pd.DataFrame:
     """The leaderboard's display strings (`**…**` Markdown bold where significantly best), one row per variant."""
-    ref = reference_label(board.reference)
+    ref, mref = reference_label(board.reference), reference_label(board.delta_m_against())
     values = board.values()
     frame = board.frame.set_index(["variant", "metric"])
     reference_excluded = (board.reference, "timing_excluded") in frame.index
@@ -165,7 +167,10 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
         rows.append(
             {
                 "method": variant,
-                **{c.header.format(ref=ref): shown[c.header] if c.metric is None else cell(c.metric) for c in COLUMNS},
+                **{
+                    c.header.format(ref=ref, mref=mref): shown[c.header] if c.metric is None else cell(c.metric)
+                    for c in COLUMNS
+                },
             }
         )
     return pd.DataFrame(rows)
@@ -222,6 +227,13 @@ def table_notes(board: Leaderboard) -> list[str]:
         + ". Holm adjustment over this protocol's methods, per column."
     )
     notes.append(BOLD_RULE.format(alpha=ALPHA))
+    if board.delta_m_against() != board.reference:
+        notes.append(
+            "Δm% is measured against STL, the single-task baseline (one network per task, each seed's "
+            f"{len(board.tasks)} runs joined into one row); the other differences against {ref}."
+        )
+    else:
+        notes.append(f"Δm% is measured against {ref}: this protocol has no single-task runs (`mtlbench run --stl`).")
     notes += seed_notes(board)
     notes += timing_notes(board.per_run)
     frame = board.frame.set_index(["variant", "metric"])

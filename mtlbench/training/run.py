@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from mtlbench import backend, checkpoint, costs
+from mtlbench.tasks import task_subset
+from mtlbench.methods.stl import check_single_task
 from mtlbench.results.leases import Heartbeat, Owner, this_process
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
@@ -85,6 +87,8 @@ def train_run(
     reporter = reporter or SilentReporter()
     owner = owner or this_process()
     config = resolve_runtime(config)
+    data = data.restricted(task_subset(config.tasks))  # all 14 but for a task-subset (single-task) run
+    check_single_task(config.method, data.task_names)
     key = RunKey(config.method, config.dataset, config.seed, config.config_hash())
     device = torch.device(config.device)
     tasks = data.task_names
@@ -209,7 +213,8 @@ def _train(
     loop = RunLoop(
         config, data, parts, state, StoreSink(store, run_id, owner, data.task_names), reporter, ckpt_path, run_id
     )
-    reporter.start_run(f"{config.method} seed {config.seed}{note}", config.epochs, n_steps, state.epoch)
+    subset = f"[{config.tasks}]" if config.tasks else ""  # a single-task run names its task
+    reporter.start_run(f"{config.method}{subset} seed {config.seed}{note}", config.epochs, n_steps, state.epoch)
     diverged_at = loop.run()
     if diverged_at is not None:
         checkpoint.remove_checkpoint(ckpt_path)
