@@ -30,9 +30,8 @@ def task_subset(text: str) -> tuple[str, ...]:
     names = [t.strip() for t in text.split(",")]
     unknown = [n for n in names if n not in TASK_NAMES]
     if unknown or not all(names):
-        raise UserError(
-            f"tasks: unknown task(s) {', '.join(map(repr, unknown or ['']))}; valid: {', '.join(TASK_NAMES)}"
-        )
+        names_text = ", ".join(map(repr, unknown or [""]))
+        raise UserError(f"unknown task(s) {names_text} in --tasks; valid: {', '.join(TASK_NAMES)}")
     if len(set(names)) != len(names):
-        raise UserError(f"tasks: {text!r} names a task twice")
+        raise UserError(f"--tasks {text!r} names a task twice")
     return tuple(t for t in TASK_NAMES if t in names)

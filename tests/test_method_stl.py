@@ -15,6 +15,7 @@ from mtlbench.methods.stl import SingleTask, check_single_task
 from mtlbench.plan import SweepPlan, method_sets, parse_methods
 from mtlbench.report.leaderboard import leaderboard
 from mtlbench.report.load import load_protocols
+from mtlbench.report.table import display_table
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES, task_subset
 from mtlbench.training import train_run
@@ -26,7 +27,7 @@ CFG = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=16)
 def test_task_subset_reads_names_in_task_order_and_refuses_unknown_or_repeated_ones():
     assert task_subset("") == TASK_NAMES
     assert task_subset("Hernia, Atelectasis") == ("Atelectasis", "Hernia")
-    with pytest.raises(UserError, match="unknown task.*'Hernai'; valid: Atelectasis"):
+    with pytest.raises(UserError, match="unknown task.*'Hernai' in --tasks; valid: Atelectasis"):
         task_subset("Hernai")
     with pytest.raises(UserError, match="names a task twice"):
         task_subset("Mass,Mass")
@@ -131,13 +132,18 @@ def test_the_report_joins_each_seeds_single_task_runs_into_one_stl_run(stl_datab
     assert protocol.weights["run_id"].isin(members.values()).sum() == 0
 
 
-def test_delta_m_is_measured_against_stl_where_it_ran(stl_database):
+def test_delta_m_is_measured_against_stl_beside_ew_where_stl_ran(stl_database):
     path, _ = stl_database
     (protocol,) = load_protocols(path)
     board = leaderboard(protocol, resamples=50, min_positives=1)
     frame = board.frame.set_index(["variant", "metric"])
-    assert board.delta_m_against() == "stl" and frame.at[("ew", "delta_m_pct"), "reference"] == "stl"
-    assert ("stl", "delta_m_pct") not in frame.index and frame.at[("stl", "delta_auroc"), "reference"] == "ew"
+    assert frame.at[("ew", "delta_m_stl_pct"), "reference"] == "stl" and ("stl", "delta_m_stl_pct") not in frame.index
+    assert (
+        frame.at[("stl", "delta_m_pct"), "reference"] == "ew" and frame.at[("stl", "delta_auroc"), "reference"] == "ew"
+    )
+    table = display_table(board)
+    assert "Δm% vs STL" in table.columns and "Δm% vs EW" in table.columns
+    assert table.set_index("method").at["stl", "Δm% vs STL"] == "—"
     # the closed form on seed 0, the seed both have: 100 × mean over tasks and metrics of (m − m_STL)/m_STL
     runs = protocol.runs.set_index(["variant", "seed"])["run_id"]
     mine, theirs = (protocol.predictions[(int(runs.loc[(v, 0)]), "test")] for v in ("ew", "stl"))
@@ -148,4 +154,20 @@ def test_delta_m_is_measured_against_stl_where_it_ran(stl_database):
         for t in np.flatnonzero(board.eligible)
         for score in (roc_auc_score, average_precision_score)
     ]
-    assert frame.at[("ew", "delta_m_pct"), "value"] == pytest.approx(100 * np.mean(terms), rel=1e-9)
+    assert frame.at[("ew", "delta_m_stl_pct"), "value"] == pytest.approx(100 * np.mean(terms), rel=1e-9)
+
+
+def test_without_single_task_runs_there_is_no_stl_column(results_db):
+    (protocol, *_) = load_protocols(results_db[0])
+    board = leaderboard(protocol, resamples=20)
+    assert "delta_m_stl_pct" not in set(board.frame["metric"])
+    assert "Δm% vs STL" not in display_table(board).columns
+
+
+def test_stl_with_a_task_subset_is_refused_in_one_line(capsys, tmp_path):
+    from mtlbench.cli import main
+
+    assert main(["run", "--stl", "--tasks", "Mass", "--results", str(tmp_path / "r.sqlite")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--stl trains each of the 14 tasks on its own" in err
+    assert not (tmp_path / "r.sqlite").exists()

@@ -48,6 +48,13 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
     "--weight-decay": ("weight_decay", float, "weight decay", "run"),
     "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)", "run"),
     "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task", "run"),
+    "--tasks": (
+        "tasks",
+        str,
+        "train on these tasks only, comma-separated (a model with only their heads; its own protocol in the "
+        "report); default all 14. For the single-task baseline use --stl",
+        "run",
+    ),
     "--loss": (
         "loss",
         str,

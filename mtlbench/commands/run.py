@@ -10,7 +10,7 @@ from rich.console import Console
 from mtlbench.commands.options import add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import preset_sweep
-from mtlbench.errors import interrupted_means
+from mtlbench.errors import UserError, interrupted_means
 from mtlbench.paths import results_path
 from mtlbench.tasks import TASK_NAMES
 
@@ -60,6 +60,8 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
     args.methods, args.seeds = preset_sweep(args.preset, args.methods, args.seeds)
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
+    if args.stl and base.tasks:
+        raise UserError("--stl trains each of the 14 tasks on its own, beside multi-task runs of all 14: drop --tasks")
     check_cell_count(methods, seeds, stl=args.stl)
     params = parse_method_params(args.param, methods)
     check_methods_fit(base, methods)

@@ -6,7 +6,8 @@ on the tasks with at least `min_positives` test positives (the others are listed
 `auroc`, `ap`, `accuracy` (at p > 0.5), `macro_f1` and `balanced_accuracy` (at thresholds chosen
 on validation), `ece` — value: seed mean, sd over seeds, lo/hi: 95% bootstrap interval over patients
 and seeds jointly. Against the reference: `delta_<metric>` and `delta_m_pct` (Δm% on AUROC and AP;
-value, lo, hi, bootstrap p, Holm-adjusted p over the protocol's variants), `delta_auroc_seeds`
+value, lo, hi, bootstrap p, Holm-adjusted p over the protocol's variants), `delta_m_stl_pct` (Δm% against
+the single-task baseline `stl`, where the protocol has it: the definition's own reference), `delta_auroc_seeds`
 (paired t over seeds). Per run: `test_loss`, `s_per_epoch`, `images_per_s` (mean, sd),
 `peak_cuda_mb` or `peak_rss_mb` (largest over seeds), `step_ratio` (÷ reference, geometric mean over
 paired seeds with a log-scale t interval). `best` marks the value that is significantly best in its
@@ -50,7 +51,8 @@ FRAME_COLUMNS = ["variant", "metric", "reference", "value", "sd", "lo", "hi", "p
 PER_TASK_COLUMNS = ["variant", "task", "metric", "value", "lo", "hi", "positives", "eligible"]
 PER_TASK_METRICS = ("auroc", "ap", "ece")
 DELTAS = tuple(f"delta_{m}" for m in METRICS)
-RELATIVE = ("delta_m_pct", *DELTAS, "delta_auroc_seeds", "step_ratio")  # against the reference
+DELTA_M_STL = "delta_m_stl_pct"  # Δm% against the single-task baseline (`run --stl`), where it ran
+RELATIVE = ("delta_m_pct", DELTA_M_STL, *DELTAS, "delta_auroc_seeds", "step_ratio")  # against the reference
 # per-run column → metric, aggregated as mean and sd over seeds
 PER_SEED = {"loss": "test_loss", "s_per_epoch": "s_per_epoch", "images_per_s": "images_per_s"}
 TIME_COLUMNS = ("s_per_epoch", "step_s", "step_cpu_s", "images_per_s")  # per-run columns that other load distorts
@@ -73,11 +75,6 @@ class Leaderboard:
     resamples: int = 0
     patients: int = 0
     seeds: tuple[int, ...] = ()
-    delta_m_reference: str = ""  # Δm%'s reference: the single-task baseline where it ran, else `reference`
-
-    def delta_m_against(self) -> str:
-        """The variant Δm% is measured against."""
-        return self.delta_m_reference or self.reference
 
     def variants(self) -> list[str]:
         """The variants in leaderboard order."""
@@ -118,8 +115,6 @@ def leaderboard(
             else float("nan")
             for v, s in zip(per_run["variant"], per_run["seed"])
         ]
-    # Δm% is defined against single-task models (Maninis et al.; Navon et al.): against `stl` where it ran
-    delta_m_ref = SINGLE_TASK if SINGLE_TASK in metrics and reference in variants else reference
     rows: list[dict] = []
     for v in variants:
         rows += _count_rows(protocol, per_run, v)
@@ -128,19 +123,19 @@ def leaderboard(
         if v == reference or reference not in variants:
             continue
         rows += _relative_rows(metrics.get(v), metrics.get(reference), per_run, v, reference)
-    if delta_m_ref != reference:
-        rows = [r for r in rows if r["metric"] != "delta_m_pct"]
-        rows += [
-            _diff_row(v, "delta_m_pct", delta_m_difference(metrics[v], metrics[delta_m_ref], seeds), delta_m_ref)
-            for v in variants
-            if v != delta_m_ref and v in metrics and (seeds := shared_seeds(metrics[v], metrics[delta_m_ref]))
-        ]
+    # Δm% as defined (Maninis et al.; Navon et al.): against single-task models, where the protocol has them
+    stl = metrics.get(SINGLE_TASK)
+    rows += [
+        _diff_row(v, DELTA_M_STL, delta_m_difference(m, stl, seeds), SINGLE_TASK)
+        for v, m in metrics.items()
+        if stl is not None and v != SINGLE_TASK and (seeds := shared_seeds(m, stl))
+    ]
     frame = pd.DataFrame(rows, columns=FRAME_COLUMNS).astype(
         {c: float for c in ("value", "sd", "lo", "hi", "p", "p_holm")} | {"n": int, "best": bool}
     )
     order = {v: i for i, v in enumerate(variants)}
     frame = frame.iloc[np.argsort([order[v] for v in frame["variant"]], kind="stable")].reset_index(drop=True)
-    _adjust_and_mark(frame, metrics, delta_m_ref)
+    _adjust_and_mark(frame, metrics, reference)
     design = next(iter(metrics.values())).design if metrics else None
     labels = _test_labels(protocol)
     positives = labels.sum(axis=0) if labels is not None else np.zeros(len(protocol.tasks()))
@@ -158,7 +153,6 @@ def leaderboard(
         resamples,
         design.patients if design else 0,
         design.seeds if design else (),
-        delta_m_ref,
     )
 
 
@@ -345,8 +339,7 @@ def shared_seeds(*variants: VariantMetrics) -> list[int]:
 
 
 def _adjust_and_mark(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], reference: str) -> None:
-    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values (Δm%
-    against `reference`, the variant it is measured against).
+    """Holm-adjust each relative metric's p over the protocol's variants; mark significantly best values.
     Every pairwise test behind a mark compares two variants on the seeds both have (a variant with a failed
     seed is compared on its complete ones, against the same seeds of the other)."""
     for metric in frame["metric"].unique():
@@ -366,23 +359,29 @@ def _adjust_and_mark(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], re
         winner = significantly_best(candidates, higher, on_shared_seeds)
         if winner is not None:
             frame.loc[(frame["variant"] == winner) & (frame["metric"] == metric), "best"] = True
-    if reference in metrics:
-        ref = metrics[reference]
-        deltas = {}
-        for v, m in metrics.items():
-            if v != reference and shared_seeds(m, ref):
-                deltas[v] = delta_m_values(m, ref, shared_seeds(m, ref))
+    for against, metric in ((reference, "delta_m_pct"), (SINGLE_TASK, DELTA_M_STL)):
+        if against in metrics:
+            _mark_delta_m(frame, metrics, against, metric)
 
-        def delta_m_on_shared_seeds(a: str, b: str) -> tuple[float, np.ndarray]:
-            seeds = shared_seeds(metrics[a], metrics[b], ref)
-            if not seeds:
-                return float("nan"), np.full(1, np.nan)
-            (oa, ra), (ob, rb) = delta_m_values(metrics[a], ref, seeds), delta_m_values(metrics[b], ref, seeds)
-            return oa - ob, ra - rb
 
-        winner = significantly_best(deltas, True, delta_m_on_shared_seeds)
-        if winner is not None:
-            frame.loc[(frame["variant"] == winner) & (frame["metric"] == "delta_m_pct"), "best"] = True
+def _mark_delta_m(frame: pd.DataFrame, metrics: dict[str, VariantMetrics], against: str, metric: str) -> None:
+    """Bold the Δm% (against `against`, stored as `metric`) that is significantly best, if one is."""
+    ref = metrics[against]
+    deltas = {}
+    for v, m in metrics.items():
+        if v != against and shared_seeds(m, ref):
+            deltas[v] = delta_m_values(m, ref, shared_seeds(m, ref))
+
+    def delta_m_on_shared_seeds(a: str, b: str) -> tuple[float, np.ndarray]:
+        seeds = shared_seeds(metrics[a], metrics[b], ref)
+        if not seeds:
+            return float("nan"), np.full(1, np.nan)
+        (oa, ra), (ob, rb) = delta_m_values(metrics[a], ref, seeds), delta_m_values(metrics[b], ref, seeds)
+        return oa - ob, ra - rb
+
+    winner = significantly_best(deltas, True, delta_m_on_shared_seeds)
+    if winner is not None:
+        frame.loc[(frame["variant"] == winner) & (frame["metric"] == metric), "best"] = True
 
 
 def _diff_row(variant: str, metric: str, d: Difference, reference: str) -> dict:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.leaderboard import ALPHA, Leaderboard, reference_label
+from mtlbench.report.leaderboard import ALPHA, DELTA_M_STL, Leaderboard, reference_label
 from mtlbench.report.per_run import TIMING_MARK, peak_memory, timing_notes
 
 NAN = float("nan")
@@ -49,10 +49,16 @@ COLUMNS = [
     ),
     Column("test loss", "test_loss", "test loss (the training loss function), mean over all tasks and seeds"),
     Column(
-        "Δm% vs {mref}",
+        "Δm% vs {ref}",
         "delta_m_pct",
-        "mean relative change vs {mref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
+        "mean relative change vs {ref} of AUROC and AP over the tasks with ≥ {min_pos} test positives, %; "
         "[95% interval], Holm-adjusted p over this protocol's methods",
+    ),
+    Column(
+        "Δm% vs STL",
+        DELTA_M_STL,
+        "the same against STL, the single-task baseline (`mtlbench run --stl`; Δm% as Maninis et al. and "
+        "Navon et al. define it): shown when the protocol has single-task runs",
     ),
     Column(
         "ΔAUROC vs {ref}",
@@ -85,24 +91,29 @@ DIGITS = {
     "ece": 3,
     "test_loss": 4,
     "delta_m_pct": 2,
+    DELTA_M_STL: 2,
     "delta_auroc": 3,
     "delta_auroc_seeds": 3,
     "s_per_epoch": 2,
     "step_ratio": 2,
     "images_per_s": 0,
 }
-SIGNED = ("delta_m_pct", "delta_auroc", "delta_auroc_seeds")
+SIGNED = ("delta_m_pct", DELTA_M_STL, "delta_auroc", "delta_auroc_seeds")
 TIMED = ("s_per_epoch", "step_ratio", "images_per_s")  # cells marked TIMING_MARK where runs were left out
+
+
+def shown_columns(board: Leaderboard) -> list[Column]:
+    """The columns of `board`'s table: all but Δm% vs STL where the protocol has no single-task runs."""
+    metrics = set(board.frame["metric"])
+    return [c for c in COLUMNS if c.metric != DELTA_M_STL or DELTA_M_STL in metrics]
 
 
 def column_legend(board: Leaderboard) -> dict[str, str]:
     """Header → legend entry, with the reference, the task threshold and the resamples filled in."""
-    ref, mref = reference_label(board.reference), reference_label(board.delta_m_against())
+    ref = reference_label(board.reference)
     return {
-        c.header.format(ref=ref, mref=mref): c.legend.format(
-            ref=ref, mref=mref, resamples=board.resamples, min_pos=board.min_positives
-        )
-        for c in COLUMNS
+        c.header.format(ref=ref): c.legend.format(ref=ref, resamples=board.resamples, min_pos=board.min_positives)
+        for c in shown_columns(board)
     }
 
 
@@ -119,7 +130,7 @@ def format_p(p: float, n: int, bootstrap: bool, raw: float | None = None) -> str
 
 def display_table(board: Leaderboard) -> pd.DataFrame:
     """The leaderboard's display strings (`**…**` Markdown bold where significantly best), one row per variant."""
-    ref, mref = reference_label(board.reference), reference_label(board.delta_m_against())
+    ref = reference_label(board.reference)
     values = board.values()
     frame = board.frame.set_index(["variant", "metric"])
     reference_excluded = (board.reference, "timing_excluded") in frame.index
@@ -144,7 +155,7 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
             low, high = get(metric, "lo"), get(metric, "hi")
             if np.isfinite(low) and np.isfinite(high):
                 text += f" [{_f(low, digits, signed)}, {_f(high, digits, signed)}]"
-            if metric in ("delta_m_pct", "delta_auroc"):
+            if metric in ("delta_m_pct", DELTA_M_STL, "delta_auroc"):
                 p_holm, raw = get(metric, "p_holm"), get(metric, "p")
                 text += format_p(p_holm if np.isfinite(p_holm) else raw, int(get(metric, "n")), True, raw)
             elif metric == "delta_auroc_seeds":
@@ -168,8 +179,8 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
             {
                 "method": variant,
                 **{
-                    c.header.format(ref=ref, mref=mref): shown[c.header] if c.metric is None else cell(c.metric)
-                    for c in COLUMNS
+                    c.header.format(ref=ref): shown[c.header] if c.metric is None else cell(c.metric)
+                    for c in shown_columns(board)
                 },
             }
         )
@@ -227,10 +238,10 @@ def table_notes(board: Leaderboard) -> list[str]:
         + ". Holm adjustment over this protocol's methods, per column."
     )
     notes.append(BOLD_RULE.format(alpha=ALPHA))
-    if board.delta_m_against() != board.reference:
+    if DELTA_M_STL in set(board.frame["metric"]):
         notes.append(
-            "Δm% is measured against STL, the single-task baseline (one network per task, each seed's "
-            f"{len(board.tasks)} runs joined into one row); the other differences against {ref}."
+            "STL is the single-task baseline: one network per task, each seed's "
+            f"{len(board.tasks)} single-task runs joined into one row; Δm% vs STL is Δm% as defined."
         )
     else:
         notes.append(f"Δm% is measured against {ref}: this protocol has no single-task runs (`mtlbench run --stl`).")
