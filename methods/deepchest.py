@@ -23,7 +23,8 @@ from typing import Sequence
 import torch
 
 from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
-from mtlbench.methods.params import DeepChestParams, read_task_values
+from mtlbench.errors import UserError
+from mtlbench.methods.params import DeepChestParams, read_task_values, stl_accuracies
 from mtlbench.registry import register_method
 
 
@@ -49,6 +50,14 @@ def initial_weights(params: DeepChestParams, task_names: Sequence[str]) -> torch
         return torch.tensor(
             read_task_values(params.init_weights_file, task_names, "initial weights"), dtype=torch.float64
         )
+    if params.init == "stl":
+        if not params.stl_accuracies:
+            raise UserError(
+                "deepchest: init=stl reads the single-task runs' accuracies from the results database; "
+                "`mtlbench run` fills them in (stl_accuracies) before the run"
+            )
+        acc = torch.tensor(stl_accuracies(params.stl_accuracies, task_names), dtype=torch.float64)
+        return 1.0 + (1.0 - acc) / 2.0
     if params.init_accuracies_file:
         acc = torch.tensor(
             read_task_values(params.init_accuracies_file, task_names, "single-task accuracies"), dtype=torch.float64

@@ -110,9 +110,13 @@ class RunConfig:
         """The fields that define the cell: all but where and how the data is fetched, and the
         newer fields at their legacy value; the method's hyperparameters resolved, so that an
         explicit default and an implicit one are one cell, and a changed default is a new one."""
+        from mtlbench.methods.params import PARAMS_ADDED_LATER  # torch-free
+
         d = self.resolved()
         for name in UNHASHED_FIELDS:
             d.pop(name)
+        later = PARAMS_ADDED_LATER.get(self.method, {})
+        d["method_params"] = {k: v for k, v in d["method_params"].items() if k not in later or v != later[k]}
         for name, value in LEGACY_VALUES.items():
             if d[name] == value:
                 d.pop(name)

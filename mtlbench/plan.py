@@ -31,7 +31,7 @@ class SweepPlan:
     stl: bool = False  # also the single-task baseline: one `stl` run per task and seed
 
     def cells(self) -> list[RunConfig]:
-        """One RunConfig per method × seed, methods outermost; then, with `stl`, one per seed × task."""
+        """With `stl`, one single-task RunConfig per seed × task first; then one per method × seed, methods outermost."""
         cells = [
             replace(self.base, method=m, seed=s, method_params=self.method_params.get(m, {}))
             for m in self.methods
@@ -40,7 +40,7 @@ class SweepPlan:
         single = [
             replace(self.base, method=STL, seed=s, method_params={}, tasks=t) for s in self.seeds for t in TASK_NAMES
         ]
-        return cells + (single if self.stl else [])
+        return (single if self.stl else []) + cells
 
 
 # named method sets, in the order `mtlbench list` shows them; `core` is the default of `run` and `tune`

@@ -16,12 +16,13 @@ from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.environment import environment
 from mtlbench.errors import UserError, interrupted_means
 from mtlbench.model import resnet18_trunk
-from mtlbench.plan import SweepPlan, check_methods_fit
+from mtlbench.plan import STL, SweepPlan, check_methods_fit
 from mtlbench.registry import DATASETS
 from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.results.leases import Owner, this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
+from mtlbench.single_task_init import with_single_task_init
 
 DATA_INTERRUPTED = (
     "the data generation was not finished and no run was started; rerun the same command to "
@@ -143,8 +144,12 @@ def run_sweep(
     display: Any,
     force: bool = False,
 ) -> list[RunResult]:
-    """Run every cell of `plan` into the database at `results`; failures are recorded, not raised."""
+    """Run every cell of `plan` into the database at `results`; failures are recorded, not raised. The single-task
+    runs come first: a method initialised from them (deepchest's init=stl) reads them from the database."""
     session = open_session(plan.base, plan.methods, results, display)
     plan = replace(plan, base=session.base)
     with ResultsStore(results) as store:
-        return run_cells(session, plan.cells(), store, display, force=force)
+        cells = plan.cells()
+        outcomes = run_cells(session, [c for c in cells if c.method == STL], store, display, force=force)
+        rest = [with_single_task_init(c, store) for c in cells if c.method != STL]
+        return outcomes + run_cells(session, rest, store, display, force=force)

@@ -133,3 +133,41 @@ def test_tiny_training_run_follows_the_rule_on_stored_accuracies(tmp_path, toy_b
             params.decay_factor,
         )
         assert torch.allclose(by(w, e + 1), expected, atol=1e-12)
+
+
+def test_init_stl_starts_from_the_single_task_accuracies():
+    """The paper's STL initialisation, w = 1 + (1 − acc)/2, from the accuracies `mtlbench run` fills in."""
+    m = DeepChest(TASKS, DeepChestParams(init="stl", stl_accuracies="0.9,0.5,1.0,0"))
+    assert m.weights_.tolist() == pytest.approx([1.05, 1.25, 1.0, 1.5])
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        (DeepChestParams(init="stl"), "`mtlbench run` fills them in"),
+        (DeepChestParams(init="stl", stl_accuracies="0.9,0.5"), "needs 4 accuracies in \\[0, 1\\]"),
+        (DeepChestParams(init="stl", stl_accuracies="0.9,0.5,1.2,0"), "needs 4 accuracies"),
+        (DeepChestParams(init="stl", stl_accuracies="a,b,c,d"), "not a comma-separated list"),
+        (DeepChestParams(init="random"), "unknown init 'random'; valid: constant, stl"),
+        (DeepChestParams(init="stl", init_weights_file="w.json"), "init=stl takes the initial weights"),
+    ],
+)
+def test_init_stl_refusals(params, message):
+    with pytest.raises(UserError, match=message):
+        DeepChest(TASKS, params)
+
+
+def test_the_hyperparameters_added_for_init_stl_leave_earlier_runs_identity_alone():
+    from dataclasses import replace
+
+    from mtlbench.config import RunConfig
+
+    plain = RunConfig(method="deepchest")
+    assert set(plain.hashed_fields()["method_params"]) == {
+        "increase_factor", "max_weight", "decay_factor", "signal", "initial_weight", "init_weights_file",
+        "init_accuracies_file",
+    }  # fmt: skip
+    assert replace(plain, method_params={"init": "constant"}).config_hash() == plain.config_hash()
+    assert replace(plain, method_params={"init": "stl", "stl_accuracies": "0.5," * 13 + "0.5"}).config_hash() != (
+        replace(plain, method_params={"init": "stl", "stl_accuracies": "0.6," * 13 + "0.6"}).config_hash()
+    )

@@ -1,6 +1,7 @@
 """stl, the single-task baseline: task subsets, the data a run sees, the sweep's cells, and the report's joined row
 (its predictions, costs and Δm% against it, checked against the stored runs and the closed form)."""
 
+import json
 from dataclasses import replace
 
 import numpy as np
@@ -56,13 +57,13 @@ def test_stl_is_in_no_method_set_and_only_runs_through_the_stl_flag():
         parse_methods("ew,stl")
     plan = SweepPlan(CFG, ("ew", "deepchest"), (0, 1), {}, stl=True)
     cells = plan.cells()
-    assert [(c.method, c.seed, c.tasks) for c in cells[:4]] == [
+    assert [(c.method, c.seed, c.tasks) for c in cells[28:]] == [
         ("ew", 0, ""),
         ("ew", 1, ""),
         ("deepchest", 0, ""),
         ("deepchest", 1, ""),
     ]
-    assert [(c.method, c.seed, c.tasks) for c in cells[4:]] == [("stl", s, t) for s in (0, 1) for t in TASK_NAMES]
+    assert [(c.method, c.seed, c.tasks) for c in cells[:28]] == [("stl", s, t) for s in (0, 1) for t in TASK_NAMES]
     assert len(SweepPlan(CFG, ("ew",), (0,), {}).cells()) == 1
 
 
@@ -171,3 +172,29 @@ def test_stl_with_a_task_subset_is_refused_in_one_line(capsys, tmp_path):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--stl trains each of the 14 tasks on its own" in err
     assert not (tmp_path / "r.sqlite").exists()
+
+
+def test_deepchest_init_stl_reads_the_single_task_runs_validation_accuracy(stl_database):
+    """Validation accuracy at each single-task run's selected epoch, averaged over the seeds that have the task."""
+    from mtlbench.results import readers
+    from mtlbench.single_task_init import with_single_task_init
+
+    path, _ = stl_database
+    with ResultsStore(path) as store:
+        rows = readers.single_task_validation(store)
+        (fingerprint,) = {json.loads(c)["data_fingerprint"] for c in rows["config_json"]}
+        cell = replace(CFG, method="deepchest", method_params={"init": "stl"}, data_fingerprint=fingerprint)
+        filled = with_single_task_init(cell, store)
+        assert with_single_task_init(replace(cell, method_params={}), store).method_params == {}
+        with pytest.raises(UserError, match="none for Atelectasis, .*: add --stl"):
+            with_single_task_init(replace(cell, epochs=2), store)  # another protocol: its own single-task runs
+        selected = {r["run_id"]: r["selected_epoch"] for r in store.query("SELECT run_id, selected_epoch FROM runs")}
+        val = store.query("SELECT run_id, task, epoch, accuracy FROM metrics WHERE split='val'")
+    expected = {
+        t: np.mean([r["accuracy"] for r in val if r["task"] == t and r["epoch"] == selected[r["run_id"]]
+                    and r["run_id"] in set(rows["run_id"])])
+        for t in TASK_NAMES
+    }  # fmt: skip
+    got = [float(v) for v in filled.method_params["stl_accuracies"].split(",")]
+    assert got == pytest.approx([expected[t] for t in TASK_NAMES], rel=1e-12)
+    assert sorted(rows.groupby("task").size().tolist()) == [1] + [2] * 13  # seed 1 lacks Hernia's run

@@ -34,9 +34,11 @@ from mtlbench.methods.params.static import STATIC_SOURCES, STATIC_SPECS, StaticP
 from mtlbench.methods.params.core import (
     CAGRAD_RESCALES,
     CORE_SPECS,
+    DEEPCHEST_INITS,
     DEEPCHEST_SIGNALS,
     GRADNORM_OPTIMIZERS,
     MGDA_NORMALIZATIONS,
+    PARAMS_ADDED_LATER,
     CAGradParams,
     DeepChestParams,
     DWAParams,
@@ -48,6 +50,7 @@ from mtlbench.methods.params.core import (
     Signal,
     UncertaintyParams,
     read_task_values,
+    stl_accuracies,
 )
 from mtlbench.methods.params.gradient_balancing import GRADIENT_BALANCING_SPECS, FairGradParams, GradVacParams
 from mtlbench.methods.params.gramian_weighting import GRAMIAN_WEIGHTING_SPECS
@@ -65,10 +68,12 @@ METHOD_SPECS: dict[str, MethodSpec] = {
 __all__ = [
     "CAGRAD_RESCALES",
     "CORE_SPECS",
+    "DEEPCHEST_INITS",
     "DEEPCHEST_SIGNALS",
     "GRADIENT_BALANCING_SPECS",
     "GRADNORM_OPTIMIZERS",
     "METHOD_SPECS",
+    "PARAMS_ADDED_LATER",
     "MGDA_NORMALIZATIONS",
     "WEIGHT_SCALES",
     "CAGradParams",
@@ -96,4 +101,5 @@ __all__ = [
     "is_number",
     "positive_number",
     "read_task_values",
+    "stl_accuracies",
 ]

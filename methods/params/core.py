@@ -16,6 +16,10 @@ MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 CAGRAD_RESCALES = ("1+c^2", "1+c", "none")
 GRADNORM_OPTIMIZERS = ("adam", "sgd")
 DEEPCHEST_SIGNALS = ("train-accuracy", "val-accuracy", "train-loss")
+DEEPCHEST_INITS = ("constant", "stl")
+# Hyperparameters added after runs were stored, at the value those runs had: left out of a run's identity at that
+# value (config.RunConfig.hashed_fields), and filled in for stored runs that lack them (report.load)
+PARAMS_ADDED_LATER: dict[str, dict[str, object]] = {"deepchest": {"init": "constant", "stl_accuracies": ""}}
 Signal = Literal["train-accuracy", "val-accuracy", "train-loss"]
 
 
@@ -30,6 +34,9 @@ class DeepChestParams:
     initial_weight: float = 1.0
     init_weights_file: str | None = None  # JSON {task: weight} or a list of T weights
     init_accuracies_file: str | None = None  # JSON {task: single-task accuracy}: w = 1 + (1-acc)/2
+    # stl: w = 1 + (1 − acc)/2 from this protocol's single-task runs (`run --stl`), their validation accuracy
+    init: str = field(default="constant", metadata={"note": "constant | stl (from the database's stl runs)"})
+    stl_accuracies: str = ""  # with init=stl: the T accuracies, comma-separated, as `mtlbench run` read them
 
     # Ours, around the released constants (1.1, 1.05, 1.5; DeepChest-MTL weighting/dwbstl.py): the
     # paper gives no range. The signal and initialisation stay as released (variants, not tuning).
@@ -45,6 +52,12 @@ class DeepChestParams:
             raise UserError(f"{method}: unknown signal {self.signal!r}; valid: {', '.join(DEEPCHEST_SIGNALS)}")
         if self.increase_factor < 1 or self.decay_factor < 1 or self.max_weight <= 0:
             raise UserError(f"{method}: increase_factor and decay_factor must be ≥ 1 and max_weight > 0")
+        if self.init not in DEEPCHEST_INITS:
+            raise UserError(f"{method}: unknown init {self.init!r}; valid: {', '.join(DEEPCHEST_INITS)}")
+        if self.init == "stl" and (self.init_weights_file or self.init_accuracies_file):
+            raise UserError(f"{method}: init=stl takes the initial weights from the single-task runs: drop the files")
+        if self.stl_accuracies:
+            stl_accuracies(self.stl_accuracies, task_names, method)
         if self.init_weights_file and self.init_accuracies_file:
             raise UserError(f"{method}: give init_weights_file or init_accuracies_file, not both")
         if self.init_weights_file:
@@ -53,6 +66,17 @@ class DeepChestParams:
             acc = read_task_values(self.init_accuracies_file, task_names, "single-task accuracies")
             if any(a < 0 or a > 1 for a in acc):
                 raise UserError(f"{method}: single-task accuracies must lie in [0, 1]")
+
+
+def stl_accuracies(text: str, task_names: Sequence[str], method: str = "deepchest") -> list[float]:
+    """The single-task accuracies of `init=stl`: one number in [0, 1] per task, comma-separated in task order."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        raise UserError(f"{method}: stl_accuracies {text!r} is not a comma-separated list of numbers") from None
+    if len(values) != len(task_names) or not all(0 <= v <= 1 for v in values):
+        raise UserError(f"{method}: stl_accuracies needs {len(task_names)} accuracies in [0, 1], got {text!r}")
+    return values
 
 
 def read_task_values(path: str, task_names: Sequence[str], what: str, method: str = "deepchest") -> list[float]:

@@ -23,6 +23,7 @@ import pandas as pd
 
 from mtlbench.config import DATASET_FIELDS, LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
+from mtlbench.methods.params import PARAMS_ADDED_LATER
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.results import readers
 from mtlbench.results.store import ResultsStore
@@ -184,6 +185,8 @@ def protocol_config(config_json: str, tuned: object) -> dict:
     """A run's stored config (older runs lack newer fields: their legacy values fill them in); for a
     tuned run (`tuned_view`), the searched settings read TUNED and `tuning` names the budget."""
     config = {**LEGACY_VALUES, **json.loads(config_json)}
+    later = PARAMS_ADDED_LATER.get(config.get("method"), {})
+    config["method_params"] = {**later, **(config.get("method_params") or {})}
     if isinstance(tuned, str):
         info = json.loads(tuned)
         config.update({k: TUNED for k in info["values"].get("config", {})})

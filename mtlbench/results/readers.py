@@ -117,6 +117,16 @@ def whole_table(store: ResultsStore, table: str) -> pd.DataFrame:
     return pd.read_sql_query(f"SELECT * FROM {table}", store.conn)
 
 
+def single_task_validation(store: ResultsStore) -> pd.DataFrame:
+    """Every complete single-task (`stl`) run's validation accuracy at its selected epoch: run_id, seed,
+    config_json, task, accuracy (one row per run: a single-task run has one task)."""
+    columns = ("run_id", "seed", "config_json", "task", "accuracy")
+    sql = """SELECT r.run_id, r.seed, r.config_json, m.task, m.accuracy FROM runs r JOIN metrics m
+        ON m.run_id = r.run_id AND m.split = 'val' AND m.epoch = r.selected_epoch
+        WHERE r.method = 'stl' AND r.status = 'complete' ORDER BY r.run_id"""
+    return _frame(store, sql, (), columns)
+
+
 # What the runs computed, each row led by its run's method and seed, in a fixed order. Costs and
 # timings are left out: they are measurements of the machine, not results of the computation.
 COMPUTED_RESULTS = {
