@@ -9,23 +9,16 @@ adds one such run per task and seed, and the report joins each seed's 14 runs in
 
 from __future__ import annotations
 
-import torch
-
 from mtlbench.errors import UserError
-from mtlbench.methods.base import Method, StepContext, StepOutput
+from mtlbench.methods.ew import EqualWeighting
 from mtlbench.registry import register_method
 
 
 @register_method("stl")
-class SingleTask(Method):
-    """The loss of the one task trained (weight 1): equal weighting on a single task."""
+class SingleTask(EqualWeighting):
+    """Equal weighting on the one task a single-task run trains: its loss, weight 1."""
 
     description = "Single-task baseline: one network per task, its own loss alone (run with `mtlbench run --stl`)."
-    syncs_host = False
-
-    def step(self, ctx: StepContext) -> StepOutput:
-        """Weight 1 on each task the run trains (one, for a single-task run)."""
-        return StepOutput(weights=torch.ones_like(ctx.losses.detach()))
 
 
 def check_single_task(method: str, tasks: tuple[str, ...]) -> None:
