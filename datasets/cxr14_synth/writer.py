@@ -8,7 +8,7 @@ import os
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,7 @@ def ensure_generated(root: Path, count: int, test_count: int, size: int, seed: i
     sample = sample_split(count, test_count, seed, table)  # a size its patients cannot give: refused before any folder
     check_replaceable(root)
     remove_stale_partials(root.parent, f"{root.name}.partial-*", _is_marked_partial)
-    partial = _generate_partial(root, sample, table, size, seed, params, progress)
+    partial = _generate_partial(root, lambda target: write_layout(target, sample, table, size, seed, params, progress))
     return _move_into_place(partial, root, params)
 
 
@@ -63,17 +63,9 @@ def _is_marked_partial(folder: Path) -> bool:
     return (folder / PARTIAL_MARKER).is_file()
 
 
-def _generate_partial(
-    root: Path,
-    sample: SynthSample,
-    table: pd.DataFrame,
-    size: int,
-    seed: int,
-    params: dict[str, Any],
-    progress: ProgressFactory,
-) -> Path:
-    """A complete dataset in this process's scratch folder `<root>.partial-<pid>`, marked as the
-    generator's from its first moment; on any failure the scratch folder is deleted."""
+def _generate_partial(root: Path, write: Callable[[Path], None]) -> Path:
+    """A complete dataset, written by `write(folder)`, in this process's scratch folder `<root>.partial-<pid>`,
+    marked as the generator's from its first moment; on any failure the scratch folder is deleted."""
     partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
     try:
         partial.mkdir(parents=True)  # never an existing folder: one the generator did not mark is not ours
@@ -84,7 +76,7 @@ def _generate_partial(
         ) from None
     try:
         (partial / PARTIAL_MARKER).write_text("a cxr14-synth generation in progress; deleted once it is done\n")
-        write_layout(partial, sample, table, size, seed, params, progress)
+        write(partial)
         (partial / PARTIAL_MARKER).unlink()
         (partial / COMPLETE_MARKER).write_text("ok\n")
     except BaseException:
