@@ -15,6 +15,7 @@ from mtlbench.methods import rlw  # noqa: F401
 from mtlbench.methods import famo  # noqa: F401
 from mtlbench.methods import static  # noqa: F401  (static weights: the baseline)
 from mtlbench.methods import stl  # noqa: F401  (single-task learning: one run per task, `run --stl`)
+from mtlbench.methods import deepchest_fixed  # noqa: F401  (DeepChest's final weights, static)
 from mtlbench.methods import gls  # noqa: F401
 from mtlbench.methods import imtl_l  # noqa: F401
 from mtlbench.methods import stch  # noqa: F401

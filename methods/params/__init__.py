@@ -30,7 +30,7 @@ from mtlbench.methods.params.common import (
     is_number,
     positive_number,
 )
-from mtlbench.methods.params.static import STATIC_SOURCES, STATIC_SPECS, StaticParams
+from mtlbench.methods.params.static import STATIC_SOURCES, STATIC_SPECS, DeepChestFixedParams, StaticParams
 from mtlbench.methods.params.core import (
     CAGRAD_RESCALES,
     CORE_SPECS,
@@ -78,6 +78,7 @@ __all__ = [
     "WEIGHT_SCALES",
     "CAGradParams",
     "DBMTLParams",
+    "DeepChestFixedParams",
     "DWAParams",
     "DeepChestParams",
     "ExcessMTLParams",

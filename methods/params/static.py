@@ -42,8 +42,33 @@ class StaticParams:
             )
 
 
-# the two baselines beside EW: fixed weights, and single-task learning (one run per task, `run --stl`)
+@dataclass
+class DeepChestFixedParams:
+    """DeepChest's released constants (DeepChest-MTL weighting/dwbstl.py) and the number of its epoch updates
+    whose destination is applied from step 0; 15 is the authors' released chest X-ray training command."""
+
+    epochs: int = 15
+    increase_factor: float = 1.1
+    max_weight: float = 1.5
+    decay_factor: float = 1.05
+    initial_weight: float = 1.0
+
+    search_space: ClassVar[dict[str, tuple]] = {}  # the destination of DeepChest's defaults: nothing to search
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """A number of updates in 0 … 10,000, factors ≥ 1, max_weight and initial_weight > 0."""
+        if not 0 <= self.epochs <= 10_000:
+            raise UserError(f"{method}: epochs must lie in 0 … 10000, got {self.epochs}")
+        if self.increase_factor < 1 or self.decay_factor < 1 or self.max_weight <= 0 or self.initial_weight <= 0:
+            raise UserError(
+                f"{method}: increase_factor and decay_factor must be ≥ 1, max_weight and initial_weight > 0"
+            )
+
+
+# the baselines beside EW: fixed weights, single-task learning (one run per task, `run --stl`), and
+# DeepChest's destination as fixed weights (does its path matter, or only where it ends?)
 STATIC_SPECS: dict[str, MethodSpec] = {
     "static": MethodSpec("losses", StaticParams),
     "stl": MethodSpec("losses", NoHyperparameters),
+    "deepchest-fixed": MethodSpec("losses", DeepChestFixedParams),
 }
