@@ -165,3 +165,21 @@ def test_thresholds_chosen_on_validation() -> None:
     assert f1_at == pytest.approx(0.35)  # F1 0.889 there; 0.857 at 0.6
     assert youden_at in (pytest.approx(0.35), pytest.approx(0.6))  # J = 0.75 at both
     assert choose_thresholds(np.zeros(4, int), np.arange(4) / 4) == (0.5, 0.5)
+
+
+def test_the_paper_checks_comparator_is_chosen_on_validation_not_test() -> None:
+    """A method best on test but not on validation is not the comparator; one without validation predictions
+    cannot be."""
+    import pandas as pd
+
+    from mtlbench.report.paper_check import comparator
+
+    runs = pd.DataFrame(
+        {
+            "variant": ["pcgrad", "pcgrad", "mgda", "mgda", "ew", "dwa"],
+            "accuracy": [0.99, 0.99, 0.90, 0.90, 0.80, 0.995],  # test: dwa, then pcgrad, best
+            "val_accuracy": [0.80, 0.82, 0.85, 0.86, 0.70, float("nan")],  # validation: mgda best
+        }
+    )
+    assert comparator(runs, ["pcgrad", "mgda", "ew", "dwa"]) == "mgda"
+    assert comparator(runs, ["dwa"]) is None

@@ -75,6 +75,7 @@ class Leaderboard:
     resamples: int = 0
     patients: int = 0
     seeds: tuple[int, ...] = ()
+    metrics: dict[str, VariantMetrics] = field(default_factory=dict)  # each variant's resampled test metrics
 
     def variants(self) -> list[str]:
         """The variants in leaderboard order."""
@@ -153,6 +154,7 @@ def leaderboard(
         resamples,
         design.patients if design else 0,
         design.seeds if design else (),
+        metrics,
     )
 
 

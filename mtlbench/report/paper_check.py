@@ -10,9 +10,9 @@ import pandas as pd
 
 from mtlbench.errors import UserError
 from mtlbench.registry import METHODS
-from mtlbench.report.leaderboard import Leaderboard
+from mtlbench.report.leaderboard import Leaderboard, difference, shared_seeds
+from mtlbench.report.load import SINGLE_TASK
 from mtlbench.report.per_run import UNKNOWN, UNRELIABLE, peak_memory, timed_runs
-from mtlbench.report.stats import Difference, paired_t
 
 DEEPCHEST = "deepchest"
 
@@ -23,27 +23,39 @@ def check_claims(board: Leaderboard) -> list[str]:
     values = values[np.isfinite(values["auroc"])]  # variants with a complete run
     if DEEPCHEST not in values.index:
         return ["DeepChest has no complete run in this protocol, so the paper's claims cannot be checked here."]
-    return [_accuracy(values, board.per_run), _time(values, board.per_run), _memory(values)]
+    return [_accuracy(board, values), _time(values, board.per_run), _memory(values)]
 
 
-def _accuracy(values: pd.DataFrame, runs: pd.DataFrame) -> str:
-    others = values.drop(index=DEEPCHEST)
-    if others.empty:
-        return "Accuracy: no other method has a complete run, so there is nothing to compare DeepChest with."
-    best = max(others.index, key=lambda v: others.loc[v, "accuracy"])
+def comparator(runs: pd.DataFrame, candidates: list[str]) -> str | None:
+    """The best other method, chosen on validation: the highest mean validation accuracy over its runs (the
+    test split is never read to choose what the test compares). None where no candidate has one."""
+    val = runs[runs["variant"].isin(candidates)].groupby("variant")["val_accuracy"].mean().dropna()
+    return str(val.idxmax()) if not val.empty else None
+
+
+def _accuracy(board: Leaderboard, values: pd.DataFrame) -> str:
+    others = [v for v in values.index if v not in (DEEPCHEST, SINGLE_TASK)]  # STL is a baseline, not a method
+    best = comparator(board.per_run, others)
+    if best is None:
+        return "Accuracy: no other method has a complete run with validation predictions to compare DeepChest with."
     dc, theirs = values.loc[DEEPCHEST], values.loc[best]
-    diff_pp = 100 * (dc["accuracy"] - theirs["accuracy"])
-    test = _paired(runs, DEEPCHEST, best, "accuracy_eligible")  # the same task means as the difference
-    uncertainty = (
-        f"95% CI over {test.n} paired seeds [{100 * test.low:+.2f}, {100 * test.high:+.2f}] points, p = {test.p:.2g}"
-        if np.isfinite(test.low)
-        else f"{test.n} paired seed(s), too few for an interval"
-    )
-    return (
+    mine, ref = board.metrics.get(DEEPCHEST), board.metrics.get(best)
+    seeds = shared_seeds(mine, ref) if mine is not None and ref is not None else []
+    val = board.per_run[board.per_run["variant"] == best]["val_accuracy"].mean()
+    sentence = (
         f"Overall accuracy (the paper claims +7% over the best other method): DeepChest's test accuracy at 0.5 is "
-        f"{100 * dc['accuracy']:.2f}% and the best other method's ({best}) is {100 * theirs['accuracy']:.2f}%, "
-        f"a difference of {diff_pp:+.2f} percentage points ({uncertainty}). On mean AUROC the difference to "
-        f"{best} is {dc['auroc'] - theirs['auroc']:+.3f}."
+        f"{100 * dc['accuracy']:.2f}% and that of the best other method on validation, {best} (validation "
+        f"accuracy {100 * val:.2f}%), is {100 * theirs['accuracy']:.2f}%"
+    )
+    if not seeds:
+        return sentence + "; they share no seed, so there is no paired difference."
+    diff = difference(mine, ref, "accuracy", seeds)
+    auroc = difference(mine, ref, "auroc", seeds)
+    over = f"{len(seeds)} paired seeds" if len(seeds) > 1 else "one seed: test-set sampling only"
+    return (
+        sentence + f": a difference of {100 * diff.mean:+.2f} percentage points, 95% interval "
+        f"[{100 * diff.low:+.2f}, {100 * diff.high:+.2f}] over test patients ({over}), p = {diff.p:.2g}. On mean "
+        f"AUROC the difference is {auroc.mean:+.3f} [{auroc.low:+.3f}, {auroc.high:+.3f}]."
     )
 
 
@@ -75,7 +87,11 @@ def _time(values: pd.DataFrame, runs: pd.DataFrame) -> str:
             continue
         ratio = theirs.mean() / dc.mean()
         spread = (theirs.min() / dc.max(), theirs.max() / dc.min())
-        parts.append(f"{v} {ratio:.2f}× (range over seeds {spread[0]:.2f}–{spread[1]:.2f})")
+        seeds = min(len(theirs), len(dc))
+        parts.append(
+            f"{v} {ratio:.2f}× "
+            + (f"(range over seeds {spread[0]:.2f}–{spread[1]:.2f})" if seeds > 1 else "(one seed)")
+        )
     involved = runs[runs["variant"].isin([DEEPCHEST, *gradient])]
     left_out, unknown = int((involved["timing"] == UNRELIABLE).sum()), int((involved["timing"] == UNKNOWN).sum())
     notes = (f" {left_out} run(s) timed on a loaded machine are left out." if left_out else "") + (
@@ -108,10 +124,3 @@ def _memory(values: pd.DataFrame) -> str:
         f"Memory (the paper claims DeepChest needs less): DeepChest's peak is {dc:.0f} MiB "
         f"{kind}{note}; gradient-based methods relative to it: {'; '.join(parts)}."
     )
-
-
-def _paired(runs: pd.DataFrame, a: str, b: str, column: str) -> Difference:
-    left = runs[runs["variant"] == a].set_index("seed")[column]
-    right = runs[runs["variant"] == b].set_index("seed")[column]
-    shared = sorted(set(left.index) & set(right.index))
-    return paired_t(left.loc[shared].to_numpy(), right.loc[shared].to_numpy())

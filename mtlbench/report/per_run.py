@@ -22,6 +22,7 @@ PER_RUN_COLUMNS = [
     "seed",
     "auroc",
     "accuracy",
+    "val_accuracy",
     "loss",
     "s_per_epoch",
     "step_s",
@@ -97,6 +98,7 @@ def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
                 "seed": int(run.seed),
                 "auroc": test["auroc"].mean(),
                 "accuracy": test["accuracy"].mean(),
+                "val_accuracy": _val_accuracy(protocol, int(run.run_id)),
                 "loss": test["loss"].mean(),
                 "s_per_epoch": float(cost["train_s"]) / epochs if cost is not None else float("nan"),
                 "step_s": float(cost["median_step_s"]) if cost is not None else float("nan"),
@@ -110,6 +112,16 @@ def per_run_numbers(protocol: Protocol) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=PER_RUN_COLUMNS)
+
+
+def _val_accuracy(protocol: Protocol, run_id: int) -> float:
+    """Accuracy at p > 0.5 on the run's stored validation predictions (its selected epoch), mean over tasks:
+    what a comparison may choose its comparator by without reading the test split. NaN without them."""
+    stored = protocol.predictions.get((run_id, "val"))
+    if stored is None or len(stored[1]) == 0:
+        return float("nan")
+    _, labels, probs = stored
+    return float(((probs > 0.5) == (labels > 0)).mean(axis=0).mean())
 
 
 def _number(cost: pd.Series | None, column: str) -> float:
