@@ -1,12 +1,9 @@
 """deepchest-fixed: DeepChest's released rule iterated on majority-class accuracies, checked against DeepChest
 itself and against the closed form on NIH's own prevalences; the refusals; one tiny run."""
 
-from dataclasses import replace
-
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.datasets.nih_layout import parse_finding_labels
 from mtlbench.datasets.nih_tables import TABLE_FILE, read_nih_table
 from mtlbench.errors import UserError
@@ -14,10 +11,7 @@ from mtlbench.methods.base import EpochStats, StepContext
 from mtlbench.methods.deepchest import DeepChest
 from mtlbench.methods.deepchest_fixed import DeepChestFixed, deepchest_destination
 from mtlbench.methods.params import DeepChestFixedParams
-from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
-from mtlbench.training import train_run
-from tests.tiny_model import tiny_model
 
 
 def test_nih_prevalences_give_the_four_frequent_findings_the_cap_and_the_rest_1_05_to_the_minus_15():
@@ -73,13 +67,10 @@ def test_bad_params(params, message):
         DeepChestFixed(tuple("ab"), params)
 
 
-def test_tiny_training_run_logs_the_destination_every_epoch(tmp_path, toy_bundle):
-    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="deepchest-fixed")
+def test_tiny_training_run_logs_the_destination_every_epoch(tiny_run, toy_bundle):
+    run = tiny_run("deepchest-fixed", epochs=2)
+    run.assert_complete()
     expected = deepchest_destination(torch.from_numpy(toy_bundle.train.labels), DeepChestFixedParams()).tolist()
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
-        assert out.status == "complete", out.detail
-        rows = store.query("SELECT epoch, task, weight FROM weights WHERE run_id=?", (out.run_id,))
     for epoch in (0, 1):
-        logged = {r["task"]: r["weight"] for r in rows if r["epoch"] == epoch}
+        logged = {r["task"]: r["weight"] for r in run.weights if r["epoch"] == epoch}
         assert [logged[t] for t in TASK_NAMES] == pytest.approx(expected, rel=1e-6)  # logged as the losses (fp32)

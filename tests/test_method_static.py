@@ -1,20 +1,15 @@
 """static: torchxrayvision's inverse-prevalence task weights by hand, weights from a file, the refusals, one tiny run."""
 
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
-from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.params import StaticParams
 from mtlbench.methods.static import StaticWeighting, inverse_prevalence_weights
-from mtlbench.results.store import ResultsStore
-from mtlbench.training import train_run
-from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b", "c")
 
@@ -75,14 +70,11 @@ def test_negative_or_all_zero_file_weights_are_refused(tmp_path):
             StaticWeighting(TASKS, StaticParams(source="file", weights_file=str(path)))
 
 
-def test_tiny_training_run_logs_the_training_splits_weights(tmp_path, toy_bundle):
-    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, method="static")
+def test_tiny_training_run_logs_the_training_splits_weights(tiny_run, toy_bundle):
+    run = tiny_run("static", epochs=2)
+    run.assert_complete()
     expected = inverse_prevalence_weights(torch.from_numpy(toy_bundle.train.labels)).tolist()
-    with ResultsStore(tmp_path / "r.sqlite") as store:
-        out = train_run(cfg, toy_bundle, store, {}, model_factory=tiny_model)
-        assert out.status == "complete", out.detail
-        rows = store.query("SELECT epoch, task, weight FROM weights WHERE run_id=? ORDER BY epoch, task", (out.run_id,))
     for e in (0, 1):
-        logged = {r["task"]: r["weight"] for r in rows if r["epoch"] == e}
+        logged = {r["task"]: r["weight"] for r in run.weights if r["epoch"] == e}
         assert [logged[t] for t in toy_bundle.task_names] == pytest.approx(expected, rel=1e-6)
     assert np.isclose(max(expected), 1.0)
