@@ -38,6 +38,21 @@ def reference(tmp_path_factory) -> tuple[Path, Path]:
     return root / "data", results
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """In the child: SIGINT raises KeyboardInterrupt, as for a command run in a terminal. A shell ignores SIGINT
+    in the jobs it starts in the background (`.ci/run &`), and Python keeps an inherited SIG_IGN: without this
+    the test would judge how its own runner was started, not how mtlbench handles Ctrl-C."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    """Whether `folder` holds a checkpoint now (the sweep deletes the folder when a run ends: then none)."""
+    try:
+        return any(folder.glob("*.pt"))
+    except FileNotFoundError:  # removed while it was being listed
+        return False
+
+
 def stop_after_first_checkpoint(data: Path, folder: Path, sig: int) -> tuple[subprocess.CompletedProcess, Path]:
     """Start the sweep; once a run is complete and the next run's checkpoint exists, send `sig`. Returns the
     finished process and its results database.
@@ -49,10 +64,12 @@ def stop_after_first_checkpoint(data: Path, folder: Path, sig: int) -> tuple[sub
         results = folder / f"r{attempt}.sqlite"
         checkpoints = results.parent / f"{results.stem}.checkpoints"
         cmd = command(results, data)
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_ctrl_c_as_in_a_terminal
+        )
         deadline, sent = time.monotonic() + 300, False
         while time.monotonic() < deadline and proc.poll() is None:
-            if any(checkpoints.glob("*.pt")) and results.exists():
+            if _has_checkpoint(checkpoints) and results.exists():
                 done, running = rows(results, "SELECT SUM(status='complete'), SUM(status='running') FROM runs")[0]
                 if (done or 0) >= 1 and (running or 0) == 1:  # mid-run, not between a run's end and its cleanup
                     proc.send_signal(sig)
