@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from mtlbench.errors import UserError
 from mtlbench.methods.ew import EqualWeighting
+from mtlbench.methods.params import SINGLE_TASK
 from mtlbench.registry import register_method
 
 
-@register_method("stl")
+@register_method(SINGLE_TASK)
 class SingleTask(EqualWeighting):
     """Equal weighting on the one task a single-task run trains: its loss, weight 1."""
 
@@ -23,7 +24,7 @@ class SingleTask(EqualWeighting):
 
 def check_single_task(method: str, tasks: tuple[str, ...]) -> None:
     """A UserError unless an `stl` run trains exactly one task (on all of them it would be EW)."""
-    if method == "stl" and len(tasks) != 1:
+    if method == SINGLE_TASK and len(tasks) != 1:
         raise UserError(
             f"stl trains one task per run, not {len(tasks)}: use `mtlbench run --stl`, which adds one run per task"
         )

@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.hyperparams import all_method_specs, method_spec
-from mtlbench.methods.params import CORE_SPECS
+from mtlbench.methods.params import CORE_SPECS, SINGLE_TASK
 from mtlbench.spaces import space
 from mtlbench.tasks import TASK_NAMES
 
@@ -52,8 +52,8 @@ METHOD_SET_HELP = {
     "torchjd": "torchjd's weightings under this harness (jd-*; the torchjd extra: pip install -e '.[torchjd]')",
 }
 TORCHJD_PREFIX = "jd-"  # the adapters' names (methods/torchjd_adapter.py): a second implementation, not more methods
-TORCHJD_MISSING = "the jd-* methods need torchjd"
-STL = "stl"  # the single-task baseline: not a weighting method, so in no set; `run --stl` adds its runs  # what the adapter module raises without the extra
+TORCHJD_MISSING = "the jd-* methods need torchjd"  # what the adapter module raises without the extra
+STL = SINGLE_TASK  # the single-task baseline: not a weighting method, so in no set; `run --stl` adds its runs
 
 
 def method_sets() -> dict[str, tuple[str, ...]]:
@@ -125,10 +125,12 @@ def parse_seeds(text: str, limit: int = MAX_CELLS) -> tuple[int, ...]:
 
 def check_cell_count(methods: Sequence[str], seeds: Sequence[int], limit: int = MAX_CELLS, stl: bool = False) -> None:
     """Refuse a sweep of more than `limit` runs (methods × seeds, plus tasks × seeds with `stl`)."""
-    cells = (len(methods) + (len(TASK_NAMES) if stl else 0)) * len(seeds)
+    per_seed = len(methods) + (len(TASK_NAMES) if stl else 0)
+    cells = per_seed * len(seeds)
     if cells > limit:
+        what = f"({len(methods)} + {len(TASK_NAMES)} single-task)" if stl else f"{len(methods)}"
         raise UserError(
-            f"--methods × --seeds is {len(methods)} × {len(seeds):,} = {cells:,} runs; one command runs "
+            f"--methods × --seeds is {what} × {len(seeds):,} = {cells:,} runs; one command runs "
             f"at most {limit:,}: split the seeds over several commands with the same --results"
         )
 

@@ -198,3 +198,11 @@ def test_deepchest_init_stl_reads_the_single_task_runs_validation_accuracy(stl_d
     got = [float(v) for v in filled.method_params["stl_accuracies"].split(",")]
     assert got == pytest.approx([expected[t] for t in TASK_NAMES], rel=1e-12)
     assert sorted(rows.groupby("task").size().tolist()) == [1] + [2] * 13  # seed 1 lacks Hernia's run
+
+
+def test_the_cell_limit_counts_the_single_task_runs():
+    from mtlbench.plan import check_cell_count
+
+    check_cell_count(("ew",), tuple(range(600)), stl=True)  # 15 × 600 = 9,000
+    with pytest.raises(UserError, match=r"is \(1 \+ 14 single-task\) × 700 = 10,500 runs"):
+        check_cell_count(("ew",), tuple(range(700)), stl=True)

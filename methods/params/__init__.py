@@ -30,7 +30,13 @@ from mtlbench.methods.params.common import (
     is_number,
     positive_number,
 )
-from mtlbench.methods.params.static import STATIC_SOURCES, STATIC_SPECS, DeepChestFixedParams, StaticParams
+from mtlbench.methods.params.static import (
+    SINGLE_TASK,
+    STATIC_SOURCES,
+    STATIC_SPECS,
+    DeepChestFixedParams,
+    StaticParams,
+)
 from mtlbench.methods.params.core import (
     CAGRAD_RESCALES,
     CORE_SPECS,
@@ -74,6 +80,7 @@ __all__ = [
     "GRADNORM_OPTIMIZERS",
     "METHOD_SPECS",
     "PARAMS_ADDED_LATER",
+    "SINGLE_TASK",
     "MGDA_NORMALIZATIONS",
     "WEIGHT_SCALES",
     "CAGradParams",

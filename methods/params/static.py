@@ -65,10 +65,12 @@ class DeepChestFixedParams:
             )
 
 
+SINGLE_TASK = "stl"  # the single-task baseline's method name: one run per task (`mtlbench run --stl`)
+
 # the baselines beside EW: fixed weights, single-task learning (one run per task, `run --stl`), and
 # DeepChest's destination as fixed weights (does its path matter, or only where it ends?)
 STATIC_SPECS: dict[str, MethodSpec] = {
     "static": MethodSpec("losses", StaticParams),
-    "stl": MethodSpec("losses", NoHyperparameters),
+    SINGLE_TASK: MethodSpec("losses", NoHyperparameters),
     "deepchest-fixed": MethodSpec("losses", DeepChestFixedParams),
 }

@@ -23,7 +23,7 @@ import pandas as pd
 
 from mtlbench.config import DATASET_FIELDS, LEGACY_VALUES, UNHASHED_FIELDS
 from mtlbench.errors import UserError
-from mtlbench.methods.params import PARAMS_ADDED_LATER
+from mtlbench.methods.params import PARAMS_ADDED_LATER, SINGLE_TASK  # single-task runs: report/single_task.py
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.results import readers
 from mtlbench.results.store import ResultsStore
@@ -35,7 +35,6 @@ from mtlbench.tuning import Point
 # numbers; the choice is a cost, and costs are compared per method anyway).
 PER_RUN_FIELDS = ("method", "method_params", "method_version", "seed", "grad_engine")
 TUNED = "tuned"  # what a searched setting reads in a tuned protocol's config
-SINGLE_TASK = "stl"  # the single-task baseline's method: one run per task (report/single_task.py joins them)
 
 
 @dataclass

@@ -15,9 +15,9 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from mtlbench.methods.params import SINGLE_TASK as STL
 from mtlbench.report.load import Protocol
 
-STL = "stl"
 SUMMED_COSTS = ("wall_s", "train_s", "eval_s", "median_step_s", "median_method_s", "median_step_cpu_s")
 
 
