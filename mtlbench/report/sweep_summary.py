@@ -83,7 +83,8 @@ def sweep_notes(board: Leaderboard) -> list[str]:
         "the table is not a ranking."
     )
     skip = {BOLD_RULE.format(alpha=ALPHA), *timing_notes(board.per_run)}
-    notes = [n for n in table_notes(board) if n not in skip]
+    # the sweep's table shows no Δm% column: its notes on Δm% belong to the report
+    notes = [n for n in table_notes(board) if n not in skip and not n.startswith(("Δm%", "STL is"))]
     if not board.eligible.any():
         return notes
     return [*notes, verdict, "`mtlbench report` gives every metric with its interval."]
