@@ -59,7 +59,9 @@ def time_render(count: int, test_count: int, size: int, seed: int) -> tuple[floa
     boxes = nih_sample.read_nih_boxes()
     images = np.empty((len(rows), size, size), dtype=np.uint8)
     start = time.perf_counter()
-    for first, stop, chunk in render.render_stream(rows, rendered, size, seed, params.FINDING_STRENGTH, boxes):
+    for first, stop, chunk in render.render_stream(
+        rows, rendered, render.Look(size, seed, params.FINDING_STRENGTH, boxes)
+    ):
         images[first:stop] = chunk
     return time.perf_counter() - start, images
 

@@ -40,7 +40,6 @@ import numpy as np
 import torch
 
 from mtlbench.methods.gramian import GramianMethod
-from mtlbench.methods.params.gramian_weighting import AlignedMTLParams
 from mtlbench.registry import register_method
 
 FLOAT32_EPS = float(np.finfo(np.float32).eps)
@@ -73,8 +72,6 @@ class AlignedMTL(GramianMethod):
     """Aligned-MTL on the shared parameters' gradients; weights B 1."""
 
     description = "Aligned-MTL (Senushkin et al. 2023): sum of the gradients aligned to equal orthogonal ones."
-    weight_scale = "none"
-    Params = AlignedMTLParams
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """B 1 for the usable tasks."""

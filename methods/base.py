@@ -2,7 +2,10 @@
 
 A method is a subclass of `Method` registered with `mtlbench.registry.register_method(name)`
 (built-in methods) or published through the `mtlbench.methods` entry-point group (a user's own
-package; see the README's "Adding a method"). Its class attributes declare:
+package; see the README's "Adding a method"). Its declaration — `needs`, `Params`,
+`weight_scale`, `syncs_host`, `version` — is, for a built-in method, its MethodSpec in
+methods/params/ (the one source: `register_method` sets them on the class), and for a plugin
+its class attributes. They are:
 
 * `needs`: the gradient space it works in (mtlbench/spaces.py): "losses" (loss weighting: the
   method sees only the per-task losses), "shared_params", "shared_features" or
@@ -119,12 +122,19 @@ class Method(torch.nn.Module):
         hyperparams.check_params(self.params, self.label(), self.task_names)  # types, finiteness, own rules
         # A method's own randomness (e.g. RLW, PCGrad) never touches the data-order RNG.
         self.generator_ = generator if generator is not None else torch.Generator().manual_seed(0)
+        self.prepare()
         self.setup()
+
+    def prepare(self) -> None:
+        """Create the state a family of methods shares (GramianMethod's event counters,
+        JacobianStateMethod's buffers): called by `__init__` just before `setup`. A family's base
+        class overrides this, so that its methods' `setup` need not remember to call super()."""
 
     def setup(self) -> None:
         """Create the method's state (buffers, parameters, counters): called once by `__init__`, after
-        `params` (checked), `task_names`, `num_tasks` and `generator_` are set. A method overrides this,
-        not `__init__`; one that extends another method's state calls `super().setup()` first."""
+        `params` (checked), `task_names`, `num_tasks` and `generator_` are set and `prepare` ran. A
+        method overrides this, not `__init__`; one that extends another method's state calls
+        `super().setup()` first."""
 
     @classmethod
     def label(cls) -> str:

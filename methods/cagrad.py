@@ -39,7 +39,6 @@ import torch
 
 from mtlbench.methods.gramian import GramianMethod, simplex_qp
 from mtlbench.methods.params import CAGRAD_RESCALES as RESCALES
-from mtlbench.methods.params import CAGradParams
 from mtlbench.registry import register_method
 
 MIN_TAU = 1e-4  # smallest ‖g_w‖ the solver resolves, relative to the largest ‖g_t‖
@@ -132,8 +131,6 @@ class CAGrad(GramianMethod):
     """CAGrad on the shared parameters' gradients; weights T (1/T + λ w*) / rescale."""
 
     description = "CAGrad (Liu et al. 2021): best worst-task gain within c‖g0‖ of the mean gradient."
-    weight_scale = "none"
-    Params = CAGradParams
     event_names = ("pareto_stationary_steps", "solver_not_converged_steps")
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

@@ -66,7 +66,6 @@ class ConFIG(GramianMethod):
     """ConFIG on the shared parameters' gradients; weights (1ᵀGc / cᵀGc) c with c = D⁻¹ C⁺ 1."""
 
     description = "ConFIG (Liu et al. 2025): equal cosine with every gradient, length Σ of projections."
-    weight_scale = "none"
     event_names = ("zero_direction_steps",)
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

@@ -38,7 +38,6 @@ import torch
 
 from mtlbench.methods.base import StepContext, StepOutput
 from mtlbench.methods.jacobian_state import JacobianStateMethod
-from mtlbench.methods.params import DBMTLParams
 from mtlbench.registry import register_method
 
 EPS = 1e-8  # the authors' ε, in log(L + ε) and in α's denominator
@@ -60,14 +59,9 @@ class DBMTL(JacobianStateMethod):
     """DB-MTL on the shared parameters' gradients: EMA of ∇log L, each scaled to the largest EMA norm."""
 
     description = "DB-MTL (Lin et al. 2023): log-losses; EMA task gradients scaled to the largest norm, summed."
-    needs = "shared_params"
-    weight_scale = "none"
-    syncs_host = False
-    Params = DBMTLParams
     jacobian_buffers = ("ema_",)
 
     def setup(self) -> None:
-        super().setup()
         self.steps_ = 0  # k of the last step
         self.register_buffer("skipped_rows_", torch.zeros((), dtype=torch.long))
 

@@ -71,9 +71,6 @@ class DeepChest(Method):
     """Gradient-free weighting updated once per epoch from per-task performance."""
 
     description = "DeepChest (2025): per-epoch ×1.1 (cap 1.5) for tasks below mean accuracy, ÷1.05 otherwise."
-    weight_scale = "none"
-    syncs_host = False
-    Params = DeepChestParams
 
     def setup(self) -> None:
         self.register_buffer("weights_", initial_weights(self.params, self.task_names))

@@ -41,7 +41,6 @@ class DeepChestFixed(StaticWeighting):
     """Static weights w: DeepChest's rule iterated `epochs` times on the training split's majority accuracies."""
 
     description = "DeepChest's final weights (its rule iterated on the training prevalences) as static weights."
-    Params = DeepChestFixedParams
 
     def setup(self) -> None:
         self.register_buffer("weights_", torch.full((self.num_tasks,), float("nan"), dtype=torch.float64))

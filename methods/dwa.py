@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
-from mtlbench.methods.params import DWAParams
 from mtlbench.registry import register_method
 
 
@@ -39,9 +38,6 @@ class DynamicWeightAverage(Method):
     """Per-epoch weights K·softmax(L(t−1)/L(t−2) / T); all 1 for the first two epochs."""
 
     description = "DWA (Liu et al., CVPR 2019): K·softmax of last-epoch loss ratios / T, T = 2."
-    weight_scale = "sum-to-T"
-    syncs_host = False
-    Params = DWAParams
 
     def setup(self) -> None:
         self.register_buffer("weights_", torch.ones(self.num_tasks, dtype=torch.float64))

@@ -13,7 +13,6 @@ class EqualWeighting(Method):
     """Loss Σ_t L_t: every task weighted 1 (weights sum to T)."""
 
     description = "Equal weighting: minimise the plain sum of the 14 task losses."
-    syncs_host = False
 
     def step(self, ctx: StepContext) -> StepOutput:
         """Weights all 1; the trainer backpropagates Σ_t L_t."""

@@ -47,7 +47,6 @@ import torch
 
 from mtlbench.methods.base import StepContext, StepOutput
 from mtlbench.methods.jacobian_state import JacobianStateMethod
-from mtlbench.methods.params import ExcessMTLParams
 from mtlbench.registry import register_method
 
 HESSIAN_EPS = 1e-7  # the authors' constant under the square root
@@ -69,14 +68,9 @@ class ExcessMTL(JacobianStateMethod):
     """ExcessMTL on the shared parameters' gradients: w ← T-normalised w·exp(η·e/e⁽¹⁾); loss Σ w L."""
 
     description = "ExcessMTL (He et al., ICML 2024): weights grow with estimated excess risk, w·exp(η·e/e0)."
-    needs = "shared_params"
-    weight_scale = "sum-to-T"
-    syncs_host = False
-    Params = ExcessMTLParams
     jacobian_buffers = ("sq_grad_sum_",)
 
     def setup(self) -> None:
-        super().setup()
         self.register_buffer("weights_", torch.ones(self.num_tasks, dtype=torch.float64))
         self.register_buffer("initial_risks_", torch.zeros(self.num_tasks, dtype=torch.float64))
         self.register_buffer("skipped_rows_", torch.zeros((), dtype=torch.long))

@@ -41,7 +41,6 @@ import numpy as np
 import torch
 
 from mtlbench.methods.gramian import GramianMethod
-from mtlbench.methods.params import FairGradParams
 from mtlbench.registry import register_method
 
 NEWTON_RTOL = 1e-13  # |(Gw)_t − w_t^(−1/α)| relative to the size of its terms
@@ -123,8 +122,6 @@ class FairGrad(GramianMethod):
     """FairGrad on the shared parameters' gradients; weights T·w·clip with G w = w^(−1/α)."""
 
     description = "FairGrad (Ban & Ji 2024): α-fair weights G w = w^(−1/α); ×T, update clipped to max_norm."
-    weight_scale = "none"
-    Params = FairGradParams
     event_names = ("solver_not_converged_steps", "clipped_steps")
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

@@ -135,9 +135,6 @@ class _FAMOLogits(Method):
     """What both FAMO variants share: the logits ξ with their Adam state (buffers), z = softmax(ξ),
     the guarded logit step and its counters."""
 
-    weight_scale = "none"
-    syncs_host = False
-
     def setup(self) -> None:
         # ξ and its hand-written Adam moments live on the losses' device: torch.optim.Adam cannot
         # skip a guarded update without reading the guard on the host (a sync every step).
@@ -188,8 +185,6 @@ class FAMO(_FAMOLogits):
     """FAMO as its authors run it: after the model step, ξ moves on the same batch's loss decrease."""
 
     description = "FAMO (Liu et al., NeurIPS 2023): balanced log-loss decrease; logits updated from the same batch."
-    Params = FAMOParams
-    version = 2
     reevaluates = True
 
     def setup(self) -> None:
@@ -217,7 +212,6 @@ class FAMONextBatch(_FAMOLogits):
     """An approximation of FAMO without the extra forward: δ from consecutive batches."""
 
     description = "FAMO, next-batch approximation: δ from consecutive steps' losses (no extra forward; noisier)."
-    Params = FAMOParams
 
     def setup(self) -> None:
         super().setup()

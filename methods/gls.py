@@ -36,7 +36,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import NoHyperparameters
 from mtlbench.registry import register_method
 
 
@@ -55,9 +54,6 @@ class GeometricLossStrategy(Method):
     """Objective (Π_t L_t)^(1/T); weights (Π L)^(1/T) / (T·L_t)."""
 
     description = "GLS (Chennupati et al., CVPR-W 2019): minimise the geometric mean of the task losses."
-    weight_scale = "none"
-    syncs_host = False
-    Params = NoHyperparameters
 
     def step(self, ctx: StepContext) -> StepOutput:
         """The objective (Π L)^(1/T) and, detached, its gradient with respect to the losses."""

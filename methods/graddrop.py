@@ -29,7 +29,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import GradDropParams
 from mtlbench.registry import register_method
 
 PURITY_EPS = 1e-7
@@ -59,10 +58,6 @@ class GradDrop(Method):
     """Per feature element, keep only the task gradients of one randomly chosen sign."""
 
     description = "GradDrop (Chen et al., NeurIPS 2020): gradient sign dropout at the shared features; no task weights."
-    needs = "shared_features"
-    weight_scale = "no-weights"
-    Params = GradDropParams
-    syncs_host = False
 
     def step(self, ctx: StepContext) -> StepOutput:
         """The sign-dropped sum of the per-task feature gradients."""

@@ -45,7 +45,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import GradNormParams
 from mtlbench.registry import register_method
 
 
@@ -73,9 +72,6 @@ class GradNorm(Method):
     """GradNorm: weights learned every step from the last shared layer's gradient norms."""
 
     description = "GradNorm (Chen et al. 2018): learn weights equalizing gradient norms at the last shared layer."
-    needs = "last_shared_layer"
-    weight_scale = "sum-to-T"
-    Params = GradNormParams
 
     def setup(self) -> None:
         p = self.params

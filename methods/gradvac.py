@@ -43,7 +43,6 @@ import numpy as np
 import torch
 
 from mtlbench.methods.gramian import ZERO_GRADIENT_RTOL, GramianMethod
-from mtlbench.methods.params import GradVacParams
 from mtlbench.methods.pcgrad import pcgrad_orders
 from mtlbench.registry import register_method
 
@@ -100,12 +99,9 @@ class GradVac(GramianMethod):
     """GradVac on the shared parameters' gradients; weights are the coefficients of Σ_i g_i'."""
 
     description = "GradVac (Wang et al. 2021): raise each pair's cosine to its EMA target, sum."
-    weight_scale = "none"
-    Params = GradVacParams
     event_names = ("unreachable_target_pairs",)
 
     def setup(self) -> None:
-        super().setup()
         self.register_buffer("targets_", torch.zeros(self.num_tasks, self.num_tasks, dtype=torch.float64))
         self._rows: list[int] = []  # the step's usable tasks, set by usable_tasks (not state)
 

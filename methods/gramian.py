@@ -192,7 +192,8 @@ class GramianMethod(Method):
     needs: ClassVar[GradientNeed] = "shared_params"
     event_names: ClassVar[tuple[str, ...]] = ()
 
-    def setup(self) -> None:
+    def prepare(self) -> None:
+        """The guard counters of every Gramian method, and the method's own `event_names`."""
         base = ("nonfinite_grad_rows", "zero_grad_rows", "no_usable_task_steps", "nonfinite_update_steps")
         self.events_: dict[str, int] = {name: 0 for name in base + self.event_names}
 

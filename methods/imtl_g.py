@@ -76,7 +76,6 @@ class IMTLG(GramianMethod):
     """IMTL-G on the shared parameters' gradients; weights T·α."""
 
     description = "IMTL-G (Liu et al. 2021): aggregate with equal projections on every unit task gradient; T·α."
-    weight_scale = "sum-to-T"
     event_names = ("degenerate_steps",)
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

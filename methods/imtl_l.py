@@ -28,7 +28,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import NoHyperparameters
 from mtlbench.registry import register_method
 
 
@@ -42,9 +41,6 @@ class IMTLL(Method):
     """Learnable scales s_t; objective Σ e^{s_t} L_t − s_t; weights e^{s_t}."""
 
     description = "IMTL-L (Liu et al., ICLR 2021): learned loss scales, Σ e^s L − s, scaled losses driven to 1."
-    weight_scale = "learned"
-    syncs_host = False
-    Params = NoHyperparameters
 
     def setup(self) -> None:
         self.scale_ = torch.nn.Parameter(torch.zeros(self.num_tasks))  # s, trained by the run's optimizer

@@ -20,7 +20,8 @@ class JacobianStateMethod(Method):
 
     jacobian_buffers: ClassVar[tuple[str, ...]] = ()
 
-    def setup(self) -> None:
+    def prepare(self) -> None:
+        """An empty buffer per name in `jacobian_buffers`, sized at the first step."""
         for name in self.jacobian_buffers:
             self.register_buffer(name, torch.zeros(0))
 

@@ -40,15 +40,12 @@ harness contract), not α_t times it.
 
 from __future__ import annotations
 
-from typing import ClassVar
 
 import numpy as np
 import torch
 
-from mtlbench.methods.base import GradientNeed
 from mtlbench.methods.gramian import GramianMethod, simplex_qp
 from mtlbench.methods.params import MGDA_NORMALIZATIONS as WEIGHT_SCALES
-from mtlbench.methods.params import MGDAParams
 from mtlbench.registry import register_method
 
 
@@ -103,9 +100,6 @@ class MGDA(GramianMethod):
     """MGDA on the shared parameters' gradients; applied weights T·α."""
 
     description = "MGDA (Sener & Koltun 2018): min-norm point of the task gradients' hull; weights T·α."
-    needs: ClassVar[GradientNeed] = "shared_params"
-    weight_scale = "sum-to-T"
-    Params = MGDAParams
     event_names = ("invalid_normalizer_rows", "solver_not_converged_steps")
 
     def usable_tasks(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
@@ -129,4 +123,3 @@ class MGDAUB(MGDA):
     """MGDA-UB: MGDA on the gradients with respect to the shared 512-d features of the batch."""
 
     description = "MGDA-UB (Sener & Koltun 2018): MGDA on the shared-feature gradients; weights T·α."
-    needs: ClassVar[GradientNeed] = "shared_features"

@@ -60,7 +60,6 @@ import torch
 
 from mtlbench.methods.base import StepContext, StepOutput
 from mtlbench.methods.gramian import GramianMethod
-from mtlbench.methods.params.gramian_weighting import NashMTLParams
 from mtlbench.registry import register_method
 
 NEWTON_MAX_ITER = 100
@@ -105,12 +104,9 @@ class NashMTL(GramianMethod):
     """Nash-MTL on the shared parameters' gradients; weights α clipped to ‖Σα_t g_t‖ ≤ max_norm."""
 
     description = "Nash-MTL (Navon et al. 2022): Nash bargaining weights, G α = 1/α; update norm ≤ max_norm."
-    weight_scale = "none"
-    Params = NashMTLParams
     event_names = ("solver_failed_steps",)
 
     def setup(self) -> None:
-        super().setup()
         self.register_buffer("alpha", torch.ones(self.num_tasks, dtype=torch.float64))  # the last α solved for
         self.steps_ = 0
         self.rows: list[int] = []  # the usable tasks of the current step

@@ -58,7 +58,6 @@ class PCGrad(GramianMethod):
     """PCGrad on the shared parameters' gradients; weights are the coefficients of Σ_i g_i^PC."""
 
     description = "PCGrad (Yu et al. 2020): project each task gradient off conflicting ones, sum."
-    weight_scale = "none"
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:
         """PCGrad's effective weights with fresh random orders from the method's generator."""

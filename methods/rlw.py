@@ -19,7 +19,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import RLWParams
 from mtlbench.registry import register_method
 
 
@@ -38,9 +37,6 @@ class RandomLossWeighting(Method):
     """Weights T·softmax(λ̃), λ̃ ~ N(0, I), drawn afresh at every step."""
 
     description = "RLW (Lin et al., TMLR 2022): T·softmax(z), z ~ N(0, I) drawn every step."
-    weight_scale = "sum-to-T"
-    syncs_host = False
-    Params = RLWParams
 
     def step(self, ctx: StepContext) -> StepOutput:
         """A fresh weight vector; the trainer backpropagates Σ_t w_t L_t."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import StaticParams, read_task_values
+from mtlbench.methods.params import read_task_values
 from mtlbench.registry import register_method
 
 
@@ -33,9 +33,6 @@ class StaticWeighting(Method):
     """Fixed weights w: from the training labels (inverse prevalence) or from a file."""
 
     description = "Static weights for the whole run: torchxrayvision's inverse-prevalence task weights, or a file."
-    weight_scale = "none"
-    syncs_host = False
-    Params = StaticParams
 
     def setup(self) -> None:
         p = self.params

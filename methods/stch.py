@@ -41,7 +41,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import STCHParams
 from mtlbench.registry import register_method
 
 LOG_EPS = 1e-20  # the authors' constant inside every log
@@ -68,9 +67,6 @@ class STCH(Method):
     """Σ log L for the warm-up epochs (the last one estimates the nadir point), then T·STCH_μ of log(L/n)."""
 
     description = "STCH (Lin et al., ICML 2024): smooth Tchebycheff of nadir-normalised log-losses after a warm-up."
-    weight_scale = "none"
-    syncs_host = False
-    Params = STCHParams
 
     def setup(self) -> None:
         self.register_buffer("loss_sum_", torch.zeros(self.num_tasks, dtype=torch.float64))

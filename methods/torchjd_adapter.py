@@ -55,7 +55,6 @@ class TorchJDMethod(GramianMethod):
     times_tasks: ClassVar[bool] = True  # multiply torchjd's weights by T (see the module's docstring)
 
     def setup(self) -> None:
-        super().setup()
         self.jd_weighting = type(self).factory()  # stateless: nothing to checkpoint
 
     def gramian_weights(self, gram: torch.Tensor, losses: torch.Tensor) -> torch.Tensor:

@@ -34,7 +34,6 @@ from __future__ import annotations
 import torch
 
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.methods.params import UncertaintyParams
 from mtlbench.registry import register_method
 
 
@@ -52,9 +51,6 @@ class UncertaintyWeighting(Method):
     """Learnable log-variances s_t; objective Σ exp(−s_t)L_t + ρ·s_t; weights exp(−s_t)."""
 
     description = "Uncertainty weighting (Kendall et al., CVPR 2018): learned log-variances, Σ exp(−s)L + ρ·s, ρ = 1."
-    weight_scale = "learned"
-    syncs_host = False
-    Params = UncertaintyParams
 
     def setup(self) -> None:
         p = self.params

@@ -100,9 +100,13 @@ def plugin_specs() -> dict[str, Any]:
     adapters = [ep.name for ep in found if ep.value.startswith(ADAPTER_MODULE + ":")]
     specs: dict[str, Any] = {}
     if adapters and importlib.util.find_spec("torchjd") is not None:
-        specs = {name: MethodSpec("shared_params", NoHyperparameters) for name in adapters}
+        specs = {name: MethodSpec("shared_params", NoHyperparameters, "none") for name in adapters}
     if len(adapters) < len(found):
-        loaded = {n: MethodSpec(c.needs, c.Params, c.version) for n, c in plugin_methods().items() if n not in specs}
+        loaded = {
+            n: MethodSpec(c.needs, c.Params, c.weight_scale, c.syncs_host, c.version)
+            for n, c in plugin_methods().items()
+            if n not in specs
+        }
         specs = dict(sorted({**specs, **loaded}.items()))
     return specs
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Generic, TypeVar
 
 from mtlbench.errors import UserError, did_you_mean
-from mtlbench.methods.params import METHOD_SPECS, MethodSpec
+from mtlbench.methods.params import METHOD_SPECS
 
 T = TypeVar("T")
 
@@ -89,17 +89,21 @@ DATASETS: Registry[Any] = Registry(
 def register_method(name: str) -> Callable[[T], T]:
     """Register a weighting-method class under `name` (see methods/base.py for the contract).
 
-    The class must match its entry in METHOD_SPECS (methods/params/) (its Params, gradient
-    need and version), which the CLI checks hyperparameters with before it imports torch. A
-    method outside mtlbench registers through an entry point instead (mtlbench/plugins.py).
+    Its declaration (gradient need, Params, weight scale, host syncs, version) is its entry in
+    METHOD_SPECS (methods/params/), which the CLI reads before it imports torch; this sets them
+    on the class, so the class must not state them again. A method outside mtlbench registers
+    through an entry point instead and declares them on its class (mtlbench/plugins.py).
     """
 
     def decorate(cls: Any) -> Any:
-        if METHOD_SPECS.get(name) != MethodSpec(cls.needs, cls.Params, cls.version):
-            raise ValueError(
-                f"method {name!r} must have the entry MethodSpec({cls.needs!r}, {cls.Params.__name__}, "
-                f"version={cls.version}) in METHOD_SPECS (methods/params/)"
-            )
+        spec = METHOD_SPECS.get(name)
+        if spec is None:
+            raise ValueError(f"method {name!r} needs an entry MethodSpec(...) in METHOD_SPECS (methods/params/)")
+        restated = sorted(set(spec._fields) & set(vars(cls)))
+        if restated:
+            raise ValueError(f"method {name!r} restates {', '.join(restated)}: they belong to its METHOD_SPECS entry")
+        for field, value in spec._asdict().items():
+            setattr(cls, field, value)
         cls.name = name
         return METHODS.register(name)(cls)
 

@@ -16,6 +16,7 @@ from mtlbench.report.load import load_protocols
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
 from mtlbench.training import build_method, build_optimizer, resolve_runtime, train_run, training_step
+from tests.configs import cpu_smoke_config
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 
@@ -66,7 +67,7 @@ def test_bf16_step_runs_the_model_in_bf16_and_gives_float32_losses() -> None:
 
 
 def test_precision_and_compile_are_in_the_hash_and_legacy_values_keep_old_hashes() -> None:
-    base = replace(build_config("smoke"), device="cpu", grad_engine="loop", precision="fp32")
+    base = cpu_smoke_config()
     # pinned: the identity of this cell since results schema 4 (resolved hyperparameters and the
     # method's version in the hash); a change here silently orphans every stored result. Changed on
     # purpose once since (was 082c6d26d7083bbf): cxr14-synth's test split got its own size

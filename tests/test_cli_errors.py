@@ -199,7 +199,33 @@ def test_torch_free_method_specs_match_the_registry():
     assert list(specs) == METHODS.names()
     for name, spec in specs.items():
         cls = METHODS.get(name)
-        assert (cls.needs, cls.Params, cls.version, cls.name) == (spec.needs, spec.Params, spec.version, name)
+        assert (cls.needs, cls.Params, cls.weight_scale, cls.syncs_host, cls.version) == tuple(spec)
+        assert cls.name == name
+
+
+def test_a_registered_class_takes_its_declaration_from_its_spec_and_may_not_restate_it(monkeypatch):
+    from mtlbench.methods.base import Method
+    from mtlbench.methods.params import METHOD_SPECS, MethodSpec, NoHyperparameters
+    from mtlbench.registry import METHODS, register_method
+
+    monkeypatch.setattr(METHODS, "entries", dict(METHODS.entries))  # the test's registrations go with it
+    spec = MethodSpec("shared_params", NoHyperparameters, "none", syncs_host=False, version=3)
+    monkeypatch.setitem(METHOD_SPECS, "spec-test", spec)
+
+    @register_method("spec-test")
+    class Declared(Method):
+        pass
+
+    assert (Declared.needs, Declared.Params, Declared.weight_scale, Declared.syncs_host, Declared.version) == spec
+    with pytest.raises(ValueError, match=r"'spec-test' restates syncs_host, weight_scale: they belong to its"):
+
+        @register_method("spec-test")
+        class Restated(Method):
+            weight_scale = "none"
+            syncs_host = False
+
+    with pytest.raises(ValueError, match=r"'no-spec' needs an entry MethodSpec"):
+        register_method("no-spec")(type("NoSpec", (Method,), {}))
 
 
 def test_registries_list_in_catalog_order_whatever_was_imported_first() -> None:

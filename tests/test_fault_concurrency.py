@@ -21,6 +21,7 @@ from mtlbench.results.store import ResultsStore, RunKey
 from tests.sweeps import cli_command, smoke_sweep
 from tests.patching import argument_reader
 from tests.tiny_model import tiny_model
+from tests.configs import cpu_smoke_config
 
 KEY = RunKey("ew", "toy", 0, "abc123")
 
@@ -108,13 +109,11 @@ def test_two_processes_share_a_database_and_never_run_a_cell_twice(tmp_path) -> 
 
 
 def test_a_run_taken_over_by_another_process_stops_without_writing(toy_bundle, tmp_path, monkeypatch) -> None:
-    from dataclasses import replace
 
     import mtlbench.training.loop as train_mod
-    from mtlbench.config import build_config
     from mtlbench.training import train_run
 
-    cfg = replace(build_config("smoke"), device="cpu", epochs=2, batch_size=16, grad_engine="loop", precision="fp32")
+    cfg = cpu_smoke_config(epochs=2, batch_size=16)
     real_step = train_mod.training_step
     step_of = argument_reader(real_step, "step")
 

@@ -10,13 +10,13 @@ import torch
 
 import mtlbench.training.loop as train_mod
 from mtlbench import checkpoint
-from mtlbench.config import build_config
 from mtlbench.results.store import ResultsStore
 from mtlbench.training import build_model, train_run
 from tests.patching import argument_reader
 from tests.tiny_model import tiny_model
+from tests.configs import cpu_smoke_config
 
-CFG = replace(build_config("smoke"), device="cpu", epochs=3, batch_size=16, grad_engine="loop", precision="fp32")
+CFG = cpu_smoke_config(epochs=3, batch_size=16)
 METRICS = "SELECT split, epoch, task, loss, accuracy, auroc, ap FROM metrics ORDER BY split, epoch, task"
 WEIGHTS = "SELECT epoch, step, task, weight FROM weights ORDER BY epoch, step, task"
 

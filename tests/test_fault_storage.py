@@ -10,7 +10,6 @@ from __future__ import annotations
 import errno
 import os
 import sqlite3
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -19,13 +18,13 @@ import pytest
 import mtlbench.checkpoint as checkpoint_mod
 import mtlbench.training.loop as train_mod
 from mtlbench.cli import main
-from mtlbench.config import build_config
 from mtlbench.results.store import SCHEMA_VERSION, ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.training import SilentReporter, build_model, train_run
 from tests.patching import argument_reader
 from tests.sweeps import smoke_sweep
 from tests.tiny_model import tiny_model
+from tests.configs import cpu_smoke_config
 
 SWEEP = smoke_sweep("ew,deepchest,dwa")
 
@@ -130,15 +129,7 @@ def kill_in_second_epoch(cfg, bundle, store: ResultsStore, monkeypatch, model_fa
 
 
 def test_damaged_checkpoint_is_not_trusted_and_the_run_restarts(toy_bundle, tmp_path, monkeypatch) -> None:
-    cfg = replace(
-        build_config("smoke"),
-        device="cpu",
-        method="deepchest",
-        epochs=2,
-        batch_size=16,
-        grad_engine="loop",
-        precision="fp32",
-    )
+    cfg = cpu_smoke_config(method="deepchest", epochs=2, batch_size=16)
     with ResultsStore(tmp_path / "straight.sqlite") as store:
         straight = train_run(cfg, toy_bundle, store, {})
     with ResultsStore(tmp_path / "r.sqlite") as store:
@@ -210,9 +201,7 @@ def test_a_file_that_is_not_a_database_is_one_line(tmp_path, capsys) -> None:
 def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tmp_path, monkeypatch) -> None:
     import torch
 
-    cfg = replace(
-        build_config("smoke"), device="cpu", method="dwa", epochs=2, batch_size=16, grad_engine="loop", precision="fp32"
-    )
+    cfg = cpu_smoke_config(method="dwa", epochs=2, batch_size=16)
     with ResultsStore(tmp_path / "r.sqlite") as store:
         ckpt = kill_in_second_epoch(cfg, toy_bundle, store, monkeypatch)
         payload = torch.load(ckpt, weights_only=True)
@@ -229,9 +218,7 @@ def test_checkpoint_that_no_longer_fits_the_code_restarts_the_run(toy_bundle, tm
 
 
 def test_a_checkpoint_left_from_another_database_is_deleted_before_a_new_run(toy_bundle, tmp_path, monkeypatch) -> None:
-    cfg = replace(
-        build_config("smoke"), device="cpu", method="ew", epochs=1, batch_size=16, grad_engine="loop", precision="fp32"
-    )
+    cfg = cpu_smoke_config(method="ew", epochs=1, batch_size=16)
     path = tmp_path / "r.sqlite"
     ckpt = checkpoint_mod.checkpoint_path(path, cfg.config_hash())
     ckpt.parent.mkdir()

@@ -14,7 +14,6 @@ import pytest
 from rich.console import Console
 
 from mtlbench import machine_load
-from mtlbench.config import build_config
 from mtlbench.machine_load import (
     LOADED_SHARE,
     MIN_LOAD_WINDOW_S,
@@ -35,6 +34,7 @@ from mtlbench.report.table import display_table, table_notes
 from mtlbench.results.leases import Owner
 from mtlbench.results.store import ResultsStore, RunKey
 from mtlbench.tasks import TASK_NAMES
+from tests.configs import cpu_smoke_config
 
 PROC_STAT = """cpu  900 10 300 5000 40 5 6 7 0 0
 cpu0 400 5 100 2500 20 2 3 4 0 0
@@ -135,7 +135,7 @@ def _database(path, costs=COSTS) -> list[int]:
     n, tasks = 60, list(TASK_NAMES)
     labels = (rng.random((n, len(tasks))) < 0.45).astype(np.uint8)
     ids = [f"{i:08d}_000.png" for i in range(n)]
-    base = replace(build_config("smoke"), device="cpu", precision="fp32", grad_engine="loop")
+    base = cpu_smoke_config()
     run_ids = []
     with ResultsStore(path) as s:
         for (method, seed), (step_s, flag, load) in costs.items():

@@ -7,7 +7,8 @@ from scipy.optimize import minimize
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.cagrad import CAGrad, CAGradParams, cagrad_coefficients, solve_cagrad_dual
+from mtlbench.methods.cagrad import CAGrad, cagrad_coefficients, solve_cagrad_dual
+from mtlbench.methods.params import CAGradParams
 from tests.gramian_cases import end_to_end_weights, ones, step_with_bad_rows
 
 

@@ -1,22 +1,18 @@
 """DB-MTL: log-loss gradients, the EMA with β/k^σ, max-norm balancing, the guard, state, the authors' loop."""
 
-import copy
 import io
 import math
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mtlbench.config import RunConfig
-from mtlbench.conformance import Harness, TinyMultiTaskModel
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.db_mtl import DBMTL, ema_factor
 from mtlbench.methods.params import DBMTLParams
 from mtlbench.model import per_task_losses
 from mtlbench.registry import METHODS
-from mtlbench.training import training_step
+from tests.authors_loop import twin_run
 
 TASKS = ("a", "b", "c")
 
@@ -144,17 +140,11 @@ def test_training_steps_equal_the_authors_loop():
     """Four steps through the trainer equal LibMTL's DB_MTL.backward written out (gradients of log(L + 1e-8)
     with respect to the shared parameters, EMA with β/k^σ, α = max‖ĝ‖/(‖ĝ‖ + 1e-8), shared gradient Σ α ĝ),
     with the harness's head gradients ∇L_t (LibMTL's heads get ∇log(L_t + 1e-8): the named deviation)."""
-    config = replace(RunConfig(), device="cpu", precision="fp32", head="bce", grad_engine="loop")
-    batches = Harness(DBMTL, steps=4).batches()
-    torch.manual_seed(0)
-    ours = TinyMultiTaskModel(5).train()
-    theirs = copy.deepcopy(ours)
+    run = twin_run(DBMTL, steps=4)
     method = DBMTL(tuple("abcde"), DBMTLParams(beta=0.8, beta_sigma=0.5))
-    optimizer = torch.optim.SGD(ours.parameters(), lr=0.05)
-    for k, (x, y) in enumerate(batches):
-        training_step(ours, method, optimizer, x, y, config, k, 0, torch.device("cpu"))
+    run.train_ours(method)
 
-    opt = torch.optim.SGD(theirs.parameters(), lr=0.05)
+    batches, theirs, opt = run.batches, run.theirs, run.their_optimizer()
     shared, heads = theirs.shared_parameters(), theirs.head_parameters()
     buffer = None
     for k, (x, y) in enumerate(batches, start=1):
@@ -179,8 +169,7 @@ def test_training_steps_equal_the_authors_loop():
         opt.step()
 
     assert torch.allclose(method.ema_, buffer, rtol=1e-5, atol=1e-7)
-    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-7)
+    run.assert_same_models()
 
 
 def test_tiny_training_run(tiny_run, toy_bundle):

@@ -7,7 +7,8 @@ import torch
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import EpochStats, StepContext
-from mtlbench.methods.dwa import DWAParams, DynamicWeightAverage
+from mtlbench.methods.dwa import DynamicWeightAverage
+from mtlbench.methods.params import DWAParams
 
 TASKS = ("a", "b", "c", "d")
 

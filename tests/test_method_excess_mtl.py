@@ -1,21 +1,17 @@
 """ExcessMTL: the excess-risk estimate, the multiplicative update, normalisation, state, torchjd, the authors' loop."""
 
-import copy
 import io
-from dataclasses import replace
 
 import pytest
 import torch
 
-from mtlbench.config import RunConfig
-from mtlbench.conformance import Harness, TinyMultiTaskModel
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.excess_mtl import ExcessMTL, excess_risks, multiplicative_update
 from mtlbench.methods.params import ExcessMTLParams
 from mtlbench.model import per_task_losses
 from mtlbench.registry import METHODS
-from mtlbench.training import training_step
+from tests.authors_loop import twin_run
 
 TASKS = ("a", "b", "c", "d")
 
@@ -170,19 +166,10 @@ def test_training_steps_equal_the_authors_loop():
     """Four steps through the trainer equal yifei-he/ExcessMTL's ExcessMTL.backward written out: autograd gradients of
     each loss with respect to the shared parameters, the excess risks, the update from the second step, and a backward
     of Σ w L through the whole model (so each head gets w_t ∇L_t)."""
-    config = replace(RunConfig(), device="cpu", precision="fp32", head="bce", grad_engine="loop")
-    batches = Harness(ExcessMTL, steps=4).batches()
-    torch.manual_seed(0)
-    ours = TinyMultiTaskModel(5).train()
-    theirs = copy.deepcopy(ours)
-    method = ExcessMTL(tuple("abcde"), ExcessMTLParams(robust_step_size=0.5))
-    optimizer = torch.optim.SGD(ours.parameters(), lr=0.05)
-    logged = [
-        training_step(ours, method, optimizer, x, y, config, k, 0, torch.device("cpu")).weights
-        for k, (x, y) in enumerate(batches)
-    ]
+    run = twin_run(ExcessMTL, steps=4)
+    logged = [out.weights for out in run.train_ours(ExcessMTL(tuple("abcde"), ExcessMTLParams(robust_step_size=0.5)))]
 
-    opt = torch.optim.SGD(theirs.parameters(), lr=0.05)
+    batches, theirs, opt = run.batches, run.theirs, run.their_optimizer()
     shared = theirs.shared_parameters()
     loss_weight, grad_sum, initial_w = torch.ones(5), None, None
     for k, (x, y) in enumerate(batches):
@@ -208,8 +195,7 @@ def test_training_steps_equal_the_authors_loop():
         opt.step()
         assert torch.allclose(logged[k], loss_weight, rtol=1e-5)
 
-    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-7)
+    run.assert_same_models()
 
 
 def test_tiny_training_run(tiny_run, toy_bundle):

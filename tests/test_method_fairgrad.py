@@ -7,7 +7,8 @@ from scipy.optimize import least_squares
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.fairgrad import FairGrad, FairGradParams, alpha_fair_weights
+from mtlbench.methods.fairgrad import FairGrad, alpha_fair_weights
+from mtlbench.methods.params import FairGradParams
 from tests.gramian_cases import end_to_end_weights, ones, step_with_bad_rows
 
 ALPHAS = [0.5, 1.0, 2.0, 5.0]

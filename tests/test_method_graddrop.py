@@ -7,7 +7,8 @@ import torch
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.graddrop import GradDrop, GradDropParams, graddrop_gradient, sign_purity
+from mtlbench.methods.graddrop import GradDrop, graddrop_gradient, sign_purity
+from mtlbench.methods.params import GradDropParams
 
 TASKS = ("a", "b")
 

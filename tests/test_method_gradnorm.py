@@ -5,13 +5,8 @@ import torch
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.gradnorm import (
-    GradNorm,
-    GradNormParams,
-    gradnorm_loss,
-    inverse_training_rates,
-    renormalized,
-)
+from mtlbench.methods.gradnorm import GradNorm, gradnorm_loss, inverse_training_rates, renormalized
+from mtlbench.methods.params import GradNormParams
 
 T = 14
 TASKS = [f"t{i}" for i in range(T)]

@@ -9,7 +9,8 @@ import torch
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.gradvac import GradVac, GradVacParams, gradvac_pass
+from mtlbench.methods.gradvac import GradVac, gradvac_pass
+from mtlbench.methods.params import GradVacParams
 from mtlbench.methods.pcgrad import pcgrad_coefficients, pcgrad_orders
 from tests.gramian_cases import end_to_end_weights, ones
 

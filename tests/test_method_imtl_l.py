@@ -11,6 +11,7 @@ from mtlbench.methods.base import StepContext
 from mtlbench.methods.imtl_l import IMTLL, imtl_l_objective
 from mtlbench.methods.uncertainty import uncertainty_objective
 from mtlbench.registry import METHODS
+from tests.learned_scales import assert_starts_as_equal_weighting, set_parameter, train_alone
 
 TASKS = ("a", "b", "c")
 LOSSES = (0.5, 2.0, 0.05)
@@ -18,19 +19,12 @@ SCALES = (0.0, -1.0, 0.7)
 
 
 def method_with(scales=SCALES) -> IMTLL:
-    m = IMTLL(TASKS)
-    with torch.no_grad():
-        m.scale_.copy_(torch.tensor(scales))
-    return m
+    return set_parameter(IMTLL(TASKS), "scale_", scales)
 
 
 def test_starts_as_equal_weighting_with_learnable_scales():
-    m = IMTLL(TASKS)
-    out = m.step(StepContext(torch.tensor(LOSSES), 0, 0))
-    assert out.weights.tolist() == [1.0, 1.0, 1.0]
-    assert list(m.parameters()) == [m.scale_] and m.scale_.requires_grad
-    assert m.optimizer_groups() == [{"params": [m.scale_], "weight_decay": 0.0}]
-    assert m.weights_changed_per_step() and IMTLL.weight_scale == "learned" and METHODS.get("imtl-l") is IMTLL
+    assert_starts_as_equal_weighting(IMTLL(TASKS), "scale_", LOSSES)
+    assert METHODS.get("imtl-l") is IMTLL
 
 
 def test_objective_value_and_gradients_by_hand():
@@ -57,13 +51,8 @@ def test_the_optimum_s_is_minus_log_L_where_every_scaled_loss_is_one():
 
 def test_training_s_alone_reaches_minus_log_L_and_scaled_losses_of_one():
     m = IMTLL(TASKS)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1)
-    for k in range(3000):
-        opt.zero_grad()
-        m.step(StepContext(torch.tensor(LOSSES), k, 0)).objective.backward()
-        opt.step()
+    weights = train_alone(m, LOSSES, steps=3000)
     assert m.scale_.tolist() == pytest.approx([-math.log(L) for L in LOSSES], abs=1e-4)
-    weights = m.step(StepContext(torch.tensor(LOSSES), 0, 0)).weights
     assert (weights * torch.tensor(LOSSES)).tolist() == pytest.approx([1.0] * 3, rel=1e-3)
 
 

@@ -10,11 +10,13 @@ from dataclasses import replace
 from mtlbench.config import build_config
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.mgda import MGDA, MGDAUB, MGDAParams, gradient_normalizers, mgda_weights, min_norm_weights
+from mtlbench.methods.mgda import MGDA, MGDAUB, gradient_normalizers, mgda_weights, min_norm_weights
+from mtlbench.methods.params import MGDAParams
 from mtlbench.registry import METHODS
 from mtlbench.results.store import ResultsStore
 from mtlbench.training import train_run
 from tests.tiny_model import tiny_model
+from tests.configs import cpu_smoke_config
 
 
 def scipy_min_norm(gram: np.ndarray) -> np.ndarray:
@@ -165,15 +167,7 @@ def test_the_changed_default_is_a_new_cell(method):
 def test_a_stored_run_of_the_old_default_is_not_reused(tmp_path, toy_bundle):
     """A run stored with normalization "none" (the default before) is skipped on a rerun of
     "none", but a run with today's default trains its own cell."""
-    cfg = replace(
-        build_config("smoke"),
-        method="mgda-ub",
-        device="cpu",
-        epochs=1,
-        batch_size=32,
-        grad_engine="loop",
-        precision="fp32",
-    )
+    cfg = cpu_smoke_config(method="mgda-ub", epochs=1, batch_size=32)
     old = replace(cfg, method_params={"normalization": "none"})
     with ResultsStore(tmp_path / "r.sqlite") as s:
         first = train_run(old, toy_bundle, s, {}, model_factory=tiny_model)

@@ -7,7 +7,8 @@ import torch
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.rlw import RandomLossWeighting, RLWParams, draw_logits
+from mtlbench.methods.rlw import RandomLossWeighting, draw_logits
+from mtlbench.methods.params import RLWParams
 from mtlbench.tasks import TASK_NAMES
 
 T = len(TASK_NAMES)

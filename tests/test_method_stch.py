@@ -1,6 +1,5 @@
 """STCH: the smooth Tchebycheff limits, the warm-up and nadir, gradients as weights, state, the authors' loop."""
 
-import copy
 import io
 import math
 from dataclasses import replace
@@ -8,15 +7,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from mtlbench.config import RunConfig, build_config
-from mtlbench.conformance import Harness, TinyMultiTaskModel, check_method
+from mtlbench.config import build_config
+from mtlbench.conformance import Harness, check_method
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
 from mtlbench.methods.params import STCHParams
 from mtlbench.methods.stch import STCH, smooth_tchebycheff, stch_weights
 from mtlbench.model import per_task_losses
 from mtlbench.results.store import ResultsStore
-from mtlbench.training import train_run, training_step
+from tests.authors_loop import twin_run
+from mtlbench.training import train_run
 from tests.tiny_model import tiny_model
 
 TASKS = ("a", "b", "c", "d")
@@ -167,17 +167,11 @@ def test_defaults_are_the_authors():
 def test_training_steps_equal_the_authors_loop():
     """Six steps through the trainer (2 per epoch, W = 1) equal Xi-L/STCH's STCH.backward written out:
     Σ log(L + 1e-20) in epochs 0 and 1 (averaging the losses in epoch 1), then T·μ·log Σ exp((l − max l)/μ)."""
-    config = replace(RunConfig(), device="cpu", precision="fp32", head="bce", grad_engine="loop")
-    batches = Harness(STCH, steps=6).batches()
-    torch.manual_seed(0)
-    ours = TinyMultiTaskModel(5).train()
-    theirs = copy.deepcopy(ours)
+    run = twin_run(STCH, steps=6)
     method = STCH(tuple("abcde"), STCHParams(mu=0.5, warmup_epochs=1))
-    optimizer = torch.optim.SGD(ours.parameters(), lr=0.05)
-    for k, (x, y) in enumerate(batches):
-        training_step(ours, method, optimizer, x, y, config, k, k // 2, torch.device("cpu"))
+    run.train_ours(method, epoch_of=lambda step: step // 2)
 
-    opt = torch.optim.SGD(theirs.parameters(), lr=0.05)
+    batches, theirs, opt = run.batches, run.theirs, run.their_optimizer()
     total, count, nadir = 0.0, 0, None
     for k, (x, y) in enumerate(batches):
         epoch = k // 2
@@ -194,8 +188,7 @@ def test_training_steps_equal_the_authors_loop():
         opt.step()
 
     assert torch.allclose(method.nadir_.float(), nadir, rtol=1e-6)
-    for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):
-        assert torch.allclose(a.float(), b.float(), rtol=1e-5, atol=1e-7)
+    run.assert_same_models()
 
 
 def test_tiny_training_run(tmp_path, toy_bundle):

@@ -7,7 +7,9 @@ import torch
 
 from mtlbench.errors import UserError
 from mtlbench.methods.base import StepContext
-from mtlbench.methods.uncertainty import UncertaintyParams, UncertaintyWeighting, uncertainty_objective
+from mtlbench.methods.uncertainty import UncertaintyWeighting, uncertainty_objective
+from mtlbench.methods.params import UncertaintyParams
+from tests.learned_scales import assert_starts_as_equal_weighting, set_parameter, train_alone
 
 TASKS = ("a", "b", "c")
 LOSSES = (0.5, 2.0, 1.0)
@@ -15,20 +17,12 @@ LOG_VARS = (0.0, 1.0, -0.5)
 
 
 def method_with(log_vars=LOG_VARS, **params) -> UncertaintyWeighting:
-    m = UncertaintyWeighting(TASKS, UncertaintyParams(**params))
-    with torch.no_grad():
-        m.log_var_.copy_(torch.tensor(log_vars))
-    return m
+    return set_parameter(UncertaintyWeighting(TASKS, UncertaintyParams(**params)), "log_var_", log_vars)
 
 
 def test_starts_as_equal_weighting_with_learnable_log_variances():
-    m = UncertaintyWeighting(TASKS)
-    out = m.step(StepContext(torch.tensor(LOSSES), 0, 0))
-    assert out.weights.tolist() == [1.0, 1.0, 1.0]
-    assert list(m.parameters()) == [m.log_var_] and m.log_var_.requires_grad
-    assert m.optimizer_groups() == [{"params": [m.log_var_], "weight_decay": 0.0}]  # the run's lr, no decay
-    assert m.weights_changed_per_step()
-    assert UncertaintyWeighting.weight_scale == "learned" and UncertaintyWeighting.needs == "losses"
+    assert_starts_as_equal_weighting(UncertaintyWeighting(TASKS), "log_var_", LOSSES)
+    assert UncertaintyWeighting.needs == "losses"
 
 
 def test_objective_value_and_gradients_by_hand():
@@ -81,13 +75,8 @@ def test_rho_half_from_the_command_line_reaches_the_method(capsys):
 
 def test_training_s_alone_reaches_log_of_the_loss():
     m = UncertaintyWeighting(TASKS)
-    opt = torch.optim.SGD(m.parameters(), lr=0.1)
-    for step in range(600):
-        opt.zero_grad()
-        m.step(StepContext(torch.tensor(LOSSES), step, 0)).objective.backward()
-        opt.step()
+    weights = train_alone(m, LOSSES, steps=600)
     assert m.log_var_.tolist() == pytest.approx([math.log(L) for L in LOSSES], abs=1e-4)
-    weights = m.step(StepContext(torch.tensor(LOSSES), 0, 0)).weights
     assert weights.tolist() == pytest.approx([1 / L for L in LOSSES], rel=1e-3)  # ∝ 1/L at equilibrium
 
 

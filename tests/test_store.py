@@ -16,6 +16,7 @@ from mtlbench.methods.params import FAMOParams
 from mtlbench.results.store import SCHEMA, SCHEMA_VERSION, ResultsStore, RunKey
 from mtlbench.training import train_run
 from tests.tiny_model import tiny_model
+from tests.configs import cpu_smoke_config
 
 TASKS = ("a", "b")
 
@@ -82,7 +83,7 @@ def test_not_a_database_is_a_user_error(tmp_path):
 
 def test_skip_on_rerun_and_force(tmp_path, toy_bundle):
     # grad_engine and precision given explicitly: train_run records the resolved values, and so their hash
-    cfg = replace(build_config("smoke"), device="cpu", epochs=1, batch_size=32, grad_engine="loop", precision="fp32")
+    cfg = cpu_smoke_config(epochs=1, batch_size=32)
     with ResultsStore(tmp_path / "r.sqlite") as s:
         first = train_run(cfg, toy_bundle, s, {}, model_factory=tiny_model)
         again = train_run(cfg, toy_bundle, s, {}, model_factory=tiny_model)
@@ -242,7 +243,7 @@ def _schema_3_database(path, configs: list[tuple[str, dict]]) -> None:
 def test_schema_3_runs_are_reidentified_with_resolved_hyperparameters(tmp_path):
     """`--param cagrad.c=0.4` (the default) and no --param were two cells before schema 4: they
     become one; the later duplicate is kept for the record as superseded, never counted twice."""
-    base = replace(build_config("smoke"), method="cagrad", device="cpu", precision="fp32", grad_engine="loop")
+    base = cpu_smoke_config(method="cagrad")
     old = {**dataclasses.asdict(base)}
     explicit = {**old, "method_params": {"c": 0.4}}
     other = {**old, "method_params": {"c": 0.5}}
@@ -263,7 +264,7 @@ def test_schema_3_runs_are_reidentified_with_resolved_hyperparameters(tmp_path):
 def test_schema_3_runs_keep_the_defaults_of_their_time(tmp_path, method):
     """An mgda run stored before schema 4 with no --param ran with normalization "none", the
     default then: it becomes that cell, never the cell of today's default "loss+" (issue 17)."""
-    base = replace(build_config("smoke"), method=method, device="cpu", precision="fp32", grad_engine="loop")
+    base = cpu_smoke_config(method=method)
     old = {**dataclasses.asdict(base), "method_params": {}}
     l2 = {**old, "method_params": {"normalization": "l2"}}
     path = tmp_path / "v3.sqlite"
@@ -284,7 +285,7 @@ def test_famo_runs_stored_before_schema_5_become_famo_nextbatch(tmp_path, old_sc
     """Before schema 5 `famo` meant the next-batch approximation, which `famo-nextbatch` now computes
     bit for bit: its stored runs are that method's cell (a rerun of famo-nextbatch skips them), and
     `famo` (the authors' same-batch update, version 2) is a new cell, never their results."""
-    base = replace(build_config("smoke"), method="famo", device="cpu", precision="fp32", grad_engine="loop")
+    base = cpu_smoke_config(method="famo")
     old = {**dataclasses.asdict(base), "method_params": {}}
     if old_schema == 4:
         old = {**old, "method_params": dataclasses.asdict(FAMOParams()), "method_version": 1}

@@ -104,7 +104,7 @@ def test_an_empty_search_space_is_a_one_line_error():
         (EmptyParams, "the search space of power is empty"),
         (WrongParams, "unknown hyperparameter"),
     ):
-        METHOD_SPECS["test-space"] = MethodSpec("losses", params)
+        METHOD_SPECS["test-space"] = MethodSpec("losses", params, "sum-to-T")
         try:
             with pytest.raises(UserError, match=message) as info:
                 search_space("test-space")

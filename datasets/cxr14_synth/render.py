@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator, Mapping
 
@@ -26,6 +27,17 @@ _BLOCK_PIXELS = 1 << 17  # pixels drawn at once within a chunk (see _render_chun
 _MAX_THREADS = 8
 
 
+@dataclass(frozen=True)
+class Look:
+    """What every image of one generation shares: its size, the dataset seed, each finding's
+    signature strength and NIH's bounding boxes per finding (where lesions are drawn)."""
+
+    size: int
+    seed: int
+    strength: Mapping[str, float]
+    boxes: Mapping[str, np.ndarray]
+
+
 def render_images(
     rows: pd.DataFrame,
     rendered: np.ndarray,
@@ -39,21 +51,14 @@ def render_images(
     `rendered` (N, 14) says which finding signatures to draw (see noise.render_labels); `rows` needs
     Image Index, Patient ID, Patient Age, Patient Gender (or Sex) and View Position.
     """
-    boxes = read_nih_boxes() if boxes is None else boxes
+    look = Look(size, seed, strength, read_nih_boxes() if boxes is None else boxes)
     out = np.empty((len(rows), size, size), dtype=np.uint8)
-    for start, stop, images in render_stream(rows, rendered, size, seed, strength, boxes):
+    for start, stop, images in render_stream(rows, rendered, look):
         out[start:stop] = images
     return out
 
 
-def render_stream(
-    rows: pd.DataFrame,
-    rendered: np.ndarray,
-    size: int,
-    seed: int,
-    strength: Mapping[str, float],
-    boxes: Mapping[str, np.ndarray],
-) -> Iterator[tuple[int, int, np.ndarray]]:
+def render_stream(rows: pd.DataFrame, rendered: np.ndarray, look: Look) -> Iterator[tuple[int, int, np.ndarray]]:
     """(start, stop, images) per chunk, in order; chunks render on worker threads.
 
     numpy releases the GIL inside large array operations, so threads use every core; at most
@@ -63,15 +68,13 @@ def render_stream(
     machine, with another process busy, they ran ~25x slower).
     """
     workers = max(1, min(_MAX_THREADS, os.cpu_count() or 1))
-    chunks = iter(_chunks(len(rows), size))
+    chunks = iter(_chunks(len(rows), look.size))
     with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(max_workers=workers) as pool:
         ahead: deque = deque()
         while True:
             while len(ahead) <= workers and (chunk := next(chunks, None)) is not None:
                 start, stop = chunk
-                job = pool.submit(
-                    _render_chunk, rows.iloc[start:stop], rendered[start:stop], size, seed, strength, boxes
-                )
+                job = pool.submit(_render_chunk, rows.iloc[start:stop], rendered[start:stop], look)
                 ahead.append((start, stop, job))
             if not ahead:
                 return
@@ -79,25 +82,19 @@ def render_stream(
             yield start, stop, job.result()
 
 
-def _render_chunk(
-    rows: pd.DataFrame,
-    has: np.ndarray,
-    size: int,
-    seed: int,
-    strength: Mapping[str, float],
-    boxes: Mapping[str, np.ndarray],
-) -> np.ndarray:
+def _render_chunk(rows: pd.DataFrame, has: np.ndarray, look: Look) -> np.ndarray:
     """Images for a chunk: per-image draws for all rows at once, then pixels a block at a time.
 
     A block is about _BLOCK_PIXELS pixels: its (B, H, W) float32 temporaries (1 MiB each) mostly
     stay in the CPU cache, and each numpy call on them still runs long enough that render threads
     seldom wait on each other for the GIL between calls.
     """
+    size, seed = look.size, look.seed
     keys = image_keys(rows["Image Index"])
     draws = Draws(seed, keys)
     patient = Draws(seed, rows["Patient ID"].to_numpy().astype(np.uint64) ^ np.uint64(0xA5A5_0000_0000))
     geo = sample_anatomy(rows, patient, draws)
-    apply_shape_findings(geo, has, draws, strength, boxes)
+    apply_shape_findings(geo, has, draws, look.strength, look.boxes)
     film = _film(geo, draws)
     pixel_noise, fields = draw_noise(keys, seed, size)
     images = np.empty(pixel_noise.shape, dtype=np.uint8)
@@ -110,7 +107,7 @@ def _render_chunk(
             draws.take(block),
             size,
         )
-        _paint_findings(scene, base, markings, has[block], strength, boxes)
+        _paint_findings(scene, base, markings, has[block], look)
         base += markings
         image = _expose(base, pixel_noise[block], {k: v[block] for k, v in film.items()})
         image *= 255
@@ -123,14 +120,13 @@ def _paint_findings(
     base: np.ndarray,
     markings: np.ndarray,
     has: np.ndarray,
-    strength: Mapping[str, float],
-    boxes: Mapping[str, np.ndarray],
+    look: Look,
 ) -> None:
     """Add each finding's signature to `base` (and scale `markings`) in the images that have it."""
     for task, paint in LESIONS.items():
         idx = np.flatnonzero(has[:, TASK_NAMES.index(task)])
         if idx.size:
-            add, keep_markings = paint(scene.take(idx), strength[task], boxes.get(task))
+            add, keep_markings = paint(scene.take(idx), look.strength[task], look.boxes.get(task))
             base[idx] += add
             if keep_markings is not None:
                 markings[idx] *= keep_markings

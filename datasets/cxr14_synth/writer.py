@@ -19,7 +19,7 @@ from mtlbench.datasets.base import ProgressFactory
 from mtlbench.datasets.cxr14_synth.nih_sample import SynthSample, read_nih_boxes, sample_split
 from mtlbench.datasets.cxr14_synth.noise import prevalence, render_labels
 from mtlbench.datasets.cxr14_synth.params import DATASET_NAME, FINDING_STRENGTH, generator_params
-from mtlbench.datasets.cxr14_synth.render import render_stream
+from mtlbench.datasets.cxr14_synth.render import Look, render_stream
 from mtlbench.datasets.nih_layout import (
     CACHE_DIR,
     CSV_NAMES,
@@ -136,7 +136,7 @@ def _write_images(
     folder.mkdir(parents=True)
     advance = progress(f"generating {DATASET_NAME}", len(rows))
     names = rows["Image Index"].astype(str).tolist()
-    stream = render_stream(rows, rendered, size, seed, FINDING_STRENGTH, read_nih_boxes())
+    stream = render_stream(rows, rendered, Look(size, seed, FINDING_STRENGTH, read_nih_boxes()))
     # File creation dominates at small sizes and overlaps well across threads.
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as writer:
         for start, stop, images in stream:

@@ -25,10 +25,15 @@ class NoHyperparameters:
 
 
 class MethodSpec(NamedTuple):
-    """What the CLI needs to know of a method before torch is imported."""
+    """A built-in method's declaration, the one source of it: `register_method` sets these on the class.
+
+    The CLI reads it before torch is imported (hyperparameter checks, `needs` for the engine).
+    """
 
     needs: str  # the name of its gradient space (mtlbench/spaces.py)
     Params: type
+    weight_scale: str  # how its weights are scaled, one of WEIGHT_SCALES (for the report and the conformance check)
+    syncs_host: bool = True  # False when `step` never reads a tensor's value on the host (conformance-checked)
     # Part of every run's identity: bump it when the method's math changes, so that results of the
     # old code are never reused for the new (a new version is a new cell). A changed default needs
     # no bump: the resolved hyperparameters are part of the identity too (RunConfig.hashed_fields),

@@ -273,17 +273,19 @@ class GradNormParams:
 
 
 CORE_SPECS: dict[str, MethodSpec] = {
-    "ew": MethodSpec("losses", NoHyperparameters),
-    "deepchest": MethodSpec("losses", DeepChestParams),
-    "uncertainty": MethodSpec("losses", UncertaintyParams),
-    "dwa": MethodSpec("losses", DWAParams),
-    "rlw": MethodSpec("losses", RLWParams),
-    "famo": MethodSpec("losses", FAMOParams, version=2),  # v1 was the next-batch approximation
-    "famo-nextbatch": MethodSpec("losses", FAMOParams),
-    "mgda": MethodSpec("shared_params", MGDAParams),
-    "mgda-ub": MethodSpec("shared_features", MGDAParams),
-    "pcgrad": MethodSpec("shared_params", NoHyperparameters),
-    "cagrad": MethodSpec("shared_params", CAGradParams),
-    "gradnorm": MethodSpec("last_shared_layer", GradNormParams),
-    "graddrop": MethodSpec("shared_features", GradDropParams),
+    "ew": MethodSpec("losses", NoHyperparameters, "sum-to-T", syncs_host=False),
+    "deepchest": MethodSpec("losses", DeepChestParams, "none", syncs_host=False),
+    "uncertainty": MethodSpec("losses", UncertaintyParams, "learned", syncs_host=False),
+    "dwa": MethodSpec("losses", DWAParams, "sum-to-T", syncs_host=False),
+    "rlw": MethodSpec("losses", RLWParams, "sum-to-T", syncs_host=False),
+    "famo": MethodSpec(
+        "losses", FAMOParams, "none", syncs_host=False, version=2
+    ),  # v1 was the next-batch approximation
+    "famo-nextbatch": MethodSpec("losses", FAMOParams, "none", syncs_host=False),
+    "mgda": MethodSpec("shared_params", MGDAParams, "sum-to-T"),
+    "mgda-ub": MethodSpec("shared_features", MGDAParams, "sum-to-T"),
+    "pcgrad": MethodSpec("shared_params", NoHyperparameters, "none"),
+    "cagrad": MethodSpec("shared_params", CAGradParams, "none"),
+    "gradnorm": MethodSpec("last_shared_layer", GradNormParams, "sum-to-T"),
+    "graddrop": MethodSpec("shared_features", GradDropParams, "no-weights", syncs_host=False),
 }

@@ -51,7 +51,7 @@ class GradVacParams:
 
 
 GRADIENT_BALANCING_SPECS: dict[str, MethodSpec] = {
-    "fairgrad": MethodSpec("shared_params", FairGradParams),
-    "config": MethodSpec("shared_params", NoHyperparameters),
-    "gradvac": MethodSpec("shared_params", GradVacParams),
+    "fairgrad": MethodSpec("shared_params", FairGradParams, "none"),
+    "config": MethodSpec("shared_params", NoHyperparameters, "none"),
+    "gradvac": MethodSpec("shared_params", GradVacParams, "none"),
 }

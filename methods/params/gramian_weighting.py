@@ -97,9 +97,9 @@ class DualConeParams:
 
 
 GRAMIAN_WEIGHTING_SPECS: dict[str, MethodSpec] = {
-    "imtl-g": MethodSpec("shared_params", NoHyperparameters),
-    "nash-mtl": MethodSpec("shared_params", NashMTLParams),
-    "aligned-mtl": MethodSpec("shared_params", AlignedMTLParams),
-    "upgrad": MethodSpec("shared_params", DualConeParams),
-    "dualproj": MethodSpec("shared_params", DualConeParams),
+    "imtl-g": MethodSpec("shared_params", NoHyperparameters, "sum-to-T"),
+    "nash-mtl": MethodSpec("shared_params", NashMTLParams, "none"),
+    "aligned-mtl": MethodSpec("shared_params", AlignedMTLParams, "none"),
+    "upgrad": MethodSpec("shared_params", DualConeParams, "none"),
+    "dualproj": MethodSpec("shared_params", DualConeParams, "none"),
 }

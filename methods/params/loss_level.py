@@ -75,9 +75,9 @@ class ExcessMTLParams:
 
 
 LOSS_LEVEL_SPECS: dict[str, MethodSpec] = {
-    "gls": MethodSpec("losses", NoHyperparameters),
-    "imtl-l": MethodSpec("losses", NoHyperparameters),
-    "stch": MethodSpec("losses", STCHParams),
-    "db-mtl": MethodSpec("shared_params", DBMTLParams),
-    "excess-mtl": MethodSpec("shared_params", ExcessMTLParams),
+    "gls": MethodSpec("losses", NoHyperparameters, "none", syncs_host=False),
+    "imtl-l": MethodSpec("losses", NoHyperparameters, "learned", syncs_host=False),
+    "stch": MethodSpec("losses", STCHParams, "none", syncs_host=False),
+    "db-mtl": MethodSpec("shared_params", DBMTLParams, "none", syncs_host=False),
+    "excess-mtl": MethodSpec("shared_params", ExcessMTLParams, "sum-to-T", syncs_host=False),
 }

@@ -70,7 +70,7 @@ SINGLE_TASK = "stl"  # the single-task baseline's method name: one run per task 
 # the baselines beside EW: fixed weights, single-task learning (one run per task, `run --stl`), and
 # DeepChest's destination as fixed weights (does its path matter, or only where it ends?)
 STATIC_SPECS: dict[str, MethodSpec] = {
-    "static": MethodSpec("losses", StaticParams),
-    SINGLE_TASK: MethodSpec("losses", NoHyperparameters),
-    "deepchest-fixed": MethodSpec("losses", DeepChestFixedParams),
+    "static": MethodSpec("losses", StaticParams, "none", syncs_host=False),
+    SINGLE_TASK: MethodSpec("losses", NoHyperparameters, "sum-to-T", syncs_host=False),
+    "deepchest-fixed": MethodSpec("losses", DeepChestFixedParams, "none", syncs_host=False),
 }

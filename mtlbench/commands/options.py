@@ -149,6 +149,15 @@ def add_training_settings(parser: argparse.ArgumentParser, param_help: str) -> N
     add_results(parser)
 
 
+def add_methods(parser: argparse.ArgumentParser) -> None:
+    """--methods, the methods and method sets to run."""
+    parser.add_argument(
+        "--methods",
+        help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, "
+        "e.g. core,imtl-g (default: core; the lite preset's own list)",
+    )
+
+
 def add_results(parser: argparse.ArgumentParser) -> None:
     """--results, the SQLite results file."""
     parser.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")

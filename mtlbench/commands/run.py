@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import add_quiet, add_training_settings, config_from
+from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import preset_sweep
 from mtlbench.errors import UserError, interrupted_means
@@ -31,10 +31,7 @@ DESCRIPTION = (
 
 def add_arguments(run: argparse.ArgumentParser) -> None:
     """The `run` subcommand's flags."""
-    run.add_argument(
-        "--methods",
-        help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, e.g. core,imtl-g (default: core; the lite preset's own list)",
-    )
+    add_methods(run)
     run.add_argument("--seeds", help="e.g. 0 or 0,1,2 or 0-4 (default 0; the lite preset: 0,1,2)")
     add_training_settings(run, "a method hyperparameter, e.g. deepchest.signal=val-accuracy (repeatable)")
     run.add_argument(

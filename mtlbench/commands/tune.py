@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import add_quiet, add_training_settings, config_from
+from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import load_config_file, preset_sweep
 from mtlbench.errors import UserError, interrupted_means
@@ -37,10 +37,7 @@ DESCRIPTION = (
 
 def add_arguments(tune: argparse.ArgumentParser) -> None:
     """The `tune` subcommand's flags."""
-    tune.add_argument(
-        "--methods",
-        help="method names and sets (core, loss, gradient, all; see `mtlbench list`), comma-separated, e.g. core,imtl-g (default: core; the lite preset's own list)",
-    )
+    add_methods(tune)
     tune.add_argument(
         "--trials",
         type=int,

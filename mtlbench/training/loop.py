@@ -24,7 +24,7 @@ from mtlbench.methods.base import EpochStats
 from mtlbench.task_metrics import THRESHOLD, TaskMetrics
 from mtlbench.model import positive_probability
 from mtlbench.training.evaluation import evaluate
-from mtlbench.training.sink import EpochRecord, RunSink
+from mtlbench.training.sink import EpochRecord, RunResult, RunSink
 from mtlbench.training.state import LoopState, RunParts, checkpoint_payload
 from mtlbench.training.step import epoch_batches, training_step
 
@@ -238,14 +238,16 @@ class RunLoop:
             unreliable_reason=reason,
         )
         self.sink.complete(
-            state.best_epoch,
-            test,
-            self.data.val,
-            state.best_val_probs.numpy(),
-            self.data.test,
-            test_probs,
-            run_costs,
-            parts.method.diagnostics(),
+            RunResult(
+                state.best_epoch,
+                test,
+                self.data.val,
+                state.best_val_probs.numpy(),
+                self.data.test,
+                test_probs,
+                run_costs,
+                parts.method.diagnostics(),
+            )
         )
         return test, wall_s, cuda_mb, rss_mb
 

@@ -29,22 +29,26 @@ class EpochRecord:
     val: TaskMetrics
 
 
+@dataclass(frozen=True)
+class RunResult:
+    """What a finished run stores: test metrics at the selected epoch, both splits' predictions, costs."""
+
+    selected_epoch: int
+    test: TaskMetrics
+    val_split: Split
+    val_probs: np.ndarray  # (n_val, T) at the selected epoch
+    test_split: Split
+    test_probs: np.ndarray  # (n_test, T)
+    costs: dict[str, Any]
+    diagnostics: dict[str, float]
+
+
 class RunSink(Protocol):
     """The three moments a run's results are stored."""
 
     def epoch(self, record: EpochRecord) -> None: ...
     def diverged(self, step: int, diagnostics: dict[str, float]) -> None: ...
-    def complete(
-        self,
-        selected_epoch: int,
-        test: TaskMetrics,
-        val_split: Split,
-        val_probs: np.ndarray,
-        test_split: Split,
-        test_probs: np.ndarray,
-        costs: dict[str, Any],
-        diagnostics: dict[str, float],
-    ) -> None: ...
+    def complete(self, result: RunResult) -> None: ...
 
 
 @dataclass
@@ -77,28 +81,18 @@ class StoreSink:
             s.set_diagnostics(rid, diagnostics)
             s.finish_run(rid, "diverged", diverged_step=step, error="non-finite loss")
 
-    def complete(
-        self,
-        selected_epoch: int,
-        test: TaskMetrics,
-        val_split: Split,
-        val_probs: np.ndarray,
-        test_split: Split,
-        test_probs: np.ndarray,
-        costs: dict[str, Any],
-        diagnostics: dict[str, float],
-    ) -> None:
+    def complete(self, result: RunResult) -> None:
         """The result lands whole or not at all."""
         s, rid = self.store, self.run_id
         with s.transaction(immediate=True):
             s.assert_owner(rid, self.owner)
-            s.add_metrics(rid, "test", selected_epoch, self.tasks, test)
-            s.add_predictions(
-                rid, "val", selected_epoch, val_split.image_ids, val_split.labels, val_probs, val_split.patient_ids
-            )
-            s.add_predictions(
-                rid, "test", selected_epoch, test_split.image_ids, test_split.labels, test_probs, test_split.patient_ids
-            )
-            s.set_costs(rid, costs)
-            s.set_diagnostics(rid, diagnostics)
-            s.finish_run(rid, "complete", selected_epoch=selected_epoch)
+            epoch = result.selected_epoch
+            s.add_metrics(rid, "test", epoch, self.tasks, result.test)
+            for name, split, probs in (
+                ("val", result.val_split, result.val_probs),
+                ("test", result.test_split, result.test_probs),
+            ):
+                s.add_predictions(rid, name, epoch, split.image_ids, split.labels, probs, split.patient_ids)
+            s.set_costs(rid, result.costs)
+            s.set_diagnostics(rid, result.diagnostics)
+            s.finish_run(rid, "complete", selected_epoch=epoch)
