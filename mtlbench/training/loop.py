@@ -24,7 +24,7 @@ from mtlbench.methods.base import EpochStats
 from mtlbench.task_metrics import THRESHOLD, TaskMetrics
 from mtlbench.model import positive_probability
 from mtlbench.training.evaluation import evaluate
-from mtlbench.training.sink import EpochRecord, RunResult, RunSink
+from mtlbench.training.sink import CompletedRun, EpochRecord, RunSink
 from mtlbench.training.state import LoopState, RunParts, checkpoint_payload
 from mtlbench.training.step import epoch_batches, training_step
 
@@ -238,7 +238,7 @@ class RunLoop:
             unreliable_reason=reason,
         )
         self.sink.complete(
-            RunResult(
+            CompletedRun(
                 state.best_epoch,
                 test,
                 self.data.val,

@@ -30,7 +30,7 @@ class EpochRecord:
 
 
 @dataclass(frozen=True)
-class RunResult:
+class CompletedRun:
     """What a finished run stores: test metrics at the selected epoch, both splits' predictions, costs."""
 
     selected_epoch: int
@@ -48,7 +48,7 @@ class RunSink(Protocol):
 
     def epoch(self, record: EpochRecord) -> None: ...
     def diverged(self, step: int, diagnostics: dict[str, float]) -> None: ...
-    def complete(self, result: RunResult) -> None: ...
+    def complete(self, result: CompletedRun) -> None: ...
 
 
 @dataclass
@@ -81,7 +81,7 @@ class StoreSink:
             s.set_diagnostics(rid, diagnostics)
             s.finish_run(rid, "diverged", diverged_step=step, error="non-finite loss")
 
-    def complete(self, result: RunResult) -> None:
+    def complete(self, result: CompletedRun) -> None:
         """The result lands whole or not at all."""
         s, rid = self.store, self.run_id
         with s.transaction(immediate=True):
