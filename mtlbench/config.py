@@ -32,12 +32,14 @@ Precision = Literal["auto", "fp32", "tf32", "bf16"]  # see backend.py
 GradEngine = Literal["auto", "batched", "loop"]  # see grads.py
 Pretrained = Literal["none", "imagenet"]
 Views = Literal["all", "PA", "AP"]
+# official: the dataset's own patient-wise split; random-image: the DeepChest authors' split by image (leaky)
+SplitProtocol = Literal["official", "random-image"]
 # where the data comes from, and `deterministic` (the same math with other kernels, recorded
 # with the run's environment like cuDNN autotuning): not part of a cell's identity
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
-LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False, "loss": "bce", "tasks": ""}
+LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False, "loss": "bce", "tasks": "", "split": "official"}
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
 DATASET_FIELDS: dict[str, tuple[str, ...]] = {"synth_test_images": ("cxr14-synth",)}
@@ -66,6 +68,9 @@ class RunConfig:
     data_seed: int = 0
     val_fraction: float = 0.1
     views: Views = "all"
+    split: SplitProtocol = (
+        "official"  # random-image: images of one patient in training and test (mtlbench/image_split.py)
+    )
     data_fingerprint: str = ""  # filled in from the loaded dataset: new files make new cells
     # training protocol, identical for every method of a sweep
     epochs: int = 3

@@ -181,4 +181,10 @@ def protocol_warnings(config: RunConfig, methods: Sequence[str], method_params: 
             )
             + ": give --epochs ≥ 4 to compare DWA with EW"
         )
+    if config.split == "random-image":
+        warnings.append(
+            "--split random-image is LEAKY by design (the DeepChest authors' split by image): a test image's "
+            "patient may have images in training, so test scores include recognising patients; compare it only "
+            "with the official split's runs on the same test images (the report's leak section)"
+        )
     return warnings

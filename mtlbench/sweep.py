@@ -13,6 +13,7 @@ import torch
 
 from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
+from mtlbench.image_split import random_image_split
 from mtlbench.environment import environment
 from mtlbench.errors import UserError, interrupted_means
 from mtlbench.model import resnet18_trunk
@@ -36,7 +37,10 @@ def load_dataset(config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
     data_dir = Path(config.data_dir).expanduser()
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"--data-dir {data_dir} is not a directory")
-    return loader(data_request(config, data_dir), progress)
+    data = loader(data_request(config, data_dir), progress)
+    if config.split == "random-image":
+        data = random_image_split(data, config.data_seed)
+    return data
 
 
 def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: Any) -> DataRequest:

@@ -134,6 +134,7 @@ class ProtocolSpec:
     data_seed: int = 0  # the labels' and ids' RNG
     store_patients: bool = True  # False: predictions without patient ids (databases before schema 6)
     nih_names: bool = True  # False: image names that encode no patient
+    split_info: dict[str, Any] = field(default_factory=dict)  # the data info's "split" (`--split random-image`)
 
 
 @dataclass
@@ -318,7 +319,8 @@ def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
                 owner,
             )
             rid = claim.run_id
-            store.set_data_info(rid, {"name": spec.dataset, "fingerprint": config.data_fingerprint})
+            info = {"name": spec.dataset, "fingerprint": config.data_fingerprint}
+            store.set_data_info(rid, {**info, "split": spec.split_info} if spec.split_info else info)
             key = (method, seed)
             record.run_ids[key], record.config_json[key] = rid, stored
             kind, source = spec.scores.get(method, DEFAULT_SCORE), method

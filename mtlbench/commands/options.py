@@ -41,6 +41,14 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
         "data",
     ),
     "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)", "data"),
+    "--split": (
+        "split",
+        str,
+        "official = the dataset's patient-wise split; random-image = the DeepChest authors' split by image, "
+        "LEAKY: a test image's patient may have images in training (half the official test images, "
+        "train and val drawn by image from the rest, at the official sizes)",
+        "data",
+    ),
     "--epochs": ("epochs", int, "training epochs", "run"),
     "--batch-size": ("batch_size", int, "training batch size", "run"),
     "--lr": ("lr", float, "learning rate", "run"),

@@ -51,6 +51,7 @@ class Protocol:
     predictions: dict[tuple[int, str], tuple[list[str], np.ndarray, np.ndarray]] = field(repr=False)
     epochs: int = 0
     patients: dict[tuple[int, str], list[str]] = field(default_factory=dict, repr=False)  # stored since schema 6
+    split_info: dict = field(default_factory=dict)  # `--split random-image`'s sizes and leak (image_split.py)
 
     @property
     def dataset(self) -> str:
@@ -248,4 +249,5 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
         predictions,
         int(config.get("epochs", 0)),
         patients,
+        readers.split_info(store, complete),
     )

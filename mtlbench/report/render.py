@@ -17,9 +17,19 @@ import pandas as pd
 from mtlbench.report.figures import FIGURES, caption, render_all
 from mtlbench.report.leaderboard import DEFAULT_MIN_POSITIVES, DEFAULT_REFERENCE, Leaderboard, leaderboard
 from mtlbench.report.load import Protocol, load_protocols
+from mtlbench.report.leak import (
+    RANDOM_IMAGE,
+    LeakComparison,
+    leak_comparisons,
+    leak_summary,
+    leak_table,
+    leak_task_table,
+)
 from mtlbench.report.paper_check import check_claims
 from mtlbench.report.table import column_legend, display_table, per_task_table, table_notes
 from mtlbench.report.tuning import EXPLANATION as TUNING_EXPLANATION, tuning_frame, tuning_table
+
+LEAKY_HEADING = " — LEAKY: split by image (`--split random-image`), a test image's patient may be in training"
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,7 @@ def write_report(
         figures = render_all(protocol, board, out / "figures" / name, advance)
         written += [f for files in figures.values() for f in files]
         blocks += _protocol_blocks(index, protocol, board, table, figures, out, check_claims(board))
+    blocks += _leak_blocks(leak_comparisons(protocols, resamples, min_positives))
     trials = tuning_frame(results, dataset, methods)
     if not trials.empty:
         trials.to_csv(out / "tables" / "tuning.csv", index=False)
@@ -96,7 +107,8 @@ def _protocol_blocks(
         Block(
             "heading",
             f"Protocol {index + 1}: {protocol.dataset}, {c.get('image_size')} px, "
-            f"{c.get('epochs')} epochs, {c.get('precision')}, {c.get('loss', 'bce')} loss (key {protocol.key})",
+            f"{c.get('epochs')} epochs, {c.get('precision')}, {c.get('loss', 'bce')} loss (key {protocol.key})"
+            + (LEAKY_HEADING if c.get("split") == RANDOM_IMAGE else ""),
             2,
         ),
         Block(
@@ -142,6 +154,25 @@ def _protocol_blocks(
     ]
     for name, files in figures.items():
         blocks.append(Block("figure", files[0].relative_to(out), caption(name, board.reference)))
+    return blocks
+
+
+def _leak_blocks(comparisons: list[LeakComparison]) -> list[Block]:
+    """The patient-leak section: one summary, a mean table and a per-task table per random-image protocol."""
+    blocks = []
+    for comparison in comparisons:
+        blocks += [
+            Block("heading", "The patient leak: split by image against split by patient", 2),
+            Block("text", leak_summary(comparison)),
+            Block("table", leak_table(comparison)),
+            Block("heading", "Per task: Δ AUROC, random-image − patient-wise", 3),
+            Block("table", leak_task_table(comparison)),
+            Block(
+                "text",
+                "* Holm-adjusted p < 0.05 over the tasks of the variant; † fewer test positives than --min-positives "
+                "(left out of the means above); — undefined (one class among these test images).",
+            ),
+        ]
     return blocks
 
 

@@ -6,6 +6,7 @@ schema has one home. An empty selection gives an empty frame with the named colu
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +33,18 @@ def finished_runs(store: ResultsStore) -> pd.DataFrame:
     """Every run that is no longer running (complete, failed, diverged, …), by run id."""
     sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE status != 'running' ORDER BY run_id"
     return _frame(store, sql, (), RUN_COLUMNS)
+
+
+def split_info(store: ResultsStore, run_ids: Sequence[int]) -> dict:
+    """How the first of `run_ids` that has one was split, from its stored data provenance (`info["split"]`,
+    set by `--split random-image`); {} for the dataset's own split."""
+    marks, ids = _in(run_ids)
+    rows = store.query(f"SELECT data_json FROM runs WHERE run_id IN ({marks}) ORDER BY run_id", ids)
+    for row in rows:
+        split = json.loads(row["data_json"] or "{}").get("split")
+        if split:
+            return dict(split)
+    return {}
 
 
 def metrics_on_test(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
