@@ -31,6 +31,7 @@ Device = Literal["auto", "cpu", "cuda"]
 Precision = Literal["auto", "fp32", "tf32", "bf16"]  # see backend.py
 GradEngine = Literal["auto", "batched", "loop"]  # see grads.py
 Pretrained = Literal["none", "imagenet"]
+Arch = Literal["resnet18", "resnet50", "densenet121"]  # see model.ARCHS
 Views = Literal["all", "PA", "AP"]
 # official: the dataset's own patient-wise split; random-image: the DeepChest authors' split by image (leaky)
 SplitProtocol = Literal["official", "random-image"]
@@ -39,7 +40,15 @@ SplitProtocol = Literal["official", "random-image"]
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
-LEGACY_VALUES: dict[str, Any] = {"precision": "fp32", "compile": False, "loss": "bce", "tasks": "", "split": "official"}
+LEGACY_VALUES: dict[str, Any] = {
+    "precision": "fp32",
+    "compile": False,
+    "loss": "bce",
+    "tasks": "",
+    "split": "official",
+    "arch": "resnet18",
+    "neck": 0,
+}
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
 DATASET_FIELDS: dict[str, tuple[str, ...]] = {"synth_test_images": ("cxr14-synth",)}
@@ -84,6 +93,8 @@ class RunConfig:
     loss: Loss = "bce"  # the per-task training loss, the same for every method (losses.py)
     tasks: str = ""  # the tasks trained on: "" = all 14; one name = a single-task (STL) baseline run (`run --stl`)
     pretrained: Pretrained = "none"
+    arch: Arch = "resnet18"  # the trunk: resnet18 is the harness of every preset but `authors`
+    neck: int = 0  # > 0: a shared Linear(trunk width → neck) + ReLU before the heads (the DeepChest authors' 512)
     augment: Augment = "none"
     hflip: bool = False  # horizontal flips: off by default (the heart's side carries meaning)
     normalize_mean: float = 0.5
@@ -305,6 +316,7 @@ def validate(config: RunConfig) -> None:
     at_least("synth_images", 50, 112_120)
     at_least("synth_test_images", 50, 112_120)
     at_least("val_fraction", 0.01, 0.5)
+    at_least("neck", 0, 65_536)
     if not config.lr > 0:
         raise UserError(f"--lr must be > 0, got {config.lr}")
     if config.weight_decay < 0:

@@ -16,7 +16,7 @@ from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.image_split import random_image_split
 from mtlbench.environment import environment
 from mtlbench.errors import UserError, interrupted_means
-from mtlbench.model import resnet18_trunk
+from mtlbench.model import trunk
 from mtlbench.plan import STL, SweepPlan, check_methods_fit
 from mtlbench.registry import DATASETS
 from mtlbench.results.store import ResultsStore
@@ -85,7 +85,7 @@ def open_session(base: RunConfig, methods: Sequence[str], results: Path, display
             check_intact(store, hollow_ok=True)  # a complete row without metrics: claim_run trains it again
     env = environment(device)
     if base.pretrained != "none":
-        resnet18_trunk(base.pretrained)  # fail before the sweep if the weights cannot be loaded
+        trunk(base.arch, base.pretrained)  # fail before the sweep if the weights cannot be loaded
     with interrupted_means(DATA_INTERRUPTED):
         data = load_dataset(base, display)
     for line in data.info.get("warnings", []):  # said before any training (stored with each run, too)

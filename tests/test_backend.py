@@ -11,7 +11,7 @@ import torch
 from mtlbench.backend import at_least_float32, autocast, resolve_precision
 from mtlbench.config import LEGACY_VALUES, RunConfig, build_config
 from mtlbench.errors import UserError
-from mtlbench.model import ModelSpec, MultiTaskResNet
+from mtlbench.model import ModelSpec, MultiTaskNet
 from mtlbench.report.load import load_protocols
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
@@ -51,7 +51,7 @@ def test_at_least_float32_upcasts_only_lower_precision() -> None:
 def test_bf16_step_runs_the_model_in_bf16_and_gives_float32_losses() -> None:
     config = replace(build_config("smoke"), device="cpu", precision="bf16", grad_engine="loop")
     torch.manual_seed(0)
-    model = MultiTaskResNet(ModelSpec(len(TASK_NAMES))).train()
+    model = MultiTaskNet(ModelSpec(len(TASK_NAMES))).train()
     x = torch.randn(4, 1, 32, 32)
     y = (torch.rand(4, len(TASK_NAMES)) < 0.3).float()
     with autocast("bf16", CPU):

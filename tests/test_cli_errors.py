@@ -127,7 +127,7 @@ def test_pretrained_weights_unavailable(capsys, tmp_path, monkeypatch):
     monkeypatch.setattr(torchvision.models._api, "load_state_dict_from_url", offline)  # and no network
     code = main(["run", *"--pretrained imagenet --preset smoke --quiet".split(), *_paths(tmp_path)])
     err = capsys.readouterr().err
-    assert code == 2 and "could not load the ImageNet ResNet18 weights" in err and "hub/checkpoints" in err
+    assert code == 2 and "could not load the ImageNet resnet18 weights" in err and "hub/checkpoints" in err
     assert not (tmp_path / "r.sqlite").exists()
 
 

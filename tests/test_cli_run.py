@@ -36,9 +36,7 @@ def test_run_stores_a_complete_run_per_method_and_seed(sweep, capsys):
     rows = con.execute(
         "SELECT method, seed, status, env_json, data_json, config_json FROM runs ORDER BY method, seed"
     ).fetchall()
-    assert [(m, s, st) for m, s, st, *_ in rows] == [
-        (m, s, "complete") for m in METHODS for s in (0, 1)
-    ]
+    assert [(m, s, st) for m, s, st, *_ in rows] == [(m, s, "complete") for m in METHODS for s in (0, 1)]
     for *_, env_json, data_json, config_json in rows:
         env, data, config = json.loads(env_json), json.loads(data_json), json.loads(config_json)
         assert (env["torch"], env["mtlbench"], env["python"]) == (

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from mtlbench.grads import resolve_engine
-from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
+from mtlbench.model import ModelSpec, MultiTaskNet, per_task_losses
 from mtlbench.spaces import space
 
 
@@ -20,7 +20,7 @@ def apply_shared_gradient(need, shared_grad, model, features):
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    model = MultiTaskResNet(ModelSpec(num_tasks=14, head="bce")).double().train()
+    model = MultiTaskNet(ModelSpec(num_tasks=14, head="bce")).double().train()
     x = torch.randn(6, 1, 32, 32, dtype=torch.float64)
     y = (torch.rand(6, 14) < 0.4).double()
     features, logits = model(x)
@@ -75,7 +75,7 @@ def test_channels_last_parameters_keep_the_flat_order_and_their_layout() -> None
     """On CUDA the model is channels_last: the Jacobian's flat order must still be the logical order
     that apply_shared_gradient maps back, and the applied .grad must have the parameter's layout."""
     torch.manual_seed(0)
-    model = MultiTaskResNet(ModelSpec(14, "bce")).double().to(memory_format=torch.channels_last)
+    model = MultiTaskNet(ModelSpec(14, "bce")).double().to(memory_format=torch.channels_last)
     x = torch.randn(4, 1, 32, 32, dtype=torch.float64).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(4, 14) < 0.3).double()
     features, logits = model(x)

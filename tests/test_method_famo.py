@@ -201,7 +201,7 @@ def test_training_steps_equal_the_authors_loop() -> None:
     from dataclasses import replace
 
     from mtlbench.config import build_config
-    from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
+    from mtlbench.model import ModelSpec, MultiTaskNet, per_task_losses
     from mtlbench.tasks import TASK_NAMES
     from mtlbench.training import build_optimizer, training_step
 
@@ -214,9 +214,9 @@ def test_training_steps_equal_the_authors_loop() -> None:
     ]
 
     torch.manual_seed(0)
-    ours = MultiTaskResNet(ModelSpec(14, "bce")).train()
+    ours = MultiTaskNet(ModelSpec(14, "bce")).train()
     torch.manual_seed(0)
-    theirs = MultiTaskResNet(ModelSpec(14, "bce")).train()
+    theirs = MultiTaskNet(ModelSpec(14, "bce")).train()
     method = FAMO(TASK_NAMES)
     optimizer = build_optimizer(config, ours, method)
     for k, (x, y) in enumerate(batches):

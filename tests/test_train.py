@@ -10,7 +10,7 @@ import mtlbench.training.factories as factories_mod
 import mtlbench.training.loop as train_mod
 from mtlbench.config import build_config
 from mtlbench.methods.base import Method, StepContext, StepOutput
-from mtlbench.model import ModelSpec, MultiTaskResNet, per_task_losses
+from mtlbench.model import ModelSpec, MultiTaskNet, per_task_losses
 from mtlbench.registry import METHODS
 from mtlbench.results.store import ResultsStore
 from mtlbench.tasks import TASK_NAMES
@@ -182,14 +182,14 @@ def test_complete_run_stores_metrics_weights_costs(store, toy_bundle):
 def test_frozen_trunk_trains_only_the_heads(store, toy_bundle, monkeypatch):
     """--freeze-trunk: trunk weights and BatchNorm statistics stay at their seeded initial values."""
     kept = {}
-    real = factories_mod.MultiTaskResNet
+    real = factories_mod.MultiTaskNet
 
     class Recording(real):
         def __init__(self, spec):
             super().__init__(spec)
             kept["model"], kept["init"] = self, copy.deepcopy(self.state_dict())
 
-    monkeypatch.setattr(factories_mod, "MultiTaskResNet", Recording)
+    monkeypatch.setattr(factories_mod, "MultiTaskNet", Recording)
     out = train_run(replace(CFG, method="uncertainty", freeze_trunk=True, select="last"), toy_bundle, store, {})
     assert out.status == "complete", out.detail
     final = kept["model"].state_dict()
@@ -215,7 +215,7 @@ def test_heads_get_their_own_loss_gradient_whatever_the_shared_aggregate(toy_bun
             pass
 
     torch.manual_seed(0)
-    model = MultiTaskResNet(ModelSpec(14, "bce")).double().train()
+    model = MultiTaskNet(ModelSpec(14, "bce")).double().train()
     x = torch.randn(8, 1, 32, 32, dtype=torch.float64)
     y = (torch.rand(8, 14) < 0.3).double()
     training_step(
@@ -251,7 +251,7 @@ def test_jacobian_is_freed_before_the_update_and_old_gradients_before_the_jacobi
             return super().step(closure)
 
     torch.manual_seed(0)
-    model = MultiTaskResNet(ModelSpec(14, "bce")).train()
+    model = MultiTaskNet(ModelSpec(14, "bce")).train()
     optimizer = CheckingSGD(model.parameters(), lr=0.01)
     x, y = torch.randn(4, 1, 32, 32), (torch.rand(4, 14) < 0.3).float()
     for step in range(2):

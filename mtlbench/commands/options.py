@@ -77,6 +77,13 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
         "run",
     ),
     "--pretrained": ("pretrained", str, "trunk initialisation", "run"),
+    "--arch": (
+        "arch",
+        str,
+        "the trunk: resnet18 (the harness), resnet50 (the DeepChest authors'), densenet121 (CheXNet's)",
+        "run",
+    ),
+    "--neck": ("neck", int, "width of a shared Linear+ReLU between trunk and heads; 0 = none (authors: 512)", "run"),
     "--select": ("select", str, "model selection on validation", "run"),
     "--grad-engine": (
         "grad_engine",

@@ -12,7 +12,7 @@ from mtlbench import backend, grads
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
 from mtlbench.methods.base import Method
-from mtlbench.model import HarnessModel, ModelSpec, MultiTaskResNet
+from mtlbench.model import HarnessModel, ModelSpec, MultiTaskNet
 from mtlbench.registry import METHODS
 
 
@@ -43,10 +43,10 @@ ModelFactory = Callable[[RunConfig, int, torch.device], HarnessModel]
 """Builds a run's model from its config, its number of tasks and its device (`build_model`'s signature)."""
 
 
-def build_model(config: RunConfig, num_tasks: int, device: torch.device) -> MultiTaskResNet:
+def build_model(config: RunConfig, num_tasks: int, device: torch.device) -> MultiTaskNet:
     """The harness model for `config` on `device`, in the device's fast memory layout."""
-    spec = ModelSpec(num_tasks, config.head, config.pretrained, config.freeze_trunk)
-    model = backend.prepare_model(MultiTaskResNet(spec), device)
+    spec = ModelSpec(num_tasks, config.head, config.pretrained, config.freeze_trunk, config.arch, config.neck)
+    model = backend.prepare_model(MultiTaskNet(spec), device)
     if config.compile:
         model.compile()  # compiles the module's call in place; parameters and state_dict keys unchanged
     return model
