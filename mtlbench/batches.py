@@ -243,9 +243,20 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 
 def eval_batches(
-    split: DeviceSplit, batch_size: int, device: torch.device, mean: float, std: float
+    split: DeviceSplit,
+    batch_size: int,
+    device: torch.device,
+    mean: float,
+    std: float,
+    augment: str = "none",
+    rng: np.random.Generator | None = None,
+    hflip: bool = False,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """All images of a split in order, unaugmented."""
+    """All images of a split in order, unaugmented unless `augment` (`--augment-eval`: the DeepChest authors'
+    evaluation, which applied the training transform to validation and test images, drawn from `rng`)."""
     positions = (np.arange(start, min(start + batch_size, len(split))) for start in range(0, len(split), batch_size))
     for images, labels in _device_batches(split, positions, device):
-        yield prepare_input(to_model_input(images, mean, std)), labels
+        x = to_model_input(images, mean, std)
+        if augment != "none":
+            x = augment_batch(x, augment, rng if rng is not None else np.random.default_rng(0), hflip)
+        yield prepare_input(x), labels

@@ -48,6 +48,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "split": "official",
     "arch": "resnet18",
     "neck": 0,
+    "augment_eval": False,
 }
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
@@ -97,6 +98,7 @@ class RunConfig:
     neck: int = 0  # > 0: a shared Linear(trunk width → neck) + ReLU before the heads (the DeepChest authors' 512)
     augment: Augment = "none"
     hflip: bool = False  # horizontal flips: off by default (the heart's side carries meaning)
+    augment_eval: bool = False  # the DeepChest authors' evaluation: the training augmentation on val and test too
     normalize_mean: float = 0.5
     normalize_std: float = 0.5
     select: Selection = "best-val-auroc"
@@ -324,6 +326,8 @@ def validate(config: RunConfig) -> None:
     if not config.normalize_std > 0:
         raise UserError("normalize_std must be > 0")
     task_subset(config.tasks)
+    if config.augment_eval and config.augment == "none":
+        raise UserError("--augment-eval applies the training augmentation to evaluation: give --augment light or paper")
     if config.loss != "bce" and config.head != "bce":
         raise UserError(f"--loss {config.loss} needs one logit per task: use --head bce (got --head {config.head})")
 

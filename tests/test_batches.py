@@ -33,6 +33,17 @@ def test_eval_batches_are_the_split_in_order_normalized() -> None:
     assert torch.equal(y, torch.from_numpy(split.labels).float())
 
 
+def test_augmented_eval_batches_are_the_training_transform_drawn_from_the_given_rng() -> None:
+    """`--augment-eval`: each batch is `augment_batch` of the plain one, with draws from the rng passed in order."""
+    device_split = DeviceSplit.from_split(store_split(), CPU)
+    plain = [x for x, _ in eval_batches(device_split, 16, CPU, 0.5, 0.5)]
+    rng, expected_rng = np.random.default_rng(7), np.random.default_rng(7)
+    augmented = [x for x, _ in eval_batches(device_split, 16, CPU, 0.5, 0.5, "paper", rng)]
+    for x, p in zip(augmented, plain):
+        assert torch.equal(x, augment_batch(p, "paper", expected_rng))
+        assert not torch.equal(x, p)
+
+
 def test_train_batches_are_a_seeded_permutation_without_augmentation_by_default() -> None:
     split = store_split()
     device_split = DeviceSplit.from_split(split, CPU)

@@ -152,3 +152,18 @@ def test_lite_preset_is_a_real_comparison() -> None:
     assert lite.synth_images >= 6000 and (train // lite.batch_size) * lite.epochs >= 600
     assert len(preset_sweep("lite", None, None)[1].split(",")) == 3
     assert lite.synth_test_images >= build_config("quick").synth_test_images
+
+
+def test_augment_eval_needs_an_augmentation_and_is_hashed_only_when_on():
+    from dataclasses import replace
+
+    import pytest
+
+    from mtlbench.config import build_config
+    from mtlbench.errors import UserError
+
+    with pytest.raises(UserError, match="--augment-eval applies the training augmentation to evaluation"):
+        build_config("smoke", [({"augment_eval": True}, "command line")])
+    on = build_config("smoke", [({"augment_eval": True, "augment": "light"}, "command line")])
+    base = replace(on, augment_eval=False)
+    assert "augment_eval" not in base.hashed_fields() and on.config_hash() != base.config_hash()

@@ -280,3 +280,19 @@ def test_step_timer_times_steps_and_the_method_part_on_cpu():
     assert steps[0] >= 0.03 and steps[1] >= 0.01 and steps[0] > method[0] >= 0.02 and method[1] == 0.0
     assert len(cpu) == 2 and all(0 <= c < 0.01 for c in cpu)  # asleep: wall time passes, CPU time hardly
     assert timer.collect() == ([], [], [])
+
+
+def test_augment_eval_scores_augmented_images_with_the_same_draws_at_every_evaluation(toy_bundle):
+    from mtlbench.batches import DeviceSplit
+    from mtlbench.training.evaluation import evaluate
+
+    cpu = torch.device("cpu")
+    torch.manual_seed(0)
+    model = tiny_model(CFG, 14, cpu)
+    split = DeviceSplit.from_split(toy_bundle.val, cpu)
+    plain = evaluate(model, split, replace(CFG, augment="paper"), cpu)[1]
+    authors = replace(CFG, augment="paper", augment_eval=True)
+    first, again = evaluate(model, split, authors, cpu)[1], evaluate(model, split, authors, cpu)[1]
+    assert (first == again).all() and not (first == plain).all()
+    other_seed = evaluate(model, split, replace(authors, seed=1), cpu)[1]
+    assert not (other_seed == first).all()  # the draws follow the run's seed

@@ -113,6 +113,11 @@ DATA_SWITCHES: dict[str, tuple[str, str]] = {
 }
 RUN_SWITCHES: dict[str, tuple[str, str]] = {
     "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
+    "--augment-eval": (
+        "augment_eval",
+        "apply the training --augment to validation and test images too (the DeepChest authors' evaluation; "
+        "not standard practice: scores are of augmented images)",
+    ),
     "--compile": (
         "compile",
         "torch.compile the model (loss-weighting methods only; the first steps of each run pay the compilation)",

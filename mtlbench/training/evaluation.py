@@ -12,6 +12,8 @@ from mtlbench.task_metrics import TaskMetrics, task_metrics
 from mtlbench.losses import TaskLoss
 from mtlbench.model import HarnessModel, positive_probability
 
+EVAL_AUGMENT_STREAM = 0xE7A1  # `--augment-eval`'s draws: a stream apart from the training order's and augmentation's
+
 
 @torch.no_grad()
 def evaluate(
@@ -22,7 +24,12 @@ def evaluate(
     task_loss = task_loss if task_loss is not None else TaskLoss("bce", config.head)
     model.eval()
     probs, loss_sum = [], torch.zeros(split.labels.shape[1], device=device, dtype=torch.float64)
-    for x, y in eval_batches(split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std):
+    augment = config.augment if config.augment_eval else "none"
+    rng = np.random.default_rng([config.seed, EVAL_AUGMENT_STREAM])  # the same draws at every evaluation
+    batches = eval_batches(
+        split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std, augment, rng, config.hflip
+    )
+    for x, y in batches:
         with backend.autocast(config.precision, device):
             _, logits = model(x)
         logits = backend.at_least_float32(logits)
