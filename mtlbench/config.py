@@ -49,6 +49,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "arch": "resnet18",
     "neck": 0,
     "augment_eval": False,
+    "method_optimizers": "",
 }
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
@@ -87,6 +88,9 @@ class RunConfig:
     batch_size: int = 64
     eval_batch_size: int = 256
     optimizer: Optimizer = "adamw"
+    # "METHOD=OPTIMIZER,…": a method trained with its own optimizer (the DeepChest authors trained their uncertainty
+    # and GradNorm baselines with Adam, EW and DeepChest with RMSprop); shared by the sweep, so one protocol
+    method_optimizers: str = ""
     lr: float = 1e-3
     weight_decay: float = 1e-4
     schedule: Schedule = "cosine"
@@ -113,6 +117,10 @@ class RunConfig:
     cache_dir: str = ""  # image caches; "" = <data root>/mtlbench-cache
     allow_missing: bool = False
     download: bool = False
+
+    def method_optimizer(self) -> str:
+        """The optimizer this run's method trains with: its entry in `method_optimizers`, else `optimizer`."""
+        return parse_method_optimizers(self.method_optimizers).get(self.method, self.optimizer)
 
     def resolved(self) -> dict[str, Any]:
         """Every field, with the method's hyperparameters resolved (defaults included) and the
@@ -198,6 +206,27 @@ def preset_sweep(preset: str, methods: str | None, seeds: str | None) -> tuple[s
         own.get("methods", "core") if methods is None else methods,
         own.get("seeds", "0") if seeds is None else seeds,
     )
+
+
+def parse_method_optimizers(text: str) -> dict[str, str]:
+    """{method: optimizer} of a `--method-optimizers` value "METHOD=OPTIMIZER,…" ("" = none); UserError if malformed."""
+    from mtlbench.hyperparams import all_method_specs  # torch-free
+
+    out: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        method, sep, optimizer = (s.strip() for s in item.partition("="))
+        if not sep or not method or not optimizer:
+            raise UserError(f"--method-optimizers: {item!r} is not METHOD=OPTIMIZER (e.g. uncertainty=adam)")
+        if optimizer not in choices("optimizer"):
+            raise UserError(
+                f"--method-optimizers: unknown optimizer {optimizer!r}; valid: {', '.join(choices('optimizer'))}"
+            )
+        if method not in all_method_specs():
+            raise UserError(f"--method-optimizers: unknown method {method!r}; see `mtlbench list`")
+        if method in out:
+            raise UserError(f"--method-optimizers: {method} is given twice")
+        out[method] = optimizer
+    return out
 
 
 def apply_overrides(config: RunConfig, overrides: dict[str, Any], source: str) -> RunConfig:
@@ -326,6 +355,7 @@ def validate(config: RunConfig) -> None:
     if not config.normalize_std > 0:
         raise UserError("normalize_std must be > 0")
     task_subset(config.tasks)
+    parse_method_optimizers(config.method_optimizers)
     if config.augment_eval and config.augment == "none":
         raise UserError("--augment-eval applies the training augmentation to evaluation: give --augment light or paper")
     if config.loss != "bce" and config.head != "bce":

@@ -167,3 +167,34 @@ def test_augment_eval_needs_an_augmentation_and_is_hashed_only_when_on():
     on = build_config("smoke", [({"augment_eval": True, "augment": "light"}, "command line")])
     base = replace(on, augment_eval=False)
     assert "augment_eval" not in base.hashed_fields() and on.config_hash() != base.config_hash()
+
+
+def test_method_optimizers_give_a_method_its_own_optimizer():
+    from dataclasses import replace
+
+    import pytest
+    import torch
+
+    from mtlbench.config import build_config, parse_method_optimizers
+    from mtlbench.errors import UserError
+    from mtlbench.training.factories import build_method, build_optimizer
+    from tests.tiny_model import tiny_model
+
+    assert parse_method_optimizers(" uncertainty=adam, dwa = sgd ,") == {"uncertainty": "adam", "dwa": "sgd"}
+    assert parse_method_optimizers("") == {}
+    for bad, message in [
+        ("uncertainty", "'uncertainty' is not METHOD=OPTIMIZER"),
+        ("uncertainty=lion", "unknown optimizer 'lion'; valid: adamw, adam, sgd, rmsprop"),
+        ("nosuch=adam", "unknown method 'nosuch'"),
+        ("ew=adam,ew=sgd", "ew is given twice"),
+    ]:
+        with pytest.raises(UserError, match=message):
+            build_config("smoke", [({"method_optimizers": bad}, "command line")])
+    config = build_config("smoke", [({"optimizer": "rmsprop", "method_optimizers": "uncertainty=adam"}, "x")])
+    model = tiny_model(config, 14, torch.device("cpu"))
+    for method, kind in [("ew", torch.optim.RMSprop), ("uncertainty", torch.optim.Adam)]:
+        cell = replace(config, method=method)
+        assert cell.method_optimizer() == kind.__name__.lower()
+        assert type(build_optimizer(cell, model, build_method(cell, tuple(f"t{i}" for i in range(14))))) is kind
+    base = replace(config, method_optimizers="")
+    assert "method_optimizers" not in base.hashed_fields() and config.config_hash() != base.config_hash()

@@ -54,6 +54,13 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
     "--lr": ("lr", float, "learning rate", "run"),
     "--optimizer": ("optimizer", str, "optimizer of the model", "run"),
     "--weight-decay": ("weight_decay", float, "weight decay", "run"),
+    "--method-optimizers": (
+        "method_optimizers",
+        str,
+        "METHOD=OPTIMIZER,… : these methods train with their own optimizer (the DeepChest authors' baselines: "
+        "uncertainty=adam,gradnorm-authors=adam); the rest with --optimizer",
+        "run",
+    ),
     "--schedule": ("schedule", str, "learning-rate schedule (cosine decay to 0, or constant)", "run"),
     "--head": ("head", str, "task heads: bce = one logit per task, ce2 = a 2-class softmax per task", "run"),
     "--tasks": (

@@ -61,15 +61,17 @@ def build_method(config: RunConfig, task_names: tuple[str, ...]) -> Method:
 
 
 def build_optimizer(config: RunConfig, model: torch.nn.Module, method: Method) -> torch.optim.Optimizer:
-    """The sweep's optimizer over the model and the method's own groups (`Method.optimizer_groups`)."""
+    """The run's optimizer (the sweep's, or its method's own from `--method-optimizers`) over the model and the
+    method's own groups (`Method.optimizer_groups`)."""
     trainable = [p for p in model.parameters() if p.requires_grad]
     groups: list[dict[str, Any]] = [{"params": trainable, "weight_decay": config.weight_decay}]
     groups += method.optimizer_groups()
-    if config.optimizer == "adamw":
+    optimizer = config.method_optimizer()
+    if optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=config.lr)
-    if config.optimizer == "adam":
+    if optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr)
-    if config.optimizer == "rmsprop":
+    if optimizer == "rmsprop":
         return torch.optim.RMSprop(groups, lr=config.lr)
     return torch.optim.SGD(groups, lr=config.lr, momentum=0.9, nesterov=True)
 
