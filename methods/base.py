@@ -21,6 +21,9 @@ its class attributes. They are:
 * `reevaluates`: True when the method wants the batch's losses again after the update
   (`after_update`, FAMO's same-batch logit step); the extra forward is counted in its time.
 
+Each step's StepContext also holds the batch's correct predictions per task (`correct`, (T,)), for a
+method whose weights follow training accuracy within an epoch.
+
 Each step the method returns a StepOutput with any of: task weights w (T,) (logged; None for an
 aggregator that has none), an objective to backpropagate (e.g. with a regulariser), or a
 shared gradient (P,) in its space. The trainer backpropagates the objective, else Σ_t w_t L_t;
@@ -63,6 +66,10 @@ class StepContext:
     # The space's tensors themselves (detached), in the order of the columns of `grads`: their
     # shapes unflatten a row, their values are e.g. GradDrop's activations. None for "losses".
     space_tensors: tuple[torch.Tensor, ...] | None = None
+    # (T,) int64 on the losses' device: the batch's correct predictions per task (P(present) > 0.5; with two
+    # logits, their argmax), as the epoch's training accuracy counts them. None where a caller builds the
+    # context without a batch's predictions (tests).
+    correct: torch.Tensor | None = None
 
 
 # Re-evaluation of the step's batch at the updated parameters: the (T,) per-task losses, no graph.

@@ -31,6 +31,7 @@ from mtlbench.methods import excess_mtl  # noqa: F401
 from mtlbench.methods import fairgrad  # noqa: F401
 from mtlbench.methods import config  # noqa: F401
 from mtlbench.methods import gradvac  # noqa: F401
+from mtlbench.methods import gradnorm_authors  # noqa: F401  (what the DeepChest authors called GradNorm)
 from mtlbench.methods import imtl_g  # noqa: F401
 from mtlbench.methods import nash_mtl  # noqa: F401
 from mtlbench.methods import aligned_mtl  # noqa: F401

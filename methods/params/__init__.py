@@ -58,7 +58,12 @@ from mtlbench.methods.params.core import (
     read_task_values,
     stl_accuracies,
 )
-from mtlbench.methods.params.gradient_balancing import GRADIENT_BALANCING_SPECS, FairGradParams, GradVacParams
+from mtlbench.methods.params.gradient_balancing import (
+    GRADIENT_BALANCING_SPECS,
+    FairGradParams,
+    GradNormAuthorsParams,
+    GradVacParams,
+)
 from mtlbench.methods.params.gramian_weighting import GRAMIAN_WEIGHTING_SPECS
 from mtlbench.methods.params.loss_level import LOSS_LEVEL_SPECS, DBMTLParams, ExcessMTLParams, STCHParams
 
@@ -92,6 +97,7 @@ __all__ = [
     "FAMOParams",
     "FairGradParams",
     "GradDropParams",
+    "GradNormAuthorsParams",
     "GradNormParams",
     "GradVacParams",
     "GradientNeed",

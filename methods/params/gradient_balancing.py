@@ -1,4 +1,5 @@
-"""Hyperparameters of the gradient-balancing methods FairGrad, ConFIG (none) and GradVac."""
+"""Hyperparameters of the gradient-balancing methods FairGrad, ConFIG (none), GradVac and the DeepChest authors'
+GradNorm baseline (`gradnorm-authors`)."""
 
 from __future__ import annotations
 
@@ -50,8 +51,38 @@ class GradVacParams:
             raise UserError(f"{method}: beta must be a number in [0, 1], got {self.beta!r}")
 
 
+@dataclass
+class GradNormAuthorsParams:
+    """The constants of the DeepChest authors' GradNorm baseline, as released
+    (youssefkhalil320/DeepChest-MTL@0c45bdd1b24101cd4b333b591a69fdc5853e0929, GradNorm_MTL/).
+
+    α = 0.12: `--alpha` default in train.py line 28 (and `alpha=0.12` in MTLTrainerWithGradNorm.__init__,
+    trainers/mtl_grad_norm_trainer.py line 11); one α is both the exponent of the correct counts
+    (compute_target_gradient_norms, line 45) and the weights' step size (update_task_weights, line 69).
+    initial_weight = 1.0: `self.task_weights = {task: 1.0 ...}` (line 18). min_weight = 1e-6:
+    `max(self.task_weights[task], 1e-6)` (line 70).
+    """
+
+    alpha: float = field(
+        default=0.12, metadata={"note": "exponent of the correct counts and the weights' step size, as theirs"}
+    )
+    initial_weight: float = 1.0
+    min_weight: float = 1e-6
+
+    # ours: a factor of about 2 either side of the released 0.12 (the authors ran only 0.12)
+    search_space: ClassVar[dict[str, tuple]] = {"alpha": (0.06, 0.12, 0.25)}
+
+    def check(self, method: str, task_names: Sequence[str]) -> None:
+        """α, initial_weight and min_weight finite numbers > 0."""
+        if not (positive_number(self.alpha) and positive_number(self.initial_weight)):
+            raise UserError(f"{method}: alpha and initial_weight must be finite numbers > 0")
+        if not positive_number(self.min_weight):
+            raise UserError(f"{method}: min_weight must be a finite number > 0, got {self.min_weight!r}")
+
+
 GRADIENT_BALANCING_SPECS: dict[str, MethodSpec] = {
     "fairgrad": MethodSpec("shared_params", FairGradParams, "none"),
     "config": MethodSpec("shared_params", NoHyperparameters, "none"),
     "gradvac": MethodSpec("shared_params", GradVacParams, "none"),
+    "gradnorm-authors": MethodSpec("shared_params", GradNormAuthorsParams, "none", syncs_host=False),
 }

@@ -21,8 +21,7 @@ from mtlbench.datasets.base import DatasetBundle
 from mtlbench.losses import build_task_loss
 from mtlbench.batches import DeviceSplit
 from mtlbench.methods.base import EpochStats
-from mtlbench.task_metrics import THRESHOLD, TaskMetrics
-from mtlbench.model import positive_probability
+from mtlbench.task_metrics import TaskMetrics
 from mtlbench.training.evaluation import evaluate
 from mtlbench.training.sink import CompletedRun, EpochRecord, RunSink
 from mtlbench.training.state import LoopState, RunParts, checkpoint_payload
@@ -59,19 +58,18 @@ class EpochMeter:
         self.loss_sum, self.correct, self.weight_sum = z(), z(), z()
 
     def add(
-        self, losses: torch.Tensor, probs: torch.Tensor, y: torch.Tensor, weights: torch.Tensor | None, keep_step: bool
+        self, losses: torch.Tensor, correct: torch.Tensor, batch: int, weights: torch.Tensor | None, keep_step: bool
     ) -> None:
         """Accumulate one step's per-task losses, correct predictions and weights (if the method gave any)."""
-        b = y.shape[0]
-        self.loss_sum += losses.detach().double() * b
-        self.correct += ((probs > THRESHOLD) == (y > 0.5)).sum(0).double()
+        self.loss_sum += losses.detach().double() * batch
+        self.correct += correct.double()
         if weights is not None:
             w = weights.detach().double()
             self.weight_sum += w
             self.weighted_steps += 1
             if keep_step:
                 self.step_weights.append(w)
-        self.seen += b
+        self.seen += batch
         self.steps += 1
 
 
@@ -139,7 +137,7 @@ class RunLoop:
             self.bad_step = torch.where(
                 bad & (self.bad_step < 0), torch.full_like(self.bad_step, state.global_step), self.bad_step
             )
-            meter.add(rec.losses, positive_probability(rec.logits, config.head), y, rec.weights, self.per_step_weights)
+            meter.add(rec.losses, rec.correct, y.shape[0], rec.weights, self.per_step_weights)
             self.timer.end()
             state.global_step += 1
             self.reporter.advance_step()

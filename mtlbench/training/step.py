@@ -8,23 +8,31 @@ from typing import Iterator
 import torch
 
 from mtlbench import backend, costs
-from mtlbench.config import RunConfig
+from mtlbench.config import Head, RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.batches import DeviceSplit, eval_batches, train_batches
 from mtlbench.methods.base import Method, StepContext
 from mtlbench.losses import TaskLoss
-from mtlbench.model import HarnessModel
+from mtlbench.model import HarnessModel, positive_probability
+from mtlbench.task_metrics import THRESHOLD
 from mtlbench.training.factories import build_method, build_model, build_optimizer, resolve_runtime
 
 
 @dataclass
 class StepRecord:
     """What one training step produced, detached: per-task losses, float32 logits, the weights used
-    (None for a method without task weights)."""
+    (None for a method without task weights), the batch's correct predictions per task."""
 
     losses: torch.Tensor
     logits: torch.Tensor
     weights: torch.Tensor | None
+    correct: torch.Tensor  # (T,) int64, as in StepContext.correct
+
+
+def correct_predictions(logits: torch.Tensor, targets: torch.Tensor, head: Head) -> torch.Tensor:
+    """Correct predictions per task in a batch, (T,) int64 on the logits' device (no host sync): P(finding
+    present) above the 0.5 threshold (with two logits, their argmax) against the 0/1 targets (B, T)."""
+    return ((positive_probability(logits.detach(), head) > THRESHOLD) == (targets > 0.5)).sum(dim=0)
 
 
 def training_step(
@@ -56,13 +64,14 @@ def training_step(
         features, logits = model(x)
     logits = backend.at_least_float32(logits)  # losses, metrics and methods never see bf16
     losses = task_loss(logits, y)
+    correct = correct_predictions(logits, y, config.head)
 
     space = method.space()
     if timer is not None:
         timer.method_start()
     task_grads = space.per_task_gradients(losses, model, features, config.grad_engine)
     at = tuple(t.detach() for t in space.tensors(model, features)) if space.per_task else None
-    ctx = StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads, space_tensors=at)
+    ctx = StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads, space_tensors=at, correct=correct)
     out = method.step(ctx)
     ctx, task_grads = replace(ctx, grads=None), None  # the (T, P) Jacobian: the method has what it needs from it
     if timer is not None:
@@ -76,7 +85,7 @@ def training_step(
         method.after_update(ctx, lambda: batch_losses(model, x, y, config, device, task_loss))
         if timer is not None:
             timer.method_end()
-    return StepRecord(losses.detach(), logits.detach(), None if out.weights is None else out.weights.detach())
+    return StepRecord(losses.detach(), logits.detach(), None if out.weights is None else out.weights.detach(), correct)
 
 
 @torch.no_grad()
