@@ -24,7 +24,7 @@ import torch
 
 from mtlbench.methods.base import EpochStats, Method, StepContext, StepOutput
 from mtlbench.errors import UserError
-from mtlbench.methods.params import DeepChestParams, read_task_values, stl_accuracies
+from mtlbench.methods.params import DeepChestParams, authors_initial_weights, read_task_values, stl_accuracies
 from mtlbench.registry import register_method
 
 
@@ -50,6 +50,8 @@ def initial_weights(params: DeepChestParams, task_names: Sequence[str]) -> torch
         return torch.tensor(
             read_task_values(params.init_weights_file, task_names, "initial weights"), dtype=torch.float64
         )
+    if params.init == "authors":
+        return torch.tensor(authors_initial_weights(task_names), dtype=torch.float64)
     if params.init == "stl":
         if not params.stl_accuracies:
             raise UserError(

@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 import typing
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 from mtlbench.errors import UserError
 from mtlbench.tasks import task_subset
@@ -174,7 +174,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # train+val images (84 steps per epoch at batch 64, 672 steps), 3 seeds, and the methods whose
     # step costs about what EW's does (PRESET_SWEEPS)
     "lite": dict(image_size=48, synth_images=6000, synth_test_images=12000, epochs=8, batch_size=64),
-    # the DeepChest authors' released chest X-ray training command
+    # the DeepChest authors' hyperparameters on the fair protocol: their released chest X-ray training command's
+    # size, epochs, batch, optimizer, learning rate, heads and augmentation, with the harness's ResNet18, the
+    # dataset's patient-wise split, model selection on validation and unaugmented evaluation
     "paper": dict(
         image_size=128,
         synth_images=8000,
@@ -191,12 +193,40 @@ PRESETS: dict[str, dict[str, Any]] = {
         normalize_std=0.5,
     ),
 }
-
-
-# The sweep a preset runs when --methods / --seeds are not given (otherwise: every method, seed 0).
-PRESET_SWEEPS: dict[str, dict[str, str]] = {
-    "lite": {"methods": "ew,deepchest,uncertainty,dwa,famo", "seeds": "0,1,2"},
+# The DeepChest authors' released protocol, as closely as the harness allows (youssefkhalil320/DeepChest-MTL@0c45bdd:
+# multitask_learning/MTL_training/train.py and README.md "xray", models/xray_resnet.py, Kendal_MTL/train.py,
+# GradNorm_MTL/train.py). Three of its settings are not standard practice and are named where applied: the split
+# by image (leaky: --split random-image), the training augmentation at evaluation (--augment-eval) and the last
+# epoch's model (--select last, no model selection).
+PRESETS["authors"] = {
+    **PRESETS["paper"],
+    "arch": "resnet50",  # XrayResNet(resnet_version="resnet50"), ImageNet weights (pretrained=True)
+    "neck": 512,  # self.fc = nn.Linear(2048, 512), F.relu before the 14 heads
+    "pretrained": "imagenet",
+    "split": "random-image",  # random_split(full_dataset, [80%, 10%, 10%]) over images
+    "augment_eval": True,  # one `transform` (RandomRotation(30), RandomResizedCrop, flip) for the whole dataset
+    "select": "last",  # the model after the last epoch is saved and tested
+    "method_optimizers": "uncertainty=adam,gradnorm-authors=adam",  # optim.Adam in Kendal_MTL and GradNorm_MTL
 }
+
+
+# The sweep a preset runs when --methods / --seeds are not given (otherwise: every method, seed 0), and the
+# method hyperparameters it sets unless --param sets them (only for the methods of the sweep).
+PRESET_SWEEPS: dict[str, dict[str, Any]] = {
+    "lite": {"methods": "ew,deepchest,uncertainty,dwa,famo", "seeds": "0,1,2"},
+    "authors": {
+        "methods": "ew,deepchest,uncertainty,gradnorm-authors",  # the authors' comparison (paper, Table 2)
+        "seeds": "0",
+        # their configs/xray_initial_weights_resnet_config.json; their uncertainty loss exp(−2s)·L + s is ours
+        # with ρ = ½ in the parameter u = 2s (Kendal_MTL/trainers/mtl_kendal_train.py)
+        "params": ("deepchest.init=authors", "uncertainty.regularizer=0.5"),
+    },
+}
+
+
+def preset_params(preset: str, methods: Sequence[str]) -> list[str]:
+    """The preset's `--param` items for the methods of the sweep (given before the user's, which win)."""
+    return [p for p in PRESET_SWEEPS.get(preset, {}).get("params", ()) if p.split(".", 1)[0] in methods]
 
 
 def preset_sweep(preset: str, methods: str | None, seeds: str | None) -> tuple[str, str]:

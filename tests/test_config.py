@@ -22,7 +22,20 @@ def test_presets_apply():
         "ce2",
         "paper",
     )
-    assert set(PRESETS) == {"smoke", "quick", "lite", "paper"}
+    assert set(PRESETS) == {"smoke", "quick", "lite", "paper", "authors"}
+
+
+def test_the_authors_preset_is_paper_on_their_protocol():
+    from mtlbench.config import preset_params, preset_sweep
+
+    authors, paper = build_config("authors"), build_config("paper")
+    differing = {k for k in RunConfig.__dataclass_fields__ if getattr(authors, k) != getattr(paper, k)}
+    assert differing == {"arch", "neck", "pretrained", "split", "augment_eval", "select", "method_optimizers"}
+    assert (authors.arch, authors.neck, authors.split, authors.select) == ("resnet50", 512, "random-image", "last")
+    assert authors.augment_eval and authors.method_optimizers == "uncertainty=adam,gradnorm-authors=adam"
+    assert preset_sweep("authors", None, None) == ("ew,deepchest,uncertainty,gradnorm-authors", "0")
+    assert preset_params("authors", ["ew", "deepchest"]) == ["deepchest.init=authors"]  # only the sweep's methods
+    assert preset_params("quick", ["deepchest"]) == []
 
 
 def test_synthetic_split_sizes_per_preset():
@@ -30,7 +43,13 @@ def test_synthetic_split_sizes_per_preset():
     # they had when synth_images counted all three (a fifth of the patients for test), so only the
     # test split grew; smoke stays CI-sized (its test has too few positives to compare methods)
     sizes = {name: (build_config(name).synth_images, build_config(name).synth_test_images) for name in PRESETS}
-    assert sizes == {"smoke": (320, 80), "quick": (1600, 12_000), "lite": (6000, 12_000), "paper": (8000, 15_000)}
+    assert sizes == {
+        "smoke": (320, 80),
+        "quick": (1600, 12_000),
+        "lite": (6000, 12_000),
+        "paper": (8000, 15_000),
+        "authors": (8000, 15_000),
+    }
     assert (RunConfig().synth_images, RunConfig().synth_test_images) == sizes["quick"]  # `mtlbench run`'s default
 
 

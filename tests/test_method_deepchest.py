@@ -141,6 +141,21 @@ def test_init_stl_starts_from_the_single_task_accuracies():
     assert m.weights_.tolist() == pytest.approx([1.05, 1.25, 1.0, 1.5])
 
 
+def test_init_authors_starts_from_the_authors_released_weights():
+    """configs/xray_initial_weights_resnet_config.json of DeepChest-MTL, verbatim, in the task order asked for."""
+    from mtlbench.tasks import TASK_NAMES
+
+    m = DeepChest(TASK_NAMES, DeepChestParams(init="authors"))
+    released = {"Atelectasis": 1.0102, "Cardiomegaly": 1.00535, "Consolidation": 1.0104, "Edema": 1.009,
+                "Effusion": 1.013, "Emphysema": 1.006, "Fibrosis": 1.00715, "Hernia": 1.00055,
+                "Infiltration": 1.08655, "Mass": 1.025, "Nodule": 1.0277, "Pleural_Thickening": 1.0142,
+                "Pneumonia": 1.0059, "Pneumothorax": 1.0219}  # fmt: skip
+    assert m.weights_.tolist() == [released[t] for t in TASK_NAMES]
+    assert DeepChest(("Hernia", "Mass"), DeepChestParams(init="authors")).weights_.tolist() == [1.00055, 1.025]
+    with pytest.raises(UserError, match="init=authors has weights for the 14 NIH findings only, not a, b, c, d"):
+        DeepChest(TASKS, DeepChestParams(init="authors"))
+
+
 @pytest.mark.parametrize(
     "params, message",
     [
@@ -148,7 +163,8 @@ def test_init_stl_starts_from_the_single_task_accuracies():
         (DeepChestParams(init="stl", stl_accuracies="0.9,0.5"), "needs 4 accuracies in \\[0, 1\\]"),
         (DeepChestParams(init="stl", stl_accuracies="0.9,0.5,1.2,0"), "needs 4 accuracies"),
         (DeepChestParams(init="stl", stl_accuracies="a,b,c,d"), "not a comma-separated list"),
-        (DeepChestParams(init="random"), "unknown init 'random'; valid: constant, stl"),
+        (DeepChestParams(init="random"), "unknown init 'random'; valid: constant, stl, authors"),
+        (DeepChestParams(init="authors", init_weights_file="w.json"), "init=authors takes the initial weights from"),
         (DeepChestParams(init="stl", init_weights_file="w.json"), "init=stl takes the initial weights"),
     ],
 )

@@ -65,3 +65,17 @@ def test_dwa_warns_when_at_most_its_last_epoch_differs_from_ew():
     (line,) = protocol_warnings(replace(quick, epochs=2), ("dwa",), {})
     assert "with --epochs 2 it is EW throughout" in line
     assert protocol_warnings(replace(quick, epochs=4), ("dwa",), {}) == []
+
+
+def test_the_authors_presets_method_settings_apply_unless_param_sets_them():
+    from mtlbench.cli import build_parser
+    from mtlbench.commands.run import plan_from
+
+    def plan(*argv: str):
+        return plan_from(build_parser().parse_args(["run", "--preset", "authors", *argv]))
+
+    default = plan()
+    assert list(default.methods) == ["ew", "deepchest", "uncertainty", "gradnorm-authors"]
+    assert default.method_params == {"deepchest": {"init": "authors"}, "uncertainty": {"regularizer": 0.5}}
+    mine = plan("--param", "deepchest.init=constant", "--methods", "ew,deepchest")
+    assert mine.method_params == {"deepchest": {"init": "constant"}}  # no uncertainty.regularizer: not in the sweep

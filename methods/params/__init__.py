@@ -55,6 +55,7 @@ from mtlbench.methods.params.core import (
     RLWParams,
     Signal,
     UncertaintyParams,
+    authors_initial_weights,
     read_task_values,
     stl_accuracies,
 )
@@ -78,6 +79,7 @@ METHOD_SPECS: dict[str, MethodSpec] = {
 
 __all__ = [
     "CAGRAD_RESCALES",
+    "authors_initial_weights",
     "CORE_SPECS",
     "DEEPCHEST_INITS",
     "DEEPCHEST_SIGNALS",

@@ -4,6 +4,7 @@ CAGrad, GradNorm (EW, PCGrad: none)."""
 from __future__ import annotations
 
 import json
+from importlib import resources
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ MGDA_NORMALIZATIONS = ("none", "l2", "loss", "loss+")
 CAGRAD_RESCALES = ("1+c^2", "1+c", "none")
 GRADNORM_OPTIMIZERS = ("adam", "sgd")
 DEEPCHEST_SIGNALS = ("train-accuracy", "val-accuracy", "train-loss")
-DEEPCHEST_INITS = ("constant", "stl")
+DEEPCHEST_INITS = ("constant", "stl", "authors")
+AUTHORS_INITIAL_WEIGHTS = "deepchest_authors_initial_weights.json"  # shipped beside this module
 # Hyperparameters added after runs were stored, at the value those runs had: left out of a run's identity at that
 # value (config.RunConfig.hashed_fields), and filled in for stored runs that lack them (report.load)
 PARAMS_ADDED_LATER: dict[str, dict[str, object]] = {"deepchest": {"init": "constant", "stl_accuracies": ""}}
@@ -35,7 +37,11 @@ class DeepChestParams:
     init_weights_file: str | None = None  # JSON {task: weight} or a list of T weights
     init_accuracies_file: str | None = None  # JSON {task: single-task accuracy}: w = 1 + (1-acc)/2
     # stl: w = 1 + (1 − acc)/2 from this protocol's single-task runs (`run --stl`), their validation accuracy
-    init: str = field(default="constant", metadata={"note": "constant | stl (from the database's stl runs)"})
+    # authors: the per-task weights the authors' chest X-ray command starts from (1.0006–1.087, shipped as data:
+    # AUTHORS_INITIAL_WEIGHTS)
+    init: str = field(
+        default="constant", metadata={"note": "constant | stl (from the database's stl runs) | authors (their JSON)"}
+    )
     stl_accuracies: str = ""  # with init=stl: the T accuracies, comma-separated, as `mtlbench run` read them
 
     # Ours, around the released constants (1.1, 1.05, 1.5; DeepChest-MTL weighting/dwbstl.py): the
@@ -54,8 +60,9 @@ class DeepChestParams:
             raise UserError(f"{method}: increase_factor and decay_factor must be ≥ 1 and max_weight > 0")
         if self.init not in DEEPCHEST_INITS:
             raise UserError(f"{method}: unknown init {self.init!r}; valid: {', '.join(DEEPCHEST_INITS)}")
-        if self.init == "stl" and (self.init_weights_file or self.init_accuracies_file):
-            raise UserError(f"{method}: init=stl takes the initial weights from the single-task runs: drop the files")
+        if self.init != "constant" and (self.init_weights_file or self.init_accuracies_file):
+            where = "the single-task runs" if self.init == "stl" else "the authors' released JSON"
+            raise UserError(f"{method}: init={self.init} takes the initial weights from {where}: drop the files")
         if self.stl_accuracies:
             stl_accuracies(self.stl_accuracies, task_names, method)
         if self.init_weights_file and self.init_accuracies_file:
@@ -66,6 +73,16 @@ class DeepChestParams:
             acc = read_task_values(self.init_accuracies_file, task_names, "single-task accuracies")
             if any(a < 0 or a > 1 for a in acc):
                 raise UserError(f"{method}: single-task accuracies must lie in [0, 1]")
+
+
+def authors_initial_weights(task_names: Sequence[str]) -> list[float]:
+    """The DeepChest authors' initial weight of each of `task_names` (their released JSON, shipped as data)."""
+    text = resources.files("mtlbench.methods.params").joinpath(AUTHORS_INITIAL_WEIGHTS).read_text(encoding="utf-8")
+    weights = json.loads(text)["initial_weights"]
+    missing = [t for t in task_names if t not in weights]
+    if missing:
+        raise UserError(f"deepchest: init=authors has weights for the 14 NIH findings only, not {', '.join(missing)}")
+    return [float(weights[t]) for t in task_names]
 
 
 def stl_accuracies(text: str, task_names: Sequence[str], method: str = "deepchest") -> list[float]:

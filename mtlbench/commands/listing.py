@@ -71,7 +71,9 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     for n, p in PRESETS.items():
         sweep = PRESET_SWEEPS.get(n, {})
         console.print(
-            f"  {n}: " + ", ".join(f"{k}={v}" for k, v in p.items()) + "".join(f"; {k} {v}" for k, v in sweep.items()),
+            f"  {n}: "
+            + ", ".join(f"{k}={v}" for k, v in p.items())
+            + "".join(f"; {k} {' '.join(v) if isinstance(v, tuple) else v}" for k, v in sweep.items()),
             soft_wrap=True,
             highlight=False,
         )

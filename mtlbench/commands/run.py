@@ -9,7 +9,7 @@ from rich.console import Console
 
 from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
-from mtlbench.config import preset_sweep
+from mtlbench.config import preset_params, preset_sweep
 from mtlbench.errors import UserError, interrupted_means
 from mtlbench.paths import results_path
 from mtlbench.tasks import TASK_NAMES
@@ -60,7 +60,7 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
     if args.stl and base.tasks:
         raise UserError("--stl trains each of the 14 tasks on its own, beside multi-task runs of all 14: drop --tasks")
     check_cell_count(methods, seeds, stl=args.stl)
-    params = parse_method_params(args.param, methods)
+    params = parse_method_params([*preset_params(args.preset, methods), *args.param], methods)
     check_methods_fit(base, methods)
     return SweepPlan(base, methods, seeds, params, stl=args.stl)
 
