@@ -198,6 +198,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 # GradNorm_MTL/train.py). Three of its settings are not standard practice and are named where applied: the split
 # by image (leaky: --split random-image), the training augmentation at evaluation (--augment-eval) and the last
 # epoch's model (--select last, no model selection).
+# optim.Adam in Kendal_MTL/train.py and GradNorm_MTL/train.py (gradnorm too: the ladder's rung before their GradNorm)
+AUTHORS_OPTIMIZERS = "uncertainty=adam,gradnorm=adam,gradnorm-authors=adam"
 PRESETS["authors"] = {
     **PRESETS["paper"],
     "arch": "resnet50",  # XrayResNet(resnet_version="resnet50"), ImageNet weights (pretrained=True)
@@ -206,7 +208,7 @@ PRESETS["authors"] = {
     "split": "random-image",  # random_split(full_dataset, [80%, 10%, 10%]) over images
     "augment_eval": True,  # one `transform` (RandomRotation(30), RandomResizedCrop, flip) for the whole dataset
     "select": "last",  # the model after the last epoch is saved and tested
-    "method_optimizers": "uncertainty=adam,gradnorm-authors=adam",  # optim.Adam in Kendal_MTL and GradNorm_MTL
+    "method_optimizers": AUTHORS_OPTIMIZERS,
 }
 
 

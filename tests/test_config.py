@@ -32,7 +32,7 @@ def test_the_authors_preset_is_paper_on_their_protocol():
     differing = {k for k in RunConfig.__dataclass_fields__ if getattr(authors, k) != getattr(paper, k)}
     assert differing == {"arch", "neck", "pretrained", "split", "augment_eval", "select", "method_optimizers"}
     assert (authors.arch, authors.neck, authors.split, authors.select) == ("resnet50", 512, "random-image", "last")
-    assert authors.augment_eval and authors.method_optimizers == "uncertainty=adam,gradnorm-authors=adam"
+    assert authors.augment_eval and authors.method_optimizers == "uncertainty=adam,gradnorm=adam,gradnorm-authors=adam"
     assert preset_sweep("authors", None, None) == ("ew,deepchest,uncertainty,gradnorm-authors", "0")
     assert preset_params("authors", ["ew", "deepchest"]) == ["deepchest.init=authors"]  # only the sweep's methods
     assert preset_params("quick", ["deepchest"]) == []

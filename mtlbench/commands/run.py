@@ -9,12 +9,14 @@ from rich.console import Console
 
 from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
-from mtlbench.config import preset_params, preset_sweep
+from mtlbench.config import preset_params, preset_sweep, validate
 from mtlbench.errors import UserError, interrupted_means
 from mtlbench.paths import results_path
 from mtlbench.tasks import TASK_NAMES
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from mtlbench.plan import SweepPlan
 
 INTERRUPTED = (
@@ -41,11 +43,48 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "the report joins each seed's runs into one `stl` row and measures Δm%% against it",
     )
     run.add_argument(
+        "--ladder",
+        action="store_true",
+        help="the DeepChest ladder: from these settings (use --preset paper) to the authors' protocol, one of their "
+        "choices added per rung (split, selection, evaluation, optimizers, implementations, backbone), each rung "
+        "with ew, deepchest and their two baselines; the report shows each rung (mtlbench/ladder.py)",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="rerun cells that already have a result (complete, diverged or out of memory)",
     )
     add_quiet(run)
+
+
+def ladder_plans(args: argparse.Namespace) -> list["SweepPlan"]:
+    """One sweep per rung of the ladder (mtlbench/ladder.py), from the settings given; checked (no torch)."""
+    from mtlbench.hyperparams import parse_method_params
+    from mtlbench.ladder import RUNGS, is_rung_zero, rung_configs
+    from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_seeds
+
+    given = [flag for flag, used in (("--methods", args.methods), ("--stl", args.stl), ("--param", args.param)) if used]
+    if given:
+        raise UserError(f"--ladder fixes each rung's methods and their settings: drop {', '.join(given)}")
+    base = config_from(args)
+    if not is_rung_zero(base) or base.tasks:
+        raise UserError(
+            "--ladder starts from the fair protocol and adds the authors' choices itself: drop --split, --select, "
+            "--augment-eval, --method-optimizers and --tasks (and use --preset paper, not authors)"
+        )
+    seeds = parse_seeds(preset_sweep(args.preset, None, args.seeds)[1])
+    plans = []
+    for index, (rung, config) in enumerate(zip(RUNGS, rung_configs(base))):
+        try:
+            validate(config)
+        except UserError as exc:
+            raise UserError(f"--ladder rung {index} ({rung.name}): {exc}") from None
+        check_cell_count(rung.methods(), seeds)
+        items = [f"{m}.{k}={v}" for m, p in rung.method_params().items() for k, v in p.items()]
+        params = parse_method_params(items, rung.methods())
+        check_methods_fit(config, rung.methods())
+        plans.append(SweepPlan(config, rung.methods(), seeds, params))
+    return plans
 
 
 def plan_from(args: argparse.Namespace) -> "SweepPlan":
@@ -67,9 +106,27 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
 
 def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`; exit code 1 when a run failed, diverged or ran out of memory."""
-    plan = plan_from(args)
+    plans = ladder_plans(args) if args.ladder else [plan_from(args)]
     results = results_path(args.results, must_exist=False)
-    # torch from here on
+    if args.ladder:
+        from mtlbench.ladder import RUNGS
+        from mtlbench.model import trunk  # torch from here on
+
+        for plan in plans:  # weights a later rung needs are checked before the first rung trains
+            if plan.base.pretrained != "none":
+                trunk(plan.base.arch, plan.base.pretrained)
+        total = sum(len(p.cells()) for p in plans)
+        console.print(f"mtlbench run --ladder: {len(plans)} rungs, {total} run(s) in all", highlight=False)
+        code = 0
+        for index, (rung, plan) in enumerate(zip(RUNGS, plans)):
+            console.print(f"[bold]rung {index}: {rung.name}[/bold]", highlight=False)
+            code = max(code, run_plan(plan, args, results, console))
+        return code
+    return run_plan(plans[0], args, results, console)
+
+
+def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", console: Console) -> int:
+    """Run one sweep with its header, warnings, progress display and end-of-run table; 1 if a run failed."""
     from mtlbench.plan import protocol_warnings
     from mtlbench.progress import SweepDisplay
     from mtlbench.sweep import run_sweep
@@ -77,10 +134,11 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.training import resolve_runtime
 
     base, methods = plan.base, plan.methods
+    seeds = ",".join(str(s) for s in plan.seeds)
     resolved = resolve_runtime(base)
     console.print(
-        f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {args.seeds}"
-        + (f" + stl × {len(TASK_NAMES)} tasks × seeds {args.seeds}" if plan.stl else "")
+        f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {seeds}"
+        + (f" + stl × {len(TASK_NAMES)} tasks × seeds {seeds}" if plan.stl else "")
         + " "
         f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
         f"{resolved.device}, {resolved.precision}{', compiled' if base.compile else ''}) "

@@ -25,6 +25,7 @@ from mtlbench.report.leak import (
     leak_table,
     leak_task_table,
 )
+from mtlbench.report.ladder import LADDER_EXPLANATION, find_ladders, ladder_table
 from mtlbench.report.paper_check import check_claims
 from mtlbench.report.table import column_legend, display_table, per_task_table, table_notes
 from mtlbench.report.tuning import EXPLANATION as TUNING_EXPLANATION, tuning_frame, tuning_table
@@ -67,9 +68,11 @@ def write_report(
         ),
     ]
     written: list[Path] = []
+    boards: dict[str, Leaderboard] = {}
     for index, protocol in enumerate(protocols):
         name = f"{protocol.dataset}-{protocol.key}"
         board = leaderboard(protocol, protocol.reference_variant(reference), resamples, min_positives)
+        boards[protocol.key] = board
         table = display_table(board)
         advance(1)
         written += _tables(board, table, out / "tables" / f"leaderboard_{name}")
@@ -77,6 +80,16 @@ def write_report(
         written += [f for files in figures.values() for f in files]
         blocks += _protocol_blocks(index, protocol, board, table, figures, out, check_claims(board))
     blocks += _leak_blocks(leak_comparisons(protocols, resamples, min_positives))
+    for rungs in find_ladders(protocols):
+        table = ladder_table(rungs, boards)
+        blocks += [
+            Block("heading", "The DeepChest ladder: from the fair protocol to the authors'", 2),
+            Block("text", LADDER_EXPLANATION),
+            Block("table", table),
+        ]
+        stem = out / "tables" / f"ladder_{rungs[0].key if rungs[0] else 'start'}.csv"
+        table.to_csv(stem, index=False)
+        written.append(stem)
     trials = tuning_frame(results, dataset, methods)
     if not trials.empty:
         trials.to_csv(out / "tables" / "tuning.csv", index=False)
