@@ -134,7 +134,7 @@ class ProtocolSpec:
     data_seed: int = 0  # the labels' and ids' RNG
     store_patients: bool = True  # False: predictions without patient ids (databases before schema 6)
     nih_names: bool = True  # False: image names that encode no patient
-    split_info: dict[str, Any] = field(default_factory=dict)  # the data info's "split" (`--split random-image`)
+    split_info: dict[str, Any] = field(default_factory=dict)  # the data info's "image_split" (`--split random-image`)
 
 
 @dataclass
@@ -320,7 +320,7 @@ def _write(store: ResultsStore, spec: ProtocolSpec) -> ProtocolRecord:
             )
             rid = claim.run_id
             info = {"name": spec.dataset, "fingerprint": config.data_fingerprint}
-            store.set_data_info(rid, {**info, "split": spec.split_info} if spec.split_info else info)
+            store.set_data_info(rid, {**info, "image_split": spec.split_info} if spec.split_info else info)
             key = (method, seed)
             record.run_ids[key], record.config_json[key] = rid, stored
             kind, source = spec.scores.get(method, DEFAULT_SCORE), method

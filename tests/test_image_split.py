@@ -55,7 +55,7 @@ def test_the_split_is_seeded():
 
 def test_the_leaked_fraction_is_the_share_of_test_images_whose_patient_trains():
     leaky = random_image_split(bundle(), 0)
-    info = leaky.info["split"]
+    info = leaky.info["image_split"]
     trained = set(leaky.train.patient_ids)
     expected = np.mean([p in trained for p in leaky.test.patient_ids])
     assert info["leaked_test_fraction"] == pytest.approx(expected)

@@ -36,13 +36,13 @@ def finished_runs(store: ResultsStore) -> pd.DataFrame:
 
 
 def split_info(store: ResultsStore, run_ids: Sequence[int]) -> dict:
-    """How the first of `run_ids` that has one was split, from its stored data provenance (`info["split"]`,
+    """How the first of `run_ids` that has one was split, from its stored data provenance (`info["image_split"]`,
     set by `--split random-image`); {} for the dataset's own split."""
     marks, ids = _in(run_ids)
     rows = store.query(f"SELECT data_json FROM runs WHERE run_id IN ({marks}) ORDER BY run_id", ids)
     for row in rows:
-        split = json.loads(row["data_json"] or "{}").get("split")
-        if split:
+        split = json.loads(row["data_json"] or "{}").get("image_split")
+        if isinstance(split, dict):
             return dict(split)
     return {}
 
