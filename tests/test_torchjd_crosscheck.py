@@ -35,7 +35,8 @@ def test_mgda_is_torchjds_min_norm_point(t, rank, seed):
     converges, and everywhere ours is optimal (the simplex KKT conditions) and no worse than torchjd's."""
     gram = _gramian(t, seed, rank)
     ours, converged = mgda_weights(gram, torch.ones(t, dtype=torch.float64), "none")
-    theirs = jd.MGDAWeighting(epsilon=1e-14, max_iters=100_000)(gram)
+    # for 14 tasks torchjd stops short at any budget, and optimality is the KKT check below: 10,000 iterations there
+    theirs = jd.MGDAWeighting(epsilon=1e-14, max_iters=100_000 if t <= 5 else 10_000)(gram)
     assert converged
     value = float(ours @ gram @ ours)
     assert value <= float(theirs @ gram @ theirs) + 1e-12
