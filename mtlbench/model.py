@@ -31,9 +31,10 @@ ARCHS: dict[str, tuple[str, str, str, int]] = {
 }
 
 
-def trunk(arch: str = "resnet18", pretrained: str = "none") -> nn.Module:
+def trunk(arch: str = "resnet18", pretrained: str = "none", *, otherwise: str = "use --pretrained none") -> nn.Module:
     """A torchvision `arch` without its classifier, taking 1-channel images, giving pooled features
-    (ARCHS' width): ResNet18 is the harness's; ResNet50 the DeepChest authors'; DenseNet-121 CheXNet's."""
+    (ARCHS' width): ResNet18 is the harness's; ResNet50 the DeepChest authors'; DenseNet-121 CheXNet's.
+    Weights that cannot be loaded are a UserError saying where to put them, or to do `otherwise`."""
     if pretrained not in ("none", "imagenet"):
         raise UserError(f"unknown --pretrained {pretrained!r}; valid: none, imagenet")
     if arch not in ARCHS:
@@ -48,7 +49,7 @@ def trunk(arch: str = "resnet18", pretrained: str = "none") -> nn.Module:
             raise UserError(
                 f"--pretrained imagenet: could not load the ImageNet {arch} weights "
                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); put "
-                f"{weights.url.rsplit('/', 1)[-1]} in $TORCH_HOME/hub/checkpoints or use --pretrained none"
+                f"{weights.url.rsplit('/', 1)[-1]} in $TORCH_HOME/hub/checkpoints or {otherwise}"
             ) from None
     else:
         net = getattr(torchvision.models, builder)(weights=None)

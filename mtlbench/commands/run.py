@@ -112,9 +112,16 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         from mtlbench.ladder import RUNGS
         from mtlbench.model import trunk  # torch from here on
 
-        for plan in plans:  # weights a later rung needs are checked before the first rung trains
+        for index, (rung, plan) in enumerate(zip(RUNGS, plans)):  # a later rung's weights, before any training
             if plan.base.pretrained != "none":
-                trunk(plan.base.arch, plan.base.pretrained)
+                try:
+                    trunk(
+                        plan.base.arch,
+                        plan.base.pretrained,
+                        otherwise="run the rungs before it one by one (README: the ladder)",
+                    )
+                except UserError as exc:
+                    raise UserError(f"--ladder rung {index} ({rung.name}): {exc}") from None
         total = sum(len(p.cells()) for p in plans)
         console.print(f"mtlbench run --ladder: {len(plans)} rungs, {total} run(s) in all", highlight=False)
         code = 0
