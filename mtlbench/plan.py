@@ -181,6 +181,15 @@ def protocol_warnings(config: RunConfig, methods: Sequence[str], method_params: 
             )
             + ": give --epochs ≥ 4 to compare DWA with EW"
         )
+    if config.augment_eval:
+        warnings.append(
+            "--augment-eval scores validation and test images after the training augmentation (the DeepChest authors' "
+            "evaluation, not standard practice): its numbers are not comparable with unaugmented evaluation"
+        )
+    if config.select == "last":
+        warnings.append(
+            "--select last: no model selection, the last epoch's model is tested (as the DeepChest authors)"
+        )
     if config.split == "random-image":
         warnings.append(
             "--split random-image is LEAKY by design (the DeepChest authors' split by image): a test image's "

@@ -91,3 +91,9 @@ def test_split_is_hashed_only_when_random_image():
     base = build_config("smoke")
     assert "split" not in base.hashed_fields()  # earlier runs keep their identity
     assert replace(base, split="random-image").config_hash() != base.config_hash()
+
+
+def test_the_authors_other_deviations_are_named_before_the_sweep():
+    lines = protocol_warnings(build_config("authors"), ["ew"], {})
+    assert any(line.startswith("--augment-eval scores validation and test images") for line in lines)
+    assert any(line.startswith("--select last: no model selection") for line in lines)

@@ -93,3 +93,22 @@ def test_a_protocol_that_already_made_an_authors_choice_starts_no_ladder(tmp_pat
     split = {"augment": "paper", "split": "random-image"}
     build_results(tmp_path / "r.sqlite", _spec(split, RUNGS[0].methods()), _spec({**split, "select": "last"}, ("ew",)))
     assert find_ladders(load_protocols(tmp_path / "r.sqlite")) == []
+
+
+def test_the_readmes_rung_by_rung_commands_are_the_ladders_cells():
+    from mtlbench.commands.run import plan_from
+
+    def manual(*argv: str):
+        return plan_from(build_parser().parse_args(["run", "--preset", "paper", *argv]))
+
+    published = ["--methods", "ew,deepchest,uncertainty,gradnorm"]
+    authors = "--split random-image --select last --augment-eval".split()
+    optimizers = ["--method-optimizers", "uncertainty=adam,gradnorm=adam,gradnorm-authors=adam"]
+    released = "--methods ew,deepchest,uncertainty,gradnorm-authors --param deepchest.init=authors".split()
+    released += ["--param", "uncertainty.regularizer=0.5"]
+    commands = [published + authors[: 2 * k - (k == 3)] for k in range(4)]
+    commands += [published + authors + optimizers, released + authors + optimizers]
+    commands.append(commands[-1] + "--arch resnet50 --neck 512 --pretrained imagenet".split())
+    for by_hand, rung in zip(commands, plans("--preset", "paper")):
+        plan = manual(*by_hand)
+        assert (plan.base, plan.methods, plan.method_params) == (rung.base, rung.methods, rung.method_params)
