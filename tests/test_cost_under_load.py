@@ -40,8 +40,7 @@ MAIN = "import sys; from mtlbench.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def _sweep_argv(root: Path, db: Path) -> list[str]:
-    # 400 images: ~22 steps an epoch, enough for a median step that one stray stall does not move 15%
-    extra = ["--seeds", ",".join(map(str, SEEDS)), "--synth-images", "400"]  # the later --synth-images wins
+    extra = ["--seeds", ",".join(map(str, SEEDS)), "--synth-images", "200"]  # the later --synth-images wins
     return [sys.executable, "-c", MAIN, *smoke_sweep(",".join(METHODS), db, root / "data", epochs=EPOCHS, extra=extra)]
 
 
