@@ -220,7 +220,8 @@ PRESET_SWEEPS: dict[str, dict[str, Any]] = {
         "methods": "ew,deepchest,uncertainty,gradnorm-authors",  # the authors' comparison (paper, Table 2)
         "seeds": "0",
         # their configs/xray_initial_weights_resnet_config.json; their uncertainty loss exp(−2s)·L + s is ours
-        # with ρ = ½ in the parameter u = 2s (Kendal_MTL/trainers/mtl_kendal_train.py)
+        # with ρ = ½ in the parameter u = 2s (Kendal_MTL/trainers/mtl_kendal_train.py); the same loss, but Adam
+        # moves our u as fast as theirs moved s, i.e. their s half as fast
         "params": ("deepchest.init=authors", "uncertainty.regularizer=0.5"),
     },
 }
