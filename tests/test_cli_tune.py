@@ -291,3 +291,18 @@ def test_acceptance_command_with_the_real_model(tmp_path) -> None:
         ("final", 1): 4,
     }
     assert _sql(tmp_path, "SELECT COUNT(*) AS n FROM runs WHERE status='complete'")["n"].item() == 12
+
+
+def test_the_authors_presets_method_settings_are_fixed_not_searched():
+    from mtlbench.cli import build_parser
+    from mtlbench.commands.tune import tune_plan_from
+
+    def space(preset: str) -> list[str]:
+        argv = f"tune --preset {preset} --methods uncertainty,ew --trials 2".split()
+        return [d.name for d in tune_plan_from(build_parser().parse_args(argv)).spaces["uncertainty"].dimensions]
+
+    assert space("paper") == ["lr", "weight_decay", "regularizer"]
+    assert space("authors") == ["lr", "weight_decay"]  # regularizer=0.5 is the preset's, fixed
+    argv = "tune --preset authors --methods uncertainty,ew --trials 2".split()
+    trials = tune_plan_from(build_parser().parse_args(argv)).trial_cells("uncertainty")
+    assert [c.method_params for c in trials] == [{"regularizer": 0.5}] * 2

@@ -9,7 +9,7 @@ from rich.console import Console
 
 from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
-from mtlbench.config import load_config_file, preset_sweep
+from mtlbench.config import load_config_file, preset_params, preset_sweep
 from mtlbench.errors import UserError, interrupted_means
 from mtlbench.paths import results_path
 
@@ -75,7 +75,7 @@ def tune_plan_from(args: argparse.Namespace) -> "TunePlan":
     args.methods = preset_sweep(args.preset, args.methods, args.seeds)[0]
     methods = parse_methods(args.methods)
     seeds = parse_seeds(args.seeds)
-    params = parse_method_params(args.param, methods)
+    params = parse_method_params([*preset_params(args.preset, methods), *args.param], methods)  # fixed, not searched
     check_methods_fit(base, methods)
     in_file = load_config_file(args.config) if args.config else {}
     fixed = [name for name in SHARED_SPACE if getattr(args, name, None) is not None or name in in_file]
