@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
-from mtlbench.report.leaderboard import shared_seeds, test_metrics
+from mtlbench.report.leaderboard import difference, shared_seeds, test_metrics
 from mtlbench.report.load import Protocol
 from mtlbench.report.resampled import VariantMetrics
 from mtlbench.report.stats import Difference, bootstrap_difference, holm
@@ -40,10 +40,7 @@ class LeakComparison:
     def mean_difference(self, variant: str, metric: str = "auroc") -> Difference:
         """Random-image − patient-wise of the metric's mean over the eligible tasks, on the shared seeds."""
         leaky, fair = self.metrics[variant]
-        seeds = shared_seeds(leaky, fair)
-        oa, ra = leaky.statistic(metric, seeds)
-        ob, rb = fair.statistic(metric, seeds)
-        return bootstrap_difference(oa - ob, ra - rb)
+        return difference(leaky, fair, metric, shared_seeds(leaky, fair))
 
     def task_differences(self, variant: str, metric: str = "auroc") -> list[Difference]:
         """Per task, random-image − patient-wise, with Holm-adjusted p over the tasks (in `p`)."""
@@ -115,9 +112,10 @@ def _restricted(protocol: Protocol, images: list[str], seeds: set[int]) -> Proto
     """`protocol` with only the runs of `seeds`, their test predictions on `images` (in that order); a run
     whose test predictions miss one of the images is left out."""
     runs = protocol.runs[protocol.runs["seed"].isin(seeds)]
+    kept = set(runs["run_id"])
     predictions, patients = {}, {}
     for (run_id, split), (ids, labels, probs) in protocol.predictions.items():
-        if run_id not in set(runs["run_id"]):
+        if run_id not in kept:
             continue
         rows = list(range(len(ids)))
         if split == "test":
