@@ -1,4 +1,8 @@
-"""The dataset contract: a loader returns three splits of uint8 images and 0/1 labels."""
+"""The dataset contract: a loader returns three splits of uint8 images and 0/1 labels.
+
+Labels are uint8 0/1 where every image has a label for every task (NIH, ChestMNIST, cxr14-synth),
+and float32 0/1 with NaN for a missing label where a dataset leaves some out (CheXpert's blank or
+uncertain findings, a finding PadChest does not label, `--synth-missing`): never a silent 0."""
 
 from __future__ import annotations
 
@@ -36,6 +40,7 @@ class Split:
             raise ValueError(f"labels must be ({n}, T) with T ≥ 1 tasks, got {self.labels.shape}")
         if len(self.image_ids) != n or len(self.patient_ids) != n:
             raise ValueError("image_ids and patient_ids must have one entry per image")
+        check_labels(self.labels)
 
     @classmethod
     def from_images(
@@ -58,6 +63,33 @@ class Split:
         return np.ascontiguousarray(self.pixels[self.rows[positions]])
 
 
+def check_labels(labels: np.ndarray) -> None:
+    """Labels are uint8 in {0, 1}, or float32 in {0, 1, NaN} (NaN: no label); ValueError otherwise."""
+    if labels.dtype == np.uint8:
+        bad = labels > 1
+    elif labels.dtype == np.float32:
+        bad = ~(np.isnan(labels) | (labels == 0) | (labels == 1))
+    else:
+        raise ValueError(f"labels must be uint8 (complete) or float32 with NaN for missing, got {labels.dtype}")
+    if bad.any():
+        raise ValueError("labels must be 0 or 1 (or NaN for a missing label)")
+
+
+def labelled(labels: np.ndarray) -> np.ndarray:
+    """(N, T) bool: which images have a label for which task."""
+    return ~np.isnan(labels) if labels.dtype.kind == "f" else np.ones(labels.shape, bool)
+
+
+def has_missing(labels: np.ndarray) -> bool:
+    """True when some image lacks a label for some task."""
+    return labels.dtype.kind == "f" and bool(np.isnan(labels).any())
+
+
+def positives(labels: np.ndarray) -> np.ndarray:
+    """(T,) positives per task among the labelled images."""
+    return np.nansum(labels, axis=0, dtype=np.int64) if labels.dtype.kind == "f" else labels.sum(axis=0, dtype=np.int64)
+
+
 @dataclass(frozen=True)
 class DatasetBundle:
     """Train/val/test splits plus provenance (`info`) that is stored with every run."""
@@ -77,6 +109,11 @@ class DatasetBundle:
     def splits(self) -> dict[str, Split]:
         """{"train": ..., "val": ..., "test": ...}."""
         return {"train": self.train, "val": self.val, "test": self.test}
+
+    @property
+    def has_missing_labels(self) -> bool:
+        """True when some image of some split lacks a label for some task (the losses are then masked)."""
+        return any(has_missing(split.labels) for split in self.splits().values())
 
     def restricted(self, tasks: tuple[str, ...]) -> DatasetBundle:
         """The same images with only the label columns of `tasks` (in this bundle's task order): what a run

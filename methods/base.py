@@ -22,7 +22,10 @@ its class attributes. They are:
   (`after_update`, FAMO's same-batch logit step); the extra forward is counted in its time.
 
 Each step's StepContext also holds the batch's correct predictions per task (`correct`, (T,)), for a
-method whose weights follow training accuracy within an epoch.
+method whose weights follow training accuracy within an epoch, and, on a dataset with missing labels,
+how many images of the batch have a label per task (`labelled`). A task with no labelled image in the
+batch has a loss of 0 and no gradient that step: a method must not read that 0 as a loss (log, ratio,
+regulariser) nor move that task's state for it (see `StepContext.present`).
 
 Each step the method returns a StepOutput with any of: task weights w (T,) (logged; None for an
 aggregator that has none), an objective to backpropagate (e.g. with a regulariser), or a
@@ -70,6 +73,14 @@ class StepContext:
     # logits, their argmax), as the epoch's training accuracy counts them. None where a caller builds the
     # context without a batch's predictions (tests).
     correct: torch.Tensor | None = None
+    # (T,) int64 on the losses' device: the batch's images that have a label per task, on a dataset with
+    # missing labels; None where every image has every label. A task with 0 has a loss of 0 with no
+    # gradient this step (its weight applies to nothing): see `present`.
+    labelled: torch.Tensor | None = None
+
+    def present(self) -> torch.Tensor | None:
+        """(T,) bool: tasks with at least one labelled image in the batch; None when all are."""
+        return None if self.labelled is None else self.labelled > 0
 
 
 # Re-evaluation of the step's batch at the updated parameters: the (T,) per-task losses, no graph.

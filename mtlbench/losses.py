@@ -15,6 +15,10 @@ Each returns the (T,) per-task mean over the batch; the method weights and combi
   disable_torch_grad_focal_loss=True)`), their ε = 1e-8 under the logarithms.
 
 Losses other than `bce` need one logit per task (`--head bce`).
+
+On a dataset with missing labels (NaN targets) the loss is masked: each task's loss is the mean over
+the batch's images that have a label for it, and 0 (with no gradient) for a task that has none in the
+batch. On a fully labelled dataset the unmasked path runs, bit for bit what it always computed.
 """
 
 from __future__ import annotations
@@ -26,8 +30,10 @@ from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
 from mtlbench.config import Head, Loss
+from mtlbench.datasets.base import labelled as label_mask
+from mtlbench.datasets.base import positives as label_positives
 from mtlbench.errors import UserError
-from mtlbench.model import per_task_losses
+from mtlbench.model import per_image_losses
 
 FOCAL_GAMMA, FOCAL_ALPHA = 2.0, 0.25
 ASL_GAMMA_NEG, ASL_GAMMA_POS, ASL_CLIP, ASL_EPS = 4.0, 0.0, 0.05, 1e-8
@@ -38,28 +44,41 @@ class TaskLoss(nn.Module):
 
     `pos_weight` (T,) is a buffer: it moves with the module and is part of a checkpoint."""
 
-    def __init__(self, kind: Loss = "bce", head: Head = "bce", pos_weight: torch.Tensor | None = None):
+    def __init__(
+        self, kind: Loss = "bce", head: Head = "bce", pos_weight: torch.Tensor | None = None, masked: bool = False
+    ):
         super().__init__()
         if kind != "bce" and head != "bce":
             raise UserError(f"--loss {kind} needs one logit per task: use --head bce (got --head {head})")
         if kind == "pos-weight" and pos_weight is None:
             raise ValueError("pos-weight needs the training split's per-task pos_weight")
-        self.kind, self.head = kind, head
+        self.kind, self.head, self.masked = kind, head, masked
         self.register_buffer("pos_weight", pos_weight if pos_weight is not None else torch.ones(0))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """(T,) per-task means over the batch."""
+        """(T,) per-task means over the batch (over its labelled images, when masked)."""
+        if not self.masked:
+            return self.per_image(logits, targets).mean(dim=0)
+        labelled = ~torch.isnan(targets)
+        per_image = self.per_image(logits, torch.where(labelled, targets, torch.zeros_like(targets)))
+        per_image = torch.where(labelled, per_image, torch.zeros_like(per_image))  # no NaN·0 in the backward
+        return per_image.sum(dim=0) / labelled.sum(dim=0).clamp(min=1)
+
+    def labelled_counts(self, targets: torch.Tensor) -> torch.Tensor | None:
+        """(T,) int64: images of the batch with a label per task; None when the run's labels are complete."""
+        return (~torch.isnan(targets)).sum(dim=0) if self.masked else None
+
+    def per_image(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B, T) loss of each image and task (targets 0/1)."""
         if self.kind == "bce":
-            return per_task_losses(logits, targets, self.head)
+            return per_image_losses(logits, targets, self.head)
         if self.kind == "pos-weight":
-            per_image = F.binary_cross_entropy_with_logits(
+            return F.binary_cross_entropy_with_logits(
                 logits, targets, pos_weight=self.pos_weight.to(logits.dtype), reduction="none"
             )
-        elif self.kind == "focal":
-            per_image = sigmoid_focal_loss(logits, targets, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="none")
-        else:
-            per_image = asymmetric_loss(logits, targets)
-        return per_image.mean(dim=0)
+        if self.kind == "focal":
+            return sigmoid_focal_loss(logits, targets, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA, reduction="none")
+        return asymmetric_loss(logits, targets)
 
 
 def asymmetric_loss(
@@ -82,18 +101,19 @@ def asymmetric_loss(
 
 
 def positive_weights(train_labels: np.ndarray) -> torch.Tensor:
-    """Per task negatives / positives on the training split (float32, (T,)); a task without positives
-    in training is a one-line UserError (its weight would be infinite)."""
+    """Per task negatives / positives among the training split's labelled images (float32, (T,)); a task
+    without positives in training is a one-line UserError (its weight would be infinite)."""
     labels = np.asarray(train_labels)
-    positives = labels.sum(axis=0)
+    positives, labelled = label_positives(labels), label_mask(labels).sum(axis=0)
     if (positives == 0).any():
         raise UserError(
             "--loss pos-weight: no training positives for task index(es) "
             f"{', '.join(map(str, np.flatnonzero(positives == 0)))}; use more training images or another --loss"
         )
-    return torch.tensor((len(labels) - positives) / positives, dtype=torch.float32)
+    return torch.tensor((labelled - positives) / positives, dtype=torch.float32)
 
 
-def build_task_loss(kind: Loss, head: Head, train_labels: np.ndarray) -> TaskLoss:
-    """The run's TaskLoss; `pos-weight` reads the training split's labels (N, T)."""
-    return TaskLoss(kind, head, positive_weights(train_labels) if kind == "pos-weight" else None)
+def build_task_loss(kind: Loss, head: Head, train_labels: np.ndarray, masked: bool = False) -> TaskLoss:
+    """The run's TaskLoss; `pos-weight` reads the training split's labels (N, T); `masked` when some
+    split of the run's data lacks labels."""
+    return TaskLoss(kind, head, positive_weights(train_labels) if kind == "pos-weight" else None, masked)

@@ -178,13 +178,17 @@ class MultiTaskNet(HarnessModel):
         return features, self.heads(features)
 
 
+def per_image_losses(logits: torch.Tensor, targets: torch.Tensor, head: HeadKind) -> torch.Tensor:
+    """Loss of each image and task, shape (B, T): BCE on one logit or 2-class CE."""
+    if head == "bce":
+        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    b, t, k = logits.shape
+    return F.cross_entropy(logits.reshape(b * t, k), targets.reshape(b * t).long(), reduction="none").view(b, t)
+
+
 def per_task_losses(logits: torch.Tensor, targets: torch.Tensor, head: HeadKind) -> torch.Tensor:
     """Mean loss per task over the batch, shape (T,): BCE on one logit or 2-class CE."""
-    if head == "bce":
-        return F.binary_cross_entropy_with_logits(logits, targets, reduction="none").mean(dim=0)
-    b, t, k = logits.shape
-    ce = F.cross_entropy(logits.reshape(b * t, k), targets.reshape(b * t).long(), reduction="none")
-    return ce.view(b, t).mean(dim=0)
+    return per_image_losses(logits, targets, head).mean(dim=0)
 
 
 def positive_probability(logits: torch.Tensor, head: HeadKind) -> torch.Tensor:

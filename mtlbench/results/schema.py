@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     split TEXT NOT NULL CHECK (split IN ('val','test')),
     epoch INTEGER NOT NULL,  -- the selected epoch
     image_ids BLOB NOT NULL,  -- zlib of the newline-joined image ids, in row order
-    labels BLOB NOT NULL,  -- .npy bytes, (N, T) uint8
+    labels BLOB NOT NULL,  -- .npy bytes, (N, T) uint8 (float32 with NaN where labels are missing)
     probs BLOB NOT NULL,  -- .npy bytes, (N, T) float32, P(finding present)
     patient_ids BLOB,  -- zlib of the newline-joined patient ids, in row order (NULL before schema 6)
     PRIMARY KEY (run_id, split)

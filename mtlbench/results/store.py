@@ -311,7 +311,7 @@ class ResultsStore:
                 "INSERT OR REPLACE INTO predictions (run_id, split, epoch, image_ids, labels, probs, patient_ids) "
                 "VALUES (?,?,?,?,?,?,?)",
                 (run_id, split, epoch, zlib.compress("\n".join(map(str, image_ids)).encode()),
-                 _npy(np.asarray(labels, dtype=np.uint8)), _npy(np.asarray(probs, dtype=np.float32)), patients),
+                 _npy(_stored_labels(labels)), _npy(np.asarray(probs, dtype=np.float32)), patients),
             )
 
     def patient_ids(self, run_id: int, split: str) -> list[str] | None:
@@ -401,3 +401,9 @@ class ResultsStore:
     def table_names(self) -> list[str]:
         """The data tables, in export order."""
         return ["runs", "metrics", "weights", "costs", "diagnostics", "tuning"]  # predictions are blobs: not exported
+
+
+def _stored_labels(labels: np.ndarray) -> np.ndarray:
+    """uint8 0/1 labels, or float32 with NaN where a dataset left labels out (kept as they are)."""
+    labels = np.asarray(labels)
+    return labels.astype(np.float32) if labels.dtype.kind == "f" and np.isnan(labels).any() else labels.astype(np.uint8)

@@ -29,11 +29,18 @@ def evaluate(
     batches = eval_batches(
         split, config.eval_batch_size, device, config.normalize_mean, config.normalize_std, augment, rng, config.hflip
     )
+    labelled = torch.zeros_like(loss_sum)
     for x, y in batches:
         with backend.autocast(config.precision, device):
             _, logits = model(x)
         logits = backend.at_least_float32(logits)
-        loss_sum += task_loss(logits, y).double() * y.shape[0]
+        counts = task_loss.labelled_counts(y)
+        loss_sum += task_loss(logits, y).double() * (y.shape[0] if counts is None else counts)
+        labelled += y.shape[0] if counts is None else counts
         probs.append(positive_probability(logits, config.head))
     p = torch.cat(probs).cpu().numpy()
-    return task_metrics(split.labels.numpy(), p, (loss_sum / len(split)).cpu().numpy()), p
+    if task_loss.masked:  # a task without a labelled image in the split has no loss (NaN)
+        loss = (loss_sum / torch.where(labelled > 0, labelled, torch.full_like(labelled, float("nan")))).cpu().numpy()
+    else:
+        loss = (loss_sum / len(split)).cpu().numpy()
+    return task_metrics(split.labels.numpy(), p, loss), p

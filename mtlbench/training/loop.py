@@ -48,6 +48,8 @@ class EpochMeter:
     loss_sum: torch.Tensor = field(init=False)
     correct: torch.Tensor = field(init=False)
     weight_sum: torch.Tensor = field(init=False)
+    labelled: torch.Tensor = field(init=False)  # (T,) images with a label per task
+    unlabelled_steps: torch.Tensor = field(init=False)  # (T,) steps whose batch had no label for the task
     step_weights: list[torch.Tensor] = field(default_factory=list)
     seen: int = 0
     steps: int = 0
@@ -56,12 +58,26 @@ class EpochMeter:
     def __post_init__(self) -> None:
         z = lambda: torch.zeros(self.num_tasks, device=self.device, dtype=torch.float64)  # noqa: E731
         self.loss_sum, self.correct, self.weight_sum = z(), z(), z()
+        self.labelled, self.unlabelled_steps = z(), z()
 
     def add(
-        self, losses: torch.Tensor, correct: torch.Tensor, batch: int, weights: torch.Tensor | None, keep_step: bool
+        self,
+        losses: torch.Tensor,
+        correct: torch.Tensor,
+        batch: int,
+        weights: torch.Tensor | None,
+        keep_step: bool,
+        labelled: torch.Tensor | None = None,
     ) -> None:
-        """Accumulate one step's per-task losses, correct predictions and weights (if the method gave any)."""
-        self.loss_sum += losses.detach().double() * batch
+        """Accumulate one step's per-task losses, correct predictions and weights (if the method gave any);
+        `labelled` (T,) the batch's labelled images per task where labels can be missing."""
+        if labelled is None:
+            self.loss_sum += losses.detach().double() * batch
+            self.labelled += batch
+        else:
+            self.loss_sum += losses.detach().double() * labelled
+            self.labelled += labelled
+            self.unlabelled_steps += labelled == 0
         self.correct += correct.double()
         if weights is not None:
             w = weights.detach().double()
@@ -71,6 +87,14 @@ class EpochMeter:
                 self.step_weights.append(w)
         self.seen += batch
         self.steps += 1
+
+    def train_means(self) -> tuple[np.ndarray, np.ndarray]:
+        """The epoch's per-task mean training loss and accuracy over the images labelled for each task
+        (NaN for a task that had none)."""
+        if not bool((self.labelled < self.seen).any()):  # every image labelled: the sums divide by `seen`
+            return (self.loss_sum / self.seen).cpu().numpy(), (self.correct / self.seen).cpu().numpy()
+        n = torch.where(self.labelled > 0, self.labelled, torch.full_like(self.labelled, float("nan")))
+        return (self.loss_sum / n).cpu().numpy(), (self.correct / n).cpu().numpy()
 
 
 @dataclass
@@ -97,7 +121,9 @@ class RunLoop:
         self.bad_step = torch.full((), -1, dtype=torch.long, device=device)  # first non-finite step, on the device
         self.per_step_weights = self.parts.method.weights_changed_per_step()
         self.parts.method.bind_training_labels(torch.from_numpy(self.data.train.labels))
-        self.task_loss = build_task_loss(self.config.loss, self.config.head, self.data.train.labels).to(device)
+        self.task_loss = build_task_loss(
+            self.config.loss, self.config.head, self.data.train.labels, self.data.has_missing_labels
+        ).to(device)
 
     def run(self) -> int | None:
         """Train the remaining epochs; the step of a non-finite loss (then the run is over), else None."""
@@ -105,7 +131,7 @@ class RunLoop:
             meter = self.train_epoch(epoch)
             diverged_at = first_bad_step(self.bad_step)
             if diverged_at is not None:
-                self.sink.diverged(diverged_at, self.parts.method.diagnostics())
+                self.sink.diverged(diverged_at, self.diagnostics())
                 return diverged_at
             self.close_epoch(epoch, meter)
         return None
@@ -137,7 +163,7 @@ class RunLoop:
             self.bad_step = torch.where(
                 bad & (self.bad_step < 0), torch.full_like(self.bad_step, state.global_step), self.bad_step
             )
-            meter.add(rec.losses, rec.correct, y.shape[0], rec.weights, self.per_step_weights)
+            meter.add(rec.losses, rec.correct, y.shape[0], rec.weights, self.per_step_weights, rec.labelled)
             self.timer.end()
             state.global_step += 1
             self.reporter.advance_step()
@@ -156,8 +182,8 @@ class RunLoop:
     def close_epoch(self, epoch: int, meter: EpochMeter) -> None:
         """Validate, store the epoch, select the model, tell the method, and checkpoint."""
         config, parts, state, device = self.config, self.parts, self.state, self.parts.device
-        train_loss = (meter.loss_sum / meter.seen).cpu().numpy()
-        train_acc = (meter.correct / meter.seen).cpu().numpy()
+        train_loss, train_acc = meter.train_means()
+        state.unlabelled_task_steps += int(meter.unlabelled_steps.sum().item())
         t_eval = costs.now(device)
         val, val_probs = evaluate(parts.model, self.val_split, config, device, self.task_loss)
         state.eval_s += costs.now(device) - t_eval
@@ -244,10 +270,17 @@ class RunLoop:
                 self.data.test,
                 test_probs,
                 run_costs,
-                parts.method.diagnostics(),
+                self.diagnostics(),
             )
         )
         return test, wall_s, cuda_mb, rss_mb
+
+    def diagnostics(self) -> dict[str, float]:
+        """The method's counters, plus (where labels can be missing) the task-steps that had no label."""
+        counters = dict(self.parts.method.diagnostics())
+        if self.data.has_missing_labels:
+            counters["unlabelled_task_steps"] = float(self.state.unlabelled_task_steps)
+        return counters
 
     def wall_s(self) -> float:
         """Wall time of the run: earlier attempts up to their last checkpoint, plus this one."""

@@ -43,6 +43,7 @@ class LoopState:
     best_epoch: int = -1
     best_state: dict[str, torch.Tensor] | None = None
     best_val_probs: torch.Tensor | None = None
+    unlabelled_task_steps: int = 0  # (task, step) pairs whose batch had no label for the task
 
 
 @dataclass

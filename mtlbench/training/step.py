@@ -27,12 +27,17 @@ class StepRecord:
     logits: torch.Tensor
     weights: torch.Tensor | None
     correct: torch.Tensor  # (T,) int64, as in StepContext.correct
+    labelled: torch.Tensor | None = None  # (T,) int64, as in StepContext.labelled
 
 
 def correct_predictions(logits: torch.Tensor, targets: torch.Tensor, head: Head) -> torch.Tensor:
     """Correct predictions per task in a batch, (T,) int64 on the logits' device (no host sync): P(finding
-    present) above the 0.5 threshold (with two logits, their argmax) against the 0/1 targets (B, T)."""
-    return ((positive_probability(logits.detach(), head) > THRESHOLD) == (targets > 0.5)).sum(dim=0)
+    present) above the 0.5 threshold (with two logits, their argmax) against the 0/1 targets (B, T); an
+    image without a label for a task (NaN) is neither correct nor wrong."""
+    hits = (positive_probability(logits.detach(), head) > THRESHOLD) == (targets > 0.5)
+    if targets.is_floating_point():
+        hits &= ~torch.isnan(targets)
+    return hits.sum(dim=0)
 
 
 def training_step(
@@ -65,13 +70,14 @@ def training_step(
     logits = backend.at_least_float32(logits)  # losses, metrics and methods never see bf16
     losses = task_loss(logits, y)
     correct = correct_predictions(logits, y, config.head)
+    labelled = task_loss.labelled_counts(y)
 
     space = method.space()
     if timer is not None:
         timer.method_start()
     task_grads = space.per_task_gradients(losses, model, features, config.grad_engine)
     at = tuple(t.detach() for t in space.tensors(model, features)) if space.per_task else None
-    ctx = StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads, space_tensors=at, correct=correct)
+    ctx = StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads, space_tensors=at, correct=correct, labelled=labelled)
     out = method.step(ctx)
     ctx, task_grads = replace(ctx, grads=None), None  # the (T, P) Jacobian: the method has what it needs from it
     if timer is not None:
@@ -85,7 +91,8 @@ def training_step(
         method.after_update(ctx, lambda: batch_losses(model, x, y, config, device, task_loss))
         if timer is not None:
             timer.method_end()
-    return StepRecord(losses.detach(), logits.detach(), None if out.weights is None else out.weights.detach(), correct)
+    weights = None if out.weights is None else out.weights.detach()
+    return StepRecord(losses.detach(), logits.detach(), weights, correct, labelled)
 
 
 @torch.no_grad()
