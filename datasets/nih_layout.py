@@ -42,7 +42,7 @@ TRAIN_VAL_LIST = "train_val_list.txt"
 TEST_LIST = "test_list.txt"
 CACHE_DIR = "mtlbench-cache"
 NO_FINDING = "No Finding"
-VIEWS: tuple[str, ...] = ("all", "PA", "AP")
+VIEWS: tuple[str, ...] = ("all", "frontal", "PA", "AP")
 SPLIT_NAMES: tuple[str, ...] = ("train", "val", "test")
 PROCESS_POOL_BYTES = 64 << 20  # sources larger than this are decoded by worker processes
 
@@ -102,9 +102,9 @@ def read_nih_layout(
     all_listed = np.concatenate([train_val_rows, test_rows])
     source = PngSource.of(name, sorted(n for n in names[all_listed] if n in found.files), found)
     cache = ensure_cache(source, request.image_size, Path(cache_root), progress, build=request.build_cache)
-    split_rows, unreadable = _drop_unreadable(present, names, cache)
+    split_rows, unreadable = drop_unreadable(present, names, cache)
     if sum(len(v) for v in unreadable.values()) and not request.allow_missing:
-        raise UserError(_unreadable_message(name, unreadable, cache))
+        raise UserError(unreadable_message(name, unreadable, cache))
     cache_row = cache.row_of()
     splits = {
         k: Split(
@@ -311,7 +311,7 @@ def _rows_for(names: list[str], row_of: dict[str, int], list_path: Path, csv_lab
 
 
 def _filter_views(rows: np.ndarray, views: np.ndarray, wanted: str, split: str) -> np.ndarray:
-    if wanted == "all":
+    if wanted in ("all", "frontal"):  # NIH's images are all frontal (PA or AP)
         return rows
     kept = rows[views[rows] == wanted]
     if len(kept) == 0:
@@ -334,7 +334,7 @@ def _missing_message(
     )
 
 
-def _drop_unreadable(
+def drop_unreadable(
     present: dict[str, np.ndarray], names: np.ndarray, cache: ImageCache
 ) -> tuple[dict[str, np.ndarray], dict[str, list[str]]]:
     bad = {str(n) for n, s in zip(cache.names.tolist(), cache.status.tolist()) if s == UNREADABLE}
@@ -346,7 +346,7 @@ def _drop_unreadable(
     return kept, unreadable
 
 
-def _unreadable_message(name: str, unreadable: dict[str, list[str]], cache: ImageCache) -> str:
+def unreadable_message(name: str, unreadable: dict[str, list[str]], cache: ImageCache) -> str:
     files = sorted(n for v in unreadable.values() for n in v)
     shown = "; ".join(f"{n} ({cache.errors.get(n, 'unreadable')})" for n in files[:_NAMES_SHOWN])
     more = f" and {len(files) - _NAMES_SHOWN:,} more" if len(files) > _NAMES_SHOWN else ""

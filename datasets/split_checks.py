@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mtlbench.datasets.base import Split
+from mtlbench.datasets.base import Split, labelled, positives
 from mtlbench.tasks import TASK_NAMES
 
 # what a task without both classes costs, per split
@@ -20,17 +20,39 @@ CONSEQUENCE = {
     "val": "their validation AUROC is undefined: model selection averages the other tasks",
     "test": "their test AUROC cannot be computed: the report shows — for them and averages the other tasks",
 }
+# what a task without any label costs, per split (a dataset that does not label a finding at all)
+UNLABELLED_CONSEQUENCE = {
+    "train": "they never train (no loss, no gradient) and keep their initial heads",
+    "val": "model selection averages the other tasks",
+    "test": "they have no test metrics: the report shows — for them",
+}
 
 
 def one_class_tasks(labels: np.ndarray, tasks: tuple[str, ...] = TASK_NAMES) -> tuple[list[str], list[str]]:
-    """(tasks with no positive, tasks with no negative) among the rows of `labels` (N, T)."""
-    positives = labels.sum(axis=0)
-    return ([t for t, n in zip(tasks, positives) if n == 0], [t for t, n in zip(tasks, positives) if n == len(labels)])
+    """(tasks with no positive, tasks with no negative) among the labelled rows of `labels` (N, T);
+    a task without any label in the split is in neither (see `unlabelled_tasks`)."""
+    pos, n = positives(labels), labelled(labels).sum(axis=0)
+    return (
+        [t for t, p, k in zip(tasks, pos, n) if k and p == 0],
+        [t for t, p, k in zip(tasks, pos, n) if k and p == k],
+    )
+
+
+def unlabelled_tasks(labels: np.ndarray, tasks: tuple[str, ...] = TASK_NAMES) -> list[str]:
+    """Tasks that no row of `labels` (N, T) has a label for (e.g. a finding the dataset does not label)."""
+    return [t for t, k in zip(tasks, labelled(labels).sum(axis=0)) if k == 0]
 
 
 def label_warnings(dataset: str, splits: dict[str, Split], tasks: tuple[str, ...] = TASK_NAMES) -> list[str]:
-    """One line per split in which some task has one class only, naming the tasks; [] when there are none."""
+    """One line per split in which some task has one class only or no label, naming the tasks, and one
+    line for the tasks no split labels (a finding the dataset does not label); [] when there are none."""
+    nowhere = [t for t in tasks if all(t in unlabelled_tasks(s.labels, tasks) for s in splits.values() if len(s))]
     lines = []
+    if nowhere and len(nowhere) < len(tasks):
+        lines.append(
+            f"{dataset} labels {len(tasks) - len(nowhere)} of the {len(tasks)} tasks: {', '.join(nowhere)} have no "
+            "label in any split; they never train (no loss, no gradient) and have no metrics (— in the report)"
+        )
     for name, split in splits.items():
         if not len(split):
             continue
@@ -42,5 +64,11 @@ def label_warnings(dataset: str, splits: dict[str, Split], tasks: tuple[str, ...
             lines.append(
                 f"{dataset}: the {name} split ({len(split):,} images) has {' and '.join(parts)}; "
                 f"{CONSEQUENCE.get(name, 'their AUROC is undefined there')}"
+            )
+        unlabelled = [t for t in unlabelled_tasks(split.labels, tasks) if t not in nowhere]
+        if unlabelled:
+            lines.append(
+                f"{dataset}: the {name} split has no label for {', '.join(unlabelled)}; "
+                f"{UNLABELLED_CONSEQUENCE.get(name, 'they have no metrics there')}"
             )
     return lines

@@ -32,9 +32,12 @@ Precision = Literal["auto", "fp32", "tf32", "bf16"]  # see backend.py
 GradEngine = Literal["auto", "batched", "loop"]  # see grads.py
 Pretrained = Literal["none", "imagenet"]
 Arch = Literal["resnet18", "resnet50", "densenet121"]  # see model.ARCHS
-Views = Literal["all", "PA", "AP"]
+Views = Literal["all", "frontal", "PA", "AP"]  # frontal = PA and AP (NIH has no other)
 # official: the dataset's own patient-wise split; random-image: the DeepChest authors' split by image (leaky)
 SplitProtocol = Literal["official", "random-image"]
+# what an uncertain (−1) label of CheXpert / MIMIC-CXR becomes: missing, negative or positive (the U-Ignore,
+# U-Zeros and U-Ones policies of Irvin et al., "CheXpert", AAAI 2019, section 4)
+Uncertain = Literal["ignore", "zeros", "ones"]
 # where the data comes from, and `deterministic` (the same math with other kernels, recorded
 # with the run's environment like cuDNN autotuning): not part of a cell's identity
 UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
@@ -50,10 +53,14 @@ LEGACY_VALUES: dict[str, Any] = {
     "neck": 0,
     "augment_eval": False,
     "method_optimizers": "",
+    "synth_missing": 0.0,
 }
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
-DATASET_FIELDS: dict[str, tuple[str, ...]] = {"synth_test_images": ("cxr14-synth",)}
+DATASET_FIELDS: dict[str, tuple[str, ...]] = {
+    "synth_test_images": ("cxr14-synth",),
+    "uncertain": ("chexpert", "chexpert-synth", "mimic-cxr"),
+}
 # RunConfig fields a config file cannot set (the sweep fills them per cell), and what sets them
 NOT_FROM_FILE: dict[str, str] = {
     "method": "use --methods",
@@ -82,6 +89,8 @@ class RunConfig:
     split: SplitProtocol = (
         "official"  # random-image: images of one patient in training and test (mtlbench/image_split.py)
     )
+    synth_missing: float = 0.0  # cxr14-synth: this fraction of labels left out, per task and image (seeded)
+    uncertain: Uncertain = "ignore"  # datasets with uncertain (−1) labels: ignore = missing, zeros, ones
     data_fingerprint: str = ""  # filled in from the loaded dataset: new files make new cells
     # training protocol, identical for every method of a sweep
     epochs: int = 3
@@ -380,6 +389,10 @@ def validate(config: RunConfig) -> None:
     at_least("synth_images", 50, 112_120)
     at_least("synth_test_images", 50, 112_120)
     at_least("val_fraction", 0.01, 0.5)
+    if not 0.0 <= config.synth_missing < 1.0:
+        raise UserError(f"--synth-missing must be at least 0 and below 1, got {config.synth_missing}")
+    if config.synth_missing and config.dataset != "cxr14-synth":
+        raise UserError(f"--synth-missing applies to cxr14-synth only, not --dataset {config.dataset}")
     at_least("neck", 0, 65_536)
     if not config.lr > 0:
         raise UserError(f"--lr must be > 0, got {config.lr}")

@@ -82,7 +82,10 @@ METHODS: Registry[Any] = Registry(
 )
 # The catalog's order (the default dataset first), whatever order a process imported the loaders in.
 DATASETS: Registry[Any] = Registry(
-    "dataset", "mtlbench.datasets.catalog", {}, ("cxr14-synth", "nih-cxr14", "chestmnist")
+    "dataset",
+    "mtlbench.datasets.catalog",
+    {},
+    ("cxr14-synth", "nih-cxr14", "chestmnist", "chexpert", "chexpert-synth"),
 )
 
 

@@ -7,13 +7,19 @@ import dataclasses
 import json
 from pathlib import Path
 
+import numpy as np
+
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.datasets.cxr14_synth.params import DATASET_NAME, MAX_SIZE, MIN_IMAGES, MIN_SIZE, generator_params
+from mtlbench.datasets.cxr14_synth.rng import Draws, image_keys
 from mtlbench.datasets.cxr14_synth.writer import SYNTH_JSON, ensure_generated, is_complete
 from mtlbench.datasets.nih_layout import read_nih_layout
 from mtlbench.datasets.nih_tables import TABLE_ROWS
 from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
+
+
+MISSING_SEED = 0x6D155  # `--synth-missing`'s draws: apart from the renderer's streams of the same seed
 
 
 @register_dataset(DATASET_NAME)
@@ -33,7 +39,23 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
         ) from None
     bundle = read_nih_layout(root, request, progress, DATASET_NAME, fix_hint=f"delete {root} to generate it again")
     generator = json.loads((root / SYNTH_JSON).read_text())
-    return dataclasses.replace(bundle, info={**bundle.info, "generator": generator})
+    bundle = dataclasses.replace(bundle, info={**bundle.info, "generator": generator})
+    return leave_out_labels(bundle, request.synth_missing, request.data_seed) if request.synth_missing else bundle
+
+
+def leave_out_labels(bundle: DatasetBundle, fraction: float, seed: int) -> DatasetBundle:
+    """`bundle` with a `fraction` of its labels missing (NaN), drawn per task and image: each a hash of
+    (seed, image name, task), so an image's missing labels do not depend on which split it is in or
+    which other images were drawn (`--synth-missing`)."""
+    splits = {}
+    for name, split in bundle.splits().items():
+        draws = Draws(seed ^ MISSING_SEED, image_keys(split.image_ids))
+        gone = np.column_stack([draws.chance(f"missing.{task}", fraction) for task in bundle.task_names])
+        labels = np.where(gone, np.float32(np.nan), split.labels.astype(np.float32))
+        splits[name] = dataclasses.replace(split, labels=labels)
+    labelled = {k: dict(zip(bundle.task_names, (~np.isnan(s.labels)).sum(axis=0).tolist())) for k, s in splits.items()}
+    info = {**bundle.info, "synth_missing": fraction, "labelled": labelled}
+    return dataclasses.replace(bundle, **splits, info=info)
 
 
 def check_request(request: DataRequest) -> None:
@@ -45,6 +67,8 @@ def check_request(request: DataRequest) -> None:
         raise UserError(
             f"--image-size must be between {MIN_SIZE} and {MAX_SIZE} for cxr14-synth, got {request.image_size}"
         )
+    if not 0.0 <= request.synth_missing < 1.0:
+        raise UserError(f"--synth-missing must be at least 0 and below 1, got {request.synth_missing}")
     if request.data_seed < 0:
         raise UserError(f"--data-seed must be 0 or more, got {request.data_seed}")
 

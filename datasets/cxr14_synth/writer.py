@@ -54,16 +54,16 @@ def ensure_generated(root: Path, count: int, test_count: int, size: int, seed: i
     table = read_nih_table(TABLE_FILE)
     sample = sample_split(count, test_count, seed, table)  # a size its patients cannot give: refused before any folder
     check_replaceable(root)
-    remove_stale_partials(root.parent, f"{root.name}.partial-*", _is_marked_partial)
-    partial = _generate_partial(root, lambda target: write_layout(target, sample, table, size, seed, params, progress))
-    return _move_into_place(partial, root, params)
+    remove_stale_partials(root.parent, f"{root.name}.partial-*", is_marked_partial)
+    partial = generate_partial(root, lambda target: write_layout(target, sample, table, size, seed, params, progress))
+    return move_into_place(partial, root, params)
 
 
-def _is_marked_partial(folder: Path) -> bool:
+def is_marked_partial(folder: Path) -> bool:
     return (folder / PARTIAL_MARKER).is_file()
 
 
-def _generate_partial(root: Path, write: Callable[[Path], None]) -> Path:
+def generate_partial(root: Path, write: Callable[[Path], None], dataset: str = DATASET_NAME) -> Path:
     """A complete dataset, written by `write(folder)`, in this process's scratch folder `<root>.partial-<pid>`,
     marked as the generator's from its first moment; on any failure the scratch folder is deleted."""
     partial = root.with_name(f"{root.name}.partial-{os.getpid()}")
@@ -71,11 +71,11 @@ def _generate_partial(root: Path, write: Callable[[Path], None]) -> Path:
         partial.mkdir(parents=True)  # never an existing folder: one the generator did not mark is not ours
     except FileExistsError:
         raise UserError(
-            f"{partial} is in the way of the {DATASET_NAME} generator and was not written by it; "
+            f"{partial} is in the way of the {dataset} generator and was not written by it; "
             "move it away, or pass --data-dir elsewhere"
         ) from None
     try:
-        (partial / PARTIAL_MARKER).write_text("a cxr14-synth generation in progress; deleted once it is done\n")
+        (partial / PARTIAL_MARKER).write_text(f"a {dataset} generation in progress; deleted once it is done\n")
         write(partial)
         (partial / PARTIAL_MARKER).unlink()
         (partial / COMPLETE_MARKER).write_text("ok\n")
@@ -85,15 +85,18 @@ def _generate_partial(root: Path, write: Callable[[Path], None]) -> Path:
     return partial
 
 
-def _move_into_place(partial: Path, root: Path, params: dict[str, Any]) -> Path:
+def move_into_place(
+    partial: Path, root: Path, params: dict[str, Any], check: Callable[[Path], None] | None = None
+) -> Path:
     """Rename the complete `partial` to `root`, replacing an outdated dataset there if it may be
-    (see `check_replaceable`); `partial` does not survive, whatever happens."""
+    (`check`, default `check_replaceable`, raises if not); `partial` does not survive, whatever happens."""
+    check = check or check_replaceable
     if is_complete(root, params):  # another process finished the same dataset first
         shutil.rmtree(partial, ignore_errors=True)
         return root
     if root.exists():
         try:
-            check_replaceable(root)  # again: files may have been added while generating
+            check(root)  # again: files may have been added while generating
         except UserError:
             shutil.rmtree(partial, ignore_errors=True)
             raise

@@ -10,11 +10,10 @@ from rich.console import Console
 from rich.table import Table
 
 from mtlbench.config import RunConfig
-from mtlbench.datasets.base import DatasetBundle
+from mtlbench.datasets.base import DatasetBundle, has_missing, labelled, positives
 from mtlbench.progress import DataDisplay
 from mtlbench.registry import DATASETS
 from mtlbench.sweep import data_request
-from mtlbench.tasks import TASK_NAMES
 
 
 def prepare(config: RunConfig, console: Console, quiet: bool = False) -> int:
@@ -68,9 +67,15 @@ def prevalence_table(bundle: DatasetBundle) -> Table:
     table.add_column("finding")
     for name, split in splits.items():
         table.add_column(f"{name} (n={len(split):,})", justify="right")
-    positives = {name: split.labels.sum(axis=0) for name, split in splits.items()}
-    for t, task in enumerate(TASK_NAMES):
-        cells = [f"{int(positives[n][t]):,} ({100 * positives[n][t] / max(len(s), 1):.2f}%)" for n, s in splits.items()]
+    pos = {name: positives(split.labels) for name, split in splits.items()}
+    counts = {name: labelled(split.labels).sum(axis=0) for name, split in splits.items()}
+    missing = any(has_missing(split.labels) for split in splits.values())
+    for t, task in enumerate(bundle.task_names):
+        cells = [
+            f"{int(pos[n][t]):,} ({100 * pos[n][t] / max(counts[n][t], 1):.2f}%)"
+            + (f" of {int(counts[n][t]):,} labelled" if missing else "")
+            for n in splits
+        ]
         table.add_row(task, *cells)
     return table
 

@@ -33,6 +33,20 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
         + ")",
         "data",
     ),
+    "--synth-missing": (
+        "synth_missing",
+        float,
+        "cxr14-synth: leave out this fraction of the labels, per task and image (seeded by --data-seed), "
+        "to try methods on missing labels; default 0",
+        "data",
+    ),
+    "--uncertain": (
+        "uncertain",
+        str,
+        "what an uncertain (−1) CheXpert / MIMIC-CXR label becomes: ignore = missing (default), zeros, ones "
+        "(the CheXpert paper's U-Ignore, U-Zeros, U-Ones)",
+        "data",
+    ),
     "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)", "data"),
     "--val-fraction": (
         "val_fraction",
@@ -40,7 +54,7 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
         "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)",
         "data",
     ),
-    "--views": ("views", str, "which X-ray views (nih-cxr14, cxr14-synth)", "data"),
+    "--views": ("views", str, "which X-ray views: all, frontal (PA and AP), PA or AP (chexpert, mimic-cxr and padchest have laterals too)", "data"),
     "--split": (
         "split",
         str,

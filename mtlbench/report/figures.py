@@ -120,7 +120,8 @@ def _reliability(ax: plt.Axes, protocol: Protocol, board: Leaderboard, colours: 
             continue
         labels = np.concatenate([p[1][:, board.eligible].ravel() for p in pooled])
         probs = np.concatenate([p[2][:, board.eligible].ravel() for p in pooled])
-        mean_p, freq, count = reliability_curve(labels, probs)
+        labelled = ~np.isnan(labels.astype(np.float64))  # a missing label is no observation
+        mean_p, freq, count = reliability_curve(labels[labelled], probs[labelled])
         shown = count > 0
         ax.plot(mean_p[shown], freq[shown], marker="o", markersize=3, color=colours[variant], label=variant)
     ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="predicted probability", ylabel="observed frequency")

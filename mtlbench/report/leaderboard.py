@@ -76,6 +76,7 @@ class Leaderboard:
     patients: int = 0
     seeds: tuple[int, ...] = ()
     metrics: dict[str, VariantMetrics] = field(default_factory=dict)  # each variant's resampled test metrics
+    labelled: np.ndarray | None = None  # labelled test images per task, where a dataset leaves labels out
 
     def variants(self) -> list[str]:
         """The variants in leaderboard order."""
@@ -139,7 +140,10 @@ def leaderboard(
     _adjust_and_mark(frame, metrics, reference)
     design = next(iter(metrics.values())).design if metrics else None
     labels = _test_labels(protocol)
-    positives = labels.sum(axis=0) if labels is not None else np.zeros(len(protocol.tasks()))
+    positives = np.nansum(labels, axis=0) if labels is not None else np.zeros(len(protocol.tasks()))
+    labelled = (
+        (~np.isnan(labels)).sum(axis=0) if labels is not None and labels.dtype.kind == "f" else None
+    )  # labelled test images per task, where labels can be missing
     tasks = tuple(protocol.tasks())
     eligible = eligible_tasks(labels, min_positives) if labels is not None else np.zeros(len(positives), bool)
     return Leaderboard(
@@ -155,6 +159,7 @@ def leaderboard(
         design.patients if design else 0,
         design.seeds if design else (),
         metrics,
+        labelled,
     )
 
 

@@ -121,7 +121,10 @@ def _val_accuracy(protocol: Protocol, run_id: int) -> float:
     if stored is None or len(stored[1]) == 0:
         return float("nan")
     _, labels, probs = stored
-    return float(((probs > 0.5) == (labels > 0)).mean(axis=0).mean())
+    labelled = ~np.isnan(labels.astype(np.float64))  # accuracy over each task's labelled images
+    with np.errstate(invalid="ignore", divide="ignore"):
+        per_task = (((probs > 0.5) == (labels > 0)) & labelled).sum(axis=0) / labelled.sum(axis=0)
+    return float(np.nanmean(per_task)) if np.isfinite(per_task).any() else float("nan")
 
 
 def _number(cost: pd.Series | None, column: str) -> float:

@@ -141,8 +141,9 @@ def _protocol_blocks(
         Block("table", per_task_table(board)),
         Block(
             "text",
-            "Seed mean [95% interval over patients and seeds]; the header gives each task's test positives, "
-            f"marked † where fewer than {board.min_positives} (left out of every mean).",
+            "Seed mean [95% interval over patients and seeds]; the header gives each task's test positives"
+            + (" of its labelled test images" if board.labelled is not None else "")
+            + f", marked † where fewer than {board.min_positives} (left out of every mean).",
         ),
     ]
     bad = protocol.runs[protocol.runs["status"] != "complete"]

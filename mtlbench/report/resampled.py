@@ -24,6 +24,8 @@ DELTA_M_METRICS = ("auroc", "ap")  # task performance metrics of Δm% (not the l
 def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> tuple[float, float]:
     """(threshold maximizing F1, threshold maximizing Youden's J) on one task's validation data; 0.5 when
     validation has one class only."""
+    labelled = ~np.isnan(labels) if labels.dtype.kind == "f" else np.ones(len(labels), bool)
+    labels, probs = labels[labelled], probs[labelled]
     if not 0 < labels.sum() < len(labels):
         return 0.5, 0.5
     precision, recall, thresholds = precision_recall_curve(labels, probs)
@@ -36,6 +38,29 @@ def choose_thresholds(labels: np.ndarray, probs: np.ndarray) -> tuple[float, flo
 
 
 def _per_task(
+    labels: np.ndarray, probs: np.ndarray, f1_at: np.ndarray, youden_at: np.ndarray, weights: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every metric per row of `weights` and task, (B, T); a task counts only its labelled images
+    (labels NaN where missing), so a dataset with missing labels goes task by task."""
+    if labels.dtype.kind != "f" or not np.isnan(labels).any():
+        return _per_task_labelled(labels, probs, f1_at, youden_at, weights)
+    per = []
+    w = np.atleast_2d(weights)
+    for i in range(labels.shape[1]):
+        rows = ~np.isnan(labels[:, i])
+        if not rows.any():  # a task the dataset does not label: no metric
+            per.append({m: np.full((w.shape[0], 1), np.nan) for m in METRICS})
+            continue
+        per.append(
+            _per_task_labelled(
+                labels[rows][:, [i]].astype(np.uint8), probs[rows][:, [i]], f1_at[[i]], youden_at[[i]],
+                w[:, rows],
+            )
+        )
+    return {m: np.concatenate([p[m] for p in per], axis=1) for m in METRICS}
+
+
+def _per_task_labelled(
     labels: np.ndarray, probs: np.ndarray, f1_at: np.ndarray, youden_at: np.ndarray, weights: np.ndarray
 ) -> dict[str, np.ndarray]:
     groups = [wm.tie_groups(probs[:, i], labels[:, i], weights) for i in range(labels.shape[1])]

@@ -76,9 +76,12 @@ def holm(pvalues: np.ndarray) -> np.ndarray:
 
 
 def eligible_tasks(labels: np.ndarray, min_positives: int) -> np.ndarray:
-    """Boolean mask of the tasks with at least `min_positives` positives (and one negative) in `labels` (N, T)."""
-    positives = np.asarray(labels).sum(axis=0)
-    return (positives >= min_positives) & (positives < len(labels))
+    """Boolean mask of the tasks with at least `min_positives` positives (and one negative) among the labelled
+    images of `labels` (N, T; NaN where a label is missing)."""
+    labels = np.asarray(labels)
+    labelled = (~np.isnan(labels)).sum(axis=0) if labels.dtype.kind == "f" else len(labels)
+    positives = np.nansum(labels, axis=0) if labels.dtype.kind == "f" else labels.sum(axis=0)
+    return (positives >= max(min_positives, 1)) & (positives < labelled)
 
 
 @dataclass(frozen=True)

@@ -190,8 +190,10 @@ def display_table(board: Leaderboard) -> pd.DataFrame:
 def per_task_table(board: Leaderboard, metric: str = "auroc") -> pd.DataFrame:
     """Variant × task: the metric's seed mean and [95% interval]; ineligible tasks' headers marked †."""
     chosen = board.per_task[board.per_task["metric"] == metric] if not board.per_task.empty else board.per_task
+    labelled = board.labelled if board.labelled is not None else [None] * len(board.tasks)
     headers = {
-        t: f"{t} ({int(n)}{'' if ok else ' †'})" for t, n, ok in zip(board.tasks, board.positives, board.eligible)
+        t: f"{t} ({int(n)}{'' if k is None else f' of {int(k)}'}{'' if ok else ' †'})"
+        for t, n, k, ok in zip(board.tasks, board.positives, labelled, board.eligible)
     }
     rows = []
     for variant in board.variants():
@@ -227,6 +229,11 @@ def table_notes(board: Leaderboard) -> list[str]:
         )
     else:
         notes.append(f"Every task has at least {board.min_positives} test positives; means cover all of them.")
+    if board.labelled is not None:
+        notes.append(
+            "Labels are missing for part of the images: each task is scored on its labelled test images only "
+            "(per task: " + ", ".join(f"{t} {int(k):,}" for t, k in zip(board.tasks, board.labelled)) + ")."
+        )
     seeds = len(board.seeds)
     notes.append(
         f"Intervals: {board.resamples:,} bootstrap resamples of the {board.patients:,} test patients"
