@@ -95,7 +95,7 @@ def read_chexpert_csv(path: Path) -> pd.DataFrame:
         bad = np.flatnonzero((table[column].notna() & ~values.isin([1.0, 0.0, -1.0])).to_numpy())
         if len(bad):
             raise UserError(
-                f"{path} line {bad[0] + 2}: {column} is {table[column].iloc[bad[0]]!r}; CheXpert labels are "
+                f"{path} line {bad[0] + 2}: {column} is {str(table[column].iloc[bad[0]])!r}; CheXpert labels are "
                 f"1.0, 0.0, -1.0 (uncertain) or blank ({len(bad):,} such value(s)); {fix}"
             )
         table[column] = values

@@ -148,3 +148,62 @@ def break_data_entry(root: Path, fault: str, row: int = 3) -> Path:
     else:
         raise ValueError(fault)
     return path
+
+
+CHEXPERT_OBSERVATIONS = (
+    "No Finding", "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema",
+    "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices",
+)  # fmt: skip
+
+
+def chexpert_rows(patients: int, first: int, split: str, folder: str = "CheXpert-v1.0-small", seed: int = 0):
+    """Rows of a CheXpert table in its real format: `patients` patients from patient number `first`, one or
+    two studies each, a frontal view (AP or PA) and now and then a lateral; observations 1.0 / 0.0 / -1.0 /
+    blank at CheXpert-like rates; Path under `folder`/`split`/."""
+    rng = np.random.default_rng([seed, first])
+    rows = []
+    for p in range(first, first + patients):
+        for study in range(1, 2 + p % 2):
+            views = [("view1_frontal.jpg", "Frontal", "AP" if p % 3 else "PA")]
+            if p % 4 == 0:
+                views.append(("view2_lateral.jpg", "Lateral", ""))
+            for name, fl, appa in views:
+                row = {
+                    "Path": f"{folder}/{split}/patient{p:05d}/study{study}/{name}",
+                    "Sex": "Female" if p % 2 else "Male",
+                    "Age": 30 + p % 50,
+                    "Frontal/Lateral": fl,
+                    "AP/PA": appa,
+                }
+                healthy = rng.random() < 0.15
+                for obs in CHEXPERT_OBSERVATIONS:
+                    if obs == "No Finding":
+                        row[obs] = 1.0 if healthy else ""
+                    else:
+                        row[obs] = "" if healthy else rng.choice([1.0, 0.0, -1.0, ""], p=[0.3, 0.2, 0.15, 0.35])
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def write_chexpert_download(root: Path, train_patients: int = 24, valid_patients: int = 6, size: int = 40,
+                            test_patients: int = 0) -> dict[str, pd.DataFrame]:
+    """A CheXpert-v1.0-small folder: train.csv, valid.csv (and test.csv with `test_patients`) in the real
+    columns, and a JPEG per row at patientNNNNN/studyN/viewK_*.jpg. Returns the tables by file name."""
+    tables = {"train.csv": chexpert_rows(train_patients, 1, "train"),
+              "valid.csv": chexpert_rows(valid_patients, 64541, "valid")}
+    if test_patients:
+        tables["test.csv"] = chexpert_rows(test_patients, 64741, "test")
+    rng = np.random.default_rng(7)
+    for name, table in tables.items():
+        table.to_csv(root / name if root.is_dir() else _mkdir(root) / name, index=False)
+        for path in table["Path"]:
+            target = root / Path(*Path(path).parts[1:])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 256, (size, size + 8), dtype=np.uint8), mode="L").save(target, "JPEG")
+    return tables
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -331,3 +331,30 @@ def test_missing_torchxrayvision_data_is_a_user_error(monkeypatch, tmp_path: Pat
     monkeypatch.setattr(writer, "TABLE_FILE", "no_such_table.csv.gz")
     with pytest.raises(UserError, match="torchxrayvision's data folder"):
         loader.load_cxr14_synth(request(tmp_path), no_progress)
+
+
+def test_synth_missing_leaves_out_a_seeded_fraction_of_labels_per_task(tmp_path: Path) -> None:
+    full = loader.load_cxr14_synth(request(tmp_path), no_progress)
+    gappy = loader.load_cxr14_synth(request(tmp_path, synth_missing=0.3), no_progress)
+    labels = np.concatenate([s.labels for s in gappy.splits().values()])
+    complete = np.concatenate([s.labels for s in full.splits().values()])
+    assert labels.dtype == np.float32 and complete.dtype == np.uint8
+    gone = np.isnan(labels)
+    assert 0.25 < gone.mean() < 0.35 and (gone.mean(axis=0) > 0.15).all()  # per task, about 30%
+    assert (labels[~gone] == complete[~gone]).all()  # what is kept is the real label
+    assert gappy.info["synth_missing"] == 0.3
+    assert gappy.info["labelled"]["test"]["Hernia"] == int((~np.isnan(gappy.test.labels[:, -1])).sum())
+    again = loader.leave_out_labels(full, 0.3, 0)
+    assert np.array_equal(np.isnan(again.train.labels), np.isnan(gappy.train.labels))  # seeded
+    # an image's missing labels depend on the image, not on the split's other images
+    alone = loader.leave_out_labels(dataclasses.replace(full, train=full.test), 0.3, 0)
+    assert np.array_equal(np.isnan(alone.train.labels), np.isnan(gappy.test.labels))
+    assert not np.array_equal(np.isnan(loader.leave_out_labels(full, 0.3, 1).train.labels), gone[: len(full.train)])
+
+
+def test_synth_missing_is_part_of_the_run_identity() -> None:
+    base = build_config("smoke")
+    assert dataclasses.replace(base, synth_missing=0.3).config_hash() != base.config_hash()
+    assert "synth_missing" not in base.hashed_fields()  # at 0, earlier runs keep their identity
+    with pytest.raises(UserError, match="cxr14-synth only"):
+        build_config("smoke", [({"synth_missing": 0.3, "dataset": "nih-cxr14"}, "command line")])

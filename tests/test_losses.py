@@ -11,6 +11,7 @@ import torch
 from mtlbench.config import RunConfig, build_config, validate
 from mtlbench.errors import UserError
 from mtlbench.losses import TaskLoss, build_task_loss, positive_weights
+from mtlbench.model import per_task_losses
 
 LOGITS = torch.tensor([[2.0, -1.0, 0.3], [-0.5, 0.2, -3.0], [1.5, 1.0, 0.0], [-2.0, -0.7, 4.0]], dtype=torch.float64)
 TARGETS = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
@@ -95,3 +96,33 @@ def test_each_loss_is_its_own_report_protocol_and_old_runs_count_as_bce():
     assert protocol_key(protocol_config(json.dumps(old), None)) == key
     for loss in ("pos-weight", "focal", "asl"):
         assert protocol_key(protocol_config(json.dumps({**stored, "loss": loss}), None)) != key
+
+
+@pytest.mark.parametrize("kind", ["bce", "pos-weight", "focal", "asl"])
+def test_masked_loss_is_the_mean_over_labelled_images(kind: str) -> None:
+    torch.manual_seed(0)
+    logits = torch.randn(6, 3, requires_grad=True)
+    targets = torch.tensor([[1.0, 0.0, float("nan")]] * 3 + [[float("nan"), 1.0, float("nan")]] * 3)
+    loss = TaskLoss(kind, "bce", torch.tensor([2.0, 0.5, 1.0]) if kind == "pos-weight" else None, masked=True)
+    losses = loss(logits, targets)
+    full = TaskLoss(kind, "bce", loss.pos_weight if kind == "pos-weight" else None)
+    # task 0: the first three images only; task 1: all six; task 2: no label in the batch → 0, no gradient
+    filled = torch.nan_to_num(targets)
+    assert torch.allclose(losses[0], full(logits[:3], filled[:3])[0])
+    assert torch.allclose(losses[1], full(logits, filled)[1])
+    assert losses[2] == 0
+    losses.sum().backward()
+    assert torch.isfinite(logits.grad).all()
+    assert (logits.grad[:, 2] == 0).all() and (logits.grad[3:, 0] == 0).all()
+    assert loss.labelled_counts(targets).tolist() == [3, 6, 0]
+
+
+def test_unmasked_loss_is_unchanged_and_counts_nothing() -> None:
+    logits, targets = torch.randn(5, 4), (torch.rand(5, 4) > 0.5).float()
+    assert torch.equal(TaskLoss("bce", "bce")(logits, targets), per_task_losses(logits, targets, "bce"))
+    assert TaskLoss("bce", "bce").labelled_counts(targets) is None
+
+
+def test_positive_weights_count_labelled_images_only() -> None:
+    labels = np.array([[1, 0], [0, np.nan], [0, 1], [np.nan, 0]], dtype=np.float32)
+    assert positive_weights(labels).tolist() == [2.0, 2.0]  # task 0: 2 negatives / 1 positive; task 1: 2 / 1

@@ -296,3 +296,38 @@ def test_augment_eval_scores_augmented_images_with_the_same_draws_at_every_evalu
     assert (first == again).all() and not (first == plain).all()
     other_seed = evaluate(model, split, replace(authors, seed=1), cpu)[1]
     assert not (other_seed == first).all()  # the draws follow the run's seed
+
+
+def with_missing_labels(bundle, fraction: float = 0.3, seed: int = 0, unlabelled_task: int = 13):
+    """`bundle` with a seeded `fraction` of its labels NaN, and task `unlabelled_task` never labelled."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    splits = {}
+    for name, split in bundle.splits().items():
+        labels = split.labels.astype(np.float32)
+        labels[rng.random(labels.shape) < fraction] = np.nan
+        labels[:, unlabelled_task] = np.nan
+        splits[name] = replace(split, labels=labels)
+    return replace(bundle, **splits)
+
+
+@pytest.mark.parametrize("method", ["deepchest", "dwa", "uncertainty", "mgda"])
+def test_a_run_with_missing_labels_trains_on_labelled_images_only(store, toy_bundle, method):
+    import numpy as np
+
+    data = with_missing_labels(toy_bundle)
+    out = train_run(replace(CFG, method=method), data, store, {"torch": torch.__version__}, model_factory=tiny_model)
+    assert out.status == "complete"
+    diagnostics = {r["name"]: r["value"] for r in store.query("SELECT * FROM diagnostics WHERE run_id=?", (out.run_id,))}
+    steps = CFG.epochs * (len(data.train) // CFG.batch_size)
+    assert diagnostics["unlabelled_task_steps"] >= steps  # task 13 is unlabelled at every step
+    train_sql = "SELECT * FROM metrics WHERE run_id=? AND split='train' AND task=?"
+    train = store.query(train_sql, (out.run_id, TASK_NAMES[13]))
+    assert len(train) == CFG.epochs and all(r["loss"] is None for r in train)  # no labelled image: no mean
+    labelled = store.query(train_sql, (out.run_id, TASK_NAMES[0]))
+    assert all(0 <= r["accuracy"] <= 1 and r["loss"] > 0 for r in labelled)
+    test = {r["task"]: r for r in store.query("SELECT * FROM metrics WHERE run_id=? AND split='test'", (out.run_id,))}
+    assert test[TASK_NAMES[13]]["auroc"] is None and test[TASK_NAMES[0]]["auroc"] is not None
+    _, labels, _ = store.predictions(out.run_id, "test")
+    assert labels.dtype == np.float32 and np.array_equal(np.isnan(labels), np.isnan(data.test.labels))

@@ -53,7 +53,10 @@ def _per_task(
             continue
         per.append(
             _per_task_labelled(
-                labels[rows][:, [i]].astype(np.uint8), probs[rows][:, [i]], f1_at[[i]], youden_at[[i]],
+                labels[rows][:, [i]].astype(np.uint8),
+                probs[rows][:, [i]],
+                f1_at[[i]],
+                youden_at[[i]],
                 w[:, rows],
             )
         )
