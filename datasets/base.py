@@ -100,6 +100,8 @@ class DatasetBundle:
     test: Split
     info: dict[str, Any] = field(default_factory=dict)
     task_names: tuple[str, ...] = TASK_NAMES
+    # other datasets' test splits the selected model is also evaluated on (`--test-dataset`), by dataset name
+    cross_tests: dict[str, Split] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name, split in self.splits().items():
@@ -125,7 +127,8 @@ class DatasetBundle:
             raise ValueError(f"tasks {missing} are not among this dataset's {self.task_names}")
         columns = [self.task_names.index(t) for t in tasks]
         splits = {name: replace(split, labels=split.labels[:, columns]) for name, split in self.splits().items()}
-        return replace(self, **splits, task_names=tuple(tasks))
+        cross = {name: replace(split, labels=split.labels[:, columns]) for name, split in self.cross_tests.items()}
+        return replace(self, **splits, task_names=tuple(tasks), cross_tests=cross)
 
 
 @dataclass(frozen=True)

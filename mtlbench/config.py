@@ -40,7 +40,7 @@ SplitProtocol = Literal["official", "random-image"]
 Uncertain = Literal["ignore", "zeros", "ones"]
 # where the data comes from, and `deterministic` (the same math with other kernels, recorded
 # with the run's environment like cuDNN autotuning): not part of a cell's identity
-UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic")
+UNHASHED_FIELDS = ("data_dir", "cache_dir", "allow_missing", "download", "deterministic", "test_data_dir")
 # Fields added after runs were first stored, with the value every earlier run had: at that value
 # they are left out of the hash, so earlier runs keep their identity (and are skipped on rerun).
 LEGACY_VALUES: dict[str, Any] = {
@@ -54,6 +54,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "augment_eval": False,
     "method_optimizers": "",
     "synth_missing": 0.0,
+    "test_dataset": "",
 }
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
@@ -91,6 +92,10 @@ class RunConfig:
     )
     synth_missing: float = 0.0  # cxr14-synth: this fraction of labels left out, per task and image (seeded)
     uncertain: Uncertain = "ignore"  # datasets with uncertain (−1) labels: ignore = missing, zeros, ones
+    # another dataset whose test split the selected model is also evaluated on (shared tasks only): stored with
+    # the run as its cross-dataset test (`--test-dataset`, read from `--test-data-dir`)
+    test_dataset: str = ""
+    test_data_dir: str = ""
     data_fingerprint: str = ""  # filled in from the loaded dataset: new files make new cells
     # training protocol, identical for every method of a sweep
     epochs: int = 3
@@ -391,6 +396,8 @@ def validate(config: RunConfig) -> None:
     at_least("val_fraction", 0.01, 0.5)
     if not 0.0 <= config.synth_missing < 1.0:
         raise UserError(f"--synth-missing must be at least 0 and below 1, got {config.synth_missing}")
+    if config.test_data_dir and not config.test_dataset:
+        raise UserError("--test-data-dir is where --test-dataset's files are: give --test-dataset NAME too")
     if config.synth_missing and config.dataset != "cxr14-synth":
         raise UserError(f"--synth-missing applies to cxr14-synth only, not --dataset {config.dataset}")
     at_least("neck", 0, 65_536)

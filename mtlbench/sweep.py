@@ -12,7 +12,7 @@ from typing import Any, Sequence
 import torch
 
 from mtlbench.config import RunConfig
-from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
+from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, labelled, positives
 from mtlbench.image_split import random_image_split
 from mtlbench.environment import environment
 from mtlbench.errors import UserError, interrupted_means
@@ -40,7 +40,27 @@ def load_dataset(config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
     data = loader(data_request(config, data_dir), progress)
     if config.split == "random-image":
         data = random_image_split(data, config.data_seed)
-    return data
+    return with_cross_test(data, config, progress) if config.test_dataset else data
+
+
+def with_cross_test(data: DatasetBundle, config: RunConfig, progress: ProgressFactory) -> DatasetBundle:
+    """`data` with `--test-dataset`'s test split attached (its own official split, labels as it gives them for
+    the 14 tasks: NaN for a finding it does not label), and what it is recorded in the data's info."""
+    other_dir = Path(config.test_data_dir or config.data_dir).expanduser()
+    other_config = replace(config, dataset=config.test_dataset, split="official", synth_missing=0.0)
+    other = DATASETS.get(config.test_dataset)(data_request(other_config, other_dir), progress)
+    if other.task_names != data.task_names:
+        raise UserError(f"--test-dataset {config.test_dataset} has other tasks than {data.name}")
+    test = other.test
+    info = {
+        "dataset": config.test_dataset,
+        "source": other.info.get("source", str(other_dir)),
+        "fingerprint": other.info.get("fingerprint", ""),
+        "images": len(test),
+        "labelled": dict(zip(other.task_names, labelled(test.labels).sum(axis=0).tolist())),
+        "positives": dict(zip(other.task_names, positives(test.labels).tolist())),
+    }
+    return replace(data, cross_tests={config.test_dataset: test}, info={**data.info, "cross_test": info})
 
 
 def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: Any) -> DataRequest:

@@ -47,6 +47,14 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
         "(the CheXpert paper's U-Ignore, U-Zeros, U-Ones)",
         "data",
     ),
+    "--test-dataset": (
+        "test_dataset",
+        str,
+        "also evaluate the selected model on this dataset's test split (the tasks it labels; stored as the run's "
+        "cross-dataset test, shown in the report's generalization table)",
+        "data",
+    ),
+    "--test-data-dir": ("test_data_dir", str, "where --test-dataset's files are (default: --data-dir)", "data"),
     "--data-seed": ("data_seed", int, "seed of the dataset (generation and validation split)", "data"),
     "--val-fraction": (
         "val_fraction",
@@ -54,7 +62,12 @@ OPTIONS: dict[str, tuple[str, type, str, str]] = {
         "fraction of train_val patients used for validation (nih-cxr14, cxr14-synth)",
         "data",
     ),
-    "--views": ("views", str, "which X-ray views: all, frontal (PA and AP), PA or AP (chexpert, mimic-cxr and padchest have laterals too)", "data"),
+    "--views": (
+        "views",
+        str,
+        "which X-ray views: all, frontal (PA and AP), PA or AP (chexpert, mimic-cxr and padchest have laterals too)",
+        "data",
+    ),
     "--split": (
         "split",
         str,

@@ -52,6 +52,7 @@ class Protocol:
     epochs: int = 0
     patients: dict[tuple[int, str], list[str]] = field(default_factory=dict, repr=False)  # stored since schema 6
     split_info: dict = field(default_factory=dict)  # `--split random-image`'s sizes and leak (image_split.py)
+    cross_tests: pd.DataFrame = field(default_factory=pd.DataFrame)  # `--test-dataset` (readers.cross_tests)
 
     @property
     def dataset(self) -> str:
@@ -250,4 +251,5 @@ def _read_protocol(store: ResultsStore, key: str, runs: pd.DataFrame, config: di
         int(config.get("epochs", 0)),
         patients,
         readers.split_info(store, complete),
+        readers.cross_tests(store, complete),
     )

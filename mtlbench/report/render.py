@@ -25,6 +25,7 @@ from mtlbench.report.leak import (
     leak_table,
     leak_task_table,
 )
+from mtlbench.report.generalization import GENERALIZATION_EXPLANATION, generalization_table
 from mtlbench.report.ladder import LADDER_EXPLANATION, find_ladders, ladder_table
 from mtlbench.report.paper_check import check_claims
 from mtlbench.report.table import column_legend, display_table, per_task_table, table_notes
@@ -79,6 +80,17 @@ def write_report(
         figures = render_all(protocol, board, out / "figures" / name, advance)
         written += [f for files in figures.values() for f in files]
         blocks += _protocol_blocks(index, protocol, board, table, figures, out, check_claims(board))
+    for protocol in protocols:
+        table = generalization_table(protocol, boards[protocol.key])
+        if not table.empty:
+            stem = out / "tables" / f"generalization_{protocol.dataset}-{protocol.key}.csv"
+            table.to_csv(stem, index=False)
+            written.append(stem)
+            blocks += [
+                Block("heading", f"Cross-dataset test: trained on {protocol.dataset}", 2),
+                Block("text", GENERALIZATION_EXPLANATION),
+                Block("table", table),
+            ]
     blocks += _leak_blocks(leak_comparisons(protocols, resamples, min_positives))
     for rungs in find_ladders(protocols):
         table = ladder_table(rungs, boards)

@@ -18,7 +18,7 @@ from mtlbench.results.store import HOLLOW_RUN_SQL, SCHEMA, ResultsStore
 
 # tables whose REAL columns hold only finite numbers or NULL: mtlbench writes non-finite metrics,
 # diagnostics and costs as NULL (store._num); weights are the method's own values, kept as they are
-FINITE_TABLES = ("metrics", "diagnostics", "costs")
+FINITE_TABLES = ("metrics", "diagnostics", "costs", "cross_tests")
 RESTORE = "restore the file from a backup"
 
 

@@ -55,6 +55,15 @@ def metrics_on_test(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame
     return _frame(store, sql, ids, columns)
 
 
+def cross_tests(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
+    """Per run, other dataset (`--test-dataset`) and task: labelled images, positives and the selected model's
+    metrics on that dataset's test split."""
+    marks, ids = _in(run_ids)
+    columns = ("run_id", "dataset", "task", "images", "positives", "loss", "accuracy", "auroc", "ap")
+    sql = f"SELECT {', '.join(columns)} FROM cross_tests WHERE run_id IN ({marks})"
+    return _frame(store, sql, ids, columns)
+
+
 def epoch_losses(store: ResultsStore, run_ids: Sequence[int]) -> pd.DataFrame:
     """Per run, split (train, val), epoch and task: the mean loss (the learning curves)."""
     marks, ids = _in(run_ids)
@@ -150,6 +159,9 @@ COMPUTED_RESULTS = {
     "FROM weights w JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, w.epoch, w.step, w.task",
     "predictions": "SELECT r.method, r.seed, r.config_hash, p.split, p.epoch, p.image_ids, p.labels, p.probs "
     "FROM predictions p JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, p.split, p.epoch",
+    "cross_tests": "SELECT r.method, r.seed, r.config_hash, x.dataset, x.task, x.images, x.positives, x.loss, "
+    "x.accuracy, x.auroc, x.ap FROM cross_tests x JOIN runs r USING (run_id) "
+    "ORDER BY r.method, r.seed, r.config_hash, x.dataset, x.task",
     "diagnostics": "SELECT r.method, r.seed, r.config_hash, d.name, d.value "
     "FROM diagnostics d JOIN runs r USING (run_id) ORDER BY r.method, r.seed, r.config_hash, d.name",
 }

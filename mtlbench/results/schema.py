@@ -17,8 +17,9 @@ from mtlbench.errors import UserError
 # (`mtlbench tune`: which cells are trials, the configuration selected per method, its final runs;
 # older databases gain it empty); 8: costs hold the median step's process CPU time, the other
 # processes' load while the run trained, and whether that load makes its timings unreliable (NULL
-# in rows stored before: unknown)
-SCHEMA_VERSION = 8
+# in rows stored before: unknown); 9: the cross_tests table (`--test-dataset`: the selected model's
+# metrics on another dataset's test split; older databases gain it empty)
+SCHEMA_VERSION = 9
 # Methods whose name changed meaning: {schema that introduced the change: {old name: new name}}.
 RENAMED_METHODS = {5: {"famo": "famo-nextbatch"}}
 # Hyperparameter defaults changed after schema 4, at the value they had up to schema 4: a run
@@ -76,6 +77,15 @@ CREATE TABLE IF NOT EXISTS metrics (
     task TEXT NOT NULL,
     loss REAL, accuracy REAL, auroc REAL, ap REAL,
     PRIMARY KEY (run_id, split, epoch, task)
+);
+CREATE TABLE IF NOT EXISTS cross_tests (
+    run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+    dataset TEXT NOT NULL,  -- the other dataset (--test-dataset), its own test split
+    task TEXT NOT NULL,
+    images INTEGER NOT NULL,  -- test images with a label for the task there
+    positives INTEGER NOT NULL,
+    loss REAL, accuracy REAL, auroc REAL, ap REAL,
+    PRIMARY KEY (run_id, dataset, task)
 );
 CREATE TABLE IF NOT EXISTS weights (
     run_id INTEGER NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,

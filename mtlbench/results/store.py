@@ -236,7 +236,7 @@ class ResultsStore:
     def restart_run(self, run_id: int) -> None:
         """Forget everything an attempt of `run_id` wrote (it restarts from epoch 0)."""
         with self.transaction() as c:
-            for table in ("metrics", "weights", "diagnostics", "predictions", "costs"):
+            for table in ("metrics", "weights", "diagnostics", "predictions", "costs", "cross_tests"):
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             c.execute("UPDATE runs SET started_at=?, resumes=0 WHERE run_id=?", (_now(), run_id))
 
@@ -245,7 +245,7 @@ class ResultsStore:
         with self.transaction() as c:
             c.execute("DELETE FROM metrics WHERE run_id=? AND (epoch>=? OR split='test')", (run_id, epoch))
             c.execute("DELETE FROM weights WHERE run_id=? AND epoch>=?", (run_id, epoch))
-            for table in ("diagnostics", "predictions", "costs"):
+            for table in ("diagnostics", "predictions", "costs", "cross_tests"):
                 c.execute(f"DELETE FROM {table} WHERE run_id=?", (run_id,))
             c.execute("UPDATE runs SET resumes=resumes+1 WHERE run_id=?", (run_id,))
 
@@ -282,6 +282,21 @@ class ResultsStore:
         ]
         with self.transaction() as c:
             c.executemany("INSERT OR REPLACE INTO metrics VALUES (?,?,?,?,?,?,?,?)", rows)
+
+    def add_cross_test(
+        self, run_id: int, dataset: str, tasks: Sequence[str], metrics: Any, labels: np.ndarray
+    ) -> None:
+        """Per-task metrics of the selected model on another dataset's test split (`--test-dataset`), with each
+        task's labelled images and positives there."""
+        labels = np.asarray(labels, dtype=np.float64)
+        counts, pos = (~np.isnan(labels)).sum(axis=0), np.nansum(labels, axis=0)
+        rows = [
+            (run_id, dataset, task, int(counts[i]), int(pos[i]), _num(metrics.loss[i]), _num(metrics.accuracy[i]),
+             _num(metrics.auroc[i]), _num(metrics.ap[i]))
+            for i, task in enumerate(tasks)
+        ]
+        with self.transaction() as c:
+            c.executemany("INSERT OR REPLACE INTO cross_tests VALUES (?,?,?,?,?,?,?,?,?)", rows)
 
     def add_train_stats(self, run_id: int, epoch: int, tasks: Sequence[str], loss: np.ndarray, acc: np.ndarray) -> None:
         """Per-task training loss and accuracy of one epoch."""

@@ -17,7 +17,7 @@ import torch
 
 from mtlbench import checkpoint, costs, machine_load
 from mtlbench.config import RunConfig
-from mtlbench.datasets.base import DatasetBundle
+from mtlbench.datasets.base import DatasetBundle, Split
 from mtlbench.losses import build_task_loss
 from mtlbench.batches import DeviceSplit
 from mtlbench.methods.base import EpochStats
@@ -241,6 +241,7 @@ class RunLoop:
         parts.model.load_state_dict(state.best_state)
         t_eval = costs.now(device)
         test, test_probs = evaluate(parts.model, self.test_split, config, device, self.task_loss)
+        cross = self.cross_tests()
         state.eval_s += costs.now(device) - t_eval
         wall_s = self.wall_s()
         cuda_mb, rss_mb = self.peak_cuda_mb(), self.peak_rss_mb()
@@ -271,9 +272,23 @@ class RunLoop:
                 test_probs,
                 run_costs,
                 self.diagnostics(),
+                cross,
             )
         )
         return test, wall_s, cuda_mb, rss_mb
+
+    def cross_tests(self) -> dict[str, tuple[TaskMetrics, Split]]:
+        """The selected model's metrics on other datasets' test splits (`--test-dataset`), each task on the images
+        labelled for it there (the loss masked whatever the run's own data)."""
+        if not self.data.cross_tests:
+            return {}
+        config, device = self.config, self.parts.device
+        masked = build_task_loss(config.loss, config.head, self.data.train.labels, masked=True).to(device)
+        out = {}
+        for name, split in self.data.cross_tests.items():
+            metrics, _ = evaluate(self.parts.model, DeviceSplit.from_split(split, device), config, device, masked)
+            out[name] = (metrics, split)
+        return out
 
     def diagnostics(self) -> dict[str, float]:
         """The method's counters, plus (where labels can be missing) the task-steps that had no label."""

@@ -6,7 +6,7 @@ uses, a test may pass its own.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -41,6 +41,7 @@ class CompletedRun:
     test_probs: np.ndarray  # (n_test, T)
     costs: dict[str, Any]
     diagnostics: dict[str, float]
+    cross_tests: dict[str, tuple[TaskMetrics, Split]] = field(default_factory=dict)  # `--test-dataset`, by name
 
 
 class RunSink(Protocol):
@@ -93,6 +94,8 @@ class StoreSink:
                 ("test", result.test_split, result.test_probs),
             ):
                 s.add_predictions(rid, name, epoch, split.image_ids, split.labels, probs, split.patient_ids)
+            for dataset, (metrics, split) in result.cross_tests.items():
+                s.add_cross_test(rid, dataset, self.tasks, metrics, split.labels)
             s.set_costs(rid, result.costs)
             s.set_diagnostics(rid, result.diagnostics)
             s.finish_run(rid, "complete", selected_epoch=epoch)

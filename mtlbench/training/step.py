@@ -77,7 +77,9 @@ def training_step(
         timer.method_start()
     task_grads = space.per_task_gradients(losses, model, features, config.grad_engine)
     at = tuple(t.detach() for t in space.tensors(model, features)) if space.per_task else None
-    ctx = StepContext(losses=losses, step=step, epoch=epoch, grads=task_grads, space_tensors=at, correct=correct, labelled=labelled)
+    ctx = StepContext(
+        losses=losses, step=step, epoch=epoch, grads=task_grads, space_tensors=at, correct=correct, labelled=labelled
+    )
     out = method.step(ctx)
     ctx, task_grads = replace(ctx, grads=None), None  # the (T, P) Jacobian: the method has what it needs from it
     if timer is not None:
