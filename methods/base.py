@@ -112,6 +112,10 @@ class EpochStats:
     val_loss: torch.Tensor  # (T,)
     val_accuracy: torch.Tensor  # (T,)
     val_auroc: torch.Tensor  # (T,), NaN where a task has one class in validation
+    # (T,) the epoch's training images with a label per task, on a dataset with missing labels; None where every
+    # image has every label. There a statistic is NaN for a task without a label (train: in the epoch; val: in the
+    # split), and a method must leave that task's state alone rather than read the NaN.
+    labelled: torch.Tensor | None = None
 
 
 class Method(torch.nn.Module):

@@ -28,6 +28,9 @@ Deviations:
 
 * task heads: the harness gives each head the gradient of its own loss L_t (methods/base.py);
   in LibMTL the per-task backward passes leave each head the gradient of log(L_t + 1e-8).
+* missing labels: a task without a labelled image in the batch has no loss to take the log of; it is
+  left out of the step (α_t = 0, the largest norm taken over the present tasks: the T'-task problem) and
+  its EMA row is kept as it was, not decayed toward its zero gradient.
 * guard: a task whose gradient row or loss is not finite this step keeps its EMA row unchanged
   (LibMTL has no guard), counted in `diagnostics()`.
 """
@@ -75,12 +78,36 @@ class DBMTL(JacobianStateMethod):
         new_weight = 1.0 - ema_factor(self.params.beta, self.params.beta_sigma, self.steps_)
         losses = ctx.losses.detach().to(grads.dtype)
         ok = torch.isfinite(losses) & torch.isfinite(torch.linalg.vector_norm(grads, dim=1))
+        present = ctx.present()
+        if present is not None:
+            out = self.present_step(ema, grads, losses, ok, present.to(grads.device), new_weight)
+            return StepOutput(weights=out.weights.to(ctx.losses.dtype), shared_grad=out.shared_grad)
         self.skipped_rows_ += (~ok).sum()
         scale = torch.where(ok, 1.0 / (losses + EPS), torch.zeros_like(losses))
         log_grads = (grads * scale[:, None]).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)  # bad rows → 0
         ema.lerp_(log_grads, (ok.to(grads.dtype) * new_weight)[:, None])  # bad rows keep their EMA
         alpha = max_norm_factors(ema)
         return StepOutput(weights=alpha.to(ctx.losses.dtype), shared_grad=alpha @ ema)
+
+    def present_step(
+        self,
+        ema: torch.Tensor,
+        grads: torch.Tensor,
+        losses: torch.Tensor,
+        ok: torch.Tensor,
+        present: torch.Tensor,
+        new_weight: float,
+    ) -> StepOutput:
+        """The step with missing labels: the EMA of the present tasks moves, α over them, absent tasks α = 0."""
+        self.skipped_rows_ += (present & ~ok).sum()
+        moves = ok & present
+        scale = torch.where(moves, 1.0 / (losses + EPS), torch.zeros_like(losses))
+        log_grads = (grads * scale[:, None]).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
+        ema.lerp_(log_grads, (moves.to(grads.dtype) * new_weight)[:, None])  # absent and bad rows keep their EMA
+        norms = torch.linalg.vector_norm(ema, dim=1)
+        largest = torch.where(present, norms, torch.zeros_like(norms)).max()
+        alpha = torch.where(present, largest / (norms + EPS), torch.zeros_like(norms))
+        return StepOutput(weights=alpha, shared_grad=alpha @ ema)
 
     def weights_changed_per_step(self) -> bool:
         """Always: the EMA moves every step."""

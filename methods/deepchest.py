@@ -29,8 +29,10 @@ from mtlbench.registry import register_method
 
 
 def lagging_tasks(scores: torch.Tensor, higher_is_better: bool) -> torch.Tensor:
-    """Boolean mask of tasks strictly worse than the mean over tasks."""
-    threshold = scores.mean()
+    """Boolean mask of tasks strictly worse than the mean over tasks; a NaN score (a task without labels)
+    is left out of the mean and never lags."""
+    known = ~torch.isnan(scores)
+    threshold = scores.mean() if bool(known.all()) else scores[known].mean()
     return scores < threshold if higher_is_better else scores > threshold
 
 
@@ -82,13 +84,18 @@ class DeepChest(Method):
         return StepOutput(weights=self.weights_.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
 
     def end_epoch(self, stats: EpochStats) -> None:
-        """Apply the DeepChest update with the chosen signal of the finished epoch."""
+        """Apply the DeepChest update with the chosen signal of the finished epoch; with missing labels a task
+        without a score (NaN: no label in the epoch, or in validation) is left out of the mean and keeps its weight."""
         if self.params.signal == "train-accuracy":
-            lagging = lagging_tasks(stats.train_accuracy.double().cpu(), higher_is_better=True)
+            signal, higher_is_better = stats.train_accuracy, True
         elif self.params.signal == "val-accuracy":
-            lagging = lagging_tasks(stats.val_accuracy.double().cpu(), higher_is_better=True)
+            signal, higher_is_better = stats.val_accuracy, True
         else:
-            lagging = lagging_tasks(stats.train_loss.double().cpu(), higher_is_better=False)
+            signal, higher_is_better = stats.train_loss, False
+        lagging = lagging_tasks(signal.double().cpu(), higher_is_better)
         p = self.params
         lagging = lagging.to(self.weights_.device)
-        self.weights_.copy_(deepchest_update(self.weights_, lagging, p.increase_factor, p.max_weight, p.decay_factor))
+        updated = deepchest_update(self.weights_, lagging, p.increase_factor, p.max_weight, p.decay_factor)
+        if stats.labelled is not None:
+            updated = torch.where(torch.isnan(signal).to(self.weights_.device), self.weights_, updated)
+        self.weights_.copy_(updated)

@@ -26,8 +26,10 @@ from mtlbench.registry import register_method
 
 def deepchest_destination(labels: torch.Tensor, params: DeepChestFixedParams) -> torch.Tensor:
     """The weights DeepChest's rule reaches after `params.epochs` updates when each task's accuracy is that of
-    answering its majority class on these training labels (N, T)."""
-    prevalence = labels.to(torch.float64).mean(dim=0)
+    answering its majority class on these training labels (N, T); the prevalence is among the labelled images
+    where float labels hold NaN for a missing label (a task without any has no accuracy and never lags)."""
+    values = labels.to(torch.float64)
+    prevalence = values.nanmean(dim=0) if labels.is_floating_point() else values.mean(dim=0)
     accuracy = torch.maximum(prevalence, 1.0 - prevalence)
     lagging = lagging_tasks(accuracy, higher_is_better=True)
     weights = torch.full_like(prevalence, float(params.initial_weight))

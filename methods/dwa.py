@@ -54,10 +54,28 @@ class DynamicWeightAverage(Method):
         if len(self.history_) < 2:
             return
         before_last, last = self.history_
+        if stats.labelled is not None:
+            self.update_present(last, before_last)
+            return
         if not (usable_losses(before_last) and usable_losses(last)):
             self.skipped_ += 1
             return
         self.weights_.copy_(dwa_weights(last, before_last, self.params.temperature))
+
+    def update_present(self, last: torch.Tensor, before_last: torch.Tensor) -> None:
+        """With missing labels: a task without a label in either epoch (NaN loss) has no ratio and keeps its weight;
+        the others get eq. 3 among themselves, K'·softmax(r / T) scaled to the weight they hold together
+        (K' = their number while every weight is 1), so the weights still sum to K."""
+        known = ~(torch.isnan(last) | torch.isnan(before_last))
+        if not bool(known.any()):
+            return
+        if not (usable_losses(before_last[known]) and usable_losses(last[known])):
+            self.skipped_ += 1
+            return
+        weights = self.weights_.detach().cpu()
+        share = dwa_weights(last[known], before_last[known], self.params.temperature) / int(known.sum())
+        weights[known] = weights[known].sum() * share
+        self.weights_.copy_(weights)
 
     def diagnostics(self) -> dict[str, float]:
         """How many epoch updates were skipped for a non-finite or non-positive epoch loss."""

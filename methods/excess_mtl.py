@@ -30,6 +30,10 @@ Deviations (none of them changes a finite, non-degenerate step):
 
 * the update is computed as w ← T·softmax(log w + η r) — the same numbers as the product and
   renormalisation, without overflowing exp for a large η r;
+* missing labels: a task without a labelled image in the batch (no gradient) adds nothing to S, its
+  baseline e⁽¹⁾ is taken at its first step with a label (where it has r_t = 1), and it keeps its weight:
+  the multiplicative update and the renormalisation are among the present tasks, to the total they hold
+  (so the weights still sum to T). The first step of a run records the baselines and updates nothing.
 * guard: a task whose gradient row is not finite this step adds nothing to S and gets r_t = 0
   (its weight is only renormalised), and so does a task whose baseline e⁽¹⁾ is 0 (r_t would be
   infinite); such rows are counted in `diagnostics()`. The authors' code has no guard.
@@ -42,6 +46,8 @@ authors' code does not update there); with n_warmup_steps = 1 its steps equal th
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -86,7 +92,10 @@ class ExcessMTL(JacobianStateMethod):
         sq.nan_to_num_(nan=0.0, posinf=0.0).mul_(ok[:, None])  # a bad row adds nothing
         sq_sum.add_(sq)
         risks = excess_risks(sq, sq_sum).double()
-        if not self.has_initial_:
+        present = ctx.present()
+        if present is not None:
+            self.present_update(risks, ok, present.to(risks.device))
+        elif not self.has_initial_:
             self.initial_risks_.copy_(risks)
             self.has_initial_ = True
             self.skipped_rows_ += (~ok).sum()
@@ -97,6 +106,26 @@ class ExcessMTL(JacobianStateMethod):
             self.weights_.copy_(multiplicative_update(self.weights_, ratios, self.params.robust_step_size))
         # a copy: the trainer keeps each step's weights until the epoch ends, and the buffer changes in place
         return StepOutput(weights=self.weights_.to(ctx.losses.dtype, copy=True))
+
+    def present_update(self, risks: torch.Tensor, ok: torch.Tensor, present: torch.Tensor) -> None:
+        """Baselines at each task's first labelled step; the update among the present tasks (missing labels)."""
+        ok = ok.to(present.device) & present
+        first = ok & (self.initial_risks_ == 0)  # no baseline yet (or a zero one, retaken)
+        self.initial_risks_.copy_(torch.where(first, risks, self.initial_risks_))
+        if not self.has_initial_:
+            self.has_initial_ = True
+            self.skipped_rows_ += (present & ~ok).sum()
+            return
+        usable = ok & (self.initial_risks_ > 0)
+        self.skipped_rows_ += (present & ~usable).sum()
+        ratios = torch.where(usable, risks / self.initial_risks_, torch.zeros_like(risks))
+        w = self.weights_
+        total = torch.where(present, w, torch.zeros_like(w)).sum()
+        logits = torch.where(
+            present, torch.log(w) + self.params.robust_step_size * ratios, torch.full_like(w, -math.inf)
+        )
+        updated = total * torch.softmax(logits, dim=0)  # NaN only where no task is present: not taken
+        self.weights_.copy_(torch.where(present, updated, w))
 
     def weights_changed_per_step(self) -> bool:
         """Always: the weights move every step after the first."""

@@ -46,6 +46,12 @@ Deviations from the original (both variants):
   standalone `famo.py` clips after it; the trainer's protocol is the same for every method.
 * floor: max(ℓ, ε) instead of the code's ℓ + ε (they differ by at most ε for positive losses).
 
+Missing labels: a task without a labelled image in the batch has no loss, and its 0 floored at ε would
+take nearly all of c. Such a step is FAMO's on the T' present tasks: weight 0 and no objective term for an
+absent task, z renormalised over the present ones by c; the logit step takes δ, z and J_zᵀδ over the tasks
+with a loss on both sides of δ (for `famo` the same batch's present tasks; for `famo-nextbatch` those present
+at both steps) and leaves every other task's logit and Adam moments as they were.
+
 Guard: if a loss of either side of δ is not finite or not positive, the logit update is skipped
 (ξ and the Adam state unchanged) and counted in `diagnostics()`. The check runs on the device,
 without a host sync per step; that is why the logits' Adam is written out here (torch.optim.Adam
@@ -54,6 +60,7 @@ would need the guard's value on the host to skip a step). Its state is the modul
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 
 import torch
@@ -91,15 +98,19 @@ def select_state(keep_new: torch.Tensor, new: LogitState, old: LogitState) -> Lo
     return LogitState(*(torch.where(keep_new, getattr(new, f.name), getattr(old, f.name)) for f in fields(new)))
 
 
-def softmax_vjp(xi: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
-    """J_z(ξ)ᵀ δ for z = softmax(ξ): z ⊙ (δ − zᵀδ)."""
-    z = torch.softmax(xi, dim=0)
+def softmax_vjp(xi: torch.Tensor, delta: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """J_z(ξ)ᵀ δ for z = softmax(ξ): z ⊙ (δ − zᵀδ); with `present`, z is the softmax over the present tasks
+    (0 elsewhere, and δ must be 0 there): the vector-Jacobian product of the T'-task problem."""
+    z = torch.softmax(xi if present is None else torch.where(present, xi, torch.full_like(xi, -math.inf)), dim=0)
     return z * (delta - (z * delta).sum())
 
 
-def logit_step(state: LogitState, delta: torch.Tensor, params: FAMOParams) -> LogitState:
-    """One FAMO logit update from the log-loss decrease δ (Adam as released, or plain SGD)."""
-    grad = softmax_vjp(state.xi, delta) + params.gamma * state.xi
+def logit_step(
+    state: LogitState, delta: torch.Tensor, params: FAMOParams, present: torch.Tensor | None = None
+) -> LogitState:
+    """One FAMO logit update from the log-loss decrease δ (Adam as released, or plain SGD); with `present`,
+    the update of the present tasks' logits (the caller keeps the others' state)."""
+    grad = softmax_vjp(state.xi, delta, present) + params.gamma * state.xi
     t = state.t + 1
     if params.logit_optimizer == "sgd":
         return LogitState(state.xi - params.beta * grad, state.m, state.v, t)
@@ -113,6 +124,11 @@ def logit_step(state: LogitState, delta: torch.Tensor, params: FAMOParams) -> Lo
 def usable(losses: torch.Tensor) -> torch.Tensor:
     """0-dim bool: every loss finite and positive (so log ℓ is meaningful)."""
     return (torch.isfinite(losses) & (losses > 0)).all()
+
+
+def usable_present(losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """0-dim bool: some task is present, and every present task's loss is finite and positive."""
+    return ((torch.isfinite(losses) & (losses > 0)) | ~present).all() & present.any()
 
 
 def safe_losses(losses: torch.Tensor, eps: float) -> torch.Tensor:
@@ -157,19 +173,55 @@ class _FAMOLogits(Method):
         return torch.softmax(self.xi_, dim=0)
 
     def logit_update(
-        self, log_before: torch.Tensor, log_after: torch.Tensor, ok: torch.Tensor, counts: torch.Tensor | bool = True
+        self,
+        log_before: torch.Tensor,
+        log_after: torch.Tensor,
+        ok: torch.Tensor,
+        counts: torch.Tensor | bool = True,
+        present: torch.Tensor | None = None,
     ) -> None:
         """ξ ← one logit step on δ = log_before − log_after where the 0-dim bool `ok` holds;
-        a refused step (where `counts`) is counted as skipped. No host sync."""
+        a refused step (where `counts`) is counted as skipped. No host sync.
+
+        With `present` (missing labels: the tasks with a loss on both sides of δ) the step is the T'-task
+        problem's: z and J_zᵀδ over the present tasks, whose logits and Adam moments move; an absent task's
+        logit and moments are left as they are. The update count t is shared (it counts the logit steps made),
+        so an absent task's bias correction runs ahead of its own moments, a small early-training effect."""
         state = self.logit_state()
-        self.set_logit_state(select_state(ok, logit_step(state, log_before - log_after, self.params), state))
+        if present is None:
+            self.set_logit_state(select_state(ok, logit_step(state, log_before - log_after, self.params), state))
+        else:
+            delta = torch.where(present, log_before - log_after, torch.zeros_like(log_before))
+            new, moves = logit_step(state, delta, self.params, present), ok & present
+            self.set_logit_state(
+                LogitState(
+                    torch.where(moves, new.xi, state.xi),
+                    torch.where(moves, new.m, state.m),
+                    torch.where(moves, new.v, state.v),
+                    torch.where(ok, new.t, state.t),
+                )
+            )
         self.skipped_ = self.skipped_ + (counts & ~ok).long()
 
-    def objective_and_weights(self, losses: torch.Tensor) -> StepOutput:
-        """The objective c·Σ z log ℓ and the factors c·z_i/ℓ_i it puts on ∇ℓ_i, at the current ξ."""
+    def objective_and_weights(self, losses: torch.Tensor, present: torch.Tensor | None = None) -> StepOutput:
+        """The objective c·Σ z log ℓ and the factors c·z_i/ℓ_i it puts on ∇ℓ_i, at the current ξ; over the
+        `present` tasks where given (an absent task's 0 would be floored at ε and take every weight)."""
+        if present is not None:
+            return self.present_objective_and_weights(losses, present)
         z = self.task_weights().to(losses.dtype)
         floor = safe_losses(losses.detach(), self.params.eps)
         return StepOutput(weights=famo_weights(z, floor), objective=famo_objective(z, losses, floor, self.params.eps))
+
+    def present_objective_and_weights(self, losses: torch.Tensor, present: torch.Tensor) -> StepOutput:
+        """FAMO's step on the present tasks: z restricted to them (c renormalises it, so this is the T'-task
+        problem's softmax), weight 0 and no objective term for an absent task; all 0 when none is present."""
+        z = torch.where(present, self.task_weights().to(losses.dtype), torch.zeros_like(losses))
+        floor = safe_losses(losses.detach(), self.params.eps)
+        ratios = z / floor
+        total = ratios.sum()
+        total = torch.where(total > 0, total, torch.ones_like(total))
+        logs = torch.where(present, torch.log(torch.where(present, losses, floor).clamp_min(self.params.eps)), 0.0)
+        return StepOutput(weights=ratios / total, objective=(z * logs).sum() / total)
 
     def weights_changed_per_step(self) -> bool:
         """Always: ξ and the losses change every step."""
@@ -194,16 +246,22 @@ class FAMO(_FAMOLogits):
 
     def step(self, ctx: StepContext) -> StepOutput:
         """The objective c·Σ z log ℓ at the current ξ; remembers log ℓ for the logit step."""
-        current = ctx.losses.detach().double()
+        current, present = ctx.losses.detach().double(), ctx.present()
         self.before_log_.copy_(torch.log(safe_losses(current, self.params.eps)))
-        self.before_ok_.copy_(usable(current))
-        return self.objective_and_weights(ctx.losses)
+        self.before_ok_.copy_(usable(current) if present is None else usable_present(current, present))
+        return self.objective_and_weights(ctx.losses, present)
 
     def after_update(self, ctx: StepContext, reevaluate) -> None:
-        """δ = log ℓ(θ_k) − log ℓ(θ_{k+1}) on the same batch (one extra forward), then one logit step."""
-        after = reevaluate().detach().double()
+        """δ = log ℓ(θ_k) − log ℓ(θ_{k+1}) on the same batch (one extra forward), then one logit step (of the
+        present tasks', where labels are missing: the same batch, so the same tasks have a loss after)."""
+        after, present = reevaluate().detach().double(), ctx.present()
+        log_after = torch.log(safe_losses(after, self.params.eps))
+        if present is None:
+            self.logit_update(self.before_log_, log_after, self.before_ok_ & usable(after))
+            return
+        present = present.to(after.device)
         self.logit_update(
-            self.before_log_, torch.log(safe_losses(after, self.params.eps)), self.before_ok_ & usable(after)
+            self.before_log_, log_after, self.before_ok_ & usable_present(after, present), present=present
         )
 
 
@@ -219,17 +277,28 @@ class FAMONextBatch(_FAMOLogits):
         self.register_buffer("prev_ok_", torch.zeros((), dtype=torch.bool))
         self.register_buffer("has_prev_", torch.zeros((), dtype=torch.bool))
 
-    def observe(self, losses: torch.Tensor) -> None:
-        """Update ξ from the previous and these losses (guarded), then remember these."""
+    def observe(self, losses: torch.Tensor, present: torch.Tensor | None = None) -> None:
+        """Update ξ from the previous and these losses (guarded), then remember these. With `present` (missing
+        labels) only the tasks with a loss at both steps take part in the update (δ needs both)."""
         current = losses.detach().double()
-        ok_now = usable(current)
         log_now = torch.log(safe_losses(current, self.params.eps))
-        self.logit_update(self.prev_log_, log_now, self.has_prev_ & self.prev_ok_ & ok_now, counts=self.has_prev_)
-        self.prev_log_.copy_(log_now)
+        if present is None:
+            ok_now = usable(current)
+            self.logit_update(self.prev_log_, log_now, self.has_prev_ & self.prev_ok_ & ok_now, counts=self.has_prev_)
+            self.prev_log_.copy_(log_now)
+        else:
+            # prev_log_ holds +inf for a task without a loss at the last step (never the case without missing
+            # labels, where it is always finite): no separate state, so checkpoints keep their layout
+            ok_now = usable_present(current, present)
+            both = present & torch.isfinite(self.prev_log_)
+            ok = self.has_prev_ & self.prev_ok_ & ok_now & both.any()
+            self.logit_update(self.prev_log_, log_now, ok, counts=self.has_prev_, present=both)
+            self.prev_log_.copy_(torch.where(present, log_now, torch.full_like(log_now, math.inf)))
         self.prev_ok_.copy_(ok_now)
         self.has_prev_.fill_(True)
 
     def step(self, ctx: StepContext) -> StepOutput:
         """Update ξ with the loss change since the last step, then the objective c·Σ z log ℓ."""
-        self.observe(ctx.losses)
-        return self.objective_and_weights(ctx.losses)
+        present = ctx.present()
+        self.observe(ctx.losses, present)
+        return self.objective_and_weights(ctx.losses, present)

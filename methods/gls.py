@@ -27,6 +27,10 @@ Deviations (numerical, not mathematical):
 * LibMTL logs L_t / (T·Π L) as GLS's weights (GLS.py line 21), which is not the factor its
   objective puts on ∇L_t; the factor L_GLS / (T·L_t) is logged here.
 
+Missing labels: a task without a labelled image in the batch (loss 0, no gradient) is left out, so the
+step is GLS on the T' present tasks: L_GLS = (Π_present L_t)^(1/T'), weights L_GLS / (T'·L_t) on them and 0
+on the absent ones (with no task present the objective is 1, without gradient).
+
 Like EW there is no guard: a zero loss makes L_GLS zero and its gradient undefined, and a
 non-finite loss ends the run as diverged.
 """
@@ -49,6 +53,20 @@ def gls_weights(losses: torch.Tensor) -> torch.Tensor:
     return geometric_mean(losses) / (losses.numel() * losses)
 
 
+def present_geometric_mean(losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """(Π_present L_t)^(1/T') over the T' present tasks; an absent task's 0 never reaches the log (no NaN
+    in the backward). Differentiable, no host sync."""
+    logs = torch.log(torch.where(present, losses, torch.ones_like(losses)))
+    return torch.exp(logs.sum() / present.sum().clamp(min=1))
+
+
+def present_gls_weights(losses: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+    """∂(Π_present L)^(1/T') / ∂L_t = (Π_present L)^(1/T') / (T'·L_t) for a present task, 0 for an absent one."""
+    safe = torch.where(present, losses, torch.ones_like(losses))
+    factors = present_geometric_mean(losses, present) / (present.sum().clamp(min=1) * safe)
+    return torch.where(present, factors, torch.zeros_like(factors))
+
+
 @register_method("gls")
 class GeometricLossStrategy(Method):
     """Objective (Π_t L_t)^(1/T); weights (Π L)^(1/T) / (T·L_t)."""
@@ -56,8 +74,15 @@ class GeometricLossStrategy(Method):
     description = "GLS (Chennupati et al., CVPR-W 2019): minimise the geometric mean of the task losses."
 
     def step(self, ctx: StepContext) -> StepOutput:
-        """The objective (Π L)^(1/T) and, detached, its gradient with respect to the losses."""
-        return StepOutput(weights=gls_weights(ctx.losses.detach()), objective=geometric_mean(ctx.losses))
+        """The objective (Π L)^(1/T) and, detached, its gradient with respect to the losses (over the present
+        tasks where labels are missing)."""
+        present = ctx.present()
+        if present is None:
+            return StepOutput(weights=gls_weights(ctx.losses.detach()), objective=geometric_mean(ctx.losses))
+        return StepOutput(
+            weights=present_gls_weights(ctx.losses.detach(), present),
+            objective=present_geometric_mean(ctx.losses, present),
+        )
 
     def weights_changed_per_step(self) -> bool:
         """Always: the weights follow each batch's losses."""

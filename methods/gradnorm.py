@@ -34,6 +34,11 @@ carry over. The value is an exposed hyperparameter (`--param gradnorm.lr=…`, s
 `mtlbench list`); it was set for NYUv2's 3 dense tasks, not 14 binary findings, so tune it for a
 protocol before drawing conclusions about GradNorm.
 
+Missing labels: a task without a labelled image in the batch has no loss and no gradient. Its L_t(0) is
+taken at the first step where it has a label (per task), and a step's L̃, r_t, Ḡ_W and L_grad are over the
+present tasks (the T'-task problem). The absent tasks' weights and their optimizer moments are left as they
+were, and the present tasks' weights are renormalized to the total they held, so Σ_t w_t = T still.
+
 Guards (deviations): weights are floored at `min_weight` before renormalizing (the paper has no
 floor; a negative weight would flip a task's loss); a step whose gradient norms or losses are
 not finite leaves w unchanged (counted in `diagnostics()`).
@@ -88,15 +93,19 @@ class GradNorm(Method):
         used = self.weights_.detach().clone()
         losses = ctx.losses.detach().to(self.weights_)
         grad_norms = ctx.grads.detach().norm(dim=1).to(self.weights_)
-        self._update(losses, grad_norms)
+        present = ctx.present()
+        self._update(losses, grad_norms, None if present is None else present.to(self.weights_.device))
         return StepOutput(weights=used.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
 
-    def _update(self, losses: torch.Tensor, grad_norms: torch.Tensor) -> None:
+    def _update(self, losses: torch.Tensor, grad_norms: torch.Tensor, present: torch.Tensor | None = None) -> None:
         finite = torch.isfinite(grad_norms)
         self.events_["nonfinite_grad_rows"] += int((~finite).sum())
         self.events_["zero_grad_rows"] += int((grad_norms == 0).sum())
         if not (bool(finite.all()) and bool(torch.isfinite(losses).all())):
             self.events_["skipped_weight_updates"] += 1
+            return
+        if present is not None:
+            self._update_present(losses, grad_norms, present)
             return
         if bool(torch.isnan(self.initial_losses_).all()):  # the first usable step
             self.initial_losses_.copy_(losses)
@@ -107,6 +116,30 @@ class GradNorm(Method):
         self.optimizer_.step()
         with torch.no_grad():
             self.weights_.copy_(renormalized(self.weights_, float(self.num_tasks), self.params.min_weight))
+
+    def _update_present(self, losses: torch.Tensor, grad_norms: torch.Tensor, present: torch.Tensor) -> None:
+        """The weight update among the present tasks (missing labels); the absent ones' state is left alone."""
+        if not bool(present.any()):
+            return
+        first = torch.isnan(self.initial_losses_) & present  # the task's first step with a label
+        self.initial_losses_.copy_(torch.where(first, losses, self.initial_losses_))
+        rows, absent = present.nonzero().squeeze(1), ~present
+        rates = inverse_training_rates(losses[rows], self.initial_losses_[rows])
+        before = self.weights_.detach().clone()
+        state = self.optimizer_.state[self.weights_]
+        moments = {k: v.clone() for k, v in state.items() if torch.is_tensor(v) and v.shape == before.shape}
+        loss = gradnorm_loss(self.weights_[rows], grad_norms[rows], rates, self.params.alpha)
+        self.optimizer_.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer_.step()
+        for k, v in state.items():  # an absent task's moments as before (0 where the optimizer had none yet)
+            if torch.is_tensor(v) and v.shape == before.shape:
+                v.copy_(torch.where(absent, moments.get(k, torch.zeros_like(v)), v))
+        with torch.no_grad():
+            w = torch.where(absent, before, self.weights_)
+            total = float(self.num_tasks) - float(before[absent].sum())
+            w[rows] = renormalized(w[rows], total, self.params.min_weight)
+            self.weights_.copy_(w)
 
     def optimizer_groups(self) -> list[dict]:
         """None: GradNorm trains its weights itself, on L_grad."""

@@ -34,6 +34,10 @@ P(present) > 0.5 with one logit. Not the method but their protocol: ResNet50, Im
 shared Linear(2048, 512) + ReLU before the heads (models/xray_resnet.py), 2-class cross-entropy heads,
 Adam lr 1e-3, batch 128, 128 px, 15 epochs (GradNorm_MTL/README.md's command).
 
+Missing labels (their data has none): a task without a labelled image in the batch has no gradient, so
+‖g_t‖ = 0 would raise its weight by α·mean‖g‖·C_t^α at every such step; instead it keeps its weight, and the
+mean of the targets is over the present tasks. C_t counts correct predictions among labelled images only.
+
 Cost: one backward pass per task through the trunk, as theirs (the space's per-task gradients). No host
 sync: their `.item()` reads are the only thing left out; the values are the same.
 """
@@ -47,12 +51,22 @@ from mtlbench.registry import register_method
 
 
 def authors_update(
-    weights: torch.Tensor, grad_norms: torch.Tensor, counts: torch.Tensor, alpha: float, floor: float
+    weights: torch.Tensor,
+    grad_norms: torch.Tensor,
+    counts: torch.Tensor,
+    alpha: float,
+    floor: float,
+    present: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """w_t ← max(w_t − α(‖g_t‖ − mean_j ‖g_j‖ · C_t^α), floor): their update_task_weights, with the targets of
-    compute_target_gradient_norms, from the weighted losses' gradient norms ‖g_t‖ and the correct counts C_t."""
-    targets = grad_norms.mean() * counts.pow(alpha)
-    return (weights - alpha * (grad_norms - targets)).clamp(min=floor)
+    compute_target_gradient_norms, from the weighted losses' gradient norms ‖g_t‖ and the correct counts C_t.
+    With `present` (missing labels) the mean is over the present tasks and an absent task keeps its weight."""
+    if present is None:
+        targets = grad_norms.mean() * counts.pow(alpha)
+        return (weights - alpha * (grad_norms - targets)).clamp(min=floor)
+    mean = torch.where(present, grad_norms, torch.zeros_like(grad_norms)).sum() / present.sum().clamp(min=1)
+    updated = (weights - alpha * (grad_norms - mean * counts.pow(alpha))).clamp(min=floor)
+    return torch.where(present, updated, weights)
 
 
 @register_method("gradnorm-authors")
@@ -83,7 +97,9 @@ class GradNormAuthors(Method):
         used = self.weights_.clone()
         grad_norms = self.weights_ * ctx.grads.norm(dim=1).to(self.weights_)  # ‖∇(w_t L_t)‖, w_t > 0
         p = self.params
-        self.weights_.copy_(authors_update(self.weights_, grad_norms, self.correct_, p.alpha, p.min_weight))
+        present = ctx.present()
+        present = None if present is None else present.to(self.weights_.device)
+        self.weights_.copy_(authors_update(self.weights_, grad_norms, self.correct_, p.alpha, p.min_weight, present))
         return StepOutput(weights=used.to(device=ctx.losses.device, dtype=ctx.losses.dtype))
 
     def weights_changed_per_step(self) -> bool:

@@ -18,6 +18,9 @@ line 23 (`self.loss_scale.exp()*losses - self.loss_scale`). IMTL-L alone backpro
 scaled loss; LibMTL's IMTL then applies IMTL-G (lines 24-39) to its gradients, which is not part
 of this method. No hyperparameters.
 
+Missing labels: a task without a labelled image in the batch is left out of the objective that step, so
+its s_t gets no gradient (the scaled-loss balance is among the tasks that have a loss).
+
 Deviation: s trains in the run's optimizer in a group of its own without weight decay (the
 harness's rule for a method's parameters, methods/base.py); in LibMTL it shares the model's
 group and weight decay.
@@ -31,9 +34,13 @@ from mtlbench.methods.base import Method, StepContext, StepOutput
 from mtlbench.registry import register_method
 
 
-def imtl_l_objective(losses: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """Σ_t e^{s_t} L_t − s_t, differentiable in the losses and the scales."""
-    return (torch.exp(scales) * losses - scales).sum()
+def imtl_l_objective(losses: torch.Tensor, scales: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
+    """Σ_t e^{s_t} L_t − s_t, differentiable in the losses and the scales; over the `present` tasks only
+    where given (an absent task's −s_t alone would push s_t up at every step without a label)."""
+    terms = torch.exp(scales) * losses - scales
+    if present is None:
+        return terms.sum()
+    return torch.where(present, terms, torch.zeros_like(terms)).sum()
 
 
 @register_method("imtl-l")
@@ -48,4 +55,6 @@ class IMTLL(Method):
     def step(self, ctx: StepContext) -> StepOutput:
         """The scaled-loss objective and the weights e^s in force at this step."""
         scales = self.scale_.to(dtype=ctx.losses.dtype)
-        return StepOutput(weights=torch.exp(scales.detach()), objective=imtl_l_objective(ctx.losses, scales))
+        return StepOutput(
+            weights=torch.exp(scales.detach()), objective=imtl_l_objective(ctx.losses, scales, ctx.present())
+        )

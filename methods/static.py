@@ -22,8 +22,12 @@ from mtlbench.registry import register_method
 
 
 def inverse_prevalence_weights(labels: torch.Tensor) -> torch.Tensor:
-    """torchxrayvision's task weights from training labels (N, T): (max P − P + mean P), scaled to a maximum of 1."""
-    positives = labels.to(torch.float64).sum(dim=0)
+    """torchxrayvision's task weights from training labels (N, T): (max P − P + mean P), scaled to a maximum of 1.
+
+    P_t counts the positives among the labelled images: float labels may hold NaN for a missing label, left out
+    as torchxrayvision's `np.nansum` leaves them (its datasets have NaN labels too)."""
+    values = labels.to(torch.float64)
+    positives = values.nansum(dim=0) if labels.is_floating_point() else values.sum(dim=0)
     raw = positives.max() - positives + positives.mean()
     return raw / raw.max()
 

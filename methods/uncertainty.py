@@ -25,7 +25,9 @@ this note). ∂objective/∂s_t = −exp(−s_t)·L_t + ρ.
 
 The method returns the objective and, as weights, exp(−s_t) (detached): the factor on ∇L_t.
 Guard: a non-finite task loss is left out of the objective for that step (no gradient to the
-model or to s_t from it, so s stays finite); such events are counted in `diagnostics()`.
+model or to s_t from it, so s stays finite); such events are counted in `diagnostics()`. A task without a labelled image in the batch (missing
+labels) is left out of the objective the same way, uncounted: no labels, no evidence about σ_t, and
+s_t gets no gradient that step (the paper's likelihood has no term for an unobserved output).
 """
 
 from __future__ import annotations
@@ -37,9 +39,12 @@ from mtlbench.methods.base import Method, StepContext, StepOutput
 from mtlbench.registry import register_method
 
 
-def uncertainty_objective(losses: torch.Tensor, log_var: torch.Tensor, regularizer: float) -> torch.Tensor:
-    """Σ_t exp(−s_t)·L_t + ρ·s_t, leaving out (zero gradient) tasks whose loss is not finite."""
-    finite = torch.isfinite(losses)
+def uncertainty_objective(
+    losses: torch.Tensor, log_var: torch.Tensor, regularizer: float, present: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Σ_t exp(−s_t)·L_t + ρ·s_t, leaving out (zero gradient) tasks whose loss is not finite, and the tasks
+    not `present` (no labelled image: their ρ·s_t alone would pull s_t down at every such step)."""
+    finite = torch.isfinite(losses) if present is None else torch.isfinite(losses) & present
     # mask the loss before multiplying: where() alone would backpropagate 0·inf = NaN into s
     safe = torch.where(finite, losses, torch.zeros_like(losses))
     terms = torch.exp(-log_var) * safe + regularizer * log_var
@@ -63,7 +68,7 @@ class UncertaintyWeighting(Method):
         """The objective Σ exp(−s)L + ρ·s and the weights exp(−s) in force at this step."""
         self.skipped_ = self.skipped_ + (~torch.isfinite(ctx.losses.detach())).sum()
         log_var = self.log_var_.to(dtype=ctx.losses.dtype)
-        objective = uncertainty_objective(ctx.losses, log_var, self.params.regularizer)
+        objective = uncertainty_objective(ctx.losses, log_var, self.params.regularizer, ctx.present())
         weights = torch.exp(-log_var.detach())
         return StepOutput(weights=weights, objective=objective)
 

@@ -14,7 +14,12 @@ sum to T when the method declares "sum-to-T"; a shared gradient has the space's 
 tensor of the method's state is a registered buffer or parameter; the global RNG is untouched;
 the method is deterministic given its generator; `state_dict` survives `torch.save` /
 `torch.load(weights_only=True)` and the steps after a restore equal the uninterrupted ones; a
-method that declares `syncs_host = False` reads no tensor value on the host.
+method that declares `syncs_host = False` reads no tensor value on the host. Missing labels: the same
+run on batches with NaN labels (some images lack some tasks; one task has no label at all in the first
+epoch's batches and in one later batch) through a masked TaskLoss, with NaN epoch statistics for a task
+without labels in the epoch: every output is finite (and sums to T where declared), the model stays finite,
+an absent task's head is not moved by a step where it has no label (plain SGD), the global RNG is untouched,
+`syncs_host = False` still holds, and the run is deterministic and resumes as above.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import sys
 import typing
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -40,6 +45,7 @@ from mtlbench import hyperparams
 from mtlbench.model import HarnessModel
 from mtlbench.config import RunConfig
 from mtlbench.errors import UserError
+from mtlbench.losses import TaskLoss
 from mtlbench.methods.base import EpochStats, Method, StepOutput
 from mtlbench.methods.params import WEIGHT_SCALES
 
@@ -151,6 +157,12 @@ class Harness:
     epoch_every: int = 3  # end_epoch after this many steps: 3 epoch ends, so per-epoch methods update twice
     seed: int = 0
     dtype: torch.dtype = torch.float32
+    missing: bool = False  # NaN labels (see `absent`), trained with a masked TaskLoss
+
+    # With `missing`: the task without any label in these batches (the whole first epoch, the very first
+    # batch included, and one batch after the resume cut); every other label is missing with probability ¼.
+    ABSENT_TASK: ClassVar[int] = 1
+    ABSENT_BATCHES: ClassVar[tuple[int, ...]] = (0, 1, 2, 7)
 
     def tasks(self) -> tuple[str, ...]:
         """Task names."""
@@ -165,7 +177,23 @@ class Harness:
             x = torch.randn(self.batch, 12, generator=gen)
             y = ((x @ mix + 0.5 * torch.randn(self.batch, self.num_tasks, generator=gen)) > 0.3).float()
             out.append((x.to(self.dtype), y.to(self.dtype)))
+        if self.missing:
+            for k, (x, y) in enumerate(out):
+                drop = torch.rand(y.shape, generator=gen) < 0.25
+                drop[0] = False  # the first image has every other label: every other task has one in each batch
+                if k in self.ABSENT_BATCHES:
+                    drop[:, self.ABSENT_TASK] = True
+                out[k] = (x, torch.where(drop, torch.full_like(y, math.nan), y))
         return out
+
+    def absent(self, k: int) -> list[int]:
+        """The tasks without any label in batch k."""
+        _, y = self.batches()[k]
+        return torch.isnan(y).all(dim=0).nonzero().squeeze(1).tolist()
+
+    def task_loss(self) -> TaskLoss | None:
+        """The masked per-task loss where labels are missing (else the trainer's default)."""
+        return TaskLoss("bce", "bce", masked=True) if self.missing else None
 
     def fresh(self) -> tuple[TinyMultiTaskModel, Method, torch.optim.Optimizer]:
         """Model, method (own generator) and optimizer as every run starts them."""
@@ -173,15 +201,32 @@ class Harness:
             torch.manual_seed(self.seed)
             model = TinyMultiTaskModel(self.num_tasks).to(self.dtype).train()
         method = self.cls(self.tasks(), generator=torch.Generator().manual_seed(self.seed + 1))
-        method.bind_training_labels(torch.cat([y for _, y in self.batches()]).to(torch.uint8))  # as the loop does
+        labels = torch.cat([y for _, y in self.batches()])
+        # as the loop does: uint8 where labels are complete, float32 with NaN where some are missing
+        method.bind_training_labels(labels.float() if self.missing else labels.to(torch.uint8))
         groups = [{"params": list(model.parameters())}] + method.optimizer_groups()
         return model, method, torch.optim.SGD(groups, lr=0.05)
 
     def epoch_stats(self, epoch: int) -> EpochStats:
         """Per-task statistics that differ between tasks and epochs."""
         t = torch.arange(self.num_tasks, dtype=torch.float64)
-        return EpochStats(
+        stats = EpochStats(
             epoch, 0.6 - 0.03 * t * (epoch + 1), 0.7 + 0.04 * t, 0.65 - 0.02 * t, 0.72 + 0.03 * t, 0.7 + 0.02 * t
+        )
+        if not self.missing:
+            return stats
+        batches = self.batches()[epoch * self.epoch_every : (epoch + 1) * self.epoch_every]
+        labelled = sum((~torch.isnan(y)).sum(dim=0).double() for _, y in batches)
+        none = labelled == 0  # as the trainer reports a task without labels: NaN statistics
+        nan = lambda v: torch.where(none, torch.full_like(v, math.nan), v)  # noqa: E731
+        return EpochStats(
+            epoch,
+            nan(stats.train_loss),
+            nan(stats.train_accuracy),
+            nan(stats.val_loss),
+            nan(stats.val_accuracy),
+            nan(stats.val_auroc),
+            labelled=labelled,
         )
 
     def run(
@@ -213,7 +258,17 @@ class Harness:
         try:
             data = self.batches()
             for k in range(first, last):
-                training_step(model, method, optimizer, *data[k], config, k, k // self.epoch_every, torch.device("cpu"))
+                training_step(
+                    model,
+                    method,
+                    optimizer,
+                    *data[k],
+                    config,
+                    k,
+                    k // self.epoch_every,
+                    torch.device("cpu"),
+                    task_loss=self.task_loss(),
+                )
                 if (k + 1) % self.epoch_every == 0:
                     method.end_epoch(self.epoch_stats(k // self.epoch_every))
         finally:
@@ -258,6 +313,7 @@ def check_method(cls: type) -> None:
     try:
         _check_hyperparameters(cls, label)
         _check_training(cls, label)
+        _check_missing_labels(cls, label)
     except ConformanceError:
         raise
     except Exception as exc:  # noqa: BLE001  (any crash of the method is a failed check, named)
@@ -371,6 +427,17 @@ def _check_training(cls: type, label: str) -> None:
             f"tensor state {', '.join(stray)} is not a registered buffer or parameter: to() and checkpoints miss it",
         )
 
+    _check_repeatable(harness, label, first)
+
+    # The losses' dtype decides the outputs' (the trainer gives float32 or float64 losses).
+    wide = Harness(cls, steps=4, dtype=torch.float64)
+    model, method, optimizer = wide.fresh()
+    wide.run(model, method, optimizer, 0, wide.steps, Trace())
+
+
+def _check_repeatable(harness: Harness, label: str, first: Trace) -> None:
+    """A second run equals `first`, and a run interrupted after the second epoch end and restored from its
+    saved state goes on as the uninterrupted one."""
     again = Trace()
     model2, method2, optimizer2 = harness.fresh()
     harness.run(model2, method2, optimizer2, 0, harness.steps, again)
@@ -399,10 +466,30 @@ def _check_training(cls: type, label: str) -> None:
     if not _same(straight.outputs, resumed.outputs) or not _equal(method.state_dict(), method_r.state_dict()):
         _fail(label, "the steps after restoring state_dict differ from the uninterrupted ones")
 
-    # The losses' dtype decides the outputs' (the trainer gives float32 or float64 losses).
-    wide = Harness(cls, steps=4, dtype=torch.float64)
-    model, method, optimizer = wide.fresh()
-    wide.run(model, method, optimizer, 0, wide.steps, Trace())
+
+def _check_missing_labels(cls: type, label: str) -> None:
+    """The run on batches with missing labels (see Harness.missing), one step at a time."""
+    harness = Harness(cls, missing=True)
+    model, method, optimizer = harness.fresh()
+    first = Trace()
+    head = model.heads
+    for k in range(harness.steps):
+        before = (head.weight.detach().clone(), head.bias.detach().clone())
+        harness.run(model, method, optimizer, k, k + 1, first)
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            _fail(label, f"with missing labels the model's parameters are not finite after step {k}")
+        for t in harness.absent(k):
+            if not (torch.equal(head.weight[t], before[0][t]) and torch.equal(head.bias[t], before[1][t])):
+                _fail(
+                    label, f"with missing labels step {k} moved the head of task {t}, which had no label in the batch"
+                )
+    if first.rng_touched:
+        _fail(label, f"with missing labels {first.rng_touched[0]}; draw from self.generator_")
+    if not cls.syncs_host and first.syncs:
+        _fail(
+            label, f"declares syncs_host = False but with missing labels read tensors on the host: {dict(first.syncs)}"
+        )
+    _check_repeatable(harness, label, first)
 
 
 def _same(a: list[dict[str, torch.Tensor | None]], b: list[dict[str, torch.Tensor | None]]) -> bool:

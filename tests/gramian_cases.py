@@ -89,3 +89,23 @@ def end_to_end_weights(run: TinyRun, bundle: DatasetBundle, *zero_counters: str)
     for counter in ("nonfinite_update_steps", *zero_counters):
         assert run.diagnostics[counter] == 0, counter
     return values
+
+
+def assert_absent_task_left_out(cls: type[Method], params: object = None, scale: float = 1.0, seed: int = 3) -> None:
+    """With missing labels a task without a labelled image has a zero gradient row: the method's weights are
+    those of the same method on the present tasks alone (times `scale`, e.g. T/T' for a method that scales its
+    weights by T), 0 for the absent task, which is counted as a zero gradient row; the update is theirs too."""
+    rng = np.random.default_rng(seed)
+    present = torch.from_numpy(_half_space(rng.normal(size=(3, 6)), rng))  # 3 present tasks
+    jacobian = torch.cat([present[:1], torch.zeros(1, 6, dtype=torch.float64), present[1:]])  # task 1 absent
+    losses = torch.tensor([0.7, 0.0, 0.4, 1.3], dtype=torch.float64)
+    labelled = torch.tensor([5, 0, 3, 8])
+    method = cls(("a", "b", "c", "d"), params, generator=torch.Generator().manual_seed(seed))
+    out = method.step(StepContext(losses, 0, 0, grads=jacobian, labelled=labelled))
+    alone = cls(("a", "c", "d"), params, generator=torch.Generator().manual_seed(seed))
+    expected = alone.step(StepContext(losses[[0, 2, 3]], 0, 0, grads=present, labelled=labelled[[0, 2, 3]]))
+    assert out.weights[1].item() == 0.0
+    torch.testing.assert_close(out.weights[[0, 2, 3]], scale * expected.weights, rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(out.shared_grad, scale * expected.shared_grad, rtol=1e-9, atol=1e-12)
+    assert method.diagnostics()["zero_grad_rows"] == 1.0
+    assert alone.diagnostics()["zero_grad_rows"] == 0.0

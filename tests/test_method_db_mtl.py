@@ -179,3 +179,19 @@ def test_tiny_training_run(tiny_run, toy_bundle):
     for weights in run.per_step().values():  # α ≥ 1, the largest-norm task's 1
         assert min(weights) == pytest.approx(1.0, rel=1e-5) and all(math.isfinite(w) for w in weights)
     assert run.diagnostics == {"nonfinite_task_rows_skipped": 0.0}
+
+
+def test_a_task_without_labels_keeps_its_ema_and_is_left_out_of_the_update():
+    m = DBMTL(TASKS)
+    losses, grads = problem(0)
+    m.step(ctx(losses, grads))
+    kept = m.ema_[2].clone()
+    absent = torch.cat([grads[:2], torch.zeros(1, grads.shape[1], dtype=grads.dtype)])  # c: no label, no gradient
+    out = m.step(StepContext(torch.cat([losses[:2], torch.zeros(1, dtype=losses.dtype)]), 1, 0, absent,
+                             labelled=torch.tensor([4, 2, 0])))  # fmt: skip
+    assert torch.equal(m.ema_[2], kept)  # not decayed toward its zero gradient
+    ema = m.ema_[:2]  # the present tasks: 0.9·ĝ + 0.1·g/(L + ε)
+    norms = ema.norm(dim=1)
+    assert out.weights.tolist() == pytest.approx([*(norms.max() / (norms + 1e-8)).tolist(), 0.0], rel=1e-12)
+    assert torch.allclose(out.shared_grad, out.weights[:2] @ ema, rtol=1e-12)
+    assert m.diagnostics() == {"nonfinite_task_rows_skipped": 0.0}

@@ -187,3 +187,11 @@ def test_the_hyperparameters_added_for_init_stl_leave_earlier_runs_identity_alon
     assert replace(plain, method_params={"init": "stl", "stl_accuracies": "0.5," * 13 + "0.5"}).config_hash() != (
         replace(plain, method_params={"init": "stl", "stl_accuracies": "0.6," * 13 + "0.6"}).config_hash()
     )
+
+
+def test_a_task_without_labels_in_an_epoch_keeps_its_weight_and_is_left_out_of_the_mean():
+    m = DeepChest(("a", "b", "c", "d"))
+    nan = float("nan")
+    acc = stats(train_acc=(0.9, nan, 0.6, 0.85))  # b: no label in the epoch; mean of the others 0.7833
+    m.end_epoch(EpochStats(**{**vars(acc), "labelled": torch.tensor([5.0, 0.0, 5.0, 5.0])}))
+    assert m.weights_.tolist() == pytest.approx([1 / 1.05, 1.0, 1.1, 1 / 1.05], rel=1e-12)

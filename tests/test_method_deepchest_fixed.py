@@ -74,3 +74,12 @@ def test_tiny_training_run_logs_the_destination_every_epoch(tiny_run, toy_bundle
     for epoch in (0, 1):
         logged = {r["task"]: r["weight"] for r in run.weights if r["epoch"] == epoch}
         assert [logged[t] for t in TASK_NAMES] == pytest.approx(expected, rel=1e-6)  # logged as the losses (fp32)
+
+
+def test_missing_labels_the_prevalence_is_among_the_labelled_images():
+    nan = float("nan")
+    params = DeepChestFixedParams(epochs=2)
+    labels = torch.tensor([[1, 0, nan], [1, nan, 0], [nan, 0, 1], [0, 1, 0]], dtype=torch.float32)
+    complete = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 1, 1]], dtype=torch.uint8)  # the same prevalences 2/3, 1/3, 1/3
+    assert deepchest_destination(labels, params).tolist() == deepchest_destination(complete, params).tolist()
+    assert torch.isfinite(deepchest_destination(torch.full((3, 2), nan), params)).all()  # a task never labelled

@@ -106,3 +106,11 @@ def test_matches_torchjd(name):
 
 def test_end_to_end_run(tiny_run, toy_bundle):
     assert min(end_to_end_weights(tiny_run("dualproj"), toy_bundle, "solver_failed_steps")) >= 1 - 1e-6
+
+
+def test_a_task_without_labels_is_left_out_as_on_the_present_tasks_alone():
+    """Missing labels: the absent task's zero gradient row gets weight 0 and is counted; the rest is the method on
+    the present tasks (tests/gramian_cases.py)."""
+    from tests.gramian_cases import assert_absent_task_left_out
+
+    assert_absent_task_left_out(DualProj, None)

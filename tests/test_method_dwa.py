@@ -110,3 +110,14 @@ def test_tiny_training_run(tiny_run):
     l0 = [r["loss"] for r in train if r["epoch"] == 0]
     l1 = [r["loss"] for r in train if r["epoch"] == 1]
     assert by_epoch[2] == pytest.approx(by_hand(l1, l0), rel=1e-5)
+
+
+def test_a_task_without_labels_in_an_epoch_keeps_its_weight_and_the_others_share_the_rest():
+    m = DynamicWeightAverage(TASKS)
+    nan = float("nan")
+    labelled = torch.tensor([10.0, 0.0, 10.0, 10.0])  # b: no label in the second epoch (NaN loss)
+    m.end_epoch(epoch(0, (1.0, 0.8, 0.5, 2.0)))
+    m.end_epoch(EpochStats(**{**vars(epoch(1, (0.5, nan, 0.5, 1.0))), "labelled": labelled}))
+    assert weights(m) == pytest.approx([*by_hand((0.5, 0.5, 1.0), (1.0, 0.5, 2.0))[:1], 1.0,
+                                        *by_hand((0.5, 0.5, 1.0), (1.0, 0.5, 2.0))[1:]], rel=1e-12)  # fmt: skip
+    assert sum(weights(m)) == pytest.approx(4.0) and m.diagnostics() == {"skipped_updates": 0.0}

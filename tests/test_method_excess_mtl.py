@@ -206,3 +206,25 @@ def test_tiny_training_run(tiny_run, toy_bundle):
     assert per_step[0] == [1.0] * 14  # the baseline step
     assert all(sum(w) == pytest.approx(14.0, rel=1e-5) and min(w) > 0 for w in per_step.values())
     assert run.diagnostics == {"skipped_task_rows": 0.0}
+
+
+def test_a_task_without_labels_takes_its_baseline_at_its_first_label_and_keeps_its_weight():
+    m = ExcessMTL(("a", "b", "c", "d"))
+    first = jacobian(0)
+    first[3] = 0.0  # d: no labelled image in the first batch
+    labelled = torch.tensor([2, 2, 2, 0])
+    m.step(StepContext(torch.tensor([0.5, 0.5, 0.5, 0.0], dtype=torch.float64), 0, 0, first, labelled=labelled))
+    assert m.initial_risks_[3].item() == 0.0 and m.weights_.tolist() == [1.0] * 4
+    second = jacobian(1)
+    m.step(StepContext(torch.ones(4, dtype=torch.float64), 1, 0, second, labelled=torch.tensor([2, 2, 2, 2])))
+    sq_sum = first.square() + second.square()
+    risks = excess_risks(second.square(), sq_sum)
+    assert m.initial_risks_[3].item() == pytest.approx(risks[3].item(), rel=1e-12)  # its first labelled step
+    ratios = torch.cat([risks[:3] / m.initial_risks_[:3], torch.ones(1, dtype=torch.float64)])  # d: r = 1
+    assert m.weights_.tolist() == pytest.approx(multiplicative_update(torch.ones(4), ratios, 0.01).tolist(), rel=1e-9)
+    third = jacobian(2)
+    third[0] = 0.0  # a: no label this time; it keeps its weight, the others share the rest of T
+    before = m.weights_.clone()
+    out = m.step(StepContext(torch.ones(4, dtype=torch.float64), 2, 0, third, labelled=torch.tensor([0, 1, 1, 1])))
+    assert out.weights[0].item() == before[0].item() and out.weights.sum().item() == pytest.approx(4.0)
+    assert m.diagnostics() == {"skipped_task_rows": 0.0}

@@ -242,3 +242,39 @@ def test_training_steps_equal_the_authors_loop() -> None:
     assert torch.allclose(method.xi_.float(), w.detach(), rtol=1e-4, atol=1e-7)
     for a, b in zip(ours.state_dict().values(), theirs.state_dict().values()):  # BatchNorm stats included
         assert torch.allclose(a.float(), b.float(), rtol=1e-4, atol=1e-6)
+
+
+def test_a_task_without_labels_gets_weight_zero_and_its_logit_and_moments_stay():
+    m = FAMO(TASKS)
+    xi = [0.2, -0.1, 0.3]
+    m.xi_.copy_(torch.tensor(xi, dtype=torch.float64))
+    labelled = torch.tensor([4, 0, 2])  # task b: no labelled image in the batch, loss 0
+    c = StepContext(torch.tensor((0.5, 0.0, 0.25), dtype=torch.float64), 0, 0, labelled=labelled)
+    out = m.step(c)
+    z = softmax([xi[0], xi[2]])  # FAMO on the present tasks a, c
+    w = hand_weights(z, (0.5, 0.25))
+    assert out.weights.tolist() == pytest.approx([w[0], 0.0, w[1]], rel=1e-12)
+    m.after_update(c, lambda: torch.tensor((0.25, 0.0, 0.25), dtype=torch.float64))  # δ = (ln 2, ·, 0)
+    assert m.xi_[1].item() == -0.1 and m.m_[1].item() == 0.0 and m.v_[1].item() == 0.0
+    p = m.params
+    delta = [math.log(2), 0.0]
+    mean = sum(zi * d for zi, d in zip(z, delta))
+    grads = [zi * (d - mean) + p.gamma * x for zi, d, x in zip(z, delta, (xi[0], xi[2]))]
+    moved = [x - p.beta * g / (abs(g) + 1e-8) for x, g in zip((xi[0], xi[2]), grads)]  # Adam's first step
+    assert [m.xi_[0].item(), m.xi_[2].item()] == pytest.approx(moved, rel=1e-9)
+    assert m.diagnostics() == {"logit_updates": 1.0, "skipped_logit_updates": 0.0}
+    assert torch.isfinite(m.xi_).all() and torch.isfinite(m.v_).all()
+
+
+def test_next_batch_takes_delta_only_for_tasks_present_at_both_steps():
+    m = FAMONextBatch(TASKS)
+    first = m.step(StepContext(torch.tensor(PREV, dtype=torch.float64), 0, 0, labelled=torch.tensor([3, 0, 1])))
+    assert first.weights[1].item() == 0.0 and torch.isfinite(first.weights).all()
+    # δ = (ln 2, ·, 0) for a and c; b had no loss at the first step, so no δ: it stays out of the update
+    m.step(StepContext(torch.tensor((0.5, 1.0, 0.5), dtype=torch.float64), 1, 0, labelled=torch.tensor([2, 2, 2])))
+    assert m.xi_[1].item() == 0.0 and m.m_[1].item() == 0.0 and m.v_[1].item() == 0.0
+    # two tasks at z' = (½, ½): J_zᵀδ = (ln2/4, −ln2/4), so Adam's first step is ∓β
+    assert [m.xi_[0].item(), m.xi_[2].item()] == pytest.approx([-BETA, BETA], rel=1e-6)
+    assert m.diagnostics() == {"logit_updates": 1.0, "skipped_logit_updates": 0.0}
+    m.step(StepContext(torch.tensor(PREV, dtype=torch.float64), 2, 0, labelled=torch.tensor([2, 2, 2])))
+    assert m.m_[1].item() != 0.0  # present at both steps now: it moves

@@ -89,3 +89,18 @@ def test_tiny_training_run(tiny_run, toy_bundle):
         # w_t = G/(T·L_t) with G the geometric mean, so the geometric mean of T·w_t is G/G = 1
         assert all(w > 0 for w in weights)
         assert math.exp(sum(math.log(14 * w) for w in weights) / 14) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_a_task_without_labels_is_left_out_the_geometric_mean_is_over_the_present_tasks():
+    x = torch.tensor((0.5, 0.0, 0.1, 1.3), dtype=torch.float64, requires_grad=True)  # task b: no label
+    out = GeometricLossStrategy(tuple("abcd")).step(StepContext(x, 0, 0, labelled=torch.tensor([2, 0, 1, 5])))
+    present_x, present_out = step((0.5, 0.1, 1.3))  # GLS on the three present tasks alone
+    assert out.objective.item() == pytest.approx((0.5 * 0.1 * 1.3) ** (1 / 3), rel=1e-12)
+    assert out.objective.item() == pytest.approx(present_out.objective.item(), rel=1e-12)
+    out.objective.backward()
+    present_out.objective.backward()
+    assert x.grad[[0, 2, 3]].tolist() == pytest.approx(present_x.grad.tolist(), rel=1e-12)
+    assert x.grad[1].item() == 0.0 and not torch.isnan(x.grad).any()
+    assert out.weights.tolist() == pytest.approx(
+        [*present_out.weights[:1].tolist(), 0.0, *present_out.weights[1:].tolist()]
+    )

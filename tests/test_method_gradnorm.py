@@ -142,3 +142,25 @@ def test_end_to_end_run(tiny_run, toy_bundle):
         values = [r["weight"] for r in weights if r["step"] == step]
         assert len(values) == 14 and sum(values) == pytest.approx(14)
     assert diag["skipped_weight_updates"] == 0
+
+
+def test_a_task_without_labels_keeps_its_weight_and_its_initial_loss_waits_for_its_first_label():
+    m = GradNorm(("a", "b", "c"))
+    grads = unit_rows()[:3] * torch.tensor([[1.0], [2.0], [0.5]])
+    absent = grads.clone()
+    absent[2] = 0.0  # t2: no labelled image in the first batch, so no loss and no gradient
+    losses = torch.tensor([0.5, 0.8, 0.0], dtype=torch.float64)
+    m.step(StepContext(losses, 0, 0, absent, labelled=torch.tensor([2, 2, 0])))
+    assert m.initial_losses_[:2].tolist() == [0.5, 0.8] and torch.isnan(m.initial_losses_[2])
+    alone = GradNorm(("a", "b"))  # the same step on the present tasks alone (their weights hold 2 of T = 3)
+    alone.step(StepContext(losses[:2], 0, 0, grads[:2]))
+    assert m.weights_.tolist() == pytest.approx([*alone.weights_.tolist(), 1.0], rel=1e-12)
+    assert m.weights_[2].item() == 1.0 and m.weights_.sum().item() == pytest.approx(3.0)
+    state = m.optimizer_.state[m.weights_]
+    assert state["exp_avg"][2].item() == 0.0 and state["exp_avg_sq"][2].item() == 0.0  # its moments untouched
+    assert m.diagnostics()["zero_grad_rows"] == 1.0
+    m.step(
+        StepContext(torch.tensor([0.4, 0.8, 0.6], dtype=torch.float64), 1, 0, grads, labelled=torch.tensor([2, 2, 2]))
+    )
+    assert m.initial_losses_.tolist() == [0.5, 0.8, 0.6]  # L_t(0) of t2 at its first labelled step
+    assert m.weights_.sum().item() == pytest.approx(3.0)

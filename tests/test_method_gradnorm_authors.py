@@ -1,6 +1,7 @@
 """gradnorm-authors: the DeepChest authors' "GradNorm" update by hand, its per-epoch counts, and their loop."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -190,3 +191,16 @@ def test_end_to_end_run(tiny_run, toy_bundle):
     assert per_step[0] == [1.0] * 14  # the first step trains with the initial weights
     assert all(w >= 1e-6 and math.isfinite(w) for ws in per_step.values() for w in ws)
     assert run.per_step_epoch_means(len(per_step))
+
+
+def test_a_task_without_labels_keeps_its_weight_and_the_mean_is_over_the_present_tasks():
+    m = GradNormAuthors(("a", "b", "c"))
+    norms = [0.4, 1.3, 0.0]  # c: no labelled image in the batch, no gradient
+    c = StepContext(torch.tensor([0.5, 0.7, 0.0], dtype=torch.float64), 0, 0, rows_with_norms(norms),
+                    correct=torch.tensor([3, 1, 0]), labelled=torch.tensor([4, 4, 0]))  # fmt: skip
+    m.step(c)
+    present = their_update([1.0, 1.0], norms[:2], [3, 1])  # their rule on the present tasks alone
+    assert m.weights_.tolist() == pytest.approx([*present, 1.0], rel=1e-12)
+    # without the mask c would gain α·mean‖g‖·0^α = 0 here, but α·mean‖g‖·C^α on a later absent step:
+    m.step(replace(c, step=1))
+    assert m.weights_[2].item() == 1.0

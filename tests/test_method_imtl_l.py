@@ -105,3 +105,14 @@ def test_tiny_training_run(tiny_run, toy_bundle):
     assert sorted(per_step) == list(range(steps)) and per_step[0] == [1.0] * 14  # e^0 at the first step
     assert all(w > 0 and math.isfinite(w) for ws in per_step.values() for w in ws)
     assert per_step[steps - 1] != [1.0] * 14  # the scales moved
+
+
+def test_a_task_without_labels_is_left_out_and_its_scale_gets_no_gradient():
+    m = method_with()  # s = (0, −1, 0.7)
+    losses = torch.tensor((0.5, 2.0, 0.0), requires_grad=True)  # task c: no labelled image in the batch
+    out = m.step(StepContext(losses, 0, 0, labelled=torch.tensor([3, 1, 0])))
+    assert out.objective.item() == pytest.approx(0.5 + math.exp(-1.0) * 2.0 + 1.0, rel=1e-6)
+    out.objective.backward()
+    assert m.scale_.grad.tolist() == pytest.approx([0.5 - 1.0, math.exp(-1.0) * 2.0 - 1.0, 0.0], rel=1e-6)
+    assert m.scale_.grad[2].item() == 0.0  # without the mask: −s_c alone would push s_c up (∂ = −1)
+    assert losses.grad.tolist() == pytest.approx([1.0, math.exp(-1.0), 0.0], rel=1e-6)

@@ -238,3 +238,11 @@ def test_end_to_end_run(tiny_run, toy_bundle, name):
     for step in steps | {-1}:  # T·α every step, and their epoch mean
         assert sum(r["weight"] for r in weights if r["step"] == step) == pytest.approx(14, rel=1e-5)
     assert diag["nonfinite_update_steps"] == 0
+
+
+def test_a_task_without_labels_is_left_out_as_on_the_present_tasks_alone():
+    """Missing labels: the absent task's zero gradient row gets weight 0 and is counted; the rest is the method on
+    the present tasks (tests/gramian_cases.py)."""
+    from tests.gramian_cases import assert_absent_task_left_out
+
+    assert_absent_task_left_out(MGDA, None, scale=4 / 3)

@@ -78,3 +78,11 @@ def test_tiny_training_run_logs_the_training_splits_weights(tiny_run, toy_bundle
         logged = {r["task"]: r["weight"] for r in run.weights if r["epoch"] == e}
         assert [logged[t] for t in toy_bundle.task_names] == pytest.approx(expected, rel=1e-6)
     assert np.isclose(max(expected), 1.0)
+
+
+def test_missing_labels_count_as_neither_positive_nor_negative():
+    nan = float("nan")
+    labels = torch.tensor([[1, nan, 0], [1, 1, nan], [nan, 1, 0], [0, nan, nan]], dtype=torch.float32)
+    positives = [2.0, 2.0, 0.0]  # np.nansum, as torchxrayvision
+    raw = [max(positives) - p + sum(positives) / 3 for p in positives]
+    assert inverse_prevalence_weights(labels).tolist() == pytest.approx([r / max(raw) for r in raw], rel=1e-12)

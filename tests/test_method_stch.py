@@ -48,7 +48,7 @@ def test_warmup_objective_is_the_sum_of_log_losses_and_weights_its_gradient():
     out.objective.backward()
     assert x.grad.tolist() == pytest.approx([1 / v for v in x.tolist()], rel=1e-12)
     assert out.weights.tolist() == pytest.approx(x.grad.tolist(), rel=1e-12)
-    assert m.loss_count_.item() == 0  # epoch 0 < W = 4: no nadir estimate yet
+    assert m.loss_count_.tolist() == [0.0] * 4  # epoch 0 < W = 4: no nadir estimate yet
 
 
 def warmed_up(warmup=1, batches=((0.4, 0.2, 1.0, 0.1), (0.6, 0.4, 2.0, 0.3))) -> STCH:
@@ -61,7 +61,7 @@ def warmed_up(warmup=1, batches=((0.4, 0.2, 1.0, 0.1), (0.6, 0.4, 2.0, 0.3))) ->
 def test_the_last_warmup_epoch_averages_the_losses_into_the_nadir_point():
     m = warmed_up()
     assert m.nadir_.tolist() == pytest.approx([0.5, 0.3, 1.5, 0.2], rel=1e-12)
-    assert m.loss_count_.item() == 2
+    assert m.loss_count_.tolist() == [2.0] * 4  # batches seen, per task
     m.step(StepContext(losses(5.0, 5.0, 5.0, 5.0), 2, 2))  # later epochs leave it alone
     assert m.nadir_.tolist() == pytest.approx([0.5, 0.3, 1.5, 0.2], rel=1e-12)
 
@@ -203,3 +203,33 @@ def test_tiny_training_run(tmp_path, toy_bundle):
     steps_per_epoch = len(toy_bundle.train) // 16
     assert len(rows) == 14 * 3 * steps_per_epoch
     assert all(r["weight"] > 0 and math.isfinite(r["weight"]) for r in rows)
+
+
+def test_a_task_without_labels_is_left_out_of_the_nadir_and_stch_is_over_the_present_tasks():
+    m = STCH(TASKS, STCHParams(mu=0.5, warmup_epochs=1))
+    nan_free = [(0.4, 0.2, 1.0, 0.1), (0.6, 0.0, 2.0, 0.3)]  # batch 2: task b has no label (loss 0)
+    for k, (batch, labelled) in enumerate(zip(nan_free, ([2, 2, 2, 2], [2, 0, 2, 2]))):
+        out = m.step(StepContext(losses(*batch), k, 1, labelled=torch.tensor(labelled)))
+    assert out.weights[1].item() == 0.0  # warm-up: 1/(L + ε) would be 1e20 for a 0
+    assert m.nadir_.tolist() == pytest.approx([0.5, 0.2, 1.5, 0.2], rel=1e-12)  # b: its one labelled batch
+    assert m.loss_count_.tolist() == [2.0, 1.0, 2.0, 2.0]
+    x = losses(0.25, 0.0, 1.5, 0.05, grad=True)
+    out = m.step(StepContext(x, 10, 2, labelled=torch.tensor([3, 0, 1, 1])))
+    alone = STCH(("a", "c", "d"), STCHParams(mu=0.5, warmup_epochs=1))  # STCH on the present subset
+    alone.nadir_.copy_(torch.tensor([0.5, 1.5, 0.2], dtype=torch.float64))
+    y = losses(0.25, 1.5, 0.05, grad=True)
+    expected = alone.step(StepContext(y, 10, 2))
+    assert out.objective.item() == pytest.approx(expected.objective.item(), rel=1e-12)
+    out.objective.backward()
+    expected.objective.backward()
+    assert x.grad[[0, 2, 3]].tolist() == pytest.approx(y.grad.tolist(), rel=1e-12) and x.grad[1].item() == 0.0
+    assert out.weights.tolist() == pytest.approx(x.grad.tolist(), rel=1e-12)
+
+
+def test_a_checkpoint_with_the_former_scalar_count_loads():
+    m = warmed_up()
+    state = m.state_dict()
+    state["loss_count_"] = torch.tensor(2.0, dtype=torch.float64)  # as saved before the count was per task
+    fresh = STCH(TASKS, STCHParams(mu=0.5, warmup_epochs=1))
+    fresh.load_state_dict(state)
+    assert fresh.loss_count_.tolist() == [2.0] * 4

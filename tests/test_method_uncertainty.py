@@ -115,3 +115,15 @@ def test_tiny_training_run(tiny_run, toy_bundle):
     assert all(math.isfinite(r["weight"]) and r["weight"] > 0 for r in rows)
     assert any(r["weight"] != 1.0 for r in rows if r["step"] == steps - 1)  # s moved
     assert list(run.diagnostics.items()) == [("nonfinite_task_losses_skipped", 0.0)]
+
+
+def test_a_task_without_labels_is_left_out_and_its_log_variance_gets_no_gradient():
+    m = method_with()  # s = (0, 1, −0.5), ρ = 1
+    losses = torch.tensor((0.5, 0.0, 1.0), requires_grad=True)  # task b: no labelled image in the batch
+    out = m.step(StepContext(losses, 0, 0, labelled=torch.tensor([4, 0, 2])))
+    assert out.objective.item() == pytest.approx(0.5 + 0.0 + math.exp(0.5) * 1.0 - 0.5, rel=1e-6)
+    out.objective.backward()
+    assert m.log_var_.grad.tolist() == pytest.approx([-0.5 + 1.0, 0.0, -math.exp(0.5) + 1.0], rel=1e-6)
+    assert m.log_var_.grad[1].item() == 0.0  # without the mask: ρ = 1 would pull s_b down every such step
+    assert out.weights.tolist() == pytest.approx([1.0, math.exp(-1.0), math.exp(0.5)], rel=1e-6)
+    assert m.diagnostics() == {"nonfinite_task_losses_skipped": 0.0}

@@ -199,6 +199,7 @@ class RunLoop:
                 val_loss=torch.from_numpy(val.loss),
                 val_accuracy=torch.from_numpy(val.accuracy),
                 val_auroc=torch.from_numpy(val.auroc),
+                labelled=meter.labelled.cpu() if self.data.has_missing_labels else None,
             )
         )
         state.epoch = epoch + 1
