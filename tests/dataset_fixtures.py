@@ -186,12 +186,15 @@ def chexpert_rows(patients: int, first: int, split: str, folder: str = "CheXpert
     return pd.DataFrame(rows)
 
 
-def write_chexpert_download(root: Path, train_patients: int = 24, valid_patients: int = 6, size: int = 40,
-                            test_patients: int = 0) -> dict[str, pd.DataFrame]:
+def write_chexpert_download(
+    root: Path, train_patients: int = 24, valid_patients: int = 6, size: int = 40, test_patients: int = 0
+) -> dict[str, pd.DataFrame]:
     """A CheXpert-v1.0-small folder: train.csv, valid.csv (and test.csv with `test_patients`) in the real
     columns, and a JPEG per row at patientNNNNN/studyN/viewK_*.jpg. Returns the tables by file name."""
-    tables = {"train.csv": chexpert_rows(train_patients, 1, "train"),
-              "valid.csv": chexpert_rows(valid_patients, 64541, "valid")}
+    tables = {
+        "train.csv": chexpert_rows(train_patients, 1, "train"),
+        "valid.csv": chexpert_rows(valid_patients, 64541, "valid"),
+    }
     if test_patients:
         tables["test.csv"] = chexpert_rows(test_patients, 64741, "test")
     rng = np.random.default_rng(7)

@@ -118,7 +118,7 @@ def test_version_1_database_is_migrated(tmp_path):
     con.commit()
     con.close()
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 8
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 9
         assert s.query("SELECT COUNT(*) AS n FROM predictions")[0]["n"] == 0
 
 
@@ -153,6 +153,17 @@ def test_version_6_database_gains_an_empty_tuning_table_and_keeps_its_runs(tmp_p
         assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [rid]
 
 
+def test_version_8_database_gains_an_empty_cross_tests_table_and_keeps_its_runs(tmp_path):
+    path = tmp_path / "v8.sqlite"
+    with ResultsStore(path) as s:
+        rid = s.claim_run(KEY, "{}", {}, "sum-to-T", Owner()).run_id
+    _as_older_schema(path, 8, "DROP TABLE cross_tests")  # before --test-dataset
+    with ResultsStore(path) as s:
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 9
+        assert s.query("SELECT COUNT(*) AS n FROM cross_tests")[0]["n"] == 0
+        assert [r["run_id"] for r in s.query("SELECT run_id FROM runs")] == [rid]
+
+
 def test_version_7_costs_gain_load_columns_that_say_unknown(tmp_path):
     """Schema 8 adds the median step's CPU time, the other load and the reliability flag to `costs`;
     a run stored before keeps its costs, its new columns NULL: reliability unknown."""
@@ -172,7 +183,7 @@ def test_version_7_costs_gain_load_columns_that_say_unknown(tmp_path):
         ),
     )
     with ResultsStore(path) as s:
-        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 8
+        assert s.query("SELECT version FROM schema_version")[0]["version"] == SCHEMA_VERSION == 9
         row = dict(s.query("SELECT * FROM costs WHERE run_id=?", (rid,))[0])
         assert (row["wall_s"], row["median_step_s"], row["peak_rss_mb"]) == (3.0, 0.12, 10.0)
         assert [row[c] for c in ("median_step_cpu_s", "other_load", "unreliable", "unreliable_reason")] == [None] * 4

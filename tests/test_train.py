@@ -319,7 +319,9 @@ def test_a_run_with_missing_labels_trains_on_labelled_images_only(store, toy_bun
     data = with_missing_labels(toy_bundle)
     out = train_run(replace(CFG, method=method), data, store, {"torch": torch.__version__}, model_factory=tiny_model)
     assert out.status == "complete"
-    diagnostics = {r["name"]: r["value"] for r in store.query("SELECT * FROM diagnostics WHERE run_id=?", (out.run_id,))}
+    diagnostics = {
+        r["name"]: r["value"] for r in store.query("SELECT * FROM diagnostics WHERE run_id=?", (out.run_id,))
+    }
     steps = CFG.epochs * (len(data.train) // CFG.batch_size)
     assert diagnostics["unlabelled_task_steps"] >= steps  # task 13 is unlabelled at every step
     train_sql = "SELECT * FROM metrics WHERE run_id=? AND split='train' AND task=?"
