@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,23 +26,13 @@ import pandas as pd
 from PIL import Image
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
+from mtlbench.datasets.cxr14_synth.params import FINDING_STRENGTH
 from mtlbench.datasets.chexpert import OBSERVATIONS, TEST_CSV, TRAIN_CSV, VALID_CSV, read_chexpert, task_labels
-from mtlbench.datasets.cxr14_synth.nih_sample import read_nih_boxes
 from mtlbench.datasets.cxr14_synth.noise import render_labels
-from mtlbench.datasets.cxr14_synth.params import FINDING_STRENGTH, MAX_SIZE, MIN_IMAGES, MIN_SIZE
-from mtlbench.datasets.cxr14_synth.render import Look, render_stream
 from mtlbench.datasets.cxr14_synth.rng import Draws, image_keys
-from mtlbench.datasets.cxr14_synth.writer import (
-    COMPLETE_MARKER,
-    SYNTH_JSON,
-    generate_partial,
-    is_complete,
-    is_marked_partial,
-    move_into_place,
-)
-from mtlbench.datasets.nih_layout import CACHE_DIR
+from mtlbench.datasets.cxr14_synth.writer import SYNTH_JSON
+from mtlbench.datasets.synth_folder import SynthFolder, look, render_into
 from mtlbench.errors import UserError
-from mtlbench.owned import remove_stale_partials
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
@@ -54,7 +43,6 @@ TEST_PATIENT_FRACTION, VALID_PATIENT_FRACTION = 0.2, 0.1  # of the table's patie
 VALID_SHARE = 0.1  # of --synth-images: the valid.csv images, the rest train.csv
 UNCERTAIN_RENDER_RATE = 0.5
 JPEG_QUALITY = 95
-WRITE_THREADS = 4
 _POOL_STREAM, _DRAW_STREAM = 0xC5E7, 0xC5D7
 _SPLIT_FILES = {"train": TRAIN_CSV, "valid": VALID_CSV, "test": TEST_CSV}
 
@@ -150,18 +138,13 @@ def write_layout(
     """CheXpert's layout of `samples` in `target`: the three tables and their JPEGs."""
     total = sum(len(r) for r in samples.values())
     advance = progress(f"generating {DATASET_NAME}", total)
-    look = Look(size, seed, FINDING_STRENGTH, read_nih_boxes())
+    style = look(size, seed)
     stats: dict[str, Any] = {}
     for split, rows in samples.items():
         frame = render_frame(rows, split)
         drawn = rendered_findings(rows, frame["Image Index"], seed, prevalence)
         names = frame["Image Index"].tolist()
-        for folder in {str(Path(n).parent) for n in names}:
-            (target / folder).mkdir(parents=True, exist_ok=True)
-        with ThreadPoolExecutor(max_workers=WRITE_THREADS) as writer:
-            for start, stop, images in render_stream(frame, drawn, look):
-                list(writer.map(_write_jpeg, [target / n for n in names[start:stop]], images))
-                advance(stop - start)
+        render_into(target, frame, drawn, style, _write_jpeg, advance)
         table = rows[["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *OBSERVATIONS]].copy()
         table["Path"] = [f"{DATASET_NAME}/{n}" for n in names]
         table.to_csv(target / _SPLIT_FILES[split], index=False)
@@ -173,70 +156,30 @@ def write_layout(
     (target / SYNTH_JSON).write_text(json.dumps({**params, "stats": stats}, indent=2) + "\n")
 
 
-def ensure_generated(root: Path, request: DataRequest, progress: ProgressFactory) -> Path:
-    """Generate the dataset at `root` unless a complete one with the same parameters is there."""
-    spec = (request.synth_images, request.synth_test_images, request.image_size, request.data_seed)
-    params = generator_params(*spec)
-    if is_complete(root, params):
-        return root
-    if not request.build_cache:
-        raise UserError(f"no generated {DATASET_NAME} at {root}; run `mtlbench data prepare` with the same options")
-    table = read_source_table()
-    samples = sample_rows(table, request.synth_images, request.synth_test_images, request.data_seed)
-    prevalence = (task_labels(table, "zeros") == 1).mean(axis=0)  # of the positives, per task
-    check_replaceable(root)
-    remove_stale_partials(root.parent, f"{root.name}.partial-*", is_marked_partial)
-    partial = generate_partial(
-        root,
-        lambda t: write_layout(t, samples, request.image_size, request.data_seed, progress, params, prevalence),
-        DATASET_NAME,
-    )
-    return move_into_place(partial, root, params, check_replaceable)
-
-
-def check_replaceable(root: Path) -> None:
-    """UserError unless `root` is absent or a folder this generator wrote holding only what it and the
-    image cache write there."""
-    if not root.exists() and not root.is_symlink():
-        return
-    try:
-        generator = json.loads((root / SYNTH_JSON).read_text()).get("generator")
-    except (OSError, ValueError, AttributeError):
-        generator = None
-    known = {*_SPLIT_FILES.values(), *_SPLIT_FILES, SYNTH_JSON, COMPLETE_MARKER, CACHE_DIR}
-    foreign = sorted(e.name for e in root.iterdir() if e.name not in known) if root.is_dir() else []
-    if root.is_symlink() or not root.is_dir() or generator != DATASET_NAME or foreign:
-        raise UserError(
-            f"{root} is in the way of the {DATASET_NAME} dataset and was not written (only) by its generator; "
-            "move it away, or pass --data-dir elsewhere"
-        )
-
-
-def dataset_root(request: DataRequest) -> Path:
-    """data_dir/chexpert-synth/n{count}-test{test_count}-px{size}-seed{seed}."""
-    name = f"n{request.synth_images}-test{request.synth_test_images}-px{request.image_size}-seed{request.data_seed}"
-    return Path(request.data_dir) / DATASET_NAME / name
+FOLDER = SynthFolder(DATASET_NAME, frozenset({*_SPLIT_FILES.values(), *_SPLIT_FILES}))
 
 
 @register_dataset(DATASET_NAME)
 def load_chexpert_synth(request: DataRequest, progress: ProgressFactory) -> DatasetBundle:
     """Generate (once, cached under data_dir) and load the synthetic CheXpert-layout dataset."""
-    if not MIN_SIZE <= request.image_size <= MAX_SIZE:
-        raise UserError(f"--image-size must be between {MIN_SIZE} and {MAX_SIZE} for {DATASET_NAME}")
-    for flag, n in (("--synth-images", request.synth_images), ("--synth-test-images", request.synth_test_images)):
-        if n < MIN_IMAGES:
-            raise UserError(f"{flag} must be at least {MIN_IMAGES} for {DATASET_NAME}, got {n}")
-    root = dataset_root(request)
-    try:
-        ensure_generated(root, request, progress)
-    except OSError as exc:
-        raise UserError(
-            f"cannot write {DATASET_NAME} under {request.data_dir} ({exc.strerror or exc}); "
-            "pass --data-dir pointing to a writable folder with free space"
-        ) from None
+    FOLDER.check_request(request)
+    root = FOLDER.root(request)
+    params = generator_params(request.synth_images, request.synth_test_images, request.image_size, request.data_seed)
+
+    def write(target: Path) -> None:
+        table = read_source_table()
+        samples = sample_rows(table, request.synth_images, request.synth_test_images, request.data_seed)
+        prevalence = (task_labels(table, "zeros") == 1).mean(axis=0)  # of the positives, per task
+        write_layout(target, samples, request.image_size, request.data_seed, progress, params, prevalence)
+
+    FOLDER.ensure(root, params, request.build_cache, write)
     bundle = read_chexpert(root, request, progress, name=DATASET_NAME)
-    generator = json.loads((root / SYNTH_JSON).read_text())
-    return dataclasses.replace(bundle, info={**bundle.info, "generator": generator})
+    return dataclasses.replace(bundle, info={**bundle.info, "generator": FOLDER.generator_info(root)})
+
+
+def dataset_root(request: DataRequest) -> Path:
+    """data_dir/chexpert-synth/n{count}-test{test_count}-px{size}-seed{seed}."""
+    return FOLDER.root(request)
 
 
 def _relative(path: str, split: str) -> str:

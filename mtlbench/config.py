@@ -59,8 +59,8 @@ LEGACY_VALUES: dict[str, Any] = {
 # Fields that only these datasets read, added after runs on others were stored: left out of the
 # hash of a run on any other dataset, where they cannot change a result, so those runs keep their identity.
 DATASET_FIELDS: dict[str, tuple[str, ...]] = {
-    "synth_test_images": ("cxr14-synth",),
     "uncertain": ("chexpert", "chexpert-synth", "mimic-cxr"),
+    "synth_test_images": ("cxr14-synth", "chexpert-synth", "padchest-synth"),
 }
 # RunConfig fields a config file cannot set (the sweep fills them per cell), and what sets them
 NOT_FROM_FILE: dict[str, str] = {

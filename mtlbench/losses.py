@@ -102,15 +102,19 @@ def asymmetric_loss(
 
 def positive_weights(train_labels: np.ndarray) -> torch.Tensor:
     """Per task negatives / positives among the training split's labelled images (float32, (T,)); a task
-    without positives in training is a one-line UserError (its weight would be infinite)."""
+    without positives in training is a one-line UserError (its weight would be infinite), unless no
+    training image has a label for it (a finding the dataset does not label: its loss is always masked,
+    its weight 1)."""
     labels = np.asarray(train_labels)
     positives, labelled = label_positives(labels), label_mask(labels).sum(axis=0)
-    if (positives == 0).any():
+    empty = (positives == 0) & (labelled > 0)
+    if empty.any():
         raise UserError(
             "--loss pos-weight: no training positives for task index(es) "
-            f"{', '.join(map(str, np.flatnonzero(positives == 0)))}; use more training images or another --loss"
+            f"{', '.join(map(str, np.flatnonzero(empty)))}; use more training images or another --loss"
         )
-    return torch.tensor((labelled - positives) / positives, dtype=torch.float32)
+    ratio = np.where(labelled > 0, (labelled - positives) / np.maximum(positives, 1), 1.0)
+    return torch.tensor(ratio, dtype=torch.float32)
 
 
 def build_task_loss(kind: Loss, head: Head, train_labels: np.ndarray, masked: bool = False) -> TaskLoss:

@@ -85,7 +85,7 @@ DATASETS: Registry[Any] = Registry(
     "dataset",
     "mtlbench.datasets.catalog",
     {},
-    ("cxr14-synth", "nih-cxr14", "chestmnist", "chexpert", "chexpert-synth"),
+    ("cxr14-synth", "nih-cxr14", "chestmnist", "chexpert", "chexpert-synth", "mimic-cxr", "padchest", "padchest-synth"),
 )
 
 

@@ -210,3 +210,71 @@ def write_chexpert_download(
 def _mkdir(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def write_mimic_download(root: Path, subjects: int = 30, size: int = 32, gz: bool = True) -> dict[str, pd.DataFrame]:
+    """A MIMIC-CXR-JPG 2.x folder: the chexpert, split and metadata tables (gzipped like the download) and a
+    JPEG per image at files/pXX/pXXXXXXXX/sXXXXXXXX/<dicom_id>.jpg. The last 20% of subjects are test, the
+    10% before them validate. Returns the tables by file name (without .gz)."""
+    rng = np.random.default_rng(11)
+    labels, split, meta = [], [], []
+    for k in range(subjects):
+        subject = 10000000 + 37 * k
+        part = "test" if k >= subjects * 0.8 else "validate" if k >= subjects * 0.7 else "train"
+        for s in range(1 + k % 2):
+            study = 50000000 + 100 * k + s
+            row = {"subject_id": subject, "study_id": study}
+            healthy = rng.random() < 0.15
+            for obs in CHEXPERT_OBSERVATIONS:
+                if obs == "No Finding":
+                    row[obs] = 1.0 if healthy else np.nan
+                else:
+                    row[obs] = np.nan if healthy else rng.choice([1.0, 0.0, -1.0, np.nan], p=[0.3, 0.2, 0.15, 0.35])
+            labels.append(row)
+            for v, view in enumerate(["PA" if k % 3 else "AP"] + (["LATERAL"] if k % 4 == 0 else [])):
+                dicom = f"{k:08x}-{s:08x}-{v:08x}-aaaaaaaa-bbbbbbbb"
+                split.append({"dicom_id": dicom, "study_id": study, "subject_id": subject, "split": part})
+                meta.append({"dicom_id": dicom, "subject_id": subject, "study_id": study, "ViewPosition": view})
+                target = root / "files" / f"p{str(subject)[:2]}" / f"p{subject}" / f"s{study}" / f"{dicom}.jpg"
+                target.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 256, (size, size + 6), dtype=np.uint8), mode="L").save(target, "JPEG")
+    tables = {
+        "mimic-cxr-2.0.0-chexpert.csv": pd.DataFrame(labels),
+        "mimic-cxr-2.0.0-split.csv": pd.DataFrame(split),
+        "mimic-cxr-2.0.0-metadata.csv": pd.DataFrame(meta),
+    }
+    for name, table in tables.items():
+        table.to_csv(root / (f"{name}.gz" if gz else name), index=False)
+    return tables
+
+
+PADCHEST_LABELS = (
+    "['normal']", "['pleural effusion', 'cardiomegaly']", "['pseudonodule']", "['nodule', 'copd signs']",
+    "['unchanged']", "['alveolar pattern', 'unchanged']", "['hiatal hernia', 'apical pleural thickening']",
+    "['pericardial effusion']", "['subcutaneous emphysema', 'emphysema']", "",
+)  # fmt: skip
+
+
+def write_padchest_download(root: Path, patients: int = 40, size: int = 32) -> pd.DataFrame:
+    """A PadChest folder: its CSV (real column names; Labels as list literals, one blank) and 16-bit PNGs in
+    numbered folders; some patients have a lateral too. Returns the table."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for p in range(patients):
+        for i, projection in enumerate(["PA" if p % 3 else "AP_horizontal"] + (["L"] if p % 5 == 0 else [])):
+            image = f"2168401113669640{p:06d}{i}_00-0{p % 90:02d}-0{i}.png"
+            folder = p % 3
+            rows.append(
+                {
+                    "ImageID": image, "ImageDir": folder, "StudyDate_DICOM": 20140915, "StudyID": f"s{p}",
+                    "PatientID": f"{839860488694292331637988235681460987 + p}", "PatientBirth": 1930.0 + p,
+                    "PatientSex_DICOM": "F" if p % 2 else "M", "Projection": projection,
+                    "Labels": PADCHEST_LABELS[(p + i) % len(PADCHEST_LABELS)],
+                }
+            )  # fmt: skip
+            target = root / str(folder) / image
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(rng.integers(0, 4096, (size, size), dtype=np.uint16) * 16).save(target)
+    table = pd.DataFrame(rows)
+    table.to_csv(root / "PADCHEST_chest_x_ray_images_labels_160K_01.02.19.csv", index=False)
+    return table

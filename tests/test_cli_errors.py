@@ -244,5 +244,5 @@ def test_registries_list_in_catalog_order_whatever_was_imported_first() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.splitlines()
     assert out == [
         f"cxr14-synth ew {METHODS.names()[-1]}",
-        "cxr14-synth, nih-cxr14, chestmnist, chexpert, chexpert-synth",
+        "cxr14-synth, nih-cxr14, chestmnist, chexpert, chexpert-synth, mimic-cxr, padchest, padchest-synth",
     ]

@@ -57,3 +57,13 @@ def test_test_dataset_is_part_of_the_identity_and_its_folder_is_not() -> None:
     assert replace(crossed, test_data_dir="/elsewhere").config_hash() == crossed.config_hash()
     with pytest.raises(UserError, match="give --test-dataset NAME too"):
         build_config("smoke", [({"test_data_dir": "/x"}, "command line")])
+
+
+def test_the_table_says_when_no_task_can_be_compared(tmp_path) -> None:
+    data = replace(make_bundle(), cross_tests={"elsewhere": make_bundle(n_train=32).test})
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as store:
+        train_run(CFG, data, store, {"torch": torch.__version__}, model_factory=tiny_model)
+    protocol = load_protocols(path)[0]
+    table = generalization_table(protocol, leaderboard(protocol, "ew", resamples=20, min_positives=10_000))
+    assert len(table) == 1 and table.loc[0, "tasks"] == 0 and table.loc[0, "change"] == "—"

@@ -126,3 +126,8 @@ def test_unmasked_loss_is_unchanged_and_counts_nothing() -> None:
 def test_positive_weights_count_labelled_images_only() -> None:
     labels = np.array([[1, 0], [0, np.nan], [0, 1], [np.nan, 0]], dtype=np.float32)
     assert positive_weights(labels).tolist() == [2.0, 2.0]  # task 0: 2 negatives / 1 positive; task 1: 2 / 1
+
+
+def test_positive_weights_of_a_task_without_any_label_are_one() -> None:
+    labels = np.array([[1, np.nan], [0, np.nan], [0, np.nan]], dtype=np.float32)
+    assert positive_weights(labels).tolist() == [2.0, 1.0]

@@ -17,8 +17,9 @@ from mtlbench.report.load import Protocol
 
 GENERALIZATION_EXPLANATION = (
     "Each row: a method trained on the protocol's dataset, its mean test AUROC on that dataset's test split and "
-    "on another dataset's (`--test-dataset`), over the tasks both test splits can score (enough positives on "
-    "both); seed mean ± sd over seeds. No interval: the other test split's predictions are not stored."
+    "on another dataset's (`--test-dataset`), over the tasks both test splits can score (at least --min-positives "
+    "positives and a negative on both; `tasks` counts them, — where there is none); seed mean ± sd over seeds. No "
+    "interval: the other test split's predictions are not stored."
 )
 
 
@@ -36,23 +37,21 @@ def generalization_table(protocol: Protocol, board: Leaderboard) -> pd.DataFrame
         tasks = [t for t, ok in zip(board.tasks, board.eligible) if ok and bool(eligible_there.get(t, False))]
         for variant in board.variants():
             ids = [int(r) for r in runs.index[runs["variant"] == variant] if int(r) in set(theirs["run_id"])]
-            if not ids or not tasks:
+            if not ids:
                 continue
-            at_home = [float(np.mean([own[(r, t)] for t in tasks])) for r in ids]
-            there = theirs.set_index(["run_id", "task"])["auroc"]
-            away = [float(np.mean([there[(r, t)] for t in tasks])) for r in ids]
-            rows.append(
-                {
-                    "method": variant,
-                    "trained on": protocol.dataset,
-                    "tested on": dataset,
-                    "tasks": len(tasks),
+            row = {"method": variant, "trained on": protocol.dataset, "tested on": dataset, "tasks": len(tasks)}
+            if tasks:  # else no task has enough positives on both test splits: nothing to compare
+                at_home = [float(np.mean([own[(r, t)] for t in tasks])) for r in ids]
+                there = theirs.set_index(["run_id", "task"])["auroc"]
+                away = [float(np.mean([there[(r, t)] for t in tasks])) for r in ids]
+                row |= {
                     "own test AUROC": _mean_sd(at_home),
                     "other test AUROC": _mean_sd(away),
                     "change": _mean_sd(list(np.subtract(away, at_home)), signed=True),
-                    "seeds": len(ids),
                 }
-            )
+            else:
+                row |= {"own test AUROC": "—", "other test AUROC": "—", "change": "—"}
+            rows.append({**row, "seeds": len(ids)})
     return pd.DataFrame(rows)
 
 
