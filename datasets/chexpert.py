@@ -31,8 +31,14 @@ import numpy as np
 import pandas as pd
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
-from mtlbench.datasets.table_layout import ImageTable, carve_patients, read_table_layout, resolve_under
-from mtlbench.errors import UserError, one_line
+from mtlbench.datasets.table_layout import (
+    ImageTable,
+    carve_patients,
+    read_csv_table,
+    read_table_dataset,
+    resolve_under,
+)
+from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
@@ -73,35 +79,26 @@ _PATIENT = re.compile(r"(patient\d+)")
 
 def read_chexpert_csv(path: Path) -> pd.DataFrame:
     """A CheXpert table, its columns and label values checked (one-line UserErrors naming the file and line)."""
-    fix = "restore it from the CheXpert download"
-    try:
-        table = pd.read_csv(path, dtype={"Path": str})
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path} is empty (no header, no rows); {fix}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as err:
-        raise UserError(f"cannot parse {path} as CSV ({one_line(err)}); {fix}") from None
-    except OSError as err:
-        raise UserError(f"cannot read {path} ({err.strerror or err}); {fix}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise UserError(
-            f"{path} lacks column(s) {', '.join(map(repr, missing))}: not a CheXpert table "
-            f"(it needs Path, Frontal/Lateral, AP/PA and the 14 observations); {fix}"
-        )
-    if table.empty:
-        raise UserError(f"{path} has a header but no rows; {fix}")
+    fix = "restore it from the CheXpert download (it needs Path, Frontal/Lateral, AP/PA and the 14 observations)"
+    table = check_observations(read_csv_table(path, REQUIRED_COLUMNS, fix, {"Path": str}), path, fix)
+    empty = np.flatnonzero(table["Path"].isna().to_numpy())
+    if len(empty):
+        raise UserError(f"{path} line {empty[0] + 2} has no Path; {fix}")
+    return table
+
+
+def check_observations(table: pd.DataFrame, path: Path, fix: str) -> pd.DataFrame:
+    """`table` with its 14 observation columns as numbers; a value other than 1, 0, −1 or blank is a one-line
+    UserError naming the file, line and column (CheXpert's and MIMIC-CXR's label files share the format)."""
     for column in OBSERVATIONS:
         values = pd.to_numeric(table[column], errors="coerce")
         bad = np.flatnonzero((table[column].notna() & ~values.isin([1.0, 0.0, -1.0])).to_numpy())
         if len(bad):
             raise UserError(
-                f"{path} line {bad[0] + 2}: {column} is {str(table[column].iloc[bad[0]])!r}; CheXpert labels are "
+                f"{path} line {bad[0] + 2}: {column} is {str(table[column].iloc[bad[0]])!r}; labels are "
                 f"1.0, 0.0, -1.0 (uncertain) or blank ({len(bad):,} such value(s)); {fix}"
             )
         table[column] = values
-    empty = np.flatnonzero(table["Path"].isna().to_numpy())
-    if len(empty):
-        raise UserError(f"{path} line {empty[0] + 2} has no Path; {fix}")
     return table
 
 
@@ -196,11 +193,7 @@ def read_chexpert(
     root: Path, request: DataRequest, progress: ProgressFactory, name: str = DATASET_NAME
 ) -> DatasetBundle:
     """A CheXpert folder (the real download or chexpert-synth's) as train/val/test splits."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{name}: dataset folder {root} does not exist; pass --data-dir pointing to it")
-    table, info = chexpert_table(root, request)
-    return read_table_layout(name, root, table, request, progress, info)
+    return read_table_dataset(name, root, request, progress, chexpert_table)
 
 
 @register_dataset(DATASET_NAME)

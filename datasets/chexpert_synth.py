@@ -26,12 +26,11 @@ import pandas as pd
 from PIL import Image
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
-from mtlbench.datasets.cxr14_synth.params import FINDING_STRENGTH
 from mtlbench.datasets.chexpert import OBSERVATIONS, TEST_CSV, TRAIN_CSV, VALID_CSV, read_chexpert, task_labels
 from mtlbench.datasets.cxr14_synth.noise import render_labels
 from mtlbench.datasets.cxr14_synth.rng import Draws, image_keys
 from mtlbench.datasets.cxr14_synth.writer import SYNTH_JSON
-from mtlbench.datasets.synth_folder import SynthFolder, look, render_into
+from mtlbench.datasets.synth_folder import SynthFolder, look, render_into, synth_params
 from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
@@ -111,21 +110,6 @@ def rendered_findings(rows: pd.DataFrame, names: pd.Series, seed: int, prevalenc
     return render_labels(present.astype(np.uint8), names, seed, prevalence)
 
 
-def generator_params(count: int, test_count: int, size: int, seed: int) -> dict[str, Any]:
-    """What determines the generated files (stored as synth.json)."""
-    return {
-        "generator": DATASET_NAME,
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "count": count,
-        "test_count": test_count,
-        "image_size": size,
-        "uncertain_render_rate": UNCERTAIN_RENDER_RATE,
-        "strength": dict(FINDING_STRENGTH),
-        "source_table": f"torchxrayvision/data/{TABLE_FILE}",
-    }
-
-
 def write_layout(
     target: Path,
     samples: dict[str, pd.DataFrame],
@@ -164,7 +148,9 @@ def load_chexpert_synth(request: DataRequest, progress: ProgressFactory) -> Data
     """Generate (once, cached under data_dir) and load the synthetic CheXpert-layout dataset."""
     FOLDER.check_request(request)
     root = FOLDER.root(request)
-    params = generator_params(request.synth_images, request.synth_test_images, request.image_size, request.data_seed)
+    params = synth_params(
+        DATASET_NAME, GENERATOR_VERSION, request, TABLE_FILE, uncertain_render_rate=UNCERTAIN_RENDER_RATE
+    )
 
     def write(target: Path) -> None:
         table = read_source_table()

@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
-from mtlbench.datasets.chexpert import OBSERVATIONS, TASK_OF, task_labels
-from mtlbench.datasets.table_layout import ImageTable, read_table_layout
-from mtlbench.errors import UserError, one_line
+from mtlbench.datasets.chexpert import OBSERVATIONS, TASK_OF, check_observations, task_labels
+from mtlbench.datasets.table_layout import ImageTable, read_csv_table, read_table_dataset
+from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
@@ -41,35 +41,11 @@ def find_table(root: Path, name: str) -> Path | None:
 
 
 def read_table(path: Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """A MIMIC-CXR table with at least `columns`, as one-line UserErrors when it is not."""
-    try:
-        table = pd.read_csv(path, dtype={"dicom_id": str})
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path} is empty (no header, no rows); {_FIX}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise UserError(f"cannot read {path} as CSV ({one_line(err)}); {_FIX}") from None
-    missing = [c for c in columns if c not in table.columns]
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; {_FIX}")
-    if table.empty:
-        raise UserError(f"{path} has a header but no rows; {_FIX}")
+    """A MIMIC-CXR table with at least `columns` (ids as whole numbers), as one-line UserErrors when it is not."""
+    table = read_csv_table(path, columns, _FIX, {"dicom_id": str})
     for column in ("subject_id", "study_id"):
         if column in columns and not pd.api.types.is_integer_dtype(table[column]):
             raise UserError(f"{path}: {column} must be whole numbers; {_FIX}")
-    return table
-
-
-def check_observations(table: pd.DataFrame, path: Path) -> pd.DataFrame:
-    """Label values must be 1, 0, −1 or blank (the first other one named with its line)."""
-    for column in OBSERVATIONS:
-        values = pd.to_numeric(table[column], errors="coerce")
-        bad = np.flatnonzero((table[column].notna() & ~values.isin([1.0, 0.0, -1.0])).to_numpy())
-        if len(bad):
-            raise UserError(
-                f"{path} line {bad[0] + 2}: {column} is {str(table[column].iloc[bad[0]])!r}; labels are 1.0, 0.0, "
-                f"-1.0 (uncertain) or blank; {_FIX}"
-            )
-        table[column] = values
     return table
 
 
@@ -80,7 +56,7 @@ def mimic_table(root: Path, request: DataRequest) -> tuple[ImageTable, dict]:
     for path, name in ((label_path, " or ".join(LABEL_FILES)), (split_path, SPLIT_FILE), (meta_path, METADATA_FILE)):
         if path is None:
             raise UserError(f"{DATASET_NAME}: no {name}(.gz) in {root}; pass --data-dir pointing to MIMIC-CXR-JPG")
-    labels = check_observations(read_table(label_path, ("subject_id", "study_id", *OBSERVATIONS)), label_path)
+    labels = check_observations(read_table(label_path, ("subject_id", "study_id", *OBSERVATIONS)), label_path, _FIX)
     split = read_table(split_path, ("dicom_id", "study_id", "subject_id", "split"))
     meta = read_table(meta_path, ("dicom_id", "ViewPosition"))
     unknown = sorted(set(split["split"].astype(str)) - set(SPLITS))
@@ -125,11 +101,7 @@ def mimic_table(root: Path, request: DataRequest) -> tuple[ImageTable, dict]:
 
 def read_mimic_cxr(root: Path, request: DataRequest, progress: ProgressFactory) -> DatasetBundle:
     """A MIMIC-CXR-JPG folder as its official train/validate/test splits."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{DATASET_NAME}: dataset folder {root} does not exist; pass --data-dir pointing to it")
-    table, info = mimic_table(root, request)
-    return read_table_layout(DATASET_NAME, root, table, request, progress, info)
+    return read_table_dataset(DATASET_NAME, root, request, progress, mimic_table)
 
 
 @register_dataset(DATASET_NAME)

@@ -22,7 +22,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, Split
+from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, Split, has_missing, labelled, positives
 from mtlbench.datasets.decode import decode_files
 from mtlbench.datasets.image_cache import UNREADABLE, ImageCache, ensure_cache, spot_check
 from mtlbench.datasets.nih_files import (  # noqa: F401  (IMAGES_DIR, read_image_list: part of this module's API)
@@ -369,15 +369,37 @@ def _describe(
     return {
         "source": str(root.resolve()),
         "csv": Path(csv_label.split(" (")[0]).name,
+        **describe_splits(splits, request, cache, listed, missing, unreadable),
+        "val_fraction": request.val_fraction,
+    }
+
+
+def describe_splits(
+    splits: dict[str, Split],
+    request: DataRequest,
+    cache: ImageCache,
+    listed: dict[str, np.ndarray],
+    missing: dict[str, int],
+    unreadable: dict[str, list[str]],
+) -> dict[str, Any]:
+    """What every dataset read from files records with each run: per split its images, patients, positives
+    (and labelled images, where labels can be missing), what was listed, missing or unreadable, the request's
+    data settings, the cache and the data's fingerprint."""
+    info: dict[str, Any] = {
         "images": {k: len(s) for k, s in splits.items()},
         "patients": {k: int(len(np.unique(s.patient_ids))) for k, s in splits.items()},
-        "positives": {k: dict(zip(TASK_NAMES, s.labels.sum(axis=0).tolist())) for k, s in splits.items()},
+        "positives": {k: dict(zip(TASK_NAMES, positives(s.labels).tolist())) for k, s in splits.items()},
+    }
+    if any(has_missing(s.labels) for s in splits.values()):
+        info["labelled"] = {
+            k: dict(zip(TASK_NAMES, labelled(s.labels).sum(axis=0).tolist())) for k, s in splits.items()
+        }
+    return info | {
         "listed": {k: int(len(v)) for k, v in listed.items()},
         "missing": missing,
         "unreadable": {k: len(v) for k, v in unreadable.items()},
         "unreadable_files": sorted(n for v in unreadable.values() for n in v)[:20],
         "allow_missing": request.allow_missing,
-        "val_fraction": request.val_fraction,
         "data_seed": request.data_seed,
         "views": request.views,
         "image_size": request.image_size,

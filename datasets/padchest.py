@@ -24,8 +24,14 @@ import numpy as np
 import pandas as pd
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
-from mtlbench.datasets.table_layout import ImageTable, carve_patients, read_table_layout, resolve_under
-from mtlbench.errors import UserError, one_line
+from mtlbench.datasets.table_layout import (
+    ImageTable,
+    carve_patients,
+    read_csv_table,
+    read_table_dataset,
+    resolve_under,
+)
+from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
@@ -73,18 +79,8 @@ def find_csv(root: Path) -> Path:
 
 def read_padchest_csv(path: Path) -> pd.DataFrame:
     """The PadChest table, its columns checked (one-line UserErrors)."""
-    try:
-        table = pd.read_csv(path, dtype={"ImageID": str, "PatientID": str, "Labels": str}, low_memory=False)
-    except pd.errors.EmptyDataError:
-        raise UserError(f"{path} is empty (no header, no rows); {_FIX}") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise UserError(f"cannot read {path} as CSV ({one_line(err)}); {_FIX}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
-    if missing:
-        raise UserError(f"{path} lacks column(s) {', '.join(map(repr, missing))}: not the PadChest table; {_FIX}")
-    if table.empty:
-        raise UserError(f"{path} has a header but no rows; {_FIX}")
-    return table
+    dtype = {"ImageID": str, "PatientID": str, "Labels": str}
+    return read_csv_table(path, REQUIRED_COLUMNS, f"it must be the PadChest table; {_FIX}", dtype)
 
 
 def parse_labels(text: object, where: str) -> list[str] | None:
@@ -157,11 +153,7 @@ def read_padchest(
     root: Path, request: DataRequest, progress: ProgressFactory, name: str = DATASET_NAME
 ) -> DatasetBundle:
     """A PadChest folder (the download or padchest-synth's) as train/val/test splits by patient."""
-    root = Path(root)
-    if not root.is_dir():
-        raise UserError(f"{name}: dataset folder {root} does not exist; pass --data-dir pointing to it")
-    table, info = padchest_table(root, request)
-    return read_table_layout(name, root, table, request, progress, info)
+    return read_table_dataset(name, root, request, progress, padchest_table)
 
 
 @register_dataset(DATASET_NAME)

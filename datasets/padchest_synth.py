@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,11 +23,10 @@ from PIL import Image
 
 from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory
 from mtlbench.datasets.cxr14_synth.noise import render_labels
-from mtlbench.datasets.cxr14_synth.params import FINDING_STRENGTH
 from mtlbench.datasets.cxr14_synth.rng import image_keys
 from mtlbench.datasets.cxr14_synth.writer import SYNTH_JSON
 from mtlbench.datasets.padchest import CSV_NAME, read_padchest, task_labels
-from mtlbench.datasets.synth_folder import SynthFolder, look, render_into
+from mtlbench.datasets.synth_folder import SynthFolder, look, render_into, synth_params
 from mtlbench.errors import UserError
 from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
@@ -76,20 +74,6 @@ def render_frame(rows: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-def generator_params(count: int, test_count: int, size: int, seed: int) -> dict[str, Any]:
-    """What determines the generated files (stored as synth.json)."""
-    return {
-        "generator": DATASET_NAME,
-        "version": GENERATOR_VERSION,
-        "seed": seed,
-        "count": count,
-        "test_count": test_count,
-        "image_size": size,
-        "strength": dict(FINDING_STRENGTH),
-        "source_table": f"torchxrayvision/data/{CSV_NAME}.gz",
-    }
-
-
 def write_layout(
     target: Path,
     rows: pd.DataFrame,
@@ -119,7 +103,7 @@ def load_padchest_synth(request: DataRequest, progress: ProgressFactory) -> Data
     FOLDER.check_request(request)
     root = FOLDER.root(request)
     count = request.synth_images + request.synth_test_images
-    params = generator_params(request.synth_images, request.synth_test_images, request.image_size, request.data_seed)
+    params = synth_params(DATASET_NAME, GENERATOR_VERSION, request, f"{CSV_NAME}.gz")
 
     def write(target: Path) -> None:
         table = read_source_table()

@@ -94,6 +94,22 @@ class SynthFolder:
 WRITE_THREADS = 4  # file creation overlaps well across threads
 
 
+def synth_params(dataset: str, version: int, request: DataRequest, source_table: str, **extra: Any) -> dict[str, Any]:
+    """What determines a generated folder (stored as synth.json; a change regenerates it): the generator and
+    its version, the request's sizes and seed, the renderer's strengths and the table the rows come from."""
+    return {
+        "generator": dataset,
+        "version": version,
+        "seed": request.data_seed,
+        "count": request.synth_images,
+        "test_count": request.synth_test_images,
+        "image_size": request.image_size,
+        **extra,
+        "strength": dict(FINDING_STRENGTH),
+        "source_table": f"torchxrayvision/data/{source_table}",
+    }
+
+
 def look(size: int, seed: int) -> Look:
     """cxr14-synth's renderer settings: its signature strengths and NIH's real finding boxes."""
     return Look(size, seed, FINDING_STRENGTH, read_nih_boxes())

@@ -15,11 +15,12 @@ import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
+import pandas as pd
 
-from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, Split, labelled, positives
+from mtlbench.datasets.base import DataRequest, DatasetBundle, ProgressFactory, Split
 from mtlbench.datasets.image_cache import ensure_cache, spot_check
 from mtlbench.datasets.nih_layout import (
     CACHE_DIR,
@@ -27,13 +28,12 @@ from mtlbench.datasets.nih_layout import (
     SPLIT_NAMES,
     PngSource,
     check_patient_disjoint,
+    describe_splits,
     drop_unreadable,
-    fingerprint,
     unreadable_message,
 )
 from mtlbench.datasets.split_checks import label_warnings
-from mtlbench.errors import UserError
-from mtlbench.tasks import TASK_NAMES
+from mtlbench.errors import UserError, one_line
 
 FRONTAL_VIEWS = ("PA", "AP")
 _SHOWN = 3
@@ -67,6 +67,23 @@ def resolve_under(root: Path, relative: str, where: str) -> Path:
             "paths under it (restore the table from the download)"
         )
     return root.joinpath(*parts)
+
+
+def read_csv_table(path: Path, columns: tuple[str, ...], fix: str, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
+    """A metadata CSV (plain or .gz) that must hold `columns` and at least one row; anything else is a one-line
+    UserError naming the file and ending with `fix` (what to do about it)."""
+    try:
+        table = pd.read_csv(path, dtype=dtype, low_memory=False)
+    except pd.errors.EmptyDataError:
+        raise UserError(f"{path} is empty (no header, no rows); {fix}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as err:
+        raise UserError(f"cannot read {path} as CSV ({one_line(err)}); {fix}") from None
+    missing = [c for c in columns if c not in table.columns]
+    if missing:
+        raise UserError(f"{path} lacks column(s) {', '.join(map(repr, missing))}; {fix}")
+    if table.empty:
+        raise UserError(f"{path} has a header but no rows; {fix}")
+    return table
 
 
 def carve_patients(rows: np.ndarray, patients: np.ndarray, fraction: float, seed: int, stream: int) -> np.ndarray:
@@ -127,21 +144,7 @@ def read_table_layout(
     info = {
         **info,
         "source": str(root.resolve()),
-        "images": {k: len(s) for k, s in splits.items()},
-        "patients": {k: int(len(np.unique(s.patient_ids))) for k, s in splits.items()},
-        "positives": {k: dict(zip(TASK_NAMES, positives(s.labels).tolist())) for k, s in splits.items()},
-        "labelled": {k: dict(zip(TASK_NAMES, labelled(s.labels).sum(axis=0).tolist())) for k, s in splits.items()},
-        "listed": {k: int(len(v)) for k, v in listed.items()},
-        "missing": missing,
-        "unreadable": {k: len(v) for k, v in unreadable.items()},
-        "unreadable_files": sorted(n for v in unreadable.values() for n in v)[:20],
-        "allow_missing": request.allow_missing,
-        "data_seed": request.data_seed,
-        "views": request.views,
-        "image_size": request.image_size,
-        "cache": str(cache.folder),
-        "cache_fingerprint": cache.fingerprint,
-        "fingerprint": fingerprint(splits, cache.fingerprint),
+        **describe_splits(splits, request, cache, listed, missing, unreadable),
         "warnings": info.get("warnings", []) + label_warnings(name, splits),
     }
     if request.spot_check:
@@ -150,6 +153,21 @@ def read_table_layout(
             "mismatched": spot_check(cache, source, request.spot_check),
         }
     return DatasetBundle(name=name, train=splits["train"], val=splits["val"], test=splits["test"], info=info)
+
+
+def read_table_dataset(
+    name: str,
+    root: Path,
+    request: DataRequest,
+    progress: ProgressFactory,
+    make_table: Callable[[Path, DataRequest], tuple[ImageTable, dict[str, Any]]],
+) -> DatasetBundle:
+    """The dataset at `root` whose files `make_table(root, request)` turns into an ImageTable and its provenance."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{name}: dataset folder {root} does not exist; pass --data-dir pointing to it")
+    table, info = make_table(root, request)
+    return read_table_layout(name, root, table, request, progress, info)
 
 
 def _keep_views(rows: np.ndarray, views: np.ndarray, wanted: str, name: str, split: str) -> np.ndarray:
