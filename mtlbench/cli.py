@@ -1,4 +1,4 @@
-"""The `mtlbench` command: run | tune | report | data | list | export.
+"""The `mtlbench` command: run | tune | report | data | list | export | merge.
 
 Each subcommand is a module of mtlbench.commands; this one builds the parser from them and turns
 errors into exit codes: a wrong input is one line and exit code 2, an interrupt says what was kept.
@@ -15,13 +15,21 @@ from typing import Sequence
 from rich.console import Console
 
 from mtlbench import __version__
-from mtlbench.commands import data, export, listing, report, run, tune
+from mtlbench.commands import data, export, listing, merge, report, run, tune
 from mtlbench.commands.options import CommandParser
 from mtlbench.commands.outcomes import Terminated
 from mtlbench.errors import UserError, interrupted_message
 
 LOG_WIDTH = 200  # columns of the tables printed when stdout is not a terminal
-COMMANDS = {"run": run, "tune": tune, "report": report, "data": data, "list": listing, "export": export}
+COMMANDS = {
+    "run": run,
+    "tune": tune,
+    "report": report,
+    "data": data,
+    "list": listing,
+    "export": export,
+    "merge": merge,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,9 +29,16 @@ class SweepPlan:
     seeds: tuple[int, ...]
     method_params: dict[str, dict[str, Any]]
     stl: bool = False  # also the single-task baseline: one `stl` run per task and seed
+    shard: tuple[int, int] = (1, 1)  # (K, N): this process runs the K-th of N interleaved shares of the cells
 
     def cells(self) -> list[RunConfig]:
-        """With `stl`, one single-task RunConfig per seed × task first; then one per method × seed, methods outermost."""
+        """This shard's cells: of all cells (with `stl`, one single-task RunConfig per seed × task first; then one
+        per method × seed, methods outermost), those whose position i has i mod N = K − 1."""
+        k, n = self.shard
+        return [c for i, c in enumerate(self.all_cells()) if i % n == k - 1]
+
+    def all_cells(self) -> list[RunConfig]:
+        """Every cell of the sweep, whatever the shard (see `cells`)."""
         cells = [
             replace(self.base, method=m, seed=s, method_params=self.method_params.get(m, {}))
             for m in self.methods
@@ -41,6 +48,19 @@ class SweepPlan:
             replace(self.base, method=STL, seed=s, method_params={}, tasks=t) for s in self.seeds for t in TASK_NAMES
         ]
         return (single if self.stl else []) + cells
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """`--shard K/N` as (K, N) with 1 ≤ K ≤ N; (1, 1) when not given."""
+    if not text:
+        return (1, 1)
+    parts = text.split("/")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"--shard must be K/N (e.g. 2/8: the second of eight shares of the cells), got {text!r}")
+    k, n = (int(p) for p in parts)
+    if not 1 <= k <= n:
+        raise UserError(f"--shard K/N needs 1 ≤ K ≤ N, got {text!r}")
+    return (k, n)
 
 
 # named method sets, in the order `mtlbench list` shows them; `core` is the default of `run` and `tune`

@@ -50,6 +50,12 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "with ew, deepchest and their two baselines; the report shows each rung (mtlbench/ladder.py)",
     )
     run.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="run only the K-th of N interleaved shares of the sweep's cells (1-based; every cell is in exactly one "
+        "share): N processes or jobs with --shard 1/N … N/N, each into its own --results file, then `mtlbench merge`",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="rerun cells that already have a result (complete, diverged or out of memory)",
@@ -63,7 +69,16 @@ def ladder_plans(args: argparse.Namespace) -> list["SweepPlan"]:
     from mtlbench.ladder import RUNGS, is_rung_zero, rung_configs
     from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_seeds
 
-    given = [flag for flag, used in (("--methods", args.methods), ("--stl", args.stl), ("--param", args.param)) if used]
+    given = [
+        flag
+        for flag, used in (
+            ("--methods", args.methods),
+            ("--stl", args.stl),
+            ("--param", args.param),
+            ("--shard", args.shard),
+        )
+        if used
+    ]
     if given:
         raise UserError(f"--ladder fixes each rung's methods and their settings: drop {', '.join(given)}")
     base = config_from(args)
@@ -90,7 +105,7 @@ def ladder_plans(args: argparse.Namespace) -> list["SweepPlan"]:
 def plan_from(args: argparse.Namespace) -> "SweepPlan":
     """The sweep `run` asks for, every setting, method, seed and hyperparameter checked (no torch)."""
     from mtlbench.hyperparams import parse_method_params
-    from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_methods, parse_seeds
+    from mtlbench.plan import SweepPlan, check_cell_count, check_methods_fit, parse_methods, parse_seeds, parse_shard
 
     base = config_from(args)
     args.methods, args.seeds = preset_sweep(args.preset, args.methods, args.seeds)
@@ -101,7 +116,13 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
     check_cell_count(methods, seeds, stl=args.stl)
     params = parse_method_params([*preset_params(args.preset, methods), *args.param], methods)
     check_methods_fit(base, methods)
-    return SweepPlan(base, methods, seeds, params, stl=args.stl)
+    shard = parse_shard(args.shard)
+    plan = SweepPlan(base, methods, seeds, params, stl=args.stl, shard=shard)
+    if not plan.cells():
+        raise UserError(
+            f"--shard {args.shard}: the sweep has {len(plan.all_cells())} cell(s), none in share {shard[0]}"
+        )
+    return plan
 
 
 def execute(args: argparse.Namespace, console: Console) -> int:
@@ -144,7 +165,9 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
     seeds = ",".join(str(s) for s in plan.seeds)
     resolved = resolve_runtime(base)
     console.print(
-        f"mtlbench run: {len(plan.cells())} run(s): {', '.join(methods)} × seeds {seeds}"
+        f"mtlbench run: {len(plan.cells())} run(s)"
+        + (f" (share {plan.shard[0]} of {plan.shard[1]} of {len(plan.all_cells())})" if plan.shard != (1, 1) else "")
+        + f": {', '.join(methods)} × seeds {seeds}"
         + (f" + stl × {len(TASK_NAMES)} tasks × seeds {seeds}" if plan.stl else "")
         + " "
         f"on {base.dataset} (preset {args.preset}, {base.epochs} epochs, {base.image_size} px; "
