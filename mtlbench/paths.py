@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import os
 import stat
+import contextlib
+import tempfile
 from pathlib import Path
+from typing import Iterator, Sequence
 
 from mtlbench.errors import UserError
 
@@ -63,3 +66,30 @@ def results_path(value: str, must_exist: bool, option: str = "--results") -> Pat
     if must_exist:
         raise UserError(f"no results database at {path}; run `mtlbench run` first or pass --results")
     return path
+
+
+@contextlib.contextmanager
+def readable_results(values: Sequence[str]) -> Iterator[tuple[Path, list[Path]]]:
+    """(the database to read, the paths given) for `--results A [B …]`: one file as it is; several files or a
+    folder of *.sqlite merged into a temporary database first (mtlbench.results.merge), removed afterwards."""
+    if len(values) == 1 and not _is_folder(values[0]):
+        path = results_path(values[0], must_exist=True)
+        yield path, [path]
+        return
+    from mtlbench.results.merge import database_files, merge_databases
+
+    inputs = database_files([Path(v).expanduser() for v in values])
+    for path in inputs:
+        results_path(str(path), must_exist=True)
+    with tempfile.TemporaryDirectory(prefix="mtlbench-merged-") as folder:
+        merged = Path(folder) / "merged.sqlite"
+        merge_databases(merged, inputs)
+        yield merged, inputs
+
+
+def _is_folder(value: str) -> bool:
+    """Whether `value` names an existing folder (False for a path the system cannot even look up)."""
+    try:
+        return Path(value).expanduser().is_dir()
+    except OSError:
+        return False

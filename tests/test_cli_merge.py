@@ -90,3 +90,22 @@ def test_merge_and_shard_through_the_cli(tmp_path, capsys) -> None:
     for bad in ("0/3", "4/3", "1-3", "a/b"):
         with pytest.raises(UserError, match="--shard"):
             parse_shard(bad)
+
+
+def test_report_and_export_read_several_databases_merged(tmp_path) -> None:
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    data = make_bundle()
+    train_into(shards / "1.sqlite", ["ew"], data=data)
+    train_into(shards / "2.sqlite", ["dwa"], data=data)
+    merged = tmp_path / "merged.sqlite"
+    merge_databases(merged, database_files([shards]))
+    args = ["--resamples", "100", "--quiet"]
+    assert main(["report", "--results", str(merged), "--out", str(tmp_path / "one"), *args]) == 0
+    assert main(["report", "--results", str(shards), "--out", str(tmp_path / "many"), *args]) == 0
+    one = sorted((tmp_path / "one" / "tables").glob("leaderboard_*.csv"))
+    many = sorted((tmp_path / "many" / "tables").glob("leaderboard_*.csv"))
+    assert [p.read_text() for p in one] == [p.read_text() for p in many] and one
+    files = [str(shards / "1.sqlite"), str(shards / "2.sqlite")]
+    assert main(["export", "--results", *files, "--out", str(tmp_path / "export")]) == 0
+    assert (tmp_path / "export" / "runs.csv").read_text().count("\n") == 3  # header + two runs

@@ -10,7 +10,7 @@ from rich.console import Console
 from mtlbench.commands.options import add_results
 from mtlbench.commands.outcomes import sigterm_as_interrupt
 from mtlbench.errors import interrupted_means
-from mtlbench.paths import results_path
+from mtlbench.paths import readable_results
 
 INTERRUPTED = "the export was not written (an earlier export in --out is left as it was); rerun the same command"
 
@@ -22,7 +22,7 @@ DESCRIPTION = "Write every table of the results database as a CSV file (one per 
 def add_arguments(export: argparse.ArgumentParser) -> None:
     """The `export` subcommand's flags."""
     export.add_argument("--format", default="csv", choices=["csv"], help="output format (csv)")
-    add_results(export)
+    add_results(export, several=True)
     export.add_argument(
         "--out",
         default="results/export",
@@ -38,15 +38,15 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     from mtlbench.results.export import export_csv
     from mtlbench.results.store import ResultsStore
 
-    path, out = results_path(args.results, must_exist=True), Path(args.out)
+    out = Path(args.out)
 
     def write(scratch: Path) -> list[Path]:
         with ResultsStore(path) as store:
             check_intact(store)
             return [p.relative_to(scratch) for p in export_csv(store, scratch)]
 
-    with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
-        written = write_whole_folder(out, "export", [path], write)
+    with sigterm_as_interrupt(), interrupted_means(INTERRUPTED), readable_results(args.results) as (path, given):
+        written = write_whole_folder(out, "export", given, write)
     for p in written:
         console.print(f"wrote {out / p}", highlight=False, soft_wrap=True)
     return 0

@@ -212,8 +212,17 @@ def add_methods(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_results(parser: argparse.ArgumentParser) -> None:
-    """--results, the SQLite results file."""
+def add_results(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    """--results, the SQLite results file (with `several`: one or more files or folders of them, read merged)."""
+    if several:
+        parser.add_argument(
+            "--results",
+            nargs="+",
+            default=[DEFAULT_RESULTS],
+            help=f"SQLite results file (default {DEFAULT_RESULTS}); several files, or folders of *.sqlite (one per "
+            "shard or job), are merged in memory first (as `mtlbench merge` would)",
+        )
+        return
     parser.add_argument("--results", default=DEFAULT_RESULTS, help=f"SQLite results file (default {DEFAULT_RESULTS})")
 
 

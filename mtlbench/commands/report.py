@@ -10,7 +10,7 @@ from rich.console import Console
 from mtlbench.commands.options import add_quiet, add_results
 from mtlbench.commands.outcomes import sigterm_as_interrupt
 from mtlbench.errors import UserError, interrupted_means
-from mtlbench.paths import results_path
+from mtlbench.paths import readable_results
 
 INTERRUPTED = "the report was not written (an earlier report in --out is left as it was); rerun the same command"
 # bootstrap resamples `report` accepts: below 100 a 95% percentile interval rests on a handful of
@@ -28,7 +28,7 @@ DESCRIPTION = (
 
 def add_arguments(report: argparse.ArgumentParser) -> None:
     """The `report` subcommand's flags."""
-    add_results(report)
+    add_results(report, several=True)
     report.add_argument(
         "--out",
         default="reports/latest",
@@ -76,7 +76,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         )
     if args.min_positives < 1:
         raise UserError(f"--min-positives must be at least 1, got {args.min_positives}")
-    out, results = Path(args.out), results_path(args.results, must_exist=True)
+    out = Path(args.out)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()] if args.methods else None
 
     def write(scratch: Path) -> list[Path]:
@@ -86,8 +86,8 @@ def execute(args: argparse.Namespace, console: Console) -> int:
             )
         return [f.relative_to(scratch) for f in files]
 
-    with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
-        files = write_whole_folder(out, "report", [results], write)
+    with sigterm_as_interrupt(), interrupted_means(INTERRUPTED), readable_results(args.results) as (results, given):
+        files = write_whole_folder(out, "report", given, write)
     for f in files:
         console.print(f"wrote {out / f}", highlight=False, soft_wrap=True)
     return 0

@@ -47,7 +47,7 @@ def database_files(paths: Sequence[Path], out: Path | None = None) -> list[Path]
         if path.is_dir():
             inside = sorted(p for p in path.glob("*.sqlite") if p.is_file())
             if not inside:
-                raise UserError(f"{path} holds no *.sqlite results database")
+                raise UserError(f"{path} is a folder with no *.sqlite results database in it; pass a results file")
             found += inside
         elif path.is_file():
             found.append(path)
