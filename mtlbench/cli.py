@@ -1,4 +1,4 @@
-"""The `mtlbench` command: run | tune | report | data | list | export | merge.
+"""The `mtlbench` command: run | tune | report | data | list | export | merge | status.
 
 Each subcommand is a module of mtlbench.commands; this one builds the parser from them and turns
 errors into exit codes: a wrong input is one line and exit code 2, an interrupt says what was kept.
@@ -15,7 +15,7 @@ from typing import Sequence
 from rich.console import Console
 
 from mtlbench import __version__
-from mtlbench.commands import data, export, listing, merge, report, run, tune
+from mtlbench.commands import data, export, listing, merge, report, run, status, tune
 from mtlbench.commands.options import CommandParser
 from mtlbench.commands.outcomes import Terminated
 from mtlbench.errors import UserError, interrupted_message
@@ -29,6 +29,7 @@ COMMANDS = {
     "list": listing,
     "export": export,
     "merge": merge,
+    "status": status,
 }
 
 
