@@ -4,6 +4,7 @@ holds exactly what one process would have stored; idempotent; conflicts refused,
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import replace
 
 import pytest
@@ -68,6 +69,14 @@ def test_a_result_replaces_a_failed_run_and_conflicts_are_refused(tmp_path) -> N
     summary = merge_databases(out, [b])
     assert (summary.copied, summary.replaced) == (1, 1)
     assert sqlite3.connect(out).execute("SELECT status FROM runs").fetchall() == [("complete",)]
+    live = tmp_path / "live.sqlite"
+    train_into(live, ["ew"])
+    with sqlite3.connect(live) as con:  # a sweep is training the cell into this file right now
+        con.execute("UPDATE runs SET status='running', owner_host='node1', owner_pid=7, heartbeat_at=?", (time.time(),))
+    untouched = computed_results(live)
+    with pytest.raises(UserError, match="being written by a running sweep.*nothing was written"):
+        merge_databases(live, [b])
+    assert computed_results(live) == untouched
     with sqlite3.connect(a) as con:  # now a holds a result for the cell that differs from b's
         con.execute("UPDATE runs SET status='complete'")
         con.execute("UPDATE metrics SET auroc = auroc + 0.01 WHERE split='test'")

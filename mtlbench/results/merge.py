@@ -1,7 +1,9 @@
 """Combining results databases (one per shard or job) into one: `mtlbench merge OUT IN…`.
 
 A cell is its identity (`runs.config_hash`: method, seed, protocol, data, resolved hyperparameters). Per cell:
-a result (complete, diverged, out of memory) replaces a run that is not one (failed, interrupted, running);
+a result (complete, diverged, out of memory) replaces a run that is not one (failed, interrupted, or running in
+a process that stopped beating), as `run` restarts such a run; a run still being trained (recent heartbeat) is
+never touched: the merge is refused;
 the same result met again (a second merge of the same file) is left alone, so merging is idempotent; two
 files holding *different* results for one cell are refused, naming the cell, and nothing is written. Each
 run is copied whole: its status, metrics, weights, diagnostics, predictions, costs and cross-dataset tests.
@@ -11,11 +13,13 @@ Tuning rows (linked by identity) are copied once. Everything lands in one transa
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 from mtlbench.errors import UserError
+from mtlbench.results.leases import STALE_AFTER_S
 from mtlbench.results.schema import FINAL_STATUSES
 from mtlbench.results.store import ResultsStore
 
@@ -104,7 +108,9 @@ def _merge_one(conn: sqlite3.Connection, src: sqlite3.Connection, path: Path, su
             summary.already += 1
             continue
         elif existing:
-            for old, _ in existing:  # runs that are not results give way to the result
+            _check_not_live(conn, [old for old, _ in existing], out_label=str(path))
+            # runs that are not results give way to the result, as `run` restarts a failed attempt's rows
+            for old, _ in existing:
                 for table in RUN_TABLES:
                     conn.execute(f"DELETE FROM {table} WHERE run_id=?", (old,))
                 conn.execute("DELETE FROM runs WHERE run_id=?", (old,))
@@ -112,6 +118,24 @@ def _merge_one(conn: sqlite3.Connection, src: sqlite3.Connection, path: Path, su
         _copy_run(conn, src, run_id)
         summary.copied += 1
     _copy_rows(conn, src, "tuning", "", (), ignore=True)
+
+
+def _check_not_live(conn: sqlite3.Connection, run_ids: list[int], out_label: str) -> None:
+    """UserError when one of `run_ids` in the output is being trained right now (running, recent heartbeat):
+    the output is a live sweep's database, and its rows are not the merge's to replace."""
+    marks = ", ".join("?" * len(run_ids))
+    rows = conn.execute(
+        f"SELECT method, seed, owner_host, owner_pid, heartbeat_at FROM runs WHERE run_id IN ({marks}) "
+        "AND status='running'",
+        run_ids,
+    ).fetchall()
+    for method, seed, host, pid, beat in rows:
+        if beat is not None and time.time() - beat <= STALE_AFTER_S:
+            raise UserError(
+                f"the merged output is being written by a running sweep ({method} seed {seed} on {host}, process "
+                f"{pid}) while {out_label} holds a result for that cell: merge into a new file, or wait until it "
+                "ends; nothing was written"
+            )
 
 
 def _results(conn: sqlite3.Connection, run_id: int) -> dict[str, list[tuple]]:
