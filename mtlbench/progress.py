@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 from rich.console import Console
@@ -113,3 +114,68 @@ class SweepDisplay(DataDisplay):
             self.progress.update(self.epoch, visible=False)
             self.progress.update(self.step, visible=False)
             self.progress.update(self.sweep, info="done")
+
+
+class WorkersDisplay(DataDisplay):
+    """One display for several workers (mtlbench/workers.py): a sweep bar of cells done, and per worker a bar
+    of its current run's steps with its epoch and validation AUROC. Not on a terminal: one plain line per
+    epoch, prefixed by the worker."""
+
+    def __init__(self, console: Console, total_runs: int, workers: dict[int, str], enabled: bool = True):
+        super().__init__(console, enabled)
+        self.sweep = self.progress.add_task("sweep", total=total_runs, info="")
+        self.bars = {
+            w: self.progress.add_task(f"w{w}", total=1, info=f"{name}: starting") for w, name in workers.items()
+        }
+        self.runs: dict[int, tuple[str, int, float]] = {}  # worker → (label, epochs, start time)
+        self.data: dict[tuple[int, int], int] = {}
+        self.warned: set[str] = set()
+
+    def cell_done(self) -> None:
+        """One cell of the sweep ended (in whichever worker)."""
+        self.progress.advance(self.sweep)
+
+    def event(self, kind: str, worker: int, *payload: object) -> None:
+        """Show one worker event (see workers.EventReporter)."""
+        bar = self.bars[worker]
+        if kind == "start":
+            label, epochs, steps, first = payload
+            self.runs[worker] = (str(label), int(epochs), time.monotonic())
+            self.progress.reset(
+                bar, total=steps, description=f"w{worker} {label}"[:28], info=f"epoch {int(first) + 1}/{epochs}"
+            )
+            if self.plain and first:
+                self.console.print(
+                    f"w{worker} {label}: resumed at epoch {int(first) + 1}", highlight=False, soft_wrap=True
+                )
+        elif kind == "steps":
+            self.progress.advance(bar, int(payload[0]))
+        elif kind == "epoch":
+            epoch, auroc = int(payload[0]), float(payload[1])
+            label, epochs, started = self.runs.get(worker, ("", 0, time.monotonic()))
+            self.progress.reset(bar, info=f"epoch {min(epoch + 2, epochs)}/{epochs} · val AUROC {auroc:.3f}")
+            if self.plain:
+                self.console.print(
+                    f"w{worker} {label}: epoch {epoch + 1}/{epochs}, val AUROC {auroc:.3f}, "
+                    f"{time.monotonic() - started:.0f} s",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+        elif kind == "end_run":
+            self.progress.update(bar, info="")
+        elif kind == "data":
+            key, description, total = payload
+            self.data[(worker, int(key))] = self.progress.add_task(
+                f"w{worker} {description}"[:28], total=total, info=""
+            )
+            if self.plain:
+                self.console.print(f"w{worker} {description}: {total} items", highlight=False)
+        elif kind == "data_step":
+            task = self.data.get((worker, int(payload[0])))
+            if task is not None:
+                self.progress.advance(task, int(payload[1]))
+                if self.progress.tasks[task].finished:
+                    self.progress.update(task, visible=False)
+        elif kind == "warn" and payload[0] not in self.warned:  # every worker loads the same data
+            self.warned.add(str(payload[0]))
+            self.warn(str(payload[0]))

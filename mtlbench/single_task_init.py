@@ -25,13 +25,20 @@ from mtlbench.training.factories import resolve_runtime
 NEEDS_STL_ACCURACIES = {"deepchest": "init"}  # method → the hyperparameter that asks for them with value "stl"
 
 
+def needs_single_task_runs(cell: RunConfig) -> bool:
+    """Whether `cell`'s method reads the protocol's single-task runs (init=stl with no accuracies given)."""
+    asking = NEEDS_STL_ACCURACIES.get(cell.method)
+    return (
+        asking is not None and cell.method_params.get(asking) == "stl" and not cell.method_params.get("stl_accuracies")
+    )
+
+
 def with_single_task_init(cell: RunConfig, store: ResultsStore) -> RunConfig:
     """`cell` with `stl_accuracies` filled in from the database where its method asks for init=stl (and
     none were given); a UserError naming the missing tasks where the protocol's single-task runs lack one."""
-    asking = NEEDS_STL_ACCURACIES.get(cell.method)
-    params = cell.method_params
-    if asking is None or params.get(asking) != "stl" or params.get("stl_accuracies"):
+    if not needs_single_task_runs(cell):
         return cell
+    params = cell.method_params
     accuracies = single_task_accuracies(store, cell)
     missing = [t for t in TASK_NAMES if t not in accuracies]
     if missing:

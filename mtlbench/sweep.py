@@ -5,9 +5,10 @@ What to run (SweepPlan) is parsed and checked in mtlbench/plan.py, without torch
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
@@ -23,7 +24,7 @@ from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.results.leases import Owner, this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
-from mtlbench.single_task_init import with_single_task_init
+from mtlbench.single_task_init import needs_single_task_runs, with_single_task_init
 
 DATA_INTERRUPTED = (
     "the data generation was not finished and no run was started; rerun the same command to "
@@ -125,14 +126,18 @@ def run_cells(
     display: Any,
     force: bool = False,
     labels: Sequence[str] | None = None,
+    on_outcome: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Train each cell in turn into `store` (claimed, resumed or skipped as `train_run` decides);
-    `labels`, one per cell, are added to what the display calls each run."""
+    `labels`, one per cell, are added to what the display calls each run; `on_outcome` hears each cell's end."""
     outcomes = []
     for i, cell in enumerate(cells):
         reporter: RunReporter = display if not labels else Relabelled(display, labels[i])
-        outcomes.append(train_run(cell, session.data, store, session.env, reporter, force=force, owner=session.owner))
+        outcome = train_run(cell, session.data, store, session.env, reporter, force=force, owner=session.owner)
+        outcomes.append(outcome)
         release_memory(session.device)  # a failed run's model and optimizer go before the next one starts
+        if on_outcome is not None:
+            on_outcome(outcome)
     return outcomes
 
 
@@ -169,13 +174,33 @@ def run_sweep(
     results: Path,
     display: Any,
     force: bool = False,
+    on_ready: Callable[[], None] | None = None,
+    on_outcome: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
     """Run every cell of `plan` into the database at `results`; failures are recorded, not raised. The single-task
-    runs come first: a method initialised from them (deepchest's init=stl) reads them from the database."""
+    runs come first: a method initialised from them (deepchest's init=stl) reads them from the database, waiting
+    for those another process (a worker beside this one) is still training. `on_ready` is called once the data
+    is loaded, `on_outcome` after each cell."""
     session = open_session(plan.base, plan.methods, results, display)
+    if on_ready is not None:
+        on_ready()
     plan = replace(plan, base=session.base)
     with ResultsStore(results) as store:
         cells = plan.cells()
-        outcomes = run_cells(session, [c for c in cells if c.method == STL], store, display, force=force)
-        rest = [with_single_task_init(c, store) for c in cells if c.method != STL]
-        return outcomes + run_cells(session, rest, store, display, force=force)
+        single = [c for c in cells if c.method == STL]
+        outcomes = run_cells(session, single, store, display, force=force, on_outcome=on_outcome)
+        rest = [c for c in cells if c.method != STL]
+        if any(needs_single_task_runs(c) for c in rest):
+            wait_for_claims(store, [o.run_id for o in outcomes if o.status == "busy"])
+        rest = [with_single_task_init(c, store) for c in rest]
+        return outcomes + run_cells(session, rest, store, display, force=force, on_outcome=on_outcome)
+
+
+def wait_for_claims(store: ResultsStore, run_ids: Sequence[int], poll_s: float = 5.0) -> None:
+    """Return once none of `run_ids` is being run by a live process (each ended, or its claim went stale)."""
+    owner = this_process()
+    pending = list(run_ids)
+    while pending:
+        pending = [r for r in pending if store.claim_is_alive(r, owner)]
+        if pending:
+            time.sleep(poll_s)

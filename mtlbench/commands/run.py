@@ -56,6 +56,19 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         "share): N processes or jobs with --shard 1/N … N/N, each into its own --results file, then `mtlbench merge`",
     )
     run.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="run the sweep in N worker processes on this machine, the CPU cores split between them (each pinned "
+        "to its share, OMP_NUM_THREADS set): each cell runs once, in whichever worker takes it first",
+    )
+    run.add_argument(
+        "--devices",
+        metavar="0,1,…",
+        help="one worker process per GPU (each sees its GPU as cuda:0; the CPU cores split between them), one "
+        "progress display; Ctrl-C stops them all",
+    )
+    run.add_argument(
         "--force",
         action="store_true",
         help="rerun cells that already have a result (complete, diverged or out of memory)",
@@ -129,6 +142,11 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`; exit code 1 when a run failed, diverged or ran out of memory."""
     plans = ladder_plans(args) if args.ladder else [plan_from(args)]
     results = results_path(args.results, must_exist=False)
+    if args.workers is not None or args.devices is not None:
+        from mtlbench.workers import plan_slots
+
+        args.slots = plan_slots(args.workers, args.devices)
+        check_workers_fit(plans[0], args.slots, results)
     if args.ladder:
         from mtlbench.ladder import RUNGS
         from mtlbench.model import trunk  # torch from here on
@@ -178,9 +196,13 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
     )
     for line in protocol_warnings(base, methods, plan.method_params):
         console.print(f"[yellow]warning: {line}[/yellow]", soft_wrap=True, highlight=False)
+    slots = getattr(args, "slots", None)
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
-        with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
-            outcomes = run_sweep(plan, results, display, force=args.force)
+        if slots:
+            outcomes, stopped = run_on_workers(plan, results, slots, args, console)
+        else:
+            with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
+                outcomes, stopped = run_sweep(plan, results, display, force=args.force), {}
     console.print(summary_table(results, outcomes))
     skipped = sum(o.status == "skipped" for o in outcomes)
     if skipped:
@@ -189,4 +211,39 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
     bad = [o for o in outcomes if o.status in FAILED_STATUSES]
     for o in bad:
         console.print(f"[red]{o.method} seed {o.seed}: {o.status}[/red] — {o.detail}", highlight=False)
-    return 1 if bad else 0
+    for slot in slots or []:
+        if slot.index in stopped:
+            console.print(f"[red]{slot.describe()} stopped: {stopped[slot.index]}[/red]", highlight=False)
+    if stopped:
+        console.print("rerun the same command: complete runs are kept, an interrupted one resumes")
+    return 1 if bad or stopped else 0
+
+
+def check_workers_fit(plan: "SweepPlan", slots: list, results: "Path") -> None:
+    """Refuse workers where they cannot work: --device other than auto or cuda with --devices, a GPU that is not
+    there, or a results database on a network filesystem (several writers need SQLite's WAL mode there)."""
+    from mtlbench.results.schema import network_filesystem
+    from mtlbench.workers import check_devices_exist
+
+    check_devices_exist(slots, plan.base.device)
+    fs = network_filesystem(results)
+    if fs:
+        raise UserError(
+            f"--results {results} is on a {fs} filesystem, where several processes cannot share one SQLite database "
+            "safely: put --results on a local disk, or give each process its own file (--shard K/N, "
+            "--launcher slurm) and `mtlbench merge` them"
+        )
+
+
+def run_on_workers(
+    plan: "SweepPlan", results: "Path", slots: list, args: argparse.Namespace, console: Console
+) -> tuple[list, dict[int, str]]:
+    """The sweep on one worker process per slot, one display; (each cell's outcome, worker → why it stopped)."""
+    from mtlbench.progress import WorkersDisplay
+    from mtlbench.workers import run_workers
+
+    console.print(f"{len(slots)} workers: " + ", ".join(s.describe() for s in slots), highlight=False, soft_wrap=True)
+    names = {s.index: s.describe() for s in slots}
+    with WorkersDisplay(console, len(plan.cells()), names, enabled=not args.quiet) as display:
+        done = run_workers(plan, results, slots, display, force=args.force)
+    return done.outcomes, done.errors

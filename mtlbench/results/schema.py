@@ -179,9 +179,12 @@ def init_schema(conn: sqlite3.Connection, path: Path) -> None:
     """Create or migrate the schema under the write lock (several processes may open it at once)."""
     version = read_version(conn, path)
     refuse_newer(version, path)
-    if version == SCHEMA_VERSION and is_wal(conn):
+    journal = "delete" if network_filesystem(path) else "wal"
+    if version == SCHEMA_VERSION and journal_mode(conn) == journal:
         return  # nothing to write: a read-only user (report, export) works too
-    conn.execute("PRAGMA journal_mode=WAL")  # readers never block the writer; one writer at a time
+    # WAL: readers never block the writer, one writer at a time; it needs shared memory between the processes,
+    # which a network filesystem does not give (SQLite's documentation: wal.html), so there the rollback journal.
+    conn.execute(f"PRAGMA journal_mode={journal}")
     conn.execute("BEGIN IMMEDIATE")
     try:
         version = read_version(conn, path)  # again, under the lock: another process may have migrated it
@@ -273,6 +276,33 @@ def refuse_newer(version: int | None, path: Path) -> None:
         )
 
 
-def is_wal(conn: sqlite3.Connection) -> bool:
-    """Whether the database is in WAL mode already."""
-    return conn.execute("PRAGMA journal_mode").fetchone()[0].lower() == "wal"
+def journal_mode(conn: sqlite3.Connection) -> str:
+    """The database's journal mode, lower case (wal, delete, …)."""
+    return conn.execute("PRAGMA journal_mode").fetchone()[0].lower()
+
+
+# filesystem types (as /proc/mounts names them) where SQLite's WAL mode must not be used: its shared-memory
+# index cannot be shared between hosts
+NETWORK_FILESYSTEMS = ("nfs", "nfs4", "lustre", "gpfs", "cifs", "smb3", "smbfs", "beegfs", "ceph", "fuse.sshfs",
+                       "glusterfs", "fuse.glusterfs", "panfs", "wekafs", "9p")
+
+
+def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
+    """The type of the network filesystem that `path` (or the folder it would be made in) lies on, else None:
+    from the longest mount point of /proc/mounts (`mounts`: its text, for tests) above the path."""
+    if mounts is None:
+        try:
+            mounts = Path("/proc/mounts").read_text()
+        except OSError:
+            return None  # not Linux: no way to tell; WAL as before
+    target = Path(path).expanduser().absolute()
+    best, kind = "", None
+    for line in mounts.splitlines():
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = str(target) == point or str(target).startswith(point.rstrip("/") + "/")
+        if inside and len(point) > len(best):
+            best, kind = point, fields[2].lower()
+    return kind if kind in NETWORK_FILESYSTEMS else None

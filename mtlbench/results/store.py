@@ -227,6 +227,13 @@ class ResultsStore:
             )
             return ClaimResult("run", int(cur.lastrowid), "running", note=note)
 
+    def claim_is_alive(self, run_id: int, owner: Owner) -> bool:
+        """Whether another live process is running `run_id` now (as `claim_run` would judge it)."""
+        row = self.conn.execute(
+            "SELECT status, owner_token, owner_host, owner_pid, heartbeat_at FROM runs WHERE run_id=?", (run_id,)
+        ).fetchone()
+        return row is not None and row[0] == "running" and owner.other_is_alive(*row[1:])
+
     def assert_owner(self, run_id: int, owner: Owner) -> None:
         """Raise ClaimLost unless `owner` still holds `run_id` (call inside the transaction that writes)."""
         row = self.conn.execute("SELECT owner_token, status FROM runs WHERE run_id=?", (run_id,)).fetchone()
