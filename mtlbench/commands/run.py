@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
+from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from, tensorboard_dir
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import preset_params, preset_sweep, validate
 from mtlbench.errors import UserError, interrupted_means
@@ -129,6 +129,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`; exit code 1 when a run failed, diverged or ran out of memory."""
     plans = ladder_plans(args) if args.ladder else [plan_from(args)]
     results = results_path(args.results, must_exist=False)
+    args.tensorboard = tensorboard_dir(args)
     if args.ladder:
         from mtlbench.ladder import RUNGS
         from mtlbench.model import trunk  # torch from here on
@@ -176,11 +177,17 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
         soft_wrap=True,
         highlight=False,
     )
+    if args.tensorboard is not None:
+        console.print(
+            f"TensorBoard views → {args.tensorboard} (tensorboard --logdir {args.tensorboard})",
+            highlight=False,
+            markup=False,
+        )
     for line in protocol_warnings(base, methods, plan.method_params):
         console.print(f"[yellow]warning: {line}[/yellow]", soft_wrap=True, highlight=False)
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
         with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
-            outcomes = run_sweep(plan, results, display, force=args.force)
+            outcomes = run_sweep(plan, results, display, force=args.force, tensorboard=args.tensorboard)
     console.print(summary_table(results, outcomes))
     skipped = sum(o.status == "skipped" for o in outcomes)
     if skipped:
