@@ -24,6 +24,7 @@ from mtlbench.results.store import ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.results.leases import Owner, this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
+from mtlbench.training.tensorboard_sink import TensorBoardLog
 from mtlbench.single_task_init import needs_single_task_runs, with_single_task_init
 
 DATA_INTERRUPTED = (
@@ -86,18 +87,23 @@ def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: A
 @dataclass(frozen=True)
 class SweepSession:
     """What every cell of a sweep shares: the resolved base config (with the data's fingerprint), the
-    loaded data, the environment, the device and this process's identity as a claimant."""
+    loaded data, the environment, the device, this process's identity as a claimant and where each run's
+    TensorBoard view goes (`--tensorboard`; None: nowhere)."""
 
     base: RunConfig
     data: DatasetBundle
     env: dict[str, Any]
     device: torch.device
     owner: Owner
+    tensorboard: TensorBoardLog | None = None
 
 
-def open_session(base: RunConfig, methods: Sequence[str], results: Path, display: Any) -> SweepSession:
+def open_session(
+    base: RunConfig, methods: Sequence[str], results: Path, display: Any, tensorboard: Path | None = None
+) -> SweepSession:
     """Check what can fail before any training (settings, database, pretrained weights), load the data
-    once and warm up: everything a sweep does before its first cell."""
+    once and warm up: everything a sweep does before its first cell. With `tensorboard`, every run of the
+    session also writes a TensorBoard view under that folder."""
     # The gradient engine stays as asked: "auto" resolves per method (its gradient space), in train_run.
     base = replace(resolve_runtime(base), grad_engine=base.grad_engine)
     device = torch.device(base.device)
@@ -111,12 +117,14 @@ def open_session(base: RunConfig, methods: Sequence[str], results: Path, display
         trunk(base.arch, base.pretrained)  # fail before the sweep if the weights cannot be loaded
     with interrupted_means(DATA_INTERRUPTED):
         data = load_dataset(base, display)
+    warn = getattr(display, "warn", lambda text: print(f"warning: {text}"))
     for line in data.info.get("warnings", []):  # said before any training (stored with each run, too)
-        getattr(display, "warn", lambda text: print(f"warning: {text}"))(line)
+        warn(line)
     base = replace(base, data_fingerprint=data.info.get("fingerprint", ""))
     if len(data.train) >= 2:
         warm_up(base, data, device)
-    return SweepSession(base, data, env, device, this_process())
+    views = TensorBoardLog(Path(tensorboard).expanduser(), warn) if tensorboard is not None else None
+    return SweepSession(base, data, env, device, this_process(), views)
 
 
 def run_cells(
@@ -133,7 +141,16 @@ def run_cells(
     outcomes = []
     for i, cell in enumerate(cells):
         reporter: RunReporter = display if not labels else Relabelled(display, labels[i])
-        outcome = train_run(cell, session.data, store, session.env, reporter, force=force, owner=session.owner)
+        outcome = train_run(
+            cell,
+            session.data,
+            store,
+            session.env,
+            reporter,
+            force=force,
+            owner=session.owner,
+            tensorboard=session.tensorboard,
+        )
         outcomes.append(outcome)
         release_memory(session.device)  # a failed run's model and optimizer go before the next one starts
         if on_outcome is not None:
@@ -176,12 +193,14 @@ def run_sweep(
     force: bool = False,
     on_ready: Callable[[], None] | None = None,
     on_outcome: Callable[[RunResult], None] | None = None,
+    tensorboard: Path | None = None,
 ) -> list[RunResult]:
     """Run every cell of `plan` into the database at `results`; failures are recorded, not raised. The single-task
     runs come first: a method initialised from them (deepchest's init=stl) reads them from the database, waiting
     for those another process (a worker beside this one) is still training. `on_ready` is called once the data
-    is loaded, `on_outcome` after each cell."""
-    session = open_session(plan.base, plan.methods, results, display)
+    is loaded, `on_outcome` after each cell. With `tensorboard`, each run also writes its TensorBoard view under
+    that folder."""
+    session = open_session(plan.base, plan.methods, results, display, tensorboard)
     if on_ready is not None:
         on_ready()
     plan = replace(plan, base=session.base)

@@ -64,9 +64,10 @@ def trial_outcomes(store: ResultsStore, hashes: list[str]) -> list[TrialOutcome]
     return out
 
 
-def run_tune(plan: TunePlan, results: Path, display: Any) -> TuneResult:
-    """Run `plan` into the database at `results`; a run's failure is recorded, not raised."""
-    session = open_session(plan.base, plan.methods, results, display)
+def run_tune(plan: TunePlan, results: Path, display: Any, tensorboard: Path | None = None) -> TuneResult:
+    """Run `plan` into the database at `results`; a run's failure is recorded, not raised. With `tensorboard`,
+    each trial and run also writes its TensorBoard view under that folder."""
+    session = open_session(plan.base, plan.methods, results, display, tensorboard)
     plan = replace(plan, base=session.base)
     result = TuneResult()
     with ResultsStore(results) as store:

@@ -180,7 +180,9 @@ def pin(slot: WorkerSlot) -> None:
         os.sched_setaffinity(0, slot.cpus)
 
 
-def worker_main(plan: "SweepPlan", results: Path, force: bool, slot: WorkerSlot, events: Any) -> None:
+def worker_main(
+    plan: "SweepPlan", results: Path, force: bool, slot: WorkerSlot, events: Any, tensorboard: Path | None = None
+) -> None:
     """A worker process: pinned to its slot, runs the sweep into `results`, reports through `events`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM, once each
     pin(slot)
@@ -198,6 +200,7 @@ def worker_main(plan: "SweepPlan", results: Path, force: bool, slot: WorkerSlot,
                 force=force,
                 on_ready=lambda: reporter._put("ready"),
                 on_outcome=lambda outcome: reporter._put("cell", outcome),
+                tensorboard=tensorboard,
             )
     except KeyboardInterrupt:
         reporter._put("stopped", "interrupted")
@@ -221,7 +224,12 @@ class WorkersOutcome:
 
 
 def run_workers(
-    plan: "SweepPlan", results: Path, slots: list[WorkerSlot], display: Any, force: bool = False
+    plan: "SweepPlan",
+    results: Path,
+    slots: list[WorkerSlot],
+    display: Any,
+    force: bool = False,
+    tensorboard: Path | None = None,
 ) -> WorkersOutcome:
     """Run `plan` on one worker per slot into `results`, showing events on `display` (a WorkersDisplay);
     the first worker loads (or generates) the data before the others start, so it is made once.
@@ -237,7 +245,9 @@ def run_workers(
 
     def start(slot: WorkerSlot) -> None:
         process = context.Process(
-            target=worker_main, args=(plan, results, force, slot, events), name=f"mtlbench-worker-{slot.index}"
+            target=worker_main,
+            args=(plan, results, force, slot, events, tensorboard),
+            name=f"mtlbench-worker-{slot.index}",
         )
         process.start()
         processes[slot.index] = process

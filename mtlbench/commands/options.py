@@ -4,11 +4,14 @@ settings are layered (preset ← --config file ← flags given on the command li
 from __future__ import annotations
 
 import argparse
+import importlib.util
+from pathlib import Path
 
 from mtlbench.config import CHOICE_FIELDS, COMMAND_LINE, PRESETS, RunConfig, build_config, choices, load_config_file
 from mtlbench.errors import UserError
 
 DEFAULT_RESULTS = "results/mtlbench.sqlite"
+TENSORBOARD_MISSING = "--tensorboard needs the tensorboard package: pip install -e '.[tensorboard]'"
 
 # command-line flag → (RunConfig field, type, help, group): data options say which data to use (`run`,
 # `tune`, `data prepare|verify`); run options say how to train (`run`, `tune`)
@@ -197,10 +200,37 @@ def add_settings(
 
 
 def add_training_settings(parser: argparse.ArgumentParser, param_help: str) -> None:
-    """What `run` and `tune` share: --preset, --config, every data and run flag, --param, --results."""
+    """What `run` and `tune` share: --preset, --config, every data and run flag, --param, --results,
+    --tensorboard."""
     add_settings(parser, TRAINING_OPTIONS, TRAINING_SWITCHES)
     parser.add_argument("--param", action="append", default=[], metavar="METHOD.NAME=VALUE", help=param_help)
     add_results(parser)
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="also write each run's per-epoch validation AUROC, training losses, task weights and step time, "
+        "and its config, as TensorBoard events in DIR/<dataset>/<method>-seed<seed>-<config hash> (view them "
+        "with `tensorboard --logdir DIR`; the results database stays the record). Needs pip install -e "
+        "'.[tensorboard]'",
+    )
+
+
+def tensorboard_installed() -> bool:
+    """Whether the tensorboard package can be imported (found, not imported: no torch)."""
+    return importlib.util.find_spec("tensorboard") is not None
+
+
+def tensorboard_dir(args: argparse.Namespace) -> Path | None:
+    """--tensorboard's folder, checked before any data or training work (tensorboard installed, the path
+    not a file); None without the flag."""
+    if args.tensorboard is None:
+        return None
+    if not tensorboard_installed():
+        raise UserError(TENSORBOARD_MISSING)
+    folder = Path(args.tensorboard).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"--tensorboard {args.tensorboard} is a file, not a folder")
+    return folder
 
 
 def add_methods(parser: argparse.ArgumentParser) -> None:

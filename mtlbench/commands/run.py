@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
+from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from, tensorboard_dir
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import preset_params, preset_sweep, validate
 from mtlbench.errors import UserError, interrupted_means
@@ -142,6 +142,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`; exit code 1 when a run failed, diverged or ran out of memory."""
     plans = ladder_plans(args) if args.ladder else [plan_from(args)]
     results = results_path(args.results, must_exist=False)
+    args.tensorboard = tensorboard_dir(args)
     if args.workers is not None or args.devices is not None:
         from mtlbench.workers import plan_slots
 
@@ -194,6 +195,12 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
         soft_wrap=True,
         highlight=False,
     )
+    if args.tensorboard is not None:
+        console.print(
+            f"TensorBoard views → {args.tensorboard} (tensorboard --logdir {args.tensorboard})",
+            highlight=False,
+            markup=False,
+        )
     for line in protocol_warnings(base, methods, plan.method_params):
         console.print(f"[yellow]warning: {line}[/yellow]", soft_wrap=True, highlight=False)
     slots = getattr(args, "slots", None)
@@ -202,7 +209,8 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
             outcomes, stopped = run_on_workers(plan, results, slots, args, console)
         else:
             with SweepDisplay(console, len(plan.cells()), enabled=not args.quiet) as display:
-                outcomes, stopped = run_sweep(plan, results, display, force=args.force), {}
+                outcomes = run_sweep(plan, results, display, force=args.force, tensorboard=args.tensorboard)
+            stopped = {}
     console.print(summary_table(results, outcomes))
     skipped = sum(o.status == "skipped" for o in outcomes)
     if skipped:
@@ -245,5 +253,5 @@ def run_on_workers(
     console.print(f"{len(slots)} workers: " + ", ".join(s.describe() for s in slots), highlight=False, soft_wrap=True)
     names = {s.index: s.describe() for s in slots}
     with WorkersDisplay(console, len(plan.cells()), names, enabled=not args.quiet) as display:
-        done = run_workers(plan, results, slots, display, force=args.force)
+        done = run_workers(plan, results, slots, display, force=args.force, tensorboard=args.tensorboard)
     return done.outcomes, done.errors

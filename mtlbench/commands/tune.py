@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from rich.console import Console
 
-from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from
+from mtlbench.commands.options import add_methods, add_quiet, add_training_settings, config_from, tensorboard_dir
 from mtlbench.commands.outcomes import FAILED_STATUSES, print_notes, sigterm_as_interrupt
 from mtlbench.config import load_config_file, preset_params, preset_sweep
 from mtlbench.errors import UserError, interrupted_means
@@ -129,6 +129,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench tune`; exit code 1 when a method has no selection or a final run failed."""
     plan = tune_plan_from(args)
     results = results_path(args.results, must_exist=False)
+    tensorboard = tensorboard_dir(args)
     head = (
         f"mtlbench tune: {', '.join(plan.methods)}: {plan.trials} trial(s) each on seed {plan.trial_seed}, "
         f"selected on validation mean AUROC, then × seeds {args.seeds}"
@@ -156,7 +157,7 @@ def execute(args: argparse.Namespace, console: Console) -> int:
         console.print(f"[yellow]warning: {line}[/yellow]", soft_wrap=True, highlight=False)
     with sigterm_as_interrupt(), interrupted_means(INTERRUPTED):
         with SweepDisplay(console, plan.total_runs(), enabled=not args.quiet) as display:
-            outcome = run_tune(plan, results, display)
+            outcome = run_tune(plan, results, display, tensorboard)
     for m in plan.methods:
         if m in outcome.selections:
             sel = outcome.selections[m]

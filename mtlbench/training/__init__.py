@@ -9,6 +9,7 @@ Rooms, in the order a run passes through them:
 * state — what a run carries between epochs and saves in its checkpoint; start or resume;
 * loop — the epoch loop, model selection and the test, writing through a sink;
 * sink — where results go (the results database, in owner-checked transactions);
+* tensorboard_sink — an extra view of each run's epochs (`--tensorboard`), never failing a run;
 * run — claim, train, classify failures (out of memory, divergence, anything else).
 
 May import: torch, mtlbench's harness modules (config, model, batches, grads, spaces, costs,

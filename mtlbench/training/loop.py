@@ -54,6 +54,7 @@ class EpochMeter:
     seen: int = 0
     steps: int = 0
     weighted_steps: int = 0  # steps whose method returned task weights
+    median_step_s: float = float("nan")  # of the epoch's steps, read from the step timer when the epoch ends
 
     def __post_init__(self) -> None:
         z = lambda: torch.zeros(self.num_tasks, device=self.device, dtype=torch.float64)  # noqa: E731
@@ -174,6 +175,7 @@ class RunLoop:
         state.other_cpu_s += others_s
         state.capacity_s += capacity_s
         times = self.timer.collect()
+        meter.median_step_s = statistics.median(times.steps) if times.steps else float("nan")
         state.step_times += times.steps
         state.method_times += times.method
         state.step_cpu_times += times.cpu
@@ -187,7 +189,7 @@ class RunLoop:
         t_eval = costs.now(device)
         val, val_probs = evaluate(parts.model, self.val_split, config, device, self.task_loss)
         state.eval_s += costs.now(device) - t_eval
-        self.sink.epoch(EpochRecord(epoch, train_loss, train_acc, *self.weights_of(meter), val))
+        self.sink.epoch(EpochRecord(epoch, train_loss, train_acc, *self.weights_of(meter), val, meter.median_step_s))
         val_auroc = val.mean()["auroc"]
         self.reporter.end_epoch(epoch, val_auroc)
         self.select(epoch, val, val_probs)

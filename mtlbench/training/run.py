@@ -22,8 +22,9 @@ from mtlbench.batches import steps_per_epoch
 from mtlbench.results.store import ClaimLost, ResultsStore, RunKey
 from mtlbench.training.factories import ModelFactory, build_method, resolve_runtime
 from mtlbench.training.loop import RunLoop, RunReporter, device_name
-from mtlbench.training.sink import StoreSink
+from mtlbench.training.sink import RunSink, Sinks, StoreSink
 from mtlbench.training.state import start_or_resume
+from mtlbench.training.tensorboard_sink import TensorBoardLog
 
 
 class SilentReporter:
@@ -74,6 +75,7 @@ def train_run(
     force: bool = False,
     owner: Owner | None = None,
     model_factory: ModelFactory | None = None,
+    tensorboard: TensorBoardLog | None = None,
 ) -> RunResult:
     """Train and evaluate one cell, writing everything to `store`; never raises for a run's failure.
 
@@ -83,6 +85,7 @@ def train_run(
     run with status oom, diverged or failed; Ctrl-C marks it interrupted and is re-raised. Only a
     results database or checkpoint that cannot be written stops the sweep (a UserError).
     `model_factory` builds the model (None: `build_model`, the harness ResNet18); tests pass a tiny one.
+    With `tensorboard`, each epoch is also written to the run's TensorBoard folder (never failing the run).
     """
     reporter = reporter or SilentReporter()
     owner = owner or this_process()
@@ -118,6 +121,7 @@ def train_run(
     run_id = claim.run_id
     ckpt_path = checkpoint.checkpoint_path(store.path, key.config_hash)
     store.set_data_info(run_id, data.info)
+    view = tensorboard.run_view(config, tasks, json.dumps(run_config, sort_keys=True)) if tensorboard else None
     try:
         with Heartbeat(store.path, run_id, owner):
             result = _train(
@@ -132,6 +136,7 @@ def train_run(
                 claim.taken_over,
                 claim.note,
                 model_factory,
+                view,
             )
         return replace(result, note=claim.note) if claim.note else result
     except ClaimLost as exc:  # another process runs it now: write nothing more
@@ -172,6 +177,8 @@ def train_run(
         )
     finally:
         reporter.end_run()
+        if view is not None:
+            view.close()
 
 
 OUT_OF_MEMORY_TEXTS = ("out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
@@ -202,17 +209,19 @@ def _train(
     taken_over: bool,
     claim_note: str = "",
     model_factory: ModelFactory | None = None,
+    view: RunSink | None = None,
 ) -> RunResult:
-    """Start (or resume) the claimed run, train it, test it, store it."""
+    """Start (or resume) the claimed run, train it, test it, store it (and show it in `view`, if any)."""
     rss_scope = costs.reset_peaks(device)
     n_steps = steps_per_epoch(len(data.train), config.batch_size)
     parts, state, note = start_or_resume(
         config, data.task_names, device, n_steps, store, run_id, ckpt_path, taken_over, model_factory
     )
     note = f" ({claim_note}){note}" if claim_note else note
-    loop = RunLoop(
-        config, data, parts, state, StoreSink(store, run_id, owner, data.task_names), reporter, ckpt_path, run_id
-    )
+    sink: RunSink = StoreSink(store, run_id, owner, data.task_names)
+    if view is not None:
+        sink = Sinks((sink, view))
+    loop = RunLoop(config, data, parts, state, sink, reporter, ckpt_path, run_id)
     subset = f"[{config.tasks}]" if config.tasks else ""  # a single-task run names its task
     reporter.start_run(f"{config.method}{subset} seed {config.seed}{note}", config.epochs, n_steps, state.epoch)
     diverged_at = loop.run()

@@ -1,7 +1,7 @@
 """Where a run's results go: the results database, in transactions that hold only while the run is ours.
 
 The training loop writes through `RunSink` and never sees SQL; `StoreSink` is the one the CLI
-uses, a test may pass its own.
+uses, a test may pass its own. `Sinks` composes several (the database and `--tensorboard`'s view).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ class EpochRecord:
     mean_weights: np.ndarray | None  # (T,): the weights in force over the epoch; None without weights
     step_weights: tuple[list[int], np.ndarray] | None  # (global steps, (S, T) weights) when logged per step
     val: TaskMetrics
+    median_step_s: float = float("nan")  # the median training step of the epoch, in seconds
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,29 @@ class RunSink(Protocol):
     def epoch(self, record: EpochRecord) -> None: ...
     def diverged(self, step: int, diagnostics: dict[str, float]) -> None: ...
     def complete(self, result: CompletedRun) -> None: ...
+
+
+@dataclass(frozen=True)
+class Sinks:
+    """A RunSink that passes each moment to several sinks, in order: the results database first, so that
+    an extra view never holds what the database does not."""
+
+    sinks: tuple[RunSink, ...]
+
+    def epoch(self, record: EpochRecord) -> None:
+        """Each sink's epoch."""
+        for sink in self.sinks:
+            sink.epoch(record)
+
+    def diverged(self, step: int, diagnostics: dict[str, float]) -> None:
+        """Each sink's divergence."""
+        for sink in self.sinks:
+            sink.diverged(step, diagnostics)
+
+    def complete(self, result: CompletedRun) -> None:
+        """Each sink's result."""
+        for sink in self.sinks:
+            sink.complete(result)
 
 
 @dataclass
