@@ -316,11 +316,32 @@ def _finite(value: int | float, key: str, source: str) -> float:
     return number
 
 
+LAUNCHER_KEY = "slurm"  # a config file's object of --slurm-* settings (mtlbench/cluster.py), not RunConfig fields
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """Read a JSON file of RunConfig overrides (UTF-8, a leading byte-order mark allowed).
 
-    Fields the sweep sets per run (method, seed, …) are refused with the flag that sets them.
+    Fields the sweep sets per run (method, seed, …) are refused with the flag that sets them; the launcher's
+    object (LAUNCHER_KEY) is left out (see `launcher_settings`).
     """
+    data = {k: v for k, v in read_config_object(path).items() if k != LAUNCHER_KEY}
+    fixed = [k for k in NOT_FROM_FILE if k in data]
+    if fixed:
+        raise UserError(f"config file {path}: {fixed[0]} cannot be set in a config file; {NOT_FROM_FILE[fixed[0]]}")
+    return data
+
+
+def launcher_settings(path: str | Path) -> dict[str, Any]:
+    """The config file's "slurm" object (settings of `run --launcher slurm`), {} where it has none."""
+    section = read_config_object(path).get(LAUNCHER_KEY, {})
+    if not isinstance(section, dict):
+        raise UserError(f'config file {path}: "{LAUNCHER_KEY}" must be an object such as {{"partition": "gpu"}}')
+    return section
+
+
+def read_config_object(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a config file, or a one-line UserError saying what is wrong with the file."""
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8-sig"))
@@ -344,9 +365,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
             f'config file {p} must hold a JSON object of settings such as {{"epochs": 5}}, '
             f"got {_JSON_TYPE_NAMES.get(type(data), type(data).__name__)}"
         )
-    fixed = [k for k in NOT_FROM_FILE if k in data]
-    if fixed:
-        raise UserError(f"config file {p}: {fixed[0]} cannot be set in a config file; {NOT_FROM_FILE[fixed[0]]}")
     return data
 
 

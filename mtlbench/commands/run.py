@@ -68,12 +68,73 @@ def add_arguments(run: argparse.ArgumentParser) -> None:
         help="one worker process per GPU (each sees its GPU as cuda:0; the CPU cores split between them), one "
         "progress display; Ctrl-C stops them all",
     )
+    add_launcher(run)
     run.add_argument(
         "--force",
         action="store_true",
         help="rerun cells that already have a result (complete, diverged or out of memory)",
     )
     add_quiet(run)
+
+
+SLURM_FLAGS = {  # --slurm-X → (SlurmSettings field, type, help)
+    "--slurm-partition": ("partition", str, "the partition (queue) to submit to"),
+    "--slurm-time": (
+        "time",
+        str,
+        "time limit of each attempt: minutes or H:MM:SS / D-HH:MM:SS (default 4:00:00); a "
+        "cell still running then is requeued and resumes from its last epoch",
+    ),
+    "--slurm-gpus-per-job": (
+        "gpus_per_job",
+        int,
+        "GPUs per array task (default 1; 0 for CPU nodes; more than one: a worker per GPU, as --devices)",
+    ),
+    "--slurm-cpus-per-job": ("cpus_per_job", int, "CPU cores per array task (default: the partition's)"),
+    "--slurm-mem": ("mem", str, "memory per node, e.g. 64G (default: the partition's)"),
+    "--slurm-array-parallelism": ("array_parallelism", int, "at most this many tasks at once (default: all)"),
+    "--slurm-account": ("account", str, "the account to charge"),
+    "--slurm-max-attempts": (
+        "max_attempts",
+        int,
+        "attempts of one share (its first run and requeues after a "
+        "time limit or preemption), default 4: a cell that fails every time stops there",
+    ),
+}
+
+
+def add_launcher(run: argparse.ArgumentParser) -> None:
+    """--launcher, --jobs and the --slurm-* flags."""
+    from mtlbench.cluster import LAUNCHERS
+
+    group = run.add_argument_group("cluster (README: Running on a cluster)")
+    group.add_argument(
+        "--launcher",
+        choices=LAUNCHERS,
+        help="slurm: submit the sweep as one SLURM job array through submitit and return at once; each task runs "
+        "one share (--shard K/N) into its own database in <results stem>.shards/ (safe on NFS/Lustre/GPFS). "
+        "submitit-local: the same jobs as subprocesses here, waited for (to try the cluster path)",
+    )
+    group.add_argument(
+        "--jobs", type=int, metavar="N", help="array tasks (shares of the cells) to submit (default: one per cell)"
+    )
+    for flag, (_, typ, text) in SLURM_FLAGS.items():
+        group.add_argument(flag, type=typ, default=None, help=text)
+    group.add_argument(
+        "--slurm-extra",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another sbatch option (repeatable), e.g. qos=high, constraint=a100, exclude=node12",
+    )
+    group.add_argument(
+        "--slurm-setup",
+        action="append",
+        default=[],
+        metavar="LINE",
+        help='a shell line the job runs first (repeatable), e.g. "module load cuda/12.4". The --slurm-* '
+        'settings can also come from the --config file\'s "slurm" object, e.g. {"slurm": {"partition": "gpu"}}',
+    )
 
 
 def ladder_plans(args: argparse.Namespace) -> list["SweepPlan"]:
@@ -140,8 +201,13 @@ def plan_from(args: argparse.Namespace) -> "SweepPlan":
 
 def execute(args: argparse.Namespace, console: Console) -> int:
     """`mtlbench run`; exit code 1 when a run failed, diverged or ran out of memory."""
+    check_launcher_flags(args)
     plans = ladder_plans(args) if args.ladder else [plan_from(args)]
     results = results_path(args.results, must_exist=False)
+    if args.launcher:
+        from mtlbench.commands.launch import submit
+
+        return submit(plans[0], results, args, console)
     args.tensorboard = tensorboard_dir(args)
     if args.workers is not None or args.devices is not None:
         from mtlbench.workers import plan_slots
@@ -225,6 +291,31 @@ def run_plan(plan: "SweepPlan", args: argparse.Namespace, results: "Path", conso
     if stopped:
         console.print("rerun the same command: complete runs are kept, an interrupted one resumes")
     return 1 if bad or stopped else 0
+
+
+def check_launcher_flags(args: argparse.Namespace) -> None:
+    """Refuse --slurm-* or --jobs without --launcher, and --launcher with what it does itself or cannot do."""
+    given = [f for f in ("--jobs", *SLURM_FLAGS) if getattr(args, f[2:].replace("-", "_")) is not None]
+    given += [f for f in ("--slurm-extra", "--slurm-setup") if getattr(args, f[2:].replace("-", "_"))]
+    if given and not args.launcher:
+        raise UserError(f"{given[0]} is a setting of the submitted jobs: add --launcher slurm")
+    if args.launcher:
+        clashing = [
+            flag
+            for flag, used in (
+                ("--shard", args.shard),
+                ("--workers", args.workers),
+                ("--devices", args.devices),
+                ("--ladder", args.ladder),
+            )
+            if used
+        ]
+        if clashing:
+            what = {
+                "--shard": "it gives each array task its share itself",
+                "--ladder": "submit each rung on its own",
+            }.get(clashing[0], "use --slurm-gpus-per-job for several GPUs per task")
+            raise UserError(f"--launcher with {clashing[0]}: {what}")
 
 
 def check_workers_fit(plan: "SweepPlan", slots: list, results: "Path") -> None:

@@ -234,6 +234,12 @@ class ResultsStore:
         ).fetchone()
         return row is not None and row[0] == "running" and owner.other_is_alive(*row[1:])
 
+    def interrupt_running(self, why: str) -> int:
+        """Mark every running run interrupted (`why` as its error); for a database that only the caller writes,
+        where a running row can only be a dead process's. Returns how many."""
+        with self.transaction() as c:
+            return c.execute("UPDATE runs SET status='interrupted', error=? WHERE status='running'", (why,)).rowcount
+
     def assert_owner(self, run_id: int, owner: Owner) -> None:
         """Raise ClaimLost unless `owner` still holds `run_id` (call inside the transaction that writes)."""
         row = self.conn.execute("SELECT owner_token, status FROM runs WHERE run_id=?", (run_id,)).fetchone()

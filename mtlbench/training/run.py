@@ -141,8 +141,9 @@ def train_run(
         return replace(result, note=claim.note) if claim.note else result
     except ClaimLost as exc:  # another process runs it now: write nothing more
         return RunResult(run_id, config.method, config.seed, "busy", detail=str(exc))
-    except KeyboardInterrupt:
-        store.finish_run(run_id, "interrupted", error="KeyboardInterrupt (rerun the same command to resume)")
+    except (KeyboardInterrupt, SystemExit) as exc:  # SystemExit: submitit ending a job it has requeued
+        kind = "KeyboardInterrupt" if isinstance(exc, KeyboardInterrupt) else "SystemExit"
+        store.finish_run(run_id, "interrupted", error=f"{kind} (rerun the same command to resume)")
         raise
     except UserError as exc:  # the database or a checkpoint cannot be written: the sweep stops
         try:
