@@ -20,6 +20,7 @@ import io
 import json
 import re
 import shlex
+import shutil
 import time
 import uuid
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -212,6 +213,45 @@ def make_executor(launcher: str, logs: Path, settings: SlurmSettings, shares: in
     return executor
 
 
+def scheduler_states(folder: Path, manifest: dict[str, Any]) -> dict[str, str]:
+    """{job id: SLURM state} of a submitted array, asked through submitit (sacct); {} where it cannot answer."""
+    if manifest.get("launcher") != "slurm" or shutil.which("sacct") is None:
+        return {}
+    try:
+        import submitit
+
+        logs = folder / manifest.get("logs", "logs")
+        jobs = [submitit.SlurmJob(folder=logs, job_id=job_id) for job_id in manifest["job_ids"]]
+        states = {job.job_id: job.state for job in jobs}
+        return {} if all(s == "UNKNOWN" for s in states.values()) else states
+    except Exception:  # noqa: BLE001  (no sacct here, no submitit: the databases still tell the story)
+        return {}
+
+
+LIVE_STATES = ("PENDING", "RUNNING", "REQUEUED", "CONFIGURING", "COMPLETING", "SUSPENDED", "RESIZING", "REQUEUE_HOLD")
+
+
+def live_tasks(folder: Path, manifest: dict[str, Any]) -> list[str]:
+    """What of an earlier submission may still write the launch folder: its tasks SLURM still has queued or
+    running, and shares whose database holds a run with a fresh heartbeat."""
+    from mtlbench.results.leases import STALE_AFTER_S
+    from mtlbench.results.readers import rows_read_only
+
+    live = [
+        f"job {job} ({state.lower()})"
+        for job, state in scheduler_states(folder, manifest).items()
+        if state.upper() in LIVE_STATES
+    ]
+    for db in sorted(folder.glob("*.sqlite")):
+        try:
+            beats = rows_read_only(db, "SELECT heartbeat_at FROM runs WHERE status='running'")
+        except Exception:  # noqa: BLE001  (a damaged share is the run's business, not the submission's)
+            continue
+        if any(b is not None and time.time() - b < STALE_AFTER_S for (b,) in beats):
+            live.append(f"{db.name} (a run is training)")
+    return live
+
+
 def submit_sweep(
     plan: "SweepPlan",
     results: Path,
@@ -234,6 +274,14 @@ def submit_sweep(
             f"{folder} holds a sweep submitted in {manifest.get('shares')} shares; resubmit with --jobs "
             f"{manifest.get('shares')} (its shares' databases go on where they stopped), or pass another --results"
         )
+    if manifest is not None:
+        live = live_tasks(folder, manifest)
+        if live:
+            cancel = f"scancel {manifest['array_job_id']}" if manifest.get("array_job_id") else "stop them"
+            raise UserError(
+                f"{folder}: the earlier submission is still at work ({', '.join(live[:3])}"
+                f"{', …' if len(live) > 3 else ''}); wait for it or {cancel}, then submit again"
+            )
     plan = absolute_paths(replace(plan, shard=(1, shares)))
     logs = folder / LOGS
     logs.mkdir(parents=True, exist_ok=True)

@@ -102,6 +102,11 @@ def test_the_sbatch_script_asks_for_what_the_flags_say(tmp_path, fake_slurm, cap
     pending = [line for line in status.splitlines() if line.startswith("│ ew") or line.startswith("│ uncertainty")]
     assert len(pending) == 2 and all(line.rstrip("│ ").endswith("1") for line in pending)
 
+    again = main(smoke_sweep("ew,uncertainty", results, tmp_path / "data") + ["--launcher", "slurm"])
+    err = capsys.readouterr().err
+    assert again == 2 and "the earlier submission is still at work (job 4242_0 (running)" in err, err
+    assert "scancel 4242" in err
+
 
 def test_settings_come_from_the_config_file_and_flags_win(tmp_path, fake_slurm, capsys) -> None:
     config = tmp_path / "cluster.json"

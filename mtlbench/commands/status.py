@@ -108,6 +108,7 @@ def show_status(paths: list[Path], console: Console, exit_code: bool = False) ->
 
 def show_launch(folder: Path, manifest: dict[str, Any], console: Console) -> None:
     """A submitted sweep's tasks: what the scheduler says of them (SLURM, through submitit) and their attempts."""
+    from mtlbench.cluster import scheduler_states
     from mtlbench.shard_job import read_attempts
 
     shares = int(manifest["shares"])
@@ -141,15 +142,3 @@ def show_launch(folder: Path, manifest: dict[str, Any], console: Console) -> Non
     ]
     for k, outcome in failed:
         console.print(f"  task {k}: its last attempt ended with {outcome}", highlight=False, soft_wrap=True)
-
-
-def scheduler_states(folder: Path, manifest: dict[str, Any]) -> dict[str, str]:
-    """{job id: SLURM state} of a submitted array, asked through submitit (sacct); {} where it cannot answer."""
-    try:
-        import submitit
-
-        logs = folder / manifest.get("logs", "logs")
-        jobs = [submitit.SlurmJob(folder=logs, job_id=job_id) for job_id in manifest["job_ids"]]
-        return {job.job_id: job.state for job in jobs}
-    except Exception:  # noqa: BLE001  (no sacct here, no submitit: the databases still tell the story)
-        return {}
