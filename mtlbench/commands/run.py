@@ -118,8 +118,8 @@ def add_launcher(run: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--jobs", type=int, metavar="N", help="array tasks (shares of the cells) to submit (default: one per cell)"
     )
-    for flag, (_, typ, text) in SLURM_FLAGS.items():
-        group.add_argument(flag, type=typ, default=None, help=text)
+    for flag, (field, typ, text) in SLURM_FLAGS.items():
+        group.add_argument(flag, type=typ, default=None, metavar="N" if typ is int else field.upper(), help=text)
     group.add_argument(
         "--slurm-extra",
         action="append",
