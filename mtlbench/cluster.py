@@ -91,7 +91,9 @@ def slurm_settings(from_file: dict[str, Any], given: dict[str, Any]) -> SlurmSet
     merged = {**from_file, **{k: v for k, v in given.items() if v not in (None, [], ())}}
     extra = merged.get("extra", ())
     if isinstance(extra, dict):
-        extra = [f"{k}={v}" for k, v in extra.items()]
+        extra = [k if v is True else f"{k}={v}" for k, v in extra.items()]
+    if isinstance(extra, str):
+        extra = [extra]
     pairs: list[tuple[str, Any]] = []
     for item in extra:
         key, sep, value = str(item).partition("=")
@@ -102,19 +104,21 @@ def slurm_settings(from_file: dict[str, Any], given: dict[str, Any]) -> SlurmSet
             )
         pairs.append((key, value.strip() if sep else True))
     merged["extra"] = tuple(pairs)
-    merged["setup"] = tuple(merged.get("setup", ()))
+    setup = merged.get("setup", ())
+    merged["setup"] = (setup,) if isinstance(setup, str) else tuple(setup)
     try:
         settings = SlurmSettings(**merged)
     except TypeError as exc:
         raise UserError(f"slurm settings: {exc}") from None
     settings.minutes()
-    for name in ("gpus_per_job", "max_attempts"):
-        value = getattr(settings, name)
-        if not isinstance(value, int) or value < (0 if name == "gpus_per_job" else 1):
-            raise UserError(
-                f"--slurm-{name.replace('_', '-')} must be a whole number ≥ "
-                f"{0 if name == 'gpus_per_job' else 1}, got {value!r}"
-            )
+    if settings.gpus_per_job not in (0, 1):
+        raise UserError(
+            f"--slurm-gpus-per-job {settings.gpus_per_job!r}: 0 (CPU nodes) or 1. Several GPUs in one task would "
+            "mean several writers on its share's database, unsafe on a cluster's network filesystem: submit more "
+            "tasks instead (--jobs, --slurm-array-parallelism)"
+        )
+    if not isinstance(settings.max_attempts, int) or settings.max_attempts < 1:
+        raise UserError(f"--slurm-max-attempts must be a whole number ≥ 1, got {settings.max_attempts!r}")
     for name in ("cpus_per_job", "array_parallelism"):
         value = getattr(settings, name)
         if value is not None and (not isinstance(value, int) or value < 1):
@@ -282,6 +286,8 @@ def submit_sweep(
                 f"{folder}: the earlier submission is still at work ({', '.join(live[:3])}"
                 f"{', …' if len(live) > 3 else ''}); wait for it or {cancel}, then submit again"
             )
+    from mtlbench.results.store import now_text
+
     plan = absolute_paths(replace(plan, shard=(1, shares)))
     logs = folder / LOGS
     logs.mkdir(parents=True, exist_ok=True)
@@ -290,16 +296,15 @@ def submit_sweep(
     if launcher == "submitit-local":  # the jobs share this machine: its cores split between them
         from mtlbench.workers import allowed_cpus
 
-        threads = max(1, len(allowed_cpus()) // min(shares, settings.array_parallelism or shares))
+        threads = max(1, len(allowed_cpus()) // shares)  # the local executor starts every task at once
     jobs_to_run = [
         ShardJob(
             replace(plan, shard=(k, shares)),
             folder,
             submission,
             max_attempts=settings.max_attempts,
-            gpus=settings.gpus_per_job if launcher == "slurm" else 0,
             threads=threads,
-            force=force,
+            force=now_text() if force else False,  # every attempt reruns only what ended before this submission
             tensorboard=tensorboard.absolute() if tensorboard else None,
         )
         for k in range(1, shares + 1)
@@ -340,6 +345,18 @@ def submit_sweep(
 
 
 def wait_for_local(submission: Submission, poll_s: float = 2.0) -> None:
-    """Wait for the local executor's jobs (they are this machine's subprocesses)."""
-    while not all(job.done() for job in submission.jobs):
-        time.sleep(poll_s)
+    """Wait for the local executor's jobs (this machine's subprocesses); Ctrl-C or SIGTERM cancels them (each
+    stores its run as interrupted) and is raised again."""
+    from mtlbench.commands.outcomes import sigterm_as_interrupt
+
+    try:
+        with sigterm_as_interrupt():
+            while not all(job.done() for job in submission.jobs):
+                time.sleep(poll_s)
+    except KeyboardInterrupt:
+        for job in submission.jobs:
+            job.cancel(check=False)
+        deadline = time.monotonic() + 120
+        while not all(job.done() for job in submission.jobs) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        raise

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from mtlbench.plan import SweepPlan
+    from mtlbench.results.store import Force
 
 ATTEMPTS = "attempts"  # folder of the launch folder: one JSON-lines file per share
 
@@ -74,9 +75,8 @@ class ShardJob:
     folder: Path
     submission: str  # the submission's id: attempts are counted per submission
     max_attempts: int = 4
-    gpus: int = 0  # GPUs the job has: more than one runs one worker per GPU
     threads: int | None = None  # CPU threads (the local executor, where jobs share this machine's cores)
-    force: bool = False
+    force: "Force" = False  # a time: results that ended before the submission are rerun
     tensorboard: Path | None = None
 
     @property
@@ -107,8 +107,14 @@ class ShardJob:
         self._record(started=attempt, host=socket.gethostname(), pid=os.getpid(), **_job_ids())
         if self.threads:
             os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(self.threads)
+        from mtlbench.commands.outcomes import Terminated, sigterm_as_interrupt
+
         try:
-            counts = self._run()
+            with sigterm_as_interrupt():  # submitit ignores SIGTERM; a preemption's is ours: the run is stored
+                counts = self._run()
+        except Terminated:  # preempted (SLURM requeues it where the cluster's PreemptMode says so) or cancelled
+            self._record(ended=attempt, outcome="stopped by SIGTERM (preempted or cancelled)")
+            raise SystemExit(128 + 15) from None
         except BaseException as exc:
             self._record(ended=attempt, outcome=f"{type(exc).__name__}: {exc}"[:500])
             raise
@@ -118,7 +124,7 @@ class ShardJob:
     def _run(self) -> dict[str, int]:
         from rich.console import Console
 
-        from mtlbench.progress import SweepDisplay, WorkersDisplay
+        from mtlbench.progress import SweepDisplay
         from mtlbench.results.store import ResultsStore
         from mtlbench.sweep import run_sweep
 
@@ -132,17 +138,8 @@ class ShardJob:
             if taken:
                 print(f"{taken} run(s) of an earlier attempt marked interrupted: they resume", flush=True)
         console = Console(file=sys.stdout, width=200)
-        cells = len(self.plan.cells())
-        if self.gpus > 1:
-            from mtlbench.workers import plan_slots, run_workers
-
-            slots = plan_slots(None, ",".join(str(g) for g in range(self.gpus)))
-            names = {s.index: s.describe() for s in slots}
-            with WorkersDisplay(console, cells, names) as display:
-                outcomes = run_workers(self.plan, self.database, slots, display, self.force, self.tensorboard).outcomes
-        else:
-            with SweepDisplay(console, cells) as display:
-                outcomes = run_sweep(self.plan, self.database, display, force=self.force, tensorboard=self.tensorboard)
+        with SweepDisplay(console, len(self.plan.cells())) as display:
+            outcomes = run_sweep(self.plan, self.database, display, force=self.force, tensorboard=self.tensorboard)
         counts: dict[str, int] = {}
         for o in outcomes:
             counts[o.status] = counts.get(o.status, 0) + 1
@@ -154,6 +151,8 @@ class ShardJob:
 
         if self.attempts() >= self.max_attempts:
             self._record(not_requeued=f"cap of {self.max_attempts} attempts")
-            return None  # submitit then ends the job without a requeue
+            # Returning None would make submitit raise an Exception inside the training step, stored as a failed
+            # run while the sweep went on; SystemExit stores the run as interrupted and ends the job.
+            raise SystemExit(1)
         self._record(requeued=self.attempts())
         return submitit.helpers.DelayedSubmission(replace(self))

@@ -20,7 +20,7 @@ from mtlbench.errors import UserError, interrupted_means
 from mtlbench.model import trunk
 from mtlbench.plan import STL, SweepPlan, check_methods_fit
 from mtlbench.registry import DATASETS
-from mtlbench.results.store import ResultsStore
+from mtlbench.results.store import Force, ResultsStore
 from mtlbench.results.check import check_intact
 from mtlbench.results.leases import Owner, this_process
 from mtlbench.training import RunReporter, RunResult, release_memory, resolve_runtime, train_run, warm_up
@@ -132,7 +132,7 @@ def run_cells(
     cells: Sequence[RunConfig],
     store: ResultsStore,
     display: Any,
-    force: bool = False,
+    force: "Force" = False,
     labels: Sequence[str] | None = None,
     on_outcome: Callable[[RunResult], None] | None = None,
 ) -> list[RunResult]:
@@ -190,7 +190,7 @@ def run_sweep(
     plan: SweepPlan,
     results: Path,
     display: Any,
-    force: bool = False,
+    force: "Force" = False,
     on_ready: Callable[[], None] | None = None,
     on_outcome: Callable[[RunResult], None] | None = None,
     tensorboard: Path | None = None,

@@ -29,6 +29,7 @@ from mtlbench.errors import UserError
 
 if TYPE_CHECKING:
     from mtlbench.plan import SweepPlan
+    from mtlbench.results.store import Force
     from mtlbench.training import RunResult
 
 STOP_GRACE_S = 120.0  # how long stopped workers get to store their run as interrupted before they are killed
@@ -116,7 +117,7 @@ def check_devices_exist(slots: list[WorkerSlot], device: str) -> None:
         raise UserError(f"--devices gives each worker its GPU as cuda:0: drop --device {device}")
     if count == 0:
         raise UserError("--devices needs CUDA GPUs and this machine has none: use --workers N to split the CPU cores")
-    if max(int(s.gpu) for s in gpus) >= count and not os.environ.get("CUDA_VISIBLE_DEVICES"):
+    if not os.environ.get("CUDA_VISIBLE_DEVICES") and max(int(s.gpu) for s in gpus) >= count:
         raise UserError(
             f"--devices {','.join(str(s.gpu) for s in gpus)}: this machine has {count} GPU(s), numbered 0–{count - 1}"
         )
@@ -181,7 +182,7 @@ def pin(slot: WorkerSlot) -> None:
 
 
 def worker_main(
-    plan: "SweepPlan", results: Path, force: bool, slot: WorkerSlot, events: Any, tensorboard: Path | None = None
+    plan: "SweepPlan", results: Path, force: "Force", slot: WorkerSlot, events: Any, tensorboard: Path | None = None
 ) -> None:
     """A worker process: pinned to its slot, runs the sweep into `results`, reports through `events`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops workers with SIGTERM, once each
@@ -236,6 +237,10 @@ def run_workers(
 
     A KeyboardInterrupt here (Ctrl-C, or SIGTERM raised as one) stops every worker and is raised again
     once they have stored their runs."""
+    from mtlbench.results.store import now_text
+
+    if force is True:
+        force = now_text()  # each worker reruns only what ended before this sweep began
     context = multiprocessing.get_context("spawn")
     events = context.Queue()
     processes: dict[int, Any] = {}
@@ -249,7 +254,11 @@ def run_workers(
             args=(plan, results, force, slot, events, tensorboard),
             name=f"mtlbench-worker-{slot.index}",
         )
-        process.start()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # inherited: a Ctrl-C while it starts is ignored too
+        try:
+            process.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
         processes[slot.index] = process
 
     def handle(event: tuple) -> None:
@@ -287,7 +296,7 @@ def run_workers(
         while any(p.is_alive() for p in processes.values()):
             drain(0.2)
         drain(0.1)
-    except KeyboardInterrupt:
+    except BaseException:  # Ctrl-C, SIGTERM (raised as one), a SystemExit: no worker is left behind
         stop_all(processes, lambda: drain(0.2))
         raise
     finally:

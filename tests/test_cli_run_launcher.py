@@ -132,6 +132,8 @@ def test_settings_come_from_the_config_file_and_flags_win(tmp_path, fake_slurm, 
         (["--launcher", "slurm", "--slurm-time", "soon"], "--slurm-time 'soon'"),
         (["--launcher", "slurm", "--slurm-extra", "=x"], "--slurm-extra '=x'"),
         (["--launcher", "slurm", "--slurm-max-attempts", "0"], "--slurm-max-attempts must be"),
+        (["--launcher", "slurm", "--slurm-gpus-per-job", "2"], "0 (CPU nodes) or 1"),
+        (["--launcher", "slurm", "--param", "deepchest.init=stl", "--methods", "deepchest"], "add --stl"),
     ],
 )
 def test_launcher_mistakes_are_one_line(tmp_path, fake_slurm, capsys, flags, says) -> None:
@@ -173,6 +175,11 @@ def test_init_stl_cannot_be_split_over_task_databases(tmp_path, fake_slurm, caps
 )
 def test_slurm_time_formats(text, minutes) -> None:
     assert parse_slurm_time(text) == minutes
+
+
+def test_config_file_extras_may_be_an_object_and_setup_a_line() -> None:
+    settings = slurm_settings({"extra": {"exclusive": True, "qos": "high"}, "setup": "module load cuda"}, {})
+    assert settings.extra == (("exclusive", True), ("qos", "high")) and settings.setup == ("module load cuda",)
 
 
 def test_unknown_config_keys_are_named() -> None:

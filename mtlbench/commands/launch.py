@@ -31,6 +31,8 @@ def submit(plan: "SweepPlan", results: Path, args: argparse.Namespace, console: 
     shares = args.jobs if args.jobs is not None else cells
     if not 1 <= shares <= cells:
         raise UserError(f"--jobs {shares}: the sweep has {cells} cell(s); give 1 … {cells}")
+    if any(needs_single_task_runs(c) for c in plan.all_cells()) and not plan.stl:
+        raise UserError("init=stl needs the protocol's single-task runs in the same database: add --stl")
     if shares > 1 and any(needs_single_task_runs(c) for c in plan.all_cells()):
         raise UserError(
             "init=stl reads the single-task runs from the run's own database, and each array task has its own: "

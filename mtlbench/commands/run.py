@@ -88,7 +88,7 @@ SLURM_FLAGS = {  # --slurm-X → (SlurmSettings field, type, help)
     "--slurm-gpus-per-job": (
         "gpus_per_job",
         int,
-        "GPUs per array task (default 1; 0 for CPU nodes; more than one: a worker per GPU, as --devices)",
+        "GPUs per array task: 1 (default) or 0 for CPU nodes",
     ),
     "--slurm-cpus-per-job": ("cpus_per_job", int, "CPU cores per array task (default: the partition's)"),
     "--slurm-mem": ("mem", str, "memory per node, e.g. 64G (default: the partition's)"),
@@ -314,7 +314,7 @@ def check_launcher_flags(args: argparse.Namespace) -> None:
             what = {
                 "--shard": "it gives each array task its share itself",
                 "--ladder": "submit each rung on its own",
-            }.get(clashing[0], "use --slurm-gpus-per-job for several GPUs per task")
+            }.get(clashing[0], "each task trains on one GPU; more tasks (--jobs) run more at once")
             raise UserError(f"--launcher with {clashing[0]}: {what}")
 
 

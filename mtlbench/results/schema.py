@@ -296,6 +296,9 @@ def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
         except OSError:
             return None  # not Linux: no way to tell; WAL as before
     target = Path(path).expanduser().absolute()
+    existing = next((p for p in (target, *target.parents) if p.exists()), None)
+    if existing is not None:  # through symlinks (e.g. /shared → an NFS mount), to the real place
+        target = existing.resolve() / target.relative_to(existing)
     best, kind = "", None
     for line in mounts.splitlines():
         fields = line.split()
@@ -303,6 +306,6 @@ def network_filesystem(path: Path, mounts: str | None = None) -> str | None:
             continue
         point = fields[1].replace("\\040", " ")
         inside = str(target) == point or str(target).startswith(point.rstrip("/") + "/")
-        if inside and len(point) > len(best):
+        if inside and len(point) >= len(best):  # the later of two mounts on one point (autofs, then nfs) is it
             best, kind = point, fields[2].lower()
     return kind if kind in NETWORK_FILESYSTEMS else None

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, Union
 
 import numpy as np
 
@@ -25,6 +25,16 @@ from mtlbench.results.schema import (FINAL_STATUSES, HOLLOW_NOTE, HOLLOW_RUN_SQL
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def now_text() -> str:
+    """The time as the database stores it (UTC, ISO 8601, seconds): e.g. a `Force` cutoff."""
+    return _now()
+
+
+# --force as a claim sees it: False keeps final results, True reruns them, a time (now_text) reruns those that
+# ended before it: the time a sweep of several processes (workers, array tasks, requeued attempts) began
+Force = Union[bool, str]
 
 
 def _npy(array: np.ndarray) -> bytes:
@@ -177,11 +187,12 @@ class ResultsStore:
         env: dict[str, Any],
         weight_normalization: str,
         owner: Owner,
-        force: bool = False,
+        force: "Force" = False,
     ) -> ClaimResult:
         """Decide, atomically across processes, whether this process runs the cell `key`.
 
-        A final result (complete, diverged, oom) is kept unless `force`; a cell that a live
+        A final result (complete, diverged, oom) is kept unless `force` (True: any; a time from `now_text`: one
+        that ended before it, so that several processes forcing one sweep rerun each cell once); a cell that a live
         process is running is left to it; otherwise the cell is ours: an earlier unfinished
         attempt (failed, interrupted, or running in a dead process) is taken over with its
         rows, so that it can resume from its checkpoint, or a new run row is inserted. A row
@@ -190,20 +201,21 @@ class ResultsStore:
         """
         with self.transaction(immediate=True) as c:
             found = c.execute(
-                f"SELECT run_id, status, owner_token, owner_host, owner_pid, heartbeat_at, {HOLLOW_RUN_SQL} FROM runs"
-                " WHERE config_hash=? ORDER BY run_id DESC",
+                f"SELECT run_id, status, owner_token, owner_host, owner_pid, heartbeat_at, {HOLLOW_RUN_SQL}, ended_at"
+                " FROM runs WHERE config_hash=? ORDER BY run_id DESC",
                 (key.config_hash,),
             ).fetchall()
             hollow = [r[0] for r in found if r[6]]  # "complete" without its metrics: not a result, replaced
+            ended = {r[0]: r[7] or "" for r in found}
             rows = [r[:6] for r in found if not r[6]]
             c.executemany("DELETE FROM runs WHERE run_id=?", [(r,) for r in hollow])
             note = HOLLOW_NOTE if hollow else ""
             for run_id, status, token, host, pid, beat in rows:
                 if status == "running" and owner.other_is_alive(token, host, pid, beat):
                     return ClaimResult("busy", run_id, status)
-            if not force:
+            if force is not True:  # a time: only results that ended before it are rerun (later ones are this sweep's)
                 for run_id, status, *_ in rows:
-                    if status in FINAL_STATUSES:
+                    if status in FINAL_STATUSES and (not force or ended[run_id] >= force):
                         return ClaimResult("done", run_id, status)
             unfinished = [r[0] for r in rows if r[1] not in FINAL_STATUSES]
             stale = [r[0] for r in rows if r[1] in FINAL_STATUSES] + unfinished[1:]

@@ -19,7 +19,7 @@ from mtlbench.config import RunConfig
 from mtlbench.datasets.base import DatasetBundle
 from mtlbench.errors import UserError
 from mtlbench.batches import steps_per_epoch
-from mtlbench.results.store import ClaimLost, ResultsStore, RunKey
+from mtlbench.results.store import ClaimLost, Force, ResultsStore, RunKey
 from mtlbench.training.factories import ModelFactory, build_method, resolve_runtime
 from mtlbench.training.loop import RunLoop, RunReporter, device_name
 from mtlbench.training.sink import RunSink, Sinks, StoreSink
@@ -72,7 +72,7 @@ def train_run(
     store: ResultsStore,
     env: dict[str, Any],
     reporter: RunReporter | None = None,
-    force: bool = False,
+    force: "Force" = False,
     owner: Owner | None = None,
     model_factory: ModelFactory | None = None,
     tensorboard: TensorBoardLog | None = None,
