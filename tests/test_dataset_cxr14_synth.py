@@ -253,7 +253,7 @@ def test_changed_generator_parameters_regenerate(tmp_path: Path, stale: str) -> 
     (root / "synth.json").write_text(json.dumps(stored))
     (root / "test_list.txt").write_text("stale\n")
     generate(tmp_path)
-    assert json.loads((root / "synth.json").read_text())["version"] == params.GENERATOR_VERSION == 4
+    assert json.loads((root / "synth.json").read_text())["version"] == params.GENERATOR_VERSION == 5
     assert len(read_image_list(root / "test_list.txt")) == TEST_COUNT
 
 

@@ -5,16 +5,23 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any, Mapping
 
+from mtlbench.datasets.cxr14_synth import latent
+from mtlbench.datasets.cxr14_synth.agreement import LABEL_AGREEMENT
 from mtlbench.datasets.nih_tables import TABLE_FILE
 
 DATASET_NAME = "cxr14-synth"
-GENERATOR_VERSION = 4  # 2: strengths ×1.6 (capped at 1) so the quick preset at 32 px learns;
+GENERATOR_VERSION = 5  # 2: strengths ×1.6 (capped at 1) so the quick preset at 32 px learns;
 # 3: float32 rendering throughout (pixels within ±1 of version 2, same anatomy and findings);
 # 4: `count` train/val images and `test_count` test images, each drawn from its own share of the
-# NIH patients (see nih_sample.sample_split); an image's pixels are those of version 3
+# NIH patients (see nih_sample.sample_split); an image's pixels are those of version 3;
+# 5: per-finding label noise from NIH's agreement with expert labels (agreement.py), a shared latent
+# severity of the cardiac and airspace findings (latent.py), strengths calibrated to real NIH's
+# per-class difficulty (calibration.py), optional shortcut confounders (shortcuts.py)
 MIN_IMAGES = 50  # of train/val, and of test
 MIN_SIZE, MAX_SIZE = 16, 1024
 TEST_PATIENT_FRACTION = 0.2  # of the NIH table's patients: the ones test images are drawn from
+# The flat label noise of the datasets that reuse the renderer on other tables (chexpert-synth,
+# padchest-synth; see noise.py). cxr14-synth's own noise is per finding (agreement.py).
 SIGNATURE_DROP_RATE = 0.05
 SPURIOUS_RATE = 0.05
 
@@ -57,8 +64,13 @@ def generator_params(count: int, test_count: int, size: int, seed: int) -> dict[
         "test_count": test_count,
         "image_size": size,
         "test_patient_fraction": TEST_PATIENT_FRACTION,
-        "signature_drop_rate": SIGNATURE_DROP_RATE,
-        "spurious_rate": SPURIOUS_RATE,
+        "label_agreement": {task: [a.ppv, a.sensitivity] for task, a in LABEL_AGREEMENT.items()},
+        "latent": {
+            "groups": {group: list(findings) for group, findings in latent.LATENT_GROUPS.items()},
+            "severity_range": list(latent.SEVERITY_RANGE),
+            "congestion": latent.CONGESTION,
+            "heart_trace": latent.HEART_TRACE,
+        },
         "strength": dict(FINDING_STRENGTH),
         "source_table": f"torchxrayvision/data/{TABLE_FILE}",
     }

@@ -15,6 +15,7 @@ from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from mtlbench.datasets.cxr14_synth.anatomy import draw_anatomy, sample_anatomy
 from mtlbench.datasets.cxr14_synth.findings import LESIONS, apply_shape_findings
+from mtlbench.datasets.cxr14_synth.latent import group_severity, signature_amounts
 from mtlbench.datasets.cxr14_synth.nih_sample import read_nih_boxes
 from mtlbench.datasets.cxr14_synth.ops import col
 from mtlbench.datasets.cxr14_synth.params import FINDING_STRENGTH
@@ -94,7 +95,9 @@ def _render_chunk(rows: pd.DataFrame, has: np.ndarray, look: Look) -> np.ndarray
     draws = Draws(seed, keys)
     patient = Draws(seed, rows["Patient ID"].to_numpy().astype(np.uint64) ^ np.uint64(0xA5A5_0000_0000))
     geo = sample_anatomy(rows, patient, draws)
-    apply_shape_findings(geo, has, draws, look.strength, look.boxes)
+    severity = group_severity(draws)
+    amounts = signature_amounts(has, severity)
+    apply_shape_findings(geo, amounts, draws, look.strength, look.boxes, severity)
     film = _film(geo, draws)
     pixel_noise, fields = draw_noise(keys, seed, size)
     images = np.empty(pixel_noise.shape, dtype=np.uint8)
@@ -107,7 +110,7 @@ def _render_chunk(rows: pd.DataFrame, has: np.ndarray, look: Look) -> np.ndarray
             draws.take(block),
             size,
         )
-        _paint_findings(scene, base, markings, has[block], look)
+        _paint_findings(scene, base, markings, amounts[block], look)
         base += markings
         image = _expose(base, pixel_noise[block], {k: v[block] for k, v in film.items()})
         image *= 255
@@ -119,14 +122,18 @@ def _paint_findings(
     scene: Scene,
     base: np.ndarray,
     markings: np.ndarray,
-    has: np.ndarray,
+    amounts: np.ndarray,
     look: Look,
 ) -> None:
-    """Add each finding's signature to `base` (and scale `markings`) in the images that have it."""
+    """Add each finding's signature to `base` (and scale `markings`) in the images that have it, at
+    its strength × the image's amount of it (latent.signature_amounts)."""
     for task, paint in LESIONS.items():
-        idx = np.flatnonzero(has[:, TASK_NAMES.index(task)])
+        t = TASK_NAMES.index(task)
+        idx = np.flatnonzero(amounts[:, t])
         if idx.size:
-            add, keep_markings = paint(scene.take(idx), look.strength[task], look.boxes.get(task))
+            add, keep_markings = paint(
+                scene.take(idx), col(look.strength[task] * amounts[idx, t]), look.boxes.get(task)
+            )
             base[idx] += add
             if keep_markings is not None:
                 markings[idx] *= keep_markings

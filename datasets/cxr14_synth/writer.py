@@ -17,7 +17,7 @@ from PIL import Image
 from mtlbench.datasets import image_cache
 from mtlbench.datasets.base import ProgressFactory
 from mtlbench.datasets.cxr14_synth.nih_sample import SynthSample, read_nih_boxes, sample_split
-from mtlbench.datasets.cxr14_synth.noise import prevalence, render_labels
+from mtlbench.datasets.cxr14_synth.noise import nih_noise_rates, prevalence, render_labels
 from mtlbench.datasets.cxr14_synth.params import DATASET_NAME, FINDING_STRENGTH, generator_params
 from mtlbench.datasets.cxr14_synth.render import Look, render_stream
 from mtlbench.datasets.nih_layout import (
@@ -124,7 +124,7 @@ def write_layout(
     rows = sample.rows
     full_prevalence = prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
     labels = parse_finding_labels(rows["Finding Labels"], TABLE_FILE)
-    rendered = render_labels(labels, rows["Image Index"], seed, full_prevalence)
+    rendered = render_labels(labels, rows["Image Index"], seed, full_prevalence, nih_noise_rates(full_prevalence))
     _write_images(target / IMAGES_DIR, rows, rendered, size, seed, progress)
     rows.to_csv(target / CSV_NAMES[0], index=False)
     (target / TRAIN_VAL_LIST).write_text("".join(f"{n}\n" for n in sample.train_val))
