@@ -73,6 +73,11 @@ def _pick_boxes(draws: Draws, task: str, boxes: np.ndarray | None) -> np.ndarray
     return boxes[pick]
 
 
+def finding_side(draws: Draws, task: str, boxes: np.ndarray | None) -> np.ndarray:
+    """(B,) −1 where the finding's real box (the one its painter draws at) is on the image's left, else +1."""
+    return np.where(_pick_boxes(draws, task, boxes)[:, 0] < 0.5, -1.0, 1.0)
+
+
 def _ellipse(scene: Scene, cx: np.ndarray, cy: np.ndarray, rx: np.ndarray, ry: np.ndarray) -> np.ndarray:
     """Normalised elliptic radius: < 1 inside."""
     r = scene.dx(cx)
@@ -199,7 +204,7 @@ def _nodule(scene: Scene, s: np.ndarray, boxes: np.ndarray | None) -> tuple[np.n
 def _pneumothorax(scene: Scene, s: np.ndarray, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Dark, marking-free rim at the apex/lateral edge, bounded by a thin pleural line."""
     box = _pick_boxes(scene.draws, "Pneumothorax", boxes)
-    sign = col(np.where(box[:, 0] < 0.5, -1.0, 1.0))
+    sign = col(finding_side(scene.draws, "Pneumothorax", boxes))
     depth = col(np.clip(0.2 * box[:, 2], 0.025, 0.07))
     lowest = col(np.clip(box[:, 1] + box[:, 3] / 2, 0.35, 0.8))
     extent = _side(scene, sign) * sigmoid((lowest - scene.Y) / 0.03) * scene.lung

@@ -6,6 +6,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 from mtlbench.datasets.cxr14_synth import latent
+from mtlbench.datasets.cxr14_synth import shortcuts as shortcut
 from mtlbench.datasets.cxr14_synth.agreement import LABEL_AGREEMENT
 from mtlbench.datasets.nih_tables import TABLE_FILE
 
@@ -27,20 +28,20 @@ SPURIOUS_RATE = 0.05
 
 FINDING_STRENGTH: Mapping[str, float] = MappingProxyType(
     {
-        "Atelectasis": 0.88,
+        "Atelectasis": 0.60,
         "Cardiomegaly": 1.00,
-        "Effusion": 1.00,
-        "Infiltration": 0.64,
+        "Effusion": 0.60,
+        "Infiltration": 0.40,
         "Mass": 1.00,
-        "Nodule": 0.80,
-        "Pneumonia": 0.72,
-        "Pneumothorax": 1.00,
-        "Consolidation": 0.80,
-        "Edema": 0.61,
-        "Emphysema": 0.72,
-        "Fibrosis": 0.72,
-        "Pleural_Thickening": 0.88,
-        "Hernia": 1.00,
+        "Nodule": 1.00,
+        "Pneumonia": 0.35,
+        "Pneumothorax": 2.00,
+        "Consolidation": 0.60,
+        "Edema": 0.55,
+        "Emphysema": 1.30,
+        "Fibrosis": 1.30,
+        "Pleural_Thickening": 1.10,
+        "Hernia": 2.00,
     }
 )
 """Signature strength per finding, 1.0 = textbook-obvious; the difficulty knob of the dataset.
@@ -53,9 +54,15 @@ hardest; at 64 px and more epochs the easy findings approach, but do not reach, 
 """
 
 
-def generator_params(count: int, test_count: int, size: int, seed: int) -> dict[str, Any]:
+def generator_params(count: int, test_count: int, size: int, seed: int, shortcuts: bool = False) -> dict[str, Any]:
     """Everything that determines the generated files; stored as synth.json. `count` is the
-    number of train/val images, `test_count` the number of test images."""
+    number of train/val images, `test_count` the number of test images, `shortcuts` whether shortcut
+    confounders are drawn (`--synth-shortcuts`, with their rates)."""
+    drawn = {
+        "drain_rate": shortcut.DRAIN_RATE,
+        "drain_background": shortcut.DRAIN_BACKGROUND,
+        "portable": [shortcut.PORTABLE_BASE, shortcut.PORTABLE_PER_FINDING, shortcut.PORTABLE_MAX],
+    }
     return {
         "generator": DATASET_NAME,
         "version": GENERATOR_VERSION,
@@ -72,5 +79,6 @@ def generator_params(count: int, test_count: int, size: int, seed: int) -> dict[
             "heart_trace": latent.HEART_TRACE,
         },
         "strength": dict(FINDING_STRENGTH),
+        "shortcuts": drawn if shortcuts else False,
         "source_table": f"torchxrayvision/data/{TABLE_FILE}",
     }
