@@ -247,14 +247,15 @@ def _pleural_thickening(scene: Scene, s: np.ndarray, boxes: np.ndarray | None) -
 
 
 def _hernia(scene: Scene, s: np.ndarray, boxes: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Round retrocardiac opacity at the heart base, with an air-fluid level."""
+    """Round retrocardiac gas-filled sac (a hiatal hernia) at the heart base, with an air-fluid level:
+    a lucency behind the dense heart, which is what makes it conspicuous on a radiograph."""
     d = scene.draws
     cx = col(0.52 + d.normal("hernia.x", 0.015))
     cy = scene.geo["heart_y"] + col(0.06 + d.normal("hernia.y", 0.012))
-    radius = col(d.uniform("hernia.r", 0.05, 0.075))
+    radius = col(d.uniform("hernia.r", 0.065, 0.09))
     blob = _blob(scene, cx, cy, radius, 0.1)
-    air = _blob(scene, cx, cy, 0.8 * radius, 0.1) * sigmoid((cy - 0.15 * radius - scene.Y) / 0.004)
-    add = s * (0.22 * blob - 0.3 * air)
+    air = _blob(scene, cx, cy, 0.85 * radius, 0.1) * sigmoid((cy + 0.25 * radius - scene.Y) / 0.004)
+    add = s * (0.1 * blob - 0.45 * air)
     return add, None
 
 
