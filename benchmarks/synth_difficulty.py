@@ -84,15 +84,15 @@ def main() -> None:
         argv = ["run", "--methods", "ew", "--preset", "quick", "--seeds", args.seeds, "--quiet"]
         argv += ["--synth-images", str(args.synth_images), "--synth-test-images", str(args.synth_test_images)]
         argv += ["--image-size", str(args.image_size), "--epochs", str(args.epochs), "--data-seed", str(args.data_seed)]
-        argv += ["--data-dir", str(work / "data"), "--results", str(results)] + (
-            ["--synth-shortcuts"] if args.shortcuts else []
-        )
+        argv += ["--synth-shortcuts"] if args.shortcuts else []
+        protocol = " ".join(argv[1:])
+        argv += ["--data-dir", str(work / "data"), "--results", str(results)]
         start = time.perf_counter()
         code = mtlbench_main(argv)
         wall = time.perf_counter() - start
         if code:
             raise SystemExit(code)
-        print(f"protocol: {' '.join(argv[1:-4])}; wall time {wall:.0f} s (generation and caching included)")
+        print(f"protocol: {protocol}; wall time {wall:.0f} s (generation and caching included)")
         print(report(ew_test_auroc(results)))
 
 

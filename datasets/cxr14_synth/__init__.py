@@ -17,6 +17,8 @@ are a documented choice.
 
 Findings with a common cause share a latent severity per image (latent.py): cardiomegaly, effusion
 and oedema (with vascular congestion), and consolidation, pneumonia and infiltration (at one place).
+With --synth-shortcuts, marks that follow NIH's labels but are not findings are drawn too
+(shortcuts.py): chest drains on labelled pneumothorax, portable markers on sicker AP patients.
 
 Images are displayed as radiographs are: the patient's left is the image's right, so the
 heart sits right of centre. AP views get a magnified heart, lower lung volumes and more noise.
@@ -48,6 +50,8 @@ Modules, each importing only those listed before it (and numpy, pandas, PIL, thr
     anatomy     the healthy chest: per-image anatomy and its attenuation image
     findings    the 14 finding signatures (Cardiomegaly, Emphysema reshape the anatomy); may
                 import mtlbench.tasks
+    shortcuts   the shortcut confounders of --synth-shortcuts (chest drains, portable marks), which
+                follow NIH's labels; may import mtlbench.tasks
     render      images from metadata rows, chunk by chunk on threads, with the film response;
                 may import mtlbench.tasks
     writer      generation on disk: scratch folder, markers, swap into place, what may be
