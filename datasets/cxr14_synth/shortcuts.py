@@ -2,11 +2,12 @@
 not the finding, as in real chest X-ray collections.
 
     chest drain     a radio-opaque tube from the lateral chest wall up towards the apex, drawn on
-                    DRAIN_RATE of the images NIH labels Pneumothorax (a treated pneumothorax: many
-                    NIH pneumothorax images are follow-ups after a drain went in; Oakden-Rayner,
-                    "Exploring large-scale public medical image datasets", Acad. Radiol. 2020, and
-                    the expert reading's PPV of 0.46 for NIH's label) and on DRAIN_BACKGROUND of the
-                    others (drains for effusions, after surgery)
+                    DRAIN_RATE of the images NIH labels Pneumothorax (a treated pneumothorax: NIH's
+                    pneumothorax images include many follow-ups with a drain in place, and models
+                    trained on them score far better on pneumothoraces with a drain than without;
+                    Oakden-Rayner et al., "Hidden stratification causes clinically meaningful failures
+                    in machine learning for medical imaging", ACM CHIL 2020) and on DRAIN_BACKGROUND
+                    of the others (drains for effusions, after surgery)
     portable mark   a bright lead marker in the image's top corner, drawn on AP images only, the more
                     often the more findings NIH labels (PORTABLE_BASE + PORTABLE_PER_FINDING per
                     finding, at most PORTABLE_MAX): bedside films are of sicker patients
