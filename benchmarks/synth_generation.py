@@ -55,7 +55,9 @@ def time_render(count: int, test_count: int, size: int, seed: int) -> tuple[floa
     rows = nih_sample.sample_split(count, test_count, seed, table).rows
     labels = parse_finding_labels(rows["Finding Labels"], TABLE_FILE)
     full_prevalence = noise.prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
-    rendered = noise.render_labels(labels, rows["Image Index"], seed, full_prevalence)
+    rendered = noise.render_labels(
+        labels, rows["Image Index"], seed, full_prevalence, noise.nih_noise_rates(full_prevalence)
+    )
     boxes = nih_sample.read_nih_boxes()
     images = np.empty((len(rows), size, size), dtype=np.uint8)
     start = time.perf_counter()

@@ -143,6 +143,7 @@ class DataRequest:
     synth_test_images: int = 200  # cxr14-synth: test images (RunConfig's presets set both)
     views: str = "all"
     synth_missing: float = 0.0  # cxr14-synth: the fraction of labels left out (NaN), per task and image, seeded
+    synth_shortcuts: bool = False  # cxr14-synth: draw shortcut confounders (another dataset: own folder, fingerprint)
     uncertain: str = "ignore"  # an uncertain (−1) label becomes: ignore = missing (NaN), zeros = 0, ones = 1
     allow_missing: bool = False  # train on the images present; counts go into the run's info
     cache_dir: Path | None = None  # where image caches live; None = under the data root

@@ -36,7 +36,7 @@ from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
 DATASET_NAME = "chexpert-synth"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: cxr14-synth's renderer of its version 5 (latent severity, new strengths)
 TABLE_FILE = "chexpert_train.csv.gz"
 TEST_PATIENT_FRACTION, VALID_PATIENT_FRACTION = 0.2, 0.1  # of the table's patients with frontal images
 VALID_SHARE = 0.1  # of --synth-images: the valid.csv images, the rest train.csv

@@ -32,7 +32,7 @@ from mtlbench.registry import register_dataset
 from mtlbench.tasks import TASK_NAMES
 
 DATASET_NAME = "padchest-synth"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: cxr14-synth's renderer of its version 5 (latent severity, new strengths)
 FRONTAL = ("PA", "AP", "AP_horizontal")
 _DRAW_STREAM = 0x9AD7
 FOLDER = SynthFolder(DATASET_NAME, frozenset({CSV_NAME, *(str(k) for k in range(55))}))

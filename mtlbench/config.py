@@ -54,6 +54,7 @@ LEGACY_VALUES: dict[str, Any] = {
     "augment_eval": False,
     "method_optimizers": "",
     "synth_missing": 0.0,
+    "synth_shortcuts": False,
     "test_dataset": "",
 }
 # Fields that only these datasets read, added after runs on others were stored: left out of the
@@ -91,6 +92,7 @@ class RunConfig:
         "official"  # random-image: images of one patient in training and test (mtlbench/image_split.py)
     )
     synth_missing: float = 0.0  # cxr14-synth: this fraction of labels left out, per task and image (seeded)
+    synth_shortcuts: bool = False  # cxr14-synth: draw shortcut confounders (chest drains, portable marks)
     uncertain: Uncertain = "ignore"  # datasets with uncertain (−1) labels: ignore = missing, zeros, ones
     # another dataset whose test split the selected model is also evaluated on (shared tasks only): stored with
     # the run as its cross-dataset test (`--test-dataset`, read from `--test-data-dir`)
@@ -418,6 +420,8 @@ def validate(config: RunConfig) -> None:
         raise UserError("--test-data-dir is where --test-dataset's files are: give --test-dataset NAME too")
     if config.synth_missing and config.dataset != "cxr14-synth":
         raise UserError(f"--synth-missing applies to cxr14-synth only, not --dataset {config.dataset}")
+    if config.synth_shortcuts and config.dataset != "cxr14-synth":
+        raise UserError(f"--synth-shortcuts applies to cxr14-synth only, not --dataset {config.dataset}")
     at_least("neck", 0, 65_536)
     if not config.lr > 0:
         raise UserError(f"--lr must be > 0, got {config.lr}")

@@ -49,7 +49,9 @@ def with_cross_test(data: DatasetBundle, config: RunConfig, progress: ProgressFa
     """`data` with `--test-dataset`'s test split attached (its own official split, labels as it gives them for
     the 14 tasks: NaN for a finding it does not label), and what it is recorded in the data's info."""
     other_dir = Path(config.test_data_dir or config.data_dir).expanduser()
-    other_config = replace(config, dataset=config.test_dataset, split="official", synth_missing=0.0)
+    other_config = replace(
+        config, dataset=config.test_dataset, split="official", synth_missing=0.0, synth_shortcuts=False
+    )
     other = DATASETS.get(config.test_dataset)(data_request(other_config, other_dir), progress)
     if other.task_names != data.task_names:
         raise UserError(f"--test-dataset {config.test_dataset} has other tasks than {data.name}")
@@ -76,6 +78,7 @@ def data_request(config: RunConfig, data_dir: Path | None = None, **overrides: A
         synth_test_images=config.synth_test_images,
         views=config.views,
         synth_missing=config.synth_missing,
+        synth_shortcuts=config.synth_shortcuts,
         uncertain=config.uncertain,
         allow_missing=config.allow_missing,
         cache_dir=Path(config.cache_dir).expanduser() if config.cache_dir else None,

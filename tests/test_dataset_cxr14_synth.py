@@ -253,7 +253,7 @@ def test_changed_generator_parameters_regenerate(tmp_path: Path, stale: str) -> 
     (root / "synth.json").write_text(json.dumps(stored))
     (root / "test_list.txt").write_text("stale\n")
     generate(tmp_path)
-    assert json.loads((root / "synth.json").read_text())["version"] == params.GENERATOR_VERSION == 4
+    assert json.loads((root / "synth.json").read_text())["version"] == params.GENERATOR_VERSION == 5
     assert len(read_image_list(root / "test_list.txt")) == TEST_COUNT
 
 
@@ -267,7 +267,11 @@ def test_each_finding_changes_the_image(nih_table, task: str) -> None:
     positive[:, TASK_NAMES.index(task)] = True
     with_it, without = render.render_images(rows, positive, 64, 0), render.render_images(rows, negative, 64, 0)
     diff = np.abs(with_it.astype(int) - without.astype(int))
-    assert (diff.reshape(len(rows), -1).max(axis=1) >= 8).all(), task
+    # Version 5 calibrates Pneumonia's own signature to nearly nothing (strength 0.05: its label is
+    # learnt through the infiltration and consolidation drawn with it, as real pneumonia is an airspace
+    # opacity; params.FINDING_STRENGTH): it still changes every image, by 2-5 grey levels here.
+    least = 2 if task == "Pneumonia" else 8
+    assert (diff.reshape(len(rows), -1).max(axis=1) >= least).all(), task
 
 
 def test_cardiomegaly_brightens_the_heart_border(nih_table) -> None:

@@ -28,10 +28,10 @@ def load_cxr14_synth(request: DataRequest, progress: ProgressFactory) -> Dataset
     check_request(request)
     root = dataset_root(request)
     spec = (request.synth_images, request.synth_test_images, request.image_size, request.data_seed)
-    if not request.build_cache and not is_complete(root, generator_params(*spec)):
+    if not request.build_cache and not is_complete(root, generator_params(*spec, request.synth_shortcuts)):
         raise UserError(f"no generated {DATASET_NAME} at {root}; run `mtlbench data prepare` with the same options")
     try:
-        ensure_generated(root, *spec, progress)
+        ensure_generated(root, *spec, progress, shortcuts=request.synth_shortcuts)
     except OSError as exc:  # read-only folder, disk full, ...: nothing half-written is kept
         raise UserError(
             f"cannot write the synthetic dataset under {request.data_dir} ({exc.strerror or exc}); "
@@ -74,6 +74,8 @@ def check_request(request: DataRequest) -> None:
 
 
 def dataset_root(request: DataRequest) -> Path:
-    """Where the dataset for this request lives: data_dir/cxr14-synth/n{count}-test{test_count}-px{size}-seed{seed}."""
+    """Where the dataset for this request lives: data_dir/cxr14-synth/n{count}-test{test_count}-px{size}-seed{seed},
+    with `-shortcuts` after it when shortcut confounders are drawn (`--synth-shortcuts`)."""
     name = f"n{request.synth_images}-test{request.synth_test_images}-px{request.image_size}-seed{request.data_seed}"
+    name += "-shortcuts" if request.synth_shortcuts else ""
     return Path(request.data_dir) / DATASET_NAME / name

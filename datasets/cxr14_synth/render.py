@@ -14,12 +14,15 @@ import pandas as pd
 from threadpoolctl import threadpool_limits  # installed with scikit-learn
 
 from mtlbench.datasets.cxr14_synth.anatomy import draw_anatomy, sample_anatomy
-from mtlbench.datasets.cxr14_synth.findings import LESIONS, apply_shape_findings
+from mtlbench.datasets.cxr14_synth.agreement import nih_label_matrix
+from mtlbench.datasets.cxr14_synth.findings import LESIONS, apply_shape_findings, finding_side
+from mtlbench.datasets.cxr14_synth.latent import group_severity, signature_amounts
 from mtlbench.datasets.cxr14_synth.nih_sample import read_nih_boxes
 from mtlbench.datasets.cxr14_synth.ops import col
 from mtlbench.datasets.cxr14_synth.params import FINDING_STRENGTH
 from mtlbench.datasets.cxr14_synth.rng import Draws, image_keys
 from mtlbench.datasets.cxr14_synth.scene import Scene, draw_noise
+from mtlbench.datasets.cxr14_synth.shortcuts import draw_drain, draw_portable_mark, shortcut_marks
 from mtlbench.tasks import TASK_NAMES
 
 _PIXEL_BUDGET = 1 << 20  # pixels rendered at once; bounds memory at any image size
@@ -30,12 +33,14 @@ _MAX_THREADS = 8
 @dataclass(frozen=True)
 class Look:
     """What every image of one generation shares: its size, the dataset seed, each finding's
-    signature strength and NIH's bounding boxes per finding (where lesions are drawn)."""
+    signature strength, NIH's bounding boxes per finding (where lesions are drawn), and whether
+    shortcut confounders are drawn (shortcuts.py; they need NIH's "Finding Labels" in the rows)."""
 
     size: int
     seed: int
     strength: Mapping[str, float]
     boxes: Mapping[str, np.ndarray]
+    shortcuts: bool = False
 
 
 def render_images(
@@ -45,13 +50,14 @@ def render_images(
     seed: int,
     strength: Mapping[str, float] = FINDING_STRENGTH,
     boxes: Mapping[str, np.ndarray] | None = None,
+    shortcuts: bool = False,
 ) -> np.ndarray:
     """Render (N, size, size) uint8 radiographs for NIH metadata rows.
 
     `rendered` (N, 14) says which finding signatures to draw (see noise.render_labels); `rows` needs
     Image Index, Patient ID, Patient Age, Patient Gender (or Sex) and View Position.
     """
-    look = Look(size, seed, strength, read_nih_boxes() if boxes is None else boxes)
+    look = Look(size, seed, strength, read_nih_boxes() if boxes is None else boxes, shortcuts)
     out = np.empty((len(rows), size, size), dtype=np.uint8)
     for start, stop, images in render_stream(rows, rendered, look):
         out[start:stop] = images
@@ -94,7 +100,10 @@ def _render_chunk(rows: pd.DataFrame, has: np.ndarray, look: Look) -> np.ndarray
     draws = Draws(seed, keys)
     patient = Draws(seed, rows["Patient ID"].to_numpy().astype(np.uint64) ^ np.uint64(0xA5A5_0000_0000))
     geo = sample_anatomy(rows, patient, draws)
-    apply_shape_findings(geo, has, draws, look.strength, look.boxes)
+    severity = group_severity(draws)
+    amounts = signature_amounts(has, severity)
+    apply_shape_findings(geo, amounts, draws, look.strength, look.boxes, severity)
+    marks = _shortcut_marks(rows, geo, draws, look) if look.shortcuts else None
     film = _film(geo, draws)
     pixel_noise, fields = draw_noise(keys, seed, size)
     images = np.empty(pixel_noise.shape, dtype=np.uint8)
@@ -107,7 +116,9 @@ def _render_chunk(rows: pd.DataFrame, has: np.ndarray, look: Look) -> np.ndarray
             draws.take(block),
             size,
         )
-        _paint_findings(scene, base, markings, has[block], look)
+        _paint_findings(scene, base, markings, amounts[block], look)
+        if marks is not None:
+            _paint_shortcuts(scene, base, *(m[block] for m in marks))
         base += markings
         image = _expose(base, pixel_noise[block], {k: v[block] for k, v in film.items()})
         image *= 255
@@ -119,17 +130,40 @@ def _paint_findings(
     scene: Scene,
     base: np.ndarray,
     markings: np.ndarray,
-    has: np.ndarray,
+    amounts: np.ndarray,
     look: Look,
 ) -> None:
-    """Add each finding's signature to `base` (and scale `markings`) in the images that have it."""
+    """Add each finding's signature to `base` (and scale `markings`) in the images that have it, at
+    its strength × the image's amount of it (latent.signature_amounts)."""
     for task, paint in LESIONS.items():
-        idx = np.flatnonzero(has[:, TASK_NAMES.index(task)])
+        t = TASK_NAMES.index(task)
+        idx = np.flatnonzero(amounts[:, t])
         if idx.size:
-            add, keep_markings = paint(scene.take(idx), look.strength[task], look.boxes.get(task))
+            add, keep_markings = paint(
+                scene.take(idx), col(look.strength[task] * amounts[idx, t]), look.boxes.get(task)
+            )
             base[idx] += add
             if keep_markings is not None:
                 markings[idx] *= keep_markings
+
+
+def _shortcut_marks(
+    rows: pd.DataFrame, geo: dict[str, np.ndarray], draws: Draws, look: Look
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(drain, portable mark, drain side) per image of a chunk: from NIH's labels in `rows`."""
+    labels = nih_label_matrix(rows["Finding Labels"]).to_numpy()
+    drain, portable = shortcut_marks(labels, geo["ap"].ravel(), draws)
+    return drain, portable, finding_side(draws, "Pneumothorax", look.boxes.get("Pneumothorax"))
+
+
+def _paint_shortcuts(scene: Scene, base: np.ndarray, drain: np.ndarray, portable: np.ndarray, side: np.ndarray) -> None:
+    """Add the chest drains and portable marks of a block's images to `base`."""
+    idx = np.flatnonzero(drain)
+    if idx.size:
+        base[idx] += draw_drain(scene.take(idx), col(side[idx]))
+    idx = np.flatnonzero(portable)
+    if idx.size:
+        base[idx] += draw_portable_mark(scene.take(idx))
 
 
 def _chunks(count: int, size: int) -> list[tuple[int, int]]:

@@ -17,7 +17,7 @@ from PIL import Image
 from mtlbench.datasets import image_cache
 from mtlbench.datasets.base import ProgressFactory
 from mtlbench.datasets.cxr14_synth.nih_sample import SynthSample, read_nih_boxes, sample_split
-from mtlbench.datasets.cxr14_synth.noise import prevalence, render_labels
+from mtlbench.datasets.cxr14_synth.noise import nih_noise_rates, prevalence, render_labels
 from mtlbench.datasets.cxr14_synth.params import DATASET_NAME, FINDING_STRENGTH, generator_params
 from mtlbench.datasets.cxr14_synth.render import Look, render_stream
 from mtlbench.datasets.nih_layout import (
@@ -39,23 +39,33 @@ SYNTH_JSON = "synth.json"
 WRITE_THREADS = 4
 
 
-def ensure_generated(root: Path, count: int, test_count: int, size: int, seed: int, progress: ProgressFactory) -> Path:
-    """Generate the dataset of `count` train/val and `test_count` test images at `root`, unless a
-    complete one with the same parameters is there.
+def ensure_generated(
+    root: Path,
+    count: int,
+    test_count: int,
+    size: int,
+    seed: int,
+    progress: ProgressFactory,
+    shortcuts: bool = False,
+) -> Path:
+    """Generate the dataset of `count` train/val and `test_count` test images at `root` (with
+    shortcut confounders if `shortcuts`), unless a complete one with the same parameters is there.
 
     Generation writes into a sibling `<root>.partial-<pid>` and renames it into place, so an
     interrupted run never leaves a folder that looks complete; partial folders of dead processes
     are removed. An existing `root` is replaced only if this generator wrote it and it holds
     nothing else (see `check_replaceable`).
     """
-    params = generator_params(count, test_count, size, seed)
+    params = generator_params(count, test_count, size, seed, shortcuts)
     if is_complete(root, params):
         return root
     table = read_nih_table(TABLE_FILE)
     sample = sample_split(count, test_count, seed, table)  # a size its patients cannot give: refused before any folder
     check_replaceable(root)
     remove_stale_partials(root.parent, f"{root.name}.partial-*", is_marked_partial)
-    partial = generate_partial(root, lambda target: write_layout(target, sample, table, size, seed, params, progress))
+    partial = generate_partial(
+        root, lambda target: write_layout(target, sample, table, size, seed, params, progress, shortcuts)
+    )
     return move_into_place(partial, root, params)
 
 
@@ -118,14 +128,17 @@ def write_layout(
     seed: int,
     params: dict[str, Any],
     progress: ProgressFactory,
+    shortcuts: bool = False,
 ) -> None:
     """Write a complete NIH layout (images, CSV, split lists, synth.json) of `sample`, rows of the
-    NIH `table`, into `target`."""
+    NIH `table`, into `target` (with shortcut confounders if `shortcuts`)."""
     rows = sample.rows
     full_prevalence = prevalence(parse_finding_labels(table["Finding Labels"], TABLE_FILE))
     labels = parse_finding_labels(rows["Finding Labels"], TABLE_FILE)
-    rendered = render_labels(labels, rows["Image Index"], seed, full_prevalence)
-    _write_images(target / IMAGES_DIR, rows, rendered, size, seed, progress)
+    rendered = render_labels(labels, rows["Image Index"], seed, full_prevalence, nih_noise_rates(full_prevalence))
+    _write_images(
+        target / IMAGES_DIR, rows, rendered, Look(size, seed, FINDING_STRENGTH, read_nih_boxes(), shortcuts), progress
+    )
     rows.to_csv(target / CSV_NAMES[0], index=False)
     (target / TRAIN_VAL_LIST).write_text("".join(f"{n}\n" for n in sample.train_val))
     (target / TEST_LIST).write_text("".join(f"{n}\n" for n in sample.test))
@@ -133,13 +146,13 @@ def write_layout(
 
 
 def _write_images(
-    folder: Path, rows: pd.DataFrame, rendered: np.ndarray, size: int, seed: int, progress: ProgressFactory
+    folder: Path, rows: pd.DataFrame, rendered: np.ndarray, look: Look, progress: ProgressFactory
 ) -> None:
-    """Render the images of `rows` and write them as PNGs into the new `folder`, chunk by chunk."""
+    """Render the images of `rows` as `look` says and write them as PNGs into the new `folder`, chunk by chunk."""
     folder.mkdir(parents=True)
     advance = progress(f"generating {DATASET_NAME}", len(rows))
     names = rows["Image Index"].astype(str).tolist()
-    stream = render_stream(rows, rendered, Look(size, seed, FINDING_STRENGTH, read_nih_boxes()))
+    stream = render_stream(rows, rendered, look)
     # File creation dominates at small sizes and overlaps well across threads.
     with ThreadPoolExecutor(max_workers=WRITE_THREADS) as writer:
         for start, stop, images in stream:

@@ -147,6 +147,11 @@ DATA_SWITCHES: dict[str, tuple[str, str]] = {
         "train on the images present when listed images are missing or unreadable (counts are stored with each run)",
     ),
     "--download": ("download", "let medmnist download the ChestMNIST file into --data-dir"),
+    "--synth-shortcuts": (
+        "synth_shortcuts",
+        "cxr14-synth: draw shortcut confounders (a chest drain on most images NIH labels Pneumothorax, a portable "
+        "marker on AP images, the more often the more findings), to try methods on shortcuts; off by default",
+    ),
 }
 RUN_SWITCHES: dict[str, tuple[str, str]] = {
     "--hflip": ("hflip", "random horizontal flips (off by default: the heart's side carries meaning)"),
