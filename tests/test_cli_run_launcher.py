@@ -210,13 +210,13 @@ def _single_thread_env() -> dict[str, str]:
 def test_an_array_with_a_preempted_task_merges_to_the_single_process_numbers(tmp_path) -> None:
     data = tmp_path / "data"
     reference = tmp_path / "reference.sqlite"
-    args = smoke_sweep(SWEEP, reference, data, epochs=5)
+    args = smoke_sweep(SWEEP, reference, data, epochs=3)
     done = subprocess.run(cli_command(args), capture_output=True, text=True, timeout=600, env=_single_thread_env())
     assert done.returncode == 0, done.stdout + done.stderr
 
     results = tmp_path / "array.sqlite"
     folder = tmp_path / "array.shards"
-    launch = smoke_sweep(SWEEP, results, data, epochs=5) + ["--launcher", "submitit-local", "--jobs", "3"]
+    launch = smoke_sweep(SWEEP, results, data, epochs=3) + ["--launcher", "submitit-local", "--jobs", "3"]
     proc = subprocess.Popen(cli_command(launch), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     preempted = None
     deadline = time.monotonic() + 300

@@ -167,7 +167,7 @@ def _ctrl_c_as_in_a_terminal() -> None:
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_and_the_runs_resume(tmp_path) -> None:
     results = tmp_path / "r.sqlite"
-    args = smoke_sweep("ew,uncertainty", results, tmp_path / "data", epochs=30, extra=["--workers", "2"])
+    args = smoke_sweep("ew,uncertainty", results, tmp_path / "data", epochs=20, extra=["--workers", "2"])
     proc = subprocess.Popen(
         cli_command(args),
         stdout=subprocess.PIPE,
