@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import stat
 import subprocess
 import time
@@ -225,7 +226,10 @@ def test_an_array_with_a_preempted_task_merges_to_the_single_process_numbers(tmp
             db = shard_database(folder, k, 3)
             checkpoints = db.parent / f"{db.stem}.checkpoints"
             if db.exists() and checkpoints.exists() and any(checkpoints.glob("*.pt")):
-                running = rows(db, "SELECT owner_pid FROM runs WHERE status='running'")
+                try:
+                    running = rows(db, "SELECT owner_pid FROM runs WHERE status='running'")
+                except sqlite3.OperationalError:  # its tables not yet made
+                    running = []
                 if running:
                     os.kill(running[0][0], signal.SIGUSR2)  # SLURM's warning before a time limit, as submitit asks
                     preempted = k

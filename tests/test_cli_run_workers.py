@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -179,10 +180,12 @@ def test_ctrl_c_stops_every_worker_and_the_runs_resume(tmp_path) -> None:
     deadline = time.monotonic() + 300
     running: list = []
     while time.monotonic() < deadline and proc.poll() is None:
-        if results.exists():
-            running = rows(results, "SELECT owner_pid FROM runs WHERE status='running'")
-            if len(running) == 2:
-                break
+        try:
+            running = rows(results, "SELECT owner_pid FROM runs WHERE status='running'") if results.exists() else []
+        except sqlite3.OperationalError:  # the file exists, its tables not yet
+            running = []
+        if len(running) == 2:
+            break
         time.sleep(0.05)
     assert len(running) == 2, "both workers should be training"
     os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole group; workers ignore it, the parent stops each once
